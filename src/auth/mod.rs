@@ -1,0 +1,12 @@
+//! Who is calling: our access tokens, Google sign-in, the extractors that authenticate requests
+//! and gate them by role, and the `/api/auth` routes.
+
+pub mod extract;
+pub mod google;
+mod routes;
+pub mod token;
+
+pub use extract::{AdminUser, AuthUser, CustomerUser, RiderUser, SellerUser};
+pub use google::GoogleVerifier;
+pub use routes::{UserView, router};
+pub use token::{Claims, TokenKeys};

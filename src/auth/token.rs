@@ -1,0 +1,183 @@
+//! Our own access tokens: HS256 JWTs (the algorithm is pinned; a token claiming another is
+//! refused) carrying the user id, the role and the role version they were minted for, a unique
+//! `jti` for revocation, `iat` and `exp`.
+
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tomato_domain::{Role, User, UserId};
+use uuid::Uuid;
+
+/// Clock skew tolerated on `exp`, in seconds.
+const LEEWAY_S: u64 = 5;
+
+/// The claims of a tomato access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: UserId,
+    /// The role the token acts as.
+    pub role: Role,
+    /// The user's role version when the token was minted; a role change makes it stale.
+    pub ver: u32,
+    /// Unique token id, the handle for revocation.
+    pub jti: Uuid,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Expires at, Unix seconds.
+    pub exp: i64,
+}
+
+impl Claims {
+    /// When the token expires.
+    pub fn expires_at(&self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(self.exp).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is malformed or its signature is wrong")]
+    Invalid,
+}
+
+/// Signs and verifies access tokens with the configured secret.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenKeys {
+    /// Keys from the HMAC secret; tokens live `ttl`.
+    pub fn new(secret: &SecretString, ttl: Duration) -> Self {
+        let secret = secret.expose_secret().as_bytes();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_S;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["sub", "exp", "iat", "jti"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+        }
+    }
+
+    /// Mints a token for `user` as they are now.
+    pub fn issue(&self, user: &User) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            sub: user.id,
+            role: user.role,
+            ver: user.role_version,
+            jti: Uuid::new_v4(),
+            iat: now,
+            exp: now.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX)),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok((token, claims))
+    }
+
+    /// Checks the signature, algorithm and expiry, and returns the claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|err| match err.kind() {
+                JwtErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tomato_domain::{Email, PersonName};
+
+    fn user() -> User {
+        User {
+            id: UserId::new(),
+            name: PersonName::parse("Asha").expect("name"),
+            email: Email::parse("asha@example.com").expect("email"),
+            image: None,
+            role: Role::Seller,
+            role_version: 3,
+            created_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn keys(secret: &str) -> TokenKeys {
+        TokenKeys::new(&SecretString::from(secret), Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn issued_tokens_verify_with_their_claims() {
+        let keys = keys("0123456789abcdef0123456789abcdef");
+        let user = user();
+        let (token, claims) = keys.issue(&user).expect("issue");
+        let verified = keys.verify(&token).expect("verify");
+        assert_eq!(verified, claims);
+        assert_eq!(verified.sub, user.id);
+        assert_eq!(verified.role, Role::Seller);
+        assert_eq!(verified.ver, 3);
+        assert_eq!(verified.exp - verified.iat, 3600);
+    }
+
+    #[test]
+    fn another_secret_or_a_tampered_token_is_invalid() {
+        let (token, _) = keys("0123456789abcdef0123456789abcdef")
+            .issue(&user())
+            .expect("issue");
+        let other = keys("fedcba9876543210fedcba9876543210");
+        assert_eq!(other.verify(&token), Err(TokenError::Invalid));
+        let mut tampered = token.clone();
+        tampered.pop();
+        let own = keys("0123456789abcdef0123456789abcdef");
+        assert_eq!(own.verify(&tampered), Err(TokenError::Invalid));
+        assert_eq!(own.verify("not.a.jwt"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn expired_tokens_say_so() {
+        let keys = keys("0123456789abcdef0123456789abcdef");
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            sub: UserId::new(),
+            role: Role::Customer,
+            ver: 0,
+            jti: Uuid::new_v4(),
+            iat: now - 7200,
+            exp: now - 3600,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
+            .expect("encode");
+        assert_eq!(keys.verify(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn the_algorithm_is_pinned() {
+        let keys = keys("0123456789abcdef0123456789abcdef");
+        let (token, claims) = keys.issue(&user()).expect("issue");
+        let hs512 = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &keys.encoding)
+            .expect("encode");
+        assert_eq!(keys.verify(&hs512), Err(TokenError::Invalid));
+        assert!(keys.verify(&token).is_ok());
+    }
+}

@@ -1,0 +1,96 @@
+//! The command line: `serve` (the default), `config check`, and `admin grant EMAIL`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tomato_domain::Email;
+
+use crate::config::{Settings, StoreBackend};
+use crate::startup::{Application, shutdown_signal};
+
+/// tomato: a food-delivery back end built as an actor system with location sharding.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Config file to read instead of ./config.toml (TOMATO_<SECTION>__<KEY> variables still win).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (the default).
+    Serve,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Administer users.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `tomato config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration, print a summary, and exit.
+    Check,
+}
+
+/// `tomato admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Give the user with this e-mail role admin, creating the account if needed.
+    Grant {
+        /// The user's e-mail.
+        email: String,
+    },
+}
+
+/// Runs the parsed command with loaded settings.
+pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Config(ConfigCommand::Check) => {
+            println!("configuration is valid");
+            println!("  server.bind      = {}", settings.server.bind);
+            println!("  store.backend    = {:?}", settings.store.backend);
+            println!("  store.data_dir   = {}", settings.store.data_dir.display());
+            println!("  auth.dev_login   = {}", settings.auth.dev_login);
+            println!("  cluster          = {}", cluster_mode(&settings));
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Grant { email }) => {
+            let email = Email::parse(&email).map_err(|err| anyhow::anyhow!("{err}"))?;
+            anyhow::ensure!(
+                settings.store.backend == StoreBackend::Embedded,
+                "store.backend {:?} is not available in this build yet",
+                settings.store.backend
+            );
+            let dir = settings.store.data_dir.clone();
+            let stores = tokio::task::spawn_blocking(move || tomato_store::embedded::open(&dir))
+                .await?
+                .context("opening the store")?;
+            let user = stores.users.grant_admin(&email).await?;
+            stores.backend.close().await?;
+            println!("{} ({}) is now an admin", user.email, user.id);
+            Ok(())
+        }
+    }
+}
+
+fn cluster_mode(settings: &Settings) -> &'static str {
+    use secrecy::ExposeSecret;
+    if settings.cluster.redis_url.expose_secret().is_empty() {
+        "single node"
+    } else {
+        "redis-coordinated"
+    }
+}

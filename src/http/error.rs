@@ -1,0 +1,175 @@
+//! The one error type of the HTTP edge. Every failure a handler or extractor reports becomes the
+//! body API.md prescribes, `{"error":{"code","message"}}`. Server-side failures keep their cause
+//! out of the body: the cause rides along in a response extension, and the error middleware logs
+//! it inside the request's span.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tomato_domain::ErrorKind;
+use tomato_store::StoreError;
+use utoipa::ToSchema;
+
+/// An error answer: status, stable machine code, human message, and (for 5xx) the hidden cause.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: Cow<'static, str>,
+    message: Cow<'static, str>,
+    cause: Option<anyhow::Error>,
+}
+
+/// The cause of a server-side failure, handed from the error to the logging middleware.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorCause(pub Arc<String>);
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code for programs, e.g. `token_expired`.
+    #[schema(example = "invalid_body")]
+    pub code: String,
+    /// Human-readable explanation.
+    #[schema(example = "missing field `email`")]
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status and code.
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// 400: the input is malformed or out of range.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// 401 with a specific code (`unauthenticated`, `token_expired`, ...).
+    pub fn unauthorized(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    /// 403: authenticated, not allowed.
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404: nothing here (or nothing the caller may know about).
+    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 503: a dependency is down; the cause is logged, not shown.
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "a dependency is unavailable; try again later",
+            )
+        }
+    }
+
+    /// 500: a bug or broken invariant; the cause is logged, not shown.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal server error",
+            )
+        }
+    }
+
+    /// The standard error for a bare status, used where a framework layer answered on its own
+    /// (unknown method, timeout, oversized body) without our body.
+    pub fn from_status(status: StatusCode) -> Self {
+        let (code, message) = match status {
+            StatusCode::BAD_REQUEST => ("invalid_input", "the request is malformed"),
+            StatusCode::UNAUTHORIZED => ("unauthenticated", "authentication required"),
+            StatusCode::FORBIDDEN => ("forbidden", "not allowed"),
+            StatusCode::NOT_FOUND => ("not_found", "no such resource"),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "this method is not allowed on this route",
+            ),
+            StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "this content type is not accepted here",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                ("unprocessable", "the request cannot be processed")
+            }
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests; slow down"),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                ("unavailable", "the service is unavailable; try again later")
+            }
+            StatusCode::GATEWAY_TIMEOUT => ("timeout", "the request took too long"),
+            status if status.is_server_error() => ("internal", "internal server error"),
+            _ => ("error", "the request failed"),
+        };
+        Self::new(status, code, message)
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err.kind() {
+            ErrorKind::NotFound => Self::not_found("not found"),
+            ErrorKind::Conflict => Self::new(StatusCode::CONFLICT, "conflict", err.to_string()),
+            ErrorKind::Unavailable => Self::unavailable(err),
+            _ => Self::internal(err),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into_owned(),
+                message: self.message.into_owned(),
+            },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(cause) = self.cause {
+            response
+                .extensions_mut()
+                .insert(ErrorCause(Arc::new(format!("{cause:#}"))));
+        }
+        response
+    }
+}

@@ -1,0 +1,76 @@
+//! Liveness and readiness for orchestrators and load balancers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ErrorBody, Json};
+use crate::state::AppState;
+
+/// How long a dependency may take to answer a readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The health routes, plus `/metrics`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(super::metrics::render))
+}
+
+/// The answer of a health probe.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// Each dependency checked, with `ok`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<&'static str, &'static str>,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        checks: BTreeMap::new(),
+    })
+}
+
+/// The node can serve: the store (and Redis, when configured) answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "A dependency does not answer; the message names it", body = ErrorBody),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    let backend = &state.stores.backend;
+    match tokio::time::timeout(PROBE_TIMEOUT, backend.ping()).await {
+        Ok(Ok(())) => Ok(Json(Health {
+            status: "ready",
+            checks: BTreeMap::from([("store", "ok")]),
+        })),
+        outcome => {
+            let why = match outcome {
+                Ok(Err(err)) => err.to_string(),
+                _ => "timed out".to_owned(),
+            };
+            tracing::warn!(backend = backend.name(), error = %why, "store not ready");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("store ({}) does not answer", backend.name()),
+            ))
+        }
+    }
+}

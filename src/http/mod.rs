@@ -1,0 +1,161 @@
+//! The HTTP edge: the router that merges every domain's routes, the layers every request passes
+//! through, the error body, the JSON extractor, metrics, health and the OpenAPI document.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_scalar::{Scalar, Servable};
+
+mod error;
+mod health;
+mod json;
+pub mod metrics;
+mod middleware;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use json::Json;
+pub use metrics::Metrics;
+
+use crate::config::ServerSettings;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tomato",
+        description = "Food-delivery back end: restaurants, menus, carts, orders, payments, riders, \
+live tracking and admin. Errors always have the body `{\"error\":{\"code\",\"message\"}}`; \
+authenticated routes take `Authorization: Bearer <token>` from a sign-in route.",
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "auth", description = "Sign-in, tokens and roles"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        }
+    }
+}
+
+/// Every documented route of the API, with its OpenAPI description.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .merge(crate::auth::router())
+}
+
+/// The OpenAPI document of every route the node serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+/// The whole application: routes, docs and the edge layers. Separate from serving, so tests and
+/// tools can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    let (router, openapi) = api().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let spec = Arc::clone(&openapi);
+    let server = &state.settings.server;
+    let request_id = HeaderName::from_static("x-request-id");
+
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| middleware::request_span(req)),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .option_layer(cors(server))
+        .layer(axum::middleware::from_fn(middleware::error_bodies))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            metrics::track,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            // The panic message may hold internals; it is logged by the panic hook, not sent.
+            ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(server.request_timeout_s),
+        ))
+        .layer(DefaultBodyLimit::max(server.body_limit_bytes));
+
+    router
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let spec = Arc::clone(&spec);
+                async move { axum::Json(spec.as_ref().clone()) }
+            }),
+        )
+        .merge(Scalar::with_url("/api/docs", openapi.as_ref().clone()))
+        .fallback(|req: Request| async move {
+            ApiError::not_found(format!(
+                "no route for {} {}",
+                req.method(),
+                req.uri().path()
+            ))
+        })
+        .layer(layers)
+        .with_state(state)
+}
+
+/// CORS for browser clients from `server.cors_origins`; none configured means no CORS headers,
+/// so browsers allow same-origin calls only.
+fn cors(server: &ServerSettings) -> Option<CorsLayer> {
+    if server.cors_origins.is_empty() {
+        return None;
+    }
+    let origins = if server.cors_origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        // Validated at load: every entry is an origin URL, hence a valid header value.
+        AllowOrigin::list(
+            server
+                .cors_origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                AUTHORIZATION,
+                CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([HeaderName::from_static("x-request-id")])
+            .max_age(Duration::from_secs(3600)),
+    )
+}

@@ -1,0 +1,14 @@
+//! tomato, the node: configuration, the HTTP edge and its routes per domain, wiring, and the
+//! command line. The binary in `main.rs` only parses arguments and calls into here, so tests
+//! start exactly what users start.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use startup::Application;

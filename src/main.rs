@@ -1,0 +1,41 @@
+//! The `tomato` binary: parse the command line, load the configuration, run the command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tomato::cli::{Cli, Command};
+use tomato::config::Settings;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
+    let settings = match Settings::load(cli.config.as_deref(), env) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("tomato: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let rust_log = std::env::var("RUST_LOG").ok();
+    tomato::telemetry::init(&settings.log, rust_log.as_deref());
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("tomato: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tomato::cli::run(
+        cli.command.unwrap_or(Command::Serve),
+        settings,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "tomato stopped with an error");
+            eprintln!("tomato: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Building and running a node: open the store, wire the state, bind the listener (so callers can
+//! read the real port before serving), serve until told to stop, then drain and flush.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tomato_store::Stores;
+
+use crate::auth::{GoogleVerifier, TokenKeys};
+use crate::config::{Settings, StoreBackend};
+use crate::http::{self, Metrics};
+use crate::state::AppState;
+
+/// How often revocations of expired tokens are forgotten.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// A node, bound and ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the store, builds the state and binds `server.bind`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        warn_about_dev_settings(&settings);
+        let stores = open_store(&settings).await?;
+        let http_client = reqwest::Client::builder()
+            .user_agent(concat!("tomato/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the http client")?;
+        let state = AppState {
+            tokens: Arc::new(TokenKeys::new(
+                &settings.auth.jwt_secret,
+                Duration::from_secs(settings.auth.token_ttl_s),
+            )),
+            google: Arc::new(GoogleVerifier::new(
+                settings.auth.google.clone(),
+                http_client,
+            )),
+            metrics: Arc::new(Metrics::new()),
+            stores,
+            settings: Arc::new(settings),
+        };
+        let addr = state.settings.bind_addr()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound (the real port when `server.bind` asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then lets open requests finish for up to
+    /// `server.shutdown_grace_s` and flushes the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self { listener, state } = self;
+        let grace = Duration::from_secs(state.settings.server.shutdown_grace_s);
+        let stores = state.stores.clone();
+        let purger = spawn_revocation_purger(stores.clone());
+        let app = http::app(state);
+        tracing::info!(addr = %listener.local_addr()?, "serving");
+
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stopping_tx.send(());
+        });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            served = &mut server => served.context("serving http")?,
+            Ok(()) = stopping_rx => {
+                // Draining: open requests get the grace period, long-lived connections
+                // (sockets) are cut when it runs out.
+                if tokio::time::timeout(grace, &mut server).await.is_err() {
+                    tracing::warn!(grace_s = grace.as_secs(), "grace period over, closing connections");
+                }
+            }
+        }
+        purger.abort();
+        stores.backend.close().await.context("flushing the store")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Stores> {
+    match settings.store.backend {
+        StoreBackend::Embedded => {
+            let dir = settings.store.data_dir.clone();
+            let stores = tokio::task::spawn_blocking(move || tomato_store::embedded::open(&dir))
+                .await
+                .context("opening the embedded store")?
+                .with_context(|| {
+                    format!(
+                        "opening the embedded store in {}",
+                        settings.store.data_dir.display()
+                    )
+                })?;
+            Ok(stores)
+        }
+        StoreBackend::Scylla => {
+            anyhow::bail!("store.backend \"scylla\" is not available in this build yet")
+        }
+    }
+}
+
+fn warn_about_dev_settings(settings: &Settings) {
+    if settings.auth.uses_shipped_secret() {
+        tracing::warn!(
+            "auth.jwt_secret is the public development value shipped in config.toml; set your own before going live"
+        );
+    }
+    if settings.auth.dev_login {
+        tracing::warn!(
+            "auth.dev_login is on: anyone can sign in as any e-mail; turn it off before going live"
+        );
+    }
+    if settings.internal.key.expose_secret().is_empty() {
+        tracing::debug!("internal.key is empty: internal routes refuse every call");
+    }
+}
+
+/// Revocations only matter until the token would have expired anyway; forget them after that.
+fn spawn_revocation_purger(stores: Stores) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        loop {
+            every.tick().await;
+            match stores.tokens.purge_expired(OffsetDateTime::now_utc()).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "forgot expired token revocations"),
+                Err(err) => tracing::warn!(error = %err, "purging token revocations failed"),
+            }
+        }
+    })
+}
+
+/// Completes on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,245 @@
+//! The SQLite connection discipline. SQLite calls block, so none of them runs on a tokio worker:
+//! every write goes to one writer thread that owns the only writing connection (SQLite admits one
+//! writer at a time anyway, and a single thread turns lock contention into a queue), and reads run
+//! on the blocking pool over a small set of read-only connections, which WAL lets proceed while
+//! the writer commits.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::StoreError;
+
+/// Writes waiting for the writer thread; a full queue makes callers wait (back-pressure) rather
+/// than letting memory grow without bound.
+const WRITE_QUEUE: usize = 1024;
+/// How long a connection waits on a lock held by a checkpoint before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum WriterMsg {
+    Job(WriteJob),
+    Close(oneshot::Sender<()>),
+}
+
+/// A handle to one SQLite database file; clones share the writer thread and the readers.
+#[derive(Clone)]
+pub(crate) struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: mpsc::Sender<WriterMsg>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    read_permits: Semaphore,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`, runs `prepare` on the writing
+    /// connection (migrations) before anything else can touch the file, and starts the writer.
+    pub(crate) fn open(
+        path: &Path,
+        readers: usize,
+        prepare: impl FnOnce(&mut Connection) -> Result<(), StoreError>,
+    ) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        // WAL lets readers run beside the writer; NORMAL sync keeps every commit across a crash
+        // of the process (kill -9), losing at most the last commits on power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        prepare(&mut conn)?;
+
+        let read_conns = (0..readers.max(1))
+            .map(|_| {
+                let reader = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure(&reader)?;
+                Ok(reader)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let (writer, queue) = mpsc::channel(WRITE_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run_writer(conn, queue))
+            .map_err(|err| StoreError::Backend(Box::new(err)))?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer,
+                writer_thread: Mutex::new(Some(thread)),
+                read_permits: Semaphore::new(read_conns.len()),
+                readers: Mutex::new(read_conns),
+            }),
+        })
+    }
+
+    /// Runs `f` on the writer thread and returns its result once it has committed.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            // The caller may have gone away (a cancelled request); the write still happened.
+            let _ = reply.send(f(conn));
+        });
+        self.inner
+            .writer
+            .send(WriterMsg::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        // A dropped reply means the job panicked; the writer itself carries on.
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("write job panicked".into()))?
+    }
+
+    /// Runs `f` on a read-only connection on the blocking pool.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.inner.writer.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        let permit = self
+            .inner
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let inner = Arc::clone(&self.inner);
+        let result = tokio::task::spawn_blocking(move || {
+            let reader = ReaderGuard::take(&inner)?;
+            f(reader.conn())
+        })
+        .await
+        .map_err(|err| StoreError::Backend(Box::new(err)))?;
+        drop(permit);
+        result
+    }
+
+    /// Lets every queued write finish, checkpoints the WAL into the main file, and stops the
+    /// writer. Idempotent.
+    pub(crate) async fn close(&self) -> Result<(), StoreError> {
+        let (done, closed) = oneshot::channel();
+        if self.inner.writer.send(WriterMsg::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+        self.inner.read_permits.close();
+        let thread = self
+            .inner
+            .writer_thread
+            .lock()
+            .map_err(|_| StoreError::Backend("writer handle poisoned".into()))?
+            .take();
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|err| StoreError::Backend(Box::new(err)))?
+                .map_err(|_| StoreError::Backend("writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn run_writer(mut conn: Connection, mut queue: mpsc::Receiver<WriterMsg>) {
+    while let Some(msg) = queue.blocking_recv() {
+        match msg {
+            WriterMsg::Job(job) => {
+                // A bug in one job must not take every later write down with it.
+                if catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
+                    tracing::error!("store write job panicked");
+                }
+            }
+            WriterMsg::Close(done) => {
+                queue.close();
+                // Writes that were queued before the close still run.
+                while let Ok(WriterMsg::Job(job)) = queue.try_recv() {
+                    let _ = catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                }
+                if let Err(err) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+                    tracing::warn!(error = %err, "wal checkpoint at close failed");
+                }
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}
+
+/// A read connection borrowed from the pool; it goes back even if the read panics.
+struct ReaderGuard<'a> {
+    inner: &'a Inner,
+    conn: Option<Connection>,
+}
+
+impl<'a> ReaderGuard<'a> {
+    fn take(inner: &'a Inner) -> Result<Self, StoreError> {
+        let conn = inner
+            .readers
+            .lock()
+            .map_err(|_| StoreError::Backend("reader pool poisoned".into()))?
+            .pop()
+            // The semaphore hands out exactly as many permits as there are connections.
+            .ok_or_else(|| StoreError::Backend("reader pool exhausted".into()))?;
+        Ok(Self {
+            inner,
+            conn: Some(conn),
+        })
+    }
+
+    fn conn(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("the connection is only taken out on drop")
+    }
+}
+
+impl Drop for ReaderGuard<'_> {
+    fn drop(&mut self) {
+        if let (Some(conn), Ok(mut pool)) = (self.conn.take(), self.inner.readers.lock()) {
+            pool.push(conn);
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable("database is busy".into())
+            }
+            _ => StoreError::Backend(Box::new(err)),
+        }
+    }
+}

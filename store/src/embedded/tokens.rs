@@ -1,0 +1,47 @@
+//! Revoked tokens in SQLite.
+
+use async_trait::async_trait;
+use rusqlite::params;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{EmbeddedStore, to_millis};
+use crate::{StoreError, TokenStore};
+
+#[async_trait]
+impl TokenStore for EmbeddedStore {
+    async fn revoke(&self, jti: Uuid, expires_at: OffsetDateTime) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)
+                     ON CONFLICT (jti) DO NOTHING",
+                    params![jti.to_string(), to_millis(expires_at)],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn is_revoked(&self, jti: Uuid) -> Result<bool, StoreError> {
+        self.db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?1)")?
+                    .query_row([jti.to_string()], |row| row.get(0))?)
+            })
+            .await
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.db
+            .write(move |conn| {
+                let gone = conn.execute(
+                    "DELETE FROM revoked_tokens WHERE expires_at < ?1",
+                    [to_millis(now)],
+                )?;
+                Ok(gone as u64)
+            })
+            .await
+    }
+}

@@ -1,0 +1,191 @@
+//! Users in SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use time::OffsetDateTime;
+use tomato_domain::{Email, PersonName, Role, User, UserId};
+
+use super::{EmbeddedStore, from_millis, to_millis};
+use crate::{SignIn, StoreError, UserStore};
+
+const COLUMNS: &str = "id, email, name, image, role, role_version, created_at";
+
+#[async_trait]
+impl UserStore for EmbeddedStore {
+    async fn sign_in(&self, sign_in: SignIn) -> Result<User, StoreError> {
+        self.db
+            .write(move |conn| {
+                let tx = conn.transaction()?;
+                let user = match select_by_email(&tx, &sign_in.email)? {
+                    Some(mut user) => {
+                        user.name = sign_in.name;
+                        if sign_in.image.is_some() {
+                            user.image = sign_in.image;
+                        }
+                        if sign_in.admin && user.role != Role::Admin {
+                            user.role = Role::Admin;
+                            user.role_version += 1;
+                        }
+                        tx.execute(
+                            "UPDATE users SET name = ?2, image = ?3, role = ?4, role_version = ?5
+                             WHERE id = ?1",
+                            params![
+                                user.id.to_string(),
+                                user.name.as_str(),
+                                user.image,
+                                user.role.as_str(),
+                                user.role_version
+                            ],
+                        )?;
+                        user
+                    }
+                    None => {
+                        let role = if sign_in.admin {
+                            Role::Admin
+                        } else {
+                            Role::Customer
+                        };
+                        insert(&tx, sign_in.email, sign_in.name, sign_in.image, role)?
+                    }
+                };
+                tx.commit()?;
+                Ok(user)
+            })
+            .await
+    }
+
+    async fn get(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
+                    .query_row([id.to_string()], map_row)
+                    .optional()?
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        let email = email.clone();
+        self.db
+            .read(move |conn| select_by_email(conn, &email))
+            .await
+    }
+
+    async fn set_role(&self, id: UserId, role: Role) -> Result<User, StoreError> {
+        self.db
+            .write(move |conn| {
+                let tx = conn.transaction()?;
+                let mut user = tx
+                    .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
+                    .query_row([id.to_string()], map_row)
+                    .optional()?
+                    .transpose()?
+                    .ok_or(StoreError::NotFound)?;
+                if user.role != role {
+                    user.role = role;
+                    user.role_version += 1;
+                    tx.execute(
+                        "UPDATE users SET role = ?2, role_version = ?3 WHERE id = ?1",
+                        params![id.to_string(), role.as_str(), user.role_version],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(user)
+            })
+            .await
+    }
+
+    async fn grant_admin(&self, email: &Email) -> Result<User, StoreError> {
+        let email = email.clone();
+        self.db
+            .write(move |conn| {
+                let tx = conn.transaction()?;
+                let user = match select_by_email(&tx, &email)? {
+                    Some(user) if user.role == Role::Admin => user,
+                    Some(mut user) => {
+                        user.role = Role::Admin;
+                        user.role_version += 1;
+                        tx.execute(
+                            "UPDATE users SET role = 'admin', role_version = ?2 WHERE id = ?1",
+                            params![user.id.to_string(), user.role_version],
+                        )?;
+                        user
+                    }
+                    None => {
+                        let name = PersonName::parse(email.local_part())
+                            .map_err(|err| StoreError::Conflict(err.to_string()))?;
+                        insert(&tx, email, name, None, Role::Admin)?
+                    }
+                };
+                tx.commit()?;
+                Ok(user)
+            })
+            .await
+    }
+}
+
+fn select_by_email(conn: &Connection, email: &Email) -> Result<Option<User>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE email = ?1"))?
+        .query_row([email.as_str()], map_row)
+        .optional()?
+        .transpose()
+}
+
+fn insert(
+    conn: &Connection,
+    email: Email,
+    name: PersonName,
+    image: Option<String>,
+    role: Role,
+) -> Result<User, StoreError> {
+    let user = User {
+        id: UserId::new(),
+        name,
+        email,
+        image,
+        role,
+        role_version: 0,
+        // Stored at millisecond precision, so hand back exactly what a later read returns.
+        created_at: from_millis(to_millis(OffsetDateTime::now_utc()))?,
+    };
+    conn.execute(
+        "INSERT INTO users (id, email, name, image, role, role_version, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            user.id.to_string(),
+            user.email.as_str(),
+            user.name.as_str(),
+            user.image,
+            user.role.as_str(),
+            user.role_version,
+            to_millis(user.created_at)
+        ],
+    )?;
+    Ok(user)
+}
+
+/// Reads a row; the outer `Result` is SQLite's, the inner one says whether the row made sense.
+fn map_row(row: &Row<'_>) -> rusqlite::Result<Result<User, StoreError>> {
+    let id: String = row.get(0)?;
+    let email: String = row.get(1)?;
+    let name: String = row.get(2)?;
+    let image: Option<String> = row.get(3)?;
+    let role: String = row.get(4)?;
+    let role_version: u32 = row.get(5)?;
+    let created_at: i64 = row.get(6)?;
+    Ok((|| {
+        let corrupt = |what: &str, err: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("user {id}: {what}: {err}"))
+        };
+        Ok(User {
+            id: id.parse().map_err(|err| corrupt("id", &err))?,
+            email: Email::parse(&email).map_err(|err| corrupt("email", &err))?,
+            name: PersonName::parse(&name).map_err(|err| corrupt("name", &err))?,
+            image,
+            role: role.parse().map_err(|err| corrupt("role", &err))?,
+            role_version,
+            created_at: from_millis(created_at)?,
+        })
+    })())
+}

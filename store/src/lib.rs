@@ -1,0 +1,124 @@
+//! Persistence for tomato. The traits here speak domain types, never SQL or CQL, so every backend
+//! (the embedded SQLite file today, ScyllaDB at scale) implements the same contract and passes the
+//! same [`conformance`] suite. Nothing in this crate knows about HTTP or actors.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tomato_domain::{Email, ErrorKind, PersonName, Role, User, UserId};
+use uuid::Uuid;
+
+pub mod conformance;
+pub mod embedded;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The write would break a uniqueness or state rule.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend cannot be reached or is too busy right now; retrying later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store was shut down; no more calls are served.
+    #[error("store is closed")]
+    Closed,
+    /// A stored record could not be turned back into a domain value.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// Any other backend failure.
+    #[error("backend failure")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// The domain error kind this maps to.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::NotFound => ErrorKind::NotFound,
+            StoreError::Conflict(_) => ErrorKind::Conflict,
+            StoreError::Unavailable(_) | StoreError::Closed => ErrorKind::Unavailable,
+            StoreError::Corrupt(_) | StoreError::Backend(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// A sign-in by an identity provider (Google, or the development login).
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    pub email: Email,
+    pub name: PersonName,
+    /// Profile picture; `None` keeps whatever the user had.
+    pub image: Option<String>,
+    /// The e-mail is on the configured admin list: the user gets role admin.
+    pub admin: bool,
+}
+
+/// User accounts.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates the user on first sign-in (role customer, or admin when flagged), or refreshes the
+    /// name and picture of the existing one with this e-mail.
+    async fn sign_in(&self, sign_in: SignIn) -> Result<User, StoreError>;
+
+    /// The user with this id, if any.
+    async fn get(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    /// The user with this (normalised) e-mail, if any.
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
+
+    /// Switches the user's role. A real change bumps `role_version`, which invalidates every
+    /// token minted before it; asking for the current role changes nothing.
+    async fn set_role(&self, id: UserId, role: Role) -> Result<User, StoreError>;
+
+    /// Makes the user with this e-mail an admin, creating the account if it does not exist yet
+    /// (its name is then the e-mail's local part until the first sign-in).
+    async fn grant_admin(&self, email: &Email) -> Result<User, StoreError>;
+}
+
+/// Revoked access tokens, kept until they would have expired anyway.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Revokes the token with this id. Revoking twice is harmless.
+    async fn revoke(&self, jti: Uuid, expires_at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Whether the token with this id was revoked.
+    async fn is_revoked(&self, jti: Uuid) -> Result<bool, StoreError>;
+
+    /// Forgets revocations of tokens that expired before `now`; returns how many went.
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// The backend as a whole: reachability and an orderly shutdown.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Short name for logs and health reports (`embedded`, `scylla`).
+    fn name(&self) -> &'static str;
+
+    /// Cheap round trip proving the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Finishes every acknowledged write and releases the backend; later calls fail with
+    /// [`StoreError::Closed`].
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Cheap, cloneable handles to every store of one backend.
+#[derive(Clone)]
+pub struct Stores {
+    pub users: Arc<dyn UserStore>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("backend", &self.backend.name())
+            .finish_non_exhaustive()
+    }
+}

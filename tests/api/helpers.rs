@@ -1,0 +1,222 @@
+//! The test harness: a real tomato node on 127.0.0.1:0 with its own data directory, and typed
+//! helpers for talking to it over real HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tomato::{Application, Settings};
+
+/// The signing secret every test node uses, so tests can forge tokens of their own.
+pub const TEST_JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+/// A running node and what it needs to be restarted on the same data.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    dir: TempDir,
+    overrides: Vec<(String, String)>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A signed-in user as the API returned them.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub user: Value,
+}
+
+impl Session {
+    pub fn id(&self) -> &str {
+        self.user["id"].as_str().expect("user id")
+    }
+}
+
+/// A node with the test defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// A node with extra `TOMATO_*` overrides on top of the test defaults.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let overrides = overrides
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let mut app = TestApp {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        client: reqwest::Client::new(),
+        dir,
+        overrides,
+        shutdown: None,
+        server: None,
+    };
+    app.start().await;
+    app
+}
+
+impl TestApp {
+    fn settings(&self) -> Settings {
+        let data_dir = self.data_dir();
+        let config_file = self.dir.path().join("empty.toml");
+        std::fs::write(&config_file, "").expect("write empty config");
+        let mut env = vec![
+            ("TOMATO_SERVER__BIND".to_owned(), "127.0.0.1:0".to_owned()),
+            (
+                "TOMATO_STORE__DATA_DIR".to_owned(),
+                data_dir.display().to_string(),
+            ),
+            (
+                "TOMATO_AUTH__JWT_SECRET".to_owned(),
+                TEST_JWT_SECRET.to_owned(),
+            ),
+        ];
+        env.extend(self.overrides.iter().cloned());
+        Settings::load(Some(&config_file), env).expect("test settings load")
+    }
+
+    /// Where this node keeps its store.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    async fn start(&mut self) {
+        let app = Application::build(self.settings())
+            .await
+            .expect("build app");
+        self.addr = app.local_addr().expect("bound address");
+        let (tx, rx) = oneshot::channel();
+        self.shutdown = Some(tx);
+        self.server = Some(tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        })));
+    }
+
+    /// Stops the node the way ctrl-c does: drain, then flush the store.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+
+    /// Stops the node and starts a new one on the same data directory (on a new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// Signs in through the development login.
+    pub async fn dev_login(&self, email: &str, name: &str) -> Session {
+        let response = self
+            .post(
+                "/api/auth/dev-login",
+                None,
+                &serde_json::json!({ "email": email, "name": name }),
+            )
+            .await;
+        let body = json_ok(response).await;
+        session(body)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// `{token, user}` from a sign-in answer.
+pub fn session(body: Value) -> Session {
+    Session {
+        token: body["token"].as_str().expect("token in body").to_owned(),
+        user: body["user"].clone(),
+    }
+}
+
+/// Asserts a 2xx answer and returns its JSON body.
+pub async fn json_ok(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert!(
+        status.is_success(),
+        "expected success, got {status}: {text}"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
+}
+
+/// Asserts an error answer with the API.md body and returns its code.
+pub async fn error_code(response: reqwest::Response, expected: StatusCode) -> String {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    let text = response.text().await.expect("body");
+    assert_eq!(status, expected, "body: {text}");
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "error bodies are JSON: {text}"
+    );
+    let body: Value = serde_json::from_str(&text).expect("error body is JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned();
+    let message = body["error"]["message"].as_str().expect("error.message");
+    assert!(!message.is_empty(), "error.message is set");
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(1),
+        "only `error` at the top: {text}"
+    );
+    code
+}
