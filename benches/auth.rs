@@ -1,1 +1,49 @@
-fn main() {}
+//! Per-request authentication cost: every authenticated call, the location hot path included,
+//! verifies a token and then checks revocation and the user's current role in the store.
+//!
+//! Run with `cargo bench --bench auth`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tomato::auth::extract::authenticate;
+use tomato::config::Settings;
+use tomato::state::AppState;
+use tomato_domain::{Email, PersonName};
+use tomato_store::SignIn;
+
+fn bench_auth(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("empty.toml");
+    std::fs::write(&config, "").expect("write config");
+    let settings = Settings::load(Some(&config), Vec::<(String, String)>::new()).expect("settings");
+    let stores = tomato_store::embedded::open(dir.path()).expect("store");
+    let state = AppState::new(settings, stores).expect("state");
+    let user = runtime
+        .block_on(state.stores.users.sign_in(SignIn {
+            email: Email::parse("bench@example.com").expect("email"),
+            name: PersonName::parse("Bench").expect("name"),
+            image: None,
+            admin: false,
+        }))
+        .expect("sign in");
+    let (token, _) = state.tokens.issue(&user).expect("issue");
+
+    c.bench_function("token_issue", |b| {
+        b.iter(|| state.tokens.issue(black_box(&user)).expect("issue"))
+    });
+    c.bench_function("token_verify", |b| {
+        b.iter(|| state.tokens.verify(black_box(&token)).expect("verify"))
+    });
+    c.bench_function("authenticate_with_store_checks", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { authenticate(&state, black_box(&token)).await.expect("auth") })
+    });
+    runtime
+        .block_on(state.stores.backend.close())
+        .expect("close");
+}
+
+criterion_group!(benches, bench_auth);
+criterion_main!(benches);

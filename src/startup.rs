@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,9 +12,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tomato_store::Stores;
 
-use crate::auth::{GoogleVerifier, TokenKeys};
 use crate::config::{Settings, StoreBackend};
-use crate::http::{self, Metrics};
+use crate::http;
 use crate::state::AppState;
 
 /// How often revocations of expired tokens are forgotten.
@@ -33,23 +31,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         warn_about_dev_settings(&settings);
         let stores = open_store(&settings).await?;
-        let http_client = reqwest::Client::builder()
-            .user_agent(concat!("tomato/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the http client")?;
-        let state = AppState {
-            tokens: Arc::new(TokenKeys::new(
-                &settings.auth.jwt_secret,
-                Duration::from_secs(settings.auth.token_ttl_s),
-            )),
-            google: Arc::new(GoogleVerifier::new(
-                settings.auth.google.clone(),
-                http_client,
-            )),
-            metrics: Arc::new(Metrics::new()),
-            stores,
-            settings: Arc::new(settings),
-        };
+        let state = AppState::new(settings, stores)?;
         let addr = state.settings.bind_addr()?;
         let listener = TcpListener::bind(addr)
             .await

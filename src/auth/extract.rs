@@ -128,3 +128,100 @@ role_extractor!(
     Role::Admin,
     "admin"
 );
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use tomato_domain::{Email, PersonName};
+    use tomato_store::SignIn;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Settings;
+
+    async fn state(dir: &std::path::Path) -> AppState {
+        let file = dir.join("empty.toml");
+        std::fs::write(&file, "").expect("write config");
+        let settings =
+            Settings::load(Some(&file), Vec::<(String, String)>::new()).expect("settings");
+        let stores = tomato_store::embedded::open(dir).expect("store");
+        AppState::new(settings, stores).expect("state")
+    }
+
+    async fn token_for(state: &AppState, email: &str, role: Role) -> String {
+        let user = state
+            .stores
+            .users
+            .sign_in(SignIn {
+                email: Email::parse(email).expect("email"),
+                name: PersonName::parse("Test").expect("name"),
+                image: None,
+                admin: role == Role::Admin,
+            })
+            .await
+            .expect("sign in");
+        let user = state
+            .stores
+            .users
+            .set_role(user.id, role)
+            .await
+            .expect("role");
+        state.tokens.issue(&user).expect("token").0
+    }
+
+    async fn call(router: &Router, path: &str, token: &str) -> StatusCode {
+        let request = Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request");
+        router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("response")
+            .status()
+    }
+
+    #[tokio::test]
+    async fn each_role_extractor_admits_only_its_role() {
+        let dir = tempfile::tempdir().expect("dir");
+        let state = state(dir.path()).await;
+        let router = Router::new()
+            .route("/customer", get(|_: CustomerUser| async {}))
+            .route("/seller", get(|_: SellerUser| async {}))
+            .route("/rider", get(|_: RiderUser| async {}))
+            .route("/admin", get(|_: AdminUser| async {}))
+            .route("/any", get(|_: AuthUser| async {}))
+            .with_state(state.clone());
+
+        for (i, role) in Role::ALL.into_iter().enumerate() {
+            let token = token_for(&state, &format!("user{i}@example.com"), role).await;
+            assert_eq!(
+                call(&router, "/any", &token).await,
+                StatusCode::OK,
+                "{role}"
+            );
+            for gate in Role::ALL {
+                let expected = if gate == role {
+                    StatusCode::OK
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                let path = format!("/{gate}");
+                assert_eq!(
+                    call(&router, &path, &token).await,
+                    expected,
+                    "{role} on {path}"
+                );
+            }
+        }
+        assert_eq!(
+            call(&router, "/admin", "nonsense").await,
+            StatusCode::UNAUTHORIZED
+        );
+        state.stores.backend.close().await.expect("close");
+    }
+}
