@@ -64,6 +64,30 @@ define_id!(
     /// A user account: customer, seller, rider or admin alike.
     UserId
 );
+define_id!(
+    /// A restaurant.
+    RestaurantId
+);
+define_id!(
+    /// A dish on a restaurant's menu.
+    MenuItemId
+);
+define_id!(
+    /// One line of a customer's cart.
+    CartLineId
+);
+define_id!(
+    /// A customer's saved delivery address.
+    AddressId
+);
+define_id!(
+    /// An order.
+    OrderId
+);
+define_id!(
+    /// A rider's profile (not the rider's user account).
+    RiderId
+);
 
 #[cfg(test)]
 mod tests {

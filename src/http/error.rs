@@ -147,9 +147,14 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        if let StoreError::Conflict { code, message } = err {
+            return Self::new(StatusCode::CONFLICT, code, message);
+        }
+        if let StoreError::Invalid(message) = err {
+            return Self::bad_request(message);
+        }
         match err.kind() {
             ErrorKind::NotFound => Self::not_found("not found"),
-            ErrorKind::Conflict => Self::new(StatusCode::CONFLICT, "conflict", err.to_string()),
             ErrorKind::Unavailable => Self::unavailable(err),
             _ => Self::internal(err),
         }

@@ -3,10 +3,14 @@
 //! Checks use their own e-mail addresses, so they need no cleanup between them.
 
 use time::{Duration, OffsetDateTime};
-use tomato_domain::{Email, PersonName, Role, UserId};
+use tomato_domain::{
+    Address, AddressId, Cart, DeliveryAddress, Email, HistoryEntry, LatLon, MenuItem, MenuItemId,
+    Money, Order, OrderCommand, OrderId, OrderLine, OrderStatus, PaymentMethod, PaymentStatus,
+    PersonName, Restaurant, RestaurantId, Role, UserId,
+};
 use uuid::Uuid;
 
-use crate::{SignIn, StoreError, Stores};
+use crate::{RestaurantOrderFilter, SavedResponse, SignIn, StoreError, Stores};
 
 /// Runs every check against `stores`, panicking with a description at the first failure.
 pub async fn run(stores: &Stores) {
@@ -17,6 +21,7 @@ pub async fn run(stores: &Stores) {
     role_changes_bump_the_version(stores).await;
     concurrent_sign_ins_make_one_user(stores).await;
     revocations_are_kept_until_expiry(stores).await;
+    run_marketplace(stores).await;
 }
 
 fn email(local: &str) -> Email {
@@ -236,5 +241,476 @@ async fn revocations_are_kept_until_expiry(stores: &Stores) {
     assert!(
         !stores.tokens.is_revoked(dead).await.expect("check"),
         "expired goes"
+    );
+}
+
+/// Checks of the marketplace and order stores.
+pub async fn run_marketplace(stores: &Stores) {
+    restaurants_are_one_per_owner_and_found_by_cell(stores).await;
+    carts_hold_one_restaurant_and_price_from_the_menu(stores).await;
+    addresses_belong_to_their_user(stores).await;
+    orders_page_newest_first_and_allow_one_unpaid(stores).await;
+    idempotent_responses_keep_the_first(stores).await;
+}
+
+async fn user(stores: &Stores, local: &str) -> tomato_domain::User {
+    stores
+        .users
+        .sign_in(sign_in(local, local))
+        .await
+        .expect("sign in")
+}
+
+fn restaurant(owner: UserId, name: &str, lat: f64) -> Restaurant {
+    Restaurant {
+        id: RestaurantId::new(),
+        owner_id: owner,
+        name: name.into(),
+        description: "South Indian".into(),
+        image: None,
+        phone: "+919845012345".into(),
+        location: LatLon::new(lat, 77.59).expect("point"),
+        formatted_address: "1 MG Road".into(),
+        is_open: false,
+        is_verified: false,
+        created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time"),
+    }
+}
+
+fn item(restaurant: RestaurantId, name: &str, price: i64) -> MenuItem {
+    MenuItem {
+        id: MenuItemId::new(),
+        restaurant_id: restaurant,
+        name: name.into(),
+        description: String::new(),
+        price: Money::from_minor(price),
+        image: None,
+        category: Some("Mains".into()),
+        is_available: true,
+    }
+}
+
+async fn restaurants_are_one_per_owner_and_found_by_cell(stores: &Stores) {
+    let owner = user(stores, "seller-one").await;
+    let mut dosa = restaurant(owner.id, "Dosa Corner", 12.97);
+    stores.restaurants.create(&dosa, 42).await.expect("create");
+    let second = restaurant(owner.id, "Second", 12.97);
+    assert!(matches!(
+        stores.restaurants.create(&second, 42).await,
+        Err(StoreError::Conflict {
+            code: "restaurant_exists",
+            ..
+        })
+    ));
+    assert_eq!(
+        stores.restaurants.get(dosa.id).await.expect("get"),
+        Some(dosa.clone())
+    );
+    assert_eq!(
+        stores
+            .restaurants
+            .by_owner(owner.id)
+            .await
+            .expect("by owner"),
+        Some(dosa.clone())
+    );
+    assert!(
+        stores
+            .restaurants
+            .pending()
+            .await
+            .expect("pending")
+            .contains(&dosa)
+    );
+    assert!(
+        stores
+            .restaurants
+            .verified_in_cells(vec![42], None)
+            .await
+            .expect("near")
+            .is_empty(),
+        "unverified restaurants are not listed"
+    );
+
+    dosa.is_verified = true;
+    dosa.is_open = true;
+    dosa.name = "Dosa Corner Express".into();
+    stores.restaurants.update(&dosa).await.expect("update");
+    assert!(
+        !stores
+            .restaurants
+            .pending()
+            .await
+            .expect("pending")
+            .contains(&dosa)
+    );
+    let near = |cells: Vec<u64>, search: Option<&str>| {
+        let restaurants = stores.restaurants.clone();
+        let search = search.map(str::to_owned);
+        async move {
+            restaurants
+                .verified_in_cells(cells, search)
+                .await
+                .expect("near")
+        }
+    };
+    assert_eq!(near(vec![7, 42], None).await, vec![dosa.clone()]);
+    assert_eq!(near(vec![42], Some("CORNER")).await, vec![dosa.clone()]);
+    assert!(near(vec![42], Some("pizza")).await.is_empty());
+    assert!(near(vec![43], None).await.is_empty());
+    assert!(matches!(
+        stores
+            .restaurants
+            .update(&restaurant(owner.id, "ghost", 1.0))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn carts_hold_one_restaurant_and_price_from_the_menu(stores: &Stores) {
+    let seller_a = user(stores, "seller-a").await;
+    let seller_b = user(stores, "seller-b").await;
+    let customer = user(stores, "hungry").await;
+    let other_customer = user(stores, "also-hungry").await;
+    let a = restaurant(seller_a.id, "A", 12.9);
+    let b = restaurant(seller_b.id, "B", 12.9);
+    stores.restaurants.create(&a, 1).await.expect("a");
+    stores.restaurants.create(&b, 1).await.expect("b");
+    let mut idli = item(a.id, "Idli", 6000);
+    let vada = item(a.id, "Vada", 4000);
+    let pizza = item(b.id, "Pizza", 30000);
+    for dish in [&idli, &vada, &pizza] {
+        stores.menu.create(dish).await.expect("create item");
+    }
+    assert_eq!(
+        stores.menu.list(a.id).await.expect("menu"),
+        vec![idli.clone(), vada.clone()],
+        "menus keep insertion order"
+    );
+
+    let cart = stores.carts.add(customer.id, &idli, 2).await.expect("add");
+    assert_eq!(cart.restaurant_id, Some(a.id));
+    let cart = stores
+        .carts
+        .add(customer.id, &idli, 3)
+        .await
+        .expect("add again");
+    assert_eq!(cart.lines.len(), 1);
+    assert_eq!(
+        cart.lines[0].quantity, 5,
+        "adding the same dish adds to its line"
+    );
+    assert!(matches!(
+        stores.carts.add(customer.id, &idli, 46).await,
+        Err(StoreError::Conflict {
+            code: "quantity_limit",
+            ..
+        })
+    ));
+    assert!(matches!(
+        stores.carts.add(customer.id, &pizza, 1).await,
+        Err(StoreError::Conflict {
+            code: "cart_other_restaurant",
+            ..
+        })
+    ));
+    let cart = stores
+        .carts
+        .add(customer.id, &vada, 1)
+        .await
+        .expect("add vada");
+    assert_eq!(cart.subtotal().minor(), 5 * 6000 + 4000);
+    assert_eq!(cart.item_count(), 6);
+
+    idli.price = Money::from_minor(7000);
+    stores.menu.update(&idli).await.expect("reprice");
+    let cart = stores.carts.get(customer.id).await.expect("cart");
+    assert_eq!(
+        cart.subtotal().minor(),
+        5 * 7000 + 4000,
+        "priced from the menu now"
+    );
+
+    let vada_line = cart.lines[1].id;
+    assert!(matches!(
+        stores
+            .carts
+            .set_quantity(other_customer.id, vada_line, 3)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let cart = stores
+        .carts
+        .set_quantity(customer.id, vada_line, 3)
+        .await
+        .expect("set");
+    assert_eq!(cart.lines[1].quantity, 3);
+    let cart = stores
+        .carts
+        .set_quantity(customer.id, vada_line, 0)
+        .await
+        .expect("remove");
+    assert_eq!(cart.lines.len(), 1);
+
+    stores.menu.delete(idli.id).await.expect("delete item");
+    assert!(
+        stores
+            .carts
+            .get(customer.id)
+            .await
+            .expect("cart")
+            .is_empty()
+    );
+    assert_eq!(stores.menu.get(idli.id).await.expect("get"), None);
+    assert!(matches!(
+        stores.menu.delete(idli.id).await,
+        Err(StoreError::NotFound)
+    ));
+
+    stores
+        .carts
+        .add(customer.id, &pizza, 1)
+        .await
+        .expect("empty cart takes any restaurant");
+    stores.carts.clear(customer.id).await.expect("clear");
+    assert_eq!(
+        stores.carts.get(customer.id).await.expect("cart"),
+        Cart::default()
+    );
+}
+
+async fn addresses_belong_to_their_user(stores: &Stores) {
+    let owner = user(stores, "addressee").await;
+    let stranger = user(stores, "stranger").await;
+    let make = |line: &str| Address {
+        id: AddressId::new(),
+        user_id: owner.id,
+        formatted_address: line.into(),
+        mobile: "+919845012345".into(),
+        location: LatLon::new(12.97, 77.6).expect("point"),
+        created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time"),
+    };
+    let home = make("Home");
+    let work = make("Work");
+    stores.addresses.create(&home).await.expect("home");
+    stores.addresses.create(&work).await.expect("work");
+    assert_eq!(
+        stores.addresses.list(owner.id).await.expect("list"),
+        vec![work.clone(), home.clone()],
+        "newest first"
+    );
+    assert_eq!(
+        stores.addresses.get(home.id).await.expect("get"),
+        Some(home.clone())
+    );
+    assert!(matches!(
+        stores.addresses.delete(stranger.id, home.id).await,
+        Err(StoreError::NotFound)
+    ));
+    stores
+        .addresses
+        .delete(owner.id, home.id)
+        .await
+        .expect("delete");
+    assert_eq!(
+        stores.addresses.list(owner.id).await.expect("list"),
+        vec![work]
+    );
+}
+
+fn order_for(user: UserId, restaurant: RestaurantId) -> Order {
+    let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
+    let here = LatLon::new(12.97, 77.59).expect("point");
+    Order {
+        id: OrderId::new(),
+        user_id: user,
+        restaurant_id: restaurant,
+        restaurant_name: "A".into(),
+        pickup: here,
+        rider_id: None,
+        rider_name: None,
+        rider_phone: None,
+        items: vec![OrderLine {
+            item_id: MenuItemId::new(),
+            name: "Idli".into(),
+            price: Money::from_minor(6000),
+            quantity: 2,
+        }],
+        subtotal: Money::from_minor(12000),
+        delivery_fee: Money::from_minor(4900),
+        platform_fee: Money::from_minor(700),
+        total_amount: Money::from_minor(17600),
+        currency: "INR".into(),
+        rider_amount: Money::from_minor(1700),
+        distance_km: 0.5,
+        delivery_address: DeliveryAddress {
+            formatted_address: "Home".into(),
+            mobile: "+919845012345".into(),
+            location: here,
+        },
+        status: OrderStatus::Placed,
+        payment_status: PaymentStatus::Pending,
+        payment_method: PaymentMethod::Test,
+        expires_at: Some(now),
+        created_at: now,
+        updated_at: now,
+        history: vec![HistoryEntry {
+            status: OrderStatus::Placed,
+            at: now,
+        }],
+    }
+}
+
+async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
+    let customer = user(stores, "orderer").await;
+    let seller = user(stores, "order-seller").await;
+    let shop = restaurant(seller.id, "Shop", 12.9);
+    stores.restaurants.create(&shop, 5).await.expect("shop");
+    let dish = item(shop.id, "Thali", 9000);
+    stores.menu.create(&dish).await.expect("dish");
+
+    let first = order_for(customer.id, shop.id);
+    stores.orders.create(&first).await.expect("create");
+    assert!(matches!(
+        stores.orders.create(&order_for(customer.id, shop.id)).await,
+        Err(StoreError::Conflict {
+            code: "unpaid_order_exists",
+            ..
+        })
+    ));
+    assert_eq!(
+        stores.orders.get(first.id).await.expect("get"),
+        Some(first.clone())
+    );
+    assert!(stores.orders.open().await.expect("open").contains(&first));
+
+    // Paying clears the cart in the same write, and frees the customer to order again.
+    stores.carts.add(customer.id, &dish, 1).await.expect("cart");
+    let paid = first
+        .apply(OrderCommand::ConfirmPayment, first.created_at)
+        .expect("allowed")
+        .expect("changed");
+    stores
+        .orders
+        .save(&paid, Some(customer.id))
+        .await
+        .expect("save");
+    assert!(
+        stores
+            .carts
+            .get(customer.id)
+            .await
+            .expect("cart")
+            .is_empty()
+    );
+    assert_eq!(
+        stores.orders.get(first.id).await.expect("get"),
+        Some(paid.clone())
+    );
+
+    let second = order_for(customer.id, shop.id);
+    stores
+        .orders
+        .create(&second)
+        .await
+        .expect("second unpaid after the first was paid");
+
+    let page = stores
+        .orders
+        .by_customer(customer.id, 1, None)
+        .await
+        .expect("page 1");
+    assert_eq!(page.items, vec![second.clone()]);
+    let cursor = page.next_cursor.expect("more");
+    let page = stores
+        .orders
+        .by_customer(customer.id, 1, Some(cursor))
+        .await
+        .expect("page 2");
+    assert_eq!(page.items, vec![paid.clone()]);
+    assert_eq!(page.next_cursor, None);
+    assert!(matches!(
+        stores
+            .orders
+            .by_customer(customer.id, 1, Some("junk".into()))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    let sellers_view = stores
+        .orders
+        .by_restaurant(shop.id, RestaurantOrderFilter::default(), 50, None)
+        .await
+        .expect("restaurant orders");
+    assert_eq!(sellers_view.items, vec![paid.clone()], "only paid orders");
+    let filtered = stores
+        .orders
+        .by_restaurant(
+            shop.id,
+            RestaurantOrderFilter {
+                status: Some(OrderStatus::Accepted),
+            },
+            50,
+            None,
+        )
+        .await
+        .expect("filtered");
+    assert!(filtered.items.is_empty());
+
+    let mut ghost = order_for(customer.id, shop.id);
+    ghost.status = OrderStatus::Accepted;
+    assert!(matches!(
+        stores.orders.save(&ghost, None).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn idempotent_responses_keep_the_first(stores: &Stores) {
+    let caller = user(stores, "retrier").await;
+    let saved = |hash: &str, status: u16| SavedResponse {
+        request_hash: hash.into(),
+        status,
+        body: format!("{{\"status\":{status}}}"),
+    };
+    assert_eq!(
+        stores
+            .idempotency
+            .get(caller.id, "/r", "k")
+            .await
+            .expect("get"),
+        None
+    );
+    let first = stores
+        .idempotency
+        .put(caller.id, "/r", "k", saved("h1", 201))
+        .await
+        .expect("put");
+    assert_eq!(first, saved("h1", 201));
+    let second = stores
+        .idempotency
+        .put(caller.id, "/r", "k", saved("h2", 409))
+        .await
+        .expect("put again");
+    assert_eq!(second, first, "the first response stays");
+    assert_eq!(
+        stores
+            .idempotency
+            .get(caller.id, "/other", "k")
+            .await
+            .expect("get"),
+        None
+    );
+    stores
+        .idempotency
+        .purge(OffsetDateTime::now_utc() + Duration::minutes(1))
+        .await
+        .expect("purge");
+    assert_eq!(
+        stores
+            .idempotency
+            .get(caller.id, "/r", "k")
+            .await
+            .expect("get"),
+        None
     );
 }

@@ -11,6 +11,11 @@ use uuid::Uuid;
 
 pub mod conformance;
 pub mod embedded;
+mod marketplace;
+mod orders;
+
+pub use marketplace::{AddressStore, CartStore, MenuStore, RestaurantStore};
+pub use orders::{IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SavedResponse};
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -18,9 +23,12 @@ pub enum StoreError {
     /// The record asked for does not exist.
     #[error("not found")]
     NotFound,
-    /// The write would break a uniqueness or state rule.
-    #[error("conflict: {0}")]
-    Conflict(String),
+    /// An argument the caller passed through from a client is not valid (a cursor, say).
+    #[error("{0}")]
+    Invalid(String),
+    /// The write would break a uniqueness or state rule; `code` names the rule for clients.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// The backend cannot be reached or is too busy right now; retrying later may work.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -36,11 +44,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A conflict with a client-facing code and message.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        StoreError::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
     /// The domain error kind this maps to.
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::NotFound => ErrorKind::NotFound,
-            StoreError::Conflict(_) => ErrorKind::Conflict,
+            StoreError::Invalid(_) => ErrorKind::Invalid,
+            StoreError::Conflict { .. } => ErrorKind::Conflict,
             StoreError::Unavailable(_) | StoreError::Closed => ErrorKind::Unavailable,
             StoreError::Corrupt(_) | StoreError::Backend(_) => ErrorKind::Internal,
         }
@@ -112,6 +129,12 @@ pub trait Backend: Send + Sync {
 pub struct Stores {
     pub users: Arc<dyn UserStore>,
     pub tokens: Arc<dyn TokenStore>,
+    pub restaurants: Arc<dyn RestaurantStore>,
+    pub menu: Arc<dyn MenuStore>,
+    pub carts: Arc<dyn CartStore>,
+    pub addresses: Arc<dyn AddressStore>,
+    pub orders: Arc<dyn OrderStore>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
     pub backend: Arc<dyn Backend>,
 }
 

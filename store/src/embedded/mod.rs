@@ -11,6 +11,8 @@ use time::OffsetDateTime;
 use crate::{Backend, StoreError, Stores};
 
 mod db;
+mod marketplace;
+mod orders;
 mod tokens;
 mod users;
 
@@ -23,8 +25,9 @@ pub const DB_FILE: &str = "tomato.db";
 const READERS: usize = 4;
 
 /// Schema versions, oldest first. Never edit a shipped migration: add the next one.
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    "CREATE TABLE users (
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        "CREATE TABLE users (
         id TEXT PRIMARY KEY NOT NULL,
         email TEXT NOT NULL UNIQUE,
         name TEXT NOT NULL,
@@ -38,7 +41,82 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
         expires_at INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens (expires_at);",
-)];
+    ),
+    M::up(
+        "CREATE TABLE restaurants (
+        id TEXT PRIMARY KEY NOT NULL,
+        owner_id TEXT NOT NULL UNIQUE REFERENCES users (id),
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        image TEXT,
+        phone TEXT NOT NULL,
+        lat REAL NOT NULL,
+        lon REAL NOT NULL,
+        formatted_address TEXT NOT NULL,
+        is_open INTEGER NOT NULL,
+        is_verified INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        cell INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX restaurants_by_cell ON restaurants (cell) WHERE is_verified = 1;
+    CREATE INDEX restaurants_pending ON restaurants (created_at) WHERE is_verified = 0;
+    CREATE TABLE menu_items (
+        id TEXT PRIMARY KEY NOT NULL,
+        restaurant_id TEXT NOT NULL REFERENCES restaurants (id),
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        price INTEGER NOT NULL,
+        image TEXT,
+        category TEXT,
+        is_available INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX menu_items_by_restaurant ON menu_items (restaurant_id);
+    CREATE TABLE cart_lines (
+        id TEXT PRIMARY KEY NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users (id),
+        item_id TEXT NOT NULL REFERENCES menu_items (id) ON DELETE CASCADE,
+        restaurant_id TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        UNIQUE (user_id, item_id)
+    ) STRICT;
+    CREATE INDEX cart_lines_by_item ON cart_lines (item_id);
+    CREATE TABLE addresses (
+        id TEXT PRIMARY KEY NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users (id),
+        formatted_address TEXT NOT NULL,
+        mobile TEXT NOT NULL,
+        lat REAL NOT NULL,
+        lon REAL NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX addresses_by_user ON addresses (user_id, id);
+    CREATE TABLE orders (
+        id TEXT PRIMARY KEY NOT NULL,
+        user_id TEXT NOT NULL,
+        restaurant_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        payment_status TEXT NOT NULL,
+        data TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX orders_by_customer ON orders (user_id, id);
+    CREATE INDEX orders_by_restaurant ON orders (restaurant_id, id);
+    CREATE INDEX orders_open ON orders (status)
+        WHERE status NOT IN ('delivered', 'cancelled', 'expired');
+    CREATE UNIQUE INDEX orders_one_unpaid ON orders (user_id)
+        WHERE status = 'placed' AND payment_status = 'pending';
+    CREATE TABLE idempotency (
+        user_id TEXT NOT NULL,
+        route TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, route, key)
+    ) STRICT;
+    CREATE INDEX idempotency_by_age ON idempotency (created_at);",
+    ),
+];
 
 /// Opens (or creates) the embedded store under `data_dir` and migrates it.
 pub fn open(data_dir: &Path) -> Result<Stores, StoreError> {
@@ -54,6 +132,12 @@ pub fn open(data_dir: &Path) -> Result<Stores, StoreError> {
     Ok(Stores {
         users: store.clone(),
         tokens: store.clone(),
+        restaurants: store.clone(),
+        menu: store.clone(),
+        carts: store.clone(),
+        addresses: store.clone(),
+        orders: store.clone(),
+        idempotency: store.clone(),
         backend: store,
     })
 }
@@ -90,6 +174,21 @@ fn to_millis(at: OffsetDateTime) -> i64 {
 fn from_millis(millis: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .map_err(|err| StoreError::Corrupt(format!("timestamp {millis}: {err}")))
+}
+
+/// Now, at the millisecond precision timestamps are stored with, so a value handed back after a
+/// write equals what a later read returns.
+fn now_millis() -> Result<OffsetDateTime, StoreError> {
+    from_millis(to_millis(OffsetDateTime::now_utc()))
+}
+
+/// Parses a stored value, calling a failure what it is: a corrupt record.
+fn parse_col<T, E: std::fmt::Display>(
+    what: &str,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, StoreError> {
+    parse(raw).map_err(|err| StoreError::Corrupt(format!("{what} {raw:?}: {err}")))
 }
 
 #[cfg(test)]

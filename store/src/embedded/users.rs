@@ -2,10 +2,9 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use time::OffsetDateTime;
 use tomato_domain::{Email, PersonName, Role, User, UserId};
 
-use super::{EmbeddedStore, from_millis, to_millis};
+use super::{EmbeddedStore, from_millis, now_millis, to_millis};
 use crate::{SignIn, StoreError, UserStore};
 
 const COLUMNS: &str = "id, email, name, image, role, role_version, created_at";
@@ -114,7 +113,7 @@ impl UserStore for EmbeddedStore {
                     }
                     None => {
                         let name = PersonName::parse(email.local_part())
-                            .map_err(|err| StoreError::Conflict(err.to_string()))?;
+                            .map_err(|err| StoreError::conflict("invalid_name", err.to_string()))?;
                         insert(&tx, email, name, None, Role::Admin)?
                     }
                 };
@@ -146,8 +145,7 @@ fn insert(
         image,
         role,
         role_version: 0,
-        // Stored at millisecond precision, so hand back exactly what a later read returns.
-        created_at: from_millis(to_millis(OffsetDateTime::now_utc()))?,
+        created_at: now_millis()?,
     };
     conn.execute(
         "INSERT INTO users (id, email, name, image, role, role_version, created_at)

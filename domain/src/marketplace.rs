@@ -1,0 +1,165 @@
+//! The marketplace: restaurants, their menus, customers' addresses and carts.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::geo::LatLon;
+use crate::ids::{AddressId, CartLineId, MenuItemId, RestaurantId, UserId};
+use crate::money::Money;
+use crate::user::ParseError;
+
+/// Checks free text: trimmed, `min..=max` characters, no control characters except newlines.
+pub fn text(field: &str, raw: &str, min: usize, max: usize) -> Result<String, ParseError> {
+    let value = raw.trim();
+    let chars = value.chars().count();
+    if chars < min || chars > max {
+        return Err(ParseError(format!(
+            "{field} must be {min} to {max} characters"
+        )));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ParseError(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// Checks a phone number: an optional leading `+`, then 7 to 15 digits (E.164's length), with
+/// spaces and dashes allowed between them and dropped.
+pub fn phone(field: &str, raw: &str) -> Result<String, ParseError> {
+    let trimmed = raw.trim();
+    let (plus, rest) = match trimmed.strip_prefix('+') {
+        Some(rest) => ("+", rest),
+        None => ("", trimmed),
+    };
+    let digits: String = rest.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    if !(7..=15).contains(&digits.len()) || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(ParseError(format!(
+            "{field} must be 7 to 15 digits, optionally starting with +"
+        )));
+    }
+    Ok(format!("{plus}{digits}"))
+}
+
+/// A menu price: positive minor units, at most 10 million (100 000 rupees) a dish.
+pub fn price(raw: i64) -> Result<Money, ParseError> {
+    if !(1..=10_000_000).contains(&raw) {
+        return Err(ParseError(
+            "price must be a whole number of minor units from 1 to 10000000".into(),
+        ));
+    }
+    Ok(Money::from_minor(raw))
+}
+
+/// A restaurant. New ones are unverified and closed; only verified ones are listed and take
+/// orders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restaurant {
+    pub id: RestaurantId,
+    pub owner_id: UserId,
+    pub name: String,
+    pub description: String,
+    pub image: Option<String>,
+    pub phone: String,
+    pub location: LatLon,
+    pub formatted_address: String,
+    pub is_open: bool,
+    pub is_verified: bool,
+    pub created_at: OffsetDateTime,
+}
+
+/// A dish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MenuItem {
+    pub id: MenuItemId,
+    pub restaurant_id: RestaurantId,
+    pub name: String,
+    pub description: String,
+    pub price: Money,
+    pub image: Option<String>,
+    pub category: Option<String>,
+    pub is_available: bool,
+}
+
+/// A customer's saved delivery address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    pub id: AddressId,
+    pub user_id: UserId,
+    pub formatted_address: String,
+    pub mobile: String,
+    pub location: LatLon,
+    pub created_at: OffsetDateTime,
+}
+
+/// The most of one dish a cart line may hold.
+pub const MAX_QUANTITY: u32 = 50;
+
+/// One line of a cart, priced at the item's current price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartLine {
+    pub id: CartLineId,
+    pub item_id: MenuItemId,
+    pub name: String,
+    pub price: Money,
+    pub quantity: u32,
+    pub is_available: bool,
+}
+
+/// A customer's cart: lines of one restaurant at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cart {
+    pub restaurant_id: Option<RestaurantId>,
+    pub lines: Vec<CartLine>,
+}
+
+impl Cart {
+    /// Current price times quantity, summed.
+    pub fn subtotal(&self) -> Money {
+        self.lines.iter().fold(Money::ZERO, |sum, line| {
+            sum + line.price * i64::from(line.quantity)
+        })
+    }
+
+    /// Dishes in the cart, counting quantities.
+    pub fn item_count(&self) -> u32 {
+        self.lines.iter().map(|line| line.quantity).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_normalised_and_bounded() {
+        assert_eq!(
+            phone("mobile", " +91 98450-12345 ").expect("valid"),
+            "+919845012345"
+        );
+        assert!(phone("mobile", "12345").is_err());
+        assert!(phone("mobile", "98450abcde").is_err());
+        assert!(phone("mobile", "+1234567890123456").is_err());
+    }
+
+    #[test]
+    fn prices_are_positive_and_bounded() {
+        assert!(price(0).is_err());
+        assert!(price(-100).is_err());
+        assert!(price(10_000_001).is_err());
+        assert_eq!(price(19900).expect("valid").minor(), 19900);
+    }
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(text("name", "  Dosa  ", 1, 10).expect("valid"), "Dosa");
+        assert!(text("name", "   ", 1, 10).is_err());
+        assert!(text("name", "x\u{0}y", 1, 10).is_err());
+        assert!(text("name", "abcdefghijk", 1, 10).is_err());
+    }
+}

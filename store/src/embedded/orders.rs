@@ -1,0 +1,276 @@
+//! Orders and idempotent responses in SQLite. An order is stored whole, as JSON, next to the
+//! columns its lists filter on: the actor always writes the complete order, so there are no
+//! partial updates to express in SQL.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+use tomato_domain::{Order, OrderId, RestaurantId, UserId};
+
+use super::{EmbeddedStore, to_millis};
+use crate::{IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SavedResponse, StoreError};
+
+fn decode(data: &str) -> Result<Order, StoreError> {
+    serde_json::from_str(data).map_err(|err| StoreError::Corrupt(format!("order json: {err}")))
+}
+
+fn encode(order: &Order) -> Result<String, StoreError> {
+    serde_json::to_string(order).map_err(|err| StoreError::Backend(Box::new(err)))
+}
+
+/// One newest-first page: ids are UUIDv7, so descending id is descending creation time and the
+/// last id of a page is the cursor of the next.
+fn page(
+    conn: &Connection,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+    limit: usize,
+) -> Result<Page<Order>, StoreError> {
+    let sql = format!(
+        "SELECT data FROM orders WHERE {filter} ORDER BY id DESC LIMIT {}",
+        limit + 1
+    );
+    let mut orders = conn
+        .prepare_cached(&sql)?
+        .query_map(args, |row| row.get::<_, String>(0))?
+        .map(|data| decode(&data?))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let next_cursor = if orders.len() > limit {
+        orders.truncate(limit);
+        orders.last().map(|order| order.id.to_string())
+    } else {
+        None
+    };
+    Ok(Page {
+        items: orders,
+        next_cursor,
+    })
+}
+
+/// A cursor is the id of the last order of the previous page; anything else is refused with
+/// `StoreError::Invalid`.
+fn cursor_bound(cursor: Option<String>) -> Result<String, StoreError> {
+    match cursor {
+        None => Ok("~".into()), // sorts after every hyphenated hex id
+        Some(cursor) => cursor
+            .parse::<OrderId>()
+            .map(|id| id.to_string())
+            .map_err(|_| StoreError::Invalid("the cursor is not valid".into())),
+    }
+}
+
+#[async_trait]
+impl OrderStore for EmbeddedStore {
+    async fn create(&self, order: &Order) -> Result<(), StoreError> {
+        let data = encode(order)?;
+        let order = order.clone();
+        self.db
+            .write(move |conn| {
+                let result = conn.execute(
+                    "INSERT INTO orders (id, user_id, restaurant_id, status, payment_status, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        order.id.to_string(),
+                        order.user_id.to_string(),
+                        order.restaurant_id.to_string(),
+                        order.status.as_str(),
+                        order.payment_status.as_str(),
+                        data
+                    ],
+                );
+                match result {
+                    Ok(_) => Ok(()),
+                    Err(err)
+                        if err.sqlite_error_code()
+                            == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                    {
+                        Err(StoreError::conflict(
+                            "unpaid_order_exists",
+                            "you already have an unpaid order; pay or cancel it first",
+                        ))
+                    }
+                    Err(err) => Err(err.into()),
+                }
+            })
+            .await
+    }
+
+    async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached("SELECT data FROM orders WHERE id = ?1")?
+                    .query_row([id.to_string()], |row| row.get::<_, String>(0))
+                    .optional()?
+                    .map(|data| decode(&data))
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn save(&self, order: &Order, clear_cart_of: Option<UserId>) -> Result<(), StoreError> {
+        let data = encode(order)?;
+        let order = order.clone();
+        self.db
+            .write(move |conn| {
+                let tx = conn.transaction()?;
+                let changed = tx.execute(
+                    "UPDATE orders SET status = ?2, payment_status = ?3, data = ?4 WHERE id = ?1",
+                    params![
+                        order.id.to_string(),
+                        order.status.as_str(),
+                        order.payment_status.as_str(),
+                        data
+                    ],
+                )?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                if let Some(user) = clear_cart_of {
+                    tx.execute(
+                        "DELETE FROM cart_lines WHERE user_id = ?1",
+                        [user.to_string()],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn by_customer(
+        &self,
+        user: UserId,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<Page<Order>, StoreError> {
+        let bound = cursor_bound(cursor)?;
+        self.db
+            .read(move |conn| {
+                page(
+                    conn,
+                    "user_id = ?1 AND id < ?2",
+                    &[&user.to_string(), &bound],
+                    limit,
+                )
+            })
+            .await
+    }
+
+    async fn by_restaurant(
+        &self,
+        restaurant: RestaurantId,
+        filter: RestaurantOrderFilter,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<Page<Order>, StoreError> {
+        let bound = cursor_bound(cursor)?;
+        let status = filter
+            .status
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
+        self.db
+            .read(move |conn| {
+                page(
+                    conn,
+                    "restaurant_id = ?1 AND id < ?2
+                     AND payment_status IN ('paid', 'refund_pending', 'refunded')
+                     AND (?3 = '' OR status = ?3)",
+                    &[&restaurant.to_string(), &bound, &status],
+                    limit,
+                )
+            })
+            .await
+    }
+
+    async fn open(&self) -> Result<Vec<Order>, StoreError> {
+        self.db
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT data FROM orders
+                     WHERE status NOT IN ('delivered', 'cancelled', 'expired')",
+                )?
+                .query_map([], |row| row.get::<_, String>(0))?
+                .map(|data| decode(&data?))
+                .collect()
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for EmbeddedStore {
+    async fn get(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+    ) -> Result<Option<SavedResponse>, StoreError> {
+        let (route, key) = (route.to_owned(), key.to_owned());
+        self.db
+            .read(move |conn| select_saved(conn, user, &route, &key))
+            .await
+    }
+
+    async fn put(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+        response: SavedResponse,
+    ) -> Result<SavedResponse, StoreError> {
+        let (route, key) = (route.to_owned(), key.to_owned());
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO idempotency (user_id, route, key, request_hash, status, body,
+                        created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (user_id, route, key) DO NOTHING",
+                    params![
+                        user.to_string(),
+                        route,
+                        key,
+                        response.request_hash,
+                        response.status,
+                        response.body,
+                        to_millis(OffsetDateTime::now_utc())
+                    ],
+                )?;
+                select_saved(conn, user, &route, &key)?.ok_or(StoreError::NotFound)
+            })
+            .await
+    }
+
+    async fn purge(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.db
+            .write(move |conn| {
+                let gone = conn.execute(
+                    "DELETE FROM idempotency WHERE created_at < ?1",
+                    [to_millis(before)],
+                )?;
+                Ok(gone as u64)
+            })
+            .await
+    }
+}
+
+fn select_saved(
+    conn: &Connection,
+    user: UserId,
+    route: &str,
+    key: &str,
+) -> Result<Option<SavedResponse>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT request_hash, status, body FROM idempotency
+             WHERE user_id = ?1 AND route = ?2 AND key = ?3",
+        )?
+        .query_row(params![user.to_string(), route, key], |row| {
+            Ok(SavedResponse {
+                request_hash: row.get(0)?,
+                status: row.get(1)?,
+                body: row.get(2)?,
+            })
+        })
+        .optional()?)
+}
