@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tomato_domain::Email;
+use tomato_domain::{Email, Pricing};
 
 /// The shipped defaults: the repository's `config.toml`, every key with a comment.
 pub const DEFAULTS: &str = include_str!("../config.toml");
@@ -47,6 +47,9 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     pub dispatch: DispatchSettings,
     pub orders: OrderSettings,
+    pub pricing: Pricing,
+    pub shards: ShardSettings,
+    pub testing: TestingSettings,
 }
 
 /// The HTTP edge.
@@ -195,6 +198,22 @@ pub struct OrderSettings {
     pub payment_timeout_s: u64,
 }
 
+/// Location sharding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardSettings {
+    pub region_resolution: u8,
+    pub count: u32,
+    pub arbiters: usize,
+}
+
+/// Switches for drills and tests; all off in production.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestingSettings {
+    pub fault_injection: bool,
+}
+
 fn shipped() -> Option<Settings> {
     let table: toml::Table = toml::from_str(DEFAULTS).ok()?;
     Settings::deserialize(toml::Value::Table(table)).ok()
@@ -337,6 +356,27 @@ impl Settings {
         }
         if self.orders.payment_timeout_s == 0 {
             return fail("orders.payment_timeout_s must be at least 1".into());
+        }
+        let pricing = &self.pricing;
+        if pricing.currency.len() != 3 || !pricing.currency.chars().all(|c| c.is_ascii_uppercase())
+        {
+            return fail("pricing.currency must be a 3-letter ISO 4217 code like INR".into());
+        }
+        if [
+            pricing.delivery_fee,
+            pricing.free_delivery_from,
+            pricing.platform_fee,
+            pricing.rider_per_km,
+        ]
+        .iter()
+        .any(|amount| *amount < 0)
+        {
+            return fail("pricing amounts must not be negative".into());
+        }
+        if let Err(err) =
+            tomato_shards::ShardMap::new(self.shards.region_resolution, self.shards.count)
+        {
+            return fail(err.to_string());
         }
         Ok(())
     }
@@ -504,6 +544,8 @@ mod tests {
         assert_eq!(settings.dispatch.stale_after_s, 30);
         assert_eq!(settings.dispatch.max_delivery_km, 15.0);
         assert_eq!(settings.orders.payment_timeout_s, 900);
+        assert_eq!(settings.pricing, Pricing::default());
+        assert!(!settings.testing.fault_injection);
         assert!(settings.auth.uses_shipped_secret());
     }
 

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod marketplace;
+pub mod orders;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

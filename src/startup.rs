@@ -16,7 +16,7 @@ use crate::config::{Settings, StoreBackend};
 use crate::http;
 use crate::state::AppState;
 
-/// How often revocations of expired tokens are forgotten.
+/// How often expired token revocations and day-old idempotent responses are forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A node, bound and ready to serve.
@@ -32,6 +32,12 @@ impl Application {
         warn_about_dev_settings(&settings);
         let stores = open_store(&settings).await?;
         let state = AppState::new(settings, stores)?;
+        let resumed = state
+            .orders
+            .resume()
+            .await
+            .context("resuming open orders")?;
+        tracing::info!(orders = resumed, "resumed open orders");
         let addr = state.settings.bind_addr()?;
         let listener = TcpListener::bind(addr)
             .await
@@ -53,7 +59,8 @@ impl Application {
         let Self { listener, state } = self;
         let grace = Duration::from_secs(state.settings.server.shutdown_grace_s);
         let stores = state.stores.clone();
-        let purger = spawn_revocation_purger(stores.clone());
+        let actors = std::sync::Arc::clone(&state.actors);
+        let purger = spawn_housekeeping(stores.clone());
         let app = http::app(state);
         tracing::info!(addr = %listener.local_addr()?, "serving");
 
@@ -75,6 +82,10 @@ impl Application {
             }
         }
         purger.abort();
+        // Actors first: a transition in flight finishes its write before the store closes.
+        tokio::task::spawn_blocking(move || actors.stop())
+            .await
+            .context("stopping the actor runtime")?;
         stores.backend.close().await.context("flushing the store")?;
         tracing::info!("stopped");
         Ok(())
@@ -118,8 +129,9 @@ fn warn_about_dev_settings(settings: &Settings) {
     }
 }
 
-/// Revocations only matter until the token would have expired anyway; forget them after that.
-fn spawn_revocation_purger(stores: Stores) -> JoinHandle<()> {
+/// Revocations only matter until the token would have expired anyway, and idempotent responses
+/// are replayed for 24 h: forget both after that.
+fn spawn_housekeeping(stores: Stores) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(PURGE_EVERY);
         loop {
@@ -128,6 +140,15 @@ fn spawn_revocation_purger(stores: Stores) -> JoinHandle<()> {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "forgot expired token revocations"),
                 Err(err) => tracing::warn!(error = %err, "purging token revocations failed"),
+            }
+            match stores
+                .idempotency
+                .purge(crate::orders::idempotency_horizon())
+                .await
+            {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "forgot day-old idempotent responses"),
+                Err(err) => tracing::warn!(error = %err, "purging idempotent responses failed"),
             }
         }
     })

@@ -4,12 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use prometheus_client::metrics::counter::Counter;
 
+use tomato_shards::{ActorRuntime, OrderDirectory, ShardMap};
 use tomato_store::Stores;
 
 use crate::auth::{GoogleVerifier, TokenKeys};
 use crate::config::Settings;
 use crate::http::Metrics;
+use crate::http::idempotency::KeyLocks;
 
 /// Handles to the node's settings, stores and services; cloning is a few reference counts.
 #[derive(Debug, Clone)]
@@ -19,6 +22,11 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub google: Arc<GoogleVerifier>,
     pub metrics: Arc<Metrics>,
+    /// The actix side: one system, an arbiter per shard group.
+    pub actors: Arc<ActorRuntime>,
+    /// The live order actors, placed by shard.
+    pub orders: Arc<OrderDirectory>,
+    pub idempotency_locks: Arc<KeyLocks>,
 }
 
 impl AppState {
@@ -28,7 +36,30 @@ impl AppState {
             .user_agent(concat!("tomato/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the http client")?;
+        let shards = ShardMap::new(settings.shards.region_resolution, settings.shards.count)
+            .context("building the shard map")?;
+        let arbiters = match settings.shards.arbiters {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let actors = Arc::new(ActorRuntime::start(arbiters).context("starting the actor runtime")?);
+        let mut metrics = Metrics::new();
+        let restarts = Counter::default();
+        metrics.registry_mut().register(
+            "order_actor_restarts",
+            "Order actors restarted by their supervisor after a crash",
+            restarts.clone(),
+        );
+        let orders = Arc::new(OrderDirectory::new(
+            Arc::clone(&actors),
+            shards,
+            Arc::clone(&stores.orders),
+            restarts,
+        ));
         Ok(Self {
+            actors,
+            orders,
+            idempotency_locks: Arc::new(KeyLocks::default()),
             tokens: Arc::new(TokenKeys::new(
                 &settings.auth.jwt_secret,
                 Duration::from_secs(settings.auth.token_ttl_s),
@@ -37,7 +68,7 @@ impl AppState {
                 settings.auth.google.clone(),
                 http_client,
             )),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             stores,
             settings: Arc::new(settings),
         })

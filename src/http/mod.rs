@@ -23,13 +23,18 @@ use utoipa_scalar::{Scalar, Servable};
 
 mod error;
 mod health;
+pub mod idempotency;
+mod internal;
 mod json;
 pub mod metrics;
 mod middleware;
+mod params;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use internal::InternalCaller;
 pub use json::Json;
 pub use metrics::Metrics;
+pub use params::{PageParams, Path, Query};
 
 use crate::config::ServerSettings;
 use crate::state::AppState;
@@ -46,6 +51,14 @@ authenticated routes take `Authorization: Bearer <token>` from a sign-in route."
     modifiers(&BearerScheme),
     tags(
         (name = "auth", description = "Sign-in, tokens and roles"),
+        (name = "restaurants", description = "Restaurants and the nearby search"),
+        (name = "menu", description = "Restaurants' dishes"),
+        (name = "cart", description = "The customer's cart"),
+        (name = "addresses", description = "The customer's delivery addresses"),
+        (name = "orders", description = "Placing and moving orders"),
+        (name = "payments", description = "Paying for orders"),
+        (name = "admin", description = "Verification and statistics, for admins"),
+        (name = "internal", description = "Service-to-service routes behind x-internal-key"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -69,6 +82,8 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(crate::auth::router())
+        .merge(crate::marketplace::router())
+        .merge(crate::orders::router())
 }
 
 /// The OpenAPI document of every route the node serves.

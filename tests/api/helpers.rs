@@ -13,6 +13,10 @@ use tomato::{Application, Settings};
 
 /// The signing secret every test node uses, so tests can forge tokens of their own.
 pub const TEST_JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+/// Signs in as admin on every test node.
+pub const ADMIN_EMAIL: &str = "admin@tomato.test";
+/// The internal key of every test node.
+pub const INTERNAL_KEY: &str = "test-internal-key-0123456789";
 
 /// A running node and what it needs to be restarted on the same data.
 pub struct TestApp {
@@ -76,6 +80,11 @@ impl TestApp {
                 "TOMATO_AUTH__JWT_SECRET".to_owned(),
                 TEST_JWT_SECRET.to_owned(),
             ),
+            (
+                "TOMATO_AUTH__ADMIN_EMAILS".to_owned(),
+                ADMIN_EMAIL.to_owned(),
+            ),
+            ("TOMATO_INTERNAL__KEY".to_owned(), INTERNAL_KEY.to_owned()),
         ];
         env.extend(self.overrides.iter().cloned());
         Settings::load(Some(&config_file), env).expect("test settings load")
@@ -162,6 +171,28 @@ impl TestApp {
             .await;
         let body = json_ok(response).await;
         session(body)
+    }
+
+    /// Signs in and switches to `role`, returning the session with the new token.
+    pub async fn user_with_role(&self, email: &str, role: &str) -> Session {
+        let session = self.dev_login(email, "Test User").await;
+        let response = self
+            .put(
+                "/api/auth/role",
+                Some(&session.token),
+                &serde_json::json!({ "role": role }),
+            )
+            .await;
+        self::session(json_ok(response).await)
+    }
+
+    /// The admin of every test node.
+    pub async fn admin(&self) -> Session {
+        self.dev_login(ADMIN_EMAIL, "Admin").await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        self.request(Method::DELETE, path, token, None).await
     }
 }
 

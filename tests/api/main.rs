@@ -7,3 +7,6 @@ mod edge;
 mod google;
 mod health;
 mod helpers;
+mod marketplace;
+mod orders;
+mod world;

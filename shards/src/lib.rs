@@ -1,0 +1,156 @@
+//! Location sharding. The world is cut into regions (H3 cells at a coarse resolution), and each
+//! region is hashed onto one of a fixed number of shards; a shard's actors live on one arbiter
+//! (a thread of the actor runtime). An order belongs to the shard of its restaurant's cell, a
+//! rider to the shard of its current cell. The mapping is a pure function of the cell, the same
+//! on every node, so any node can tell which shard (and, in a cluster, which node) owns a point.
+
+use std::fmt;
+
+use h3o::{CellIndex, Resolution};
+use tomato_domain::LatLon;
+
+pub mod orders;
+pub mod runtime;
+
+pub use orders::OrderDirectory;
+pub use runtime::ActorRuntime;
+
+/// A shard, numbered from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u32);
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "shard-{}", self.0)
+    }
+}
+
+/// Why a shard map could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardMapError {
+    #[error("shards.count must be at least 1")]
+    NoShards,
+    #[error("shards.region_resolution must be between 0 and 15")]
+    BadResolution,
+}
+
+/// Cell -> shard: the cell's parent at the region resolution, hashed onto `count` shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardMap {
+    region: Resolution,
+    count: u32,
+}
+
+impl ShardMap {
+    /// A map of `count` shards over regions at `region_resolution`.
+    pub fn new(region_resolution: u8, count: u32) -> Result<Self, ShardMapError> {
+        let region =
+            Resolution::try_from(region_resolution).map_err(|_| ShardMapError::BadResolution)?;
+        if count == 0 {
+            return Err(ShardMapError::NoShards);
+        }
+        Ok(Self { region, count })
+    }
+
+    /// How many shards there are.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The region resolution.
+    pub fn region_resolution(&self) -> Resolution {
+        self.region
+    }
+
+    /// The region a cell lies in (the cell itself when it is coarser than a region).
+    pub fn region_of(&self, cell: CellIndex) -> CellIndex {
+        cell.parent(self.region).unwrap_or(cell)
+    }
+
+    /// The shard owning `cell`.
+    pub fn shard_of_cell(&self, cell: CellIndex) -> ShardId {
+        let region = u64::from(self.region_of(cell));
+        // A fixed mixer, not the std hasher: the mapping must agree across processes, versions
+        // and nodes.
+        ShardId((splitmix64(region) % u64::from(self.count)) as u32)
+    }
+
+    /// The shard owning a point.
+    pub fn shard_of(&self, point: LatLon) -> ShardId {
+        self.shard_of_cell(point.cell(self.region))
+    }
+}
+
+/// SplitMix64's finaliser: spreads neighbouring cell ids evenly over the shards.
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn point() -> impl Strategy<Value = LatLon> {
+        (-89.9f64..89.9, -179.9f64..179.9)
+            .prop_map(|(lat, lon)| LatLon::new(lat, lon).expect("in range"))
+    }
+
+    #[test]
+    fn bad_maps_are_refused() {
+        assert!(ShardMap::new(5, 0).is_err());
+        assert!(ShardMap::new(16, 4).is_err());
+        assert!(ShardMap::new(5, 1).is_ok());
+    }
+
+    #[test]
+    fn the_mapping_is_fixed() {
+        // Nodes of different builds must agree: pin one value.
+        let map = ShardMap::new(5, 64).expect("map");
+        let bengaluru = LatLon::new(12.9716, 77.5946).expect("point");
+        let shard = map.shard_of(bengaluru);
+        assert_eq!(shard, map.shard_of(bengaluru));
+        assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
+    }
+
+    #[test]
+    fn a_city_spreads_over_several_shards() {
+        let map = ShardMap::new(7, 16).expect("map");
+        let mut shards = std::collections::BTreeSet::new();
+        for i in 0..20 {
+            for j in 0..20 {
+                let p = LatLon::new(12.85 + f64::from(i) * 0.01, 77.50 + f64::from(j) * 0.01)
+                    .expect("point");
+                shards.insert(map.shard_of(p));
+            }
+        }
+        assert!(
+            shards.len() >= 8,
+            "a 20 km city lands on {} shards",
+            shards.len()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn every_point_maps_to_a_shard_in_range(p in point(), count in 1u32..512, res in 0u8..=9) {
+            let map = ShardMap::new(res, count).expect("map");
+            prop_assert!(map.shard_of(p).0 < count);
+        }
+
+        #[test]
+        fn all_cells_of_a_region_share_its_shard(p in point(), fine in 6u8..=12) {
+            let map = ShardMap::new(5, 64).expect("map");
+            let cell = p.cell(Resolution::try_from(fine).expect("res"));
+            let region = map.region_of(cell);
+            prop_assert_eq!(map.shard_of_cell(cell), map.shard_of_cell(region));
+            for child in region.children(Resolution::Seven).take(50) {
+                prop_assert_eq!(map.shard_of_cell(child), map.shard_of_cell(region));
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `Idempotency-Key` for the routes that create money-bearing things. The same key and body from
+//! the same user on the same route within 24 h replays the first response (status and body);
+//! the same key with another body is 409 `idempotency_key_reused`. Server errors are not
+//! remembered, so a retry after a 5xx really retries.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dashmap::DashMap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tomato_domain::UserId;
+use tomato_store::SavedResponse;
+
+use super::ApiError;
+use crate::state::AppState;
+
+/// The request header.
+pub const HEADER: &str = "idempotency-key";
+/// Set on a replayed response.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// Requests with the same key wait for each other on this node, so two racing retries cannot
+/// both run the handler; the store's first-write-wins keeps nodes consistent with each other.
+#[derive(Debug, Default)]
+pub struct KeyLocks(DashMap<String, Arc<tokio::sync::Mutex<()>>>);
+
+/// Runs `handler` at most once per key: the response is remembered and replayed.
+pub async fn once<B, F, Fut, T>(
+    state: &AppState,
+    user: UserId,
+    route: &'static str,
+    headers: &HeaderMap,
+    body: &B,
+    handler: F,
+) -> Result<Response, ApiError>
+where
+    B: Serialize,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(StatusCode, T), ApiError>>,
+    T: Serialize,
+{
+    let Some(key) = headers.get(HEADER) else {
+        let (status, value) = handler().await?;
+        return Ok((status, axum::Json(value)).into_response());
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|key| (1..=255).contains(&key.len()))
+        .ok_or_else(|| {
+            ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })?
+        .to_owned();
+    let canonical = serde_json::to_vec(body).map_err(ApiError::internal)?;
+    let request_hash = hex::encode(Sha256::digest(&canonical));
+
+    let lock_key = format!("{user}\u{0}{route}\u{0}{key}");
+    let lock = state
+        .idempotency_locks
+        .0
+        .entry(lock_key.clone())
+        .or_default()
+        .clone();
+    let guard = lock.lock().await;
+    let result = async {
+        if let Some(saved) = state.stores.idempotency.get(user, route, &key).await? {
+            return replay(saved, &request_hash);
+        }
+        let (status, value) = match handler().await {
+            Ok(answer) => answer,
+            Err(err) if err.status().is_server_error() => return Err(err),
+            Err(err) => {
+                // A client error is the answer to this request too: remember it.
+                let response = err.into_response();
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .map_err(ApiError::internal)?;
+                let saved = SavedResponse {
+                    request_hash: request_hash.clone(),
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                };
+                let saved = state
+                    .stores
+                    .idempotency
+                    .put(user, route, &key, saved)
+                    .await?;
+                return Ok(json_response(saved.status, saved.body, false));
+            }
+        };
+        let body = serde_json::to_string(&value).map_err(ApiError::internal)?;
+        let saved = SavedResponse {
+            request_hash: request_hash.clone(),
+            status: status.as_u16(),
+            body,
+        };
+        let saved = state
+            .stores
+            .idempotency
+            .put(user, route, &key, saved)
+            .await?;
+        Ok(json_response(saved.status, saved.body, false))
+    }
+    .await;
+    drop(guard);
+    // Forget the lock once nobody else holds it, so the map does not grow without bound.
+    state
+        .idempotency_locks
+        .0
+        .remove_if(&lock_key, |_, lock| Arc::strong_count(lock) <= 2);
+    result
+}
+
+fn replay(saved: SavedResponse, request_hash: &str) -> Result<Response, ApiError> {
+    if saved.request_hash != request_hash {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        ));
+    }
+    Ok(json_response(saved.status, saved.body, true))
+}
+
+fn json_response(status: u16, body: String, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}

@@ -1,0 +1,465 @@
+//! `/api/order`: placing orders, reading them, and moving them through the status machine. Every
+//! change goes through the order's actor (see the `actors` crate), which persists it before the
+//! caller hears back.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use tomato_actors::OrderError;
+use tomato_domain::{
+    AddressId, DeliveryAddress, HistoryEntry, Order, OrderCommand, OrderId, OrderLine, OrderStatus,
+    PaymentMethod, PaymentStatus, Role,
+};
+use tomato_store::RestaurantOrderFilter;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{AuthUser, CustomerUser, SellerUser};
+use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query, idempotency};
+use crate::state::AppState;
+
+mod fault;
+pub mod payments;
+mod view;
+
+pub use view::{OrderResponse, OrderView, OrdersResponse};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(place))
+        .routes(routes!(mine))
+        .routes(routes!(for_restaurant))
+        .routes(routes!(get_one, set_status))
+        .routes(routes!(cancel))
+        .merge(payments::router())
+        .merge(fault::router())
+}
+
+impl From<OrderError> for ApiError {
+    fn from(err: OrderError) -> Self {
+        match err {
+            OrderError::Transition(refused) => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_transition",
+                refused.to_string(),
+            ),
+            OrderError::NotFound => ApiError::not_found("no such order"),
+            OrderError::Store(err) => err.into(),
+            OrderError::Unavailable => ApiError::unavailable(err),
+            OrderError::Crashed => ApiError::internal(err),
+        }
+    }
+}
+
+/// What to order: the cart, delivered to one of the customer's addresses.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewOrder {
+    pub address_id: String,
+    /// `razorpay`, `stripe` or `test`.
+    #[schema(example = "test")]
+    pub payment_method: String,
+}
+
+/// Place an order from the cart. Prices come from the menu as it is now, never from the client.
+/// Honours `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/api/order/new",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body within 24 h")),
+    request_body = NewOrder,
+    responses(
+        (status = 201, body = OrderResponse),
+        (status = 400, description = "Not an address id, or unknown payment method", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 404, description = "No such address of this customer", body = ErrorBody),
+        (status = 409, description = "`unpaid_order_exists`, `restaurant_closed`, `restaurant_unverified`, `item_unavailable`, `idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`empty_cart`, `address_out_of_range` (beyond dispatch.max_delivery_km), `payment_method_unavailable` (provider not enabled on this node)", body = ErrorBody),
+    )
+)]
+async fn place(
+    State(state): State<AppState>,
+    CustomerUser(customer): CustomerUser,
+    headers: HeaderMap,
+    Json(body): Json<NewOrder>,
+) -> Result<Response, ApiError> {
+    let address: AddressId = body
+        .address_id
+        .parse()
+        .map_err(|_| ApiError::bad_request("addressId is not an id"))?;
+    let method: PaymentMethod = body
+        .payment_method
+        .parse()
+        .map_err(|_| ApiError::bad_request("paymentMethod must be razorpay, stripe or test"))?;
+    idempotency::once(
+        &state,
+        customer.user.id,
+        "/api/order/new",
+        &headers,
+        &body,
+        || async {
+            let order = create(&state, &customer, address, method).await?;
+            Ok((StatusCode::CREATED, OrderResponse::from(order)))
+        },
+    )
+    .await
+}
+
+fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message.into())
+}
+
+fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, code, message.into())
+}
+
+async fn create(
+    state: &AppState,
+    customer: &AuthUser,
+    address_id: AddressId,
+    method: PaymentMethod,
+) -> Result<Order, ApiError> {
+    let stores = &state.stores;
+    let address = stores
+        .addresses
+        .get(address_id)
+        .await?
+        .filter(|a| a.user_id == customer.user.id)
+        .ok_or_else(|| ApiError::not_found("no such address"))?;
+    let cart = stores.carts.get(customer.user.id).await?;
+    let Some(restaurant_id) = cart.restaurant_id.filter(|_| !cart.is_empty()) else {
+        return Err(unprocessable("empty_cart", "the cart is empty"));
+    };
+    let restaurant = crate::marketplace::load_restaurant(state, restaurant_id).await?;
+    if !restaurant.is_verified {
+        return Err(conflict(
+            "restaurant_unverified",
+            "this restaurant cannot take orders yet",
+        ));
+    }
+    if !restaurant.is_open {
+        return Err(conflict("restaurant_closed", "this restaurant is closed"));
+    }
+    if let Some(line) = cart.lines.iter().find(|line| !line.is_available) {
+        return Err(conflict(
+            "item_unavailable",
+            format!(
+                "{} is not available right now; remove it from the cart",
+                line.name
+            ),
+        ));
+    }
+    let exact_km = restaurant.location.distance_km(address.location);
+    let max_km = state.settings.dispatch.max_delivery_km;
+    if exact_km > max_km {
+        return Err(unprocessable(
+            "address_out_of_range",
+            format!(
+                "the address is {exact_km:.1} km away; this restaurant delivers up to {max_km} km"
+            ),
+        ));
+    }
+    if !payments::available(state, method) {
+        return Err(unprocessable(
+            "payment_method_unavailable",
+            format!("{method} payments are not available on this node"),
+        ));
+    }
+
+    let quote = state.settings.pricing.quote(cart.subtotal(), exact_km);
+    let now = crate::marketplace::now_ms();
+    let order = Order {
+        id: OrderId::new(),
+        user_id: customer.user.id,
+        restaurant_id: restaurant.id,
+        restaurant_name: restaurant.name.clone(),
+        pickup: restaurant.location,
+        rider_id: None,
+        rider_name: None,
+        rider_phone: None,
+        items: cart
+            .lines
+            .iter()
+            .map(|line| OrderLine {
+                item_id: line.item_id,
+                name: line.name.clone(),
+                price: line.price,
+                quantity: line.quantity,
+            })
+            .collect(),
+        subtotal: quote.subtotal,
+        delivery_fee: quote.delivery_fee,
+        platform_fee: quote.platform_fee,
+        total_amount: quote.total_amount,
+        currency: state.settings.pricing.currency.clone(),
+        rider_amount: quote.rider_amount,
+        distance_km: quote.distance_km,
+        delivery_address: DeliveryAddress {
+            formatted_address: address.formatted_address,
+            mobile: address.mobile,
+            location: address.location,
+        },
+        status: OrderStatus::Placed,
+        payment_status: PaymentStatus::Pending,
+        payment_method: method,
+        expires_at: Some(now + payment_window(state)),
+        created_at: now,
+        updated_at: now,
+        history: vec![HistoryEntry {
+            status: OrderStatus::Placed,
+            at: now,
+        }],
+    };
+    stores.orders.create(&order).await?;
+    // The actor lives in the shard of the restaurant's cell and owns the payment deadline.
+    state.orders.start(order.clone());
+    tracing::info!(order_id = %order.id, restaurant_id = %restaurant.id, total = %order.total_amount, "order placed");
+    Ok(order)
+}
+
+fn payment_window(state: &AppState) -> Duration {
+    Duration::seconds(i64::try_from(state.settings.orders.payment_timeout_s).unwrap_or(i64::MAX))
+}
+
+/// The customer's orders, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/order/myorder",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(PageParams),
+    responses(
+        (status = 200, body = OrdersResponse),
+        (status = 400, description = "limit outside 1-200 or bad cursor", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+    )
+)]
+async fn mine(
+    State(state): State<AppState>,
+    CustomerUser(customer): CustomerUser,
+    Query(page): Query<PageParams>,
+) -> Result<Json<OrdersResponse>, ApiError> {
+    let limit = page.limit()?;
+    let page = state
+        .stores
+        .orders
+        .by_customer(customer.user.id, limit, page.cursor)
+        .await?;
+    Ok(Json(OrdersResponse {
+        orders: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Which of the restaurant's orders.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RestaurantOrdersQuery {
+    /// Only orders in this status.
+    pub status: Option<String>,
+    /// Page size (default 50, 1 to 200).
+    pub limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The seller's restaurant's orders whose payment succeeded (paid, refund_pending, refunded),
+/// newest first, in any status.
+#[utoipa::path(
+    get,
+    path = "/api/order/restaurant",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(RestaurantOrdersQuery),
+    responses(
+        (status = 200, body = OrdersResponse),
+        (status = 400, description = "Unknown status, limit outside 1-200, or bad cursor", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a seller", body = ErrorBody),
+        (status = 404, description = "The seller has no restaurant", body = ErrorBody),
+    )
+)]
+async fn for_restaurant(
+    State(state): State<AppState>,
+    SellerUser(seller): SellerUser,
+    Query(query): Query<RestaurantOrdersQuery>,
+) -> Result<Json<OrdersResponse>, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<OrderStatus>)
+        .transpose()
+        .map_err(|err| ApiError::bad_request(err.0))?;
+    let limit = PageParams {
+        limit: query.limit,
+        cursor: None,
+    }
+    .limit()?;
+    let restaurant = state
+        .stores
+        .restaurants
+        .by_owner(seller.user.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("you have no restaurant yet"))?;
+    let page = state
+        .stores
+        .orders
+        .by_restaurant(
+            restaurant.id,
+            RestaurantOrderFilter { status },
+            limit,
+            query.cursor,
+        )
+        .await?;
+    Ok(Json(OrdersResponse {
+        orders: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Whether this user may see this order: its customer, its restaurant's seller, its assigned
+/// rider, or an admin.
+async fn may_see(state: &AppState, auth: &AuthUser, order: &Order) -> Result<bool, ApiError> {
+    Ok(match auth.user.role {
+        Role::Admin => true,
+        Role::Customer => order.user_id == auth.user.id,
+        Role::Seller => state
+            .stores
+            .restaurants
+            .by_owner(auth.user.id)
+            .await?
+            .is_some_and(|r| r.id == order.restaurant_id),
+        // Rider profiles and assignment arrive with dispatch; until then no rider is assigned.
+        Role::Rider => false,
+    })
+}
+
+/// Loads an order this user may see; everyone else learns only 404.
+pub(crate) async fn load_visible(
+    state: &AppState,
+    auth: &AuthUser,
+    id: OrderId,
+) -> Result<Order, ApiError> {
+    let order = state.stores.orders.get(id).await?;
+    match order {
+        Some(order) if may_see(state, auth, &order).await? => Ok(order),
+        _ => Err(ApiError::not_found("no such order")),
+    }
+}
+
+/// An order: for its customer, its restaurant's seller, its assigned rider and admins.
+#[utoipa::path(
+    get,
+    path = "/api/order/{id}",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, body = OrderResponse),
+        (status = 400, description = "Not an id", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such order, or not one this user may see", body = ErrorBody),
+    )
+)]
+async fn get_one(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<OrderId>,
+) -> Result<Json<OrderResponse>, ApiError> {
+    Ok(Json(load_visible(&state, &auth, id).await?.into()))
+}
+
+/// The seller's move.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StatusChange {
+    /// `accepted`, `preparing`, `ready_for_rider` or `cancelled`.
+    #[schema(example = "accepted")]
+    pub status: String,
+}
+
+/// Move an order of the seller's restaurant on: `placed` (paid) -> `accepted` -> `preparing` ->
+/// `ready_for_rider`, or cancel it before `ready_for_rider` (its payment becomes
+/// `refund_pending`). Any other transition is 409 `invalid_transition`.
+#[utoipa::path(
+    put,
+    path = "/api/order/{id}",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    request_body = StatusChange,
+    responses(
+        (status = 200, body = OrderResponse),
+        (status = 400, description = "A status the seller cannot set", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a seller", body = ErrorBody),
+        (status = 404, description = "No such order of this seller's restaurant", body = ErrorBody),
+        (status = 409, description = "Not allowed from the current status (`invalid_transition`)", body = ErrorBody),
+    )
+)]
+async fn set_status(
+    State(state): State<AppState>,
+    SellerUser(seller): SellerUser,
+    Path(id): Path<OrderId>,
+    Json(body): Json<StatusChange>,
+) -> Result<Json<OrderResponse>, ApiError> {
+    let status = match body.status.parse::<OrderStatus>() {
+        Ok(
+            status @ (OrderStatus::Accepted
+            | OrderStatus::Preparing
+            | OrderStatus::ReadyForRider
+            | OrderStatus::Cancelled),
+        ) => status,
+        _ => {
+            return Err(ApiError::bad_request(
+                "status must be accepted, preparing, ready_for_rider or cancelled",
+            ));
+        }
+    };
+    load_visible(&state, &seller, id).await?;
+    let order = state
+        .orders
+        .apply(id, OrderCommand::SetBySeller(status))
+        .await?;
+    Ok(Json(order.into()))
+}
+
+/// Cancel the customer's order before the restaurant accepts it. A paid order's payment becomes
+/// `refund_pending`.
+#[utoipa::path(
+    post,
+    path = "/api/order/{id}/cancel",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, body = OrderResponse),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 404, description = "No such order of this customer", body = ErrorBody),
+        (status = 409, description = "Already accepted, or finished (`invalid_transition`)", body = ErrorBody),
+    )
+)]
+async fn cancel(
+    State(state): State<AppState>,
+    CustomerUser(customer): CustomerUser,
+    Path(id): Path<OrderId>,
+) -> Result<Json<OrderResponse>, ApiError> {
+    load_visible(&state, &customer, id).await?;
+    let order = state
+        .orders
+        .apply(id, OrderCommand::CancelByCustomer)
+        .await?;
+    Ok(Json(order.into()))
+}
+
+/// Forgets saved idempotent responses once they are a day old.
+pub(crate) fn idempotency_horizon() -> OffsetDateTime {
+    OffsetDateTime::now_utc() - Duration::hours(24)
+}
