@@ -194,6 +194,10 @@ impl Handler<Apply> for OrderActor {
 
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
         let answer = |result| AtomicResponse::new(Box::pin(fut::ready(result)));
+        if self.order.status.is_terminal() {
+            // Started only to answer (a refusal, or a repeated payment): let go again.
+            (self.passivate)(self.order.id);
+        }
         let next = match catch_unwind(AssertUnwindSafe(|| self.decide(msg.command))) {
             Err(_) => {
                 tracing::error!(order_id = %self.order.id, command = %msg.command, "order actor panicked; restarting from the store");

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::{Location, image, invalid};
 use crate::auth::{AdminUser, AuthUser, SellerUser};
-use crate::http::{ApiError, ErrorBody, Json, Path, Query};
+use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query};
 use crate::state::AppState;
 
 /// Restaurants are indexed by their H3 cell at this resolution (edge about 3.7 km): a 5 km search
@@ -176,10 +176,6 @@ pub struct NearbyQuery {
     pub radius: Option<i64>,
     /// Case-insensitive substring of the name (at most 100 characters).
     pub search: Option<String>,
-    /// Page size (default 50, 1 to 200).
-    pub limit: Option<i64>,
-    /// `nextCursor` of the previous page.
-    pub cursor: Option<String>,
 }
 
 /// Verified restaurants near a point: open ones first, then nearest, each with `distanceKm`.
@@ -189,7 +185,7 @@ pub struct NearbyQuery {
     path = "/api/restaurant/all",
     tag = "restaurants",
     security(("bearer" = [])),
-    params(NearbyQuery),
+    params(NearbyQuery, PageParams),
     responses(
         (status = 200, body = NearbyResponse),
         (status = 400, description = "Missing or out-of-range lat, lon, radius or limit; bad cursor", body = ErrorBody),
@@ -200,6 +196,7 @@ async fn nearby(
     State(state): State<AppState>,
     _auth: AuthUser,
     Query(query): Query<NearbyQuery>,
+    Query(page): Query<PageParams>,
 ) -> Result<Json<NearbyResponse>, ApiError> {
     let centre = LatLon::new(query.lat, query.lon).map_err(invalid)?;
     let radius = match query.radius {
@@ -220,12 +217,9 @@ async fn nearby(
             ));
         }
     };
-    let limit = crate::http::PageParams {
-        limit: query.limit,
-        cursor: None,
-    }
-    .limit()?;
-    let offset = match &query.cursor {
+    let limit = page.limit()?;
+    // The list is ranked in memory, so its cursor is simply the offset of the next page.
+    let offset = match &page.cursor {
         None => 0,
         Some(cursor) => cursor
             .parse::<usize>()

@@ -165,12 +165,7 @@ async fn create(
             ),
         ));
     }
-    if !payments::available(state, method) {
-        return Err(unprocessable(
-            "payment_method_unavailable",
-            format!("{method} payments are not available on this node"),
-        ));
-    }
+    payments::require_available(state, method)?;
 
     let quote = state.settings.pricing.quote(cart.subtotal(), exact_km);
     let now = crate::marketplace::now_ms();
@@ -264,10 +259,6 @@ async fn mine(
 pub struct RestaurantOrdersQuery {
     /// Only orders in this status.
     pub status: Option<String>,
-    /// Page size (default 50, 1 to 200).
-    pub limit: Option<i64>,
-    /// `nextCursor` of the previous page.
-    pub cursor: Option<String>,
 }
 
 /// The seller's restaurant's orders whose payment succeeded (paid, refund_pending, refunded),
@@ -277,7 +268,7 @@ pub struct RestaurantOrdersQuery {
     path = "/api/order/restaurant",
     tag = "orders",
     security(("bearer" = [])),
-    params(RestaurantOrdersQuery),
+    params(RestaurantOrdersQuery, PageParams),
     responses(
         (status = 200, body = OrdersResponse),
         (status = 400, description = "Unknown status, limit outside 1-200, or bad cursor", body = ErrorBody),
@@ -290,6 +281,7 @@ async fn for_restaurant(
     State(state): State<AppState>,
     SellerUser(seller): SellerUser,
     Query(query): Query<RestaurantOrdersQuery>,
+    Query(page): Query<PageParams>,
 ) -> Result<Json<OrdersResponse>, ApiError> {
     let status = query
         .status
@@ -297,11 +289,7 @@ async fn for_restaurant(
         .map(str::parse::<OrderStatus>)
         .transpose()
         .map_err(|err| ApiError::bad_request(err.0))?;
-    let limit = PageParams {
-        limit: query.limit,
-        cursor: None,
-    }
-    .limit()?;
+    let limit = page.limit()?;
     let restaurant = state
         .stores
         .restaurants
@@ -315,7 +303,7 @@ async fn for_restaurant(
             restaurant.id,
             RestaurantOrderFilter { status },
             limit,
-            query.cursor,
+            page.cursor,
         )
         .await?;
     Ok(Json(OrdersResponse {

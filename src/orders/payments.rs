@@ -23,13 +23,21 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(verify))
 }
 
-/// Whether orders may be paid with `method` on this node.
-pub fn available(state: &AppState, method: PaymentMethod) -> bool {
-    match method {
+/// Refuses (422 `payment_method_unavailable`) a method this node cannot take payments with.
+pub fn require_available(state: &AppState, method: PaymentMethod) -> Result<(), ApiError> {
+    let available = match method {
         PaymentMethod::Test => state.settings.payments.test_provider,
         // The Razorpay and Stripe integrations are not part of this build.
         PaymentMethod::Razorpay | PaymentMethod::Stripe => false,
+    };
+    if available {
+        return Ok(());
     }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "payment_method_unavailable",
+        format!("{method} payments are not available on this node"),
+    ))
 }
 
 /// Which order to pay.
@@ -106,16 +114,7 @@ async fn create_order(
                     ),
                 ));
             }
-            if !available(&state, order.payment_method) {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "payment_method_unavailable",
-                    format!(
-                        "{} payments are not available on this node",
-                        order.payment_method
-                    ),
-                ));
-            }
+            require_available(&state, order.payment_method)?;
             Ok((
                 StatusCode::OK,
                 ProviderOrder {
@@ -176,16 +175,7 @@ async fn verify(
         &body,
         || async {
             let order = load_visible(&state, &customer, id).await?;
-            if !available(&state, order.payment_method) {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "payment_method_unavailable",
-                    format!(
-                        "{} payments are not available on this node",
-                        order.payment_method
-                    ),
-                ));
-            }
+            require_available(&state, order.payment_method)?;
             let order = state.orders.apply(id, OrderCommand::ConfirmPayment).await?;
             Ok((StatusCode::OK, OrderResponse::from(order)))
         },

@@ -1,0 +1,102 @@
+//! An order transition, persisted: the command goes to the order's actor on its shard's arbiter,
+//! the actor runs the status machine, the embedded store commits the new order (WAL, one
+//! writer), and the answer comes back to the async caller. This is the floor under every order
+//! route's latency.
+//!
+//! Run with `cargo bench --bench orders`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use prometheus_client::metrics::counter::Counter;
+use time::{Duration, OffsetDateTime};
+use tomato_domain::{
+    DeliveryAddress, HistoryEntry, LatLon, MenuItemId, Money, Order, OrderCommand, OrderId,
+    OrderLine, OrderStatus, PaymentMethod, PaymentStatus, RestaurantId, UserId,
+};
+use tomato_shards::{ActorRuntime, OrderDirectory, ShardMap};
+
+fn unpaid_order() -> Order {
+    let now = OffsetDateTime::now_utc();
+    let here = LatLon::new(12.9716, 77.5946).expect("point");
+    Order {
+        id: OrderId::new(),
+        // Distinct customers: each may hold one unpaid order.
+        user_id: UserId::new(),
+        restaurant_id: RestaurantId::new(),
+        restaurant_name: "Bench Kitchen".into(),
+        pickup: here,
+        rider_id: None,
+        rider_name: None,
+        rider_phone: None,
+        items: vec![OrderLine {
+            item_id: MenuItemId::new(),
+            name: "Thali".into(),
+            price: Money::from_minor(18000),
+            quantity: 2,
+        }],
+        subtotal: Money::from_minor(36000),
+        delivery_fee: Money::ZERO,
+        platform_fee: Money::from_minor(700),
+        total_amount: Money::from_minor(36700),
+        currency: "INR".into(),
+        rider_amount: Money::from_minor(3400),
+        distance_km: 1.7,
+        delivery_address: DeliveryAddress {
+            formatted_address: "1 MG Road".into(),
+            mobile: "+919845012345".into(),
+            location: here,
+        },
+        status: OrderStatus::Placed,
+        payment_status: PaymentStatus::Pending,
+        payment_method: PaymentMethod::Test,
+        expires_at: Some(now + Duration::minutes(15)),
+        created_at: now,
+        updated_at: now,
+        history: vec![HistoryEntry {
+            status: OrderStatus::Placed,
+            at: now,
+        }],
+    }
+}
+
+fn bench_transition(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stores = tomato_store::embedded::open(dir.path()).expect("store");
+    let actors = Arc::new(ActorRuntime::start(1).expect("actors"));
+    let directory = OrderDirectory::new(
+        Arc::clone(&actors),
+        ShardMap::new(5, 64).expect("map"),
+        Arc::clone(&stores.orders),
+        Counter::default(),
+    );
+
+    let (directory, stores_ref) = (&directory, &stores);
+    c.bench_function("order_payment_confirmed_and_persisted", |b| {
+        b.to_async(&runtime).iter_custom(|iters| async move {
+            // Placing the orders is set-up, not measured.
+            let mut ids = Vec::new();
+            for _ in 0..iters {
+                let order = unpaid_order();
+                stores_ref.orders.create(&order).await.expect("create");
+                directory.start(order.clone());
+                ids.push(order.id);
+            }
+            let started = Instant::now();
+            for id in ids {
+                directory
+                    .apply(id, OrderCommand::ConfirmPayment)
+                    .await
+                    .expect("paid");
+            }
+            started.elapsed()
+        })
+    });
+    actors.stop();
+    runtime.block_on(stores.backend.close()).expect("close");
+}
+
+criterion_group!(benches, bench_transition);
+criterion_main!(benches);
