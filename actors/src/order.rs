@@ -192,7 +192,7 @@ pub struct Apply {
 impl Handler<Apply> for OrderActor {
     type Result = AtomicResponse<Self, Result<Order, OrderError>>;
 
-    fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Apply, _ctx: &mut Context<Self>) -> Self::Result {
         let answer = |result| AtomicResponse::new(Box::pin(fut::ready(result)));
         if self.order.status.is_terminal() {
             // Started only to answer (a refusal, or a repeated payment): let go again.
@@ -201,9 +201,15 @@ impl Handler<Apply> for OrderActor {
         let next = match catch_unwind(AssertUnwindSafe(|| self.decide(msg.command))) {
             Err(_) => {
                 tracing::error!(order_id = %self.order.id, command = %msg.command, "order actor panicked; restarting from the store");
-                // Answer first, then stop: stopping now would drop the answer with the context.
-                ctx.notify(Crash);
-                return answer(Err(OrderError::Crashed));
+                // Stop from inside the answering future: the answer is sent in the same poll,
+                // and being a `wait` future nothing else runs in between, so no other command
+                // can reach the broken state and no answer is lost with the old context.
+                return AtomicResponse::new(Box::pin(fut::ready(()).map(
+                    |(), _act, ctx: &mut Context<Self>| {
+                        ctx.stop();
+                        Err(OrderError::Crashed)
+                    },
+                )));
             }
             Ok(Err(refused)) => return answer(Err(refused.into())),
             Ok(Ok(None)) => return answer(Ok(self.order.clone())),
@@ -227,19 +233,6 @@ impl Handler<Apply> for OrderActor {
                     Ok(act.order.clone())
                 }),
         ))
-    }
-}
-
-/// Stops the actor so that its supervisor restarts it from the store.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-struct Crash;
-
-impl Handler<Crash> for OrderActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }
 
