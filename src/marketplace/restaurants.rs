@@ -443,11 +443,15 @@ async fn verify(
     AdminUser(admin): AdminUser,
     Path(id): Path<RestaurantId>,
 ) -> Result<Json<RestaurantResponse>, ApiError> {
-    let mut restaurant = load(&state, id).await?;
-    if !restaurant.is_verified {
-        restaurant.is_verified = true;
-        state.stores.restaurants.update(&restaurant).await?;
-        tracing::info!(restaurant_id = %id, admin_id = %admin.user.id, "restaurant verified");
-    }
+    let restaurant = state
+        .stores
+        .restaurants
+        .verify(id)
+        .await
+        .map_err(|err| match err {
+            tomato_store::StoreError::NotFound => ApiError::not_found("no such restaurant"),
+            other => other.into(),
+        })?;
+    tracing::info!(restaurant_id = %id, admin_id = %admin.user.id, "restaurant verified");
     Ok(one(restaurant))
 }

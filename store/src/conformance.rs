@@ -332,10 +332,33 @@ async fn restaurants_are_one_per_owner_and_found_by_cell(stores: &Stores) {
         "unverified restaurants are not listed"
     );
 
-    dosa.is_verified = true;
     dosa.is_open = true;
     dosa.name = "Dosa Corner Express".into();
+    // An owner's edit carrying a stale `is_verified` does not touch verification.
+    dosa.is_verified = true;
     stores.restaurants.update(&dosa).await.expect("update");
+    assert!(
+        stores
+            .restaurants
+            .pending()
+            .await
+            .expect("pending")
+            .iter()
+            .any(|r| r.id == dosa.id)
+    );
+    let verified = stores.restaurants.verify(dosa.id).await.expect("verify");
+    assert_eq!(verified, dosa);
+    dosa.is_verified = false;
+    stores.restaurants.update(&dosa).await.expect("stale edit");
+    dosa.is_verified = true;
+    assert_eq!(
+        stores.restaurants.get(dosa.id).await.expect("get"),
+        Some(dosa.clone())
+    );
+    assert!(matches!(
+        stores.restaurants.verify(RestaurantId::new()).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(
         !stores
             .restaurants

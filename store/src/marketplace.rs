@@ -20,8 +20,12 @@ pub trait RestaurantStore: Send + Sync {
     /// The restaurant this seller owns.
     async fn by_owner(&self, owner: UserId) -> Result<Option<Restaurant>, StoreError>;
 
-    /// Overwrites the editable fields (name, description, image, phone, open, verified).
+    /// Overwrites the fields its owner edits (name, description, image, phone, open). Never
+    /// touches verification, so an edit racing an admin's verification cannot undo it.
     async fn update(&self, restaurant: &Restaurant) -> Result<(), StoreError>;
+
+    /// Marks the restaurant verified and returns it. Verifying twice is harmless.
+    async fn verify(&self, id: RestaurantId) -> Result<Restaurant, StoreError>;
 
     /// Verified restaurants in any of `cells` whose name contains `search` (case-insensitive).
     async fn verified_in_cells(

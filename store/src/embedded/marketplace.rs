@@ -120,7 +120,7 @@ impl RestaurantStore for EmbeddedStore {
             .write(move |conn| {
                 let changed = conn.execute(
                     "UPDATE restaurants SET name = ?2, description = ?3, image = ?4, phone = ?5,
-                        is_open = ?6, is_verified = ?7
+                        is_open = ?6
                      WHERE id = ?1",
                     params![
                         r.id.to_string(),
@@ -128,14 +128,27 @@ impl RestaurantStore for EmbeddedStore {
                         r.description,
                         r.image,
                         r.phone,
-                        r.is_open,
-                        r.is_verified
+                        r.is_open
                     ],
                 )?;
                 if changed == 0 {
                     return Err(StoreError::NotFound);
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    async fn verify(&self, id: RestaurantId) -> Result<Restaurant, StoreError> {
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE restaurants SET is_verified = 1 WHERE id = ?1",
+                    [id.to_string()],
+                )?;
+                select_restaurants(conn, "WHERE id = ?1", [id.to_string()])?
+                    .pop()
+                    .ok_or(StoreError::NotFound)
             })
             .await
     }
