@@ -86,14 +86,24 @@ impl fmt::Display for LatLon {
 /// The smallest grid-disk radius `k` around a point's cell that contains every cell holding a
 /// point within `radius_m` of it, at `resolution`.
 ///
-/// Neighbouring cell centres are `edge * sqrt(3)` apart on average; we divide by `1.5 * edge`
-/// instead, and add two rings, to stay conservative where H3's cells are distorted (near
-/// pentagons they shrink to about 0.8 of the average edge).
+/// Neighbouring cell centres are `edge * sqrt(3)` (1.73 edges) apart on average; H3's cells are
+/// distorted by up to about 0.7 of the average edge, so one ring is taken to cover only 1.2
+/// edges, and two rings are added for the cells the point and the disk's rim sit in.
 pub fn covering_k(radius_m: f64, resolution: Resolution) -> u32 {
     let edge = resolution.edge_length_m();
-    let k = (radius_m.max(0.0) / (1.5 * edge)).ceil() + 2.0;
+    let k = (radius_m.max(0.0) / (RING_STEP * edge)).ceil() + 2.0;
     // Radii are bounded by validation (50 km); this only guards against misuse.
     k.min(1000.0) as u32
+}
+
+/// The distance one ring of cells is taken to cover, in average edge lengths.
+const RING_STEP: f64 = 1.2;
+
+/// A lower bound of the distance from a point to anything in the cells `k` rings away from the
+/// point's cell: the inverse of [`covering_k`], so a ring search may stop once this exceeds the
+/// distance of the farthest result it keeps.
+pub fn ring_min_distance_m(k: u32, resolution: Resolution) -> f64 {
+    f64::from(k.saturating_sub(3)) * RING_STEP * resolution.edge_length_m()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod marketplace;
 pub mod money;
 pub mod order;
+pub mod rider;
 pub mod user;
 
 pub use error::ErrorKind;
@@ -20,4 +21,5 @@ pub use order::{
     DeliveryAddress, HistoryEntry, Order, OrderCommand, OrderLine, OrderStatus, PaymentMethod,
     PaymentStatus, Pricing, Quote, TransitionError,
 };
+pub use rider::Rider;
 pub use user::{Email, ParseError, PersonName, Role, User};

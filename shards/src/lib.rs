@@ -9,6 +9,7 @@ use std::fmt;
 use h3o::{CellIndex, Resolution};
 use tomato_domain::LatLon;
 
+pub mod index;
 pub mod orders;
 pub mod runtime;
 

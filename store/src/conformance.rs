@@ -6,11 +6,11 @@ use time::{Duration, OffsetDateTime};
 use tomato_domain::{
     Address, AddressId, Cart, DeliveryAddress, Email, HistoryEntry, LatLon, MenuItem, MenuItemId,
     Money, Order, OrderCommand, OrderId, OrderLine, OrderStatus, PaymentMethod, PaymentStatus,
-    PersonName, Restaurant, RestaurantId, Role, UserId,
+    PersonName, Restaurant, RestaurantId, Rider, RiderId, Role, UserId,
 };
 use uuid::Uuid;
 
-use crate::{RestaurantOrderFilter, SavedResponse, SignIn, StoreError, Stores};
+use crate::{PositionSnapshot, RestaurantOrderFilter, SavedResponse, SignIn, StoreError, Stores};
 
 /// Runs every check against `stores`, panicking with a description at the first failure.
 pub async fn run(stores: &Stores) {
@@ -22,6 +22,7 @@ pub async fn run(stores: &Stores) {
     concurrent_sign_ins_make_one_user(stores).await;
     revocations_are_kept_until_expiry(stores).await;
     run_marketplace(stores).await;
+    run_riders(stores).await;
 }
 
 fn email(local: &str) -> Email {
@@ -736,4 +737,116 @@ async fn idempotent_responses_keep_the_first(stores: &Stores) {
             .expect("get"),
         None
     );
+}
+
+/// Checks of the rider store.
+pub async fn run_riders(stores: &Stores) {
+    let user = user(stores, "rider-one").await;
+    let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
+    let rider = Rider {
+        id: RiderId::new(),
+        user_id: user.id,
+        name: "Ravi".into(),
+        phone_number: "+919845012345".into(),
+        aadhar_number: "123456789012".into(),
+        driving_license_number: "KA0120190001234".into(),
+        picture: None,
+        is_verified: false,
+        is_available: false,
+        location: LatLon::new(12.97, 77.59).expect("point"),
+        last_seen_at: at,
+        current_order_id: None,
+        created_at: at,
+    };
+    stores.riders.create(&rider).await.expect("create");
+    assert!(matches!(
+        stores
+            .riders
+            .create(&Rider {
+                id: RiderId::new(),
+                ..rider.clone()
+            })
+            .await,
+        Err(StoreError::Conflict {
+            code: "rider_exists",
+            ..
+        })
+    ));
+    assert_eq!(
+        stores.riders.get(rider.id).await.expect("get"),
+        Some(rider.clone())
+    );
+    assert_eq!(
+        stores.riders.by_user(user.id).await.expect("by user"),
+        Some(rider.clone())
+    );
+    assert!(
+        stores
+            .riders
+            .pending()
+            .await
+            .expect("pending")
+            .contains(&rider)
+    );
+
+    let verified = stores.riders.verify(rider.id).await.expect("verify");
+    assert!(verified.is_verified);
+    assert!(
+        !stores
+            .riders
+            .pending()
+            .await
+            .expect("pending")
+            .contains(&verified)
+    );
+    let online = stores
+        .riders
+        .set_available(rider.id, true)
+        .await
+        .expect("online");
+    assert!(online.is_available && online.is_verified);
+
+    let order = OrderId::new();
+    stores
+        .riders
+        .set_current_order(rider.id, Some(order))
+        .await
+        .expect("assign");
+    let moved = LatLon::new(12.98, 77.60).expect("point");
+    let seen = at + Duration::seconds(30);
+    stores
+        .riders
+        .save_positions(vec![PositionSnapshot {
+            rider: rider.id,
+            location: moved,
+            seen_at: seen,
+        }])
+        .await
+        .expect("snapshot");
+    let now = stores
+        .riders
+        .get(rider.id)
+        .await
+        .expect("get")
+        .expect("rider");
+    assert_eq!(now.current_order_id, Some(order));
+    assert_eq!((now.location, now.last_seen_at), (moved, seen));
+    stores
+        .riders
+        .set_current_order(rider.id, None)
+        .await
+        .expect("clear");
+    assert!(
+        stores
+            .riders
+            .all()
+            .await
+            .expect("all")
+            .iter()
+            .any(|r| r.id == rider.id)
+    );
+    assert!(matches!(
+        stores.riders.verify(RiderId::new()).await,
+        Err(StoreError::NotFound)
+    ));
 }

@@ -13,9 +13,11 @@ pub mod conformance;
 pub mod embedded;
 mod marketplace;
 mod orders;
+mod riders;
 
 pub use marketplace::{AddressStore, CartStore, MenuStore, RestaurantStore};
 pub use orders::{IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SavedResponse};
+pub use riders::{PositionSnapshot, RiderStore};
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +137,7 @@ pub struct Stores {
     pub addresses: Arc<dyn AddressStore>,
     pub orders: Arc<dyn OrderStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub riders: Arc<dyn RiderStore>,
     pub backend: Arc<dyn Backend>,
 }
 

@@ -13,6 +13,7 @@ use crate::{Backend, StoreError, Stores};
 mod db;
 mod marketplace;
 mod orders;
+mod riders;
 mod tokens;
 mod users;
 
@@ -116,6 +117,25 @@ const MIGRATIONS: &[M<'static>] = &[
     ) STRICT;
     CREATE INDEX idempotency_by_age ON idempotency (created_at);",
     ),
+    M::up(
+        "CREATE TABLE riders (
+        id TEXT PRIMARY KEY NOT NULL,
+        user_id TEXT NOT NULL UNIQUE REFERENCES users (id),
+        name TEXT NOT NULL,
+        phone_number TEXT NOT NULL,
+        aadhar_number TEXT NOT NULL,
+        driving_license_number TEXT NOT NULL,
+        picture TEXT,
+        is_verified INTEGER NOT NULL,
+        is_available INTEGER NOT NULL,
+        lat REAL NOT NULL,
+        lon REAL NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        current_order_id TEXT,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX riders_pending ON riders (created_at) WHERE is_verified = 0;",
+    ),
 ];
 
 /// Opens (or creates) the embedded store under `data_dir` and migrates it.
@@ -138,6 +158,7 @@ pub fn open(data_dir: &Path) -> Result<Stores, StoreError> {
         addresses: store.clone(),
         orders: store.clone(),
         idempotency: store.clone(),
+        riders: store.clone(),
         backend: store,
     })
 }

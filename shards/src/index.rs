@@ -1,0 +1,390 @@
+//! The in-memory spatial index of riders: the location hot path. Riders sit in buckets by H3
+//! cell (resolution 8, cells of about 0.7 km²); a nearest search walks rings of cells outward
+//! from the searched point and stops as soon as no farther ring can hold anything nearer than
+//! what it has. Positions are kept as unit vectors, so ranking by the squared chord between two
+//! points is exactly ranking by great-circle distance, at the price of a few multiplications
+//! instead of the haversine's trigonometry.
+
+use std::collections::{BinaryHeap, HashMap};
+
+use h3o::{CellIndex, Resolution};
+use tomato_domain::geo::{covering_k, ring_min_distance_m};
+use tomato_domain::{LatLon, RiderId};
+
+/// Resolution of the index's cells.
+pub const INDEX_RESOLUTION: Resolution = Resolution::Eight;
+/// Earth's mean radius, the one great-circle distances use everywhere else (GRS80).
+const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// One rider in a bucket.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    rider: RiderId,
+    /// Unit vector of the position.
+    xyz: [f64; 3],
+    /// Last update, Unix seconds.
+    seen: u32,
+    /// Verified, available and without an order: dispatch may offer it work.
+    dispatchable: bool,
+}
+
+/// A rider found by a search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Found {
+    pub rider: RiderId,
+    pub location: LatLon,
+    pub distance_m: f64,
+    /// Last update, Unix seconds.
+    pub seen: u32,
+}
+
+/// What an update did to the rider's place in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The rider was not indexed before.
+    New,
+    /// Same cell as before.
+    Stayed,
+    /// Moved to another cell.
+    Moved { from: CellIndex },
+}
+
+/// Riders by cell.
+#[derive(Debug, Default)]
+pub struct SpatialIndex {
+    buckets: HashMap<CellIndex, Vec<Slot>>,
+    /// Where each rider's slot is: its cell and position in the bucket.
+    places: HashMap<RiderId, (CellIndex, u32)>,
+}
+
+fn unit_vector(at: LatLon) -> [f64; 3] {
+    let (lat, lon) = (at.lat().to_radians(), at.lon().to_radians());
+    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+}
+
+fn to_latlon(xyz: [f64; 3]) -> LatLon {
+    let lat = xyz[2].clamp(-1.0, 1.0).asin().to_degrees();
+    let lon = xyz[1].atan2(xyz[0]).to_degrees();
+    LatLon::new(lat, lon).unwrap_or_else(|_| unreachable!("a unit vector maps into range"))
+}
+
+fn chord2(a: [f64; 3], b: [f64; 3]) -> f64 {
+    let (dx, dy, dz) = (a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+    dx * dx + dy * dy + dz * dz
+}
+
+fn chord2_to_m(chord2: f64) -> f64 {
+    2.0 * EARTH_RADIUS_M * (chord2.sqrt() / 2.0).min(1.0).asin()
+}
+
+fn m_to_chord2(metres: f64) -> f64 {
+    let chord = 2.0
+        * (metres / (2.0 * EARTH_RADIUS_M))
+            .min(std::f64::consts::FRAC_PI_2)
+            .sin();
+    chord * chord
+}
+
+/// A candidate in the search's max-heap, ordered by distance (then id, for a total order).
+#[derive(Debug, PartialEq)]
+struct Candidate(f64, RiderId, usize, CellIndex);
+
+impl Eq for Candidate {}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
+
+impl SpatialIndex {
+    /// How many riders are indexed.
+    pub fn len(&self) -> usize {
+        self.places.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.places.is_empty()
+    }
+
+    /// Puts the rider at `at`, seen at `seen` (Unix seconds).
+    pub fn upsert(
+        &mut self,
+        rider: RiderId,
+        at: LatLon,
+        seen: u32,
+        dispatchable: bool,
+    ) -> Placement {
+        let cell = at.cell(INDEX_RESOLUTION);
+        let slot = Slot {
+            rider,
+            xyz: unit_vector(at),
+            seen,
+            dispatchable,
+        };
+        match self.places.get(&rider).copied() {
+            Some((old, index)) if old == cell => {
+                if let Some(existing) = self
+                    .buckets
+                    .get_mut(&cell)
+                    .and_then(|bucket| bucket.get_mut(index as usize))
+                {
+                    *existing = slot;
+                }
+                Placement::Stayed
+            }
+            Some((old, _)) => {
+                self.remove(rider);
+                self.insert(cell, slot);
+                Placement::Moved { from: old }
+            }
+            None => {
+                self.insert(cell, slot);
+                Placement::New
+            }
+        }
+    }
+
+    fn insert(&mut self, cell: CellIndex, slot: Slot) {
+        let bucket = self.buckets.entry(cell).or_default();
+        self.places.insert(slot.rider, (cell, bucket.len() as u32));
+        bucket.push(slot);
+    }
+
+    /// Takes the rider out; returns where it was and when it was seen.
+    pub fn remove(&mut self, rider: RiderId) -> Option<(LatLon, u32, bool)> {
+        let (cell, index) = self.places.remove(&rider)?;
+        let bucket = self.buckets.get_mut(&cell)?;
+        let slot = bucket.swap_remove(index as usize);
+        // The last slot moved into the hole: tell its rider where it is now.
+        if let Some(moved) = bucket.get(index as usize) {
+            self.places.insert(moved.rider, (cell, index));
+        }
+        if bucket.is_empty() {
+            self.buckets.remove(&cell);
+        }
+        Some((to_latlon(slot.xyz), slot.seen, slot.dispatchable))
+    }
+
+    /// Marks whether dispatch may offer the rider work. Returns false if it is not indexed.
+    pub fn set_dispatchable(&mut self, rider: RiderId, dispatchable: bool) -> bool {
+        let Some((cell, index)) = self.places.get(&rider).copied() else {
+            return false;
+        };
+        if let Some(slot) = self
+            .buckets
+            .get_mut(&cell)
+            .and_then(|bucket| bucket.get_mut(index as usize))
+        {
+            slot.dispatchable = dispatchable;
+        }
+        true
+    }
+
+    /// Where the rider is, when it was seen, and whether it is dispatchable.
+    pub fn get(&self, rider: RiderId) -> Option<(LatLon, u32, bool)> {
+        let (cell, index) = self.places.get(&rider)?;
+        let slot = self.buckets.get(cell)?.get(*index as usize)?;
+        Some((to_latlon(slot.xyz), slot.seen, slot.dispatchable))
+    }
+
+    /// Riders in `cell` that pass `filter`, scored against `target` into `best` (a max-heap of
+    /// at most `limit`).
+    fn scan(
+        &self,
+        cell: CellIndex,
+        target: [f64; 3],
+        max_chord2: f64,
+        limit: usize,
+        filter: &impl Fn(u32, bool) -> bool,
+        best: &mut BinaryHeap<Candidate>,
+    ) {
+        let Some(bucket) = self.buckets.get(&cell) else {
+            return;
+        };
+        for (i, slot) in bucket.iter().enumerate() {
+            if !filter(slot.seen, slot.dispatchable) {
+                continue;
+            }
+            let d = chord2(target, slot.xyz);
+            if d > max_chord2 {
+                continue;
+            }
+            if best.len() < limit {
+                best.push(Candidate(d, slot.rider, i, cell));
+            } else if best.peek().is_some_and(|worst| d < worst.0) {
+                best.pop();
+                best.push(Candidate(d, slot.rider, i, cell));
+            }
+        }
+    }
+
+    /// The `limit` nearest riders within `radius_m` of `at` that pass `filter(seen, dispatchable)`,
+    /// nearest first.
+    pub fn nearest(
+        &self,
+        at: LatLon,
+        radius_m: f64,
+        limit: usize,
+        filter: impl Fn(u32, bool) -> bool,
+    ) -> Vec<Found> {
+        if limit == 0 || self.buckets.is_empty() {
+            return Vec::new();
+        }
+        let target = unit_vector(at);
+        let max_chord2 = m_to_chord2(radius_m);
+        let origin = at.cell(INDEX_RESOLUTION);
+        let last_ring = covering_k(radius_m, INDEX_RESOLUTION);
+        let mut best = BinaryHeap::with_capacity(limit + 1);
+        for k in 0..=last_ring {
+            if best.len() == limit
+                && best.peek().is_some_and(|worst: &Candidate| {
+                    chord2_to_m(worst.0) < ring_min_distance_m(k, INDEX_RESOLUTION)
+                })
+            {
+                break;
+            }
+            if k == 0 {
+                self.scan(origin, target, max_chord2, limit, &filter, &mut best);
+                continue;
+            }
+            let ring: Vec<Option<CellIndex>> = origin.grid_ring_fast(k).collect();
+            if ring.iter().all(Option::is_some) {
+                for cell in ring.into_iter().flatten() {
+                    self.scan(cell, target, max_chord2, limit, &filter, &mut best);
+                }
+            } else {
+                // Near a pentagon the fast ring is undefined; the safe disk walk is not.
+                for (cell, _) in origin
+                    .grid_disk_distances_safe(k)
+                    .filter(|(_, distance)| *distance == k)
+                {
+                    self.scan(cell, target, max_chord2, limit, &filter, &mut best);
+                }
+            }
+        }
+        let mut found: Vec<Found> = best
+            .into_iter()
+            .filter_map(|Candidate(d, rider, i, cell)| {
+                let slot = self.buckets.get(&cell)?.get(i)?;
+                Some(Found {
+                    rider,
+                    location: to_latlon(slot.xyz),
+                    distance_m: chord2_to_m(d),
+                    seen: slot.seen,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            a.distance_m
+                .total_cmp(&b.distance_m)
+                .then(a.rider.cmp(&b.rider))
+        });
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn point(lat: f64, lon: f64) -> LatLon {
+        LatLon::new(lat, lon).expect("in range")
+    }
+
+    #[test]
+    fn updates_move_riders_between_cells_and_removal_keeps_places_right() {
+        let mut index = SpatialIndex::default();
+        let (a, b, c) = (RiderId::new(), RiderId::new(), RiderId::new());
+        let here = point(12.9716, 77.5946);
+        assert_eq!(index.upsert(a, here, 1, true), Placement::New);
+        assert_eq!(index.upsert(b, here, 1, true), Placement::New);
+        assert_eq!(index.upsert(c, here, 1, false), Placement::New);
+        assert_eq!(
+            index.upsert(a, point(12.97161, 77.59461), 2, true),
+            Placement::Stayed
+        );
+        let far = point(12.99, 77.70);
+        assert!(matches!(
+            index.upsert(a, far, 3, true),
+            Placement::Moved { .. }
+        ));
+        // b was swapped into a's old slot when a left; c must still be found.
+        assert_eq!(index.get(c).map(|(_, seen, d)| (seen, d)), Some((1, false)));
+        assert_eq!(index.remove(b).map(|(_, seen, _)| seen), Some(1));
+        assert_eq!(index.get(c).map(|(_, seen, _)| seen), Some(1));
+        assert!(index.set_dispatchable(c, true));
+        assert_eq!(index.len(), 2);
+        let (at, seen, _) = index.get(a).expect("a");
+        assert!((at.lat() - 12.99).abs() < 1e-9 && (at.lon() - 77.70).abs() < 1e-9);
+        assert_eq!(seen, 3);
+        assert_eq!(index.remove(RiderId::new()), None);
+    }
+
+    #[test]
+    fn the_filter_and_radius_apply() {
+        let mut index = SpatialIndex::default();
+        let centre = point(12.9716, 77.5946);
+        let (busy, stale, near, far) = (
+            RiderId::new(),
+            RiderId::new(),
+            RiderId::new(),
+            RiderId::new(),
+        );
+        index.upsert(busy, point(12.9717, 77.5946), 100, false);
+        index.upsert(stale, point(12.9718, 77.5946), 10, true);
+        index.upsert(near, point(12.9800, 77.5946), 100, true);
+        index.upsert(far, point(13.2000, 77.5946), 100, true);
+        let found = index.nearest(centre, 5000.0, 5, |seen, ok| ok && seen >= 50);
+        assert_eq!(
+            found.iter().map(|f| f.rider).collect::<Vec<_>>(),
+            vec![near]
+        );
+        let d = found[0].distance_m;
+        assert!(
+            (d - centre.distance_m(point(12.98, 77.5946))).abs() < 0.01,
+            "{d}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The ring search returns exactly what a scan of every rider would.
+        #[test]
+        fn ring_search_equals_brute_force(
+            riders in prop::collection::vec((12.80f64..13.15, 77.45f64..77.80, 0u32..100, any::<bool>()), 0..400),
+            (lat, lon) in (12.80f64..13.15, 77.45f64..77.80),
+            radius in 100.0f64..20_000.0,
+            limit in 1usize..12,
+        ) {
+            let mut index = SpatialIndex::default();
+            let mut all = Vec::new();
+            for (rlat, rlon, seen, ok) in riders {
+                let id = RiderId::new();
+                index.upsert(id, point(rlat, rlon), seen, ok);
+                all.push((id, point(rlat, rlon), seen, ok));
+            }
+            let centre = point(lat, lon);
+            let filter = |seen: u32, ok: bool| ok && seen >= 30;
+            let found: Vec<RiderId> = index.nearest(centre, radius, limit, filter).iter().map(|f| f.rider).collect();
+            let mut expected: Vec<(f64, RiderId)> = all
+                .iter()
+                .filter(|(_, _, seen, ok)| filter(*seen, *ok))
+                .map(|(id, at, _, _)| (centre.distance_m(*at), *id))
+                .filter(|(d, _)| *d <= radius)
+                .collect();
+            expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let expected: Vec<RiderId> = expected.into_iter().take(limit).map(|(_, id)| id).collect();
+            prop_assert_eq!(found, expected);
+        }
+    }
+}
