@@ -49,6 +49,7 @@ pub struct Settings {
     pub orders: OrderSettings,
     pub pricing: Pricing,
     pub shards: ShardSettings,
+    pub riders: RiderSettings,
     pub testing: TestingSettings,
 }
 
@@ -205,6 +206,13 @@ pub struct ShardSettings {
     pub region_resolution: u8,
     pub count: u32,
     pub arbiters: usize,
+}
+
+/// Riders' soft state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiderSettings {
+    pub snapshot_every_s: u64,
 }
 
 /// Switches for drills and tests; all off in production.
@@ -372,6 +380,9 @@ impl Settings {
         .any(|amount| *amount < 0)
         {
             return fail("pricing amounts must not be negative".into());
+        }
+        if self.riders.snapshot_every_s == 0 {
+            return fail("riders.snapshot_every_s must be at least 1".into());
         }
         if let Err(err) =
             tomato_shards::ShardMap::new(self.shards.region_resolution, self.shards.count)

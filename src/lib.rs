@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod marketplace;
 pub mod orders;
+pub mod riders;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

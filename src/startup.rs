@@ -38,6 +38,10 @@ impl Application {
             .await
             .context("resuming open orders")?;
         tracing::info!(orders = resumed, "resumed open orders");
+        let riders = crate::riders::restore(&state)
+            .await
+            .context("restoring rider positions")?;
+        tracing::info!(riders, "restored rider positions");
         let addr = state.settings.bind_addr()?;
         let listener = TcpListener::bind(addr)
             .await
@@ -61,6 +65,8 @@ impl Application {
         let stores = state.stores.clone();
         let actors = std::sync::Arc::clone(&state.actors);
         let purger = spawn_housekeeping(stores.clone());
+        let snapshots = crate::riders::snapshots::spawn(state.clone());
+        let last_state = state.clone();
         let app = http::app(state);
         tracing::info!(addr = %listener.local_addr()?, "serving");
 
@@ -82,6 +88,10 @@ impl Application {
             }
         }
         purger.abort();
+        snapshots.abort();
+        let flushed = crate::riders::snapshots::flush(&last_state).await;
+        tracing::info!(riders = flushed, "rider positions flushed");
+        drop(last_state);
         // Actors first: a transition in flight finishes its write before the store closes.
         tokio::task::spawn_blocking(move || actors.stop())
             .await

@@ -6,13 +6,14 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 
-use tomato_shards::{ActorRuntime, OrderDirectory, ShardMap};
+use tomato_shards::{ActorRuntime, OrderDirectory, RiderIndex, ShardMap};
 use tomato_store::Stores;
 
 use crate::auth::{GoogleVerifier, TokenKeys};
 use crate::config::Settings;
 use crate::http::Metrics;
 use crate::http::idempotency::KeyLocks;
+use crate::riders::RiderIds;
 
 /// Handles to the node's settings, stores and services; cloning is a few reference counts.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct AppState {
     /// The live order actors, placed by shard.
     pub orders: Arc<OrderDirectory>,
     pub idempotency_locks: Arc<KeyLocks>,
+    /// Every rider's live position, by shard: the location hot path.
+    pub riders: Arc<RiderIndex>,
+    pub rider_ids: Arc<RiderIds>,
 }
 
 impl AppState {
@@ -57,6 +61,8 @@ impl AppState {
             restarts,
         ));
         Ok(Self {
+            riders: Arc::new(RiderIndex::new(shards)),
+            rider_ids: Arc::new(RiderIds::default()),
             actors,
             orders,
             idempotency_locks: Arc::new(KeyLocks::default()),

@@ -18,7 +18,7 @@ const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
 /// One rider in a bucket.
 #[derive(Debug, Clone, Copy)]
-struct Slot {
+pub struct Slot {
     rider: RiderId,
     /// Unit vector of the position.
     xyz: [f64; 3],
@@ -47,6 +47,12 @@ pub enum Placement {
     Stayed,
     /// Moved to another cell.
     Moved { from: CellIndex },
+}
+
+/// Where a search finds the riders of a cell: one index, or several shards' indexes.
+pub trait Buckets {
+    /// The riders in `cell`, if any.
+    fn bucket(&self, cell: CellIndex) -> Option<&[Slot]>;
 }
 
 /// Riders by cell.
@@ -86,8 +92,14 @@ fn m_to_chord2(metres: f64) -> f64 {
 }
 
 /// A candidate in the search's max-heap, ordered by distance (then id, for a total order).
-#[derive(Debug, PartialEq)]
-struct Candidate(f64, RiderId, usize, CellIndex);
+#[derive(Debug)]
+struct Candidate(f64, Slot);
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
 
 impl Eq for Candidate {}
 
@@ -99,7 +111,9 @@ impl PartialOrd for Candidate {
 
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+        self.0
+            .total_cmp(&other.0)
+            .then(self.1.rider.cmp(&other.1.rider))
     }
 }
 
@@ -121,7 +135,18 @@ impl SpatialIndex {
         seen: u32,
         dispatchable: bool,
     ) -> Placement {
-        let cell = at.cell(INDEX_RESOLUTION);
+        self.upsert_in(at.cell(INDEX_RESOLUTION), rider, at, seen, dispatchable)
+    }
+
+    /// [`upsert`](Self::upsert) with the rider's cell at [`INDEX_RESOLUTION`] already known.
+    pub fn upsert_in(
+        &mut self,
+        cell: CellIndex,
+        rider: RiderId,
+        at: LatLon,
+        seen: u32,
+        dispatchable: bool,
+    ) -> Placement {
         let slot = Slot {
             rider,
             xyz: unit_vector(at),
@@ -194,39 +219,8 @@ impl SpatialIndex {
         Some((to_latlon(slot.xyz), slot.seen, slot.dispatchable))
     }
 
-    /// Riders in `cell` that pass `filter`, scored against `target` into `best` (a max-heap of
-    /// at most `limit`).
-    fn scan(
-        &self,
-        cell: CellIndex,
-        target: [f64; 3],
-        max_chord2: f64,
-        limit: usize,
-        filter: &impl Fn(u32, bool) -> bool,
-        best: &mut BinaryHeap<Candidate>,
-    ) {
-        let Some(bucket) = self.buckets.get(&cell) else {
-            return;
-        };
-        for (i, slot) in bucket.iter().enumerate() {
-            if !filter(slot.seen, slot.dispatchable) {
-                continue;
-            }
-            let d = chord2(target, slot.xyz);
-            if d > max_chord2 {
-                continue;
-            }
-            if best.len() < limit {
-                best.push(Candidate(d, slot.rider, i, cell));
-            } else if best.peek().is_some_and(|worst| d < worst.0) {
-                best.pop();
-                best.push(Candidate(d, slot.rider, i, cell));
-            }
-        }
-    }
-
-    /// The `limit` nearest riders within `radius_m` of `at` that pass `filter(seen, dispatchable)`,
-    /// nearest first.
+    /// The `limit` nearest riders within `radius_m` of `at` that pass
+    /// `filter(seen, dispatchable)`, nearest first.
     pub fn nearest(
         &self,
         at: LatLon,
@@ -234,60 +228,108 @@ impl SpatialIndex {
         limit: usize,
         filter: impl Fn(u32, bool) -> bool,
     ) -> Vec<Found> {
-        if limit == 0 || self.buckets.is_empty() {
-            return Vec::new();
-        }
-        let target = unit_vector(at);
-        let max_chord2 = m_to_chord2(radius_m);
-        let origin = at.cell(INDEX_RESOLUTION);
-        let last_ring = covering_k(radius_m, INDEX_RESOLUTION);
-        let mut best = BinaryHeap::with_capacity(limit + 1);
-        for k in 0..=last_ring {
-            if best.len() == limit
-                && best.peek().is_some_and(|worst: &Candidate| {
-                    chord2_to_m(worst.0) < ring_min_distance_m(k, INDEX_RESOLUTION)
-                })
-            {
-                break;
-            }
-            if k == 0 {
-                self.scan(origin, target, max_chord2, limit, &filter, &mut best);
-                continue;
-            }
-            let ring: Vec<Option<CellIndex>> = origin.grid_ring_fast(k).collect();
-            if ring.iter().all(Option::is_some) {
-                for cell in ring.into_iter().flatten() {
-                    self.scan(cell, target, max_chord2, limit, &filter, &mut best);
-                }
-            } else {
-                // Near a pentagon the fast ring is undefined; the safe disk walk is not.
-                for (cell, _) in origin
-                    .grid_disk_distances_safe(k)
-                    .filter(|(_, distance)| *distance == k)
-                {
-                    self.scan(cell, target, max_chord2, limit, &filter, &mut best);
-                }
-            }
-        }
-        let mut found: Vec<Found> = best
-            .into_iter()
-            .filter_map(|Candidate(d, rider, i, cell)| {
-                let slot = self.buckets.get(&cell)?.get(i)?;
-                Some(Found {
-                    rider,
-                    location: to_latlon(slot.xyz),
-                    distance_m: chord2_to_m(d),
-                    seen: slot.seen,
-                })
-            })
-            .collect();
-        found.sort_by(|a, b| {
-            a.distance_m
-                .total_cmp(&b.distance_m)
-                .then(a.rider.cmp(&b.rider))
-        });
-        found
+        nearest(self, at, radius_m, limit, filter)
     }
+}
+
+impl Buckets for SpatialIndex {
+    fn bucket(&self, cell: CellIndex) -> Option<&[Slot]> {
+        self.buckets.get(&cell).map(Vec::as_slice)
+    }
+}
+
+/// Riders in `cell` that pass `filter`, scored against `target` into `best` (a max-heap of at
+/// most `limit`).
+fn scan(
+    buckets: &impl Buckets,
+    cell: CellIndex,
+    target: [f64; 3],
+    max_chord2: f64,
+    limit: usize,
+    filter: &impl Fn(u32, bool) -> bool,
+    best: &mut BinaryHeap<Candidate>,
+) {
+    let Some(bucket) = buckets.bucket(cell) else {
+        return;
+    };
+    for slot in bucket {
+        if !filter(slot.seen, slot.dispatchable) {
+            continue;
+        }
+        let d = chord2(target, slot.xyz);
+        if d > max_chord2 {
+            continue;
+        }
+        if best.len() < limit {
+            best.push(Candidate(d, *slot));
+        } else if best.peek().is_some_and(|worst| d < worst.0) {
+            best.pop();
+            best.push(Candidate(d, *slot));
+        }
+    }
+}
+
+/// The ring search over any [`Buckets`]: the `limit` nearest riders within `radius_m` of `at`
+/// that pass `filter(seen, dispatchable)`, nearest first.
+pub fn nearest(
+    buckets: &impl Buckets,
+    at: LatLon,
+    radius_m: f64,
+    limit: usize,
+    filter: impl Fn(u32, bool) -> bool,
+) -> Vec<Found> {
+    if limit == 0 {
+        return Vec::new();
+    }
+    let target = unit_vector(at);
+    let max_chord2 = m_to_chord2(radius_m);
+    let origin = at.cell(INDEX_RESOLUTION);
+    let last_ring = covering_k(radius_m, INDEX_RESOLUTION);
+    let mut best = BinaryHeap::with_capacity(limit + 1);
+    for k in 0..=last_ring {
+        let settled = best.len() == limit
+            && best.peek().is_some_and(|worst: &Candidate| {
+                chord2_to_m(worst.0) < ring_min_distance_m(k, INDEX_RESOLUTION)
+            });
+        if settled {
+            break;
+        }
+        if k == 0 {
+            scan(
+                buckets, origin, target, max_chord2, limit, &filter, &mut best,
+            );
+            continue;
+        }
+        let ring: Vec<Option<CellIndex>> = origin.grid_ring_fast(k).collect();
+        if ring.iter().all(Option::is_some) {
+            for cell in ring.into_iter().flatten() {
+                scan(buckets, cell, target, max_chord2, limit, &filter, &mut best);
+            }
+        } else {
+            // Near a pentagon the fast ring is undefined; the safe disk walk is not.
+            for (cell, _) in origin
+                .grid_disk_distances_safe(k)
+                .filter(|(_, distance)| *distance == k)
+            {
+                scan(buckets, cell, target, max_chord2, limit, &filter, &mut best);
+            }
+        }
+    }
+    let mut found: Vec<Found> = best
+        .into_iter()
+        .map(|Candidate(d, slot)| Found {
+            rider: slot.rider,
+            location: to_latlon(slot.xyz),
+            distance_m: chord2_to_m(d),
+            seen: slot.seen,
+        })
+        .collect();
+    found.sort_by(|a, b| {
+        a.distance_m
+            .total_cmp(&b.distance_m)
+            .then(a.rider.cmp(&b.rider))
+    });
+    found
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@ use tomato_domain::LatLon;
 
 pub mod index;
 pub mod orders;
+pub mod riders;
 pub mod runtime;
 
 pub use orders::OrderDirectory;
+pub use riders::RiderIndex;
 pub use runtime::ActorRuntime;
 
 /// A shard, numbered from 0.

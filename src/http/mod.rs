@@ -31,7 +31,7 @@ mod middleware;
 mod params;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use internal::InternalCaller;
+pub use internal::{HEADER as INTERNAL_KEY_HEADER, InternalCaller};
 pub use json::Json;
 pub use metrics::Metrics;
 pub use params::{PageParams, Path, Query};
@@ -57,6 +57,7 @@ authenticated routes take `Authorization: Bearer <token>` from a sign-in route."
         (name = "addresses", description = "The customer's delivery addresses"),
         (name = "orders", description = "Placing and moving orders"),
         (name = "payments", description = "Paying for orders"),
+        (name = "riders", description = "Rider profiles, availability, location and the nearby search"),
         (name = "admin", description = "Verification and statistics, for admins"),
         (name = "internal", description = "Service-to-service routes behind x-internal-key"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -84,6 +85,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(crate::auth::router())
         .merge(crate::marketplace::router())
         .merge(crate::orders::router())
+        .merge(crate::riders::router())
 }
 
 /// The OpenAPI document of every route the node serves.

@@ -9,4 +9,5 @@ mod health;
 mod helpers;
 mod marketplace;
 mod orders;
+mod riders;
 mod world;
