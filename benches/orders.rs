@@ -17,6 +17,13 @@ use tomato_domain::{
 };
 use tomato_shards::{ActorRuntime, OrderDirectory, ShardMap};
 
+/// Nobody listens in the benchmark.
+struct NoEvents;
+
+impl tomato_actors::OrderEvents for NoEvents {
+    fn changed(&self, _before: &Order, _after: &Order) {}
+}
+
 fn unpaid_order() -> Order {
     let now = OffsetDateTime::now_utc();
     let here = LatLon::new(12.9716, 77.5946).expect("point");
@@ -71,6 +78,7 @@ fn bench_transition(c: &mut Criterion) {
         ShardMap::new(5, 64).expect("map"),
         Arc::clone(&stores.orders),
         Counter::default(),
+        Arc::new(NoEvents),
     );
 
     let (directory, stores_ref) = (&directory, &stores);

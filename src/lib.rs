@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod marketplace;
 pub mod orders;
+pub mod realtime;
 pub mod riders;
 pub mod startup;
 pub mod state;

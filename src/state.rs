@@ -13,6 +13,7 @@ use crate::auth::{GoogleVerifier, TokenKeys};
 use crate::config::Settings;
 use crate::http::Metrics;
 use crate::http::idempotency::KeyLocks;
+use crate::realtime::{Realtime, RealtimeOrderEvents};
 use crate::riders::RiderIds;
 
 /// Handles to the node's settings, stores and services; cloning is a few reference counts.
@@ -31,6 +32,8 @@ pub struct AppState {
     /// Every rider's live position, by shard: the location hot path.
     pub riders: Arc<RiderIndex>,
     pub rider_ids: Arc<RiderIds>,
+    /// Every connected Socket.IO and WebSocket client.
+    pub realtime: Arc<Realtime>,
 }
 
 impl AppState {
@@ -47,6 +50,7 @@ impl AppState {
             n => n,
         };
         let actors = Arc::new(ActorRuntime::start(arbiters).context("starting the actor runtime")?);
+        let realtime = Arc::new(Realtime::default());
         let mut metrics = Metrics::new();
         let restarts = Counter::default();
         metrics.registry_mut().register(
@@ -59,8 +63,10 @@ impl AppState {
             shards,
             Arc::clone(&stores.orders),
             restarts,
+            Arc::new(RealtimeOrderEvents(Arc::clone(&realtime))),
         ));
         Ok(Self {
+            realtime,
             riders: Arc::new(RiderIndex::new(shards)),
             rider_ids: Arc::new(RiderIds::default()),
             actors,

@@ -5,4 +5,4 @@
 
 pub mod order;
 
-pub use order::{Apply, ArmFault, OrderActor, OrderError};
+pub use order::{Apply, ArmFault, OrderActor, OrderError, OrderEvents};

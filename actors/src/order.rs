@@ -57,6 +57,12 @@ impl OrderError {
     }
 }
 
+/// Told about every change once it is persisted: the realtime gateway implements it, so the
+/// actor needs to know nothing about sockets.
+pub trait OrderEvents: Send + Sync + 'static {
+    fn changed(&self, before: &Order, after: &Order);
+}
+
 /// Called with the order's id once it reached a terminal status: its actor is no longer needed
 /// and whoever keeps its address should let go of it.
 pub type Passivate = Arc<dyn Fn(OrderId) + Send + Sync>;
@@ -68,6 +74,7 @@ pub struct OrderActor {
     passivate: Passivate,
     /// Counts restarts of order actors, for `/metrics`.
     restarts: Counter,
+    events: Arc<dyn OrderEvents>,
     /// Set by `restarting`: the in-memory order must be replaced by the stored one.
     reload: bool,
     /// Fault injection: the next command panics while deciding.
@@ -91,12 +98,14 @@ impl OrderActor {
         store: Arc<dyn OrderStore>,
         passivate: Passivate,
         restarts: Counter,
+        events: Arc<dyn OrderEvents>,
     ) -> Self {
         Self {
             order,
             store,
             passivate,
             restarts,
+            events,
             reload: false,
             fault_armed: false,
             expiry: None,
@@ -228,7 +237,8 @@ impl Handler<Apply> for OrderActor {
                 .map(move |saved, act, ctx| {
                     saved?;
                     tracing::info!(order_id = %next.id, status = %next.status, payment = %next.payment_status, "order moved");
-                    act.order = next;
+                    let before = std::mem::replace(&mut act.order, next);
+                    act.events.changed(&before, &act.order);
                     act.applied(ctx);
                     Ok(act.order.clone())
                 }),

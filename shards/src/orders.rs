@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::{Addr, MailboxError, Supervisor};
 use dashmap::DashMap;
 use prometheus_client::metrics::counter::Counter;
-use tomato_actors::{Apply, ArmFault, OrderActor, OrderError};
+use tomato_actors::{Apply, ArmFault, OrderActor, OrderError, OrderEvents};
 use tomato_domain::{Order, OrderCommand, OrderId};
 use tomato_store::OrderStore;
 
@@ -25,6 +25,7 @@ pub struct OrderDirectory {
     map: ShardMap,
     store: Arc<dyn OrderStore>,
     restarts: Counter,
+    events: Arc<dyn OrderEvents>,
 }
 
 impl std::fmt::Debug for OrderDirectory {
@@ -37,12 +38,14 @@ impl std::fmt::Debug for OrderDirectory {
 }
 
 impl OrderDirectory {
-    /// A directory placing actors on `runtime` by `map`; `restarts` counts actor restarts.
+    /// A directory placing actors on `runtime` by `map`; `restarts` counts actor restarts and
+    /// `events` hears of every persisted change.
     pub fn new(
         runtime: Arc<ActorRuntime>,
         map: ShardMap,
         store: Arc<dyn OrderStore>,
         restarts: Counter,
+        events: Arc<dyn OrderEvents>,
     ) -> Self {
         Self {
             live: Arc::new(DashMap::new()),
@@ -50,6 +53,7 @@ impl OrderDirectory {
             map,
             store,
             restarts,
+            events,
         }
     }
 
@@ -73,6 +77,7 @@ impl OrderDirectory {
         let arbiter = self.runtime.arbiter(shard);
         let store = Arc::clone(&self.store);
         let restarts = self.restarts.clone();
+        let events = Arc::clone(&self.events);
         let live = Arc::downgrade(&self.live);
         let passivate = Arc::new(move |id: OrderId| {
             if let Some(live) = live.upgrade() {
@@ -81,7 +86,7 @@ impl OrderDirectory {
         });
         tracing::debug!(order_id = %order.id, %shard, "starting order actor");
         Supervisor::start_in_arbiter(arbiter, move |_| {
-            OrderActor::new(order, store, passivate, restarts)
+            OrderActor::new(order, store, passivate, restarts, events)
         })
     }
 

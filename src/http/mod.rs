@@ -59,6 +59,7 @@ authenticated routes take `Authorization: Bearer <token>` from a sign-in route."
         (name = "payments", description = "Paying for orders"),
         (name = "riders", description = "Rider profiles, availability, location and the nearby search"),
         (name = "admin", description = "Verification and statistics, for admins"),
+        (name = "realtime", description = "The plain WebSocket (Socket.IO is served at /socket.io/)"),
         (name = "internal", description = "Service-to-service routes behind x-internal-key"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
@@ -86,6 +87,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(crate::marketplace::router())
         .merge(crate::orders::router())
         .merge(crate::riders::router())
+        .merge(crate::realtime::router())
 }
 
 /// The OpenAPI document of every route the node serves.
@@ -96,6 +98,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole application: routes, docs and the edge layers. Separate from serving, so tests and
 /// tools can drive it without a socket.
 pub fn app(state: AppState) -> Router {
+    crate::realtime::Realtime::attach(&state);
+    let socket_io = state.realtime.layer();
     let (router, openapi) = api().split_for_parts();
     let openapi = Arc::new(openapi);
     let spec = Arc::clone(&openapi);
@@ -142,6 +146,9 @@ pub fn app(state: AppState) -> Router {
             ))
         })
         .layer(layers)
+        // Outermost: Socket.IO takes its own path before any request layer (its connections
+        // are long-lived; the request timeout must not cut them).
+        .layer(socket_io)
         .with_state(state)
 }
 

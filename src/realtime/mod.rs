@@ -1,0 +1,142 @@
+//! The realtime gateway: Socket.IO (v4, what `socket.io-client` speaks) at `/socket.io/` and a
+//! plain WebSocket at `/ws` carrying the same events as `{"event", "data"}` JSON, both on the
+//! API's port. Clients authenticate when they connect (a bad token is refused there, never
+//! accepted and dropped later) and are put in the rooms `user:<id>` and, for a seller with a
+//! restaurant, `restaurant:<id>`. [`Realtime::emit`] sends an event to a room over both.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::layer::SocketIoLayer;
+use tomato_domain::Role;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::AuthUser;
+use crate::http::{ApiError, ErrorBody, InternalCaller, Json};
+use crate::state::AppState;
+
+mod events;
+mod socketio;
+pub mod ws;
+
+pub use events::RealtimeOrderEvents;
+
+/// The handle to every connected client of this node.
+pub struct Realtime {
+    io: SocketIo,
+    layer: SocketIoLayer,
+    ws: ws::Hub,
+}
+
+impl std::fmt::Debug for Realtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Realtime").finish_non_exhaustive()
+    }
+}
+
+impl Default for Realtime {
+    fn default() -> Self {
+        let (layer, io) = SocketIo::builder().build_layer();
+        Self {
+            io,
+            layer,
+            ws: ws::Hub::default(),
+        }
+    }
+}
+
+impl Realtime {
+    /// The tower layer serving `/socket.io/`.
+    pub fn layer(&self) -> SocketIoLayer {
+        self.layer.clone()
+    }
+
+    /// Sends `event` with `data` to everyone in `room`, over Socket.IO and the plain WebSocket.
+    /// Fire-and-forget: a slow or gone client never holds the caller up.
+    pub fn emit(&self, room: &str, event: &str, data: &Value) {
+        self.ws.emit(room, event, data);
+        let (io, room, event, data) = (
+            self.io.clone(),
+            room.to_owned(),
+            event.to_owned(),
+            data.clone(),
+        );
+        // Callers run on the edge's runtime or on an actor arbiter's; both are tokio.
+        tokio::spawn(async move {
+            if let Err(err) = io.to(room).emit(&event, &data).await {
+                tracing::debug!(error = %err, event, "socket.io broadcast failed");
+            }
+        });
+    }
+
+    /// Attaches the Socket.IO namespace; the handlers keep `state` for authentication.
+    pub fn attach(state: &AppState) {
+        socketio::attach(state);
+    }
+}
+
+/// The rooms a connection joins: the user's own, and a seller's restaurant's.
+pub(crate) async fn rooms_of(state: &AppState, auth: &AuthUser) -> Vec<String> {
+    let mut rooms = vec![format!("user:{}", auth.user.id)];
+    if auth.user.role == Role::Seller
+        && let Ok(Some(restaurant)) = state.stores.restaurants.by_owner(auth.user.id).await
+    {
+        rooms.push(format!("restaurant:{}", restaurant.id));
+    }
+    rooms
+}
+
+/// The body of an `error` event sent to a client whose message was refused.
+pub(crate) fn error_event(err: &ApiError) -> Value {
+    serde_json::json!({ "code": err.code(), "message": err.message() })
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(emit))
+        .routes(routes!(ws::upgrade))
+}
+
+/// An event another back-end service pushes to connected clients.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct EmitRequest {
+    #[schema(example = "order:update")]
+    pub event: String,
+    #[schema(example = "user:0192f3c5-7d3e-7a80-9d8e-2f6f5b1c0a11")]
+    pub room: String,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+/// Push an event to a room (`x-internal-key` equal to `internal.key`; with no key configured
+/// every call is refused). Answers 204 once the event is handed to the gateway.
+#[utoipa::path(
+    post,
+    path = "/api/v1/internal/emit",
+    tag = "internal",
+    params(("x-internal-key" = String, Header, description = "internal.key")),
+    request_body = EmitRequest,
+    responses(
+        (status = 204, description = "Sent"),
+        (status = 400, description = "Empty or overlong event or room", body = ErrorBody),
+        (status = 403, description = "Missing or wrong x-internal-key", body = ErrorBody),
+    )
+)]
+async fn emit(
+    State(state): State<AppState>,
+    _caller: InternalCaller,
+    Json(body): Json<EmitRequest>,
+) -> Result<StatusCode, ApiError> {
+    if body.event.is_empty() || body.event.len() > 100 {
+        return Err(ApiError::bad_request("event must be 1 to 100 characters"));
+    }
+    if body.room.is_empty() || body.room.len() > 200 {
+        return Err(ApiError::bad_request("room must be 1 to 200 characters"));
+    }
+    state.realtime.emit(&body.room, &body.event, &body.payload);
+    Ok(StatusCode::NO_CONTENT)
+}

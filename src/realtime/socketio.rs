@@ -1,0 +1,96 @@
+//! The Socket.IO namespace `/`: authentication at connect (`auth: {token}`; a bad token gets
+//! `connect_error`), the rooms, and the client event `rider:location`. A refused message is
+//! answered with an `error` event `{code, message}`; the connection stays.
+
+use serde::Deserialize;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use tomato_domain::Role;
+
+use crate::auth::AuthUser;
+use crate::auth::extract::authenticate;
+use crate::http::ApiError;
+use crate::riders::{PositionReport, apply_position};
+use crate::state::AppState;
+
+/// What `socket.io-client` sends as `auth`.
+#[derive(Debug, Deserialize)]
+struct SocketAuth {
+    token: String,
+}
+
+/// Why a connection was refused; its text is what the client's `connect_error` carries.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub(super) fn attach(state: &AppState) {
+    let for_auth = state.clone();
+    let authenticate_socket = move |socket: SocketRef, TryData(auth): TryData<SocketAuth>| {
+        let state = for_auth.clone();
+        async move {
+            let auth = auth.map_err(|_| Refused("unauthenticated: pass auth: {token}".into()))?;
+            let user = authenticate(&state, &auth.token)
+                .await
+                .map_err(|err| Refused(format!("{}: {}", err.code(), err.message())))?;
+            socket.extensions.insert(user);
+            Ok::<(), Refused>(())
+        }
+    };
+    let for_connect = state.clone();
+    let on_connect = move |socket: SocketRef| {
+        let state = for_connect.clone();
+        async move {
+            let Some(auth) = socket.extensions.get::<AuthUser>() else {
+                socket.disconnect().ok();
+                return;
+            };
+            for room in super::rooms_of(&state, &auth).await {
+                socket.join(room);
+            }
+            let on_location = state.clone();
+            socket.on(
+                "rider:location",
+                move |socket: SocketRef, TryData(report): TryData<PositionReport>| {
+                    let state = on_location.clone();
+                    async move {
+                        let outcome = match (socket.extensions.get::<AuthUser>(), report) {
+                            (Some(auth), Ok(report)) => rider_location(&state, &auth, &report).await,
+                            (_, Err(err)) => Err(ApiError::bad_request(format!(
+                                "rider:location takes {{lat, lon, heading?, speedMps?, at?}}: {err}"
+                            ))),
+                            (None, _) => Err(ApiError::unauthorized(
+                                "unauthenticated",
+                                "this connection is not authenticated",
+                            )),
+                        };
+                        if let Err(err) = outcome {
+                            let _ = socket.emit("error", &super::error_event(&err));
+                        }
+                    }
+                },
+            );
+        }
+    };
+    state
+        .realtime
+        .io
+        .ns("/", on_connect.with(authenticate_socket));
+}
+
+/// `rider:location` from a socket: the same as `PUT /api/rider/location`.
+pub(super) async fn rider_location(
+    state: &AppState,
+    auth: &AuthUser,
+    report: &PositionReport,
+) -> Result<(), ApiError> {
+    if auth.user.role != Role::Rider {
+        return Err(ApiError::forbidden("rider:location is for users with role rider"));
+    }
+    apply_position(state, auth, report).await
+}
