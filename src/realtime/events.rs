@@ -21,7 +21,8 @@ impl OrderEvents for RealtimeOrderEvents {
         if before.payment_status == PaymentStatus::Pending
             && after.payment_status == PaymentStatus::Paid
         {
-            self.0.emit(&restaurant, "order:new", &json!({ "order": order }));
+            self.0
+                .emit(&restaurant, "order:new", &json!({ "order": order }));
         }
         if before.status != after.status || before.payment_status != after.payment_status {
             let update = json!({
@@ -33,7 +34,8 @@ impl OrderEvents for RealtimeOrderEvents {
             self.0.emit(&customer, "order:update", &update);
             self.0.emit(&restaurant, "order:update", &update);
         }
-        if after.status == OrderStatus::RiderAssigned && before.status != OrderStatus::RiderAssigned {
+        if after.status == OrderStatus::RiderAssigned && before.status != OrderStatus::RiderAssigned
+        {
             let assigned = json!({ "order": order });
             self.0.emit(&customer, "order:rider_assigned", &assigned);
             self.0.emit(&restaurant, "order:rider_assigned", &assigned);

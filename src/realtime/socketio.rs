@@ -60,7 +60,9 @@ pub(super) fn attach(state: &AppState) {
                     let state = on_location.clone();
                     async move {
                         let outcome = match (socket.extensions.get::<AuthUser>(), report) {
-                            (Some(auth), Ok(report)) => rider_location(&state, &auth, &report).await,
+                            (Some(auth), Ok(report)) => {
+                                rider_location(&state, &auth, &report).await
+                            }
                             (_, Err(err)) => Err(ApiError::bad_request(format!(
                                 "rider:location takes {{lat, lon, heading?, speedMps?, at?}}: {err}"
                             ))),
@@ -90,7 +92,9 @@ pub(super) async fn rider_location(
     report: &PositionReport,
 ) -> Result<(), ApiError> {
     if auth.user.role != Role::Rider {
-        return Err(ApiError::forbidden("rider:location is for users with role rider"));
+        return Err(ApiError::forbidden(
+            "rider:location is for users with role rider",
+        ));
     }
     apply_position(state, auth, report).await
 }

@@ -38,7 +38,9 @@ impl Hub {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut all) = self.rooms.lock() {
             for room in rooms {
-                all.entry(room.clone()).or_default().push((id, outbox.clone()));
+                all.entry(room.clone())
+                    .or_default()
+                    .push((id, outbox.clone()));
             }
         }
         id
@@ -136,8 +138,11 @@ async fn serve(state: AppState, auth: AuthUser, rooms: Vec<String>, socket: WebS
 }
 
 async fn handle(state: &AppState, auth: &AuthUser, text: &str) -> Result<(), ApiError> {
-    let incoming: Incoming = serde_json::from_str(text)
-        .map_err(|err| ApiError::bad_request(format!("a frame must be {{\"event\", \"data\"}} JSON: {err}")))?;
+    let incoming: Incoming = serde_json::from_str(text).map_err(|err| {
+        ApiError::bad_request(format!(
+            "a frame must be {{\"event\", \"data\"}} JSON: {err}"
+        ))
+    })?;
     match incoming.event.as_str() {
         "rider:location" => {
             let report: PositionReport = serde_json::from_value(incoming.data)

@@ -9,5 +9,7 @@ mod health;
 mod helpers;
 mod marketplace;
 mod orders;
+mod realtime;
 mod riders;
+mod sockets;
 mod world;

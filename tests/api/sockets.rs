@@ -1,0 +1,180 @@
+//! Socket clients for the realtime tests: the official `socket.io-client` (driven through a small
+//! Node.js script) and a plain WebSocket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::TestApp;
+
+/// How long a test waits for an event it expects.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn client_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/socketio")
+}
+
+/// Installs the pinned `socket.io-client` once (the lock file pins every package). Tests run
+/// in parallel processes, so a directory is the lock.
+fn ensure_installed() {
+    let dir = client_dir();
+    let installed = dir.join("node_modules/socket.io-client/package.json");
+    let lock = dir.join(".installing");
+    let started = Instant::now();
+    while !installed.exists() {
+        if std::fs::create_dir(&lock).is_ok() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm (Node.js) is needed for the Socket.IO tests");
+            let _ = std::fs::remove_dir(&lock);
+            assert!(status.success(), "npm ci in tests/socketio failed");
+        } else {
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "npm ci never finished"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A `socket.io-client` connection.
+pub struct SocketIoClient {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::UnboundedReceiver<Value>,
+}
+
+impl SocketIoClient {
+    /// Connects to the app with `token` (`None`: no auth at all).
+    pub fn connect(app: &TestApp, token: Option<&str>) -> Self {
+        ensure_installed();
+        let mut child = Command::new("node")
+            .arg(client_dir().join("client.mjs"))
+            .arg(format!("http://{}", app.addr))
+            .arg(token.unwrap_or("-"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node is needed for the Socket.IO tests");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take().expect("stdin");
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str(&line) {
+                    let _ = tx.send(value);
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// The next line matching `pred`, skipping others; panics after [`PATIENCE`].
+    pub async fn next(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) if pred(&line) => return line,
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the client exited while waiting for {what}"),
+                Err(_) => panic!("no {what} within {PATIENCE:?}"),
+            }
+        }
+    }
+
+    /// Waits for the connection to be accepted.
+    pub async fn connected(&mut self) {
+        let line = self
+            .next("connect", |l| {
+                l["type"] == "connect" || l["type"] == "connect_error"
+            })
+            .await;
+        assert_eq!(line["type"], "connect", "{line}");
+    }
+
+    /// The data of the next `event`.
+    pub async fn event(&mut self, event: &str) -> Value {
+        self.next(event, |l| l["type"] == "event" && l["event"] == event)
+            .await["data"]
+            .clone()
+    }
+
+    /// The data of the next `event` whose data passes `pred`.
+    pub async fn event_where(&mut self, event: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.next(event, |l| {
+            l["type"] == "event" && l["event"] == event && pred(&l["data"])
+        })
+        .await["data"]
+            .clone()
+    }
+
+    pub fn emit(&mut self, event: &str, data: Value) {
+        let line = json!({ "emit": event, "data": data }).to_string();
+        writeln!(self.stdin, "{line}").expect("write to client");
+    }
+}
+
+impl Drop for SocketIoClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain WebSocket connection to `/ws`.
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl WsClient {
+    /// Connects; the handshake's HTTP status on refusal.
+    pub async fn connect(app: &TestApp, token: &str) -> Result<Self, u16> {
+        let url = format!("ws://{}/ws?token={token}", app.addr);
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((stream, _)) => Ok(Self { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(err) => panic!("websocket connect failed: {err}"),
+        }
+    }
+
+    pub async fn send(&mut self, event: &str, data: Value) {
+        let frame = json!({ "event": event, "data": data }).to_string();
+        self.stream.send(Message::text(frame)).await.expect("send");
+    }
+
+    /// The data of the next frame carrying `event`.
+    pub async fn event(&mut self, event: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {event} within {PATIENCE:?}"))
+                .expect("stream open")
+                .expect("frame");
+            if let Message::Text(text) = frame {
+                let value: Value = serde_json::from_str(&text).expect("JSON frame");
+                if value["event"] == event {
+                    return value["data"].clone();
+                }
+            }
+        }
+    }
+}
