@@ -5,23 +5,36 @@
 //!
 //! Run with `cargo bench --bench orders`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use prometheus_client::metrics::counter::Counter;
 use time::{Duration, OffsetDateTime};
+use tomato_actors::{DispatchPolicy, DispatchPort};
 use tomato_domain::{
     DeliveryAddress, HistoryEntry, LatLon, MenuItemId, Money, Order, OrderCommand, OrderId,
-    OrderLine, OrderStatus, PaymentMethod, PaymentStatus, RestaurantId, UserId,
+    OrderLine, OrderStatus, PaymentMethod, PaymentStatus, RestaurantId, RiderId, UserId,
 };
-use tomato_shards::{ActorRuntime, OrderDirectory, ShardMap};
+use tomato_shards::{ActorRuntime, OrderDirectory, OrderPorts, ShardMap};
 
-/// Nobody listens in the benchmark.
-struct NoEvents;
+/// Nobody listens, and there are no riders, in the benchmark.
+struct Nobody;
 
-impl tomato_actors::OrderEvents for NoEvents {
+impl tomato_actors::OrderEvents for Nobody {
     fn changed(&self, _before: &Order, _after: &Order) {}
+}
+
+impl DispatchPort for Nobody {
+    fn candidates(&self, _: LatLon, _: &HashSet<RiderId>, _: usize) -> Vec<RiderId> {
+        Vec::new()
+    }
+    fn offer(&self, _: &Order, _: &[RiderId], _: OffsetDateTime) {}
+    fn pending(&self, _: &Order, _: u32) {}
+    fn expired(&self, _: OrderId, _: RiderId) {}
+    fn assigned(&self, _: &Order, _: RiderId) {}
+    fn released(&self, _: &Order, _: RiderId) {}
 }
 
 fn unpaid_order() -> Order {
@@ -76,9 +89,17 @@ fn bench_transition(c: &mut Criterion) {
     let directory = OrderDirectory::new(
         Arc::clone(&actors),
         ShardMap::new(5, 64).expect("map"),
-        Arc::clone(&stores.orders),
-        Counter::default(),
-        Arc::new(NoEvents),
+        OrderPorts {
+            store: Arc::clone(&stores.orders),
+            events: Arc::new(Nobody),
+            dispatch: Arc::new(Nobody),
+            policy: DispatchPolicy {
+                batch: 3,
+                offer_ttl: std::time::Duration::from_secs(15),
+                max_backoff: std::time::Duration::from_secs(30),
+            },
+            restarts: Counter::default(),
+        },
     );
 
     let (directory, stores_ref) = (&directory, &stores);

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod http;
 pub mod marketplace;
 pub mod orders;

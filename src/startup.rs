@@ -32,12 +32,22 @@ impl Application {
         warn_about_dev_settings(&settings);
         let stores = open_store(&settings).await?;
         let state = AppState::new(settings, stores)?;
-        let resumed = state
+        let open = state
             .orders
             .resume()
             .await
             .context("resuming open orders")?;
-        tracing::info!(orders = resumed, "resumed open orders");
+        // Riders carrying an order keep streaming to its customer across the restart.
+        for order in &open {
+            if let (
+                Some(rider),
+                tomato_domain::OrderStatus::RiderAssigned | tomato_domain::OrderStatus::PickedUp,
+            ) = (order.rider_id, order.status)
+            {
+                state.carrying.insert(rider, (order.id, order.user_id));
+            }
+        }
+        tracing::info!(orders = open.len(), "resumed open orders");
         let riders = crate::riders::restore(&state)
             .await
             .context("restoring rider positions")?;

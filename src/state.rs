@@ -6,15 +6,20 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 
-use tomato_shards::{ActorRuntime, OrderDirectory, RiderIndex, ShardMap};
+use tomato_actors::DispatchPolicy;
+use tomato_shards::{ActorRuntime, OrderDirectory, OrderPorts, RiderIndex, ShardMap};
 use tomato_store::Stores;
 
 use crate::auth::{GoogleVerifier, TokenKeys};
 use crate::config::Settings;
+use crate::dispatch::{Carrying, DispatchMetrics, NodeDispatch};
 use crate::http::Metrics;
 use crate::http::idempotency::KeyLocks;
 use crate::realtime::{Realtime, RealtimeOrderEvents};
 use crate::riders::RiderIds;
+
+/// The longest wait between dispatch rounds when no rider is free.
+const MAX_DISPATCH_BACKOFF_S: u64 = 30;
 
 /// Handles to the node's settings, stores and services; cloning is a few reference counts.
 #[derive(Debug, Clone)]
@@ -34,6 +39,9 @@ pub struct AppState {
     pub rider_ids: Arc<RiderIds>,
     /// Every connected Socket.IO and WebSocket client.
     pub realtime: Arc<Realtime>,
+    /// Riders carrying an order, and the customer watching each.
+    pub carrying: Arc<Carrying>,
+    pub dispatch_metrics: DispatchMetrics,
 }
 
 impl AppState {
@@ -58,17 +66,40 @@ impl AppState {
             "Order actors restarted by their supervisor after a crash",
             restarts.clone(),
         );
+        let dispatch_metrics = DispatchMetrics::register(metrics.registry_mut());
+        let riders = Arc::new(RiderIndex::new(shards));
+        let rider_ids = Arc::new(RiderIds::default());
+        let carrying = Arc::new(Carrying::new());
+        let dispatch = Arc::new(NodeDispatch {
+            riders: Arc::clone(&riders),
+            rider_ids: Arc::clone(&rider_ids),
+            realtime: Arc::clone(&realtime),
+            stores: stores.clone(),
+            settings: settings.dispatch.clone(),
+            carrying: Arc::clone(&carrying),
+            metrics: dispatch_metrics.clone(),
+        });
         let orders = Arc::new(OrderDirectory::new(
             Arc::clone(&actors),
             shards,
-            Arc::clone(&stores.orders),
-            restarts,
-            Arc::new(RealtimeOrderEvents(Arc::clone(&realtime))),
+            OrderPorts {
+                store: Arc::clone(&stores.orders),
+                events: Arc::new(RealtimeOrderEvents(Arc::clone(&realtime))),
+                dispatch,
+                policy: DispatchPolicy {
+                    batch: settings.dispatch.offer_batch as usize,
+                    offer_ttl: Duration::from_secs(settings.dispatch.offer_ttl_s),
+                    max_backoff: Duration::from_secs(MAX_DISPATCH_BACKOFF_S),
+                },
+                restarts,
+            },
         ));
         Ok(Self {
             realtime,
-            riders: Arc::new(RiderIndex::new(shards)),
-            rider_ids: Arc::new(RiderIds::default()),
+            riders,
+            rider_ids,
+            carrying,
+            dispatch_metrics,
             actors,
             orders,
             idempotency_locks: Arc::new(KeyLocks::default()),

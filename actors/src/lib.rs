@@ -1,8 +1,11 @@
 //! The actors of tomato. Each order is an actix actor that owns its state and serialises every
-//! command to it; it persists a transition before it answers, and it runs under an actix
-//! `Supervisor`, so when it fails it is rebuilt from the store while its neighbours carry on.
-//! Where actors live (which shard, which arbiter) is the `shards` crate's business, not theirs.
+//! command to it, dispatch included; it persists a transition before it answers, and it runs
+//! under an actix `Supervisor`, so when it fails it is rebuilt from the store while its
+//! neighbours carry on. Where actors live (which shard, which arbiter) is the `shards` crate's
+//! business, not theirs.
 
+pub mod dispatch;
 pub mod order;
 
-pub use order::{Apply, ArmFault, OrderActor, OrderError, OrderEvents};
+pub use dispatch::{DispatchPolicy, DispatchPort};
+pub use order::{Accept, Apply, ArmFault, OrderActor, OrderEnv, OrderError, OrderEvents, Reject};

@@ -1,4 +1,4 @@
-//! The order actor.
+//! The order actor: one per live order, the only writer of its order.
 //!
 //! actix does not catch panics: a panic in a handler kills the actor's task (and, with it,
 //! every message queued for it). So the part of a handler that decides (the status machine, and
@@ -8,6 +8,10 @@
 //! about it, before it takes the next message. Because every transition is persisted before it
 //! is applied in memory, the reloaded state is exactly what callers were told, and nothing the
 //! crashed command decided was applied, so it is safe to send it again.
+//!
+//! Dispatch runs here too: an order that is `ready_for_rider` offers itself to riders in waves
+//! (see [`crate::dispatch`]), and because the actor handles one message at a time, of many
+//! riders accepting at once exactly one wins.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -17,9 +21,11 @@ use actix::prelude::*;
 use prometheus_client::metrics::counter::Counter;
 use time::OffsetDateTime;
 use tomato_domain::{
-    ErrorKind, Order, OrderCommand, OrderId, OrderStatus, PaymentStatus, TransitionError,
+    ErrorKind, Order, OrderCommand, OrderId, OrderStatus, PaymentStatus, RiderId, TransitionError,
 };
-use tomato_store::{OrderStore, StoreError};
+use tomato_store::{OrderStore, SaveEffects, StoreError};
+
+use crate::dispatch::{DispatchPolicy, DispatchPort, Dispatching};
 
 /// Commands waiting for one order; a full mailbox makes senders wait.
 const MAILBOX: usize = 64;
@@ -33,6 +39,12 @@ pub enum OrderError {
     /// No such order.
     #[error("order not found")]
     NotFound,
+    /// The rider holds no live offer for this order (never offered, expired or rejected).
+    #[error("no live offer of this order is held by this rider")]
+    OfferNotHeld,
+    /// Another rider was assigned first.
+    #[error("another rider already took this order")]
+    AlreadyTaken,
     /// Persisting (or loading) failed; nothing changed.
     #[error("order store: {0}")]
     Store(#[from] StoreError),
@@ -48,7 +60,9 @@ impl OrderError {
     /// The domain error kind.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            OrderError::Transition(_) => ErrorKind::Conflict,
+            OrderError::Transition(_) | OrderError::OfferNotHeld | OrderError::AlreadyTaken => {
+                ErrorKind::Conflict
+            }
             OrderError::NotFound => ErrorKind::NotFound,
             OrderError::Store(err) => err.kind(),
             OrderError::Crashed => ErrorKind::Internal,
@@ -63,23 +77,37 @@ pub trait OrderEvents: Send + Sync + 'static {
     fn changed(&self, before: &Order, after: &Order);
 }
 
-/// Called with the order's id once it reached a terminal status: its actor is no longer needed
-/// and whoever keeps its address should let go of it.
-pub type Passivate = Arc<dyn Fn(OrderId) + Send + Sync>;
+/// What every order actor of a node shares: where orders persist, who hears of changes, how
+/// dispatch reaches riders, and how finished actors are let go.
+pub struct OrderEnv {
+    pub store: Arc<dyn OrderStore>,
+    pub events: Arc<dyn OrderEvents>,
+    pub dispatch: Arc<dyn DispatchPort>,
+    pub policy: DispatchPolicy,
+    /// Counts restarts of order actors, for `/metrics`.
+    pub restarts: Counter,
+    /// Called with the order's id once it is finished: whoever keeps its address lets go.
+    pub passivate: Box<dyn Fn(OrderId) + Send + Sync>,
+}
+
+impl std::fmt::Debug for OrderEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderEnv")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
 
 /// One order, alive.
 pub struct OrderActor {
     order: Order,
-    store: Arc<dyn OrderStore>,
-    passivate: Passivate,
-    /// Counts restarts of order actors, for `/metrics`.
-    restarts: Counter,
-    events: Arc<dyn OrderEvents>,
+    env: Arc<OrderEnv>,
     /// Set by `restarting`: the in-memory order must be replaced by the stored one.
     reload: bool,
     /// Fault injection: the next command panics while deciding.
     fault_armed: bool,
     expiry: Option<SpawnHandle>,
+    pub(crate) dispatching: Option<Dispatching>,
 }
 
 impl std::fmt::Debug for OrderActor {
@@ -93,23 +121,23 @@ impl std::fmt::Debug for OrderActor {
 
 impl OrderActor {
     /// An actor for `order` as stored.
-    pub fn new(
-        order: Order,
-        store: Arc<dyn OrderStore>,
-        passivate: Passivate,
-        restarts: Counter,
-        events: Arc<dyn OrderEvents>,
-    ) -> Self {
+    pub fn new(order: Order, env: Arc<OrderEnv>) -> Self {
         Self {
             order,
-            store,
-            passivate,
-            restarts,
-            events,
+            env,
             reload: false,
             fault_armed: false,
             expiry: None,
+            dispatching: None,
         }
+    }
+
+    pub(crate) fn order(&self) -> &Order {
+        &self.order
+    }
+
+    pub(crate) fn env(&self) -> &OrderEnv {
+        &self.env
     }
 
     /// Starts (or restarts) the payment deadline from the stored `expiresAt`, so a restart of
@@ -131,6 +159,14 @@ impl OrderActor {
         }
     }
 
+    /// Timers and dispatch as the order's state asks for them: at start, and after a change.
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        self.arm_expiry(ctx);
+        if self.order.status == OrderStatus::ReadyForRider && self.dispatching.is_none() {
+            self.start_dispatch(ctx);
+        }
+    }
+
     fn decide(&mut self, command: OrderCommand) -> Result<Option<Order>, TransitionError> {
         if std::mem::take(&mut self.fault_armed) {
             panic!("injected fault in order {}", self.order.id);
@@ -138,78 +174,21 @@ impl OrderActor {
         self.order.apply(command, OffsetDateTime::now_utc())
     }
 
-    fn applied(&mut self, ctx: &mut Context<Self>) {
-        let still_waiting = self.order.payment_status == PaymentStatus::Pending
-            && self.order.status == OrderStatus::Placed;
-        if !still_waiting && let Some(handle) = self.expiry.take() {
-            ctx.cancel_future(handle);
-        }
-        if self.order.status.is_terminal() {
-            // Nothing can happen to it any more: let go, and the actor ends with its last
-            // address.
-            (self.passivate)(self.order.id);
-        }
-    }
-}
-
-impl Actor for OrderActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(MAILBOX);
-        if !std::mem::take(&mut self.reload) {
-            self.arm_expiry(ctx);
-            return;
-        }
-        let store = Arc::clone(&self.store);
-        let id = self.order.id;
-        // `wait` holds the mailbox until the order is reloaded: no command sees stale state.
-        ctx.wait(
-            async move { store.get(id).await }
-                .into_actor(self)
-                .map(|loaded, act, ctx| {
-                    match loaded {
-                        Ok(Some(order)) => act.order = order,
-                        // The in-memory copy is what was last persisted, so it stays right.
-                        Ok(None) => tracing::error!(order_id = %act.order.id, "order vanished from the store"),
-                        Err(err) => tracing::warn!(order_id = %act.order.id, error = %err, "reload failed, keeping the last persisted state"),
-                    }
-                    act.arm_expiry(ctx);
-                }),
-        );
-    }
-}
-
-impl Supervised for OrderActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(order_id = %self.order.id, "order actor restarting");
-        self.restarts.inc();
-        self.reload = true;
-        self.fault_armed = false;
-        // Timers die with the old context.
-        self.expiry = None;
-    }
-}
-
-/// Apply a command to the order; answers with the order as it is afterwards.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Order, OrderError>")]
-pub struct Apply {
-    pub command: OrderCommand,
-}
-
-impl Handler<Apply> for OrderActor {
-    type Result = AtomicResponse<Self, Result<Order, OrderError>>;
-
-    fn handle(&mut self, msg: Apply, _ctx: &mut Context<Self>) -> Self::Result {
+    /// Decides `command` (catching a panic), persists the result with its effects, and only then
+    /// applies it in memory and answers.
+    fn run(
+        &mut self,
+        command: OrderCommand,
+        _ctx: &mut Context<Self>,
+    ) -> AtomicResponse<Self, Result<Order, OrderError>> {
         let answer = |result| AtomicResponse::new(Box::pin(fut::ready(result)));
         if self.order.status.is_terminal() {
             // Started only to answer (a refusal, or a repeated payment): let go again.
-            (self.passivate)(self.order.id);
+            (self.env.passivate)(self.order.id);
         }
-        let next = match catch_unwind(AssertUnwindSafe(|| self.decide(msg.command))) {
+        let next = match catch_unwind(AssertUnwindSafe(|| self.decide(command.clone()))) {
             Err(_) => {
-                tracing::error!(order_id = %self.order.id, command = %msg.command, "order actor panicked; restarting from the store");
+                tracing::error!(order_id = %self.order.id, %command, "order actor panicked; restarting from the store");
                 // Stop from inside the answering future: the answer is sent in the same poll,
                 // and being a `wait` future nothing else runs in between, so no other command
                 // can reach the broken state and no answer is lost with the old context.
@@ -224,31 +203,185 @@ impl Handler<Apply> for OrderActor {
             Ok(Ok(None)) => return answer(Ok(self.order.clone())),
             Ok(Ok(Some(next))) => next,
         };
-        // Payment success empties the customer's cart in the same write.
-        let clear_cart = (self.order.payment_status == PaymentStatus::Pending
-            && next.payment_status == PaymentStatus::Paid)
-            .then_some(next.user_id);
-        let store = Arc::clone(&self.store);
+        let effects = effects_of(&self.order, &next);
+        let store = Arc::clone(&self.env.store);
         let to_save = next.clone();
         // Atomic: no other command runs until this one is persisted and applied.
         AtomicResponse::new(Box::pin(
-            async move { store.save(&to_save, clear_cart).await }
+            async move { store.save(&to_save, effects).await }
                 .into_actor(self)
                 .map(move |saved, act, ctx| {
                     saved?;
                     tracing::info!(order_id = %next.id, status = %next.status, payment = %next.payment_status, "order moved");
                     let before = std::mem::replace(&mut act.order, next);
-                    act.events.changed(&before, &act.order);
-                    act.applied(ctx);
+                    act.env.events.changed(&before, &act.order);
+                    act.applied(&before, ctx);
                     Ok(act.order.clone())
                 }),
         ))
+    }
+
+    fn applied(&mut self, before: &Order, ctx: &mut Context<Self>) {
+        let still_waiting = self.order.payment_status == PaymentStatus::Pending
+            && self.order.status == OrderStatus::Placed;
+        if !still_waiting && let Some(handle) = self.expiry.take() {
+            ctx.cancel_future(handle);
+        }
+        match (before.status, self.order.status) {
+            (_, OrderStatus::ReadyForRider) => self.start_dispatch(ctx),
+            (OrderStatus::ReadyForRider, OrderStatus::RiderAssigned) => {
+                self.stop_dispatch(ctx);
+                if let Some(rider) = self.order.rider_id {
+                    self.env.dispatch.assigned(&self.order, rider);
+                }
+            }
+            (_, OrderStatus::Delivered) => {
+                if let Some(rider) = self.order.rider_id {
+                    self.env.dispatch.released(&self.order, rider);
+                }
+            }
+            _ => {}
+        }
+        if self.order.status.is_terminal() {
+            // Nothing can happen to it any more: let go, and the actor ends with its last
+            // address.
+            (self.env.passivate)(self.order.id);
+        }
+    }
+}
+
+/// What a transition changes besides the order, in the same write.
+fn effects_of(before: &Order, after: &Order) -> SaveEffects {
+    let paid = before.payment_status == PaymentStatus::Pending
+        && after.payment_status == PaymentStatus::Paid;
+    let rider_order = match (before.status, after.status, after.rider_id) {
+        (OrderStatus::ReadyForRider, OrderStatus::RiderAssigned, Some(rider)) => {
+            Some((rider, Some(after.id)))
+        }
+        (_, OrderStatus::Delivered, Some(rider)) => Some((rider, None)),
+        _ => None,
+    };
+    SaveEffects {
+        // Payment success empties the customer's cart.
+        clear_cart_of: paid.then_some(after.user_id),
+        // Assignment makes the rider busy; delivery frees it.
+        rider_order,
+    }
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        if !std::mem::take(&mut self.reload) {
+            self.resume(ctx);
+            return;
+        }
+        let store = Arc::clone(&self.env.store);
+        let id = self.order.id;
+        // `wait` holds the mailbox until the order is reloaded: no command sees stale state.
+        ctx.wait(
+            async move { store.get(id).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| {
+                    match loaded {
+                        Ok(Some(order)) => act.order = order,
+                        // The in-memory copy is what was last persisted, so it stays right.
+                        Ok(None) => tracing::error!(order_id = %act.order.id, "order vanished from the store"),
+                        Err(err) => tracing::warn!(order_id = %act.order.id, error = %err, "reload failed, keeping the last persisted state"),
+                    }
+                    act.resume(ctx);
+                }),
+        );
+    }
+}
+
+impl Supervised for OrderActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!(order_id = %self.order.id, "order actor restarting");
+        self.env.restarts.inc();
+        self.reload = true;
+        self.fault_armed = false;
+        // Timers die with the old context; dispatch starts over from the reloaded order.
+        self.expiry = None;
+        self.dispatching = None;
+    }
+}
+
+/// Apply a command to the order; answers with the order as it is afterwards.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Order, OrderError>")]
+pub struct Apply {
+    pub command: OrderCommand,
+}
+
+impl Handler<Apply> for OrderActor {
+    type Result = AtomicResponse<Self, Result<Order, OrderError>>;
+
+    fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
+        self.run(msg.command, ctx)
+    }
+}
+
+/// A rider accepts the order's offer. Exactly one accept wins; the others get
+/// [`OrderError::AlreadyTaken`] (or [`OrderError::OfferNotHeld`] without a live offer).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Order, OrderError>")]
+pub struct Accept {
+    pub rider: RiderId,
+    pub name: String,
+    pub phone: String,
+}
+
+impl Handler<Accept> for OrderActor {
+    type Result = AtomicResponse<Self, Result<Order, OrderError>>;
+
+    fn handle(&mut self, msg: Accept, ctx: &mut Context<Self>) -> Self::Result {
+        let refuse = |err| AtomicResponse::new(Box::pin(fut::ready(Err(err))));
+        if self.order.status != OrderStatus::ReadyForRider {
+            return refuse(if self.order.rider_id.is_some() {
+                OrderError::AlreadyTaken
+            } else {
+                OrderError::OfferNotHeld
+            });
+        }
+        if !self.holds_offer(msg.rider) {
+            return refuse(OrderError::OfferNotHeld);
+        }
+        self.run(
+            OrderCommand::AssignRider {
+                rider: msg.rider,
+                name: msg.name,
+                phone: msg.phone,
+            },
+            ctx,
+        )
+    }
+}
+
+/// A rider turns the offer down; the next wave goes out at once if no offer is left.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), OrderError>")]
+pub struct Reject {
+    pub rider: RiderId,
+}
+
+impl Handler<Reject> for OrderActor {
+    type Result = Result<(), OrderError>;
+
+    fn handle(&mut self, msg: Reject, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.holds_offer(msg.rider) {
+            return Err(OrderError::OfferNotHeld);
+        }
+        self.rejected(msg.rider, ctx);
+        Ok(())
     }
 }
 
 /// Fault injection: the next command this actor receives panics while deciding. For resilience
 /// drills and the supervision tests; reachable only where the node enables fault injection.
-#[derive(Debug, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct ArmFault;
 

@@ -172,7 +172,7 @@ pub struct Order {
 }
 
 /// Something that wants to move an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderCommand {
     /// The payment provider says the money arrived. Idempotent.
     ConfirmPayment,
@@ -183,6 +183,14 @@ pub enum OrderCommand {
     /// The restaurant moves the order on (`accepted`, `preparing`, `ready_for_rider`) or
     /// cancels it.
     SetBySeller(OrderStatus),
+    /// A rider won the offer.
+    AssignRider {
+        rider: RiderId,
+        name: String,
+        phone: String,
+    },
+    /// The assigned rider moves the order on (`picked_up`, `delivered`).
+    SetByRider { rider: RiderId, status: OrderStatus },
 }
 
 impl fmt::Display for OrderCommand {
@@ -192,6 +200,8 @@ impl fmt::Display for OrderCommand {
             OrderCommand::Expire => f.write_str("expire"),
             OrderCommand::CancelByCustomer => f.write_str("cancel"),
             OrderCommand::SetBySeller(status) => write!(f, "move to {status}"),
+            OrderCommand::AssignRider { .. } => f.write_str("assign a rider to"),
+            OrderCommand::SetByRider { status, .. } => write!(f, "move to {status}"),
         }
     }
 }
@@ -217,11 +227,12 @@ impl Order {
         use OrderStatus as S;
         use PaymentStatus as P;
         let refuse = || TransitionError {
-            command,
+            command: command.clone(),
             status: self.status,
             payment: self.payment_status,
         };
-        let (status, payment) = match (command, self.status, self.payment_status) {
+        let mut next = self.clone();
+        let (status, payment) = match (&command, self.status, self.payment_status) {
             (OrderCommand::ConfirmPayment, S::Placed, P::Pending) => (S::Placed, P::Paid),
             // However often the provider repeats itself, the payment counts once.
             (OrderCommand::ConfirmPayment, _, payment) if payment.succeeded() => return Ok(None),
@@ -243,9 +254,30 @@ impl Order {
                 S::Placed | S::Accepted | S::Preparing,
                 P::Paid,
             ) => (S::Cancelled, P::RefundPending),
+            (OrderCommand::AssignRider { rider, name, phone }, S::ReadyForRider, P::Paid) => {
+                next.rider_id = Some(*rider);
+                next.rider_name = Some(name.clone());
+                next.rider_phone = Some(phone.clone());
+                (S::RiderAssigned, P::Paid)
+            }
+            (
+                OrderCommand::SetByRider {
+                    rider,
+                    status: S::PickedUp,
+                },
+                S::RiderAssigned,
+                P::Paid,
+            ) if self.rider_id == Some(*rider) => (S::PickedUp, P::Paid),
+            (
+                OrderCommand::SetByRider {
+                    rider,
+                    status: S::Delivered,
+                },
+                S::PickedUp,
+                P::Paid,
+            ) if self.rider_id == Some(*rider) => (S::Delivered, P::Paid),
             _ => return Err(refuse()),
         };
-        let mut next = self.clone();
         next.payment_status = payment;
         if payment != P::Pending {
             next.expires_at = None;
@@ -366,6 +398,20 @@ mod tests {
         use OrderCommand as C;
         use OrderStatus as S;
         use PaymentStatus as P;
+        let rider = RiderId::new();
+        let assign = C::AssignRider {
+            rider,
+            name: "Ravi".into(),
+            phone: "+919845011111".into(),
+        };
+        let pick_up = C::SetByRider {
+            rider,
+            status: S::PickedUp,
+        };
+        let deliver = C::SetByRider {
+            rider,
+            status: S::Delivered,
+        };
         let allowed: &[(C, S, P, S, P)] = &[
             (C::ConfirmPayment, S::Placed, P::Pending, S::Placed, P::Paid),
             (C::Expire, S::Placed, P::Pending, S::Expired, P::Pending),
@@ -425,18 +471,45 @@ mod tests {
                 S::Cancelled,
                 P::RefundPending,
             ),
+            (
+                assign.clone(),
+                S::ReadyForRider,
+                P::Paid,
+                S::RiderAssigned,
+                P::Paid,
+            ),
+            (
+                pick_up.clone(),
+                S::RiderAssigned,
+                P::Paid,
+                S::PickedUp,
+                P::Paid,
+            ),
+            (deliver.clone(), S::PickedUp, P::Paid, S::Delivered, P::Paid),
         ];
-        let mut commands = vec![C::ConfirmPayment, C::Expire, C::CancelByCustomer];
+        let mut commands = vec![
+            C::ConfirmPayment,
+            C::Expire,
+            C::CancelByCustomer,
+            assign.clone(),
+        ];
         commands.extend(OrderStatus::ALL.iter().map(|s| C::SetBySeller(*s)));
+        commands.extend(
+            OrderStatus::ALL
+                .iter()
+                .map(|s| C::SetByRider { rider, status: *s }),
+        );
         let now = OffsetDateTime::now_utc();
-        for &command in &commands {
+        for command in &commands {
             for &status in OrderStatus::ALL {
                 for &payment in PaymentStatus::ALL {
-                    let before = order(status, payment);
-                    let outcome = before.apply(command, now);
+                    let mut before = order(status, payment);
+                    // The rider commands name the order's assigned rider.
+                    before.rider_id = Some(rider);
+                    let outcome = before.apply(command.clone(), now);
                     let expected = allowed
                         .iter()
-                        .find(|(c, s, p, _, _)| *c == command && *s == status && *p == payment);
+                        .find(|(c, s, p, _, _)| c == command && *s == status && *p == payment);
                     match (expected, outcome) {
                         (Some((_, _, _, to, pay)), Ok(Some(after))) => {
                             assert_eq!((after.status, after.payment_status), (*to, *pay));
@@ -448,7 +521,7 @@ mod tests {
                         // Idempotent commands: a repeat or a stale timer changes nothing.
                         (None, Ok(None))
                             if matches!(command, C::Expire)
-                                || (command == C::ConfirmPayment && payment.succeeded()) => {}
+                                || (*command == C::ConfirmPayment && payment.succeeded()) => {}
                         (expected, outcome) => panic!(
                             "{command} from {status}/{payment}: expected {expected:?}, got {outcome:?}"
                         ),
@@ -456,6 +529,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn only_the_assigned_rider_moves_the_order() {
+        let mut assigned = order(OrderStatus::RiderAssigned, PaymentStatus::Paid);
+        let (rider, other) = (RiderId::new(), RiderId::new());
+        assigned.rider_id = Some(rider);
+        let now = OffsetDateTime::now_utc();
+        let by = |rider| OrderCommand::SetByRider {
+            rider,
+            status: OrderStatus::PickedUp,
+        };
+        assert!(assigned.apply(by(other), now).is_err());
+        let picked = assigned
+            .apply(by(rider), now)
+            .expect("allowed")
+            .expect("changed");
+        assert_eq!(picked.status, OrderStatus::PickedUp);
+        let ready = order(OrderStatus::ReadyForRider, PaymentStatus::Paid);
+        let won = ready
+            .apply(
+                OrderCommand::AssignRider {
+                    rider,
+                    name: "Ravi".into(),
+                    phone: "+91".into(),
+                },
+                now,
+            )
+            .expect("allowed")
+            .expect("changed");
+        assert_eq!(
+            (won.rider_id, won.rider_name.as_deref()),
+            (Some(rider), Some("Ravi"))
+        );
     }
 
     #[test]

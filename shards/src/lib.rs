@@ -14,7 +14,7 @@ pub mod orders;
 pub mod riders;
 pub mod runtime;
 
-pub use orders::OrderDirectory;
+pub use orders::{OrderDirectory, OrderPorts};
 pub use riders::RiderIndex;
 pub use runtime::ActorRuntime;
 

@@ -1,16 +1,21 @@
 //! Where order actors live. The directory places each order's actor on the arbiter of the
 //! shard of its restaurant's cell, keeps the addresses of live ones, starts an actor from the
 //! store on first use (after a restart, or once a finished order was let go), and, when an
-//! actor is found dead, rebuilds it from the store and retries once.
+//! actor crashed on a command or is found dead, sends the command once more to the actor rebuilt
+//! from the store.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, MailboxError, Supervisor};
+use actix::dev::ToEnvelope;
+use actix::{Addr, Handler, MailboxError, Message, Supervisor};
 use dashmap::DashMap;
 use prometheus_client::metrics::counter::Counter;
-use tomato_actors::{Apply, ArmFault, OrderActor, OrderError, OrderEvents};
-use tomato_domain::{Order, OrderCommand, OrderId};
+use tomato_actors::{
+    Accept, Apply, ArmFault, DispatchPolicy, DispatchPort, OrderActor, OrderEnv, OrderError,
+    OrderEvents, Reject,
+};
+use tomato_domain::{Order, OrderCommand, OrderId, RiderId};
 use tomato_store::OrderStore;
 
 use crate::{ActorRuntime, ShardMap};
@@ -18,14 +23,29 @@ use crate::{ActorRuntime, ShardMap};
 /// How long a caller waits for an order's actor to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
+/// What the order actors of a node share (see [`OrderEnv`]).
+pub struct OrderPorts {
+    pub store: Arc<dyn OrderStore>,
+    pub events: Arc<dyn OrderEvents>,
+    pub dispatch: Arc<dyn DispatchPort>,
+    pub policy: DispatchPolicy,
+    pub restarts: Counter,
+}
+
+impl std::fmt::Debug for OrderPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderPorts")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The live order actors of this node.
 pub struct OrderDirectory {
     live: Arc<DashMap<OrderId, Addr<OrderActor>>>,
     runtime: Arc<ActorRuntime>,
     map: ShardMap,
-    store: Arc<dyn OrderStore>,
-    restarts: Counter,
-    events: Arc<dyn OrderEvents>,
+    env: Arc<OrderEnv>,
 }
 
 impl std::fmt::Debug for OrderDirectory {
@@ -38,22 +58,27 @@ impl std::fmt::Debug for OrderDirectory {
 }
 
 impl OrderDirectory {
-    /// A directory placing actors on `runtime` by `map`; `restarts` counts actor restarts and
-    /// `events` hears of every persisted change.
-    pub fn new(
-        runtime: Arc<ActorRuntime>,
-        map: ShardMap,
-        store: Arc<dyn OrderStore>,
-        restarts: Counter,
-        events: Arc<dyn OrderEvents>,
-    ) -> Self {
+    /// A directory placing actors on `runtime` by `map`.
+    pub fn new(runtime: Arc<ActorRuntime>, map: ShardMap, ports: OrderPorts) -> Self {
+        let live: Arc<DashMap<OrderId, Addr<OrderActor>>> = Arc::new(DashMap::new());
+        let weak = Arc::downgrade(&live);
+        let env = Arc::new(OrderEnv {
+            store: ports.store,
+            events: ports.events,
+            dispatch: ports.dispatch,
+            policy: ports.policy,
+            restarts: ports.restarts,
+            passivate: Box::new(move |id| {
+                if let Some(live) = weak.upgrade() {
+                    live.remove(&id);
+                }
+            }),
+        });
         Self {
-            live: Arc::new(DashMap::new()),
+            live,
             runtime,
             map,
-            store,
-            restarts,
-            events,
+            env,
         }
     }
 
@@ -75,36 +100,31 @@ impl OrderDirectory {
     fn spawn(&self, order: Order) -> Addr<OrderActor> {
         let shard = self.map.shard_of(order.pickup);
         let arbiter = self.runtime.arbiter(shard);
-        let store = Arc::clone(&self.store);
-        let restarts = self.restarts.clone();
-        let events = Arc::clone(&self.events);
-        let live = Arc::downgrade(&self.live);
-        let passivate = Arc::new(move |id: OrderId| {
-            if let Some(live) = live.upgrade() {
-                live.remove(&id);
-            }
-        });
+        let env = Arc::clone(&self.env);
         tracing::debug!(order_id = %order.id, %shard, "starting order actor");
-        Supervisor::start_in_arbiter(arbiter, move |_| {
-            OrderActor::new(order, store, passivate, restarts, events)
-        })
+        Supervisor::start_in_arbiter(arbiter, move |_| OrderActor::new(order, env))
     }
 
     async fn address(&self, id: OrderId) -> Result<Addr<OrderActor>, OrderError> {
         if let Some(addr) = self.live.get(&id) {
             return Ok(addr.clone());
         }
-        let order = self.store.get(id).await?.ok_or(OrderError::NotFound)?;
+        let order = self.env.store.get(id).await?.ok_or(OrderError::NotFound)?;
         Ok(self.start(order))
     }
 
-    /// Sends a command to the order's actor and returns the order as it is afterwards. If the
-    /// actor crashed on it (nothing was applied) or is found dead, the command is sent once more
-    /// to the actor rebuilt from the store.
-    pub async fn apply(&self, id: OrderId, command: OrderCommand) -> Result<Order, OrderError> {
+    /// Sends `msg` to the order's actor. If the actor crashed on it (nothing was applied) or is
+    /// found dead, the message is sent once more to the actor rebuilt from the store.
+    async fn send<M, T>(&self, id: OrderId, msg: M) -> Result<T, OrderError>
+    where
+        M: Message<Result = Result<T, OrderError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        OrderActor: Handler<M>,
+        <OrderActor as actix::Actor>::Context: ToEnvelope<OrderActor, M>,
+    {
         for attempt in 0..2 {
             let addr = self.address(id).await?;
-            match addr.send(Apply { command }).timeout(ANSWER_WITHIN).await {
+            match addr.send(msg.clone()).timeout(ANSWER_WITHIN).await {
                 Ok(Err(OrderError::Crashed)) if attempt == 0 => {
                     tracing::warn!(order_id = %id, "order actor crashed; retrying on the rebuilt actor");
                 }
@@ -121,6 +141,27 @@ impl OrderDirectory {
         Err(OrderError::Unavailable)
     }
 
+    /// Applies a command; returns the order as it is afterwards.
+    pub async fn apply(&self, id: OrderId, command: OrderCommand) -> Result<Order, OrderError> {
+        self.send(id, Apply { command }).await
+    }
+
+    /// A rider accepts the order's offer; exactly one wins.
+    pub async fn accept(
+        &self,
+        id: OrderId,
+        rider: RiderId,
+        name: String,
+        phone: String,
+    ) -> Result<Order, OrderError> {
+        self.send(id, Accept { rider, name, phone }).await
+    }
+
+    /// A rider turns the order's offer down.
+    pub async fn reject(&self, id: OrderId, rider: RiderId) -> Result<(), OrderError> {
+        self.send(id, Reject { rider }).await
+    }
+
     /// Makes the order's next command panic inside its actor (fault injection).
     pub async fn arm_fault(&self, id: OrderId) -> Result<(), OrderError> {
         let addr = self.address(id).await?;
@@ -129,14 +170,13 @@ impl OrderDirectory {
             .map_err(|_| OrderError::Unavailable)
     }
 
-    /// Starts the actors of every open order in the store, so their timers resume. Returns
-    /// how many.
-    pub async fn resume(&self) -> Result<usize, OrderError> {
-        let open = self.store.open().await?;
-        let count = open.len();
-        for order in open {
-            self.start(order);
+    /// Starts the actors of every open order in the store, so their timers and dispatch
+    /// resume. Returns the open orders.
+    pub async fn resume(&self) -> Result<Vec<Order>, OrderError> {
+        let open = self.env.store.open().await?;
+        for order in &open {
+            self.start(order.clone());
         }
-        Ok(count)
+        Ok(open)
     }
 }

@@ -47,6 +47,16 @@ impl From<OrderError> for ApiError {
                 refused.to_string(),
             ),
             OrderError::NotFound => ApiError::not_found("no such order"),
+            OrderError::OfferNotHeld => ApiError::new(
+                StatusCode::CONFLICT,
+                "offer_not_held",
+                "you hold no live offer of this order",
+            ),
+            OrderError::AlreadyTaken => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_taken",
+                "another rider already took this order",
+            ),
             OrderError::Store(err) => err.into(),
             OrderError::Unavailable => ApiError::unavailable(err),
             OrderError::Crashed => ApiError::internal(err),
@@ -324,8 +334,10 @@ async fn may_see(state: &AppState, auth: &AuthUser, order: &Order) -> Result<boo
             .by_owner(auth.user.id)
             .await?
             .is_some_and(|r| r.id == order.restaurant_id),
-        // Rider profiles and assignment arrive with dispatch; until then no rider is assigned.
-        Role::Rider => false,
+        Role::Rider => match state.stores.riders.by_user(auth.user.id).await? {
+            Some(rider) => order.rider_id == Some(rider.id),
+            None => false,
+        },
     })
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tomato_domain::marketplace::phone;
 use tomato_domain::rider::{aadhar, driving_license, mask};
-use tomato_domain::{LatLon, Rider, RiderId, UserId};
+use tomato_domain::{LatLon, OrderCommand, OrderId, OrderStatus, Rider, RiderId, UserId};
 use tomato_shards::index::INDEX_RESOLUTION;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -31,19 +31,36 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(location))
         .routes(routes!(availability))
         .routes(routes!(current_order))
+        .routes(routes!(accept))
+        .routes(routes!(reject))
+        .routes(routes!(set_status))
         .routes(routes!(nearby))
         .routes(routes!(pending))
         .routes(routes!(verify))
 }
 
-/// Which rider profile each user has, so the location hot path does not ask the store.
+/// Which rider profile each user has (and whose each profile is), so the location hot path and
+/// dispatch do not ask the store.
 #[derive(Debug, Default)]
-pub struct RiderIds(DashMap<UserId, RiderId>);
+pub struct RiderIds {
+    riders: DashMap<UserId, RiderId>,
+    users: DashMap<RiderId, UserId>,
+}
 
 impl RiderIds {
+    fn remember(&self, user: UserId, rider: RiderId) {
+        self.riders.insert(user, rider);
+        self.users.insert(rider, user);
+    }
+
+    /// The user whose profile this is.
+    pub fn user_of(&self, rider: RiderId) -> Option<UserId> {
+        self.users.get(&rider).map(|user| *user)
+    }
+
     /// The user's rider profile id, from memory or (once) from the store.
     async fn of(&self, state: &AppState, user: UserId) -> Result<RiderId, ApiError> {
-        if let Some(id) = self.0.get(&user) {
+        if let Some(id) = self.riders.get(&user) {
             return Ok(*id);
         }
         let rider = state
@@ -52,7 +69,7 @@ impl RiderIds {
             .by_user(user)
             .await?
             .ok_or_else(|| ApiError::not_found("create your rider profile first"))?;
-        self.0.insert(user, rider.id);
+        self.remember(user, rider.id);
         Ok(rider.id)
     }
 }
@@ -181,7 +198,7 @@ async fn create(
         created_at: now,
     };
     state.stores.riders.create(&rider).await?;
-    state.rider_ids.0.insert(rider.user_id, rider.id);
+    state.rider_ids.remember(rider.user_id, rider.id);
     state.riders.restore(rider.id, rider.location, now, false);
     tracing::info!(rider_id = %rider.id, "rider registered");
     Ok((
@@ -382,6 +399,127 @@ async fn current_order(
     }))
 }
 
+/// Accept an offer. Exactly one rider wins; the order becomes `rider_assigned` and the rider
+/// busy until delivery.
+#[utoipa::path(
+    post,
+    path = "/api/rider/orders/{id}/accept",
+    tag = "riders",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, body = OrderResponse),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a rider", body = ErrorBody),
+        (status = 404, description = "No such order, or no rider profile", body = ErrorBody),
+        (status = 409, description = "`offer_not_held` (never offered, expired or rejected), `already_taken`, `rider_busy` (already carrying an order)", body = ErrorBody),
+    )
+)]
+async fn accept(
+    State(state): State<AppState>,
+    RiderUser(auth): RiderUser,
+    Path(id): Path<OrderId>,
+) -> Result<Json<OrderResponse>, ApiError> {
+    let rider = own_profile(&state, &auth).await?;
+    if rider.current_order_id.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "rider_busy",
+            "deliver your current order before taking another",
+        ));
+    }
+    let order = state
+        .orders
+        .accept(id, rider.id, rider.name, rider.phone_number)
+        .await?;
+    tracing::info!(order_id = %id, rider_id = %rider.id, "offer accepted");
+    Ok(Json(order.into()))
+}
+
+/// Turn an offer down; the order goes to the next riders.
+#[utoipa::path(
+    post,
+    path = "/api/rider/orders/{id}/reject",
+    tag = "riders",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 204, description = "Rejected"),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a rider", body = ErrorBody),
+        (status = 404, description = "No such order, or no rider profile", body = ErrorBody),
+        (status = 409, description = "No live offer of this order (`offer_not_held`)", body = ErrorBody),
+    )
+)]
+async fn reject(
+    State(state): State<AppState>,
+    RiderUser(auth): RiderUser,
+    Path(id): Path<OrderId>,
+) -> Result<StatusCode, ApiError> {
+    let rider = state.rider_ids.of(&state, auth.user.id).await?;
+    state.orders.reject(id, rider).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The assigned rider's move.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RiderStatus {
+    /// `picked_up` or `delivered`.
+    #[schema(example = "picked_up")]
+    pub status: String,
+}
+
+/// The assigned rider moves the order: `rider_assigned` -> `picked_up` -> `delivered`. On
+/// delivery the rider is free for new offers again.
+#[utoipa::path(
+    put,
+    path = "/api/rider/orders/{id}/status",
+    tag = "riders",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Order id")),
+    request_body = RiderStatus,
+    responses(
+        (status = 200, body = OrderResponse),
+        (status = 400, description = "A status other than picked_up or delivered", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a rider, or not the order's assigned rider", body = ErrorBody),
+        (status = 404, description = "No such order, or no rider profile", body = ErrorBody),
+        (status = 409, description = "Not allowed from the current status (`invalid_transition`)", body = ErrorBody),
+    )
+)]
+async fn set_status(
+    State(state): State<AppState>,
+    RiderUser(auth): RiderUser,
+    Path(id): Path<OrderId>,
+    Json(body): Json<RiderStatus>,
+) -> Result<Json<OrderResponse>, ApiError> {
+    let status = match body.status.parse::<OrderStatus>() {
+        Ok(status @ (OrderStatus::PickedUp | OrderStatus::Delivered)) => status,
+        _ => {
+            return Err(ApiError::bad_request(
+                "status must be picked_up or delivered",
+            ));
+        }
+    };
+    let rider = state.rider_ids.of(&state, auth.user.id).await?;
+    let order = state
+        .stores
+        .orders
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such order"))?;
+    if order.rider_id != Some(rider) {
+        return Err(ApiError::forbidden(
+            "only the order's assigned rider can move it",
+        ));
+    }
+    let order = state
+        .orders
+        .apply(id, OrderCommand::SetByRider { rider, status })
+        .await?;
+    Ok(Json(order.into()))
+}
+
 /// An admin, or another back-end service holding the internal key.
 #[derive(Debug)]
 pub struct AdminOrService;
@@ -466,7 +604,7 @@ async fn nearby(
         Some(l) if (1..=100).contains(&l) => l as usize,
         Some(_) => return Err(ApiError::bad_request("limit must be between 1 and 100")),
     };
-    let fresh_since = fresh_since(&state);
+    let fresh_since = crate::dispatch::fresh_since(state.settings.dispatch.stale_after_s);
     let riders = state
         .riders
         .nearest(at, radius as f64, limit, |seen, ok| {
@@ -482,13 +620,6 @@ async fn nearby(
         })
         .collect();
     Ok(Json(NearbyRidersResponse { riders }))
-}
-
-/// Riders seen before this (Unix seconds) are invisible to dispatch.
-pub(crate) fn fresh_since(state: &AppState) -> u32 {
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    let stale = i64::try_from(state.settings.dispatch.stale_after_s).unwrap_or(i64::MAX);
-    u32::try_from(now.saturating_sub(stale)).unwrap_or(0)
 }
 
 /// Rider profiles waiting for verification, oldest first (documents masked).
@@ -559,7 +690,7 @@ pub async fn restore(state: &AppState) -> Result<usize, tomato_store::StoreError
     let riders = state.stores.riders.all().await?;
     let count = riders.len();
     for rider in riders {
-        state.rider_ids.0.insert(rider.user_id, rider.id);
+        state.rider_ids.remember(rider.user_id, rider.id);
         state.riders.restore(
             rider.id,
             rider.location,

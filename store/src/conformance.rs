@@ -10,7 +10,9 @@ use tomato_domain::{
 };
 use uuid::Uuid;
 
-use crate::{PositionSnapshot, RestaurantOrderFilter, SavedResponse, SignIn, StoreError, Stores};
+use crate::{
+    PositionSnapshot, RestaurantOrderFilter, SaveEffects, SavedResponse, SignIn, StoreError, Stores,
+};
 
 /// Runs every check against `stores`, panicking with a description at the first failure.
 pub async fn run(stores: &Stores) {
@@ -616,7 +618,13 @@ async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
         .expect("changed");
     stores
         .orders
-        .save(&paid, Some(customer.id))
+        .save(
+            &paid,
+            SaveEffects {
+                clear_cart_of: Some(customer.id),
+                ..SaveEffects::default()
+            },
+        )
         .await
         .expect("save");
     assert!(
@@ -684,7 +692,7 @@ async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
     let mut ghost = order_for(customer.id, shop.id);
     ghost.status = OrderStatus::Accepted;
     assert!(matches!(
-        stores.orders.save(&ghost, None).await,
+        stores.orders.save(&ghost, SaveEffects::default()).await,
         Err(StoreError::NotFound)
     ));
 }

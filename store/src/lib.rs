@@ -16,7 +16,9 @@ mod orders;
 mod riders;
 
 pub use marketplace::{AddressStore, CartStore, MenuStore, RestaurantStore};
-pub use orders::{IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SavedResponse};
+pub use orders::{
+    IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SaveEffects, SavedResponse,
+};
 pub use riders::{PositionSnapshot, RiderStore};
 
 /// Why a store call failed.

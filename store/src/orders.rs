@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use tomato_domain::{Order, OrderId, OrderStatus, RestaurantId, UserId};
+use tomato_domain::{Order, OrderId, OrderStatus, RestaurantId, RiderId, UserId};
 
 use crate::StoreError;
 
@@ -21,6 +21,15 @@ pub struct RestaurantOrderFilter {
     pub status: Option<OrderStatus>,
 }
 
+/// What else a transition changes, in the same transaction as the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SaveEffects {
+    /// Empty this user's cart (payment succeeded).
+    pub clear_cart_of: Option<UserId>,
+    /// Set (assignment) or clear (delivery) this rider's current order.
+    pub rider_order: Option<(RiderId, Option<OrderId>)>,
+}
+
 /// Orders. Every write is the whole order as its actor holds it: the actor is the only writer of
 /// an order, so there is nothing to merge.
 #[async_trait]
@@ -31,9 +40,8 @@ pub trait OrderStore: Send + Sync {
 
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError>;
 
-    /// Persists a transition. With `clear_cart_of`, that user's cart is emptied in the same
-    /// transaction (payment success clears the cart).
-    async fn save(&self, order: &Order, clear_cart_of: Option<UserId>) -> Result<(), StoreError>;
+    /// Persists a transition, and its effects in the same transaction.
+    async fn save(&self, order: &Order, effects: SaveEffects) -> Result<(), StoreError>;
 
     /// A customer's orders, newest first.
     async fn by_customer(

@@ -8,7 +8,10 @@ use time::OffsetDateTime;
 use tomato_domain::{Order, OrderId, RestaurantId, UserId};
 
 use super::{EmbeddedStore, to_millis};
-use crate::{IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SavedResponse, StoreError};
+use crate::{
+    IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SaveEffects, SavedResponse,
+    StoreError,
+};
 
 fn decode(data: &str) -> Result<Order, StoreError> {
     serde_json::from_str(data).map_err(|err| StoreError::Corrupt(format!("order json: {err}")))
@@ -107,7 +110,7 @@ impl OrderStore for EmbeddedStore {
             .await
     }
 
-    async fn save(&self, order: &Order, clear_cart_of: Option<UserId>) -> Result<(), StoreError> {
+    async fn save(&self, order: &Order, effects: SaveEffects) -> Result<(), StoreError> {
         let data = encode(order)?;
         let order = order.clone();
         self.db
@@ -125,10 +128,16 @@ impl OrderStore for EmbeddedStore {
                 if changed == 0 {
                     return Err(StoreError::NotFound);
                 }
-                if let Some(user) = clear_cart_of {
+                if let Some(user) = effects.clear_cart_of {
                     tx.execute(
                         "DELETE FROM cart_lines WHERE user_id = ?1",
                         [user.to_string()],
+                    )?;
+                }
+                if let Some((rider, current)) = effects.rider_order {
+                    tx.execute(
+                        "UPDATE riders SET current_order_id = ?2 WHERE id = ?1",
+                        params![rider.to_string(), current.map(|o| o.to_string())],
                     )?;
                 }
                 tx.commit()?;

@@ -1,0 +1,170 @@
+//! Dispatch, as the order actor runs it. An order that is `ready_for_rider` offers itself to the
+//! nearest free riders in waves of `offer_batch`; an offer lives `offer_ttl`. When offers expire
+//! or are rejected the next wave goes to the next-nearest riders not tried yet; when nobody is
+//! left the restaurant hears `order:dispatch_pending`, and after a backoff (doubling up to
+//! `max_backoff`) everyone but those who rejected may be offered again. Dispatch state is soft:
+//! a restarted actor (or node) starts it over from the stored order.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use actix::prelude::*;
+use time::OffsetDateTime;
+use tomato_domain::{LatLon, Order, OrderId, RiderId};
+
+use crate::order::OrderActor;
+
+/// How dispatch reaches riders: implemented by the node over its rider index and its realtime
+/// gateway, so actors know nothing of either.
+pub trait DispatchPort: Send + Sync + 'static {
+    /// Up to `limit` dispatchable riders (verified, online, free, seen recently) nearest to
+    /// `pickup` within the search radius, nearest first, none of them in `exclude`.
+    fn candidates(&self, pickup: LatLon, exclude: &HashSet<RiderId>, limit: usize) -> Vec<RiderId>;
+
+    /// Offers the order to `riders` until `expires_at` (`order:available`).
+    fn offer(&self, order: &Order, riders: &[RiderId], expires_at: OffsetDateTime);
+
+    /// Nobody could be offered the order this round (`order:dispatch_pending`).
+    fn pending(&self, order: &Order, attempts: u32);
+
+    /// An offer ran out unanswered.
+    fn expired(&self, order: OrderId, rider: RiderId);
+
+    /// The assignment is persisted: the rider is busy with this order.
+    fn assigned(&self, order: &Order, rider: RiderId);
+
+    /// The order was delivered: the rider is free again.
+    fn released(&self, order: &Order, rider: RiderId);
+}
+
+/// Dispatch tuning (config `[dispatch]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchPolicy {
+    /// Riders offered the order at once.
+    pub batch: usize,
+    /// How long an offer stands.
+    pub offer_ttl: Duration,
+    /// The longest wait between rounds when nobody is free.
+    pub max_backoff: Duration,
+}
+
+/// The offers of an order being dispatched.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatching {
+    /// Offers standing now, with their deadline.
+    live: HashMap<RiderId, OffsetDateTime>,
+    /// Offered this round and let expire: not offered again until the next round.
+    tried: HashSet<RiderId>,
+    /// Turned it down: never offered this order again.
+    rejected: HashSet<RiderId>,
+    /// Rounds in which nobody could be offered.
+    attempts: u32,
+    timer: Option<SpawnHandle>,
+}
+
+impl OrderActor {
+    pub(crate) fn start_dispatch(&mut self, ctx: &mut Context<Self>) {
+        self.dispatching = Some(Dispatching::default());
+        self.wave(ctx);
+    }
+
+    pub(crate) fn stop_dispatch(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.dispatching.take().and_then(|d| d.timer) {
+            ctx.cancel_future(timer);
+        }
+    }
+
+    pub(crate) fn holds_offer(&self, rider: RiderId) -> bool {
+        let now = OffsetDateTime::now_utc();
+        self.dispatching
+            .as_ref()
+            .and_then(|d| d.live.get(&rider))
+            .is_some_and(|deadline| *deadline > now)
+    }
+
+    pub(crate) fn rejected(&mut self, rider: RiderId, ctx: &mut Context<Self>) {
+        let Some(dispatching) = self.dispatching.as_mut() else {
+            return;
+        };
+        dispatching.live.remove(&rider);
+        dispatching.rejected.insert(rider);
+        if dispatching.live.is_empty() {
+            if let Some(timer) = dispatching.timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.wave(ctx);
+        }
+    }
+
+    /// Sends the next wave of offers, and schedules the one after.
+    fn wave(&mut self, ctx: &mut Context<Self>) {
+        let policy = self.env().policy;
+        let (order, port) = (
+            self.order().clone(),
+            std::sync::Arc::clone(&self.env().dispatch),
+        );
+        let Some(dispatching) = self.dispatching.as_mut() else {
+            return;
+        };
+        let now = OffsetDateTime::now_utc();
+        let expired: Vec<RiderId> = dispatching
+            .live
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(rider, _)| *rider)
+            .collect();
+        for rider in expired {
+            dispatching.live.remove(&rider);
+            dispatching.tried.insert(rider);
+            port.expired(order.id, rider);
+        }
+        let wanted = policy.batch.saturating_sub(dispatching.live.len());
+        if wanted > 0 {
+            let exclude: HashSet<RiderId> = dispatching
+                .live
+                .keys()
+                .chain(&dispatching.tried)
+                .chain(&dispatching.rejected)
+                .copied()
+                .collect();
+            let riders = port.candidates(order.pickup, &exclude, wanted);
+            if !riders.is_empty() {
+                let deadline = now + policy.offer_ttl;
+                for rider in &riders {
+                    dispatching.live.insert(*rider, deadline);
+                }
+                tracing::info!(order_id = %order.id, riders = riders.len(), "offers sent");
+                port.offer(&order, &riders, deadline);
+            }
+        }
+        let next = if dispatching.live.is_empty() {
+            // Nobody to offer it to: tell the restaurant, wait, and let this round's riders
+            // (but not those who said no) be offered again.
+            dispatching.attempts += 1;
+            dispatching.tried.clear();
+            port.pending(&order, dispatching.attempts);
+            tracing::warn!(order_id = %order.id, attempts = dispatching.attempts, "no rider to offer the order to");
+            backoff(dispatching.attempts, policy.max_backoff)
+        } else {
+            policy.offer_ttl
+        };
+        dispatching.timer = Some(ctx.run_later(next, |act, ctx| act.wave(ctx)));
+    }
+}
+
+/// 1 s, 2 s, 4 s ... capped.
+fn backoff(attempts: u32, max: Duration) -> Duration {
+    Duration::from_secs(1u64 << attempts.saturating_sub(1).min(16)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let cap = Duration::from_secs(30);
+        let waits: Vec<u64> = (1..=7).map(|a| backoff(a, cap).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+    }
+}

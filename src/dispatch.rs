@@ -1,0 +1,174 @@
+//! The node's side of dispatch: how order actors find riders (the sharded index), reach them
+//! (their user rooms), and mark them busy and free again; plus the dispatch counters of
+//! `/metrics` and the admin statistics.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use time::OffsetDateTime;
+use tomato_actors::DispatchPort;
+use tomato_domain::{LatLon, Order, OrderId, OrderStatus, RiderId, UserId};
+use tomato_shards::RiderIndex;
+use tomato_store::Stores;
+
+use crate::config::DispatchSettings;
+use crate::realtime::Realtime;
+use crate::riders::RiderIds;
+
+/// Dispatch's counters.
+#[derive(Debug, Clone)]
+pub struct DispatchMetrics {
+    pub offers: Counter,
+    pub accepts: Counter,
+    pub timeouts: Counter,
+    /// Seconds from `ready_for_rider` to `rider_assigned`.
+    pub assign_seconds: Histogram,
+}
+
+impl DispatchMetrics {
+    /// Registers the counters in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            offers: Counter::default(),
+            accepts: Counter::default(),
+            timeouts: Counter::default(),
+            assign_seconds: Histogram::new(exponential_buckets(0.25, 2.0, 12)),
+        };
+        registry.register(
+            "dispatch_offers",
+            "Offers sent to riders",
+            metrics.offers.clone(),
+        );
+        registry.register(
+            "dispatch_accepts",
+            "Offers accepted",
+            metrics.accepts.clone(),
+        );
+        registry.register(
+            "dispatch_timeouts",
+            "Offers that ran out",
+            metrics.timeouts.clone(),
+        );
+        registry.register(
+            "dispatch_assign_seconds",
+            "Seconds from ready_for_rider to rider_assigned",
+            metrics.assign_seconds.clone(),
+        );
+        metrics
+    }
+}
+
+/// The riders carrying an order, with the customer who watches them move: looked up on every
+/// location update, so it lives in memory.
+pub type Carrying = DashMap<RiderId, (OrderId, UserId)>;
+
+/// Dispatch over this node's riders and sockets.
+pub struct NodeDispatch {
+    pub riders: Arc<RiderIndex>,
+    pub rider_ids: Arc<RiderIds>,
+    pub realtime: Arc<Realtime>,
+    pub stores: Stores,
+    pub settings: DispatchSettings,
+    pub carrying: Arc<Carrying>,
+    pub metrics: DispatchMetrics,
+}
+
+impl std::fmt::Debug for NodeDispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeDispatch").finish_non_exhaustive()
+    }
+}
+
+/// Riders seen before this (Unix seconds) are invisible to dispatch.
+pub fn fresh_since(stale_after_s: u64) -> u32 {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let stale = i64::try_from(stale_after_s).unwrap_or(i64::MAX);
+    u32::try_from(now.saturating_sub(stale)).unwrap_or(0)
+}
+
+impl DispatchPort for NodeDispatch {
+    fn candidates(&self, pickup: LatLon, exclude: &HashSet<RiderId>, limit: usize) -> Vec<RiderId> {
+        let fresh = fresh_since(self.settings.stale_after_s);
+        // The index filters on freshness and the dispatchable flag; excluded riders are dropped
+        // after, so ask for enough to still have `limit` left.
+        self.riders
+            .nearest(
+                pickup,
+                f64::from(self.settings.search_radius_m),
+                limit + exclude.len(),
+                |seen, ok| ok && seen >= fresh,
+            )
+            .into_iter()
+            .map(|found| found.rider)
+            .filter(|rider| !exclude.contains(rider))
+            .take(limit)
+            .collect()
+    }
+
+    fn offer(&self, order: &Order, riders: &[RiderId], expires_at: OffsetDateTime) {
+        let offer = json!({
+            "orderId": order.id.to_string(),
+            "restaurantId": order.restaurant_id.to_string(),
+            "restaurantName": order.restaurant_name,
+            "pickup": order.pickup,
+            "dropoff": order.delivery_address.location,
+            "distanceKm": order.distance_km,
+            "riderAmount": order.rider_amount.minor(),
+            "expiresAt": expires_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        });
+        for rider in riders {
+            if let Some(user) = self.rider_ids.user_of(*rider) {
+                self.realtime
+                    .emit(&format!("user:{user}"), "order:available", &offer);
+                self.metrics.offers.inc();
+            }
+        }
+    }
+
+    fn pending(&self, order: &Order, attempts: u32) {
+        self.realtime.emit(
+            &format!("restaurant:{}", order.restaurant_id),
+            "order:dispatch_pending",
+            &json!({ "orderId": order.id.to_string(), "attempts": attempts }),
+        );
+    }
+
+    fn expired(&self, _order: OrderId, _rider: RiderId) {
+        self.metrics.timeouts.inc();
+    }
+
+    fn assigned(&self, order: &Order, rider: RiderId) {
+        self.riders.set_dispatchable(rider, false);
+        self.carrying.insert(rider, (order.id, order.user_id));
+        self.metrics.accepts.inc();
+        let ready = order
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.status == OrderStatus::ReadyForRider)
+            .map(|h| h.at);
+        if let Some(ready) = ready {
+            self.metrics
+                .assign_seconds
+                .observe((order.updated_at - ready).as_seconds_f64().max(0.0));
+        }
+    }
+
+    fn released(&self, _order: &Order, rider: RiderId) {
+        self.carrying.remove(&rider);
+        let (riders, store) = (Arc::clone(&self.riders), Arc::clone(&self.stores.riders));
+        // Free again if the rider is still online and verified (the store knows).
+        tokio::spawn(async move {
+            if let Ok(Some(profile)) = store.get(rider).await {
+                riders.set_dispatchable(rider, crate::riders::dispatchable(&profile));
+            }
+        });
+    }
+}
