@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tomato_domain::marketplace::phone;
 use tomato_domain::rider::{aadhar, driving_license, mask};
 use tomato_domain::{LatLon, OrderCommand, OrderId, OrderStatus, Rider, RiderId, UserId};
@@ -287,9 +288,22 @@ pub async fn apply_position(
 ) -> Result<(), ApiError> {
     let at = report.validate()?;
     let rider = state.rider_ids.of(state, auth.user.id).await?;
-    state
-        .riders
-        .update(rider, at, OffsetDateTime::now_utc(), None);
+    let now = OffsetDateTime::now_utc();
+    state.riders.update(rider, at, now, None);
+    // A rider carrying an order is watched by its customer.
+    let carrying = state.carrying.get(&rider).map(|entry| *entry);
+    if let Some((order, customer)) = carrying {
+        state.realtime.emit(
+            &format!("user:{customer}"),
+            "rider:location",
+            &serde_json::json!({
+                "orderId": order.to_string(),
+                "lat": at.lat(),
+                "lon": at.lon(),
+                "at": now.format(&Rfc3339).unwrap_or_default(),
+            }),
+        );
+    }
     Ok(())
 }
 

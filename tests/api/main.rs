@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod dispatch;
 mod edge;
 mod google;
 mod health;
