@@ -844,6 +844,29 @@ pub async fn run_riders(stores: &Stores) {
         .set_current_order(rider.id, None)
         .await
         .expect("clear");
+    // An order transition can set the rider's current order in the same write.
+    let carried = order_for(UserId::new(), RestaurantId::new());
+    stores.orders.create(&carried).await.expect("order");
+    for current in [Some(carried.id), None] {
+        stores
+            .orders
+            .save(
+                &carried,
+                SaveEffects {
+                    rider_order: Some((rider.id, current)),
+                    ..SaveEffects::default()
+                },
+            )
+            .await
+            .expect("save with rider effect");
+        let now = stores
+            .riders
+            .get(rider.id)
+            .await
+            .expect("get")
+            .expect("rider");
+        assert_eq!(now.current_order_id, current);
+    }
     assert!(
         stores
             .riders

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, error_code, json_ok, spawn_app, spawn_app_with};
 use crate::riders::{move_to, rider};
 use crate::sockets::SocketIoClient;
-use crate::world::{HOME_AT, SHOP_AT, Shop, customer, open_shop, paid_order};
+use crate::world::{HOME_AT, SHOP_AT, Shop, open_shop, paid_order};
 
 /// Moves a paid order through the kitchen to `ready_for_rider`.
 async fn make_ready(app: &TestApp, shop: &Shop, order: &str) {
