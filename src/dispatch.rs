@@ -5,15 +5,16 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use futures_core::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use time::OffsetDateTime;
-use tomato_actors::DispatchPort;
+use time::format_description::well_known::Rfc3339;
+use tomato_actors::{Carried, DispatchPort, OrderError, RiderPort};
 use tomato_domain::{LatLon, Order, OrderId, OrderStatus, RiderId, UserId};
-use tomato_shards::RiderIndex;
+use tomato_shards::{OrderDirectory, RiderDirectory, RiderIndex};
 use tomato_store::Stores;
 
 use crate::config::DispatchSettings;
@@ -63,10 +64,6 @@ impl DispatchMetrics {
     }
 }
 
-/// The riders carrying an order, with the customer who watches them move: looked up on every
-/// location update, so it lives in memory.
-pub type Carrying = DashMap<RiderId, (OrderId, UserId)>;
-
 /// Dispatch over this node's riders and sockets.
 pub struct NodeDispatch {
     pub riders: Arc<RiderIndex>,
@@ -74,7 +71,7 @@ pub struct NodeDispatch {
     pub realtime: Arc<Realtime>,
     pub stores: Stores,
     pub settings: DispatchSettings,
-    pub carrying: Arc<Carrying>,
+    pub rider_actors: Arc<RiderDirectory>,
     pub metrics: DispatchMetrics,
 }
 
@@ -146,7 +143,6 @@ impl DispatchPort for NodeDispatch {
 
     fn assigned(&self, order: &Order, rider: RiderId) {
         self.riders.set_dispatchable(rider, false);
-        self.carrying.insert(rider, (order.id, order.user_id));
         self.metrics.accepts.inc();
         let ready = order
             .history
@@ -162,7 +158,7 @@ impl DispatchPort for NodeDispatch {
     }
 
     fn released(&self, _order: &Order, rider: RiderId) {
-        self.carrying.remove(&rider);
+        self.rider_actors.released(rider);
         let (riders, store) = (Arc::clone(&self.riders), Arc::clone(&self.stores.riders));
         // Free again if the rider is still online and verified (the store knows).
         tokio::spawn(async move {
@@ -170,5 +166,69 @@ impl DispatchPort for NodeDispatch {
                 riders.set_dispatchable(rider, crate::riders::dispatchable(&profile));
             }
         });
+    }
+}
+
+/// How rider actors reach the node: the customer's room, the order's actor, the store.
+#[derive(Default)]
+pub struct NodeRiderPort {
+    pub realtime: std::sync::OnceLock<Arc<Realtime>>,
+    /// Set once the order directory exists (it is built after the rider actors' port); weak,
+    /// so the two directories do not keep each other alive.
+    pub orders: std::sync::OnceLock<std::sync::Weak<OrderDirectory>>,
+    pub stores: std::sync::OnceLock<Stores>,
+}
+
+impl std::fmt::Debug for NodeRiderPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeRiderPort").finish_non_exhaustive()
+    }
+}
+
+impl RiderPort for NodeRiderPort {
+    fn moved(&self, order: OrderId, customer: UserId, at: LatLon, seen_at: OffsetDateTime) {
+        if let Some(realtime) = self.realtime.get() {
+            realtime.emit(
+                &format!("user:{customer}"),
+                "rider:location",
+                &json!({
+                    "orderId": order.to_string(),
+                    "lat": at.lat(),
+                    "lon": at.lon(),
+                    "at": seen_at.format(&Rfc3339).unwrap_or_default(),
+                }),
+            );
+        }
+    }
+
+    fn accept(
+        &self,
+        order: OrderId,
+        rider: RiderId,
+        name: String,
+        phone: String,
+    ) -> BoxFuture<'static, Result<Order, OrderError>> {
+        let orders = self.orders.get().and_then(std::sync::Weak::upgrade);
+        Box::pin(async move {
+            match orders {
+                Some(orders) => orders.accept(order, rider, name, phone).await,
+                None => Err(OrderError::Unavailable),
+            }
+        })
+    }
+
+    fn carried(&self, rider: RiderId) -> BoxFuture<'static, Carried> {
+        let stores = self.stores.get().cloned();
+        Box::pin(async move {
+            let stores = stores?;
+            let profile = stores.riders.get(rider).await.ok().flatten()?;
+            let order = stores
+                .orders
+                .get(profile.current_order_id?)
+                .await
+                .ok()
+                .flatten()?;
+            Some((order.id, order.user_id))
+        })
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod fault;
 pub mod http;
 pub mod marketplace;
 pub mod orders;

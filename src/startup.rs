@@ -37,16 +37,6 @@ impl Application {
             .resume()
             .await
             .context("resuming open orders")?;
-        // Riders carrying an order keep streaming to its customer across the restart.
-        for order in &open {
-            if let (
-                Some(rider),
-                tomato_domain::OrderStatus::RiderAssigned | tomato_domain::OrderStatus::PickedUp,
-            ) = (order.rider_id, order.status)
-            {
-                state.carrying.insert(rider, (order.id, order.user_id));
-            }
-        }
         tracing::info!(orders = open.len(), "resumed open orders");
         let riders = crate::riders::restore(&state)
             .await

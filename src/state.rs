@@ -6,13 +6,15 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 
-use tomato_actors::DispatchPolicy;
-use tomato_shards::{ActorRuntime, OrderDirectory, OrderPorts, RiderIndex, ShardMap};
+use tomato_actors::{DispatchPolicy, RiderEnv};
+use tomato_shards::{
+    ActorRuntime, OrderDirectory, OrderPorts, RiderDirectory, RiderIndex, ShardMap,
+};
 use tomato_store::Stores;
 
 use crate::auth::{GoogleVerifier, TokenKeys};
 use crate::config::Settings;
-use crate::dispatch::{Carrying, DispatchMetrics, NodeDispatch};
+use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort};
 use crate::http::Metrics;
 use crate::http::idempotency::KeyLocks;
 use crate::realtime::{Realtime, RealtimeOrderEvents};
@@ -39,8 +41,8 @@ pub struct AppState {
     pub rider_ids: Arc<RiderIds>,
     /// Every connected Socket.IO and WebSocket client.
     pub realtime: Arc<Realtime>,
-    /// Riders carrying an order, and the customer watching each.
-    pub carrying: Arc<Carrying>,
+    /// The live rider actors, placed by shard.
+    pub rider_actors: Arc<RiderDirectory>,
     pub dispatch_metrics: DispatchMetrics,
 }
 
@@ -69,14 +71,27 @@ impl AppState {
         let dispatch_metrics = DispatchMetrics::register(metrics.registry_mut());
         let riders = Arc::new(RiderIndex::new(shards));
         let rider_ids = Arc::new(RiderIds::default());
-        let carrying = Arc::new(Carrying::new());
+        let rider_restarts = Counter::default();
+        metrics.registry_mut().register(
+            "rider_actor_restarts",
+            "Rider actors restarted by their supervisor after a crash",
+            rider_restarts.clone(),
+        );
+        let rider_port = Arc::new(NodeRiderPort::default());
+        let rider_actors = Arc::new(RiderDirectory::new(
+            Arc::clone(&actors),
+            RiderEnv {
+                port: Arc::clone(&rider_port) as Arc<dyn tomato_actors::RiderPort>,
+                restarts: rider_restarts,
+            },
+        ));
         let dispatch = Arc::new(NodeDispatch {
             riders: Arc::clone(&riders),
             rider_ids: Arc::clone(&rider_ids),
             realtime: Arc::clone(&realtime),
             stores: stores.clone(),
             settings: settings.dispatch.clone(),
-            carrying: Arc::clone(&carrying),
+            rider_actors: Arc::clone(&rider_actors),
             metrics: dispatch_metrics.clone(),
         });
         let orders = Arc::new(OrderDirectory::new(
@@ -94,11 +109,15 @@ impl AppState {
                 restarts,
             },
         ));
+        // The rider actors' port is built first; now it can reach what came after it.
+        let _ = rider_port.realtime.set(Arc::clone(&realtime));
+        let _ = rider_port.orders.set(Arc::downgrade(&orders));
+        let _ = rider_port.stores.set(stores.clone());
         Ok(Self {
             realtime,
             riders,
             rider_ids,
-            carrying,
+            rider_actors,
             dispatch_metrics,
             actors,
             orders,

@@ -6,6 +6,10 @@
 
 pub mod dispatch;
 pub mod order;
+pub mod rider;
 
 pub use dispatch::{DispatchPolicy, DispatchPort};
 pub use order::{Accept, Apply, ArmFault, OrderActor, OrderEnv, OrderError, OrderEvents, Reject};
+pub use rider::{
+    ArmRiderFault, Carried, Carrying, Moved, Released, RiderActor, RiderEnv, RiderPort, TakeOrder,
+};

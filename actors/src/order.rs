@@ -45,6 +45,9 @@ pub enum OrderError {
     /// Another rider was assigned first.
     #[error("another rider already took this order")]
     AlreadyTaken,
+    /// The rider already carries an order.
+    #[error("the rider already carries an order")]
+    RiderBusy,
     /// Persisting (or loading) failed; nothing changed.
     #[error("order store: {0}")]
     Store(#[from] StoreError),
@@ -60,9 +63,10 @@ impl OrderError {
     /// The domain error kind.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            OrderError::Transition(_) | OrderError::OfferNotHeld | OrderError::AlreadyTaken => {
-                ErrorKind::Conflict
-            }
+            OrderError::Transition(_)
+            | OrderError::OfferNotHeld
+            | OrderError::AlreadyTaken
+            | OrderError::RiderBusy => ErrorKind::Conflict,
             OrderError::NotFound => ErrorKind::NotFound,
             OrderError::Store(err) => err.kind(),
             OrderError::Crashed => ErrorKind::Internal,

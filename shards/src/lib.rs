@@ -11,10 +11,12 @@ use tomato_domain::LatLon;
 
 pub mod index;
 pub mod orders;
+pub mod rider_actors;
 pub mod riders;
 pub mod runtime;
 
 pub use orders::{OrderDirectory, OrderPorts};
+pub use rider_actors::RiderDirectory;
 pub use riders::RiderIndex;
 pub use runtime::ActorRuntime;
 

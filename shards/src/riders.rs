@@ -142,6 +142,11 @@ impl RiderIndex {
             .unwrap_or(false)
     }
 
+    /// The shard holding the rider, if it is indexed.
+    pub fn home(&self, rider: RiderId) -> Option<ShardId> {
+        self.homes.get(&rider).map(|home| *home)
+    }
+
     /// Where the rider is, when it was last seen (Unix seconds), and whether it is dispatchable.
     pub fn get(&self, rider: RiderId) -> Option<(LatLon, u32, bool)> {
         let home = *self.homes.get(&rider)?;

@@ -88,6 +88,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(crate::orders::router())
         .merge(crate::riders::router())
         .merge(crate::realtime::router())
+        .merge(crate::fault::router())
 }
 
 /// The OpenAPI document of every route the node serves.

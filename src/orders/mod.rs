@@ -21,7 +21,6 @@ use crate::auth::{AuthUser, CustomerUser, SellerUser};
 use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query, idempotency};
 use crate::state::AppState;
 
-mod fault;
 pub mod payments;
 mod view;
 
@@ -35,7 +34,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_one, set_status))
         .routes(routes!(cancel))
         .merge(payments::router())
-        .merge(fault::router())
 }
 
 impl From<OrderError> for ApiError {
@@ -51,6 +49,11 @@ impl From<OrderError> for ApiError {
                 StatusCode::CONFLICT,
                 "offer_not_held",
                 "you hold no live offer of this order",
+            ),
+            OrderError::RiderBusy => ApiError::new(
+                StatusCode::CONFLICT,
+                "rider_busy",
+                "deliver your current order before taking another",
             ),
             OrderError::AlreadyTaken => ApiError::new(
                 StatusCode::CONFLICT,

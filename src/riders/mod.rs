@@ -8,7 +8,6 @@ use axum::http::request::Parts;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tomato_domain::marketplace::phone;
 use tomato_domain::rider::{aadhar, driving_license, mask};
 use tomato_domain::{LatLon, OrderCommand, OrderId, OrderStatus, Rider, RiderId, UserId};
@@ -289,21 +288,10 @@ pub async fn apply_position(
     let at = report.validate()?;
     let rider = state.rider_ids.of(state, auth.user.id).await?;
     let now = OffsetDateTime::now_utc();
-    state.riders.update(rider, at, now, None);
-    // A rider carrying an order is watched by its customer.
-    let carrying = state.carrying.get(&rider).map(|entry| *entry);
-    if let Some((order, customer)) = carrying {
-        state.realtime.emit(
-            &format!("user:{customer}"),
-            "rider:location",
-            &serde_json::json!({
-                "orderId": order.to_string(),
-                "lat": at.lat(),
-                "lon": at.lon(),
-                "at": now.format(&Rfc3339).unwrap_or_default(),
-            }),
-        );
-    }
+    let update = state.riders.update(rider, at, now, None);
+    // The rider's actor (on the update's shard, handed off if it changed) tells a watching
+    // customer.
+    state.rider_actors.moved(rider, update.shard, at, now).await;
     Ok(())
 }
 
@@ -435,16 +423,14 @@ async fn accept(
     Path(id): Path<OrderId>,
 ) -> Result<Json<OrderResponse>, ApiError> {
     let rider = own_profile(&state, &auth).await?;
-    if rider.current_order_id.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "rider_busy",
-            "deliver your current order before taking another",
-        ));
-    }
+    let shard = state
+        .riders
+        .home(rider.id)
+        .ok_or_else(|| ApiError::not_found("report your position before taking orders"))?;
+    // Through the rider's actor: it takes one order at a time.
     let order = state
-        .orders
-        .accept(id, rider.id, rider.name, rider.phone_number)
+        .rider_actors
+        .take(rider.id, shard, id, rider.name, rider.phone_number)
         .await?;
     tracing::info!(order_id = %id, rider_id = %rider.id, "offer accepted");
     Ok(Json(order.into()))

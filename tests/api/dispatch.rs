@@ -345,3 +345,95 @@ async fn a_restart_in_the_middle_of_dispatch_resumes_it() {
         "rider_assigned"
     );
 }
+
+/// `tomato_rider_actor_restarts_total` from `/metrics`.
+async fn rider_restarts(app: &TestApp) -> u64 {
+    let text = app
+        .get("/metrics", None)
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix("tomato_rider_actor_restarts_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rider restart counter in {text}"))
+}
+
+#[tokio::test]
+async fn a_panicking_rider_actor_restarts_while_its_shard_keeps_serving() {
+    let app = spawn_app_with(&[("TOMATO_TESTING__FAULT_INJECTION", "true")]).await;
+    let shop = open_shop(&app, "rp-seller@d.test", "Panic Kitchen", SHOP_AT).await;
+    let (buyer, order) = paid_order(&app, &shop, "rp-buyer@d.test").await;
+    let (ravi, ravi_id) = rider(&app, "rp-ravi@d.test", SHOP_AT, true).await;
+    let (neighbour, neighbour_id) =
+        rider(&app, "rp-neighbour@d.test", (12.9800, 77.6050), true).await;
+    make_ready(&app, &shop, &order).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    json_ok(accept(&app, &ravi.token, &order).await).await;
+    let mut buyer_app = SocketIoClient::connect(&app, buyer.token());
+    buyer_app.connected().await;
+
+    let before = rider_restarts(&app).await;
+    let armed = app
+        .client
+        .post(app.url(&format!("/api/v1/internal/fault/rider/{ravi_id}")))
+        .header("x-internal-key", crate::helpers::INTERNAL_KEY)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(armed.status(), StatusCode::NO_CONTENT);
+    // This update's fan-out panics inside the actor; the position itself was applied.
+    move_to(&app, &ravi, (12.9760, 77.6070)).await;
+    let mut restarted = false;
+    for _ in 0..50 {
+        if rider_restarts(&app).await == before + 1 {
+            restarted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(restarted, "the supervisor restarted the rider actor");
+
+    // The shard kept serving its other rider...
+    move_to(&app, &neighbour, (12.9801, 77.6051)).await;
+    let admin = app.admin().await;
+    let near = json_ok(
+        app.get(
+            "/api/rider/nearby?lat=12.98&lon=77.605&radius=300",
+            Some(&admin.token),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(near["riders"][0]["id"], neighbour_id.as_str());
+    // ...and the restarted actor reloaded the order it carries: the customer still watches.
+    move_to(&app, &ravi, (12.9765, 77.6080)).await;
+    let moved = buyer_app
+        .event_where("rider:location", |d| d["lon"] == 77.608)
+        .await;
+    assert_eq!(moved["orderId"], order.as_str());
+}
+
+#[tokio::test]
+async fn a_busy_rider_cannot_take_a_second_order() {
+    let app = spawn_app().await;
+    let shop = open_shop(&app, "busy-seller@d.test", "Busy Kitchen", SHOP_AT).await;
+    let (_, first) = paid_order(&app, &shop, "busy-a@d.test").await;
+    let (_, second) = paid_order(&app, &shop, "busy-b@d.test").await;
+    let (ravi, _) = rider(&app, "busy@d.test", SHOP_AT, true).await;
+    make_ready(&app, &shop, &first).await;
+    make_ready(&app, &shop, &second).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a, b) = tokio::join!(
+        accept(&app, &ravi.token, &first),
+        accept(&app, &ravi.token, &second)
+    );
+    let statuses = [a.status(), b.status()];
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    let refused = if a.status() == StatusCode::OK { b } else { a };
+    assert_eq!(
+        error_code(refused, StatusCode::CONFLICT).await,
+        "rider_busy"
+    );
+}
