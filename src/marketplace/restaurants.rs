@@ -443,15 +443,7 @@ async fn verify(
     AdminUser(admin): AdminUser,
     Path(id): Path<RestaurantId>,
 ) -> Result<Json<RestaurantResponse>, ApiError> {
-    let restaurant = state
-        .stores
-        .restaurants
-        .verify(id)
-        .await
-        .map_err(|err| match err {
-            tomato_store::StoreError::NotFound => ApiError::not_found("no such restaurant"),
-            other => other.into(),
-        })?;
+    let restaurant = state.stores.restaurants.verify(id).await?;
     tracing::info!(restaurant_id = %id, admin_id = %admin.user.id, "restaurant verified");
     Ok(one(restaurant))
 }

@@ -666,15 +666,7 @@ async fn verify(
     AdminUser(admin): AdminUser,
     Path(id): Path<RiderId>,
 ) -> Result<Json<RiderResponse>, ApiError> {
-    let rider = state
-        .stores
-        .riders
-        .verify(id)
-        .await
-        .map_err(|err| match err {
-            tomato_store::StoreError::NotFound => ApiError::not_found("no such rider"),
-            other => other.into(),
-        })?;
+    let rider = state.stores.riders.verify(id).await?;
     state
         .riders
         .set_dispatchable(rider.id, dispatchable(&rider));

@@ -346,20 +346,6 @@ async fn a_restart_in_the_middle_of_dispatch_resumes_it() {
     );
 }
 
-/// `tomato_rider_actor_restarts_total` from `/metrics`.
-async fn rider_restarts(app: &TestApp) -> u64 {
-    let text = app
-        .get("/metrics", None)
-        .await
-        .text()
-        .await
-        .expect("metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix("tomato_rider_actor_restarts_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rider restart counter in {text}"))
-}
-
 #[tokio::test]
 async fn a_panicking_rider_actor_restarts_while_its_shard_keeps_serving() {
     let app = spawn_app_with(&[("TOMATO_TESTING__FAULT_INJECTION", "true")]).await;
@@ -374,7 +360,7 @@ async fn a_panicking_rider_actor_restarts_while_its_shard_keeps_serving() {
     let mut buyer_app = SocketIoClient::connect(&app, buyer.token());
     buyer_app.connected().await;
 
-    let before = rider_restarts(&app).await;
+    let before = app.metric("tomato_rider_actor_restarts_total").await;
     let armed = app
         .client
         .post(app.url(&format!("/api/v1/internal/fault/rider/{ravi_id}")))
@@ -387,7 +373,7 @@ async fn a_panicking_rider_actor_restarts_while_its_shard_keeps_serving() {
     move_to(&app, &ravi, (12.9760, 77.6070)).await;
     let mut restarted = false;
     for _ in 0..50 {
-        if rider_restarts(&app).await == before + 1 {
+        if app.metric("tomato_rider_actor_restarts_total").await == before + 1 {
             restarted = true;
             break;
         }

@@ -191,6 +191,21 @@ impl TestApp {
         self.dev_login(ADMIN_EMAIL, "Admin").await
     }
 
+    /// The value of a counter in `/metrics`, e.g. `tomato_order_actor_restarts_total`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .get("/metrics", None)
+            .await
+            .text()
+            .await
+            .expect("metrics");
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     pub async fn delete(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         self.request(Method::DELETE, path, token, None).await
     }

@@ -305,7 +305,7 @@ async fn a_panicking_order_actor_is_rebuilt_from_the_store_while_others_carry_on
     let armed = arm(doomed.clone(), INTERNAL_KEY).await.expect("send");
     assert_eq!(armed.status(), StatusCode::NO_CONTENT);
 
-    let restarts_before = restarts(&app).await;
+    let restarts_before = app.metric("tomato_order_actor_restarts_total").await;
     // The command that hits the fault crashes the actor; nothing it decided was applied, so it
     // is sent again to the actor rebuilt from the store, and the caller never notices.
     let survived = json_ok(shop.set_status(&app, &doomed, "accepted").await).await;
@@ -316,7 +316,7 @@ async fn a_panicking_order_actor_is_rebuilt_from_the_store_while_others_carry_on
         "applied once"
     );
     assert_eq!(
-        restarts(&app).await,
+        app.metric("tomato_order_actor_restarts_total").await,
         restarts_before + 1,
         "the supervisor restarted it"
     );
@@ -331,20 +331,6 @@ async fn a_panicking_order_actor_is_rebuilt_from_the_store_while_others_carry_on
         error_code(again, StatusCode::CONFLICT).await,
         "invalid_transition"
     );
-}
-
-/// `tomato_order_actor_restarts_total` from `/metrics`.
-async fn restarts(app: &crate::helpers::TestApp) -> u64 {
-    let text = app
-        .get("/metrics", None)
-        .await
-        .text()
-        .await
-        .expect("metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix("tomato_order_actor_restarts_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no restart counter in {text}"))
 }
 
 #[tokio::test]
