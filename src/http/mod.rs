@@ -45,7 +45,16 @@ use crate::state::AppState;
         title = "tomato",
         description = "Food-delivery back end: restaurants, menus, carts, orders, payments, riders, \
 live tracking and admin. Errors always have the body `{\"error\":{\"code\",\"message\"}}`; \
-authenticated routes take `Authorization: Bearer <token>` from a sign-in route.",
+authenticated routes take `Authorization: Bearer <token>` from a sign-in route.\n\n\
+Realtime: Socket.IO v4 at `/socket.io/` (connect with `auth: {token}`; a bad token gets \
+`connect_error`) and a plain WebSocket at `/ws?token=` carrying `{\"event\",\"data\"}` frames. \
+Connections join `user:<userId>` and, for a seller, `restaurant:<restaurantId>`. Server events: \
+`order:new` `{order}`, `order:update` `{orderId, status, paymentStatus, order}`, \
+`order:available` `{orderId, restaurantId, restaurantName, pickup, dropoff, distanceKm, \
+riderAmount, expiresAt}`, `order:rider_assigned` `{order}`, `order:dispatch_pending` \
+`{orderId, attempts}`, `rider:location` `{orderId, lat, lon, at}`, and `error` `{code, message}` \
+when a client event is refused (the connection stays). Client event: `rider:location` \
+`{lat, lon, heading?, speedMps?, at?}`, the same as `PUT /api/rider/location`.",
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerScheme),
