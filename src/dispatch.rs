@@ -21,6 +21,9 @@ use crate::config::DispatchSettings;
 use crate::realtime::Realtime;
 use crate::riders::RiderIds;
 
+/// How many recent assignments the median assignment time is taken over.
+const ASSIGN_SAMPLES: usize = 1000;
+
 /// Dispatch's counters.
 #[derive(Debug, Clone)]
 pub struct DispatchMetrics {
@@ -29,6 +32,8 @@ pub struct DispatchMetrics {
     pub timeouts: Counter,
     /// Seconds from `ready_for_rider` to `rider_assigned`.
     pub assign_seconds: Histogram,
+    /// The latest assignment times, for a median (a histogram only has buckets).
+    recent: Arc<std::sync::Mutex<std::collections::VecDeque<f64>>>,
 }
 
 impl DispatchMetrics {
@@ -39,6 +44,7 @@ impl DispatchMetrics {
             accepts: Counter::default(),
             timeouts: Counter::default(),
             assign_seconds: Histogram::new(exponential_buckets(0.25, 2.0, 12)),
+            recent: Arc::default(),
         };
         registry.register(
             "dispatch_offers",
@@ -61,6 +67,31 @@ impl DispatchMetrics {
             metrics.assign_seconds.clone(),
         );
         metrics
+    }
+
+    fn assigned_after(&self, seconds: f64) {
+        self.assign_seconds.observe(seconds);
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == ASSIGN_SAMPLES {
+                recent.pop_front();
+            }
+            recent.push_back(seconds);
+        }
+    }
+
+    /// The median of the latest assignment times, in seconds; `None` before the first.
+    pub fn median_assign_seconds(&self) -> Option<f64> {
+        let mut samples: Vec<f64> = self.recent.lock().ok()?.iter().copied().collect();
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_by(f64::total_cmp);
+        let mid = samples.len() / 2;
+        Some(if samples.len().is_multiple_of(2) {
+            (samples[mid - 1] + samples[mid]) / 2.0
+        } else {
+            samples[mid]
+        })
     }
 }
 
@@ -152,8 +183,7 @@ impl DispatchPort for NodeDispatch {
             .map(|h| h.at);
         if let Some(ready) = ready {
             self.metrics
-                .assign_seconds
-                .observe((order.updated_at - ready).as_seconds_f64().max(0.0));
+                .assigned_after((order.updated_at - ready).as_seconds_f64().max(0.0));
         }
     }
 

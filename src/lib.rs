@@ -2,6 +2,7 @@
 //! command line. The binary in `main.rs` only parses arguments and calls into here, so tests
 //! start exactly what users start.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

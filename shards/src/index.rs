@@ -232,6 +232,22 @@ impl SpatialIndex {
     }
 }
 
+impl SpatialIndex {
+    /// For each cell holding riders that pass `filter(seen, dispatchable)`, how many.
+    pub fn count_by_cell<'a>(
+        &'a self,
+        filter: impl Fn(u32, bool) -> bool + 'a,
+    ) -> impl Iterator<Item = (CellIndex, usize)> + 'a {
+        self.buckets.iter().filter_map(move |(cell, bucket)| {
+            let count = bucket
+                .iter()
+                .filter(|slot| filter(slot.seen, slot.dispatchable))
+                .count();
+            (count > 0).then_some((*cell, count))
+        })
+    }
+}
+
 impl Buckets for SpatialIndex {
     fn bucket(&self, cell: CellIndex) -> Option<&[Slot]> {
         self.buckets.get(&cell).map(Vec::as_slice)

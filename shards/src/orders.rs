@@ -4,12 +4,14 @@
 //! actor crashed on a command or is found dead, sends the command once more to the actor rebuilt
 //! from the store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::dev::ToEnvelope;
 use actix::{Addr, Handler, MailboxError, Message, Supervisor};
 use dashmap::DashMap;
+use h3o::CellIndex;
 use prometheus_client::metrics::counter::Counter;
 use tomato_actors::{
     Accept, Apply, ArmFault, DispatchPolicy, DispatchPort, OrderActor, OrderEnv, OrderError,
@@ -18,6 +20,7 @@ use tomato_actors::{
 use tomato_domain::{Order, OrderCommand, OrderId, RiderId};
 use tomato_store::OrderStore;
 
+use crate::index::INDEX_RESOLUTION;
 use crate::{ActorRuntime, ShardMap};
 
 /// How long a caller waits for an order's actor to answer.
@@ -43,6 +46,8 @@ impl std::fmt::Debug for OrderPorts {
 /// The live order actors of this node.
 pub struct OrderDirectory {
     live: Arc<DashMap<OrderId, Addr<OrderActor>>>,
+    /// The pickup cell of every live (unfinished) order, for supply-and-demand statistics.
+    open: Arc<DashMap<OrderId, CellIndex>>,
     runtime: Arc<ActorRuntime>,
     map: ShardMap,
     env: Arc<OrderEnv>,
@@ -61,7 +66,8 @@ impl OrderDirectory {
     /// A directory placing actors on `runtime` by `map`.
     pub fn new(runtime: Arc<ActorRuntime>, map: ShardMap, ports: OrderPorts) -> Self {
         let live: Arc<DashMap<OrderId, Addr<OrderActor>>> = Arc::new(DashMap::new());
-        let weak = Arc::downgrade(&live);
+        let open: Arc<DashMap<OrderId, CellIndex>> = Arc::new(DashMap::new());
+        let (weak, weak_open) = (Arc::downgrade(&live), Arc::downgrade(&open));
         let env = Arc::new(OrderEnv {
             store: ports.store,
             events: ports.events,
@@ -72,14 +78,28 @@ impl OrderDirectory {
                 if let Some(live) = weak.upgrade() {
                     live.remove(&id);
                 }
+                if let Some(open) = weak_open.upgrade() {
+                    open.remove(&id);
+                }
             }),
         });
         Self {
             live,
+            open,
             runtime,
             map,
             env,
         }
+    }
+
+    /// Unfinished orders per pickup cell at `resolution`, from memory.
+    pub fn open_by_cell(&self, resolution: h3o::Resolution) -> HashMap<CellIndex, usize> {
+        let mut counts = HashMap::new();
+        for entry in self.open.iter() {
+            let cell = entry.value().parent(resolution).unwrap_or(*entry.value());
+            *counts.entry(cell).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// How many order actors are alive.
@@ -99,6 +119,10 @@ impl OrderDirectory {
 
     fn spawn(&self, order: Order) -> Addr<OrderActor> {
         let shard = self.map.shard_of(order.pickup);
+        if !order.status.is_terminal() {
+            self.open
+                .insert(order.id, order.pickup.cell(INDEX_RESOLUTION));
+        }
         let arbiter = self.runtime.arbiter(shard);
         let env = Arc::clone(&self.env);
         tracing::debug!(order_id = %order.id, %shard, "starting order actor");

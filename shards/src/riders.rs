@@ -197,6 +197,25 @@ impl RiderIndex {
         out
     }
 
+    /// Riders passing `filter(seen, dispatchable)` per cell at `resolution` (coarser than the
+    /// index's), for statistics. Walks the whole index, in memory.
+    pub fn count_by_cell(
+        &self,
+        resolution: h3o::Resolution,
+        filter: impl Fn(u32, bool) -> bool + Copy,
+    ) -> HashMap<CellIndex, usize> {
+        let mut counts = HashMap::new();
+        for shard in &self.shards {
+            let Ok(shard) = shard.read() else { continue };
+            for (cell, count) in shard.index.count_by_cell(filter) {
+                *counts
+                    .entry(cell.parent(resolution).unwrap_or(cell))
+                    .or_insert(0) += count;
+            }
+        }
+        counts
+    }
+
     /// Riders per shard, for statistics.
     pub fn counts(&self) -> Vec<(ShardId, usize)> {
         self.shards

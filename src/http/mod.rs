@@ -98,6 +98,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(crate::riders::router())
         .merge(crate::realtime::router())
         .merge(crate::fault::router())
+        .merge(crate::admin::router())
 }
 
 /// The OpenAPI document of every route the node serves.

@@ -25,6 +25,7 @@ pub async fn run(stores: &Stores) {
     revocations_are_kept_until_expiry(stores).await;
     run_marketplace(stores).await;
     run_riders(stores).await;
+    run_stats(stores).await;
 }
 
 fn email(local: &str) -> Email {
@@ -880,4 +881,45 @@ pub async fn run_riders(stores: &Stores) {
         stores.riders.verify(RiderId::new()).await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// Checks of the statistics: counts follow writes, and only today's paid orders make revenue.
+pub async fn run_stats(stores: &Stores) {
+    let today = OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
+    let totals = stores.stats.totals().await.expect("totals");
+    let summary = stores.stats.orders_since(today).await.expect("summary");
+    user(stores, "counted").await;
+    assert_eq!(
+        stores.stats.totals().await.expect("totals").users,
+        totals.users + 1
+    );
+
+    let mut fresh = order_for(UserId::new(), RestaurantId::new());
+    fresh.created_at = OffsetDateTime::now_utc();
+    let old = order_for(UserId::new(), RestaurantId::new());
+    for order in [&fresh, &old] {
+        stores.orders.create(order).await.expect("create");
+        let paid = order
+            .apply(OrderCommand::ConfirmPayment, order.created_at)
+            .expect("allowed")
+            .expect("changed");
+        stores
+            .orders
+            .save(&paid, SaveEffects::default())
+            .await
+            .expect("pay");
+    }
+    let unpaid_today = OrderStatus::Placed;
+    let after = stores.stats.orders_since(today).await.expect("summary");
+    assert_eq!(
+        after.revenue.minor(),
+        summary.revenue.minor() + fresh.total_amount.minor(),
+        "only today's paid order counts"
+    );
+    assert_eq!(
+        after.platform_fees.minor(),
+        summary.platform_fees.minor() + fresh.platform_fee.minor()
+    );
+    let placed = |s: &crate::OrderSummary| s.by_status.get(&unpaid_today).copied().unwrap_or(0);
+    assert_eq!(placed(&after), placed(&summary) + 2);
 }

@@ -14,12 +14,14 @@ pub mod embedded;
 mod marketplace;
 mod orders;
 mod riders;
+mod stats;
 
 pub use marketplace::{AddressStore, CartStore, MenuStore, RestaurantStore};
 pub use orders::{
     IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SaveEffects, SavedResponse,
 };
 pub use riders::{PositionSnapshot, RiderStore};
+pub use stats::{OrderSummary, StatsStore, Totals};
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,7 @@ pub struct Stores {
     pub orders: Arc<dyn OrderStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub riders: Arc<dyn RiderStore>,
+    pub stats: Arc<dyn StatsStore>,
     pub backend: Arc<dyn Backend>,
 }
 

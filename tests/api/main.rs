@@ -1,6 +1,7 @@
 //! Black-box tests of tomato: the real server on 127.0.0.1:0, spoken to over real HTTP. One test
 //! binary for the whole suite keeps link times down.
 
+mod admin;
 mod auth;
 mod cli;
 mod dispatch;

@@ -14,6 +14,7 @@ mod db;
 mod marketplace;
 mod orders;
 mod riders;
+mod stats;
 mod tokens;
 mod users;
 
@@ -136,6 +137,13 @@ const MIGRATIONS: &[M<'static>] = &[
     ) STRICT;
     CREATE INDEX riders_pending ON riders (created_at) WHERE is_verified = 0;",
     ),
+    // When an order was placed, as a column, so a day's orders are found by index.
+    M::up(
+        "ALTER TABLE orders ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE orders SET created_at =
+        CAST(ROUND((julianday(json_extract(data, '$.createdAt')) - 2440587.5) * 86400000) AS INTEGER);
+    CREATE INDEX orders_by_day ON orders (created_at);",
+    ),
 ];
 
 /// Opens (or creates) the embedded store under `data_dir` and migrates it.
@@ -159,6 +167,7 @@ pub fn open(data_dir: &Path) -> Result<Stores, StoreError> {
         orders: store.clone(),
         idempotency: store.clone(),
         riders: store.clone(),
+        stats: store.clone(),
         backend: store,
     })
 }

@@ -70,15 +70,17 @@ impl OrderStore for EmbeddedStore {
         self.db
             .write(move |conn| {
                 let result = conn.execute(
-                    "INSERT INTO orders (id, user_id, restaurant_id, status, payment_status, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO orders (id, user_id, restaurant_id, status, payment_status, data,
+                        created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         order.id.to_string(),
                         order.user_id.to_string(),
                         order.restaurant_id.to_string(),
                         order.status.as_str(),
                         order.payment_status.as_str(),
-                        data
+                        data,
+                        to_millis(order.created_at)
                     ],
                 );
                 match result {

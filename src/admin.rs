@@ -1,0 +1,133 @@
+//! `/api/admin/stats`: the platform at a glance. Counts and today's money come from the store
+//! (indexed counts and one day's orders); live supply and demand per cell come from memory (the
+//! riders' index and the open orders' actors), never from a table scan.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use h3o::Resolution;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::AdminUser;
+use crate::dispatch::fresh_since;
+use crate::http::{ApiError, ErrorBody, Json};
+use crate::state::AppState;
+
+/// Supply and demand are reported per H3 cell at this resolution (about 5 km² a cell).
+pub const STATS_RESOLUTION: Resolution = Resolution::Seven;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stats))
+}
+
+/// Dispatch since the node started.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatchStats {
+    pub offers: u64,
+    pub accepts: u64,
+    pub timeouts: u64,
+    /// Median seconds from `ready_for_rider` to `rider_assigned` over the latest 1000
+    /// assignments; null before the first.
+    pub median_assign_seconds: Option<f64>,
+}
+
+/// Supply and demand in one cell.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CellStats {
+    /// H3 cell (resolution 7) as hex.
+    pub cell: String,
+    /// Riders dispatch could offer work to now (verified, online, free, fresh).
+    pub available_riders: usize,
+    /// Unfinished orders picked up in this cell.
+    pub open_orders: usize,
+}
+
+/// The statistics.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub users: u64,
+    pub restaurants: u64,
+    pub riders: u64,
+    /// Riders dispatch could offer work to now.
+    pub riders_online: usize,
+    /// Every order by its status now.
+    #[schema(value_type = Object)]
+    pub orders_by_status: BTreeMap<String, u64>,
+    /// Total amount of today's paid orders (UTC day), minor units.
+    pub revenue_today: i64,
+    /// Platform fees of the same orders, minor units.
+    pub platform_fees_today: i64,
+    pub dispatch: DispatchStats,
+    /// Cells with riders or open orders, busiest first.
+    pub cells: Vec<CellStats>,
+}
+
+/// The platform at a glance: accounts, orders by status, today's revenue (UTC), dispatch
+/// counters since the node started, and live supply and demand per H3 cell.
+#[utoipa::path(
+    get,
+    path = "/api/admin/stats",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Stats),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    )
+)]
+async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<Stats>, ApiError> {
+    let today = OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
+    let totals = state.stores.stats.totals().await?;
+    let orders = state.stores.stats.orders_since(today).await?;
+
+    let fresh = fresh_since(state.settings.dispatch.stale_after_s);
+    let supply = state
+        .riders
+        .count_by_cell(STATS_RESOLUTION, move |seen, ok| ok && seen >= fresh);
+    let demand = state.orders.open_by_cell(STATS_RESOLUTION);
+    let mut cells: Vec<CellStats> = supply
+        .keys()
+        .chain(demand.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|cell| CellStats {
+            cell: cell.to_string(),
+            available_riders: supply.get(cell).copied().unwrap_or(0),
+            open_orders: demand.get(cell).copied().unwrap_or(0),
+        })
+        .collect();
+    cells.sort_by(|a, b| {
+        (b.open_orders + b.available_riders)
+            .cmp(&(a.open_orders + a.available_riders))
+            .then_with(|| a.cell.cmp(&b.cell))
+    });
+
+    let metrics = &state.dispatch_metrics;
+    Ok(Json(Stats {
+        users: totals.users,
+        restaurants: totals.restaurants,
+        riders: totals.riders,
+        riders_online: supply.values().sum(),
+        orders_by_status: orders
+            .by_status
+            .into_iter()
+            .map(|(status, count)| (status.to_string(), count))
+            .collect(),
+        revenue_today: orders.revenue.minor(),
+        platform_fees_today: orders.platform_fees.minor(),
+        dispatch: DispatchStats {
+            offers: metrics.offers.get(),
+            accepts: metrics.accepts.get(),
+            timeouts: metrics.timeouts.get(),
+            median_assign_seconds: metrics.median_assign_seconds(),
+        },
+        cells,
+    }))
+}
