@@ -16,6 +16,7 @@ pub mod riders;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod uploads;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -66,6 +66,7 @@ when a client event is refused (the connection stays). Client event: `rider:loca
         (name = "addresses", description = "The customer's delivery addresses"),
         (name = "orders", description = "Placing and moving orders"),
         (name = "payments", description = "Paying for orders"),
+        (name = "uploads", description = "Images users upload"),
         (name = "riders", description = "Rider profiles, availability, location and the nearby search"),
         (name = "admin", description = "Verification and statistics, for admins"),
         (name = "realtime", description = "The plain WebSocket (Socket.IO is served at /socket.io/)"),
@@ -89,8 +90,9 @@ impl utoipa::Modify for BearerScheme {
 }
 
 /// Every documented route of the API, with its OpenAPI description.
-fn api() -> OpenApiRouter<AppState> {
+fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::uploads::router(upload_limit))
         .merge(health::router())
         .merge(crate::auth::router())
         .merge(crate::marketplace::router())
@@ -103,7 +105,8 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every route the node serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
+    // The upload limit only shapes the route's layer, not its description.
+    api(0).into_openapi()
 }
 
 /// The whole application: routes, docs and the edge layers. Separate from serving, so tests and
@@ -111,7 +114,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(state: AppState) -> Router {
     crate::realtime::Realtime::attach(&state);
     let socket_io = state.realtime.layer();
-    let (router, openapi) = api().split_for_parts();
+    let (router, openapi) = api(state.settings.server.upload_limit_bytes).split_for_parts();
+    let media = crate::uploads::media(&state.settings.store.data_dir);
     let openapi = Arc::new(openapi);
     let spec = Arc::clone(&openapi);
     let server = &state.settings.server;
@@ -149,6 +153,7 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .merge(Scalar::with_url("/api/docs", openapi.as_ref().clone()))
+        .nest_service("/media", media)
         .fallback(|req: Request| async move {
             ApiError::not_found(format!(
                 "no route for {} {}",

@@ -14,4 +14,5 @@ mod orders;
 mod realtime;
 mod riders;
 mod sockets;
+mod uploads;
 mod world;
