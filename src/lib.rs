@@ -11,6 +11,7 @@ pub mod fault;
 pub mod http;
 pub mod marketplace;
 pub mod orders;
+pub mod payments;
 pub mod realtime;
 pub mod riders;
 pub mod startup;

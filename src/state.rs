@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort};
 use crate::http::Metrics;
 use crate::http::idempotency::KeyLocks;
+use crate::payments::{Providers, Razorpay};
 use crate::realtime::{Realtime, RealtimeOrderEvents};
 use crate::riders::RiderIds;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub realtime: Arc<Realtime>,
     /// The live rider actors, placed by shard.
     pub rider_actors: Arc<RiderDirectory>,
+    /// The payment providers this node takes payments with.
+    pub providers: Arc<Providers>,
     pub dispatch_metrics: DispatchMetrics,
 }
 
@@ -113,7 +116,12 @@ impl AppState {
         let _ = rider_port.realtime.set(Arc::clone(&realtime));
         let _ = rider_port.orders.set(Arc::downgrade(&orders));
         let _ = rider_port.stores.set(stores.clone());
+        let providers = Arc::new(Providers {
+            test: settings.payments.test_provider,
+            razorpay: Razorpay::from_settings(&settings.payments.razorpay, http_client.clone()),
+        });
         Ok(Self {
+            providers,
             realtime,
             riders,
             rider_ids,

@@ -97,6 +97,7 @@ fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .merge(crate::auth::router())
         .merge(crate::marketplace::router())
         .merge(crate::orders::router())
+        .merge(crate::payments::router())
         .merge(crate::riders::router())
         .merge(crate::realtime::router())
         .merge(crate::fault::router())

@@ -21,7 +21,6 @@ use crate::auth::{AuthUser, CustomerUser, SellerUser};
 use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query, idempotency};
 use crate::state::AppState;
 
-pub mod payments;
 mod view;
 
 pub use view::{OrderResponse, OrderView, OrdersResponse};
@@ -33,7 +32,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(for_restaurant))
         .routes(routes!(get_one, set_status))
         .routes(routes!(cancel))
-        .merge(payments::router())
 }
 
 impl From<OrderError> for ApiError {
@@ -178,7 +176,7 @@ async fn create(
             ),
         ));
     }
-    payments::require_available(state, method)?;
+    crate::payments::require_available(state, method)?;
 
     let quote = state.settings.pricing.quote(cart.subtotal(), exact_km);
     let now = crate::marketplace::now_ms();

@@ -26,6 +26,7 @@ pub async fn run(stores: &Stores) {
     run_marketplace(stores).await;
     run_riders(stores).await;
     run_stats(stores).await;
+    run_payments(stores).await;
 }
 
 fn email(local: &str) -> Email {
@@ -922,4 +923,71 @@ pub async fn run_stats(stores: &Stores) {
     );
     let placed = |s: &crate::OrderSummary| s.by_status.get(&unpaid_today).copied().unwrap_or(0);
     assert_eq!(placed(&after), placed(&summary) + 2);
+}
+
+/// Checks of the payment bookkeeping.
+pub async fn run_payments(stores: &Stores) {
+    let (ours, other) = (OrderId::new(), OrderId::new());
+    stores
+        .payments
+        .link("razorpay", "order_A", ours)
+        .await
+        .expect("link");
+    stores
+        .payments
+        .link("razorpay", "order_A", ours)
+        .await
+        .expect("link twice");
+    assert!(matches!(
+        stores.payments.link("razorpay", "order_A", other).await,
+        Err(StoreError::Conflict {
+            code: "provider_order_taken",
+            ..
+        })
+    ));
+    assert_eq!(
+        stores
+            .payments
+            .order_of("razorpay", "order_A")
+            .await
+            .expect("find"),
+        Some(ours)
+    );
+    assert_eq!(
+        stores
+            .payments
+            .order_of("stripe", "order_A")
+            .await
+            .expect("find"),
+        None
+    );
+    assert_eq!(
+        stores
+            .payments
+            .provider_order("razorpay", ours)
+            .await
+            .expect("find"),
+        Some("order_A".to_owned())
+    );
+    assert!(
+        stores
+            .payments
+            .first_time("razorpay", "evt_1")
+            .await
+            .expect("event")
+    );
+    assert!(
+        !stores
+            .payments
+            .first_time("razorpay", "evt_1")
+            .await
+            .expect("repeat")
+    );
+    assert!(
+        stores
+            .payments
+            .first_time("stripe", "evt_1")
+            .await
+            .expect("other provider")
+    );
 }

@@ -13,6 +13,7 @@ pub mod conformance;
 pub mod embedded;
 mod marketplace;
 mod orders;
+mod payments;
 mod riders;
 mod stats;
 
@@ -20,6 +21,7 @@ pub use marketplace::{AddressStore, CartStore, MenuStore, RestaurantStore};
 pub use orders::{
     IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SaveEffects, SavedResponse,
 };
+pub use payments::PaymentStore;
 pub use riders::{PositionSnapshot, RiderStore};
 pub use stats::{OrderSummary, StatsStore, Totals};
 
@@ -143,6 +145,7 @@ pub struct Stores {
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub riders: Arc<dyn RiderStore>,
     pub stats: Arc<dyn StatsStore>,
+    pub payments: Arc<dyn PaymentStore>,
     pub backend: Arc<dyn Backend>,
 }
 

@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod marketplace;
 mod orders;
+mod razorpay;
 mod realtime;
 mod riders;
 mod sockets;

@@ -122,6 +122,18 @@ impl SocketIoClient {
             .clone()
     }
 
+    /// How many `event`s arrive within `window`.
+    pub async fn count(&mut self, event: &str, window: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut count = 0;
+        while let Ok(Some(line)) = tokio::time::timeout_at(deadline, self.lines.recv()).await {
+            if line["type"] == "event" && line["event"] == event {
+                count += 1;
+            }
+        }
+        count
+    }
+
     pub fn emit(&mut self, event: &str, data: Value) {
         let line = json!({ "emit": event, "data": data }).to_string();
         writeln!(self.stdin, "{line}").expect("write to client");

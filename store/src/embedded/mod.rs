@@ -13,6 +13,7 @@ use crate::{Backend, StoreError, Stores};
 mod db;
 mod marketplace;
 mod orders;
+mod payments;
 mod riders;
 mod stats;
 mod tokens;
@@ -144,6 +145,22 @@ const MIGRATIONS: &[M<'static>] = &[
         CAST(ROUND((julianday(json_extract(data, '$.createdAt')) - 2440587.5) * 86400000) AS INTEGER);
     CREATE INDEX orders_by_day ON orders (created_at);",
     ),
+    M::up(
+        "CREATE TABLE payment_orders (
+        provider TEXT NOT NULL,
+        provider_order TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (provider, provider_order)
+    ) STRICT;
+    CREATE INDEX payment_orders_by_order ON payment_orders (order_id);
+    CREATE TABLE payment_events (
+        provider TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (provider, event_id)
+    ) STRICT;",
+    ),
 ];
 
 /// Opens (or creates) the embedded store under `data_dir` and migrates it.
@@ -168,6 +185,7 @@ pub fn open(data_dir: &Path) -> Result<Stores, StoreError> {
         idempotency: store.clone(),
         riders: store.clone(),
         stats: store.clone(),
+        payments: store.clone(),
         backend: store,
     })
 }

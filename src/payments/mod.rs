@@ -1,0 +1,375 @@
+//! `/api/payment`: paying for an order. Providers: the offline `test` provider
+//! (`payments.test_provider`, always succeeds, so the whole flow runs without network access) and
+//! Razorpay (on once `payments.razorpay.key_id` is set). Success, from `verify` or a webhook, is
+//! applied through the order's actor, which makes it count exactly once however often and in
+//! whatever order it is reported; webhook events are also recorded, so a repeated delivery is
+//! recognised before it reaches the order.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use tomato_domain::{Order, OrderCommand, OrderId, OrderStatus, PaymentMethod, PaymentStatus};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::CustomerUser;
+use crate::http::{ApiError, ErrorBody, Json, Path, idempotency};
+use crate::orders::{OrderResponse, load_visible};
+use crate::state::AppState;
+
+pub mod razorpay;
+
+pub use razorpay::Razorpay;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_order))
+        .routes(routes!(verify))
+        .routes(routes!(webhook))
+}
+
+/// The providers this node can take payments with.
+#[derive(Debug, Default)]
+pub struct Providers {
+    pub test: bool,
+    pub razorpay: Option<Razorpay>,
+}
+
+/// Refuses (422 `payment_method_unavailable`) a method this node cannot take payments with.
+pub fn require_available(state: &AppState, method: PaymentMethod) -> Result<(), ApiError> {
+    let available = match method {
+        PaymentMethod::Test => state.providers.test,
+        PaymentMethod::Razorpay => state.providers.razorpay.is_some(),
+        // The Stripe integration is not part of this build.
+        PaymentMethod::Stripe => false,
+    };
+    if available {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "payment_method_unavailable",
+        format!("{method} payments are not available on this node"),
+    ))
+}
+
+fn razorpay(state: &AppState) -> Result<&Razorpay, ApiError> {
+    state.providers.razorpay.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "payment_method_unavailable",
+            "razorpay payments are not available on this node",
+        )
+    })
+}
+
+fn bad_signature() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_signature",
+        "the payment signature does not match",
+    )
+}
+
+/// Which order to pay.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequest {
+    pub order_id: String,
+}
+
+/// What the client needs to take the payment with the provider.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderOrder {
+    #[schema(example = "razorpay")]
+    pub provider: String,
+    pub provider_order_id: String,
+    /// Minor units.
+    pub amount: i64,
+    pub currency: String,
+    /// Razorpay's public key id, for its checkout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Stripe Checkout's page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkout_url: Option<String>,
+}
+
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request("orderId is not an id"))
+}
+
+/// The provider order for `order`: the one opened before (retries reuse it), or a new one.
+async fn provider_order(state: &AppState, order: &Order) -> Result<ProviderOrder, ApiError> {
+    let (provider_order_id, key) = match order.payment_method {
+        PaymentMethod::Test => (format!("test_{}", order.id), None),
+        PaymentMethod::Razorpay => {
+            let razorpay = razorpay(state)?;
+            let existing = state
+                .stores
+                .payments
+                .provider_order(razorpay::NAME, order.id)
+                .await?;
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    let id = razorpay
+                        .create_order(order)
+                        .await
+                        .map_err(ApiError::unavailable)?;
+                    state
+                        .stores
+                        .payments
+                        .link(razorpay::NAME, &id, order.id)
+                        .await?;
+                    id
+                }
+            };
+            (id, Some(razorpay.key_id().to_owned()))
+        }
+        PaymentMethod::Stripe => {
+            require_available(state, PaymentMethod::Stripe)?;
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "stripe is available but has no integration in this build"
+            )));
+        }
+    };
+    Ok(ProviderOrder {
+        provider: order.payment_method.to_string(),
+        provider_order_id,
+        amount: order.total_amount.minor(),
+        currency: order.currency.clone(),
+        key,
+        checkout_url: None,
+    })
+}
+
+/// Start paying for the customer's unpaid order: for Razorpay this opens a Razorpay order
+/// (once; retries get the same one). Honours `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/api/payment/create-order",
+    tag = "payments",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body within 24 h")),
+    request_body = PaymentRequest,
+    responses(
+        (status = 200, body = ProviderOrder),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 404, description = "No such order of this customer", body = ErrorBody),
+        (status = 409, description = "Already paid, cancelled or expired (`not_payable`)", body = ErrorBody),
+        (status = 422, description = "The order's payment method is not available on this node", body = ErrorBody),
+        (status = 503, description = "The provider could not be reached", body = ErrorBody),
+    )
+)]
+async fn create_order(
+    State(state): State<AppState>,
+    CustomerUser(customer): CustomerUser,
+    headers: HeaderMap,
+    Json(body): Json<PaymentRequest>,
+) -> Result<Response, ApiError> {
+    let id = order_id(&body.order_id)?;
+    idempotency::once(
+        &state,
+        customer.user.id,
+        "/api/payment/create-order",
+        &headers,
+        &body,
+        || async {
+            let order = load_visible(&state, &customer, id).await?;
+            if order.status != OrderStatus::Placed || order.payment_status != PaymentStatus::Pending
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "not_payable",
+                    format!(
+                        "the order is {} with payment {}",
+                        order.status, order.payment_status
+                    ),
+                ));
+            }
+            require_available(&state, order.payment_method)?;
+            Ok((StatusCode::OK, provider_order(&state, &order).await?))
+        },
+    )
+    .await
+}
+
+/// Proof of payment. The `test` provider needs only `orderId`; Razorpay needs what its
+/// checkout handed the client.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyRequest {
+    pub order_id: String,
+    pub razorpay_order_id: Option<String>,
+    pub razorpay_payment_id: Option<String>,
+    pub razorpay_signature: Option<String>,
+}
+
+/// Checks a Razorpay checkout's proof: the signature, and that the Razorpay order is this
+/// order's.
+async fn razorpay_proof(
+    state: &AppState,
+    order: OrderId,
+    body: &VerifyRequest,
+) -> Result<(), ApiError> {
+    let razorpay = razorpay(state)?;
+    let (Some(provider_order), Some(payment), Some(signature)) = (
+        body.razorpay_order_id.as_deref(),
+        body.razorpay_payment_id.as_deref(),
+        body.razorpay_signature.as_deref(),
+    ) else {
+        return Err(ApiError::bad_request(
+            "razorpayOrderId, razorpayPaymentId and razorpaySignature are required",
+        ));
+    };
+    if !razorpay.payment_signed(provider_order, payment, signature) {
+        return Err(bad_signature());
+    }
+    let paid_for = state
+        .stores
+        .payments
+        .order_of(razorpay::NAME, provider_order)
+        .await?;
+    if paid_for != Some(order) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "order_mismatch",
+            "that Razorpay order does not belong to this order",
+        ));
+    }
+    Ok(())
+}
+
+/// Confirm the payment. Repeats (and verifying an already paid order) answer with the same
+/// `{order}`; the payment counts once, and the cart is cleared then. Honours `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/api/payment/verify",
+    tag = "payments",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body within 24 h")),
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, body = OrderResponse),
+        (status = 400, description = "Missing proof, `bad_signature`, or `order_mismatch`; the order is unchanged", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 404, description = "No such order of this customer", body = ErrorBody),
+        (status = 409, description = "The order expired or was cancelled before payment (`invalid_transition`)", body = ErrorBody),
+        (status = 422, description = "The order's payment method is not available on this node", body = ErrorBody),
+    )
+)]
+async fn verify(
+    State(state): State<AppState>,
+    CustomerUser(customer): CustomerUser,
+    headers: HeaderMap,
+    Json(body): Json<VerifyRequest>,
+) -> Result<Response, ApiError> {
+    let id = order_id(&body.order_id)?;
+    idempotency::once(
+        &state,
+        customer.user.id,
+        "/api/payment/verify",
+        &headers,
+        &body,
+        || async {
+            let order = load_visible(&state, &customer, id).await?;
+            require_available(&state, order.payment_method)?;
+            if order.payment_method == PaymentMethod::Razorpay {
+                razorpay_proof(&state, id, &body).await?;
+            }
+            let order = state.orders.apply(id, OrderCommand::ConfirmPayment).await?;
+            Ok((StatusCode::OK, OrderResponse::from(order)))
+        },
+    )
+    .await
+}
+
+/// What a webhook was taken as.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookOutcome {
+    /// `applied`, `duplicate` or `ignored`.
+    pub status: &'static str,
+}
+
+/// A provider's webhook, authenticated by its signature header over the raw body
+/// (`X-Razorpay-Signature`). Razorpay's `payment.captured` and `order.paid` mark the order paid;
+/// other events, and events about orders this node does not know, are acknowledged and ignored.
+#[utoipa::path(
+    post,
+    path = "/api/payment/webhook/{provider}",
+    tag = "payments",
+    params(("provider" = String, Path, description = "`razorpay`")),
+    request_body(content = String, description = "The provider's raw event"),
+    responses(
+        (status = 200, body = WebhookOutcome),
+        (status = 400, description = "Missing or wrong signature, or not JSON; nothing changes", body = ErrorBody),
+        (status = 404, description = "The provider is not configured", body = ErrorBody),
+    )
+)]
+async fn webhook(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<WebhookOutcome>, ApiError> {
+    let razorpay = match (provider.as_str(), state.providers.razorpay.as_ref()) {
+        (razorpay::NAME, Some(razorpay)) => razorpay,
+        _ => return Err(ApiError::not_found("no such payment provider on this node")),
+    };
+    let signature = headers
+        .get("x-razorpay-signature")
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(bad_signature)?;
+    if !razorpay.webhook_signed(&body, signature) {
+        return Err(bad_signature());
+    }
+    let event: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("the event is not JSON"))?;
+    let outcome = |status| Ok(Json(WebhookOutcome { status }));
+    let Some(provider_order) = razorpay::paid_order_of(&event) else {
+        return outcome("ignored");
+    };
+    // Razorpay names each delivery; a repeat of one already applied stops here.
+    if let Some(event_id) = headers
+        .get("x-razorpay-event-id")
+        .and_then(|v| v.to_str().ok())
+        && !state
+            .stores
+            .payments
+            .first_time(razorpay::NAME, event_id)
+            .await?
+    {
+        return outcome("duplicate");
+    }
+    let Some(order) = state
+        .stores
+        .payments
+        .order_of(razorpay::NAME, provider_order)
+        .await?
+    else {
+        tracing::warn!(provider_order, "razorpay event for an unknown order");
+        return outcome("ignored");
+    };
+    match state
+        .orders
+        .apply(order, OrderCommand::ConfirmPayment)
+        .await
+    {
+        Ok(_) => outcome("applied"),
+        Err(tomato_actors::OrderError::Transition(refused)) => {
+            // Paid after the order expired or was cancelled: the money needs refunding.
+            tracing::error!(order_id = %order, error = %refused, "payment arrived for an order that cannot take it");
+            outcome("ignored")
+        }
+        Err(err) => Err(err.into()),
+    }
+}

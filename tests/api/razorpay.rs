@@ -1,0 +1,370 @@
+//! Razorpay against a local stand-in for its Orders API: no test reaches the internet.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::helpers::{TestApp, error_code, json_ok, spawn_app, spawn_app_with};
+use crate::sockets::SocketIoClient;
+use crate::world::{Customer, HOME_AT, SHOP_AT, Shop, customer, open_shop};
+
+const KEY_ID: &str = "rzp_test_tomato";
+const KEY_SECRET: &str = "razorpay-key-secret-for-tests";
+const WEBHOOK_SECRET: &str = "razorpay-webhook-secret-for-tests";
+
+/// What the stand-in received: the Authorization header and the JSON body of each order.
+type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+
+async fn stand_in() -> (SocketAddr, Seen) {
+    let seen: Seen = Arc::default();
+    let record = Arc::clone(&seen);
+    let router = Router::new().route(
+        "/v1/orders",
+        post(
+            move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let record = Arc::clone(&record);
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let mut seen = record.lock().expect("lock");
+                    seen.push((auth, body.clone()));
+                    axum::Json(json!({
+                        "id": format!("order_T{}", seen.len()),
+                        "entity": "order",
+                        "amount": body["amount"],
+                        "currency": body["currency"],
+                        "receipt": body["receipt"],
+                        "status": "created",
+                    }))
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (addr, seen)
+}
+
+async fn app_with_razorpay() -> (TestApp, Seen) {
+    let (addr, seen) = stand_in().await;
+    let base = format!("http://{addr}");
+    let app = spawn_app_with(&[
+        ("TOMATO_PAYMENTS__RAZORPAY__KEY_ID", KEY_ID),
+        ("TOMATO_PAYMENTS__RAZORPAY__KEY_SECRET", KEY_SECRET),
+        ("TOMATO_PAYMENTS__RAZORPAY__WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("TOMATO_PAYMENTS__RAZORPAY__API_BASE", &base),
+    ])
+    .await;
+    (app, seen)
+}
+
+fn hmac_hex(secret: &str, message: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A customer with an unpaid Razorpay order, and the Razorpay order opened for it.
+async fn razorpay_order(app: &TestApp) -> (Customer, String, String) {
+    let (buyer, order, provider_order, _) = razorpay_order_at(app).await;
+    (buyer, order, provider_order)
+}
+
+/// [`razorpay_order`], and the shop it was placed at.
+async fn razorpay_order_at(app: &TestApp) -> (Customer, String, String, Shop) {
+    let shop = open_shop(app, "rzp-seller@x.test", "Razor Kitchen", SHOP_AT).await;
+    let buyer = customer(app, "rzp-buyer@x.test", HOME_AT).await;
+    buyer.add(app, &shop.items[0], 2).await;
+    let placed = app
+        .post(
+            "/api/order/new",
+            buyer.token(),
+            &json!({ "addressId": buyer.address_id, "paymentMethod": "razorpay" }),
+        )
+        .await;
+    let order = json_ok(placed).await["order"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let opened = json_ok(
+        app.post(
+            "/api/payment/create-order",
+            buyer.token(),
+            &json!({ "orderId": order }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(opened["provider"], "razorpay");
+    assert_eq!(opened["key"], KEY_ID);
+    assert_eq!(opened["amount"], 17600);
+    let provider_order = opened["providerOrderId"]
+        .as_str()
+        .expect("provider id")
+        .to_owned();
+    (buyer, order, provider_order, shop)
+}
+
+async fn order_of(app: &TestApp, buyer: &Customer, order: &str) -> Value {
+    json_ok(app.get(&format!("/api/order/{order}"), buyer.token()).await).await["order"].clone()
+}
+
+#[tokio::test]
+async fn a_checkout_signature_pays_the_order_and_forgeries_change_nothing() {
+    let (app, seen) = app_with_razorpay().await;
+    let (buyer, order, provider_order) = razorpay_order(&app).await;
+    {
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), 1);
+        let (auth, body) = &seen[0];
+        assert!(auth.starts_with("Basic "), "{auth}");
+        assert_eq!(body["amount"], 17600);
+        assert_eq!(body["currency"], "INR");
+        assert_eq!(body["receipt"], order.as_str());
+    }
+    // Opening again reuses the Razorpay order.
+    let again = json_ok(
+        app.post(
+            "/api/payment/create-order",
+            buyer.token(),
+            &json!({ "orderId": order }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(again["providerOrderId"], provider_order.as_str());
+    assert_eq!(seen.lock().expect("lock").len(), 1);
+
+    let payment = "pay_T1";
+    let good = hmac_hex(KEY_SECRET, format!("{provider_order}|{payment}").as_bytes());
+    let verify = |signature: String, provider_order: String| {
+        let proof = json!({ "orderId": order, "razorpayOrderId": provider_order, "razorpayPaymentId": payment, "razorpaySignature": signature });
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/api/payment/verify"),
+            buyer.session.token.clone(),
+        );
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&proof)
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    for forged in [
+        good[..good.len() - 2].to_owned(),
+        hmac_hex(
+            "wrong-secret",
+            format!("{provider_order}|{payment}").as_bytes(),
+        ),
+        hmac_hex(KEY_SECRET, format!("{provider_order}|pay_OTHER").as_bytes()),
+        "zz".repeat(32),
+    ] {
+        let response = verify(forged, provider_order.clone()).await;
+        assert_eq!(
+            error_code(response, StatusCode::BAD_REQUEST).await,
+            "bad_signature"
+        );
+    }
+    // Correctly signed, but for a Razorpay order that is not this order's.
+    let stranger = "order_ELSEWHERE";
+    let response = app
+        .post(
+            "/api/payment/verify",
+            buyer.token(),
+            &json!({ "orderId": order, "razorpayOrderId": stranger, "razorpayPaymentId": payment,
+                     "razorpaySignature": hmac_hex(KEY_SECRET, format!("{stranger}|{payment}").as_bytes()) }),
+        )
+        .await;
+    assert_eq!(
+        error_code(response, StatusCode::BAD_REQUEST).await,
+        "order_mismatch"
+    );
+    let missing = app
+        .post(
+            "/api/payment/verify",
+            buyer.token(),
+            &json!({ "orderId": order }),
+        )
+        .await;
+    assert_eq!(
+        error_code(missing, StatusCode::BAD_REQUEST).await,
+        "invalid_input"
+    );
+    assert_eq!(
+        order_of(&app, &buyer, &order).await["paymentStatus"],
+        "pending",
+        "nothing changed"
+    );
+
+    let paid = json_ok(verify(good, provider_order.clone()).await).await;
+    assert_eq!(paid["order"]["paymentStatus"], "paid");
+    let cart = json_ok(app.get("/api/cart/all", buyer.token()).await).await;
+    assert_eq!(cart["cart"]["itemCount"], 0);
+}
+
+fn captured(provider_order: &str) -> Vec<u8> {
+    json!({
+        "entity": "event",
+        "event": "payment.captured",
+        "payload": { "payment": { "entity": { "id": "pay_W1", "order_id": provider_order, "status": "captured" } } },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn deliver(app: &TestApp, body: &[u8], signature: &str, event_id: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/payment/webhook/razorpay"))
+        .header("content-type", "application/json")
+        .header("x-razorpay-signature", signature)
+        .header("x-razorpay-event-id", event_id)
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("send")
+}
+
+#[tokio::test]
+async fn webhooks_are_checked_over_the_raw_body_and_applied_once() {
+    let (app, _) = app_with_razorpay().await;
+    let (buyer, order, provider_order) = razorpay_order(&app).await;
+    let body = captured(&provider_order);
+    let forged = deliver(&app, &body, &hmac_hex("not-the-secret", &body), "evt_1").await;
+    assert_eq!(
+        error_code(forged, StatusCode::BAD_REQUEST).await,
+        "bad_signature"
+    );
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    let response = deliver(&app, &tampered, &hmac_hex(WEBHOOK_SECRET, &body), "evt_1").await;
+    assert_eq!(
+        error_code(response, StatusCode::BAD_REQUEST).await,
+        "bad_signature"
+    );
+    assert_eq!(
+        order_of(&app, &buyer, &order).await["paymentStatus"],
+        "pending"
+    );
+
+    let applied =
+        json_ok(deliver(&app, &body, &hmac_hex(WEBHOOK_SECRET, &body), "evt_1").await).await;
+    assert_eq!(applied["status"], "applied");
+    let repeat =
+        json_ok(deliver(&app, &body, &hmac_hex(WEBHOOK_SECRET, &body), "evt_1").await).await;
+    assert_eq!(repeat["status"], "duplicate");
+    assert_eq!(
+        order_of(&app, &buyer, &order).await["paymentStatus"],
+        "paid"
+    );
+
+    let other = json!({ "event": "payment.failed", "payload": {} })
+        .to_string()
+        .into_bytes();
+    let ignored =
+        json_ok(deliver(&app, &other, &hmac_hex(WEBHOOK_SECRET, &other), "evt_2").await).await;
+    assert_eq!(ignored["status"], "ignored");
+}
+
+#[tokio::test]
+async fn verify_and_webhook_fifty_times_each_in_parallel_pay_once() {
+    let (app, _) = app_with_razorpay().await;
+    let (buyer, order, provider_order, shop) = razorpay_order_at(&app).await;
+    let mut kitchen = SocketIoClient::connect(&app, shop.token());
+    kitchen.connected().await;
+    let body = captured(&provider_order);
+    let webhook_signature = hmac_hex(WEBHOOK_SECRET, &body);
+    let payment_signature = hmac_hex(KEY_SECRET, format!("{provider_order}|pay_W1").as_bytes());
+    let mut calls = Vec::new();
+    for i in 0..50 {
+        let (client, url, body, signature) = (
+            app.client.clone(),
+            app.url("/api/payment/webhook/razorpay"),
+            body.clone(),
+            webhook_signature.clone(),
+        );
+        calls.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .header("x-razorpay-signature", signature)
+                .header("x-razorpay-event-id", format!("evt_{i}"))
+                .body(body)
+                .send()
+                .await
+        }));
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/api/payment/verify"),
+            buyer.session.token.clone(),
+        );
+        let proof = json!({ "orderId": order, "razorpayOrderId": provider_order, "razorpayPaymentId": "pay_W1", "razorpaySignature": payment_signature });
+        calls.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&proof)
+                .send()
+                .await
+        }));
+    }
+    for call in calls {
+        let response = call.await.expect("task").expect("send");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let order = order_of(&app, &buyer, &order).await;
+    assert_eq!(order["paymentStatus"], "paid");
+    assert_eq!(
+        order["history"].as_array().map(Vec::len),
+        Some(1),
+        "payment is not a status change"
+    );
+    assert_eq!(
+        kitchen
+            .count("order:new", std::time::Duration::from_millis(700))
+            .await,
+        1,
+        "the restaurant hears of the payment once"
+    );
+}
+
+#[tokio::test]
+async fn razorpay_is_off_until_configured() {
+    let app = spawn_app().await;
+    let shop = open_shop(&app, "off-seller@x.test", "Off Kitchen", SHOP_AT).await;
+    let buyer = customer(&app, "off-buyer@x.test", HOME_AT).await;
+    buyer.add(&app, &shop.items[0], 1).await;
+    let placed = app
+        .post(
+            "/api/order/new",
+            buyer.token(),
+            &json!({ "addressId": buyer.address_id, "paymentMethod": "razorpay" }),
+        )
+        .await;
+    assert_eq!(
+        error_code(placed, StatusCode::UNPROCESSABLE_ENTITY).await,
+        "payment_method_unavailable"
+    );
+    let hook = app
+        .post("/api/payment/webhook/razorpay", None, &json!({}))
+        .await;
+    assert_eq!(error_code(hook, StatusCode::NOT_FOUND).await, "not_found");
+    let stripe = app
+        .post("/api/payment/webhook/stripe", None, &json!({}))
+        .await;
+    assert_eq!(error_code(stripe, StatusCode::NOT_FOUND).await, "not_found");
+}
