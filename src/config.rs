@@ -165,6 +165,9 @@ pub struct StripeSettings {
     pub secret_key: SecretString,
     pub webhook_secret: SecretString,
     pub api_base: String,
+    pub success_url: String,
+    pub cancel_url: String,
+    pub tolerance_s: u64,
 }
 
 /// Service-to-service calls.
@@ -343,6 +346,14 @@ impl Settings {
             &self.payments.razorpay.api_base,
         )?;
         check_url("payments.stripe.api_base", &self.payments.stripe.api_base)?;
+        check_url(
+            "payments.stripe.success_url",
+            &self.payments.stripe.success_url,
+        )?;
+        check_url(
+            "payments.stripe.cancel_url",
+            &self.payments.stripe.cancel_url,
+        )?;
         let redis = self.cluster.redis_url.expose_secret();
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return fail("cluster.redis_url must start with redis:// or rediss://".into());

@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort};
 use crate::http::Metrics;
 use crate::http::idempotency::KeyLocks;
-use crate::payments::{Providers, Razorpay};
+use crate::payments::{Providers, Razorpay, Stripe};
 use crate::realtime::{Realtime, RealtimeOrderEvents};
 use crate::riders::RiderIds;
 
@@ -119,6 +119,7 @@ impl AppState {
         let providers = Arc::new(Providers {
             test: settings.payments.test_provider,
             razorpay: Razorpay::from_settings(&settings.payments.razorpay, http_client.clone()),
+            stripe: Stripe::from_settings(&settings.payments.stripe, http_client.clone()),
         });
         Ok(Self {
             providers,

@@ -21,8 +21,24 @@ use crate::orders::{OrderResponse, load_visible};
 use crate::state::AppState;
 
 pub mod razorpay;
+pub mod stripe;
 
 pub use razorpay::Razorpay;
+pub use stripe::Stripe;
+
+/// `true` when `signature_hex` is the HMAC-SHA256 of `message` under `secret`; the comparison
+/// is constant-time.
+pub fn signed(secret: &[u8], message: &[u8], signature_hex: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let Ok(signature) = hex::decode(signature_hex.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(message);
+    mac.verify_slice(&signature).is_ok()
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,6 +52,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct Providers {
     pub test: bool,
     pub razorpay: Option<Razorpay>,
+    pub stripe: Option<Stripe>,
 }
 
 /// Refuses (422 `payment_method_unavailable`) a method this node cannot take payments with.
@@ -43,8 +60,7 @@ pub fn require_available(state: &AppState, method: PaymentMethod) -> Result<(), 
     let available = match method {
         PaymentMethod::Test => state.providers.test,
         PaymentMethod::Razorpay => state.providers.razorpay.is_some(),
-        // The Stripe integration is not part of this build.
-        PaymentMethod::Stripe => false,
+        PaymentMethod::Stripe => state.providers.stripe.is_some(),
     };
     if available {
         return Ok(());
@@ -62,6 +78,16 @@ fn razorpay(state: &AppState) -> Result<&Razorpay, ApiError> {
             StatusCode::UNPROCESSABLE_ENTITY,
             "payment_method_unavailable",
             "razorpay payments are not available on this node",
+        )
+    })
+}
+
+fn stripe(state: &AppState) -> Result<&Stripe, ApiError> {
+    state.providers.stripe.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "payment_method_unavailable",
+            "stripe payments are not available on this node",
         )
     })
 }
@@ -106,6 +132,7 @@ fn order_id(raw: &str) -> Result<OrderId, ApiError> {
 
 /// The provider order for `order`: the one opened before (retries reuse it), or a new one.
 async fn provider_order(state: &AppState, order: &Order) -> Result<ProviderOrder, ApiError> {
+    let mut checkout_url = None;
     let (provider_order_id, key) = match order.payment_method {
         PaymentMethod::Test => (format!("test_{}", order.id), None),
         PaymentMethod::Razorpay => {
@@ -133,10 +160,24 @@ async fn provider_order(state: &AppState, order: &Order) -> Result<ProviderOrder
             (id, Some(razorpay.key_id().to_owned()))
         }
         PaymentMethod::Stripe => {
-            require_available(state, PaymentMethod::Stripe)?;
-            return Err(ApiError::internal(anyhow::anyhow!(
-                "stripe is available but has no integration in this build"
-            )));
+            let stripe = stripe(state)?;
+            let existing = state
+                .stores
+                .payments
+                .provider_order(stripe::NAME, order.id)
+                .await?;
+            let session = match existing {
+                Some(id) => stripe.session(&id).await,
+                None => stripe.create_session(order).await,
+            }
+            .map_err(ApiError::unavailable)?;
+            state
+                .stores
+                .payments
+                .link(stripe::NAME, &session.id, order.id)
+                .await?;
+            checkout_url = session.url;
+            (session.id, None)
         }
     };
     Ok(ProviderOrder {
@@ -145,7 +186,7 @@ async fn provider_order(state: &AppState, order: &Order) -> Result<ProviderOrder
         amount: order.total_amount.minor(),
         currency: order.currency.clone(),
         key,
-        checkout_url: None,
+        checkout_url,
     })
 }
 
@@ -248,6 +289,34 @@ async fn razorpay_proof(
     Ok(())
 }
 
+/// Checks a Stripe payment: the order's Checkout Session says `paid`, for this order.
+async fn stripe_proof(state: &AppState, order: OrderId) -> Result<(), ApiError> {
+    let stripe = stripe(state)?;
+    let not_paid = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "not_paid",
+            "Stripe has not confirmed this payment yet",
+        )
+    };
+    let session_id = state
+        .stores
+        .payments
+        .provider_order(stripe::NAME, order)
+        .await?
+        .ok_or_else(not_paid)?;
+    let session = stripe
+        .session(&session_id)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let ours =
+        session.metadata.get("orderId").map(String::as_str) == Some(order.to_string().as_str());
+    if session.payment_status != "paid" || !ours {
+        return Err(not_paid());
+    }
+    Ok(())
+}
+
 /// Confirm the payment. Repeats (and verifying an already paid order) answer with the same
 /// `{order}`; the payment counts once, and the cart is cleared then. Honours `Idempotency-Key`.
 #[utoipa::path(
@@ -283,8 +352,10 @@ async fn verify(
         || async {
             let order = load_visible(&state, &customer, id).await?;
             require_available(&state, order.payment_method)?;
-            if order.payment_method == PaymentMethod::Razorpay {
-                razorpay_proof(&state, id, &body).await?;
+            match order.payment_method {
+                PaymentMethod::Razorpay => razorpay_proof(&state, id, &body).await?,
+                PaymentMethod::Stripe => stripe_proof(&state, id).await?,
+                PaymentMethod::Test => {}
             }
             let order = state.orders.apply(id, OrderCommand::ConfirmPayment).await?;
             Ok((StatusCode::OK, OrderResponse::from(order)))
@@ -301,13 +372,15 @@ pub struct WebhookOutcome {
 }
 
 /// A provider's webhook, authenticated by its signature header over the raw body
-/// (`X-Razorpay-Signature`). Razorpay's `payment.captured` and `order.paid` mark the order paid;
-/// other events, and events about orders this node does not know, are acknowledged and ignored.
+/// (`X-Razorpay-Signature`, `Stripe-Signature` with its timestamp tolerance). Razorpay's
+/// `payment.captured` and `order.paid`, and Stripe's `checkout.session.completed` (paid), mark
+/// the order paid; other events, and events about orders this node does not know, are
+/// acknowledged and ignored.
 #[utoipa::path(
     post,
     path = "/api/payment/webhook/{provider}",
     tag = "payments",
-    params(("provider" = String, Path, description = "`razorpay`")),
+    params(("provider" = String, Path, description = "`razorpay` or `stripe`")),
     request_body(content = String, description = "The provider's raw event"),
     responses(
         (status = 200, body = WebhookOutcome),
@@ -323,6 +396,9 @@ async fn webhook(
 ) -> Result<Json<WebhookOutcome>, ApiError> {
     let razorpay = match (provider.as_str(), state.providers.razorpay.as_ref()) {
         (razorpay::NAME, Some(razorpay)) => razorpay,
+        (stripe::NAME, _) if state.providers.stripe.is_some() => {
+            return stripe_webhook(&state, &headers, &body).await;
+        }
         _ => return Err(ApiError::not_found("no such payment provider on this node")),
     };
     let signature = headers
@@ -359,17 +435,93 @@ async fn webhook(
         tracing::warn!(provider_order, "razorpay event for an unknown order");
         return outcome("ignored");
     };
+    confirm_from_webhook(&state, order).await
+}
+
+/// Applies a provider's "paid" to the order.
+async fn confirm_from_webhook(
+    state: &AppState,
+    order: OrderId,
+) -> Result<Json<WebhookOutcome>, ApiError> {
     match state
         .orders
         .apply(order, OrderCommand::ConfirmPayment)
         .await
     {
-        Ok(_) => outcome("applied"),
+        Ok(_) => Ok(Json(WebhookOutcome { status: "applied" })),
         Err(tomato_actors::OrderError::Transition(refused)) => {
             // Paid after the order expired or was cancelled: the money needs refunding.
             tracing::error!(order_id = %order, error = %refused, "payment arrived for an order that cannot take it");
-            outcome("ignored")
+            Ok(Json(WebhookOutcome { status: "ignored" }))
         }
         Err(err) => Err(err.into()),
+    }
+}
+
+/// Stripe's webhook: `Stripe-Signature` over `"{t}.{body}"` within the tolerance; a completed
+/// and paid Checkout Session marks its order paid.
+async fn stripe_webhook(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Json<WebhookOutcome>, ApiError> {
+    let stripe = stripe(state)?;
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(bad_signature)?;
+    if !stripe.webhook_signed(body, signature, time::OffsetDateTime::now_utc()) {
+        return Err(bad_signature());
+    }
+    let event: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| ApiError::bad_request("the event is not JSON"))?;
+    let outcome = |status| Ok(Json(WebhookOutcome { status }));
+    let session = &event["data"]["object"];
+    let completed =
+        event["type"] == "checkout.session.completed" && session["payment_status"] == "paid";
+    let (Some(session_id), true) = (session["id"].as_str(), completed) else {
+        return outcome("ignored");
+    };
+    if let Some(event_id) = event["id"].as_str()
+        && !state
+            .stores
+            .payments
+            .first_time(stripe::NAME, event_id)
+            .await?
+    {
+        return outcome("duplicate");
+    }
+    let Some(order) = state
+        .stores
+        .payments
+        .order_of(stripe::NAME, session_id)
+        .await?
+    else {
+        tracing::warn!(session_id, "stripe event for an unknown checkout session");
+        return outcome("ignored");
+    };
+    if session["metadata"]["orderId"].as_str() != Some(order.to_string().as_str()) {
+        tracing::warn!(session_id, order_id = %order, "stripe session metadata names another order");
+        return outcome("ignored");
+    }
+    confirm_from_webhook(state, order).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signed;
+
+    #[test]
+    fn signatures_are_hmac_sha256_hex() {
+        // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog"), a published test
+        // vector.
+        let expected = "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
+        let message = b"The quick brown fox jumps over the lazy dog";
+        assert!(signed(b"key", message, expected));
+        assert!(signed(b"key", message, &expected.to_uppercase()));
+        assert!(!signed(b"key", message, &expected[..62]), "truncated");
+        assert!(!signed(b"other", message, expected), "another secret");
+        assert!(!signed(b"key", b"tampered", expected), "another message");
+        assert!(!signed(b"key", message, "not hex"));
     }
 }

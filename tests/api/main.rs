@@ -15,5 +15,6 @@ mod razorpay;
 mod realtime;
 mod riders;
 mod sockets;
+mod stripe;
 mod uploads;
 mod world;
