@@ -524,24 +524,12 @@ async fn orders_are_refused_for_the_documented_reasons() {
     );
     buyer.add(&app, &shop.items[0], 1).await;
 
-    let bad_method = app
-        .post(
-            "/api/order/new",
-            buyer.token(),
-            &json!({ "addressId": buyer.address_id, "paymentMethod": "cash" }),
-        )
-        .await;
+    let bad_method = buyer.place_with(&app, "cash").await;
     assert_eq!(
         error_code(bad_method, StatusCode::BAD_REQUEST).await,
         "invalid_input"
     );
-    let unavailable = app
-        .post(
-            "/api/order/new",
-            buyer.token(),
-            &json!({ "addressId": buyer.address_id, "paymentMethod": "razorpay" }),
-        )
-        .await;
+    let unavailable = buyer.place_with(&app, "razorpay").await;
     assert_eq!(
         error_code(unavailable, StatusCode::UNPROCESSABLE_ENTITY).await,
         "payment_method_unavailable"

@@ -87,26 +87,12 @@ async fn razorpay_order_at(app: &TestApp) -> (Customer, String, String, Shop) {
     let shop = open_shop(app, "rzp-seller@x.test", "Razor Kitchen", SHOP_AT).await;
     let buyer = customer(app, "rzp-buyer@x.test", HOME_AT).await;
     buyer.add(app, &shop.items[0], 2).await;
-    let placed = app
-        .post(
-            "/api/order/new",
-            buyer.token(),
-            &json!({ "addressId": buyer.address_id, "paymentMethod": "razorpay" }),
-        )
-        .await;
+    let placed = buyer.place_with(app, "razorpay").await;
     let order = json_ok(placed).await["order"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
-    let opened = json_ok(
-        app.post(
-            "/api/payment/create-order",
-            buyer.token(),
-            &json!({ "orderId": order }),
-        )
-        .await,
-    )
-    .await;
+    let opened = buyer.open_payment(app, &order).await;
     assert_eq!(opened["provider"], "razorpay");
     assert_eq!(opened["key"], KEY_ID);
     assert_eq!(opened["amount"], 17600);
@@ -135,15 +121,7 @@ async fn a_checkout_signature_pays_the_order_and_forgeries_change_nothing() {
         assert_eq!(body["receipt"], order.as_str());
     }
     // Opening again reuses the Razorpay order.
-    let again = json_ok(
-        app.post(
-            "/api/payment/create-order",
-            buyer.token(),
-            &json!({ "orderId": order }),
-        )
-        .await,
-    )
-    .await;
+    let again = buyer.open_payment(&app, &order).await;
     assert_eq!(again["providerOrderId"], provider_order.as_str());
     assert_eq!(seen.lock().expect("lock").len(), 1);
 
@@ -348,13 +326,7 @@ async fn razorpay_is_off_until_configured() {
     let shop = open_shop(&app, "off-seller@x.test", "Off Kitchen", SHOP_AT).await;
     let buyer = customer(&app, "off-buyer@x.test", HOME_AT).await;
     buyer.add(&app, &shop.items[0], 1).await;
-    let placed = app
-        .post(
-            "/api/order/new",
-            buyer.token(),
-            &json!({ "addressId": buyer.address_id, "paymentMethod": "razorpay" }),
-        )
-        .await;
+    let placed = buyer.place_with(&app, "razorpay").await;
     assert_eq!(
         error_code(placed, StatusCode::UNPROCESSABLE_ENTITY).await,
         "payment_method_unavailable"

@@ -84,26 +84,12 @@ async fn stripe_order(app: &TestApp) -> (Customer, String, String) {
     let shop = open_shop(app, "stripe-seller@x.test", "Stripe Kitchen", SHOP_AT).await;
     let buyer = customer(app, "stripe-buyer@x.test", HOME_AT).await;
     buyer.add(app, &shop.items[1], 3).await;
-    let placed = app
-        .post(
-            "/api/order/new",
-            buyer.token(),
-            &json!({ "addressId": buyer.address_id, "paymentMethod": "stripe" }),
-        )
-        .await;
+    let placed = buyer.place_with(app, "stripe").await;
     let order = json_ok(placed).await["order"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
-    let opened = json_ok(
-        app.post(
-            "/api/payment/create-order",
-            buyer.token(),
-            &json!({ "orderId": order }),
-        )
-        .await,
-    )
-    .await;
+    let opened = buyer.open_payment(app, &order).await;
     assert_eq!(opened["provider"], "stripe");
     let session = opened["providerOrderId"]
         .as_str()

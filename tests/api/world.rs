@@ -124,10 +124,28 @@ impl Customer {
 
     /// Places an order of the cart, paid with the test provider; returns the response.
     pub async fn place(&self, app: &TestApp) -> reqwest::Response {
+        self.place_with(app, "test").await
+    }
+
+    /// Places an order of the cart to be paid with `method`; returns the response.
+    pub async fn place_with(&self, app: &TestApp, method: &str) -> reqwest::Response {
         app.post(
             "/api/order/new",
             self.token(),
-            &json!({ "addressId": self.address_id, "paymentMethod": "test" }),
+            &json!({ "addressId": self.address_id, "paymentMethod": method }),
+        )
+        .await
+    }
+
+    /// Starts paying for `order` (`POST /api/payment/create-order`); returns the answer.
+    pub async fn open_payment(&self, app: &TestApp, order: &str) -> Value {
+        json_ok(
+            app.post(
+                "/api/payment/create-order",
+                self.token(),
+                &json!({ "orderId": order }),
+            )
+            .await,
         )
         .await
     }
