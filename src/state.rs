@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort};
 use crate::http::Metrics;
 use crate::http::idempotency::KeyLocks;
+use crate::payments::refunds::{NodeOrderEvents, Refunds};
 use crate::payments::{Providers, Razorpay, Stripe};
 use crate::realtime::{Realtime, RealtimeOrderEvents};
 use crate::riders::RiderIds;
@@ -97,12 +98,21 @@ impl AppState {
             rider_actors: Arc::clone(&rider_actors),
             metrics: dispatch_metrics.clone(),
         });
+        let providers = Arc::new(Providers {
+            test: settings.payments.test_provider,
+            razorpay: Razorpay::from_settings(&settings.payments.razorpay, http_client.clone()),
+            stripe: Stripe::from_settings(&settings.payments.stripe, http_client.clone()),
+        });
+        let refunds = Arc::new(Refunds::new(Arc::clone(&providers), stores.clone()));
         let orders = Arc::new(OrderDirectory::new(
             Arc::clone(&actors),
             shards,
             OrderPorts {
                 store: Arc::clone(&stores.orders),
-                events: Arc::new(RealtimeOrderEvents(Arc::clone(&realtime))),
+                events: Arc::new(NodeOrderEvents {
+                    realtime: RealtimeOrderEvents(Arc::clone(&realtime)),
+                    refunds: Arc::clone(&refunds),
+                }),
                 dispatch,
                 policy: DispatchPolicy {
                     batch: settings.dispatch.offer_batch as usize,
@@ -116,11 +126,7 @@ impl AppState {
         let _ = rider_port.realtime.set(Arc::clone(&realtime));
         let _ = rider_port.orders.set(Arc::downgrade(&orders));
         let _ = rider_port.stores.set(stores.clone());
-        let providers = Arc::new(Providers {
-            test: settings.payments.test_provider,
-            razorpay: Razorpay::from_settings(&settings.payments.razorpay, http_client.clone()),
-            stripe: Stripe::from_settings(&settings.payments.stripe, http_client.clone()),
-        });
+        let _ = refunds.orders.set(Arc::downgrade(&orders));
         Ok(Self {
             providers,
             realtime,

@@ -191,6 +191,8 @@ pub enum OrderCommand {
     },
     /// The assigned rider moves the order on (`picked_up`, `delivered`).
     SetByRider { rider: RiderId, status: OrderStatus },
+    /// The payment provider returned the money of a cancelled order.
+    SettleRefund,
 }
 
 impl fmt::Display for OrderCommand {
@@ -202,6 +204,7 @@ impl fmt::Display for OrderCommand {
             OrderCommand::SetBySeller(status) => write!(f, "move to {status}"),
             OrderCommand::AssignRider { .. } => f.write_str("assign a rider to"),
             OrderCommand::SetByRider { status, .. } => write!(f, "move to {status}"),
+            OrderCommand::SettleRefund => f.write_str("settle the refund of"),
         }
     }
 }
@@ -276,6 +279,11 @@ impl Order {
                 S::PickedUp,
                 P::Paid,
             ) if self.rider_id == Some(*rider) => (S::Delivered, P::Paid),
+            (OrderCommand::SettleRefund, S::Cancelled, P::RefundPending) => {
+                (S::Cancelled, P::Refunded)
+            }
+            // A refund settles once, however often the provider confirms it.
+            (OrderCommand::SettleRefund, S::Cancelled, P::Refunded) => return Ok(None),
             _ => return Err(refuse()),
         };
         next.payment_status = payment;
@@ -486,11 +494,19 @@ mod tests {
                 P::Paid,
             ),
             (deliver.clone(), S::PickedUp, P::Paid, S::Delivered, P::Paid),
+            (
+                C::SettleRefund,
+                S::Cancelled,
+                P::RefundPending,
+                S::Cancelled,
+                P::Refunded,
+            ),
         ];
         let mut commands = vec![
             C::ConfirmPayment,
             C::Expire,
             C::CancelByCustomer,
+            C::SettleRefund,
             assign.clone(),
         ];
         commands.extend(OrderStatus::ALL.iter().map(|s| C::SetBySeller(*s)));
@@ -521,7 +537,10 @@ mod tests {
                         // Idempotent commands: a repeat or a stale timer changes nothing.
                         (None, Ok(None))
                             if matches!(command, C::Expire)
-                                || (*command == C::ConfirmPayment && payment.succeeded()) => {}
+                                || (*command == C::ConfirmPayment && payment.succeeded())
+                                || (*command == C::SettleRefund
+                                    && status == S::Cancelled
+                                    && payment == P::Refunded) => {}
                         (expected, outcome) => panic!(
                             "{command} from {status}/{payment}: expected {expected:?}, got {outcome:?}"
                         ),

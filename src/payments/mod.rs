@@ -21,6 +21,7 @@ use crate::orders::{OrderResponse, load_visible};
 use crate::state::AppState;
 
 pub mod razorpay;
+pub mod refunds;
 pub mod stripe;
 
 pub use razorpay::Razorpay;
@@ -286,6 +287,12 @@ async fn razorpay_proof(
             "that Razorpay order does not belong to this order",
         ));
     }
+    // Refunds name the payment.
+    state
+        .stores
+        .payments
+        .set_payment(razorpay::NAME, provider_order, payment)
+        .await?;
     Ok(())
 }
 
@@ -435,6 +442,13 @@ async fn webhook(
         tracing::warn!(provider_order, "razorpay event for an unknown order");
         return outcome("ignored");
     };
+    if let Some(payment) = razorpay::payment_of(&event) {
+        state
+            .stores
+            .payments
+            .set_payment(razorpay::NAME, provider_order, payment)
+            .await?;
+    }
     confirm_from_webhook(&state, order).await
 }
 

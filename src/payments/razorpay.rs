@@ -85,6 +85,26 @@ impl Razorpay {
         Ok(created.id)
     }
 
+    /// Refunds a captured payment in full.
+    pub async fn refund(&self, payment: &str, amount: i64) -> Result<(), RazorpayError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/payments/{payment}/refund", self.api_base))
+            .basic_auth(&self.key_id, Some(self.key_secret.expose_secret()))
+            .json(&json!({ "amount": amount }))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|err| RazorpayError(err.to_string()))?;
+        if !response.status().is_success() {
+            return Err(RazorpayError(format!(
+                "refunds API answered {}",
+                response.status()
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether the checkout's `razorpay_signature` proves this payment of this Razorpay order.
     pub fn payment_signed(&self, provider_order: &str, payment: &str, signature: &str) -> bool {
         let message = format!("{provider_order}|{payment}");
@@ -104,6 +124,11 @@ impl Razorpay {
                 signature,
             )
     }
+}
+
+/// The payment a "paid" webhook event carries, if it names one.
+pub fn payment_of(event: &serde_json::Value) -> Option<&str> {
+    event["payload"]["payment"]["entity"]["id"].as_str()
 }
 
 /// The Razorpay order a webhook event is about, for the events that mean "paid".

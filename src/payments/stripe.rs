@@ -45,6 +45,9 @@ pub struct Session {
     pub payment_status: String,
     #[serde(default)]
     pub metadata: std::collections::HashMap<String, String>,
+    /// The PaymentIntent that took the money, once paid (what refunds name).
+    #[serde(default)]
+    pub payment_intent: Option<String>,
 }
 
 impl Stripe {
@@ -116,6 +119,31 @@ impl Stripe {
                 .get(format!("{}/v1/checkout/sessions/{id}", self.api_base)),
         )
         .await
+    }
+
+    /// Refunds the payment of a paid Checkout Session in full.
+    pub async fn refund(&self, session: &str) -> Result<(), StripeError> {
+        let intent = self
+            .session(session)
+            .await?
+            .payment_intent
+            .ok_or_else(|| StripeError("the session has no payment to refund".into()))?;
+        let response = self
+            .http
+            .post(format!("{}/v1/refunds", self.api_base))
+            .bearer_auth(self.secret_key.expose_secret())
+            .form(&[("payment_intent", intent)])
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|err| StripeError(err.to_string()))?;
+        if !response.status().is_success() {
+            return Err(StripeError(format!(
+                "refunds API answered {}",
+                response.status()
+            )));
+        }
+        Ok(())
     }
 
     /// Whether `Stripe-Signature` proves this body, signed within the tolerance of `now`.

@@ -969,6 +969,27 @@ pub async fn run_payments(stores: &Stores) {
             .expect("find"),
         Some("order_A".to_owned())
     );
+    assert_eq!(
+        stores
+            .payments
+            .payment_of("razorpay", ours)
+            .await
+            .expect("none yet"),
+        None
+    );
+    stores
+        .payments
+        .set_payment("razorpay", "order_A", "pay_1")
+        .await
+        .expect("payment");
+    assert_eq!(
+        stores
+            .payments
+            .payment_of("razorpay", ours)
+            .await
+            .expect("payment"),
+        Some("pay_1".to_owned())
+    );
     assert!(
         stores
             .payments

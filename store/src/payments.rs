@@ -32,6 +32,21 @@ pub trait PaymentStore: Send + Sync {
         provider_order: &str,
     ) -> Result<Option<OrderId>, StoreError>;
 
+    /// Remembers the provider's payment id of `provider_order` (what refunds need).
+    async fn set_payment(
+        &self,
+        provider: &str,
+        provider_order: &str,
+        payment: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The provider's payment id for `order`, once known.
+    async fn payment_of(
+        &self,
+        provider: &str,
+        order: OrderId,
+    ) -> Result<Option<String>, StoreError>;
+
     /// Records a provider event; true the first time, false for a repeat.
     async fn first_time(&self, provider: &str, event: &str) -> Result<bool, StoreError>;
 }

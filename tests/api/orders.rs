@@ -190,6 +190,8 @@ async fn every_transition_outside_the_table_is_a_409() {
     let cancelled = json_ok(shop.set_status(&app, &other, "cancelled").await).await;
     assert_eq!(cancelled["order"]["status"], "cancelled");
     assert_eq!(cancelled["order"]["paymentStatus"], "refund_pending");
+    // The test provider returns the money at once: the refund settles.
+    wait_for_payment(&app, shop.token(), &other, "refunded").await;
     let response = shop.set_status(&app, &other, "accepted").await;
     assert_eq!(
         error_code(response, StatusCode::CONFLICT).await,
@@ -208,6 +210,24 @@ async fn every_transition_outside_the_table_is_a_409() {
     )
     .await;
     assert_eq!(cancelled["order"]["paymentStatus"], "refund_pending");
+}
+
+/// Polls the order until its payment is `payment`; returns it.
+pub async fn wait_for_payment(
+    app: &crate::helpers::TestApp,
+    token: Option<&str>,
+    id: &str,
+    payment: &str,
+) -> Value {
+    for _ in 0..100 {
+        let order =
+            json_ok(app.get(&format!("/api/order/{id}"), token).await).await["order"].clone();
+        if order["paymentStatus"] == payment {
+            return order;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("order {id} never had payment {payment}");
 }
 
 async fn wait_for_status(

@@ -49,6 +49,23 @@ async fn stand_in() -> (SocketAddr, Seen) {
             },
         ),
     );
+    let refunds = Arc::clone(&seen);
+    let router = router.route(
+        "/v1/payments/{payment}/refund",
+        post(
+            move |axum::extract::Path(payment): axum::extract::Path<String>,
+                  axum::Json(body): axum::Json<Value>| {
+                let refunds = Arc::clone(&refunds);
+                async move {
+                    refunds
+                        .lock()
+                        .expect("lock")
+                        .push((format!("refund {payment}"), body.clone()));
+                    axum::Json(json!({ "id": "rfnd_T1", "entity": "refund", "payment_id": payment, "amount": body["amount"] }))
+                }
+            },
+        ),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -339,4 +356,21 @@ async fn razorpay_is_off_until_configured() {
         .post("/api/payment/webhook/stripe", None, &json!({}))
         .await;
     assert_eq!(error_code(stripe, StatusCode::NOT_FOUND).await, "not_found");
+}
+
+#[tokio::test]
+async fn cancelling_a_paid_order_refunds_it_through_razorpay() {
+    let (app, seen) = app_with_razorpay().await;
+    let (buyer, order, provider_order, shop) = razorpay_order_at(&app).await;
+    let signature = hmac_hex(KEY_SECRET, format!("{provider_order}|pay_R1").as_bytes());
+    let proof = json!({ "orderId": order, "razorpayOrderId": provider_order, "razorpayPaymentId": "pay_R1", "razorpaySignature": signature });
+    json_ok(app.post("/api/payment/verify", buyer.token(), &proof).await).await;
+    let cancelled = json_ok(shop.set_status(&app, &order, "cancelled").await).await;
+    assert_eq!(cancelled["order"]["paymentStatus"], "refund_pending");
+    let refunded = crate::orders::wait_for_payment(&app, buyer.token(), &order, "refunded").await;
+    assert_eq!(refunded["status"], "cancelled");
+    let seen = seen.lock().expect("lock");
+    let (what, body) = seen.last().expect("a refund call");
+    assert_eq!(what, "refund pay_R1");
+    assert_eq!(body["amount"], 17600);
 }

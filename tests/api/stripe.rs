@@ -27,6 +27,7 @@ fn session_json(id: &str, form: &HashMap<String, String>, status: &str) -> Value
         "object": "checkout.session",
         "url": format!("https://checkout.stripe.test/{id}"),
         "payment_status": status,
+        "payment_intent": (status == "paid").then(|| format!("pi_{id}")),
         "metadata": { "orderId": form.get("metadata[orderId]") },
     })
 }
@@ -59,6 +60,22 @@ async fn stand_in() -> (SocketAddr, Sessions) {
                 }
             }),
         );
+    let refunded = Arc::clone(&sessions);
+    let router = router.route(
+        "/v1/refunds",
+        post(move |Form(form): Form<HashMap<String, String>>| {
+            let sessions = Arc::clone(&refunded);
+            async move {
+                let intent = form.get("payment_intent").cloned().unwrap_or_default();
+                // Remember the refund as a pseudo-session the test can look up.
+                sessions
+                    .lock()
+                    .expect("lock")
+                    .insert(format!("refund:{intent}"), (form, "refunded".to_owned()));
+                axum::Json(json!({ "id": "re_1", "object": "refund", "payment_intent": intent }))
+            }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -192,4 +209,44 @@ async fn webhooks_need_a_fresh_valid_signature_and_apply_once() {
     assert_eq!(repeat["status"], "duplicate");
     let order_now = json_ok(app.get(&format!("/api/order/{order}"), buyer.token()).await).await;
     assert_eq!(order_now["order"]["paymentStatus"], "paid");
+}
+
+#[tokio::test]
+async fn cancelling_a_paid_order_refunds_it_through_stripe() {
+    let (app, sessions) = app_with_stripe().await;
+    let shop_seller = app.user_with_role("stripe-seller@x.test", "seller").await;
+    let (buyer, order, session) = stripe_order(&app).await;
+    sessions
+        .lock()
+        .expect("lock")
+        .get_mut(&session)
+        .expect("session")
+        .1 = "paid".to_owned();
+    json_ok(
+        app.post(
+            "/api/payment/verify",
+            buyer.token(),
+            &json!({ "orderId": order }),
+        )
+        .await,
+    )
+    .await;
+    let cancelled = json_ok(
+        app.put(
+            &format!("/api/order/{order}"),
+            Some(&shop_seller.token),
+            &json!({ "status": "cancelled" }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(cancelled["order"]["paymentStatus"], "refund_pending");
+    crate::orders::wait_for_payment(&app, buyer.token(), &order, "refunded").await;
+    assert!(
+        sessions
+            .lock()
+            .expect("lock")
+            .contains_key(&format!("refund:pi_{session}")),
+        "stripe was asked to refund the session's payment"
+    );
 }

@@ -161,6 +161,8 @@ const MIGRATIONS: &[M<'static>] = &[
         PRIMARY KEY (provider, event_id)
     ) STRICT;",
     ),
+    // The provider's payment id, which refunds need.
+    M::up("ALTER TABLE payment_orders ADD COLUMN payment_id TEXT;"),
 ];
 
 /// Opens (or creates) the embedded store under `data_dir` and migrates it.

@@ -86,6 +86,49 @@ impl PaymentStore for EmbeddedStore {
             .await
     }
 
+    async fn set_payment(
+        &self,
+        provider: &str,
+        provider_order: &str,
+        payment: &str,
+    ) -> Result<(), StoreError> {
+        let (provider, provider_order, payment) = (
+            provider.to_owned(),
+            provider_order.to_owned(),
+            payment.to_owned(),
+        );
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE payment_orders SET payment_id = ?3
+                     WHERE provider = ?1 AND provider_order = ?2",
+                    params![provider, provider_order, payment],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn payment_of(
+        &self,
+        provider: &str,
+        order: OrderId,
+    ) -> Result<Option<String>, StoreError> {
+        let provider = provider.to_owned();
+        self.db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT payment_id FROM payment_orders
+                         WHERE provider = ?1 AND order_id = ?2 AND payment_id IS NOT NULL
+                         ORDER BY created_at DESC LIMIT 1",
+                    )?
+                    .query_row(params![provider, order.to_string()], |row| row.get(0))
+                    .optional()?)
+            })
+            .await
+    }
+
     async fn first_time(&self, provider: &str, event: &str) -> Result<bool, StoreError> {
         let (provider, event) = (provider.to_owned(), event.to_owned());
         self.db
