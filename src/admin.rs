@@ -60,13 +60,28 @@ pub struct Stats {
     /// Every order by its status now.
     #[schema(value_type = Object)]
     pub orders_by_status: BTreeMap<String, u64>,
-    /// Total amount of today's paid orders (UTC day), minor units.
+    /// Total amount of today's paid orders (the day of `admin.timezone`, UTC by default),
+    /// minor units.
     pub revenue_today: i64,
     /// Platform fees of the same orders, minor units.
     pub platform_fees_today: i64,
     pub dispatch: DispatchStats,
     /// Cells with riders or open orders, busiest first.
     pub cells: Vec<CellStats>,
+}
+
+/// When the day that `now` falls in began, in `zone`'s calendar.
+pub fn start_of_day(now: OffsetDateTime, zone: &jiff::tz::TimeZone) -> OffsetDateTime {
+    let midnight_utc = || now.replace_time(time::Time::MIDNIGHT);
+    let Ok(instant) = jiff::Timestamp::from_second(now.unix_timestamp()) else {
+        return midnight_utc();
+    };
+    instant
+        .to_zoned_datetime(zone.clone())
+        .start_of_day()
+        .ok()
+        .and_then(|start| OffsetDateTime::from_unix_timestamp(start.timestamp().as_second()).ok())
+        .unwrap_or_else(midnight_utc)
 }
 
 /// The platform at a glance: accounts, orders by status, today's revenue (UTC), dispatch
@@ -83,7 +98,7 @@ pub struct Stats {
     )
 )]
 async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<Stats>, ApiError> {
-    let today = OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
+    let today = start_of_day(OffsetDateTime::now_utc(), &state.settings.admin.zone());
     let totals = state.stores.stats.totals().await?;
     let orders = state.stores.stats.orders_since(today).await?;
 
@@ -130,4 +145,23 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<
         },
         cells,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::start_of_day;
+
+    #[test]
+    fn today_follows_the_configured_zone() {
+        let now = datetime!(2026-11-26 20:00 UTC);
+        assert_eq!(
+            start_of_day(now, &jiff::tz::TimeZone::UTC),
+            datetime!(2026-11-26 00:00 UTC)
+        );
+        // 20:00 UTC is 01:30 the next day in India (UTC+5:30), whose day began at 18:30 UTC.
+        let kolkata = jiff::tz::TimeZone::get("Asia/Kolkata").expect("bundled zone");
+        assert_eq!(start_of_day(now, &kolkata), datetime!(2026-11-26 18:30 UTC));
+    }
 }

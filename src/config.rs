@@ -50,6 +50,7 @@ pub struct Settings {
     pub pricing: Pricing,
     pub shards: ShardSettings,
     pub riders: RiderSettings,
+    pub admin: AdminSettings,
     pub testing: TestingSettings,
 }
 
@@ -209,6 +210,23 @@ pub struct ShardSettings {
     pub region_resolution: u8,
     pub count: u32,
     pub arbiters: usize,
+}
+
+/// The admin statistics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub timezone: String,
+}
+
+impl AdminSettings {
+    /// The zone whose day is "today": the configured one, or UTC.
+    pub fn zone(&self) -> jiff::tz::TimeZone {
+        if self.timezone.is_empty() {
+            return jiff::tz::TimeZone::UTC;
+        }
+        jiff::tz::TimeZone::get(&self.timezone).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
 }
 
 /// Riders' soft state.
@@ -391,6 +409,13 @@ impl Settings {
         .any(|amount| *amount < 0)
         {
             return fail("pricing amounts must not be negative".into());
+        }
+        if !self.admin.timezone.is_empty() && jiff::tz::TimeZone::get(&self.admin.timezone).is_err()
+        {
+            return fail(format!(
+                "admin.timezone {:?} is not an IANA time zone like Asia/Kolkata",
+                self.admin.timezone
+            ));
         }
         if self.riders.snapshot_every_s == 0 {
             return fail("riders.snapshot_every_s must be at least 1".into());
@@ -690,6 +715,24 @@ mod tests {
                 "TOMATO_SERVER__CORS_ORIGINS",
                 "not a url",
                 "server.cors_origins",
+            ),
+            ("TOMATO_PRICING__CURRENCY", "rupees", "pricing.currency"),
+            ("TOMATO_PRICING__PLATFORM_FEE", "-1", "pricing amounts"),
+            ("TOMATO_SHARDS__COUNT", "0", "shards.count"),
+            (
+                "TOMATO_RIDERS__SNAPSHOT_EVERY_S",
+                "0",
+                "riders.snapshot_every_s",
+            ),
+            (
+                "TOMATO_ADMIN__TIMEZONE",
+                "Mars/Olympus_Mons",
+                "admin.timezone",
+            ),
+            (
+                "TOMATO_PAYMENTS__STRIPE__SUCCESS_URL",
+                "nope",
+                "payments.stripe.success_url",
             ),
             ("TOMATO_AUTH", "x", ""),
         ];
