@@ -50,6 +50,7 @@ pub struct Settings {
     pub pricing: Pricing,
     pub shards: ShardSettings,
     pub riders: RiderSettings,
+    pub uploads: UploadSettings,
     pub admin: AdminSettings,
     pub testing: TestingSettings,
 }
@@ -210,6 +211,33 @@ pub struct ShardSettings {
     pub region_resolution: u8,
     pub count: u32,
     pub arbiters: usize,
+}
+
+/// Where uploads are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadSettings {
+    pub store: UploadStore,
+    pub s3: S3Settings,
+}
+
+/// The upload backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadStore {
+    Local,
+    S3,
+}
+
+/// An S3-compatible bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub region: String,
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
 }
 
 /// The admin statistics.
@@ -416,6 +444,14 @@ impl Settings {
                 "admin.timezone {:?} is not an IANA time zone like Asia/Kolkata",
                 self.admin.timezone
             ));
+        }
+        if self.uploads.store == UploadStore::S3 {
+            if self.uploads.s3.bucket.is_empty() {
+                return fail("uploads.s3.bucket must be set when uploads.store = \"s3\"".into());
+            }
+            if !self.uploads.s3.endpoint.is_empty() {
+                check_url("uploads.s3.endpoint", &self.uploads.s3.endpoint)?;
+            }
         }
         if self.riders.snapshot_every_s == 0 {
             return fail("riders.snapshot_every_s must be at least 1".into());
@@ -734,6 +770,8 @@ mod tests {
                 "nope",
                 "payments.stripe.success_url",
             ),
+            ("TOMATO_UPLOADS__STORE", "s3", "uploads.s3.bucket"),
+            ("TOMATO_UPLOADS__STORE", "ftp", "uploads.store"),
             ("TOMATO_AUTH", "x", ""),
         ];
         for (var, value, expected) in cases {

@@ -47,6 +47,8 @@ pub struct AppState {
     pub rider_actors: Arc<RiderDirectory>,
     /// The payment providers this node takes payments with.
     pub providers: Arc<Providers>,
+    /// Where uploaded images are kept.
+    pub media: Arc<dyn object_store::ObjectStore>,
     pub dispatch_metrics: DispatchMetrics,
 }
 
@@ -128,6 +130,7 @@ impl AppState {
         let _ = rider_port.stores.set(stores.clone());
         let _ = refunds.orders.set(Arc::downgrade(&orders));
         Ok(Self {
+            media: crate::uploads::open_store(&settings)?,
             providers,
             realtime,
             riders,

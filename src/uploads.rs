@@ -1,37 +1,81 @@
-//! `POST /api/upload` and `/media/...`: images users upload (restaurant, dish and rider
+//! `POST /api/upload` and `GET /media/{name}`: images users upload (restaurant, dish and rider
 //! pictures). A file is judged by its bytes, never by the declared type or name; it is stored
-//! under a random name in `<data_dir>/media`, so no client-chosen path ever reaches the file
-//! system, and served back read-only.
+//! under a random name, so no client-chosen path ever reaches the storage, on local disk
+//! (`<data_dir>/media`) or in any S3-compatible bucket (`uploads.store = "s3"`), and served back
+//! under `/media/` either way.
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use anyhow::Context;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use secrecy::ExposeSecret;
 use serde::Serialize;
-use tower_http::services::ServeDir;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::http::{ApiError, ErrorBody, Json};
+use crate::config::{Settings, UploadStore};
+use crate::http::{ApiError, ErrorBody, Json, Path};
 use crate::state::AppState;
 
 /// Where uploads live under the data directory, and the URL prefix they are served at.
 pub const MEDIA_DIR: &str = "media";
 
-/// The upload route, with its own body limit (`server.upload_limit_bytes`).
+/// The image kinds accepted: extension and content type, recognised by their first bytes.
+const KINDS: [(&str, &str); 3] = [
+    ("png", "image/png"),
+    ("jpg", "image/jpeg"),
+    ("webp", "image/webp"),
+];
+
+/// The upload routes; the upload itself has its own body limit (`server.upload_limit_bytes`).
 pub fn router(upload_limit: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(upload))
         .layer(DefaultBodyLimit::max(upload_limit))
+        .routes(routes!(media))
 }
 
-/// Serves stored uploads; ServeDir refuses any path leaving the directory.
-pub fn media(data_dir: &Path) -> ServeDir {
-    ServeDir::new(data_dir.join(MEDIA_DIR))
+/// The configured store of uploads.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    match settings.uploads.store {
+        UploadStore::Local => {
+            let dir = settings.store.data_dir.join(MEDIA_DIR);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Ok(Arc::new(
+                LocalFileSystem::new_with_prefix(&dir).context("opening the media directory")?,
+            ))
+        }
+        UploadStore::S3 => {
+            let s3 = &settings.uploads.s3;
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(&s3.bucket)
+                .with_region(&s3.region)
+                .with_access_key_id(&s3.access_key_id)
+                .with_secret_access_key(s3.secret_access_key.expose_secret());
+            if !s3.endpoint.is_empty() {
+                // S3-compatible services are usually addressed by path, often over plain HTTP
+                // inside a private network.
+                builder = builder
+                    .with_endpoint(&s3.endpoint)
+                    .with_virtual_hosted_style_request(false)
+                    .with_allow_http(s3.endpoint.starts_with("http://"));
+            }
+            Ok(Arc::new(
+                builder.build().context("configuring the S3 bucket")?,
+            ))
+        }
+    }
 }
 
 /// Where an upload went.
@@ -42,7 +86,7 @@ pub struct Uploaded {
     pub url: String,
 }
 
-/// The image kinds accepted, recognised by their first bytes.
+/// The extension of an accepted image, judged by its first bytes.
 fn sniff(bytes: &[u8]) -> Option<&'static str> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         Some("png")
@@ -53,6 +97,17 @@ fn sniff(bytes: &[u8]) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The content type of a stored name, if it is one this module could have written
+/// (`<uuid>.<png|jpg|webp>`); anything else is not ours.
+fn stored_kind(name: &str) -> Option<&'static str> {
+    let (stem, extension) = name.split_once('.')?;
+    Uuid::try_parse(stem).ok()?;
+    KINDS
+        .iter()
+        .find(|(ext, _)| *ext == extension)
+        .map(|(_, content_type)| *content_type)
 }
 
 fn multipart_error(err: MultipartError) -> ApiError {
@@ -84,6 +139,7 @@ fn multipart_error(err: MultipartError) -> ApiError {
         (status = 401, body = ErrorBody),
         (status = 413, description = "Larger than the upload limit", body = ErrorBody),
         (status = 415, description = "Not a PNG, JPEG or WebP image, or not multipart", body = ErrorBody),
+        (status = 503, description = "The upload store is unreachable", body = ErrorBody),
     )
 )]
 async fn upload(
@@ -114,14 +170,13 @@ async fn upload(
         )
     })?;
     let name = format!("{}.{extension}", Uuid::new_v4());
-    let dir: PathBuf = state.settings.store.data_dir.join(MEDIA_DIR);
-    tokio::fs::create_dir_all(&dir)
+    let size = bytes.len();
+    state
+        .media
+        .put(&StorePath::from(name.as_str()), bytes.into())
         .await
-        .map_err(ApiError::internal)?;
-    tokio::fs::write(dir.join(&name), &bytes)
-        .await
-        .map_err(ApiError::internal)?;
-    tracing::info!(user_id = %auth.user.id, bytes = bytes.len(), file = %name, "image uploaded");
+        .map_err(ApiError::unavailable)?;
+    tracing::info!(user_id = %auth.user.id, bytes = size, file = %name, "image uploaded");
     Ok((
         StatusCode::CREATED,
         Json(Uploaded {
@@ -130,9 +185,44 @@ async fn upload(
     ))
 }
 
+/// An uploaded image (public: the URLs are unguessable and end up in menus anyway).
+#[utoipa::path(
+    get,
+    path = "/media/{name}",
+    tag = "uploads",
+    params(("name" = String, Path, description = "The name an upload returned")),
+    responses(
+        (status = 200, description = "The image", content_type = "image/*"),
+        (status = 404, description = "No such upload", body = ErrorBody),
+    )
+)]
+async fn media(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let content_type = stored_kind(&name).ok_or_else(|| ApiError::not_found("no such upload"))?;
+    let found = state.media.get(&StorePath::from(name.as_str())).await;
+    let bytes = match found {
+        Ok(object) => object.bytes().await.map_err(ApiError::unavailable)?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(ApiError::not_found("no such upload"));
+        }
+        Err(err) => return Err(ApiError::unavailable(err)),
+    };
+    Ok((
+        [
+            (CONTENT_TYPE, content_type),
+            // Names are never reused, so the bytes behind one never change.
+            (CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::sniff;
+    use super::{sniff, stored_kind};
 
     #[test]
     fn images_are_recognised_by_their_bytes() {
@@ -142,5 +232,15 @@ mod tests {
         assert_eq!(sniff(b"RIFF\x10\x00\x00\x00WAVEfmt "), None);
         assert_eq!(sniff(b"hello, I am a .png"), None);
         assert_eq!(sniff(b""), None);
+    }
+
+    #[test]
+    fn only_names_we_write_are_served() {
+        let id = uuid::Uuid::new_v4();
+        assert_eq!(stored_kind(&format!("{id}.png")), Some("image/png"));
+        assert_eq!(stored_kind(&format!("{id}.jpg")), Some("image/jpeg"));
+        assert_eq!(stored_kind(&format!("{id}.exe")), None);
+        assert_eq!(stored_kind("../tomato.db"), None);
+        assert_eq!(stored_kind("tomato.db"), None);
     }
 }

@@ -116,7 +116,6 @@ pub fn app(state: AppState) -> Router {
     crate::realtime::Realtime::attach(&state);
     let socket_io = state.realtime.layer();
     let (router, openapi) = api(state.settings.server.upload_limit_bytes).split_for_parts();
-    let media = crate::uploads::media(&state.settings.store.data_dir);
     let openapi = Arc::new(openapi);
     let spec = Arc::clone(&openapi);
     let server = &state.settings.server;
@@ -154,7 +153,6 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .merge(Scalar::with_url("/api/docs", openapi.as_ref().clone()))
-        .nest_service("/media", media)
         .fallback(|req: Request| async move {
             ApiError::not_found(format!(
                 "no route for {} {}",

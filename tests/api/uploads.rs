@@ -1,8 +1,15 @@
 //! Image uploads: judged by their bytes, bounded in size, stored under random names, served back.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::Path as AxumPath;
+use axum::response::IntoResponse;
+use axum::routing::put;
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, error_code, json_ok, spawn_app};
+use crate::helpers::{TestApp, error_code, json_ok, spawn_app, spawn_app_with};
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89";
 
@@ -131,4 +138,103 @@ async fn bad_uploads_are_refused_and_nothing_is_written() {
     );
 
     assert_eq!(stored(&app), 0, "nothing was written");
+}
+
+/// An S3-compatible stand-in: path-style PUT and GET of objects, what the S3 client needs back.
+async fn s3_stand_in() -> (std::net::SocketAddr, Arc<Mutex<HashMap<String, Vec<u8>>>>) {
+    let objects: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+    let (put_store, get_store) = (Arc::clone(&objects), Arc::clone(&objects));
+    let router = Router::new().route(
+        "/{bucket}/{key}",
+        put(
+            move |AxumPath((bucket, key)): AxumPath<(String, String)>, body: axum::body::Bytes| {
+                let objects = Arc::clone(&put_store);
+                async move {
+                    objects
+                        .lock()
+                        .expect("lock")
+                        .insert(format!("{bucket}/{key}"), body.to_vec());
+                    [("etag", "\"etag-1\"")]
+                }
+            },
+        )
+        .get(move |AxumPath((bucket, key)): AxumPath<(String, String)>| {
+            let objects = Arc::clone(&get_store);
+            async move {
+                match objects
+                    .lock()
+                    .expect("lock")
+                    .get(&format!("{bucket}/{key}"))
+                {
+                    Some(bytes) => (
+                        axum::http::StatusCode::OK,
+                        [
+                            ("etag", "\"etag-1\""),
+                            ("last-modified", "Thu, 26 Nov 2026 00:00:00 GMT"),
+                        ],
+                        bytes.clone(),
+                    )
+                        .into_response(),
+                    None => (
+                        axum::http::StatusCode::NOT_FOUND,
+                        "<Error><Code>NoSuchKey</Code></Error>",
+                    )
+                        .into_response(),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (addr, objects)
+}
+
+#[tokio::test]
+async fn uploads_can_live_in_an_s3_compatible_bucket() {
+    let (addr, objects) = s3_stand_in().await;
+    let endpoint = format!("http://{addr}");
+    let app = spawn_app_with(&[
+        ("TOMATO_UPLOADS__STORE", "s3"),
+        ("TOMATO_UPLOADS__S3__BUCKET", "tomato-media"),
+        ("TOMATO_UPLOADS__S3__ENDPOINT", &endpoint),
+        ("TOMATO_UPLOADS__S3__ACCESS_KEY_ID", "test-access"),
+        ("TOMATO_UPLOADS__S3__SECRET_ACCESS_KEY", "test-secret"),
+    ])
+    .await;
+    let user = app.dev_login("s3@x.test", "S3").await;
+    let response = send(
+        &app,
+        Some(&user.token),
+        multipart("file", "me.png", "image/png", PNG),
+    )
+    .await;
+    let url = json_ok(response).await["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let name = url.trim_start_matches("/media/");
+    assert_eq!(
+        objects
+            .lock()
+            .expect("lock")
+            .get(&format!("tomato-media/{name}"))
+            .map(Vec::as_slice),
+        Some(PNG),
+        "the bytes went to the bucket"
+    );
+    assert_eq!(stored(&app), 0, "not to local disk");
+    let served = app.get(&url, None).await;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.headers()["content-type"], "image/png");
+    assert_eq!(served.bytes().await.expect("bytes").as_ref(), PNG);
+    let missing = app
+        .get(&format!("/media/{}.png", uuid::Uuid::new_v4()), None)
+        .await;
+    assert_eq!(
+        error_code(missing, StatusCode::NOT_FOUND).await,
+        "not_found"
+    );
 }
