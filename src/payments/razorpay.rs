@@ -144,6 +144,35 @@ pub fn paid_order_of(event: &serde_json::Value) -> Option<&str> {
 mod tests {
     use super::*;
 
+    fn account(secret: &str) -> Razorpay {
+        let settings = RazorpaySettings {
+            key_id: "rzp_test_uvBhuJZjsXdyn3".into(),
+            key_secret: SecretString::from(secret),
+            webhook_secret: SecretString::from(""),
+            api_base: "https://api.razorpay.com".into(),
+        };
+        Razorpay::from_settings(&settings, reqwest::Client::new()).expect("configured")
+    }
+
+    #[test]
+    fn a_real_test_mode_checkout_signature_verifies() {
+        // A Checkout response published with its test-mode key secret: Razorpay signed
+        // `order_id|payment_id` with that secret.
+        let razorpay = account("uEd4IHo8TrQMNwMP8qxLk7Gl");
+        let signature = "7fb8d5ba784b5503dfd70b20d9b7339255057c3f1e93f7c29b2600f3f8504bd7";
+        assert!(razorpay.payment_signed("order_DLXae45SLMwqTZ", "pay_DLXbWV0fmyNBvt", signature));
+        assert!(!razorpay.payment_signed("order_DLXae45SLMwqTZ", "pay_DLXbWV0fmyNBvu", signature));
+        assert!(!account("another-secret").payment_signed(
+            "order_DLXae45SLMwqTZ",
+            "pay_DLXbWV0fmyNBvt",
+            signature
+        ));
+        assert!(
+            !razorpay.webhook_signed(b"{}", signature),
+            "no webhook secret, no webhook accepted"
+        );
+    }
+
     #[test]
     fn paid_events_name_their_order() {
         let captured = json!({ "event": "payment.captured", "payload": { "payment": { "entity": { "id": "pay_1", "order_id": "order_1" } } } });
