@@ -5,11 +5,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use dashmap::DashMap;
 use futures_core::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde_json::json;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tomato_actors::{Carried, DispatchPort, OrderError, RiderPort};
@@ -95,6 +96,52 @@ impl DispatchMetrics {
     }
 }
 
+/// The offers each rider holds now, as sent in `order:available`: what `GET /api/rider/offers`
+/// answers, for rider apps that cannot keep a socket open (or missed an event while away).
+/// Entries go when accepted, rejected or timed out, and expired ones are pruned on every read
+/// and write of the rider's entry, so the book never outgrows the riders with live offers.
+#[derive(Debug, Default)]
+pub struct OfferBook {
+    held: DashMap<RiderId, Vec<HeldOffer>>,
+}
+
+#[derive(Debug, Clone)]
+struct HeldOffer {
+    order: OrderId,
+    expires_at: OffsetDateTime,
+    payload: Value,
+}
+
+impl OfferBook {
+    fn hold(&self, rider: RiderId, offer: HeldOffer) {
+        let now = OffsetDateTime::now_utc();
+        let mut held = self.held.entry(rider).or_default();
+        held.retain(|h| h.expires_at > now && h.order != offer.order);
+        held.push(offer);
+    }
+
+    /// Forgets `rider`'s offer of `order`.
+    pub fn forget(&self, rider: RiderId, order: OrderId) {
+        let now = OffsetDateTime::now_utc();
+        self.held.remove_if_mut(&rider, |_, held| {
+            held.retain(|h| h.expires_at > now && h.order != order);
+            held.is_empty()
+        });
+    }
+
+    /// The live offers `rider` holds, oldest first.
+    pub fn of(&self, rider: RiderId) -> Vec<Value> {
+        let now = OffsetDateTime::now_utc();
+        let mut live = Vec::new();
+        self.held.remove_if_mut(&rider, |_, held| {
+            held.retain(|h| h.expires_at > now);
+            live = held.iter().map(|h| h.payload.clone()).collect();
+            held.is_empty()
+        });
+        live
+    }
+}
+
 /// Dispatch over this node's riders and sockets.
 pub struct NodeDispatch {
     pub riders: Arc<RiderIndex>,
@@ -104,6 +151,7 @@ pub struct NodeDispatch {
     pub settings: DispatchSettings,
     pub rider_actors: Arc<RiderDirectory>,
     pub metrics: DispatchMetrics,
+    pub offers: Arc<OfferBook>,
 }
 
 impl std::fmt::Debug for NodeDispatch {
@@ -155,6 +203,14 @@ impl DispatchPort for NodeDispatch {
             if let Some(user) = self.rider_ids.user_of(*rider) {
                 self.realtime
                     .emit(&format!("user:{user}"), "order:available", &offer);
+                self.offers.hold(
+                    *rider,
+                    HeldOffer {
+                        order: order.id,
+                        expires_at,
+                        payload: offer.clone(),
+                    },
+                );
                 self.metrics.offers.inc();
             }
         }
@@ -168,11 +224,13 @@ impl DispatchPort for NodeDispatch {
         );
     }
 
-    fn expired(&self, _order: OrderId, _rider: RiderId) {
+    fn expired(&self, order: OrderId, rider: RiderId) {
+        self.offers.forget(rider, order);
         self.metrics.timeouts.inc();
     }
 
     fn assigned(&self, order: &Order, rider: RiderId) {
+        self.offers.forget(rider, order.id);
         self.riders.set_dispatchable(rider, false);
         self.metrics.accepts.inc();
         let ready = order

@@ -14,7 +14,7 @@ use tomato_store::Stores;
 
 use crate::auth::{GoogleVerifier, TokenKeys};
 use crate::config::Settings;
-use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort};
+use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort, OfferBook};
 use crate::http::Metrics;
 use crate::http::idempotency::KeyLocks;
 use crate::payments::refunds::{NodeOrderEvents, Refunds};
@@ -50,6 +50,8 @@ pub struct AppState {
     /// Where uploaded images are kept.
     pub media: Arc<dyn object_store::ObjectStore>,
     pub dispatch_metrics: DispatchMetrics,
+    /// The offers riders hold now.
+    pub offers: Arc<OfferBook>,
 }
 
 impl AppState {
@@ -77,6 +79,7 @@ impl AppState {
         let dispatch_metrics = DispatchMetrics::register(metrics.registry_mut());
         let riders = Arc::new(RiderIndex::new(shards));
         let rider_ids = Arc::new(RiderIds::default());
+        let offers = Arc::new(OfferBook::default());
         let rider_restarts = Counter::default();
         metrics.registry_mut().register(
             "rider_actor_restarts",
@@ -99,6 +102,7 @@ impl AppState {
             settings: settings.dispatch.clone(),
             rider_actors: Arc::clone(&rider_actors),
             metrics: dispatch_metrics.clone(),
+            offers: Arc::clone(&offers),
         });
         let providers = Arc::new(Providers {
             test: settings.payments.test_provider,
@@ -137,6 +141,7 @@ impl AppState {
             rider_ids,
             rider_actors,
             dispatch_metrics,
+            offers,
             actors,
             orders,
             idempotency_locks: Arc::new(KeyLocks::default()),

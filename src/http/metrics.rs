@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -42,6 +43,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
+    resident: Gauge,
 }
 
 impl Metrics {
@@ -63,10 +65,17 @@ impl Metrics {
             "HTTP request latency by method and matched route",
             latency.clone(),
         );
+        let resident = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the node process (Linux; 0 elsewhere), read at scrape time",
+            resident.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            resident,
         }
     }
 
@@ -76,6 +85,7 @@ impl Metrics {
     }
 
     fn render(&self) -> Result<String, std::fmt::Error> {
+        self.resident.set(resident_bytes().unwrap_or(0));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
@@ -86,6 +96,14 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The process's resident set size, from `/proc/self/status` (`VmRSS: N kB`).
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Middleware: counts and times every request by its matched route.

@@ -54,7 +54,10 @@ Connections join `user:<userId>` and, for a seller, `restaurant:<restaurantId>`.
 riderAmount, expiresAt}`, `order:rider_assigned` `{order}`, `order:dispatch_pending` \
 `{orderId, attempts}`, `rider:location` `{orderId, lat, lon, at}`, and `error` `{code, message}` \
 when a client event is refused (the connection stays). Client event: `rider:location` \
-`{lat, lon, heading?, speedMps?, at?}`, the same as `PUT /api/rider/location`.",
+`{lat, lon, heading?, speedMps?, at?}`, the same as `PUT /api/rider/location`. A client that \
+wants the outcome asks for an acknowledgement (Socket.IO `emitWithAck`; on `/ws` a frame field \
+`id`, answered by `{event: \"ack\", id, data}`): `{ok: true}` or `{error: {code, message}}`. \
+Riders that cannot hold a socket read the offers they hold with `GET /api/rider/offers`.",
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerScheme),

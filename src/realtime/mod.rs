@@ -95,6 +95,14 @@ pub(crate) fn error_event(err: &ApiError) -> Value {
     serde_json::json!({ "code": err.code(), "message": err.message() })
 }
 
+/// The acknowledgement of a client event: `{ok: true}`, or the error body of the API.
+pub(crate) fn ack_body(outcome: &Result<(), ApiError>) -> Value {
+    match outcome {
+        Ok(()) => serde_json::json!({ "ok": true }),
+        Err(err) => serde_json::json!({ "error": error_event(err) }),
+    }
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(emit))

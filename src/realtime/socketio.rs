@@ -1,9 +1,10 @@
 //! The Socket.IO namespace `/`: authentication at connect (`auth: {token}`; a bad token gets
 //! `connect_error`), the rooms, and the client event `rider:location`. A refused message is
-//! answered with an `error` event `{code, message}`; the connection stays.
+//! answered with an `error` event `{code, message}`; the connection stays. A client that asks
+//! for an acknowledgement gets `{ok: true}` or `{error: {code, message}}` through it.
 
 use serde::Deserialize;
-use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use tomato_domain::Role;
 
@@ -56,7 +57,9 @@ pub(super) fn attach(state: &AppState) {
             let on_location = state.clone();
             socket.on(
                 "rider:location",
-                move |socket: SocketRef, TryData(report): TryData<PositionReport>| {
+                move |socket: SocketRef,
+                      TryData(report): TryData<PositionReport>,
+                      ack: AckSender| {
                     let state = on_location.clone();
                     async move {
                         let outcome = match (socket.extensions.get::<AuthUser>(), report) {
@@ -71,6 +74,9 @@ pub(super) fn attach(state: &AppState) {
                                 "this connection is not authenticated",
                             )),
                         };
+                        // A client that asked for an ack (`emitWithAck`) learns the outcome
+                        // there; the `error` event stays for clients that did not ask.
+                        let _ = ack.send(&super::ack_body(&outcome));
                         if let Err(err) = outcome {
                             let _ = socket.emit("error", &super::error_event(&err));
                         }

@@ -85,7 +85,7 @@ pub struct WsQuery {
     tag = "realtime",
     params(WsQuery),
     responses(
-        (status = 101, description = "Switching to WebSocket: server events as {\"event\",\"data\"} frames; send {\"event\":\"rider:location\",\"data\":{lat,lon,...}}"),
+        (status = 101, description = "Switching to WebSocket: server events as {\"event\",\"data\"} frames; send {\"event\":\"rider:location\",\"data\":{lat,lon,...}}; add \"id\": n to get {\"event\":\"ack\",\"id\":n,\"data\":{\"ok\":true} or {\"error\":{code,message}}} back"),
         (status = 401, description = "Missing, bad, expired or revoked token", body = ErrorBody),
     )
 )]
@@ -108,6 +108,9 @@ struct Incoming {
     event: String,
     #[serde(default)]
     data: Value,
+    /// Set by a client that wants the outcome back as `{"event":"ack","id",data}`.
+    #[serde(default)]
+    id: Option<u64>,
 }
 
 async fn serve(state: AppState, auth: AuthUser, rooms: Vec<String>, socket: WebSocket) {
@@ -128,21 +131,45 @@ async fn serve(state: AppState, auth: AuthUser, rooms: Vec<String>, socket: WebS
             }
             continue;
         };
-        if let Err(err) = handle(&state, &auth, &text).await {
-            let frame = serde_json::json!({ "event": "error", "data": super::error_event(&err) });
-            let _ = outbox.try_send(frame.to_string());
-        }
+        let (ack_id, outcome) = handle(&state, &auth, &text).await;
+        let frame = match (ack_id, &outcome) {
+            (Some(id), _) => {
+                serde_json::json!({ "event": "ack", "id": id, "data": super::ack_body(&outcome) })
+            }
+            (None, Err(err)) => {
+                serde_json::json!({ "event": "error", "data": super::error_event(err) })
+            }
+            (None, Ok(())) => continue,
+        };
+        let _ = outbox.try_send(frame.to_string());
     }
     state.realtime.ws.leave(id, &rooms);
     writer.abort();
 }
 
-async fn handle(state: &AppState, auth: &AuthUser, text: &str) -> Result<(), ApiError> {
-    let incoming: Incoming = serde_json::from_str(text).map_err(|err| {
-        ApiError::bad_request(format!(
-            "a frame must be {{\"event\", \"data\"}} JSON: {err}"
-        ))
-    })?;
+/// Handles one frame; answers the ack id the client asked with, if any, and the outcome.
+async fn handle(
+    state: &AppState,
+    auth: &AuthUser,
+    text: &str,
+) -> (Option<u64>, Result<(), ApiError>) {
+    let incoming: Incoming = match serde_json::from_str(text) {
+        Ok(incoming) => incoming,
+        Err(err) => {
+            let err = ApiError::bad_request(format!(
+                "a frame must be {{\"event\", \"data\", \"id\"?}} JSON: {err}"
+            ));
+            return (None, Err(err));
+        }
+    };
+    (incoming.id, dispatch_event(state, auth, incoming).await)
+}
+
+async fn dispatch_event(
+    state: &AppState,
+    auth: &AuthUser,
+    incoming: Incoming,
+) -> Result<(), ApiError> {
     match incoming.event.as_str() {
         "rider:location" => {
             let report: PositionReport = serde_json::from_value(incoming.data)

@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(location))
         .routes(routes!(availability))
         .routes(routes!(current_order))
+        .routes(routes!(offers))
         .routes(routes!(accept))
         .routes(routes!(reject))
         .routes(routes!(set_status))
@@ -401,6 +402,41 @@ async fn current_order(
     }))
 }
 
+/// The offers a rider holds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeldOffers {
+    /// Each as the `order:available` event carried it: `{orderId, restaurantId,
+    /// restaurantName, pickup, dropoff, distanceKm, riderAmount, expiresAt}`, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub offers: Vec<serde_json::Value>,
+}
+
+/// The live offers this rider holds (not yet accepted, rejected or expired): the same data as
+/// the `order:available` events, for apps that poll instead of keeping a socket, or that missed
+/// events while reconnecting. An offer of an order someone else took meanwhile may still show
+/// until it expires; accepting it answers 409 `already_taken`.
+#[utoipa::path(
+    get,
+    path = "/api/rider/offers",
+    tag = "riders",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = HeldOffers),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a rider", body = ErrorBody),
+        (status = 404, description = "No rider profile yet", body = ErrorBody),
+    )
+)]
+async fn offers(
+    State(state): State<AppState>,
+    RiderUser(auth): RiderUser,
+) -> Result<Json<HeldOffers>, ApiError> {
+    let rider = state.rider_ids.of(&state, auth.user.id).await?;
+    Ok(Json(HeldOffers {
+        offers: state.offers.of(rider),
+    }))
+}
+
 /// Accept an offer. Exactly one rider wins; the order becomes `rider_assigned` and the rider
 /// busy until delivery.
 #[utoipa::path(
@@ -458,6 +494,7 @@ async fn reject(
 ) -> Result<StatusCode, ApiError> {
     let rider = state.rider_ids.of(&state, auth.user.id).await?;
     state.orders.reject(id, rider).await?;
+    state.offers.forget(rider, id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -230,9 +230,35 @@ async fn offers_time_out_or_get_rejected_and_move_to_the_next_rider() {
         order.as_str(),
         "nearest first"
     );
+    let held = json_ok(
+        app.request(
+            reqwest::Method::GET,
+            "/api/rider/offers",
+            Some(&near.token),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(held["offers"][0]["orderId"], order.as_str(), "{held}");
     // The nearest lets it expire: after the TTL the offer moves to the next rider.
     let next = middle_app.event("order:available").await;
     assert_eq!(next["orderId"], order.as_str());
+    let held = json_ok(
+        app.request(
+            reqwest::Method::GET,
+            "/api/rider/offers",
+            Some(&near.token),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        held["offers"],
+        json!([]),
+        "an expired offer is no longer held"
+    );
     let late = accept(&app, &near.token, &order).await;
     assert_eq!(
         error_code(late, StatusCode::CONFLICT).await,

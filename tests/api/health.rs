@@ -39,6 +39,13 @@ async fn metrics_count_requests_by_matched_route() {
         text.contains("tomato_http_request_duration_seconds_bucket"),
         "{text}"
     );
+    let resident: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tomato_process_resident_memory_bytes "))
+        .expect("resident memory gauge")
+        .parse()
+        .expect("a number");
+    assert!(resident > 1_000_000, "a live process holds more than 1 MB");
     assert!(!text.contains("12345"), "no path or id in labels");
     assert!(!text.contains(session.id()), "no ids in labels");
 }

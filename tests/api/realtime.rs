@@ -139,6 +139,17 @@ async fn riders_stream_positions_and_bad_ones_get_an_error_event() {
     assert_eq!(ws.event("error").await["code"], "invalid_input");
     ws.send("teleport", json!({})).await;
     assert_eq!(ws.event("error").await["code"], "invalid_input");
+    // A frame with an id is acknowledged with the outcome, good or bad.
+    ws.send_raw(
+        json!({ "event": "rider:location", "id": 7, "data": { "lat": 12.99, "lon": 77.62 } }),
+    )
+    .await;
+    assert_eq!(ws.ack(7).await, json!({ "ok": true }));
+    ws.send_raw(
+        json!({ "event": "rider:location", "id": 8, "data": { "lat": 91.0, "lon": 77.62 } }),
+    )
+    .await;
+    assert_eq!(ws.ack(8).await["error"]["code"], "invalid_input");
 }
 
 #[tokio::test]

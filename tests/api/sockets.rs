@@ -168,12 +168,31 @@ impl WsClient {
     }
 
     pub async fn send(&mut self, event: &str, data: Value) {
-        let frame = json!({ "event": event, "data": data }).to_string();
+        self.send_raw(json!({ "event": event, "data": data })).await;
+    }
+
+    pub async fn send_raw(&mut self, frame: Value) {
+        let frame = frame.to_string();
         self.stream.send(Message::text(frame)).await.expect("send");
+    }
+
+    /// The data of the acknowledgement with this id.
+    pub async fn ack(&mut self, id: u64) -> Value {
+        loop {
+            let ack = self.frame("ack").await;
+            if ack["id"] == id {
+                return ack["data"].clone();
+            }
+        }
     }
 
     /// The data of the next frame carrying `event`.
     pub async fn event(&mut self, event: &str) -> Value {
+        self.frame(event).await["data"].clone()
+    }
+
+    /// The next whole frame carrying `event`.
+    pub async fn frame(&mut self, event: &str) -> Value {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.stream.next())
@@ -184,7 +203,7 @@ impl WsClient {
             if let Message::Text(text) = frame {
                 let value: Value = serde_json::from_str(&text).expect("JSON frame");
                 if value["event"] == event {
-                    return value["data"].clone();
+                    return value;
                 }
             }
         }
