@@ -1,0 +1,324 @@
+//! The command line: `tomato-load run` (the default) plays a city against a node,
+//! `tomato-load geo-compare` runs one nearest-rider workload against Redis GEO and tomato.
+//! Everything is checked here, before any request leaves: rates, counts, the area, and that the
+//! target is on this machine unless `--allow-remote` says otherwise.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use reqwest::Url;
+
+/// tomato-load: a city of simulated riders, customers and sellers, against a running tomato node.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Play a city: riders streaming positions, customers ordering and paying, sellers cooking,
+    /// riders accepting and delivering; then report.
+    Run(RunArgs),
+    /// The same nearest-rider workload against Redis GEO and against tomato, side by side.
+    GeoCompare(GeoArgs),
+}
+
+/// How riders send their positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One Socket.IO connection per rider; positions as acknowledged `rider:location` events.
+    Socketio,
+    /// One plain WebSocket per rider at `/ws`, acknowledged the same way.
+    Ws,
+    /// `PUT /api/rider/location` over a shared keep-alive pool; offers read with
+    /// `GET /api/rider/offers` after each update. No socket per rider.
+    Http,
+}
+
+/// Where the node is and whether it may be elsewhere.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Base URL of the tomato node.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Allow a target that is not a loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// An account the node treats as admin (`auth.admin_emails` or `tomato admin grant`);
+    /// it verifies the restaurants and riders the run creates. The node needs `auth.dev_login`.
+    #[arg(long, default_value = "admin@load.tomato.test")]
+    pub admin_email: String,
+}
+
+/// The simulated city: a disc around a centre.
+#[derive(Debug, Clone, Args)]
+pub struct Area {
+    /// Centre latitude.
+    #[arg(long, default_value_t = 12.9716, allow_negative_numbers = true)]
+    pub lat: f64,
+    /// Centre longitude.
+    #[arg(long, default_value_t = 77.5946, allow_negative_numbers = true)]
+    pub lon: f64,
+    /// Radius of the city in km.
+    #[arg(long, default_value_t = 4.0, allow_negative_numbers = true)]
+    pub radius_km: f64,
+}
+
+/// `tomato-load run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub area: Area,
+    /// Riders online for the whole run.
+    #[arg(long, default_value_t = 1000)]
+    pub riders: usize,
+    /// How riders send positions.
+    #[arg(long, value_enum, default_value_t = Transport::Socketio)]
+    pub transport: Transport,
+    /// Seconds between a rider's position updates.
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    pub interval_s: f64,
+    /// Orders placed (and paid) per second, across all customers.
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    pub order_rate: f64,
+    /// Seconds of load; then no new orders, and the run waits for the open ones to be delivered.
+    #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
+    pub duration_s: f64,
+    /// Stop placing orders after this many, even before the duration ends.
+    #[arg(long)]
+    pub max_orders: Option<u64>,
+    /// Longest wait for open orders after the load stops.
+    #[arg(long, default_value_t = 90.0, allow_negative_numbers = true)]
+    pub drain_s: f64,
+    /// Restaurants, each with a small menu.
+    #[arg(long, default_value_t = 20)]
+    pub restaurants: usize,
+    /// Customers; each holds at most one unpaid order, so this bounds orders in flight.
+    #[arg(long, default_value_t = 100)]
+    pub customers: usize,
+    /// Seconds a seller takes from `preparing` to `ready_for_rider`.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub prep_s: f64,
+    /// Seconds a rider thinks before accepting an offer.
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
+    pub think_s: f64,
+    /// Seconds from assignment to pick-up, and again from pick-up to delivery.
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    pub ride_s: f64,
+    /// Requests in flight while creating the city.
+    #[arg(long, default_value_t = 32)]
+    pub setup_concurrency: usize,
+    /// Loopback source addresses (127.0.0.1, .2, ...) the sockets are spread over, so that
+    /// tens of thousands of connections do not run out of ports on one address.
+    #[arg(long, default_value_t = 8)]
+    pub source_addrs: u8,
+    /// Print the report as JSON on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write latency and rate plots (SVG) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+    /// Random seed for the city (positions, speeds, choices).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// `tomato-load geo-compare`.
+#[derive(Debug, Clone, Args)]
+pub struct GeoArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub area: Area,
+    /// Riders in the index.
+    #[arg(long, default_value_t = 10_000)]
+    pub riders: usize,
+    /// Position updates to send.
+    #[arg(long, default_value_t = 100_000)]
+    pub updates: u64,
+    /// Nearest-5-within-5-km queries to send.
+    #[arg(long, default_value_t = 20_000)]
+    pub queries: u64,
+    /// Connections on each side.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Requests in flight per connection (Redis: commands per pipeline; tomato: HTTP/2
+    /// streams per connection).
+    #[arg(long, default_value_t = 16)]
+    pub pipeline: usize,
+    /// A Redis to use instead of starting a `redis-server` on a free port.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Requests in flight while creating the riders.
+    #[arg(long, default_value_t = 32)]
+    pub setup_concurrency: usize,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// Parses and checks a command line; the error is the message for the user.
+pub fn parse_from<I, T>(args: I) -> anyhow::Result<Command>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(|err| anyhow::anyhow!(err.render().to_string()))?;
+    match &cli.command {
+        Command::Run(run) => run.check()?,
+        Command::GeoCompare(geo) => geo.check()?,
+    }
+    Ok(cli.command)
+}
+
+impl Target {
+    /// The base URL, refused when it is not loopback and `--allow-remote` is not given.
+    pub fn url(&self) -> anyhow::Result<Url> {
+        let url = Url::parse(&self.target)
+            .with_context(|| format!("--target {:?} is not a URL", self.target))?;
+        if url.scheme() != "http" {
+            bail!("--target must be an http:// URL, got {:?}", self.target);
+        }
+        let host = url
+            .host_str()
+            .with_context(|| format!("--target {:?} has no host", self.target))?;
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback && !self.allow_remote {
+            bail!(
+                "--target {host} is not a loopback address; pass --allow-remote to load another machine"
+            );
+        }
+        Ok(url)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        self.url()?;
+        if !self.admin_email.contains('@') {
+            bail!("--admin-email must be an email address");
+        }
+        Ok(())
+    }
+}
+
+impl Area {
+    fn check(&self) -> anyhow::Result<()> {
+        if !(self.lat.is_finite() && (-85.0..=85.0).contains(&self.lat)) {
+            bail!("--lat must be within [-85, 85], got {}", self.lat);
+        }
+        if !(self.lon.is_finite() && (-180.0..=180.0).contains(&self.lon)) {
+            bail!("--lon must be within [-180, 180], got {}", self.lon);
+        }
+        // The dispatch and delivery limits are in km; a city larger than this cannot be served.
+        if !(self.radius_km.is_finite() && (0.1..=50.0).contains(&self.radius_km)) {
+            bail!("--radius-km must be within [0.1, 50], got {}", self.radius_km);
+        }
+        Ok(())
+    }
+}
+
+/// A rate or time: finite and not negative; `positive` also refuses zero.
+fn amount(name: &str, value: f64, positive: bool) -> anyhow::Result<()> {
+    if !value.is_finite() || value < 0.0 || (positive && value == 0.0) {
+        let wanted = if positive { "> 0" } else { ">= 0" };
+        bail!("--{name} must be a finite number {wanted}, got {value}");
+    }
+    Ok(())
+}
+
+impl RunArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        self.target.check()?;
+        self.area.check()?;
+        amount("interval-s", self.interval_s, true)?;
+        amount("order-rate", self.order_rate, false)?;
+        amount("duration-s", self.duration_s, true)?;
+        amount("drain-s", self.drain_s, false)?;
+        amount("prep-s", self.prep_s, false)?;
+        amount("think-s", self.think_s, false)?;
+        amount("ride-s", self.ride_s, false)?;
+        if self.riders == 0 {
+            bail!("--riders must be at least 1");
+        }
+        if self.order_rate > 0.0 && (self.restaurants == 0 || self.customers == 0) {
+            bail!("placing orders needs at least one restaurant and one customer");
+        }
+        if self.setup_concurrency == 0 || self.source_addrs == 0 {
+            bail!("--setup-concurrency and --source-addrs must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The load phase's length.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_s)
+    }
+}
+
+impl GeoArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        self.target.check()?;
+        self.area.check()?;
+        if self.riders == 0 || self.connections == 0 || self.pipeline == 0 {
+            bail!("--riders, --connections and --pipeline must be at least 1");
+        }
+        if self.setup_concurrency == 0 {
+            bail!("--setup-concurrency must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(args: &[&str]) -> String {
+        let mut all = vec!["tomato-load"];
+        all.extend_from_slice(args);
+        parse_from(all).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn negative_rates_and_remote_targets_are_refused() {
+        assert!(refused(&["run", "--order-rate", "-5"]).contains("--order-rate"));
+        assert!(refused(&["run", "--interval-s", "0"]).contains("--interval-s"));
+        assert!(refused(&["run", "--duration-s", "NaN"]).contains("--duration-s"));
+        assert!(
+            refused(&["run", "--target", "http://10.0.0.7:8080"]).contains("--allow-remote")
+        );
+        assert!(refused(&["geo-compare", "--pipeline", "0"]).contains("--pipeline"));
+        assert!(refused(&["run", "--lat", "95"]).contains("--lat"));
+    }
+
+    #[test]
+    fn loopback_targets_and_the_flag_are_accepted() {
+        for target in ["http://127.0.0.1:9", "http://localhost:9", "http://[::1]:9"] {
+            parse_from(["tomato-load", "run", "--target", target]).expect(target);
+        }
+        parse_from([
+            "tomato-load",
+            "run",
+            "--target",
+            "http://10.0.0.7:8080",
+            "--allow-remote",
+        ])
+        .expect("remote with the flag");
+    }
+}

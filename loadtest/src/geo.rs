@@ -1,0 +1,412 @@
+//! `tomato-load geo-compare`: one nearest-rider workload — N riders, U position updates, then Q
+//! "nearest 5 within 5 km" queries — played against Redis GEO (GEOADD / GEOSEARCH) and against
+//! tomato's API (`PUT /api/rider/location`, `GET /api/rider/nearby`), on the same machine, with
+//! the same number of connections and the same depth of requests in flight on each: Redis
+//! pipelines P commands per round trip, tomato gets P concurrent HTTP/2 streams per connection.
+//! A pipelined command's latency is its pipeline's round trip.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::process::{Child, Command};
+
+use crate::api::Api;
+use crate::city::{City, Point};
+use crate::cli::GeoArgs;
+use crate::setup;
+
+const KEY: &str = "tomato-load:riders";
+const RADIUS_M: u32 = 5000;
+const NEAREST: u32 = 5;
+
+/// One operation of the workload.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Update { rider: usize, at: Point },
+    Query { at: Point },
+}
+
+/// One side's figures for one phase.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Phase {
+    pub ops: u64,
+    pub per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    /// Queries only: riders returned on average (both sides should agree roughly).
+    pub mean_results: Option<f64>,
+}
+
+/// One side.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    pub updates: Phase,
+    pub queries: Phase,
+}
+
+/// The comparison.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comparison {
+    pub riders: usize,
+    pub connections: usize,
+    pub pipeline: usize,
+    pub redis: Side,
+    pub tomato: Side,
+    /// tomato's rate over Redis's, per phase (> 1: tomato is faster).
+    pub update_rate_ratio: f64,
+    pub query_rate_ratio: f64,
+}
+
+impl Comparison {
+    /// The comparison for people.
+    pub fn text(&self) -> String {
+        let row = |name: &str, p: &Phase| {
+            format!(
+                "{name:<16} {:>9} {:>11.0} {:>9.3} {:>9.3} {:>7} {:>9}\n",
+                p.ops,
+                p.per_s,
+                p.p50_ms,
+                p.p99_ms,
+                p.errors,
+                p.mean_results.map_or("-".into(), |m| format!("{m:.2}"))
+            )
+        };
+        let mut out = format!(
+            "geo-compare: {} riders, {} connections x {} in flight, nearest {NEAREST} within {RADIUS_M} m\n\
+             {:<16} {:>9} {:>11} {:>9} {:>9} {:>7} {:>9}\n",
+            self.riders, self.connections, self.pipeline, "", "ops", "ops/s", "p50 ms", "p99 ms", "errors", "results"
+        );
+        out += &row("redis updates", &self.redis.updates);
+        out += &row("tomato updates", &self.tomato.updates);
+        out += &row("redis queries", &self.redis.queries);
+        out += &row("tomato queries", &self.tomato.queries);
+        out += &format!(
+            "ratio tomato/redis: updates {:.2}x, queries {:.2}x (p99 {:.3} vs {:.3} ms, {:.3} vs {:.3} ms)\n",
+            self.update_rate_ratio,
+            self.query_rate_ratio,
+            self.tomato.updates.p99_ms,
+            self.redis.updates.p99_ms,
+            self.tomato.queries.p99_ms,
+            self.redis.queries.p99_ms
+        );
+        out
+    }
+}
+
+/// Runs both sides and compares.
+pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
+    let base = args.target.url()?;
+    let city = City {
+        centre: Point {
+            lat: args.area.lat,
+            lon: args.area.lon,
+        },
+        radius_m: args.area.radius_km * 1000.0,
+    };
+    // Redis first, so a missing redis-server fails before any rider is created.
+    let (redis_url, _server) = match &args.redis {
+        Some(url) => (url.clone(), None),
+        None => {
+            let (url, child) = start_redis().await?;
+            (url, Some(child))
+        }
+    };
+    let redis = redis::Client::open(redis_url.as_str()).context("redis url")?;
+
+    let api = Api::new(base.clone())?;
+    let admin = setup::admin(&api, &args.target.admin_email).await?;
+    let bar = indicatif::ProgressBar::new(args.riders as u64);
+    let run_id = setup::run_id();
+    let riders = setup::riders(
+        &api,
+        &admin,
+        &city,
+        (&run_id, args.seed),
+        args.riders,
+        args.setup_concurrency,
+        &bar,
+    )
+    .await?;
+    bar.finish_and_clear();
+
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut walkers: Vec<_> = riders.iter().map(|r| r.walker.clone()).collect();
+    let updates: Vec<Op> = (0..args.updates)
+        .map(|_| {
+            let rider = rng.random_range(0..walkers.len());
+            let at = walkers[rider].step(5.0, &city, &mut rng);
+            Op::Update { rider, at }
+        })
+        .collect();
+    let queries: Vec<Op> = (0..args.queries)
+        .map(|_| Op::Query {
+            at: city.random_point(&mut rng),
+        })
+        .collect();
+
+    // Both indexes start from the same positions.
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    redis::cmd("DEL")
+        .arg(KEY)
+        .query_async::<redis::Value>(&mut conn)
+        .await?;
+    for chunk in riders.chunks(1000).enumerate() {
+        let (n, chunk) = chunk;
+        let mut pipe = redis::pipe();
+        for (i, rider) in chunk.iter().enumerate() {
+            pipe.cmd("GEOADD")
+                .arg(KEY)
+                .arg(rider.walker.at.lon)
+                .arg(rider.walker.at.lat)
+                .arg(n * 1000 + i);
+        }
+        pipe.query_async::<redis::Value>(&mut conn).await?;
+    }
+
+    let tokens: Arc<Vec<String>> = Arc::new(riders.into_iter().map(|r| r.session.token).collect());
+    let mut redis_conns = Vec::new();
+    for _ in 0..args.connections {
+        redis_conns.push(redis.get_multiplexed_async_connection().await?);
+    }
+    let redis_side = Side {
+        updates: on_redis(&redis_conns, &updates, args.pipeline).await,
+        queries: on_redis(&redis_conns, &queries, args.pipeline).await,
+    };
+    let mut clients = Vec::new();
+    for _ in 0..args.connections {
+        clients.push(Api::http2(base.clone())?);
+    }
+    let admin_token = Arc::new(admin.token);
+    let tomato_side = Side {
+        updates: on_tomato(&clients, &updates, args.pipeline, &tokens, &admin_token).await,
+        queries: on_tomato(&clients, &queries, args.pipeline, &tokens, &admin_token).await,
+    };
+    Ok(Comparison {
+        riders: tokens.len(),
+        connections: args.connections,
+        pipeline: args.pipeline,
+        update_rate_ratio: tomato_side.updates.per_s / redis_side.updates.per_s.max(1e-9),
+        query_rate_ratio: tomato_side.queries.per_s / redis_side.queries.per_s.max(1e-9),
+        redis: redis_side,
+        tomato: tomato_side,
+    })
+}
+
+/// A `redis-server` on a free loopback port, killed when the handle drops.
+async fn start_redis() -> anyhow::Result<(String, Child)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting redis-server (install it, or pass --redis URL)")?;
+    let url = format!("redis://127.0.0.1:{port}/");
+    let client = redis::Client::open(url.as_str())?;
+    for _ in 0..100 {
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            && redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
+        {
+            return Ok((url, child));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("redis-server on port {port} did not answer PING within 5 s")
+}
+
+/// Shared tallies of one phase.
+struct Tally {
+    next: AtomicUsize,
+    errors: AtomicU64,
+    results: AtomicU64,
+    latency: std::sync::Mutex<Histogram<u64>>,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            next: AtomicUsize::new(0),
+            errors: AtomicU64::new(0),
+            results: AtomicU64::new(0),
+            latency: std::sync::Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        }))
+    }
+
+    fn took(&self, took: Duration, times: u64) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        if let Ok(mut h) = self.latency.lock() {
+            let _ = h.record_n(us.min(60_000_000), times);
+        }
+    }
+
+    fn phase(&self, ops: &[Op], elapsed: Duration) -> Phase {
+        let (p50, p99) = self
+            .latency
+            .lock()
+            .map(|h| {
+                (
+                    h.value_at_quantile(0.5) as f64 / 1000.0,
+                    h.value_at_quantile(0.99) as f64 / 1000.0,
+                )
+            })
+            .unwrap_or_default();
+        let queries = matches!(ops.first(), Some(Op::Query { .. }));
+        Phase {
+            ops: ops.len() as u64,
+            per_s: ops.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50_ms: p50,
+            p99_ms: p99,
+            errors: self.errors.load(Ordering::Relaxed),
+            mean_results: queries.then(|| {
+                self.results.load(Ordering::Relaxed) as f64 / (ops.len().max(1) as f64)
+            }),
+        }
+    }
+}
+
+async fn on_redis(
+    conns: &[redis::aio::MultiplexedConnection],
+    ops: &[Op],
+    pipeline: usize,
+) -> Phase {
+    let tally = match Tally::new() {
+        Ok(t) => t,
+        Err(_) => return empty_phase(),
+    };
+    let ops: Arc<[Op]> = ops.into();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for conn in conns {
+        let (mut conn, ops, tally) = (conn.clone(), Arc::clone(&ops), Arc::clone(&tally));
+        workers.push(tokio::spawn(async move {
+            loop {
+                let from = tally.next.fetch_add(pipeline, Ordering::Relaxed);
+                if from >= ops.len() {
+                    break;
+                }
+                let batch = &ops[from..(from + pipeline).min(ops.len())];
+                let mut pipe = redis::pipe();
+                for op in batch {
+                    match *op {
+                        Op::Update { rider, at } => {
+                            pipe.cmd("GEOADD").arg(KEY).arg(at.lon).arg(at.lat).arg(rider);
+                        }
+                        Op::Query { at } => {
+                            pipe.cmd("GEOSEARCH")
+                                .arg(KEY)
+                                .arg("FROMLONLAT")
+                                .arg(at.lon)
+                                .arg(at.lat)
+                                .arg("BYRADIUS")
+                                .arg(RADIUS_M)
+                                .arg("m")
+                                .arg("ASC")
+                                .arg("COUNT")
+                                .arg(NEAREST);
+                        }
+                    }
+                }
+                let sent = Instant::now();
+                match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
+                    Ok(replies) => {
+                        tally.took(sent.elapsed(), batch.len() as u64);
+                        for reply in replies {
+                            if let redis::Value::Array(found) = reply {
+                                tally.results.fetch_add(found.len() as u64, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        tally.errors.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    tally.phase(&ops, started.elapsed())
+}
+
+async fn on_tomato(
+    clients: &[Api],
+    ops: &[Op],
+    in_flight: usize,
+    tokens: &Arc<Vec<String>>,
+    admin: &Arc<String>,
+) -> Phase {
+    let tally = match Tally::new() {
+        Ok(t) => t,
+        Err(_) => return empty_phase(),
+    };
+    let ops: Arc<[Op]> = ops.into();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for client in clients {
+        for _ in 0..in_flight {
+            let (api, ops, tally) = (client.clone(), Arc::clone(&ops), Arc::clone(&tally));
+            let (tokens, admin) = (Arc::clone(tokens), Arc::clone(admin));
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let i = tally.next.fetch_add(1, Ordering::Relaxed);
+                    let Some(op) = ops.get(i) else { break };
+                    let sent = Instant::now();
+                    let outcome = match *op {
+                        Op::Update { rider, at } => api
+                            .put("/api/rider/location", &tokens[rider], &at.json())
+                            .await
+                            .map(|_| 0),
+                        Op::Query { at } => {
+                            let path = format!(
+                                "/api/rider/nearby?lat={}&lon={}&radius={RADIUS_M}&limit={NEAREST}",
+                                at.lat, at.lon
+                            );
+                            api.get(&path, Some(&admin)).await.map(|found| {
+                                found["riders"].as_array().map_or(0, Vec::len) as u64
+                            })
+                        }
+                    };
+                    match outcome {
+                        Ok(found) => {
+                            tally.took(sent.elapsed(), 1);
+                            tally.results.fetch_add(found, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            tally.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    tally.phase(&ops, started.elapsed())
+}
+
+fn empty_phase() -> Phase {
+    Phase {
+        ops: 0,
+        per_s: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        errors: 0,
+        mean_results: None,
+    }
+}

@@ -1,0 +1,18 @@
+//! tomato-load: the load-test harness. It plays a city against a running tomato node through
+//! the public API only — riders streaming positions and delivering, customers ordering and
+//! paying, sellers cooking — and reports rates, HDR latency percentiles, errors by kind and the
+//! node's memory (`run`); and it compares tomato's nearest-rider path with Redis GEO
+//! (`geo-compare`).
+
+pub mod api;
+pub mod city;
+pub mod cli;
+pub mod conn;
+pub mod geo;
+pub mod record;
+pub mod report;
+pub mod run;
+pub mod setup;
+
+pub use cli::{Command, parse_from};
+pub use report::Report;

@@ -1,0 +1,56 @@
+//! `tomato-load`: parse, run, print.
+
+use std::process::ExitCode;
+
+use tomato_load::{Command, geo, parse_from, run};
+
+fn main() -> ExitCode {
+    let command = match parse_from(std::env::args_os()) {
+        Ok(command) => command,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("tomato-load: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tomato-load: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            let (json, plots) = (args.json, args.plots.clone());
+            let report = run::run(args).await?;
+            if let Some(dir) = plots {
+                report.plot(&dir)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+        }
+        Command::GeoCompare(args) => {
+            let json = args.json;
+            let comparison = geo::compare(args).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&comparison)?);
+            } else {
+                print!("{}", comparison.text());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! The end of a run: the report as text or JSON, and plots of latency and rate over time.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::cli::Transport;
+use crate::record::{Measured, Percentiles};
+
+/// What the node said about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSide {
+    pub memory_start_bytes: Option<u64>,
+    pub memory_end_bytes: Option<u64>,
+    /// Highest of the samples taken every 5 s.
+    pub memory_peak_bytes: Option<u64>,
+    /// `GET /api/admin/stats` before the city was created and after the run.
+    pub stats_before: Value,
+    pub stats_after: Value,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub run_id: String,
+    pub transport: Transport,
+    pub riders: usize,
+    pub restaurants: usize,
+    pub customers: usize,
+    pub interval_s: f64,
+    pub order_rate: f64,
+    /// Creating the city and connecting the sockets.
+    pub setup_s: f64,
+    /// The load phase (orders placed during it).
+    pub load_s: f64,
+    /// Load plus waiting for the open orders.
+    pub total_s: f64,
+    /// Paid orders not delivered when the run ended.
+    pub undelivered: u64,
+    #[serde(flatten)]
+    pub measured: Measured,
+    pub server: ServerSide,
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1_048_576.0))
+}
+
+impl Report {
+    /// Location updates acknowledged per second of the total run.
+    pub fn ingest_rate(&self) -> f64 {
+        self.measured.counts.locations_acknowledged as f64 / self.total_s.max(0.001)
+    }
+
+    /// Orders placed per second of the load phase.
+    pub fn order_rate_achieved(&self) -> f64 {
+        self.measured.counts.orders_placed as f64 / self.load_s.max(0.001)
+    }
+
+    /// The report for people.
+    pub fn text(&self) -> String {
+        let c = &self.measured.counts;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "tomato-load run {}: {} riders over {:?} every {} s, {} orders/s asked, {} restaurants, {} customers",
+            self.run_id,
+            self.riders,
+            self.transport,
+            self.interval_s,
+            self.order_rate,
+            self.restaurants,
+            self.customers
+        );
+        let _ = writeln!(
+            out,
+            "setup {:.1} s, load {:.1} s, total with draining {:.1} s",
+            self.setup_s, self.load_s, self.total_s
+        );
+        let _ = writeln!(
+            out,
+            "rates: {:.0} location updates/s acknowledged ({} sent, {} acknowledged); {:.2} orders/s placed",
+            self.ingest_rate(),
+            c.locations_sent,
+            c.locations_acknowledged,
+            self.order_rate_achieved()
+        );
+        let _ = writeln!(
+            out,
+            "orders: {} placed, {} paid, {} ready, {} accepted, {} picked up, {} delivered, {} undelivered; \
+             offers heard {}, accepts lost to a faster rider {}",
+            c.orders_placed,
+            c.orders_paid,
+            c.orders_ready,
+            c.accepts,
+            c.picked_up,
+            c.delivered,
+            self.undelivered,
+            c.offers_heard,
+            c.accepts_lost
+        );
+        let _ = writeln!(
+            out,
+            "{:<20} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for (name, p) in &self.measured.latency_ms {
+            let Percentiles {
+                count,
+                p50,
+                p90,
+                p99,
+                p999,
+                max,
+            } = p;
+            let _ = writeln!(
+                out,
+                "{name:<20} {count:>8} {p50:>9.2} {p90:>9.2} {p99:>9.2} {p999:>9.2} {max:>9.2}"
+            );
+        }
+        if self.measured.errors.is_empty() {
+            let _ = writeln!(out, "errors: none");
+        } else {
+            let _ = writeln!(out, "errors:");
+            for (kind, n) in &self.measured.errors {
+                let _ = writeln!(out, "  {kind:<40} {n}");
+            }
+        }
+        let s = &self.server;
+        let _ = writeln!(
+            out,
+            "node memory: {} at start, {} peak, {} at end",
+            mib(s.memory_start_bytes),
+            mib(s.memory_peak_bytes),
+            mib(s.memory_end_bytes)
+        );
+        let _ = writeln!(
+            out,
+            "node says: riders online {}, orders delivered {} (before the run {}), dispatch {}",
+            s.stats_after["ridersOnline"],
+            s.stats_after["ordersByStatus"]["delivered"],
+            s.stats_before["ordersByStatus"]["delivered"],
+            s.stats_after["dispatch"]
+        );
+        out
+    }
+
+    /// Writes `latency.svg` (p99 per second) and `rate.svg` (events per second) into `dir`.
+    pub fn plot(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let timeline = &self.measured.timeline;
+        let seconds = timeline.len().max(1) as f64;
+        let latency: [Series; 2] = [
+            (
+                "location ingest p99 (ms)",
+                points(timeline.iter().map(|t| (t.second, t.ingest_p99_ms))),
+                BLUE,
+            ),
+            (
+                "order placement p99 (ms)",
+                points(timeline.iter().map(|t| (t.second, t.placement_p99_ms))),
+                RED,
+            ),
+        ];
+        chart(&dir.join("latency.svg"), "p99 latency per second", seconds, &latency)?;
+        let rates: [Series; 2] = [
+            (
+                "location updates/s",
+                points(
+                    timeline
+                        .iter()
+                        .map(|t| (t.second, Some(t.location_updates as f64))),
+                ),
+                BLUE,
+            ),
+            (
+                "orders placed/s",
+                points(
+                    timeline
+                        .iter()
+                        .map(|t| (t.second, Some(t.orders_placed as f64))),
+                ),
+                RED,
+            ),
+        ];
+        chart(&dir.join("rate.svg"), "rate per second", seconds, &rates)
+    }
+}
+
+/// A line of a chart: its legend, its points (second, value) and its colour.
+type Series = (&'static str, Vec<(f64, f64)>, RGBColor);
+
+fn points(series: impl Iterator<Item = (u64, Option<f64>)>) -> Vec<(f64, f64)> {
+    series
+        .filter_map(|(s, v)| v.map(|v| (s as f64, v)))
+        .collect()
+}
+
+fn chart(
+    file: &Path,
+    title: &str,
+    seconds: f64,
+    series: &[Series],
+) -> anyhow::Result<()> {
+    let top = series
+        .iter()
+        .flat_map(|(_, pts, _)| pts.iter().map(|p| p.1))
+        .fold(1.0_f64, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(file, (960, 480)).into_drawing_area();
+    let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..seconds, 0.0..top)?;
+        chart.configure_mesh().x_desc("second of the run").draw()?;
+        for (name, pts, colour) in series {
+            let colour = *colour;
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), colour))?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|err| anyhow::anyhow!("plotting {}: {err}", file.display()))
+}

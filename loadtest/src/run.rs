@@ -1,0 +1,588 @@
+//! `tomato-load run`: creates the city, then plays it for the duration — riders streaming
+//! positions and taking offers, customers ordering and paying at the set rate, sellers cooking
+//! what was paid for — then waits for the open orders to be delivered and reports.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures_util::{StreamExt, stream};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use crate::api::{Api, Session};
+use crate::city::{City, Point};
+use crate::cli::{RunArgs, Transport};
+use crate::conn::{Conn, Dialer, Incoming};
+use crate::record::{Counters, Path, Recorder};
+use crate::report::{Report, ServerSide};
+use crate::setup::{self, Customer, RiderAccount, Shop};
+
+/// Acks not back after this long are counted as lost.
+const ACK_PATIENCE: Duration = Duration::from_secs(30);
+/// Sockets opened at once while connecting the riders.
+const CONNECT_CONCURRENCY: usize = 64;
+
+/// What the harness knows of one order.
+#[derive(Debug, Default)]
+struct Track {
+    ready_at: Option<Instant>,
+    offered: bool,
+    assigned: bool,
+    delivered: bool,
+}
+
+/// Shared by every simulated actor of the run.
+#[derive(Debug)]
+struct World {
+    args: RunArgs,
+    api: Api,
+    city: City,
+    recorder: Recorder,
+    orders: DashMap<String, Track>,
+    interval: Duration,
+    /// The highest resident memory of the node seen so far.
+    memory_peak: AtomicU64,
+}
+
+impl World {
+    fn fail(&self, kind: &str) {
+        self.recorder.error(kind);
+    }
+
+    /// The first offer of an order heard by any rider marks ready -> available.
+    fn offer_heard(&self, order: &str) {
+        Counters::bump(&self.recorder.counters.offers_heard);
+        if let Some(mut track) = self.orders.get_mut(order)
+            && !track.offered
+        {
+            track.offered = true;
+            if let Some(ready) = track.ready_at {
+                self.recorder.latency(Path::ReadyToAvailable, ready.elapsed());
+            }
+        }
+    }
+}
+
+/// Plays a run and returns its report.
+pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
+    let base = args.target.url()?;
+    let api = Api::new(base.clone())?;
+    let sockets = match args.transport {
+        Transport::Http => args.restaurants,
+        Transport::Socketio | Transport::Ws => args.riders + args.restaurants,
+    };
+    check_open_files(sockets)?;
+    let city = City {
+        centre: Point {
+            lat: args.area.lat,
+            lon: args.area.lon,
+        },
+        radius_m: args.area.radius_km * 1000.0,
+    };
+    let setup_started = Instant::now();
+    let admin = setup::admin(&api, &args.target.admin_email).await?;
+    let before = api.get("/api/admin/stats", Some(&admin.token)).await?;
+    let memory_start = api.server_memory().await;
+
+    let run_id = setup::run_id();
+    let total = (args.restaurants + args.customers + args.riders) as u64;
+    let bar = progress(total, "creating the city");
+    let shops = setup::shops(
+        &api,
+        &admin,
+        &city,
+        &run_id,
+        args.restaurants,
+        args.setup_concurrency,
+        &bar,
+    )
+    .await?;
+    let customers = setup::customers(
+        &api,
+        &city,
+        &run_id,
+        args.customers,
+        args.setup_concurrency,
+        &bar,
+    )
+    .await?;
+    let riders = setup::riders(
+        &api,
+        &admin,
+        &city,
+        (&run_id, args.seed),
+        args.riders,
+        args.setup_concurrency,
+        &bar,
+    )
+    .await?;
+    bar.finish_and_clear();
+
+    let dialer = Dialer::new(&base, args.source_addrs).await?;
+    let seller_kind = match args.transport {
+        Transport::Http => Transport::Ws,
+        other => other,
+    };
+    let rider_conns: Vec<Option<Conn>> = match args.transport {
+        Transport::Http => riders.iter().map(|_| None).collect(),
+        kind => {
+            let bar = progress(riders.len() as u64, "connecting riders");
+            let conns = connect_all(&dialer, kind, &riders, &bar).await?;
+            bar.finish_and_clear();
+            conns.into_iter().map(Some).collect()
+        }
+    };
+    let mut seller_conns = Vec::new();
+    for (i, (shop, _)) in shops.iter().enumerate() {
+        seller_conns.push(
+            dialer
+                .connect(seller_kind, &shop.seller.token, i)
+                .await
+                .map_err(|err| anyhow::anyhow!("connecting seller {i}: {err:#}"))?,
+        );
+    }
+    let setup_s = setup_started.elapsed().as_secs_f64();
+
+    let world = Arc::new(World {
+        interval: Duration::from_secs_f64(args.interval_s),
+        args: args.clone(),
+        api: api.clone(),
+        city,
+        recorder: Recorder::new(),
+        orders: DashMap::new(),
+        memory_peak: AtomicU64::new(memory_start.unwrap_or(0)),
+    });
+    let (stop_tx, stop) = watch::channel(false);
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    for (i, (account, conn)) in riders.into_iter().zip(rider_conns).enumerate() {
+        let rng = StdRng::seed_from_u64(args.seed.wrapping_add(i as u64));
+        tasks.push(tokio::spawn(ride(
+            Arc::clone(&world),
+            account,
+            conn,
+            rng,
+            stop.clone(),
+        )));
+    }
+    for ((shop, _), conn) in shops.iter().cloned().zip(seller_conns) {
+        tasks.push(tokio::spawn(cook(
+            Arc::clone(&world),
+            shop,
+            conn,
+            stop.clone(),
+        )));
+    }
+
+    let bar = progress(args.duration().as_secs().max(1), "load");
+    let watcher = tokio::spawn(watch_progress(Arc::clone(&world), bar.clone()));
+    let shops: Vec<Shop> = shops.into_iter().map(|(shop, _)| shop).collect();
+    place_orders(&world, &shops, customers).await;
+    let load_s = world.recorder.elapsed().as_secs_f64();
+    bar.set_message("load over; delivering the open orders");
+    drain(&world).await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    watcher.abort();
+    bar.finish_and_clear();
+
+    let after = api.get("/api/admin/stats", Some(&admin.token)).await?;
+    let memory_end = api.server_memory().await;
+    let peak = world
+        .memory_peak
+        .load(Ordering::Relaxed)
+        .max(memory_end.unwrap_or(0));
+    let undelivered = world.orders.iter().filter(|t| !t.delivered).count() as u64;
+    Ok(Report {
+        run_id,
+        transport: args.transport,
+        riders: args.riders,
+        restaurants: args.restaurants,
+        customers: args.customers,
+        interval_s: args.interval_s,
+        order_rate: args.order_rate,
+        setup_s,
+        load_s,
+        total_s: world.recorder.elapsed().as_secs_f64(),
+        undelivered,
+        measured: world.recorder.measured(),
+        server: ServerSide {
+            memory_start_bytes: memory_start,
+            memory_end_bytes: memory_end,
+            memory_peak_bytes: (peak > 0).then_some(peak),
+            stats_before: before,
+            stats_after: after,
+        },
+    })
+}
+
+/// The process may need one descriptor per socket; raise the soft limit and check it fits.
+fn check_open_files(sockets: usize) -> anyhow::Result<()> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let needed = sockets as u64 + 256;
+    if needed > limit {
+        anyhow::bail!(
+            "{sockets} sockets need about {needed} open files but this process may open {limit} \
+             (ulimit -n); use fewer riders, --transport http, or raise the limit (the node needs \
+             as many)"
+        );
+    }
+    Ok(())
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>18} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_prefix(what.to_owned());
+    bar
+}
+
+async fn connect_all(
+    dialer: &Dialer,
+    kind: Transport,
+    riders: &[RiderAccount],
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<Conn>> {
+    let conns: Vec<anyhow::Result<Conn>> = stream::iter(riders.iter().enumerate())
+        .map(|(i, rider)| async move {
+            let conn = dialer.connect(kind, &rider.session.token, i).await;
+            bar.inc(1);
+            conn.map_err(|err| anyhow::anyhow!("connecting rider {i}: {err:#}"))
+        })
+        .buffered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    conns.into_iter().collect()
+}
+
+/// The next thing on a connection, or never when there is none.
+async fn next_of(conn: &mut Option<Conn>) -> Option<anyhow::Result<Incoming>> {
+    match conn {
+        Some(conn) => conn.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One rider: moves, reports its position every interval, takes an offer when free.
+async fn ride(
+    world: Arc<World>,
+    account: RiderAccount,
+    mut conn: Option<Conn>,
+    mut rng: StdRng,
+    mut stop: watch::Receiver<bool>,
+) {
+    let RiderAccount {
+        session,
+        mut walker,
+    } = account;
+    let session = Arc::new(session);
+    // Spread the riders' ticks over the interval, as real apps are.
+    let offset = world.interval.mul_f64(rng.random::<f64>());
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, world.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut job: Option<JoinHandle<()>> = None;
+    let mut pending: HashMap<u64, Instant> = HashMap::new();
+    let mut next_id = 0_u64;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {
+                let at = walker.step(world.args.interval_s, &world.city, &mut rng);
+                Counters::bump(&world.recorder.counters.locations_sent);
+                let free = job.as_ref().is_none_or(JoinHandle::is_finished);
+                match conn.as_mut() {
+                    Some(conn) => {
+                        next_id += 1;
+                        pending.insert(next_id, Instant::now());
+                        if conn.send_location(next_id, at).await.is_err() {
+                            world.fail("socket_send");
+                        }
+                        pending.retain(|_, sent| {
+                            let waiting = sent.elapsed() < ACK_PATIENCE;
+                            if !waiting {
+                                world.fail("ack_lost");
+                            }
+                            waiting
+                        });
+                    }
+                    None => {
+                        let sent = Instant::now();
+                        match world.api.put("/api/rider/location", &session.token, &at.json()).await {
+                            Ok(_) => world.recorder.latency(Path::Ingest, sent.elapsed()),
+                            Err(err) => world.fail(&err.kind),
+                        }
+                        if free {
+                            poll_offers(&world, &session, &mut job).await;
+                        }
+                    }
+                }
+            }
+            incoming = next_of(&mut conn) => match incoming {
+                Some(Ok(Incoming::Ack(id, data))) => {
+                    if let Some(sent) = pending.remove(&id) {
+                        if data["ok"] == true {
+                            world.recorder.latency(Path::Ingest, sent.elapsed());
+                        } else {
+                            let code = data["error"]["code"].as_str().unwrap_or("no_code");
+                            world.fail(&format!("location_refused_{code}"));
+                        }
+                    }
+                }
+                Some(Ok(Incoming::Event(event, data))) if event == "order:available" => {
+                    offer(&world, &session, &data, &mut job);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    world.fail("socket_closed");
+                    conn = None;
+                    if !*stop.borrow() {
+                        // Without its socket the rider cannot hear offers: stop it like an app
+                        // that lost its connection, rather than silently going on.
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(job) = job {
+        let _ = job.await;
+    }
+}
+
+/// HTTP riders read the offers they hold after each position.
+async fn poll_offers(world: &Arc<World>, session: &Arc<Session>, job: &mut Option<JoinHandle<()>>) {
+    match world.api.get("/api/rider/offers", Some(&session.token)).await {
+        Ok(held) => {
+            for data in held["offers"].as_array().into_iter().flatten() {
+                offer(world, session, data, job);
+            }
+        }
+        Err(err) => world.fail(&err.kind),
+    }
+}
+
+/// An offer heard: a free rider takes it after thinking, then rides and delivers.
+fn offer(world: &Arc<World>, session: &Arc<Session>, data: &Value, job: &mut Option<JoinHandle<()>>) {
+    let Some(order) = data["orderId"].as_str().map(str::to_owned) else {
+        world.fail("offer_without_order");
+        return;
+    };
+    world.offer_heard(&order);
+    if job.as_ref().is_some_and(|j| !j.is_finished()) {
+        return;
+    }
+    let (world, session) = (Arc::clone(world), Arc::clone(session));
+    *job = Some(tokio::spawn(async move {
+        let think = Duration::from_secs_f64(world.args.think_s);
+        let ride = Duration::from_secs_f64(world.args.ride_s);
+        tokio::time::sleep(think).await;
+        let path = format!("/api/rider/orders/{order}/accept");
+        match world.api.call(reqwest::Method::POST, &path, Some(&session.token), None).await {
+            Ok(_) => Counters::bump(&world.recorder.counters.accepts),
+            Err(err) if err.status == Some(reqwest::StatusCode::CONFLICT) => {
+                Counters::bump(&world.recorder.counters.accepts_lost);
+                return;
+            }
+            Err(err) => return world.fail(&err.kind),
+        }
+        let status = format!("/api/rider/orders/{order}/status");
+        for (next, counter) in [
+            ("picked_up", &world.recorder.counters.picked_up),
+            ("delivered", &world.recorder.counters.delivered),
+        ] {
+            tokio::time::sleep(ride).await;
+            match world.api.put(&status, &session.token, &json!({ "status": next })).await {
+                Ok(_) => Counters::bump(counter),
+                Err(err) => return world.fail(&err.kind),
+            }
+        }
+        if let Some(mut track) = world.orders.get_mut(&order) {
+            track.delivered = true;
+        }
+    }));
+}
+
+/// One seller: cooks every paid order (accepted, preparing, ready) and hears the assignment.
+async fn cook(world: Arc<World>, shop: Shop, conn: Conn, mut stop: watch::Receiver<bool>) {
+    let mut conn = Some(conn);
+    let seller = Arc::new(shop.seller);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            incoming = next_of(&mut conn) => match incoming {
+                Some(Ok(Incoming::Event(event, data))) => match event.as_str() {
+                    "order:new" => {
+                        let order = data["order"]["id"].as_str().unwrap_or_default().to_owned();
+                        tokio::spawn(prepare(Arc::clone(&world), Arc::clone(&seller), order));
+                    }
+                    "order:rider_assigned" => {
+                        let order = data["order"]["id"].as_str().unwrap_or_default();
+                        if let Some(mut track) = world.orders.get_mut(order)
+                            && !track.assigned
+                        {
+                            track.assigned = true;
+                            if let Some(ready) = track.ready_at {
+                                world.recorder.latency(Path::ReadyToAssigned, ready.elapsed());
+                            }
+                        }
+                    }
+                    _ => {}
+                },
+                Some(Ok(Incoming::Ack(..))) => {}
+                Some(Err(_)) | None => {
+                    world.fail("seller_socket_closed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn prepare(world: Arc<World>, seller: Arc<Session>, order: String) {
+    let path = format!("/api/order/{order}");
+    for status in ["accepted", "preparing"] {
+        if let Err(err) = world.api.put(&path, &seller.token, &json!({ "status": status })).await {
+            return world.fail(&err.kind);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs_f64(world.args.prep_s)).await;
+    world.orders.entry(order.clone()).or_default().ready_at = Some(Instant::now());
+    match world
+        .api
+        .put(&path, &seller.token, &json!({ "status": "ready_for_rider" }))
+        .await
+    {
+        Ok(_) => Counters::bump(&world.recorder.counters.orders_ready),
+        Err(err) => world.fail(&err.kind),
+    }
+}
+
+/// Customers place and pay orders at the set rate until the duration or the count is reached.
+async fn place_orders(world: &Arc<World>, shops: &[Shop], customers: Vec<Customer>) {
+    let args = &world.args;
+    let deadline = tokio::time::Instant::now() + args.duration();
+    if args.order_rate <= 0.0 {
+        tokio::time::sleep_until(deadline).await;
+        return;
+    }
+    let idle = Arc::new(Mutex::new(customers));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.order_rate));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut rng = StdRng::seed_from_u64(args.seed ^ 0x0_4d);
+    let mut placed = 0_u64;
+    let mut flows = Vec::new();
+    while tokio::time::Instant::now() < deadline && args.max_orders.is_none_or(|max| placed < max)
+    {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tick.tick() => {}
+        }
+        let Some(customer) = idle.lock().await.pop() else {
+            world.fail("no_idle_customer");
+            continue;
+        };
+        placed += 1;
+        let shop = &shops[rng.random_range(0..shops.len())];
+        let item = shop.items[rng.random_range(0..shop.items.len())].clone();
+        let quantity = rng.random_range(1..=3);
+        let (world, idle) = (Arc::clone(world), Arc::clone(&idle));
+        flows.push(tokio::spawn(async move {
+            order_and_pay(&world, &customer, &item, quantity).await;
+            idle.lock().await.push(customer);
+        }));
+    }
+    for flow in flows {
+        let _ = flow.await;
+    }
+}
+
+async fn order_and_pay(world: &World, customer: &Customer, item: &str, quantity: u32) {
+    let (api, token) = (&world.api, customer.session.token.as_str());
+    if let Err(err) = api
+        .call(reqwest::Method::DELETE, "/api/cart", Some(token), None)
+        .await
+    {
+        return world.fail(&err.kind);
+    }
+    if let Err(err) = api
+        .post("/api/cart/new", token, &json!({ "itemId": item, "quantity": quantity }))
+        .await
+    {
+        return world.fail(&err.kind);
+    }
+    let sent = Instant::now();
+    let placed = api
+        .post(
+            "/api/order/new",
+            token,
+            &json!({ "addressId": customer.address_id, "paymentMethod": "test" }),
+        )
+        .await;
+    let order = match placed {
+        Ok(placed) => {
+            world.recorder.latency(Path::Placement, sent.elapsed());
+            Counters::bump(&world.recorder.counters.orders_placed);
+            placed["order"]["id"].as_str().unwrap_or_default().to_owned()
+        }
+        Err(err) => return world.fail(&err.kind),
+    };
+    world.orders.entry(order.clone()).or_default();
+    let body = json!({ "orderId": order });
+    for step in ["/api/payment/create-order", "/api/payment/verify"] {
+        if let Err(err) = api.post(step, token, &body).await {
+            // Unpaid, it will never be cooked: stop waiting for it.
+            world.orders.remove(&order);
+            return world.fail(&err.kind);
+        }
+    }
+    Counters::bump(&world.recorder.counters.orders_paid);
+}
+
+/// Waits until every paid order is delivered, or `--drain-s` passes.
+async fn drain(world: &World) {
+    let deadline = Instant::now() + Duration::from_secs_f64(world.args.drain_s);
+    while Instant::now() < deadline && world.orders.iter().any(|t| !t.delivered) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Updates the bar twice a second and samples the node's memory every 5 s.
+async fn watch_progress(world: Arc<World>, bar: ProgressBar) {
+    let mut last = (Instant::now(), 0_u64);
+    let mut second = tokio::time::interval(Duration::from_millis(500));
+    let mut ticks = 0_u64;
+    loop {
+        second.tick().await;
+        ticks += 1;
+        let c = &world.recorder.counters;
+        let acked = world.recorder.samples(Path::Ingest);
+        let rate = (acked - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
+        last = (Instant::now(), acked);
+        bar.set_position(world.recorder.elapsed().as_secs());
+        bar.set_message(format!(
+            "loc/s {rate:.0} | orders {} paid {} delivered {} | errors {}",
+            c.orders_placed.load(Ordering::Relaxed),
+            c.orders_paid.load(Ordering::Relaxed),
+            c.delivered.load(Ordering::Relaxed),
+            world.recorder.error_count(),
+        ));
+        if ticks.is_multiple_of(10)
+            && let Some(memory) = world.api.server_memory().await
+        {
+            world.memory_peak.fetch_max(memory, Ordering::Relaxed);
+        }
+    }
+}
