@@ -120,6 +120,14 @@ impl OfferBook {
         held.push(offer);
     }
 
+    /// Whether `rider` holds a live offer now.
+    fn holds_any(&self, rider: RiderId) -> bool {
+        let now = OffsetDateTime::now_utc();
+        self.held
+            .get(&rider)
+            .is_some_and(|held| held.iter().any(|h| h.expires_at > now))
+    }
+
     /// Forgets `rider`'s offer of `order`.
     pub fn forget(&self, rider: RiderId, order: OrderId) {
         let now = OffsetDateTime::now_utc();
@@ -171,19 +179,24 @@ impl DispatchPort for NodeDispatch {
     fn candidates(&self, pickup: LatLon, exclude: &HashSet<RiderId>, limit: usize) -> Vec<RiderId> {
         let fresh = fresh_since(self.settings.stale_after_s);
         // The index filters on freshness and the dispatchable flag; excluded riders are dropped
-        // after, so ask for enough to still have `limit` left.
-        self.riders
+        // after, so ask for enough to still have `limit` left, and `limit` more to pass over
+        // riders holding another live offer: an app takes one offer at a time, so a second
+        // offer to the same rider mostly ends in a timeout (seen in load tests: the same few
+        // riders nearest a busy restaurant got every order, and most waves timed out). They
+        // still get it when nobody else is near.
+        let (free, holding): (Vec<RiderId>, Vec<RiderId>) = self
+            .riders
             .nearest(
                 pickup,
                 f64::from(self.settings.search_radius_m),
-                limit + exclude.len(),
+                2 * limit + exclude.len(),
                 |seen, ok| ok && seen >= fresh,
             )
             .into_iter()
             .map(|found| found.rider)
             .filter(|rider| !exclude.contains(rider))
-            .take(limit)
-            .collect()
+            .partition(|rider| !self.offers.holds_any(*rider));
+        free.into_iter().chain(holding).take(limit).collect()
     }
 
     fn offer(&self, order: &Order, riders: &[RiderId], expires_at: OffsetDateTime) {

@@ -227,7 +227,10 @@ impl Area {
         }
         // The dispatch and delivery limits are in km; a city larger than this cannot be served.
         if !(self.radius_km.is_finite() && (0.1..=50.0).contains(&self.radius_km)) {
-            bail!("--radius-km must be within [0.1, 50], got {}", self.radius_km);
+            bail!(
+                "--radius-km must be within [0.1, 50], got {}",
+                self.radius_km
+            );
         }
         Ok(())
     }
@@ -300,9 +303,7 @@ mod tests {
         assert!(refused(&["run", "--order-rate", "-5"]).contains("--order-rate"));
         assert!(refused(&["run", "--interval-s", "0"]).contains("--interval-s"));
         assert!(refused(&["run", "--duration-s", "NaN"]).contains("--duration-s"));
-        assert!(
-            refused(&["run", "--target", "http://10.0.0.7:8080"]).contains("--allow-remote")
-        );
+        assert!(refused(&["run", "--target", "http://10.0.0.7:8080"]).contains("--allow-remote"));
         assert!(refused(&["geo-compare", "--pipeline", "0"]).contains("--pipeline"));
         assert!(refused(&["run", "--lat", "95"]).contains("--lat"));
     }

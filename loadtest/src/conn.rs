@@ -219,7 +219,11 @@ mod tests {
             parse_socketio(r#"4317[{"ok":true}]"#),
             Some(Incoming::Ack(17, json!({ "ok": true })))
         );
-        assert_eq!(parse_socketio(r#"43[{"ok":true}]"#), None, "an ack needs an id");
+        assert_eq!(
+            parse_socketio(r#"43[{"ok":true}]"#),
+            None,
+            "an ack needs an id"
+        );
         assert_eq!(parse_socketio("40"), None);
     }
 

@@ -84,7 +84,16 @@ impl Comparison {
         let mut out = format!(
             "geo-compare: {} riders, {} connections x {} in flight, nearest {NEAREST} within {RADIUS_M} m\n\
              {:<16} {:>9} {:>11} {:>9} {:>9} {:>7} {:>9}\n",
-            self.riders, self.connections, self.pipeline, "", "ops", "ops/s", "p50 ms", "p99 ms", "errors", "results"
+            self.riders,
+            self.connections,
+            self.pipeline,
+            "",
+            "ops",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "results"
         );
         out += &row("redis updates", &self.redis.updates);
         out += &row("tomato updates", &self.tomato.updates);
@@ -271,9 +280,8 @@ impl Tally {
             p50_ms: p50,
             p99_ms: p99,
             errors: self.errors.load(Ordering::Relaxed),
-            mean_results: queries.then(|| {
-                self.results.load(Ordering::Relaxed) as f64 / (ops.len().max(1) as f64)
-            }),
+            mean_results: queries
+                .then(|| self.results.load(Ordering::Relaxed) as f64 / (ops.len().max(1) as f64)),
         }
     }
 }
@@ -303,7 +311,11 @@ async fn on_redis(
                 for op in batch {
                     match *op {
                         Op::Update { rider, at } => {
-                            pipe.cmd("GEOADD").arg(KEY).arg(at.lon).arg(at.lat).arg(rider);
+                            pipe.cmd("GEOADD")
+                                .arg(KEY)
+                                .arg(at.lon)
+                                .arg(at.lat)
+                                .arg(rider);
                         }
                         Op::Query { at } => {
                             pipe.cmd("GEOSEARCH")
@@ -326,12 +338,16 @@ async fn on_redis(
                         tally.took(sent.elapsed(), batch.len() as u64);
                         for reply in replies {
                             if let redis::Value::Array(found) = reply {
-                                tally.results.fetch_add(found.len() as u64, Ordering::Relaxed);
+                                tally
+                                    .results
+                                    .fetch_add(found.len() as u64, Ordering::Relaxed);
                             }
                         }
                     }
                     Err(_) => {
-                        tally.errors.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        tally
+                            .errors
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
                 }
             }
@@ -376,9 +392,9 @@ async fn on_tomato(
                                 "/api/rider/nearby?lat={}&lon={}&radius={RADIUS_M}&limit={NEAREST}",
                                 at.lat, at.lon
                             );
-                            api.get(&path, Some(&admin)).await.map(|found| {
-                                found["riders"].as_array().map_or(0, Vec::len) as u64
-                            })
+                            api.get(&path, Some(&admin))
+                                .await
+                                .map(|found| found["riders"].as_array().map_or(0, Vec::len) as u64)
                         }
                     };
                     match outcome {

@@ -49,7 +49,9 @@ pub struct Report {
 }
 
 fn mib(bytes: Option<u64>) -> String {
-    bytes.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1_048_576.0))
+    bytes.map_or("n/a".into(), |b| {
+        format!("{:.1} MiB", b as f64 / 1_048_576.0)
+    })
 }
 
 impl Report {
@@ -168,7 +170,12 @@ impl Report {
                 RED,
             ),
         ];
-        chart(&dir.join("latency.svg"), "p99 latency per second", seconds, &latency)?;
+        chart(
+            &dir.join("latency.svg"),
+            "p99 latency per second",
+            seconds,
+            &latency,
+        )?;
         let rates: [Series; 2] = [
             (
                 "location updates/s",
@@ -202,12 +209,7 @@ fn points(series: impl Iterator<Item = (u64, Option<f64>)>) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn chart(
-    file: &Path,
-    title: &str,
-    seconds: f64,
-    series: &[Series],
-) -> anyhow::Result<()> {
+fn chart(file: &Path, title: &str, seconds: f64, series: &[Series]) -> anyhow::Result<()> {
     let top = series
         .iter()
         .flat_map(|(_, pts, _)| pts.iter().map(|p| p.1))

@@ -65,7 +65,8 @@ impl World {
         {
             track.offered = true;
             if let Some(ready) = track.ready_at {
-                self.recorder.latency(Path::ReadyToAvailable, ready.elapsed());
+                self.recorder
+                    .latency(Path::ReadyToAvailable, ready.elapsed());
             }
         }
     }
@@ -241,9 +242,9 @@ fn check_open_files(sockets: usize) -> anyhow::Result<()> {
 
 fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix:>18} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix:>18} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+    ) {
         bar.set_style(style);
     }
     bar.set_prefix(what.to_owned());
@@ -364,7 +365,11 @@ async fn ride(
 
 /// HTTP riders read the offers they hold after each position.
 async fn poll_offers(world: &Arc<World>, session: &Arc<Session>, job: &mut Option<JoinHandle<()>>) {
-    match world.api.get("/api/rider/offers", Some(&session.token)).await {
+    match world
+        .api
+        .get("/api/rider/offers", Some(&session.token))
+        .await
+    {
         Ok(held) => {
             for data in held["offers"].as_array().into_iter().flatten() {
                 offer(world, session, data, job);
@@ -375,7 +380,12 @@ async fn poll_offers(world: &Arc<World>, session: &Arc<Session>, job: &mut Optio
 }
 
 /// An offer heard: a free rider takes it after thinking, then rides and delivers.
-fn offer(world: &Arc<World>, session: &Arc<Session>, data: &Value, job: &mut Option<JoinHandle<()>>) {
+fn offer(
+    world: &Arc<World>,
+    session: &Arc<Session>,
+    data: &Value,
+    job: &mut Option<JoinHandle<()>>,
+) {
     let Some(order) = data["orderId"].as_str().map(str::to_owned) else {
         world.fail("offer_without_order");
         return;
@@ -390,7 +400,11 @@ fn offer(world: &Arc<World>, session: &Arc<Session>, data: &Value, job: &mut Opt
         let ride = Duration::from_secs_f64(world.args.ride_s);
         tokio::time::sleep(think).await;
         let path = format!("/api/rider/orders/{order}/accept");
-        match world.api.call(reqwest::Method::POST, &path, Some(&session.token), None).await {
+        match world
+            .api
+            .call(reqwest::Method::POST, &path, Some(&session.token), None)
+            .await
+        {
             Ok(_) => Counters::bump(&world.recorder.counters.accepts),
             Err(err) if err.status == Some(reqwest::StatusCode::CONFLICT) => {
                 Counters::bump(&world.recorder.counters.accepts_lost);
@@ -404,7 +418,11 @@ fn offer(world: &Arc<World>, session: &Arc<Session>, data: &Value, job: &mut Opt
             ("delivered", &world.recorder.counters.delivered),
         ] {
             tokio::time::sleep(ride).await;
-            match world.api.put(&status, &session.token, &json!({ "status": next })).await {
+            match world
+                .api
+                .put(&status, &session.token, &json!({ "status": next }))
+                .await
+            {
                 Ok(_) => Counters::bump(counter),
                 Err(err) => return world.fail(&err.kind),
             }
@@ -454,7 +472,11 @@ async fn cook(world: Arc<World>, shop: Shop, conn: Conn, mut stop: watch::Receiv
 async fn prepare(world: Arc<World>, seller: Arc<Session>, order: String) {
     let path = format!("/api/order/{order}");
     for status in ["accepted", "preparing"] {
-        if let Err(err) = world.api.put(&path, &seller.token, &json!({ "status": status })).await {
+        if let Err(err) = world
+            .api
+            .put(&path, &seller.token, &json!({ "status": status }))
+            .await
+        {
             return world.fail(&err.kind);
         }
     }
@@ -462,7 +484,11 @@ async fn prepare(world: Arc<World>, seller: Arc<Session>, order: String) {
     world.orders.entry(order.clone()).or_default().ready_at = Some(Instant::now());
     match world
         .api
-        .put(&path, &seller.token, &json!({ "status": "ready_for_rider" }))
+        .put(
+            &path,
+            &seller.token,
+            &json!({ "status": "ready_for_rider" }),
+        )
         .await
     {
         Ok(_) => Counters::bump(&world.recorder.counters.orders_ready),
@@ -484,8 +510,7 @@ async fn place_orders(world: &Arc<World>, shops: &[Shop], customers: Vec<Custome
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0x0_4d);
     let mut placed = 0_u64;
     let mut flows = Vec::new();
-    while tokio::time::Instant::now() < deadline && args.max_orders.is_none_or(|max| placed < max)
-    {
+    while tokio::time::Instant::now() < deadline && args.max_orders.is_none_or(|max| placed < max) {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
             _ = tick.tick() => {}
@@ -518,7 +543,11 @@ async fn order_and_pay(world: &World, customer: &Customer, item: &str, quantity:
         return world.fail(&err.kind);
     }
     if let Err(err) = api
-        .post("/api/cart/new", token, &json!({ "itemId": item, "quantity": quantity }))
+        .post(
+            "/api/cart/new",
+            token,
+            &json!({ "itemId": item, "quantity": quantity }),
+        )
         .await
     {
         return world.fail(&err.kind);
@@ -535,7 +564,10 @@ async fn order_and_pay(world: &World, customer: &Customer, item: &str, quantity:
         Ok(placed) => {
             world.recorder.latency(Path::Placement, sent.elapsed());
             Counters::bump(&world.recorder.counters.orders_placed);
-            placed["order"]["id"].as_str().unwrap_or_default().to_owned()
+            placed["order"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
         }
         Err(err) => return world.fail(&err.kind),
     };

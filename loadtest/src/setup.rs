@@ -38,9 +38,7 @@ pub struct RiderAccount {
 /// Signs the admin in and checks the node treats it as admin.
 pub async fn admin(api: &Api, email: &str) -> anyhow::Result<Session> {
     let session = api.dev_login(email, "Load Admin").await.map_err(|err| {
-        anyhow::anyhow!(
-            "signing in {email} failed ({err}); the node needs auth.dev_login = true"
-        )
+        anyhow::anyhow!("signing in {email} failed ({err}); the node needs auth.dev_login = true")
     })?;
     let me = api.get("/api/auth/me", Some(&session.token)).await?;
     if me["user"]["role"] != "admin" {
@@ -97,7 +95,10 @@ pub async fn shops(
         let at = places[i];
         async move {
             let login = api
-                .dev_login(&format!("shop{i}.{run}@load.tomato.test"), &format!("Seller {i}"))
+                .dev_login(
+                    &format!("shop{i}.{run}@load.tomato.test"),
+                    &format!("Seller {i}"),
+                )
                 .await?;
             let seller = api.become_role(&login, "seller").await?;
             let created = api
@@ -158,7 +159,10 @@ pub async fn customers(
         let home = homes[i];
         async move {
             let session = api
-                .dev_login(&format!("eater{i}.{run}@load.tomato.test"), &format!("Eater {i}"))
+                .dev_login(
+                    &format!("eater{i}.{run}@load.tomato.test"),
+                    &format!("Eater {i}"),
+                )
                 .await?;
             let address = api
                 .post(
@@ -196,7 +200,10 @@ pub async fn riders(
         let walker = walkers[i].clone();
         async move {
             let login = api
-                .dev_login(&format!("rider{i}.{run}@load.tomato.test"), &format!("Rider {i}"))
+                .dev_login(
+                    &format!("rider{i}.{run}@load.tomato.test"),
+                    &format!("Rider {i}"),
+                )
                 .await?;
             let session = api.become_role(&login, "rider").await?;
             let profile = api

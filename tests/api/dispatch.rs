@@ -449,3 +449,40 @@ async fn a_busy_rider_cannot_take_a_second_order() {
         "rider_busy"
     );
 }
+
+#[tokio::test]
+async fn a_rider_holding_an_offer_is_passed_over_for_the_next_order() {
+    let app = spawn_app_with(&[("TOMATO_DISPATCH__OFFER_BATCH", "1")]).await;
+    let shop = open_shop(&app, "two-seller@d.test", "Two Kitchen", SHOP_AT).await;
+    let (_, first) = paid_order(&app, &shop, "two-buyer1@d.test").await;
+    let (_, second) = paid_order(&app, &shop, "two-buyer2@d.test").await;
+    let (near, _) = rider(&app, "near@two.test", (12.9757, 77.6051), true).await;
+    let (next, _) = rider(&app, "next@two.test", (12.9800, 77.6050), true).await;
+    let mut near_app = SocketIoClient::connect(&app, Some(&near.token));
+    near_app.connected().await;
+    let mut next_app = SocketIoClient::connect(&app, Some(&next.token));
+    next_app.connected().await;
+
+    make_ready(&app, &shop, &first).await;
+    assert_eq!(
+        near_app.event("order:available").await["orderId"],
+        first.as_str()
+    );
+    // The nearest rider is still thinking about the first order: the second goes to the next.
+    make_ready(&app, &shop, &second).await;
+    assert_eq!(
+        next_app.event("order:available").await["orderId"],
+        second.as_str()
+    );
+    let held = json_ok(
+        app.request(
+            reqwest::Method::GET,
+            "/api/rider/offers",
+            Some(&near.token),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(held["offers"].as_array().map(Vec::len), Some(1), "{held}");
+}

@@ -9,6 +9,7 @@ mod edge;
 mod google;
 mod health;
 mod helpers;
+mod loadtest;
 mod marketplace;
 mod orders;
 mod razorpay;

@@ -20,6 +20,8 @@ use crate::StoreError;
 const WRITE_QUEUE: usize = 1024;
 /// How long a connection waits on a lock held by a checkpoint before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause between retries of a read told BUSY (0.5, 1, 2 ... 64 ms: 8 tries).
+const READ_RETRY_LIMIT: Duration = Duration::from_millis(64);
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -120,7 +122,7 @@ impl Db {
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         if self.inner.writer.is_closed() {
             return Err(StoreError::Closed);
@@ -134,7 +136,19 @@ impl Db {
         let inner = Arc::clone(&self.inner);
         let result = tokio::task::spawn_blocking(move || {
             let reader = ReaderGuard::take(&inner)?;
-            f(reader.conn())
+            // Under a heavy write load a reader can be told BUSY at once, without the busy
+            // handler (WAL read marks in flux while the writer restarts the log); a read has no
+            // side effects, so it is simply tried again a few times before the caller sees 503.
+            let mut backoff = Duration::from_micros(500);
+            loop {
+                match f(reader.conn()) {
+                    Err(StoreError::Unavailable(_)) if backoff <= READ_RETRY_LIMIT => {
+                        std::thread::sleep(backoff);
+                        backoff *= 2;
+                    }
+                    outcome => return outcome,
+                }
+            }
         })
         .await
         .map_err(|err| StoreError::Backend(Box::new(err)))?;

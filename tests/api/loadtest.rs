@@ -1,0 +1,173 @@
+//! The load-test harness against a real node: short runs over each transport deliver every
+//! order, and the report's counts agree with what the node says in its admin statistics.
+
+use serde_json::Value;
+use tomato_load::{Command, Report, parse_from};
+
+use crate::helpers::{ADMIN_EMAIL, TestApp, spawn_app};
+
+/// A small, fast city: every stage a fraction of a second.
+async fn play(app: &TestApp, extra: &[&str]) -> anyhow::Result<Report> {
+    play_as(app, ADMIN_EMAIL, extra).await
+}
+
+async fn play_as(app: &TestApp, admin: &str, extra: &[&str]) -> anyhow::Result<Report> {
+    let target = format!("http://{}", app.addr);
+    let mut args = vec![
+        "tomato-load",
+        "run",
+        "--target",
+        &target,
+        "--admin-email",
+        admin,
+        "--radius-km",
+        "1.5",
+        "--restaurants",
+        "3",
+        "--customers",
+        "4",
+        "--interval-s",
+        "1",
+        "--prep-s",
+        "0.2",
+        "--think-s",
+        "0.1",
+        "--ride-s",
+        "0.2",
+        "--drain-s",
+        "30",
+    ];
+    args.extend_from_slice(extra);
+    let Command::Run(run) = parse_from(args)? else {
+        anyhow::bail!("not a run");
+    };
+    tomato_load::run::run(run).await
+}
+
+fn delta(report: &Report, pointer: &str) -> i64 {
+    let of = |v: &Value| v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
+    of(&report.server.stats_after) - of(&report.server.stats_before)
+}
+
+/// Every placed order paid, cooked, taken and delivered, as both sides count it.
+fn assert_all_delivered(report: &Report, riders: i64) {
+    let c = &report.measured.counts;
+    assert!(c.orders_placed >= 2, "{}", report.text());
+    assert_eq!(c.orders_paid, c.orders_placed, "{}", report.text());
+    assert_eq!(c.delivered, c.orders_placed, "{}", report.text());
+    assert_eq!(report.undelivered, 0, "{}", report.text());
+    assert!(report.measured.errors.is_empty(), "{}", report.text());
+    assert_eq!(
+        delta(report, "/ordersByStatus/delivered"),
+        c.delivered as i64,
+        "the node counts the same deliveries"
+    );
+    assert_eq!(delta(report, "/riders"), riders);
+    assert_eq!(delta(report, "/restaurants"), 3);
+    assert!(report.measured.counts.locations_acknowledged > 0);
+    let ingest = &report.measured.latency_ms["location_ingest"];
+    assert_eq!(ingest.count, c.locations_acknowledged);
+    assert!(ingest.p50 > 0.0 && ingest.p50 <= ingest.p99 && ingest.p99 <= ingest.max);
+    for path in ["order_placement", "ready_to_available", "ready_to_assigned"] {
+        assert_eq!(
+            report.measured.latency_ms[path].count, c.orders_placed,
+            "{path}: one sample per order"
+        );
+    }
+    assert!(report.server.memory_peak_bytes.unwrap_or(0) > 1_000_000);
+}
+
+#[tokio::test]
+async fn a_ten_second_city_over_socketio_delivers_every_order() {
+    let app = spawn_app().await;
+    let report = play(
+        &app,
+        &[
+            "--riders",
+            "300",
+            "--duration-s",
+            "10",
+            "--order-rate",
+            "0.5",
+        ],
+    )
+    .await
+    .expect("the run completes");
+    assert_all_delivered(&report, 300);
+
+    // The JSON report parses back, and what the node says now matches it.
+    let json = serde_json::to_string(&report).expect("serialise");
+    let parsed: Report = serde_json::from_str(&json).expect("the JSON report parses");
+    assert_eq!(
+        parsed.measured.counts.delivered,
+        report.measured.counts.delivered
+    );
+    let admin = app.dev_login(ADMIN_EMAIL, "Admin").await;
+    let stats =
+        crate::helpers::json_ok(app.get("/api/admin/stats", Some(&admin.token)).await).await;
+    assert_eq!(
+        stats["ordersByStatus"]["delivered"], report.measured.counts.delivered,
+        "a fresh node: every delivery is the run's"
+    );
+    assert_eq!(stats["riders"], 300);
+    assert_eq!(
+        stats["ridersOnline"], 300,
+        "nobody is left carrying an order"
+    );
+
+    let plots = tempfile::tempdir().expect("temp dir");
+    report.plot(plots.path()).expect("plots");
+    for file in ["latency.svg", "rate.svg"] {
+        let svg = std::fs::read_to_string(plots.path().join(file)).expect(file);
+        assert!(svg.contains("<svg") && svg.contains("polyline"), "{file}");
+    }
+}
+
+#[tokio::test]
+async fn plain_websocket_and_http_riders_deliver_too() {
+    let app = spawn_app().await;
+    let ws = play(
+        &app,
+        &[
+            "--transport",
+            "ws",
+            "--riders",
+            "60",
+            "--duration-s",
+            "5",
+            "--order-rate",
+            "0.5",
+        ],
+    )
+    .await
+    .expect("the ws run completes");
+    assert_all_delivered(&ws, 60);
+    // HTTP riders hold no socket: they learn of offers from GET /api/rider/offers.
+    let http = play(
+        &app,
+        &[
+            "--transport",
+            "http",
+            "--riders",
+            "60",
+            "--duration-s",
+            "5",
+            "--order-rate",
+            "0.5",
+        ],
+    )
+    .await
+    .expect("the http run completes");
+    assert_all_delivered(&http, 60);
+}
+
+#[tokio::test]
+async fn a_run_without_an_admin_account_is_refused_with_the_fix() {
+    let app = spawn_app().await;
+    let err = play_as(&app, "nobody@load.test", &["--riders", "1"])
+        .await
+        .expect_err("refused");
+    let message = format!("{err:#}");
+    assert!(message.contains("auth.admin_emails"), "{message}");
+    assert!(message.contains("tomato admin grant"), "{message}");
+}
