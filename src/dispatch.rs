@@ -99,10 +99,14 @@ impl DispatchMetrics {
 /// The offers each rider holds now, as sent in `order:available`: what `GET /api/rider/offers`
 /// answers, for rider apps that cannot keep a socket open (or missed an event while away).
 /// Entries go when accepted, rejected or timed out, and expired ones are pruned on every read
-/// and write of the rider's entry, so the book never outgrows the riders with live offers.
+/// and write of the rider's entry, so the book never outgrows the riders with live offers. Once
+/// an order is assigned its offers go from every rider who held them, so a rider polling the
+/// book is not sent racing for orders already taken.
 #[derive(Debug, Default)]
 pub struct OfferBook {
     held: DashMap<RiderId, Vec<HeldOffer>>,
+    /// Who was offered each order still being dispatched.
+    offered_to: DashMap<OrderId, Vec<RiderId>>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +118,7 @@ struct HeldOffer {
 
 impl OfferBook {
     fn hold(&self, rider: RiderId, offer: HeldOffer) {
+        self.offered_to.entry(offer.order).or_default().push(rider);
         let now = OffsetDateTime::now_utc();
         let mut held = self.held.entry(rider).or_default();
         held.retain(|h| h.expires_at > now && h.order != offer.order);
@@ -126,6 +131,15 @@ impl OfferBook {
         self.held
             .get(&rider)
             .is_some_and(|held| held.iter().any(|h| h.expires_at > now))
+    }
+
+    /// Forgets every offer of `order`: it has found its rider.
+    fn settle(&self, order: OrderId) {
+        if let Some((_, riders)) = self.offered_to.remove(&order) {
+            for rider in riders {
+                self.forget(rider, order);
+            }
+        }
     }
 
     /// Forgets `rider`'s offer of `order`.
@@ -243,7 +257,7 @@ impl DispatchPort for NodeDispatch {
     }
 
     fn assigned(&self, order: &Order, rider: RiderId) {
-        self.offers.forget(rider, order.id);
+        self.offers.settle(order.id);
         self.riders.set_dispatchable(rider, false);
         self.metrics.accepts.inc();
         let ready = order

@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Read buffer per connection; frames from the node are a few hundred bytes.
+const READ_BUFFER: usize = 4 * 1024;
 
 use crate::city::Point;
 use crate::cli::Transport;
@@ -87,7 +91,9 @@ impl Dialer {
             }
             Transport::Ws | Transport::Http => format!("ws://{host}:{port}/ws?token={token}"),
         };
-        let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        // A small read buffer: the default 128 KiB per connection is gigabytes at this scale.
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
             .await
             .context("websocket handshake")?;
         let mut conn = Conn {

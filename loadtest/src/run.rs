@@ -12,7 +12,7 @@ use futures_util::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -343,7 +343,10 @@ async fn ride(
                     }
                 }
                 Some(Ok(Incoming::Event(event, data))) if event == "order:available" => {
-                    offer(&world, &session, &data, &mut job);
+                    match data["orderId"].as_str() {
+                        Some(order) => take_one(&world, &session, vec![order.to_owned()], &mut job),
+                        None => world.fail("offer_without_order"),
+                    }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
@@ -365,72 +368,111 @@ async fn ride(
 
 /// HTTP riders read the offers they hold after each position.
 async fn poll_offers(world: &Arc<World>, session: &Arc<Session>, job: &mut Option<JoinHandle<()>>) {
+    if let Some(orders) = held_offers(world, session).await
+        && !orders.is_empty()
+    {
+        take_one(world, session, orders, job);
+    }
+}
+
+/// The orders this rider holds offers of, from `GET /api/rider/offers`.
+async fn held_offers(world: &World, session: &Session) -> Option<Vec<String>> {
     match world
         .api
         .get("/api/rider/offers", Some(&session.token))
         .await
     {
-        Ok(held) => {
-            for data in held["offers"].as_array().into_iter().flatten() {
-                offer(world, session, data, job);
-            }
+        Ok(held) => Some(
+            held["offers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["orderId"].as_str().map(str::to_owned))
+                .collect(),
+        ),
+        Err(err) => {
+            world.fail(&err.kind);
+            None
         }
-        Err(err) => world.fail(&err.kind),
     }
 }
 
-/// An offer heard: a free rider takes it after thinking, then rides and delivers.
-fn offer(
+/// Offers heard: a free rider tries them in turn after thinking (another rider may have been
+/// faster), then rides and delivers the one it wins.
+fn take_one(
     world: &Arc<World>,
     session: &Arc<Session>,
-    data: &Value,
+    orders: Vec<String>,
     job: &mut Option<JoinHandle<()>>,
 ) {
-    let Some(order) = data["orderId"].as_str().map(str::to_owned) else {
-        world.fail("offer_without_order");
-        return;
-    };
-    world.offer_heard(&order);
+    for order in &orders {
+        world.offer_heard(order);
+    }
     if job.as_ref().is_some_and(|j| !j.is_finished()) {
         return;
     }
     let (world, session) = (Arc::clone(world), Arc::clone(session));
     *job = Some(tokio::spawn(async move {
-        let think = Duration::from_secs_f64(world.args.think_s);
-        let ride = Duration::from_secs_f64(world.args.ride_s);
-        tokio::time::sleep(think).await;
-        let path = format!("/api/rider/orders/{order}/accept");
-        match world
-            .api
-            .call(reqwest::Method::POST, &path, Some(&session.token), None)
-            .await
-        {
-            Ok(_) => Counters::bump(&world.recorder.counters.accepts),
-            Err(err) if err.status == Some(reqwest::StatusCode::CONFLICT) => {
-                Counters::bump(&world.recorder.counters.accepts_lost);
-                return;
+        tokio::time::sleep(Duration::from_secs_f64(world.args.think_s)).await;
+        if try_orders(&world, &session, &orders).await == Some(false) {
+            // Beaten to every one: look at what else was offered meanwhile (events that came
+            // while this rider was busy deciding), as an app's offer list would show.
+            if let Some(mut more) = held_offers(&world, &session).await {
+                more.retain(|o| !orders.contains(o));
+                try_orders(&world, &session, &more).await;
             }
-            Err(err) => return world.fail(&err.kind),
-        }
-        let status = format!("/api/rider/orders/{order}/status");
-        for (next, counter) in [
-            ("picked_up", &world.recorder.counters.picked_up),
-            ("delivered", &world.recorder.counters.delivered),
-        ] {
-            tokio::time::sleep(ride).await;
-            match world
-                .api
-                .put(&status, &session.token, &json!({ "status": next }))
-                .await
-            {
-                Ok(_) => Counters::bump(counter),
-                Err(err) => return world.fail(&err.kind),
-            }
-        }
-        if let Some(mut track) = world.orders.get_mut(&order) {
-            track.delivered = true;
         }
     }));
+}
+
+/// Accepts the first of `orders` this rider wins and delivers it: `Some(true)` when one was
+/// won, `Some(false)` when others were faster to all, `None` on an error.
+async fn try_orders(world: &World, session: &Session, orders: &[String]) -> Option<bool> {
+    for order in orders {
+        let path = format!("/api/rider/orders/{order}/accept");
+        let accepted = world
+            .api
+            .call(reqwest::Method::POST, &path, Some(&session.token), None)
+            .await;
+        match accepted {
+            Ok(_) => {
+                Counters::bump(&world.recorder.counters.accepts);
+                deliver(world, session, order).await;
+                return Some(true);
+            }
+            Err(err) if err.status == Some(reqwest::StatusCode::CONFLICT) => {
+                Counters::bump(&world.recorder.counters.accepts_lost);
+            }
+            Err(err) => {
+                world.fail(&err.kind);
+                return None;
+            }
+        }
+    }
+    Some(false)
+}
+
+/// The assigned rider rides to the restaurant and on to the customer.
+async fn deliver(world: &World, session: &Session, order: &str) {
+    let ride = Duration::from_secs_f64(world.args.ride_s);
+    let status = format!("/api/rider/orders/{order}/status");
+    for (next, counter) in [
+        ("picked_up", &world.recorder.counters.picked_up),
+        ("delivered", &world.recorder.counters.delivered),
+    ] {
+        tokio::time::sleep(ride).await;
+        match world
+            .api
+            .put(&status, &session.token, &json!({ "status": next }))
+            .await
+        {
+            Ok(_) => Counters::bump(counter),
+            Err(err) => return world.fail(&err.kind),
+        }
+    }
+    if let Some(mut track) = world.orders.get_mut(order) {
+        track.delivered = true;
+    }
 }
 
 /// One seller: cooks every paid order (accepted, preparing, ready) and hears the assignment.
