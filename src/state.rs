@@ -12,7 +12,7 @@ use tomato_shards::{
 };
 use tomato_store::Stores;
 
-use crate::auth::{GoogleVerifier, TokenKeys};
+use crate::auth::{AuthCache, GoogleVerifier, TokenKeys};
 use crate::config::Settings;
 use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort, OfferBook};
 use crate::http::Metrics;
@@ -52,6 +52,8 @@ pub struct AppState {
     pub dispatch_metrics: DispatchMetrics,
     /// The offers riders hold now.
     pub offers: Arc<OfferBook>,
+    /// Users and token revocations as authentication last read them.
+    pub auth_cache: Arc<AuthCache>,
 }
 
 impl AppState {
@@ -142,6 +144,7 @@ impl AppState {
             rider_actors,
             dispatch_metrics,
             offers,
+            auth_cache: Arc::new(AuthCache::default()),
             actors,
             orders,
             idempotency_locks: Arc::new(KeyLocks::default()),

@@ -60,16 +60,37 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
         TokenError::Expired => ApiError::unauthorized("token_expired", "the token has expired"),
         TokenError::Invalid => ApiError::unauthorized("invalid_token", "the token is not valid"),
     })?;
-    if state.stores.tokens.is_revoked(claims.jti).await? {
+    let cache = &state.auth_cache;
+    let revoked = match cache.revoked(claims.jti) {
+        Some(known) => known,
+        None => {
+            let revoked = state.stores.tokens.is_revoked(claims.jti).await?;
+            if !revoked {
+                cache.put_live(claims.jti);
+            }
+            revoked
+        }
+    };
+    if revoked {
         return Err(ApiError::unauthorized(
             "token_revoked",
             "the token was revoked by logging out",
         ));
     }
-    let user = state.stores.users.get(claims.sub).await?.ok_or_else(|| {
-        ApiError::unauthorized("invalid_token", "the token's user does not exist")
-    })?;
-    if user.role != claims.role || user.role_version != claims.ver {
+    let matches = |user: &User| user.role == claims.role && user.role_version == claims.ver;
+    // A cached user that does not match may be older than the token: ask the store then.
+    let user = match cache.user(claims.sub).filter(matches) {
+        Some(user) => user,
+        None => {
+            let generation = cache.generation(claims.sub);
+            let user = state.stores.users.get(claims.sub).await?.ok_or_else(|| {
+                ApiError::unauthorized("invalid_token", "the token's user does not exist")
+            })?;
+            cache.put_user(&user, generation);
+            user
+        }
+    };
+    if !matches(&user) {
         return Err(ApiError::unauthorized(
             "token_stale",
             "the user's role changed after this token was issued; use the new token",

@@ -120,6 +120,8 @@ async fn sign_in(
             admin,
         })
         .await?;
+    // Sign-in may have changed the name, the picture or (admin_emails) the role.
+    state.auth_cache.user_changed(user.id);
     tracing::info!(user_id = %user.id, role = %user.role, "signed in");
     issue_session(state, user)
 }
@@ -236,6 +238,7 @@ async fn set_role(
         ));
     }
     let user = state.stores.users.set_role(auth.user.id, body.role).await?;
+    state.auth_cache.user_changed(user.id);
     tracing::info!(user_id = %user.id, role = %user.role, "role changed");
     issue_session(&state, user)
 }
@@ -252,6 +255,8 @@ async fn set_role(
     )
 )]
 async fn logout(State(state): State<AppState>, auth: AuthUser) -> Result<StatusCode, ApiError> {
+    // Here first: from this moment no cached answer lets the token through.
+    state.auth_cache.revoke(auth.claims.jti, auth.claims.exp);
     state
         .stores
         .tokens
