@@ -36,9 +36,17 @@ fn bench_auth(c: &mut Criterion) {
     c.bench_function("token_verify", |b| {
         b.iter(|| state.tokens.verify(black_box(&token)).expect("verify"))
     });
-    c.bench_function("authenticate_with_store_checks", |b| {
+    // The usual request: user and token liveness answered by the node's cache.
+    c.bench_function("authenticate_cached", |b| {
         b.to_async(&runtime)
             .iter(|| async { authenticate(&state, black_box(&token)).await.expect("auth") })
+    });
+    // Right after the user changed: the user is read from the store again.
+    c.bench_function("authenticate_user_from_store", |b| {
+        b.to_async(&runtime).iter(|| async {
+            state.auth_cache.user_changed(user.id);
+            authenticate(&state, black_box(&token)).await.expect("auth")
+        })
     });
     runtime
         .block_on(state.stores.backend.close())
