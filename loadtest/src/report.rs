@@ -71,10 +71,10 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "tomato-load run {}: {} riders over {:?} every {} s, {} orders/s asked, {} restaurants, {} customers",
+            "tomato-load run {}: {} riders over {} every {} s, {} orders/s asked, {} restaurants, {} customers",
             self.run_id,
             self.riders,
-            self.transport,
+            format!("{:?}", self.transport).to_lowercase(),
             self.interval_s,
             self.order_rate,
             self.restaurants,
@@ -153,7 +153,8 @@ impl Report {
         out
     }
 
-    /// Writes `latency.svg` (p99 per second) and `rate.svg` (events per second) into `dir`.
+    /// Writes `latency.svg` (p99 per second), `rate.svg` (positions per second) and `orders.svg`
+    /// (orders placed per second) into `dir`.
     pub fn plot(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let timeline = &self.measured.timeline;
@@ -176,27 +177,29 @@ impl Report {
             seconds,
             &latency,
         )?;
-        let rates: [Series; 2] = [
-            (
-                "location updates/s",
-                points(
-                    timeline
-                        .iter()
-                        .map(|t| (t.second, Some(t.location_updates as f64))),
-                ),
-                BLUE,
-            ),
-            (
-                "orders placed/s",
-                points(
-                    timeline
-                        .iter()
-                        .map(|t| (t.second, Some(t.orders_placed as f64))),
-                ),
-                RED,
-            ),
-        ];
-        chart(&dir.join("rate.svg"), "rate per second", seconds, &rates)
+        // Two charts: a few orders a second vanish on the axis of thousands of positions.
+        let updates = points(
+            timeline
+                .iter()
+                .map(|t| (t.second, Some(t.location_updates as f64))),
+        );
+        chart(
+            &dir.join("rate.svg"),
+            "location updates acknowledged per second",
+            seconds,
+            &[("location updates/s", updates, BLUE)],
+        )?;
+        let orders = points(
+            timeline
+                .iter()
+                .map(|t| (t.second, Some(t.orders_placed as f64))),
+        );
+        chart(
+            &dir.join("orders.svg"),
+            "orders placed per second",
+            seconds,
+            &[("orders placed/s", orders, RED)],
+        )
     }
 }
 

@@ -419,6 +419,9 @@ fn take_one(
             // while this rider was busy deciding), as an app's offer list would show.
             if let Some(mut more) = held_offers(&world, &session).await {
                 more.retain(|o| !orders.contains(o));
+                for order in &more {
+                    world.offer_heard(order);
+                }
                 try_orders(&world, &session, &more).await;
             }
         }

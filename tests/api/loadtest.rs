@@ -117,7 +117,7 @@ async fn a_ten_second_city_over_socketio_delivers_every_order() {
 
     let plots = tempfile::tempdir().expect("temp dir");
     report.plot(plots.path()).expect("plots");
-    for file in ["latency.svg", "rate.svg"] {
+    for file in ["latency.svg", "rate.svg", "orders.svg"] {
         let svg = std::fs::read_to_string(plots.path().join(file)).expect(file);
         assert!(svg.contains("<svg") && svg.contains("polyline"), "{file}");
     }
@@ -170,4 +170,57 @@ async fn a_run_without_an_admin_account_is_refused_with_the_fix() {
     let message = format!("{err:#}");
     assert!(message.contains("auth.admin_emails"), "{message}");
     assert!(message.contains("tomato admin grant"), "{message}");
+}
+
+#[tokio::test]
+async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
+    let app = spawn_app().await;
+    let target = format!("http://{}", app.addr);
+    let command = parse_from([
+        "tomato-load",
+        "geo-compare",
+        "--target",
+        &target,
+        "--admin-email",
+        ADMIN_EMAIL,
+        "--radius-km",
+        "2",
+        "--riders",
+        "40",
+        "--updates",
+        "400",
+        "--queries",
+        "100",
+        "--connections",
+        "2",
+        "--pipeline",
+        "4",
+    ])
+    .expect("arguments");
+    let Command::GeoCompare(args) = command else {
+        panic!("not geo-compare");
+    };
+    // Its own redis-server on a free port, started and stopped by the harness.
+    let comparison = tomato_load::geo::compare(args)
+        .await
+        .expect("both sides ran");
+    for (side, phase) in [
+        ("redis updates", &comparison.redis.updates),
+        ("redis queries", &comparison.redis.queries),
+        ("tomato updates", &comparison.tomato.updates),
+        ("tomato queries", &comparison.tomato.queries),
+    ] {
+        assert_eq!(phase.errors, 0, "{side}");
+        assert!(
+            phase.per_s > 0.0 && phase.p99_ms >= phase.p50_ms,
+            "{side}: {phase:?}"
+        );
+    }
+    assert_eq!(comparison.redis.updates.ops, 400);
+    assert_eq!(comparison.tomato.queries.ops, 100);
+    // 40 riders in a 2 km city: every query finds five, on both sides.
+    assert_eq!(comparison.redis.queries.mean_results, Some(5.0));
+    assert_eq!(comparison.tomato.queries.mean_results, Some(5.0));
+    assert!(comparison.query_rate_ratio.is_finite() && comparison.query_rate_ratio > 0.0);
+    assert!(comparison.text().contains("ratio tomato/redis"));
 }
