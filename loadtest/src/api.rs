@@ -61,11 +61,6 @@ impl Api {
         Ok(Self { client, base })
     }
 
-    /// The node's base URL.
-    pub fn base(&self) -> &Url {
-        &self.base
-    }
-
     /// One call; 2xx bodies parsed as JSON (`null` when empty).
     pub async fn call(
         &self,

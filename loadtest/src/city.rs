@@ -81,11 +81,6 @@ impl Walker {
         self.speed_mps
     }
 
-    /// Heads for `target` next (a pick-up or a drop-off).
-    pub fn head_for(&mut self, target: Point) {
-        self.target = target;
-    }
-
     /// Moves for `seconds`; on reaching its target it picks a new one in the city.
     pub fn step(&mut self, seconds: f64, city: &City, rng: &mut impl Rng) -> Point {
         let mut left = self.speed_mps * seconds;
