@@ -78,6 +78,9 @@ impl AuthCache {
         });
         entry.generation += 1;
         entry.user = None;
+        // Kept through the next sweep, so a read that began before the change still finds the
+        // newer generation (a store read takes microseconds, the TTL seconds).
+        entry.read_at = Instant::now();
     }
 
     /// Whether the token is known revoked (through this node) or known live (store, within TTL):
@@ -107,8 +110,7 @@ impl AuthCache {
     fn inserted(&self) {
         if self.inserts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             let now = OffsetDateTime::now_utc().unix_timestamp();
-            self.users
-                .retain(|_, c| c.read_at.elapsed() < TTL || c.generation > 0);
+            self.users.retain(|_, c| c.read_at.elapsed() < TTL);
             self.live.retain(|_, at| at.elapsed() < TTL);
             self.revoked.retain(|_, expires| *expires > now);
         }
