@@ -218,6 +218,17 @@ impl Target {
 }
 
 impl Area {
+    /// The city these flags describe.
+    pub fn city(&self) -> crate::city::City {
+        crate::city::City {
+            centre: crate::city::Point {
+                lat: self.lat,
+                lon: self.lon,
+            },
+            radius_m: self.radius_km * 1000.0,
+        }
+    }
+
     fn check(&self) -> anyhow::Result<()> {
         if !(self.lat.is_finite() && (-85.0..=85.0).contains(&self.lat)) {
             bail!("--lat must be within [-85, 85], got {}", self.lat);

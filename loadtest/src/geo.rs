@@ -18,9 +18,9 @@ use serde::Serialize;
 use tokio::process::{Child, Command};
 
 use crate::api::Api;
-use crate::city::{City, Point};
+use crate::city::Point;
 use crate::cli::GeoArgs;
-use crate::setup;
+use crate::{record, setup};
 
 const KEY: &str = "tomato-load:riders";
 const RADIUS_M: u32 = 5000;
@@ -115,13 +115,7 @@ impl Comparison {
 /// Runs both sides and compares.
 pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
     let base = args.target.url()?;
-    let city = City {
-        centre: Point {
-            lat: args.area.lat,
-            lon: args.area.lon,
-        },
-        radius_m: args.area.radius_km * 1000.0,
-    };
+    let city = args.area.city();
     // Redis first, so a missing redis-server fails before any rider is created.
     let (redis_url, _server) = match &args.redis {
         Some(url) => (url.clone(), None),
@@ -246,19 +240,21 @@ struct Tally {
 }
 
 impl Tally {
-    fn new() -> anyhow::Result<Arc<Self>> {
-        Ok(Arc::new(Self {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
             next: AtomicUsize::new(0),
             errors: AtomicU64::new(0),
             results: AtomicU64::new(0),
-            latency: std::sync::Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
-        }))
+            latency: std::sync::Mutex::new(record::histogram()),
+        })
     }
 
     fn took(&self, took: Duration, times: u64) {
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let us = u64::try_from(took.as_micros())
+            .unwrap_or(record::HIGHEST_US)
+            .clamp(1, record::HIGHEST_US);
         if let Ok(mut h) = self.latency.lock() {
-            let _ = h.record_n(us.min(60_000_000), times);
+            let _ = h.record_n(us, times);
         }
     }
 
@@ -291,10 +287,7 @@ async fn on_redis(
     ops: &[Op],
     pipeline: usize,
 ) -> Phase {
-    let tally = match Tally::new() {
-        Ok(t) => t,
-        Err(_) => return empty_phase(),
-    };
+    let tally = Tally::new();
     let ops: Arc<[Op]> = ops.into();
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -366,10 +359,7 @@ async fn on_tomato(
     tokens: &Arc<Vec<String>>,
     admin: &Arc<String>,
 ) -> Phase {
-    let tally = match Tally::new() {
-        Ok(t) => t,
-        Err(_) => return empty_phase(),
-    };
+    let tally = Tally::new();
     let ops: Arc<[Op]> = ops.into();
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -414,15 +404,4 @@ async fn on_tomato(
         let _ = worker.await;
     }
     tally.phase(&ops, started.elapsed())
-}
-
-fn empty_phase() -> Phase {
-    Phase {
-        ops: 0,
-        per_s: 0.0,
-        p50_ms: 0.0,
-        p99_ms: 0.0,
-        errors: 0,
-        mean_results: None,
-    }
 }

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Latencies are kept from 1 µs to 10 min with 3 significant digits.
-const HIGHEST_US: u64 = 600_000_000;
+pub(crate) const HIGHEST_US: u64 = 600_000_000;
 
 /// A measured path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,8 @@ pub struct Recorder {
     pub counters: Counters,
 }
 
-fn histogram() -> Histogram<u64> {
+/// A latency histogram in microseconds, 1 µs to 10 min.
+pub(crate) fn histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts; a failure here is a programming error
     // caught by the first test.
     Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds")

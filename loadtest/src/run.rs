@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::api::{Api, Session};
-use crate::city::{City, Point};
+use crate::city::City;
 use crate::cli::{RunArgs, Transport};
 use crate::conn::{Conn, Dialer, Incoming};
 use crate::record::{Counters, Path, Recorder};
@@ -81,13 +81,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         Transport::Socketio | Transport::Ws => args.riders + args.restaurants,
     };
     check_open_files(sockets)?;
-    let city = City {
-        centre: Point {
-            lat: args.area.lat,
-            lon: args.area.lon,
-        },
-        radius_m: args.area.radius_km * 1000.0,
-    };
+    let city = args.area.city();
     let setup_started = Instant::now();
     let admin = setup::admin(&api, &args.target.admin_email).await?;
     let before = api.get("/api/admin/stats", Some(&admin.token)).await?;
