@@ -10,14 +10,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures_core::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use time::{Duration, OffsetDateTime};
+use tomato_actors::RiderEnv;
 use tomato_actors::{DispatchPolicy, DispatchPort};
 use tomato_domain::{
     DeliveryAddress, HistoryEntry, LatLon, MenuItemId, Money, Order, OrderCommand, OrderId,
     OrderLine, OrderStatus, PaymentMethod, PaymentStatus, RestaurantId, RiderId, UserId,
 };
-use tomato_shards::{ActorRuntime, OrderDirectory, OrderPorts, ShardMap};
+use tomato_shards::{ActorRuntime, OrderPorts, OrderRef, RiderIndex, ShardMap, ShardRouter};
 
 /// Nobody listens, and there are no riders, in the benchmark.
 struct Nobody;
@@ -27,8 +29,13 @@ impl tomato_actors::OrderEvents for Nobody {
 }
 
 impl DispatchPort for Nobody {
-    fn candidates(&self, _: LatLon, _: &HashSet<RiderId>, _: usize) -> Vec<RiderId> {
-        Vec::new()
+    fn candidates(
+        &self,
+        _: LatLon,
+        _: HashSet<RiderId>,
+        _: usize,
+    ) -> BoxFuture<'static, Vec<RiderId>> {
+        Box::pin(std::future::ready(Vec::new()))
     }
     fn offer(&self, _: &Order, _: &[RiderId], _: OffsetDateTime) {}
     fn pending(&self, _: &Order, _: u32) {}
@@ -78,6 +85,8 @@ fn unpaid_order() -> Order {
             status: OrderStatus::Placed,
             at: now,
         }],
+        version: 0,
+        shard: 0,
     }
 }
 
@@ -86,9 +95,11 @@ fn bench_transition(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let stores = tomato_store::embedded::open(dir.path()).expect("store");
     let actors = Arc::new(ActorRuntime::start(1).expect("actors"));
-    let directory = OrderDirectory::new(
+    let map = ShardMap::new(5, 64).expect("map");
+    let router = ShardRouter::new(
         Arc::clone(&actors),
-        ShardMap::new(5, 64).expect("map"),
+        map,
+        Arc::new(RiderIndex::new(map)),
         OrderPorts {
             store: Arc::clone(&stores.orders),
             events: Arc::new(Nobody),
@@ -100,9 +111,15 @@ fn bench_transition(c: &mut Criterion) {
             },
             restarts: Counter::default(),
         },
+        RiderEnv {
+            port: Arc::new(Nobody),
+            restarts: Counter::default(),
+        },
+        Arc::clone(&stores.riders),
     );
+    runtime.block_on(router.start_all()).expect("start");
 
-    let (directory, stores_ref) = (&directory, &stores);
+    let (router, stores_ref) = (&router, &stores);
     c.bench_function("order_payment_confirmed_and_persisted", |b| {
         b.to_async(&runtime).iter_custom(|iters| async move {
             // Placing the orders is set-up, not measured.
@@ -110,12 +127,12 @@ fn bench_transition(c: &mut Criterion) {
             for _ in 0..iters {
                 let order = unpaid_order();
                 stores_ref.orders.create(&order).await.expect("create");
-                directory.start(order.clone());
-                ids.push(order.id);
+                router.place(order.clone()).await.expect("placed");
+                ids.push(OrderRef::from(&order));
             }
             let started = Instant::now();
             for id in ids {
-                directory
+                router
                     .apply(id, OrderCommand::ConfirmPayment)
                     .await
                     .expect("paid");
@@ -125,6 +142,26 @@ fn bench_transition(c: &mut Criterion) {
     });
     actors.stop();
     runtime.block_on(stores.backend.close()).expect("close");
+}
+
+/// Rider actors are not exercised here; the port only has to exist.
+impl tomato_actors::RiderPort for Nobody {
+    fn moved(&self, _: OrderId, _: UserId, _: LatLon, _: OffsetDateTime) {}
+    fn accept(
+        &self,
+        _: OrderId,
+        _: u32,
+        _: RiderId,
+        _: String,
+        _: String,
+    ) -> BoxFuture<'static, Result<Order, tomato_actors::OrderError>> {
+        Box::pin(std::future::ready(Err(
+            tomato_actors::OrderError::Unavailable,
+        )))
+    }
+    fn carried(&self, _: RiderId) -> BoxFuture<'static, tomato_actors::Carried> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 criterion_group!(benches, bench_transition);

@@ -106,7 +106,7 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<
     let supply = state
         .riders
         .count_by_cell(STATS_RESOLUTION, move |seen, ok| ok && seen >= fresh);
-    let demand = state.orders.open_by_cell(STATS_RESOLUTION);
+    let demand = state.shards.open_by_cell(STATS_RESOLUTION);
     let mut cells: Vec<CellStats> = supply
         .keys()
         .chain(demand.keys())

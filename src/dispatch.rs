@@ -15,11 +15,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tomato_actors::{Carried, DispatchPort, OrderError, RiderPort};
 use tomato_domain::{LatLon, Order, OrderId, OrderStatus, RiderId, UserId};
-use tomato_shards::{OrderDirectory, RiderDirectory, RiderIndex};
+use tomato_shards::{OrderRef, RiderIndex, ShardId, ShardRouter};
 use tomato_store::Stores;
 
 use crate::config::DispatchSettings;
-use crate::realtime::Realtime;
+use crate::realtime::{Realtime, Room};
 use crate::riders::RiderIds;
 
 /// How many recent assignments the median assignment time is taken over.
@@ -171,7 +171,9 @@ pub struct NodeDispatch {
     pub realtime: Arc<Realtime>,
     pub stores: Stores,
     pub settings: DispatchSettings,
-    pub rider_actors: Arc<RiderDirectory>,
+    /// Set once the router exists (it is built after its dispatch port); weak, so the two do
+    /// not keep each other alive.
+    pub shards: std::sync::OnceLock<std::sync::Weak<ShardRouter>>,
     pub metrics: DispatchMetrics,
     pub offers: Arc<OfferBook>,
 }
@@ -189,8 +191,15 @@ pub fn fresh_since(stale_after_s: u64) -> u32 {
     u32::try_from(now.saturating_sub(stale)).unwrap_or(0)
 }
 
-impl DispatchPort for NodeDispatch {
-    fn candidates(&self, pickup: LatLon, exclude: &HashSet<RiderId>, limit: usize) -> Vec<RiderId> {
+impl NodeDispatch {
+    /// The nearest dispatchable riders in this node's index, riders holding another live offer
+    /// last.
+    fn local_candidates(
+        &self,
+        pickup: LatLon,
+        exclude: &HashSet<RiderId>,
+        limit: usize,
+    ) -> Vec<RiderId> {
         let fresh = fresh_since(self.settings.stale_after_s);
         // The index filters on freshness and the dispatchable flag; excluded riders are dropped
         // after, so ask for enough to still have `limit` left, and `limit` more to pass over
@@ -212,6 +221,20 @@ impl DispatchPort for NodeDispatch {
             .partition(|rider| !self.offers.holds_any(*rider));
         free.into_iter().chain(holding).take(limit).collect()
     }
+}
+
+impl DispatchPort for NodeDispatch {
+    fn candidates(
+        &self,
+        pickup: LatLon,
+        exclude: HashSet<RiderId>,
+        limit: usize,
+    ) -> BoxFuture<'static, Vec<RiderId>> {
+        // Every shard the search covers runs here, so the answer is at hand; in a cluster the
+        // other owners are asked and this becomes a real wait.
+        let found = self.local_candidates(pickup, &exclude, limit);
+        Box::pin(std::future::ready(found))
+    }
 
     fn offer(&self, order: &Order, riders: &[RiderId], expires_at: OffsetDateTime) {
         let offer = json!({
@@ -229,7 +252,7 @@ impl DispatchPort for NodeDispatch {
         for rider in riders {
             if let Some(user) = self.rider_ids.user_of(*rider) {
                 self.realtime
-                    .emit(&format!("user:{user}"), "order:available", &offer);
+                    .emit(Room::User(user), "order:available", &offer);
                 self.offers.hold(
                     *rider,
                     HeldOffer {
@@ -245,7 +268,7 @@ impl DispatchPort for NodeDispatch {
 
     fn pending(&self, order: &Order, attempts: u32) {
         self.realtime.emit(
-            &format!("restaurant:{}", order.restaurant_id),
+            Room::Restaurant(order.restaurant_id),
             "order:dispatch_pending",
             &json!({ "orderId": order.id.to_string(), "attempts": attempts }),
         );
@@ -273,7 +296,9 @@ impl DispatchPort for NodeDispatch {
     }
 
     fn released(&self, _order: &Order, rider: RiderId) {
-        self.rider_actors.released(rider);
+        if let Some(shards) = self.shards.get().and_then(std::sync::Weak::upgrade) {
+            shards.released(rider);
+        }
         let (riders, store) = (Arc::clone(&self.riders), Arc::clone(&self.stores.riders));
         // Free again if the rider is still online and verified (the store knows).
         tokio::spawn(async move {
@@ -288,9 +313,9 @@ impl DispatchPort for NodeDispatch {
 #[derive(Default)]
 pub struct NodeRiderPort {
     pub realtime: std::sync::OnceLock<Arc<Realtime>>,
-    /// Set once the order directory exists (it is built after the rider actors' port); weak,
-    /// so the two directories do not keep each other alive.
-    pub orders: std::sync::OnceLock<std::sync::Weak<OrderDirectory>>,
+    /// Set once the router exists (it is built after the rider actors' port); weak, so the two
+    /// do not keep each other alive.
+    pub shards: std::sync::OnceLock<std::sync::Weak<ShardRouter>>,
     pub stores: std::sync::OnceLock<Stores>,
 }
 
@@ -304,7 +329,7 @@ impl RiderPort for NodeRiderPort {
     fn moved(&self, order: OrderId, customer: UserId, at: LatLon, seen_at: OffsetDateTime) {
         if let Some(realtime) = self.realtime.get() {
             realtime.emit(
-                &format!("user:{customer}"),
+                Room::User(customer),
                 "rider:location",
                 &json!({
                     "orderId": order.to_string(),
@@ -319,14 +344,19 @@ impl RiderPort for NodeRiderPort {
     fn accept(
         &self,
         order: OrderId,
+        shard: u32,
         rider: RiderId,
         name: String,
         phone: String,
     ) -> BoxFuture<'static, Result<Order, OrderError>> {
-        let orders = self.orders.get().and_then(std::sync::Weak::upgrade);
+        let shards = self.shards.get().and_then(std::sync::Weak::upgrade);
+        let order = OrderRef {
+            id: order,
+            shard: ShardId(shard),
+        };
         Box::pin(async move {
-            match orders {
-                Some(orders) => orders.accept(order, rider, name, phone).await,
+            match shards {
+                Some(shards) => shards.accept(order, rider, name, phone).await,
                 None => Err(OrderError::Unavailable),
             }
         })

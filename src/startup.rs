@@ -32,12 +32,13 @@ impl Application {
         warn_about_dev_settings(&settings);
         let stores = open_store(&settings).await?;
         let state = AppState::new(settings, stores)?;
-        let open = state
-            .orders
-            .resume()
+        // A single node runs every shard: each starts as it would when won in a cluster.
+        let resumed = state
+            .shards
+            .start_all()
             .await
-            .context("resuming open orders")?;
-        tracing::info!(orders = open.len(), "resumed open orders");
+            .context("starting the shards")?;
+        tracing::info!(orders = resumed, "resumed open orders");
         let riders = crate::riders::restore(&state)
             .await
             .context("restoring rider positions")?;
@@ -91,6 +92,13 @@ impl Application {
         snapshots.abort();
         let flushed = crate::riders::snapshots::flush(&last_state).await;
         tracing::info!(riders = flushed, "rider positions flushed");
+        // Every shard stops through the path a cluster hands a shard over by.
+        let stopped = last_state.shards.stop_all().await;
+        tracing::info!(
+            orders = stopped.orders,
+            riders = stopped.riders,
+            "shards stopped"
+        );
         drop(last_state);
         // Actors first: a transition in flight finishes its write before the store closes.
         tokio::task::spawn_blocking(move || actors.stop())

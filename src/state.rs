@@ -7,9 +7,7 @@ use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 
 use tomato_actors::{DispatchPolicy, RiderEnv};
-use tomato_shards::{
-    ActorRuntime, OrderDirectory, OrderPorts, RiderDirectory, RiderIndex, ShardMap,
-};
+use tomato_shards::{ActorRuntime, OrderPorts, RiderIndex, ShardMap, ShardRouter};
 use tomato_store::Stores;
 
 use crate::auth::{AuthCache, GoogleVerifier, TokenKeys};
@@ -35,16 +33,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The actix side: one system, an arbiter per shard group.
     pub actors: Arc<ActorRuntime>,
-    /// The live order actors, placed by shard.
-    pub orders: Arc<OrderDirectory>,
+    /// The shards of this node, and the one way in to their order and rider actors.
+    pub shards: Arc<ShardRouter>,
     pub idempotency_locks: Arc<KeyLocks>,
-    /// Every rider's live position, by shard: the location hot path.
+    /// Every rider's live position, by shard (the running shards' slices), for reads; updates
+    /// go through `shards`.
     pub riders: Arc<RiderIndex>,
     pub rider_ids: Arc<RiderIds>,
     /// Every connected Socket.IO and WebSocket client.
     pub realtime: Arc<Realtime>,
-    /// The live rider actors, placed by shard.
-    pub rider_actors: Arc<RiderDirectory>,
     /// The payment providers this node takes payments with.
     pub providers: Arc<Providers>,
     /// Where uploaded images are kept.
@@ -89,20 +86,13 @@ impl AppState {
             rider_restarts.clone(),
         );
         let rider_port = Arc::new(NodeRiderPort::default());
-        let rider_actors = Arc::new(RiderDirectory::new(
-            Arc::clone(&actors),
-            RiderEnv {
-                port: Arc::clone(&rider_port) as Arc<dyn tomato_actors::RiderPort>,
-                restarts: rider_restarts,
-            },
-        ));
         let dispatch = Arc::new(NodeDispatch {
             riders: Arc::clone(&riders),
             rider_ids: Arc::clone(&rider_ids),
             realtime: Arc::clone(&realtime),
             stores: stores.clone(),
             settings: settings.dispatch.clone(),
-            rider_actors: Arc::clone(&rider_actors),
+            shards: std::sync::OnceLock::new(),
             metrics: dispatch_metrics.clone(),
             offers: Arc::clone(&offers),
         });
@@ -112,16 +102,17 @@ impl AppState {
             stripe: Stripe::from_settings(&settings.payments.stripe, http_client.clone()),
         });
         let refunds = Arc::new(Refunds::new(Arc::clone(&providers), stores.clone()));
-        let orders = Arc::new(OrderDirectory::new(
+        let router = ShardRouter::new(
             Arc::clone(&actors),
             shards,
+            Arc::clone(&riders),
             OrderPorts {
                 store: Arc::clone(&stores.orders),
                 events: Arc::new(NodeOrderEvents {
                     realtime: RealtimeOrderEvents(Arc::clone(&realtime)),
                     refunds: Arc::clone(&refunds),
                 }),
-                dispatch,
+                dispatch: Arc::clone(&dispatch) as Arc<dyn tomato_actors::DispatchPort>,
                 policy: DispatchPolicy {
                     batch: settings.dispatch.offer_batch as usize,
                     offer_ttl: Duration::from_secs(settings.dispatch.offer_ttl_s),
@@ -129,24 +120,29 @@ impl AppState {
                 },
                 restarts,
             },
-        ));
-        // The rider actors' port is built first; now it can reach what came after it.
+            RiderEnv {
+                port: Arc::clone(&rider_port) as Arc<dyn tomato_actors::RiderPort>,
+                restarts: rider_restarts,
+            },
+            Arc::clone(&stores.riders),
+        );
+        // The actors' ports are built first; now they can reach what came after them.
         let _ = rider_port.realtime.set(Arc::clone(&realtime));
-        let _ = rider_port.orders.set(Arc::downgrade(&orders));
+        let _ = rider_port.shards.set(Arc::downgrade(&router));
         let _ = rider_port.stores.set(stores.clone());
-        let _ = refunds.orders.set(Arc::downgrade(&orders));
+        let _ = dispatch.shards.set(Arc::downgrade(&router));
+        let _ = refunds.orders.set(Arc::downgrade(&router));
         Ok(Self {
             media: crate::uploads::open_store(&settings)?,
             providers,
             realtime,
             riders,
             rider_ids,
-            rider_actors,
             dispatch_metrics,
             offers,
             auth_cache: Arc::new(AuthCache::default()),
             actors,
-            orders,
+            shards: router,
             idempotency_locks: Arc::new(KeyLocks::default()),
             tokens: Arc::new(TokenKeys::new(
                 &settings.auth.jwt_secret,

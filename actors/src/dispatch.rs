@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures_core::future::BoxFuture;
 use time::OffsetDateTime;
 use tomato_domain::{LatLon, Order, OrderId, RiderId};
 
@@ -18,8 +19,14 @@ use crate::order::OrderActor;
 /// gateway, so actors know nothing of either.
 pub trait DispatchPort: Send + Sync + 'static {
     /// Up to `limit` dispatchable riders (verified, online, free, seen recently) nearest to
-    /// `pickup` within the search radius, nearest first, none of them in `exclude`.
-    fn candidates(&self, pickup: LatLon, exclude: &HashSet<RiderId>, limit: usize) -> Vec<RiderId>;
+    /// `pickup` within the search radius, nearest first, none of them in `exclude`. A future:
+    /// the search may span shards owned by other nodes, which answer over the network.
+    fn candidates(
+        &self,
+        pickup: LatLon,
+        exclude: HashSet<RiderId>,
+        limit: usize,
+    ) -> BoxFuture<'static, Vec<RiderId>>;
 
     /// Offers the order to `riders` until `expires_at` (`order:available`).
     fn offer(&self, order: &Order, riders: &[RiderId], expires_at: OffsetDateTime);
@@ -96,13 +103,12 @@ impl OrderActor {
         }
     }
 
-    /// Sends the next wave of offers, and schedules the one after.
+    /// Lets expired offers go and searches for riders to fill the wave; the offers go out when
+    /// the search answers ([`Self::offer_wave`]).
     fn wave(&mut self, ctx: &mut Context<Self>) {
         let policy = self.env().policy;
-        let (order, port) = (
-            self.order().clone(),
-            std::sync::Arc::clone(&self.env().dispatch),
-        );
+        let (order, port) = (self.order().id, std::sync::Arc::clone(&self.env().dispatch));
+        let pickup = self.order().pickup;
         let Some(dispatching) = self.dispatching.as_mut() else {
             return;
         };
@@ -116,26 +122,52 @@ impl OrderActor {
         for rider in expired {
             dispatching.live.remove(&rider);
             dispatching.tried.insert(rider);
-            port.expired(order.id, rider);
+            port.expired(order, rider);
         }
         let wanted = policy.batch.saturating_sub(dispatching.live.len());
-        if wanted > 0 {
-            let exclude: HashSet<RiderId> = dispatching
-                .live
-                .keys()
-                .chain(&dispatching.tried)
-                .chain(&dispatching.rejected)
-                .copied()
-                .collect();
-            let riders = port.candidates(order.pickup, &exclude, wanted);
-            if !riders.is_empty() {
-                let deadline = now + policy.offer_ttl;
-                for rider in &riders {
-                    dispatching.live.insert(*rider, deadline);
-                }
-                tracing::info!(order_id = %order.id, riders = riders.len(), "offers sent");
-                port.offer(&order, &riders, deadline);
+        if wanted == 0 {
+            self.offer_wave(Vec::new(), ctx);
+            return;
+        }
+        let exclude: HashSet<RiderId> = dispatching
+            .live
+            .keys()
+            .chain(&dispatching.tried)
+            .chain(&dispatching.rejected)
+            .copied()
+            .collect();
+        let search = port.candidates(pickup, exclude, wanted);
+        // Spawned, not waited on: accepts of standing offers are served while the search runs.
+        // Its handle is the pending step, so stopping dispatch cancels it.
+        let handle = ctx.spawn(
+            search
+                .into_actor(self)
+                .map(|riders, act, ctx| act.offer_wave(riders, ctx)),
+        );
+        if let Some(dispatching) = self.dispatching.as_mut() {
+            dispatching.timer = Some(handle);
+        }
+    }
+
+    /// Offers the order to the riders found, and schedules the next wave.
+    fn offer_wave(&mut self, riders: Vec<RiderId>, ctx: &mut Context<Self>) {
+        let policy = self.env().policy;
+        let (order, port) = (
+            self.order().clone(),
+            std::sync::Arc::clone(&self.env().dispatch),
+        );
+        let Some(dispatching) = self.dispatching.as_mut() else {
+            // Dispatch stopped while the search ran (the order was taken, or retired).
+            return;
+        };
+        let now = OffsetDateTime::now_utc();
+        if !riders.is_empty() {
+            let deadline = now + policy.offer_ttl;
+            for rider in &riders {
+                dispatching.live.insert(*rider, deadline);
             }
+            tracing::info!(order_id = %order.id, riders = riders.len(), "offers sent");
+            port.offer(&order, &riders, deadline);
         }
         let next = if dispatching.live.is_empty() {
             // Nobody to offer it to: tell the restaurant, wait, and let this round's riders

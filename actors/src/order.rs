@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use tomato_domain::{
     ErrorKind, Order, OrderCommand, OrderId, OrderStatus, PaymentStatus, RiderId, TransitionError,
 };
-use tomato_store::{OrderStore, SaveEffects, StoreError};
+use tomato_store::{OrderStore, RiderOrder, SaveEffects, StoreError};
 
 use crate::dispatch::{DispatchPolicy, DispatchPort, Dispatching};
 
@@ -57,6 +57,14 @@ pub enum OrderError {
     /// The actor did not answer in time.
     #[error("the order's actor is unavailable")]
     Unavailable,
+    /// The order's shard is not served by this node now (being stopped, started, or owned by
+    /// another node): nothing was done, and the caller may retry once ownership settles.
+    #[error("the order's shard is moving; try again shortly")]
+    NotOwner,
+    /// The stored order moved on since this actor's copy (another writer holds the order): the
+    /// actor reloaded it and nothing of the command was written.
+    #[error("the order changed under this actor")]
+    Stale,
 }
 
 impl OrderError {
@@ -70,7 +78,34 @@ impl OrderError {
             OrderError::NotFound => ErrorKind::NotFound,
             OrderError::Store(err) => err.kind(),
             OrderError::Crashed => ErrorKind::Internal,
-            OrderError::Unavailable => ErrorKind::Unavailable,
+            OrderError::Unavailable | OrderError::NotOwner | OrderError::Stale => {
+                ErrorKind::Unavailable
+            }
+        }
+    }
+
+    /// The stable machine code clients see (API.md), one per variant.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OrderError::Transition(_) => "invalid_transition",
+            OrderError::NotFound => "not_found",
+            OrderError::OfferNotHeld => "offer_not_held",
+            OrderError::AlreadyTaken => "already_taken",
+            OrderError::RiderBusy => "rider_busy",
+            OrderError::Store(err) => err.code(),
+            OrderError::Crashed => "internal",
+            OrderError::Unavailable => "unavailable",
+            OrderError::NotOwner | OrderError::Stale => "shard_moving",
+        }
+    }
+
+    /// What a store failure of a save means for the command.
+    fn from_save(err: StoreError) -> Self {
+        match err {
+            StoreError::Stale => OrderError::Stale,
+            StoreError::RiderBusy => OrderError::RiderBusy,
+            StoreError::NotFound => OrderError::NotFound,
+            other => OrderError::Store(other),
         }
     }
 }
@@ -90,8 +125,9 @@ pub struct OrderEnv {
     pub policy: DispatchPolicy,
     /// Counts restarts of order actors, for `/metrics`.
     pub restarts: Counter,
-    /// Called with the order's id once it is finished: whoever keeps its address lets go.
-    pub passivate: Box<dyn Fn(OrderId) + Send + Sync>,
+    /// Called with the order's id and shard once it is finished: whoever keeps its address
+    /// lets go.
+    pub passivate: Box<dyn Fn(OrderId, u32) + Send + Sync>,
 }
 
 impl std::fmt::Debug for OrderEnv {
@@ -112,6 +148,9 @@ pub struct OrderActor {
     fault_armed: bool,
     expiry: Option<SpawnHandle>,
     pub(crate) dispatching: Option<Dispatching>,
+    /// Its shard stopped here: timers are off and every command is refused with
+    /// [`OrderError::NotOwner`] until the last address is dropped and the actor ends.
+    retired: bool,
 }
 
 impl std::fmt::Debug for OrderActor {
@@ -133,6 +172,7 @@ impl OrderActor {
             fault_armed: false,
             expiry: None,
             dispatching: None,
+            retired: false,
         }
     }
 
@@ -186,9 +226,12 @@ impl OrderActor {
         _ctx: &mut Context<Self>,
     ) -> AtomicResponse<Self, Result<Order, OrderError>> {
         let answer = |result| AtomicResponse::new(Box::pin(fut::ready(result)));
+        if self.retired {
+            return answer(Err(OrderError::NotOwner));
+        }
         if self.order.status.is_terminal() {
             // Started only to answer (a refusal, or a repeated payment): let go again.
-            (self.env.passivate)(self.order.id);
+            (self.env.passivate)(self.order.id, self.order.shard);
         }
         let next = match catch_unwind(AssertUnwindSafe(|| self.decide(command.clone()))) {
             Err(_) => {
@@ -215,7 +258,15 @@ impl OrderActor {
             async move { store.save(&to_save, effects).await }
                 .into_actor(self)
                 .map(move |saved, act, ctx| {
-                    saved?;
+                    if let Err(err) = saved {
+                        let err = OrderError::from_save(err);
+                        if matches!(err, OrderError::Stale) {
+                            // Someone else wrote the order: this copy is no longer the truth.
+                            tracing::warn!(order_id = %act.order.id, version = act.order.version, "stale order actor; reloading from the store");
+                            act.reload_now(ctx);
+                        }
+                        return Err(err);
+                    }
                     tracing::info!(order_id = %next.id, status = %next.status, payment = %next.payment_status, "order moved");
                     let before = std::mem::replace(&mut act.order, next);
                     act.env.events.changed(&before, &act.order);
@@ -249,39 +300,19 @@ impl OrderActor {
         if self.order.status.is_terminal() {
             // Nothing can happen to it any more: let go, and the actor ends with its last
             // address.
-            (self.env.passivate)(self.order.id);
+            (self.env.passivate)(self.order.id, self.order.shard);
         }
     }
 }
 
-/// What a transition changes besides the order, in the same write.
-fn effects_of(before: &Order, after: &Order) -> SaveEffects {
-    let paid = before.payment_status == PaymentStatus::Pending
-        && after.payment_status == PaymentStatus::Paid;
-    let rider_order = match (before.status, after.status, after.rider_id) {
-        (OrderStatus::ReadyForRider, OrderStatus::RiderAssigned, Some(rider)) => {
-            Some((rider, Some(after.id)))
+impl OrderActor {
+    /// Replaces the in-memory order by the stored one before the next message, and resumes
+    /// timers and dispatch from it.
+    fn reload_now(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.expiry.take() {
+            ctx.cancel_future(handle);
         }
-        (_, OrderStatus::Delivered, Some(rider)) => Some((rider, None)),
-        _ => None,
-    };
-    SaveEffects {
-        // Payment success empties the customer's cart.
-        clear_cart_of: paid.then_some(after.user_id),
-        // Assignment makes the rider busy; delivery frees it.
-        rider_order,
-    }
-}
-
-impl Actor for OrderActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(MAILBOX);
-        if !std::mem::take(&mut self.reload) {
-            self.resume(ctx);
-            return;
-        }
+        self.stop_dispatch(ctx);
         let store = Arc::clone(&self.env.store);
         let id = self.order.id;
         // `wait` holds the mailbox until the order is reloaded: no command sees stale state.
@@ -298,6 +329,39 @@ impl Actor for OrderActor {
                     act.resume(ctx);
                 }),
         );
+    }
+}
+
+/// What a transition changes besides the order, in the same write.
+fn effects_of(before: &Order, after: &Order) -> SaveEffects {
+    let paid = before.payment_status == PaymentStatus::Pending
+        && after.payment_status == PaymentStatus::Paid;
+    let order = after.id;
+    let rider_order = match (before.status, after.status, after.rider_id) {
+        (OrderStatus::ReadyForRider, OrderStatus::RiderAssigned, Some(rider)) => {
+            Some(RiderOrder::Take { rider, order })
+        }
+        (_, OrderStatus::Delivered, Some(rider)) => Some(RiderOrder::Release { rider, order }),
+        _ => None,
+    };
+    SaveEffects {
+        // Payment success empties the customer's cart.
+        clear_cart_of: paid.then_some(after.user_id),
+        // Assignment makes the rider busy; delivery frees it.
+        rider_order,
+    }
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        if std::mem::take(&mut self.reload) {
+            self.reload_now(ctx);
+        } else {
+            self.resume(ctx);
+        }
     }
 }
 
@@ -343,6 +407,9 @@ impl Handler<Accept> for OrderActor {
 
     fn handle(&mut self, msg: Accept, ctx: &mut Context<Self>) -> Self::Result {
         let refuse = |err| AtomicResponse::new(Box::pin(fut::ready(Err(err))));
+        if self.retired {
+            return refuse(OrderError::NotOwner);
+        }
         if self.order.status != OrderStatus::ReadyForRider {
             return refuse(if self.order.rider_id.is_some() {
                 OrderError::AlreadyTaken
@@ -375,6 +442,9 @@ impl Handler<Reject> for OrderActor {
     type Result = Result<(), OrderError>;
 
     fn handle(&mut self, msg: Reject, ctx: &mut Context<Self>) -> Self::Result {
+        if self.retired {
+            return Err(OrderError::NotOwner);
+        }
         if !self.holds_offer(msg.rider) {
             return Err(OrderError::OfferNotHeld);
         }
@@ -394,5 +464,39 @@ impl Handler<ArmFault> for OrderActor {
 
     fn handle(&mut self, _: ArmFault, _: &mut Context<Self>) {
         self.fault_armed = true;
+    }
+}
+
+/// The order's shard is stopping on this node: cancel the payment timer and dispatch, and
+/// refuse whatever still arrives. Nothing is written: the next owner resumes both from the
+/// stored order. Answers once the actor has let go of everything but its mailbox, so the
+/// caller can then drop the address and the actor ends.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for OrderActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.retired = true;
+        if let Some(handle) = self.expiry.take() {
+            ctx.cancel_future(handle);
+        }
+        self.stop_dispatch(ctx);
+        tracing::debug!(order_id = %self.order.id, "order actor retired");
+    }
+}
+
+/// The order as the actor holds it, for tests and admin.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Order")]
+pub struct Snapshot;
+
+impl Handler<Snapshot> for OrderActor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.order.clone())
     }
 }

@@ -25,10 +25,12 @@ pub trait RiderPort: Send + Sync + 'static {
     /// The rider moved while carrying `order`: tell `customer` (`rider:location`).
     fn moved(&self, order: OrderId, customer: UserId, at: LatLon, seen_at: OffsetDateTime);
 
-    /// Asks the order's actor to assign this rider (the order actor decides who wins).
+    /// Asks the order's actor (on the order's `shard`) to assign this rider; the order actor
+    /// decides who wins.
     fn accept(
         &self,
         order: OrderId,
+        shard: u32,
         rider: RiderId,
         name: String,
         phone: String,
@@ -164,6 +166,8 @@ impl Handler<Moved> for RiderActor {
 #[rtype(result = "Result<Order, OrderError>")]
 pub struct TakeOrder {
     pub order: OrderId,
+    /// The order's shard, where its actor lives.
+    pub shard: u32,
     pub name: String,
     pub phone: String,
 }
@@ -181,7 +185,7 @@ impl Handler<TakeOrder> for RiderActor {
         let accepting = self
             .env
             .port
-            .accept(msg.order, self.rider, msg.name, msg.phone);
+            .accept(msg.order, msg.shard, self.rider, msg.name, msg.phone);
         // Atomic: a second offer taken meanwhile waits, and then finds the rider busy.
         AtomicResponse::new(Box::pin(accepting.into_actor(self).map(
             |result, act, _| {

@@ -169,6 +169,15 @@ pub struct Order {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub history: Vec<HistoryEntry>,
+    /// Grows by one with every transition. The store saves an order only over the version it
+    /// came from (compare-and-set), so a writer holding a stale copy (a paused former owner of
+    /// the order's shard, say) is refused instead of overwriting its successor.
+    #[serde(default)]
+    pub version: u64,
+    /// The shard that owns the order: the shard of its restaurant's region, fixed at placement,
+    /// so a command is routed without reading the store.
+    #[serde(default)]
+    pub shard: u32,
 }
 
 /// Something that wants to move an order.
@@ -295,6 +304,7 @@ impl Order {
             next.history.push(HistoryEntry { status, at: now });
         }
         next.updated_at = now;
+        next.version = self.version + 1;
         Ok(Some(next))
     }
 }
@@ -396,6 +406,8 @@ mod tests {
             created_at: now,
             updated_at: now,
             history: vec![HistoryEntry { status, at: now }],
+            version: 0,
+            shard: 0,
         }
     }
 
@@ -627,5 +639,46 @@ mod tests {
         assert_eq!(back.id, order.id);
         assert_eq!(back.status, order.status);
         assert_eq!(back.history, order.history);
+    }
+
+    fn command() -> impl proptest::strategy::Strategy<Value = OrderCommand> {
+        use proptest::prelude::*;
+        let rider = RiderId::new();
+        prop_oneof![
+            Just(OrderCommand::ConfirmPayment),
+            Just(OrderCommand::Expire),
+            Just(OrderCommand::CancelByCustomer),
+            Just(OrderCommand::SettleRefund),
+            proptest::sample::select(OrderStatus::ALL).prop_map(OrderCommand::SetBySeller),
+            Just(OrderCommand::AssignRider {
+                rider,
+                name: "Ravi".into(),
+                phone: "+91".into(),
+            }),
+            proptest::sample::select(OrderStatus::ALL)
+                .prop_map(move |status| OrderCommand::SetByRider { rider, status }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever sequence of commands arrives, every change bumps the version by exactly one
+        /// and a refusal or a no-op leaves it alone: the version counts persisted transitions,
+        /// which is what makes it a fence.
+        #[test]
+        fn the_version_counts_transitions(commands in proptest::collection::vec(command(), 0..40)) {
+            let now = OffsetDateTime::now_utc();
+            let mut current = order(OrderStatus::Placed, PaymentStatus::Pending);
+            let mut changes = 0u64;
+            for command in commands {
+                // A refusal or a no-op leaves the order, version and all, as it was.
+                if let Ok(Some(next)) = current.apply(command, now) {
+                    proptest::prop_assert_eq!(next.version, current.version + 1);
+                    proptest::prop_assert_eq!(next.shard, current.shard);
+                    changes += 1;
+                    current = next;
+                }
+            }
+            proptest::prop_assert_eq!(current.version, changes);
+        }
     }
 }

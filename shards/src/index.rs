@@ -197,6 +197,11 @@ impl SpatialIndex {
         Some((to_latlon(slot.xyz), slot.seen, slot.dispatchable))
     }
 
+    /// Every rider indexed.
+    pub fn riders(&self) -> impl Iterator<Item = RiderId> + '_ {
+        self.places.keys().copied()
+    }
+
     /// Marks whether dispatch may offer the rider work. Returns false if it is not indexed.
     pub fn set_dispatchable(&mut self, rider: RiderId, dispatchable: bool) -> bool {
         let Some((cell, index)) = self.places.get(&rider).copied() else {

@@ -3,6 +3,10 @@
 //! (a thread of the actor runtime). An order belongs to the shard of its restaurant's cell, a
 //! rider to the shard of its current cell. The mapping is a pure function of the cell, the same
 //! on every node, so any node can tell which shard (and, in a cluster, which node) owns a point.
+//!
+//! A shard is the unit a node owns: [`ShardRouter::start`] and [`ShardRouter::stop`] bring all of
+//! one shard (its order and rider actors, its slice of the rider index) up and down, and every
+//! message to an order, a rider or a shard goes through the router.
 
 use std::fmt;
 
@@ -10,15 +14,17 @@ use h3o::{CellIndex, Resolution};
 use tomato_domain::LatLon;
 
 pub mod index;
-pub mod orders;
-pub mod rider_actors;
+mod orders;
+mod rider_actors;
 pub mod riders;
+pub mod router;
 pub mod runtime;
+pub mod shard;
 
-pub use orders::{OrderDirectory, OrderPorts};
-pub use rider_actors::RiderDirectory;
-pub use riders::RiderIndex;
+pub use riders::{NotRunning, RiderIndex};
+pub use router::{OrderPorts, OrderRef, Route, ShardRouter, Stopped};
 pub use runtime::ActorRuntime;
+pub use shard::Shard;
 
 /// A shard, numbered from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

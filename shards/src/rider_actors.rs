@@ -1,101 +1,98 @@
-//! Where rider actors live: on the arbiter of the shard of the rider's current cell. When a
-//! rider's update lands in another shard, its actor is handed off: the old one gives up its
-//! state and ends, and a new one starts on the new shard's arbiter with that state, so the
-//! order it carries travels with it.
+//! Rider actors, through the router. A rider's actor lives on the arbiter of the shard of its
+//! current cell. When a rider's update lands in another shard, its actor is handed off: the old
+//! one gives up what it carries and ends, and a new one starts in the new shard with that
+//! state, so the order it carries travels with it. A rider actor writes nothing: what it carries
+//! is also in the store (set and cleared by the order's transitions, conditionally), so a
+//! stopped shard simply drops its rider actors and a new one reloads.
 
 use std::sync::Arc;
 
-use actix::{Addr, Supervisor};
-use dashmap::DashMap;
+use actix::Addr;
 use time::OffsetDateTime;
 use tomato_actors::{
-    ArmRiderFault, Carrying, Moved, OrderError, Released, RiderActor, RiderEnv, TakeOrder,
+    ArmRiderFault, Carried, Carrying, Moved, OrderError, Released, RiderActor, TakeOrder,
 };
-use tomato_domain::{LatLon, Order, OrderId, RiderId};
+use tomato_domain::{LatLon, Order, RiderId};
 
-use crate::{ActorRuntime, ShardId};
+use crate::ShardId;
+use crate::router::{OrderRef, ShardRouter, spawn_rider};
 
-/// The live rider actors of this node.
-pub struct RiderDirectory {
-    live: DashMap<RiderId, (ShardId, Addr<RiderActor>)>,
-    runtime: Arc<ActorRuntime>,
-    env: Arc<RiderEnv>,
-}
-
-impl std::fmt::Debug for RiderDirectory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RiderDirectory")
-            .field("live", &self.live.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl RiderDirectory {
-    pub fn new(runtime: Arc<ActorRuntime>, env: RiderEnv) -> Self {
-        Self {
-            live: DashMap::new(),
-            runtime,
-            env: Arc::new(env),
-        }
-    }
-
-    /// How many rider actors are alive.
-    pub fn live(&self) -> usize {
-        self.live.len()
-    }
-
-    fn spawn(&self, shard: ShardId, actor: RiderActor) -> Addr<RiderActor> {
-        Supervisor::start_in_arbiter(self.runtime.arbiter(shard), move |_| actor)
-    }
-
+impl ShardRouter {
     /// The rider's actor on `shard`: the running one, a new one handed the old one's state if
-    /// the rider changed shards, or a new one loading its state from the store.
-    async fn on_shard(&self, rider: RiderId, shard: ShardId) -> Addr<RiderActor> {
-        let current = self.live.get(&rider).map(|entry| entry.clone());
-        match current {
-            Some((home, addr)) if home == shard => addr,
-            Some((_, old)) => {
-                // Hand-off: ask the old actor what it carries; dropping its address ends it.
-                let carried = old.send(Carrying).await.ok().flatten();
-                let actor = match carried {
-                    Some(carried) => RiderActor::new(rider, Some(carried), Arc::clone(&self.env)),
-                    None => RiderActor::loading(rider, Arc::clone(&self.env)),
-                };
-                let addr = self.spawn(shard, actor);
-                self.live.insert(rider, (shard, addr.clone()));
-                tracing::debug!(rider_id = %rider, %shard, "rider actor handed off");
-                addr
-            }
-            None => self
-                .live
-                .entry(rider)
-                .or_insert_with(|| {
-                    let actor = RiderActor::loading(rider, Arc::clone(&self.env));
-                    (shard, self.spawn(shard, actor))
-                })
-                .1
-                .clone(),
+    /// the rider changed shards, or a new one loading its state from the store. Refused when
+    /// the shard does not run here.
+    async fn rider_on(&self, rider: RiderId, id: ShardId) -> Result<Addr<RiderActor>, OrderError> {
+        let shard = self
+            .shard(id)
+            .filter(|shard| shard.is_running())
+            .ok_or(OrderError::NotOwner)?;
+        if let Some(addr) = shard.riders.get(&rider) {
+            return Ok(addr.clone());
         }
+        let old = self
+            .rider_homes()
+            .get(&rider)
+            .map(|home| *home)
+            .filter(|home| *home != id)
+            .and_then(|home| self.shard(home))
+            .and_then(|home| home.riders.remove(&rider))
+            .map(|(_, addr)| addr);
+        let env = Arc::clone(self.riders_env());
+        let actor = match old {
+            Some(old) => {
+                // Hand-off: ask the old actor what it carries; dropping its address ends it.
+                match old.send(Carrying).await.ok().flatten() {
+                    Some(carried) => RiderActor::new(rider, Some(carried), env),
+                    None => RiderActor::loading(rider, env),
+                }
+            }
+            None => RiderActor::loading(rider, env),
+        };
+        let addr = shard
+            .riders
+            .entry(rider)
+            // Under the entry's lock: two callers missing at once start one actor, not two.
+            .or_insert_with(|| spawn_rider(self.runtime(), id, actor))
+            .clone();
+        self.rider_homes().insert(rider, id);
+        Ok(addr)
     }
 
-    /// A position was applied to the index on `shard`: the rider's actor fans it out.
-    pub async fn moved(&self, rider: RiderId, shard: ShardId, at: LatLon, seen_at: OffsetDateTime) {
-        let addr = self.on_shard(rider, shard).await;
+    /// Applies a position to the index and tells the rider's actor (which tells a watching
+    /// customer). Refused when the position's shard does not run here.
+    pub async fn moved(
+        &self,
+        rider: RiderId,
+        at: LatLon,
+        seen_at: OffsetDateTime,
+    ) -> Result<crate::riders::Update, OrderError> {
+        let update = self
+            .index()
+            .update(rider, at, seen_at, None)
+            .map_err(|_| OrderError::NotOwner)?;
+        let addr = self.rider_on(rider, update.shard).await?;
         // Fire-and-forget: the location hot path never waits on an actor.
         addr.do_send(Moved { at, seen_at });
+        Ok(update)
     }
 
     /// The rider takes an offered order, through its actor (one order at a time).
     pub async fn take(
         &self,
         rider: RiderId,
-        shard: ShardId,
-        order: OrderId,
+        order: OrderRef,
         name: String,
         phone: String,
     ) -> Result<Order, OrderError> {
-        let addr = self.on_shard(rider, shard).await;
-        match addr.send(TakeOrder { order, name, phone }).await {
+        let home = self.index().home(rider).ok_or(OrderError::NotOwner)?;
+        let addr = self.rider_on(rider, home).await?;
+        let take = TakeOrder {
+            order: order.id,
+            shard: order.shard.0,
+            name,
+            phone,
+        };
+        match addr.send(take).await {
             Ok(result) => result,
             Err(_) => Err(OrderError::Unavailable),
         }
@@ -103,22 +100,37 @@ impl RiderDirectory {
 
     /// The order the rider carried is finished.
     pub fn released(&self, rider: RiderId) {
-        if let Some(entry) = self.live.get(&rider) {
-            entry.1.do_send(Released);
+        let home = self.rider_homes().get(&rider).map(|home| *home);
+        if let Some(addr) = home
+            .and_then(|home| self.shard(home))
+            .and_then(|shard| shard.riders.get(&rider).map(|addr| addr.clone()))
+        {
+            addr.do_send(Released);
         }
     }
 
-    /// What the rider's actor carries, if it runs.
-    pub async fn carried(&self, rider: RiderId) -> Option<(OrderId, tomato_domain::UserId)> {
-        let addr = self.live.get(&rider).map(|entry| entry.1.clone())?;
+    /// What the rider's actor carries, if it runs here.
+    pub async fn carried(&self, rider: RiderId) -> Carried {
+        let home = self.rider_homes().get(&rider).map(|home| *home)?;
+        let addr = self
+            .shard(home)?
+            .riders
+            .get(&rider)
+            .map(|addr| addr.clone())?;
         addr.send(Carrying).await.ok().flatten()
     }
 
     /// Makes the rider actor's next message panic (fault injection).
-    pub async fn arm_fault(&self, rider: RiderId, shard: ShardId) -> Result<(), OrderError> {
-        let addr = self.on_shard(rider, shard).await;
+    pub async fn arm_rider_fault(&self, rider: RiderId) -> Result<(), OrderError> {
+        let home = self.index().home(rider).ok_or(OrderError::NotFound)?;
+        let addr = self.rider_on(rider, home).await?;
         addr.send(ArmRiderFault)
             .await
             .map_err(|_| OrderError::Unavailable)
+    }
+
+    /// How many rider actors are alive on this node.
+    pub fn live_riders(&self) -> usize {
+        self.shards().map(|shard| shard.live_riders()).sum()
     }
 }

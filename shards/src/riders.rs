@@ -7,6 +7,11 @@
 //!
 //! Positions are soft state: each shard remembers which riders moved since the last snapshot,
 //! and [`RiderIndex::take_dirty`] hands them to the writer that persists them in batches.
+//!
+//! A slice serves only while its shard runs on this node ([`RiderIndex::open`]); an update
+//! for a closed slice is refused with [`NotRunning`], and [`RiderIndex::close`] empties the
+//! slice, handing back the positions not yet written. The running flag is read under the lock
+//! the update takes anyway, so ownership costs the hot path nothing.
 
 use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard};
@@ -20,18 +25,27 @@ use tomato_store::PositionSnapshot;
 use crate::index::{self, Buckets, Found, INDEX_RESOLUTION, Slot, SpatialIndex};
 use crate::{ShardId, ShardMap};
 
+/// One shard's part of the index.
 #[derive(Debug, Default)]
-struct Shard {
+struct Slice {
+    /// The shard runs on this node: its slice takes updates and answers searches.
+    running: bool,
     index: SpatialIndex,
     /// Riders whose position changed since the last snapshot, with that position.
     dirty: HashMap<RiderId, PositionSnapshot>,
 }
 
+/// The position's shard does not run on this node (it is stopped, starting, or owned by
+/// another node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} does not run on this node")]
+pub struct NotRunning(pub ShardId);
+
 /// Every rider of the node, by shard.
 #[derive(Debug)]
 pub struct RiderIndex {
     map: ShardMap,
-    shards: Vec<RwLock<Shard>>,
+    shards: Vec<RwLock<Slice>>,
     /// Which shard holds each rider, so a rider crossing a border is found and handed off.
     homes: dashmap::DashMap<RiderId, ShardId>,
 }
@@ -58,8 +72,37 @@ impl RiderIndex {
         }
     }
 
-    fn shard(&self, id: ShardId) -> &RwLock<Shard> {
+    fn shard(&self, id: ShardId) -> &RwLock<Slice> {
         &self.shards[id.0 as usize]
+    }
+
+    /// Lets the shard's slice take updates (its shard started here).
+    pub fn open(&self, shard: ShardId) {
+        if let Ok(mut slice) = self.shard(shard).write() {
+            slice.running = true;
+        }
+    }
+
+    /// Whether the shard's slice is open.
+    pub fn is_open(&self, shard: ShardId) -> bool {
+        self.shard(shard)
+            .read()
+            .map(|slice| slice.running)
+            .unwrap_or(false)
+    }
+
+    /// Closes the shard's slice and empties it; returns the positions not yet snapshotted, for
+    /// the caller to write before the shard is given up.
+    pub fn close(&self, shard: ShardId) -> Vec<PositionSnapshot> {
+        let Ok(mut slice) = self.shard(shard).write() else {
+            return Vec::new();
+        };
+        slice.running = false;
+        for rider in slice.index.riders() {
+            self.homes.remove_if(&rider, |_, home| *home == shard);
+        }
+        slice.index = SpatialIndex::default();
+        std::mem::take(&mut slice.dirty).into_values().collect()
     }
 
     /// How many riders are indexed.
@@ -72,14 +115,15 @@ impl RiderIndex {
     }
 
     /// Applies a position. `dispatchable` of `None` keeps the rider's flag (false for a rider
-    /// new to the index). A rider whose new cell lies in another shard is handed off to it.
+    /// new to the index). A rider whose new cell lies in another shard is handed off to it. A
+    /// position in a shard that does not run here is refused, and changes nothing.
     pub fn update(
         &self,
         rider: RiderId,
         at: LatLon,
         seen_at: OffsetDateTime,
         dispatchable: Option<bool>,
-    ) -> Update {
+    ) -> Result<Update, NotRunning> {
         let cell = at.cell(INDEX_RESOLUTION);
         let shard = self.map.shard_of_cell(cell);
         let seen = secs(seen_at);
@@ -88,6 +132,9 @@ impl RiderIndex {
         if let Some(old) = self.homes.get(&rider).map(|home| *home)
             && old != shard
         {
+            if !self.is_open(shard) {
+                return Err(NotRunning(shard));
+            }
             // Hand-off: out of the old shard (keeping its flag), into the new one.
             if let Ok(mut old_shard) = self.shard(old).write()
                 && let Some((_, _, was)) = old_shard.index.remove(rider)
@@ -98,6 +145,9 @@ impl RiderIndex {
             handed_off = true;
         }
         if let Ok(mut target) = self.shard(shard).write() {
+            if !target.running {
+                return Err(NotRunning(shard));
+            }
             let keep = flag
                 .or_else(|| target.index.get(rider).map(|(_, _, d)| d))
                 .unwrap_or(false);
@@ -112,23 +162,26 @@ impl RiderIndex {
             );
         }
         self.homes.insert(rider, shard);
-        Update {
+        Ok(Update {
             shard,
             cell,
             handed_off,
-        }
+        })
     }
 
-    /// Loads a rider from its stored snapshot without marking it dirty (node start).
+    /// Loads a rider from its stored snapshot without marking it dirty (node start). Riders of
+    /// shards that do not run here are left out; they reappear with their next position.
     pub fn restore(&self, rider: RiderId, at: LatLon, seen_at: OffsetDateTime, dispatchable: bool) {
         let cell = at.cell(INDEX_RESOLUTION);
         let shard = self.map.shard_of_cell(cell);
-        if let Ok(mut target) = self.shard(shard).write() {
+        if let Ok(mut target) = self.shard(shard).write()
+            && target.running
+        {
             target
                 .index
                 .upsert_in(cell, rider, at, secs(seen_at), dispatchable);
+            self.homes.insert(rider, shard);
         }
-        self.homes.insert(rider, shard);
     }
 
     /// Sets whether dispatch may offer the rider work. False if the rider is not indexed.
@@ -173,7 +226,7 @@ impl RiderIndex {
         touched.dedup();
         // Locks are taken in shard order, so two searches can never wait on each other in a
         // cycle with an update (which holds at most one lock at a time anyway).
-        let guards: Vec<(ShardId, RwLockReadGuard<'_, Shard>)> = touched
+        let guards: Vec<(ShardId, RwLockReadGuard<'_, Slice>)> = touched
             .into_iter()
             .filter_map(|id| self.shard(id).read().ok().map(|guard| (id, guard)))
             .collect();
@@ -229,7 +282,7 @@ impl RiderIndex {
 /// The read-locked shards of one search, seen as one set of buckets.
 struct View<'a> {
     map: ShardMap,
-    guards: Vec<(ShardId, RwLockReadGuard<'a, Shard>)>,
+    guards: Vec<(ShardId, RwLockReadGuard<'a, Slice>)>,
 }
 
 impl Buckets for View<'_> {
@@ -248,20 +301,54 @@ mod tests {
         LatLon::new(lat, lon).expect("in range")
     }
 
+    fn open_index(map: ShardMap) -> RiderIndex {
+        let riders = RiderIndex::new(map);
+        for shard in 0..map.count() {
+            riders.open(ShardId(shard));
+        }
+        riders
+    }
+
+    #[test]
+    fn a_closed_slice_refuses_updates_and_gives_back_unsaved_positions() {
+        let map = ShardMap::new(5, 4).expect("map");
+        let riders = open_index(map);
+        let (a, b) = (RiderId::new(), RiderId::new());
+        let now = OffsetDateTime::now_utc();
+        let here = point(12.97, 77.59);
+        let shard = riders.update(a, here, now, Some(true)).expect("open").shard;
+        riders.update(b, here, now, None).expect("open");
+        let mut unsaved = riders.close(shard);
+        unsaved.sort_by_key(|p| p.rider);
+        assert_eq!(unsaved.len(), 2, "both positions are handed back");
+        assert!(riders.get(a).is_none() && riders.home(a).is_none());
+        assert!(riders.is_empty());
+        assert!(riders.nearest(here, 1000.0, 5, |_, _| true).is_empty());
+        assert_eq!(riders.update(a, here, now, None), Err(NotRunning(shard)));
+        riders.restore(a, here, now, true);
+        assert!(riders.get(a).is_none(), "restores skip closed slices");
+        riders.open(shard);
+        assert!(riders.update(a, here, now, None).is_ok());
+        assert!(
+            !riders.get(a).expect("indexed").2,
+            "a fresh start knows no flag"
+        );
+    }
+
     #[test]
     fn a_rider_crossing_a_shard_border_is_handed_off_and_still_found() {
         // Small regions and many shards, so a short ride crosses a border.
         let map = ShardMap::new(7, 64).expect("map");
-        let riders = RiderIndex::new(map);
+        let riders = open_index(map);
         let rider = RiderId::new();
         let now = OffsetDateTime::now_utc();
         let start = point(12.9716, 77.5946);
-        let first = riders.update(rider, start, now, Some(true));
+        let first = riders.update(rider, start, now, Some(true)).expect("open");
         assert!(!first.handed_off);
         let mut crossed = None;
         for step in 1..200 {
             let at = point(12.9716 + f64::from(step) * 0.001, 77.5946);
-            let update = riders.update(rider, at, now, None);
+            let update = riders.update(rider, at, now, None).expect("open");
             if update.handed_off {
                 crossed = Some((at, update));
                 break;
@@ -285,12 +372,14 @@ mod tests {
 
     #[test]
     fn snapshots_take_each_moved_rider_once() {
-        let riders = RiderIndex::new(ShardMap::new(5, 8).expect("map"));
+        let riders = open_index(ShardMap::new(5, 8).expect("map"));
         let (a, b) = (RiderId::new(), RiderId::new());
         let now = OffsetDateTime::now_utc();
-        riders.update(a, point(12.97, 77.59), now, None);
-        riders.update(a, point(12.98, 77.59), now, None);
-        riders.update(b, point(12.99, 77.59), now, None);
+        for (rider, lat) in [(a, 12.97), (a, 12.98), (b, 12.99)] {
+            riders
+                .update(rider, point(lat, 77.59), now, None)
+                .expect("open");
+        }
         riders.restore(RiderId::new(), point(12.9, 77.5), now, true);
         let mut dirty = riders.take_dirty();
         dirty.sort_by_key(|p| p.rider);

@@ -102,6 +102,35 @@ impl ApiError {
         }
     }
 
+    /// An error of a domain kind: the one place a kind becomes an HTTP status. Server-side
+    /// kinds keep `message` out of the body (it is logged as the cause).
+    pub fn from_kind(
+        kind: ErrorKind,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        let status = match kind {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = message.into();
+        match kind {
+            ErrorKind::Internal => Self::internal(anyhow::anyhow!(message.into_owned())),
+            // A generic 503 hides its cause; a code of its own (`shard_moving`) tells the
+            // client what to do, and says nothing internal.
+            ErrorKind::Unavailable if code == "unavailable" => {
+                Self::unavailable(anyhow::anyhow!(message.into_owned()))
+            }
+            _ => Self::new(status, code, message),
+        }
+    }
+
     /// The standard error for a bare status, used where a framework layer answered on its own
     /// (unknown method, timeout, oversized body) without our body.
     pub fn from_status(status: StatusCode) -> Self {
@@ -152,16 +181,17 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        if let StoreError::Conflict { code, message } = err {
-            return Self::new(StatusCode::CONFLICT, code, message);
-        }
-        if let StoreError::Invalid(message) = err {
-            return Self::bad_request(message);
-        }
-        match err.kind() {
-            ErrorKind::NotFound => Self::not_found("not found"),
-            ErrorKind::Unavailable => Self::unavailable(err),
-            _ => Self::internal(err),
+        match err {
+            StoreError::Conflict { code, message } => {
+                Self::new(StatusCode::CONFLICT, code, message)
+            }
+            StoreError::Invalid(message) => Self::bad_request(message),
+            StoreError::NotFound => Self::not_found("not found"),
+            err @ (StoreError::Stale | StoreError::RiderBusy) => {
+                Self::from_kind(err.kind(), err.code(), err.to_string())
+            }
+            err if err.kind() == ErrorKind::Unavailable => Self::unavailable(err),
+            err => Self::internal(err),
         }
     }
 }

@@ -36,32 +36,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 impl From<OrderError> for ApiError {
     fn from(err: OrderError) -> Self {
-        match err {
-            OrderError::Transition(refused) => ApiError::new(
-                StatusCode::CONFLICT,
-                "invalid_transition",
-                refused.to_string(),
-            ),
-            OrderError::NotFound => ApiError::not_found("no such order"),
-            OrderError::OfferNotHeld => ApiError::new(
-                StatusCode::CONFLICT,
-                "offer_not_held",
-                "you hold no live offer of this order",
-            ),
-            OrderError::RiderBusy => ApiError::new(
-                StatusCode::CONFLICT,
-                "rider_busy",
-                "deliver your current order before taking another",
-            ),
-            OrderError::AlreadyTaken => ApiError::new(
-                StatusCode::CONFLICT,
-                "already_taken",
-                "another rider already took this order",
-            ),
-            OrderError::Store(err) => err.into(),
-            OrderError::Unavailable => ApiError::unavailable(err),
-            OrderError::Crashed => ApiError::internal(err),
-        }
+        let message = match &err {
+            OrderError::Store(_) | OrderError::Unavailable | OrderError::Crashed => {
+                return match err {
+                    OrderError::Store(err) => err.into(),
+                    err => ApiError::from_kind(err.kind(), err.code(), err.to_string()),
+                };
+            }
+            OrderError::Transition(refused) => refused.to_string(),
+            OrderError::NotFound => "no such order".into(),
+            OrderError::OfferNotHeld => "you hold no live offer of this order".into(),
+            OrderError::RiderBusy => "deliver your current order before taking another".into(),
+            OrderError::AlreadyTaken => "another rider already took this order".into(),
+            OrderError::NotOwner | OrderError::Stale => {
+                "the order is moving between nodes; try again shortly".into()
+            }
+        };
+        ApiError::from_kind(err.kind(), err.code(), message)
     }
 }
 
@@ -221,10 +212,15 @@ async fn create(
             status: OrderStatus::Placed,
             at: now,
         }],
+        version: 0,
+        shard: state.shards.map().shard_of(restaurant.location).0,
     };
     stores.orders.create(&order).await?;
-    // The actor lives in the shard of the restaurant's cell and owns the payment deadline.
-    state.orders.start(order.clone());
+    // The actor lives in the shard of the restaurant's cell and owns the payment deadline. If
+    // that shard is moving, the stored order waits for the shard's owner to start it.
+    if let Err(err) = state.shards.place(order.clone()).await {
+        tracing::warn!(order_id = %order.id, error = %err, "order stored; its shard will start it");
+    }
     tracing::info!(order_id = %order.id, restaurant_id = %restaurant.id, total = %order.total_amount, "order placed");
     Ok(order)
 }
@@ -423,10 +419,10 @@ async fn set_status(
             ));
         }
     };
-    load_visible(&state, &seller, id).await?;
+    let order = load_visible(&state, &seller, id).await?;
     let order = state
-        .orders
-        .apply(id, OrderCommand::SetBySeller(status))
+        .shards
+        .apply((&order).into(), OrderCommand::SetBySeller(status))
         .await?;
     Ok(Json(order.into()))
 }
@@ -452,10 +448,10 @@ async fn cancel(
     CustomerUser(customer): CustomerUser,
     Path(id): Path<OrderId>,
 ) -> Result<Json<OrderResponse>, ApiError> {
-    load_visible(&state, &customer, id).await?;
+    let order = load_visible(&state, &customer, id).await?;
     let order = state
-        .orders
-        .apply(id, OrderCommand::CancelByCustomer)
+        .shards
+        .apply((&order).into(), OrderCommand::CancelByCustomer)
         .await?;
     Ok(Json(order.into()))
 }

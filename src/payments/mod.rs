@@ -364,7 +364,10 @@ async fn verify(
                 PaymentMethod::Stripe => stripe_proof(&state, id).await?,
                 PaymentMethod::Test => {}
             }
-            let order = state.orders.apply(id, OrderCommand::ConfirmPayment).await?;
+            let order = state
+                .shards
+                .apply((&order).into(), OrderCommand::ConfirmPayment)
+                .await?;
             Ok((StatusCode::OK, OrderResponse::from(order)))
         },
     )
@@ -457,9 +460,15 @@ async fn confirm_from_webhook(
     state: &AppState,
     order: OrderId,
 ) -> Result<Json<WebhookOutcome>, ApiError> {
-    match state
+    let stored = state
+        .stores
         .orders
-        .apply(order, OrderCommand::ConfirmPayment)
+        .get(order)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such order"))?;
+    match state
+        .shards
+        .apply((&stored).into(), OrderCommand::ConfirmPayment)
         .await
     {
         Ok(_) => Ok(Json(WebhookOutcome { status: "applied" })),

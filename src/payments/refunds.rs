@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use tomato_actors::OrderEvents;
 use tomato_domain::{Order, OrderCommand, PaymentMethod, PaymentStatus};
-use tomato_shards::OrderDirectory;
+use tomato_shards::ShardRouter;
 use tomato_store::Stores;
 
 use super::{Providers, razorpay, stripe};
@@ -18,7 +18,7 @@ pub struct Refunds {
     providers: Arc<Providers>,
     stores: Stores,
     /// Set once the order directory exists (it is built after the events that need this).
-    pub orders: OnceLock<Weak<OrderDirectory>>,
+    pub orders: OnceLock<Weak<ShardRouter>>,
 }
 
 impl std::fmt::Debug for Refunds {
@@ -78,7 +78,10 @@ impl Refunds {
         let Some(orders) = self.orders.get().and_then(Weak::upgrade) else {
             return;
         };
-        match orders.apply(order.id, OrderCommand::SettleRefund).await {
+        match orders
+            .apply((&order).into(), OrderCommand::SettleRefund)
+            .await
+        {
             Ok(_) => tracing::info!(order_id = %order.id, "refund settled"),
             Err(err) => {
                 tracing::error!(order_id = %order.id, error = %err, "refund sent but not settled")

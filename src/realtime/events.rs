@@ -6,7 +6,7 @@ use serde_json::json;
 use tomato_actors::OrderEvents;
 use tomato_domain::{Order, OrderStatus, PaymentStatus};
 
-use super::Realtime;
+use super::{Realtime, Room};
 use crate::orders::OrderView;
 
 /// Publishes order changes through the realtime gateway.
@@ -15,14 +15,14 @@ pub struct RealtimeOrderEvents(pub Arc<Realtime>);
 
 impl OrderEvents for RealtimeOrderEvents {
     fn changed(&self, before: &Order, after: &Order) {
-        let customer = format!("user:{}", after.user_id);
-        let restaurant = format!("restaurant:{}", after.restaurant_id);
+        let customer = Room::User(after.user_id);
+        let restaurant = Room::Restaurant(after.restaurant_id);
         let order = serde_json::to_value(OrderView::from(after.clone())).unwrap_or_default();
         if before.payment_status == PaymentStatus::Pending
             && after.payment_status == PaymentStatus::Paid
         {
             self.0
-                .emit(&restaurant, "order:new", &json!({ "order": order }));
+                .emit(restaurant.clone(), "order:new", &json!({ "order": order }));
         }
         if before.status != after.status || before.payment_status != after.payment_status {
             let update = json!({
@@ -31,14 +31,14 @@ impl OrderEvents for RealtimeOrderEvents {
                 "paymentStatus": after.payment_status.as_str(),
                 "order": order,
             });
-            self.0.emit(&customer, "order:update", &update);
-            self.0.emit(&restaurant, "order:update", &update);
+            self.0.emit(customer.clone(), "order:update", &update);
+            self.0.emit(restaurant.clone(), "order:update", &update);
         }
         if after.status == OrderStatus::RiderAssigned && before.status != OrderStatus::RiderAssigned
         {
             let assigned = json!({ "order": order });
-            self.0.emit(&customer, "order:rider_assigned", &assigned);
-            self.0.emit(&restaurant, "order:rider_assigned", &assigned);
+            self.0.emit(customer, "order:rider_assigned", &assigned);
+            self.0.emit(restaurant, "order:rider_assigned", &assigned);
         }
     }
 }

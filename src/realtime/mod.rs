@@ -2,7 +2,8 @@
 //! plain WebSocket at `/ws` carrying the same events as `{"event", "data"}` JSON, both on the
 //! API's port. Clients authenticate when they connect (a bad token is refused there, never
 //! accepted and dropped later) and are put in the rooms `user:<id>` and, for a seller with a
-//! restaurant, `restaurant:<id>`. [`Realtime::emit`] sends an event to a room over both.
+//! restaurant, `restaurant:<id>`. [`Realtime::emit`] sends an event to a [`Room`] through the
+//! node's [`RealtimeBus`], which reaches both transports.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,17 +20,22 @@ use crate::auth::AuthUser;
 use crate::http::{ApiError, ErrorBody, InternalCaller, Json};
 use crate::state::AppState;
 
+mod bus;
 mod events;
 mod socketio;
 pub mod ws;
 
+use std::sync::Arc;
+
+pub use bus::{Envelope, LocalBus, LocalSockets, RealtimeBus, Room};
 pub use events::RealtimeOrderEvents;
 
-/// The handle to every connected client of this node.
+/// The handle to every connected client: this node's sockets, and the bus that reaches the
+/// sockets of every node.
 pub struct Realtime {
-    io: SocketIo,
     layer: SocketIoLayer,
-    ws: ws::Hub,
+    sockets: Arc<LocalSockets>,
+    bus: Arc<dyn RealtimeBus>,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -41,10 +47,14 @@ impl std::fmt::Debug for Realtime {
 impl Default for Realtime {
     fn default() -> Self {
         let (layer, io) = SocketIo::builder().build_layer();
-        Self {
+        let sockets = Arc::new(LocalSockets {
             io,
-            layer,
             ws: ws::Hub::default(),
+        });
+        Self {
+            layer,
+            bus: Arc::new(LocalBus(Arc::clone(&sockets))),
+            sockets,
         }
     }
 }
@@ -57,20 +67,17 @@ impl Realtime {
 
     /// Sends `event` with `data` to everyone in `room`, over Socket.IO and the plain WebSocket.
     /// Fire-and-forget: a slow or gone client never holds the caller up.
-    pub fn emit(&self, room: &str, event: &str, data: &Value) {
-        self.ws.emit(room, event, data);
-        let (io, room, event, data) = (
-            self.io.clone(),
-            room.to_owned(),
-            event.to_owned(),
-            data.clone(),
-        );
-        // Callers run on the edge's runtime or on an actor arbiter's; both are tokio.
-        tokio::spawn(async move {
-            if let Err(err) = io.to(room).emit(&event, &data).await {
-                tracing::debug!(error = %err, event, "socket.io broadcast failed");
-            }
+    pub fn emit(&self, room: Room, event: &str, data: &Value) {
+        self.bus.publish(Envelope {
+            room,
+            event: event.to_owned(),
+            data: data.clone(),
         });
+    }
+
+    /// This node's sockets.
+    pub(crate) fn sockets(&self) -> &LocalSockets {
+        &self.sockets
     }
 
     /// Attaches the Socket.IO namespace; the handlers keep `state` for authentication.
@@ -81,11 +88,11 @@ impl Realtime {
 
 /// The rooms a connection joins: the user's own, and a seller's restaurant's.
 pub(crate) async fn rooms_of(state: &AppState, auth: &AuthUser) -> Vec<String> {
-    let mut rooms = vec![format!("user:{}", auth.user.id)];
+    let mut rooms = vec![Room::User(auth.user.id).to_string()];
     if auth.user.role == Role::Seller
         && let Ok(Some(restaurant)) = state.stores.restaurants.by_owner(auth.user.id).await
     {
-        rooms.push(format!("restaurant:{}", restaurant.id));
+        rooms.push(Room::Restaurant(restaurant.id).to_string());
     }
     rooms
 }
@@ -145,6 +152,8 @@ async fn emit(
     if body.room.is_empty() || body.room.len() > 200 {
         return Err(ApiError::bad_request("room must be 1 to 200 characters"));
     }
-    state.realtime.emit(&body.room, &body.event, &body.payload);
+    state
+        .realtime
+        .emit(Room::from(body.room), &body.event, &body.payload);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -87,6 +87,7 @@ pub(super) fn attach(state: &AppState) {
     };
     state
         .realtime
+        .sockets()
         .io
         .ns("/", on_connect.with(authenticate_socket));
 }

@@ -123,7 +123,7 @@ struct Incoming {
 async fn serve(state: AppState, auth: AuthUser, rooms: Vec<String>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut inbox) = mpsc::channel::<String>(OUTBOX);
-    let id = state.realtime.ws.join(&rooms, outbox.clone());
+    let id = state.realtime.sockets().ws.join(&rooms, outbox.clone());
     let writer = tokio::spawn(async move {
         while let Some(frame) = inbox.recv().await {
             if sink.send(Message::Text(frame.into())).await.is_err() {
@@ -150,7 +150,7 @@ async fn serve(state: AppState, auth: AuthUser, rooms: Vec<String>, socket: WebS
         };
         let _ = outbox.try_send(frame.to_string());
     }
-    state.realtime.ws.leave(id, &rooms);
+    state.realtime.sockets().ws.leave(id, &rooms);
     writer.abort();
 }
 

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use tomato_domain::marketplace::phone;
 use tomato_domain::rider::{aadhar, driving_license, mask};
 use tomato_domain::{LatLon, OrderCommand, OrderId, OrderStatus, Rider, RiderId, UserId};
+use tomato_shards::OrderRef;
 use tomato_shards::index::INDEX_RESOLUTION;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -289,10 +290,9 @@ pub async fn apply_position(
     let at = report.validate()?;
     let rider = state.rider_ids.of(state, auth.user.id).await?;
     let now = OffsetDateTime::now_utc();
-    let update = state.riders.update(rider, at, now, None);
-    // The rider's actor (on the update's shard, handed off if it changed) tells a watching
-    // customer.
-    state.rider_actors.moved(rider, update.shard, at, now).await;
+    // Into the index, and to the rider's actor (on the update's shard, handed off if it
+    // changed), which tells a watching customer.
+    state.shards.moved(rider, at, now).await?;
     Ok(())
 }
 
@@ -459,14 +459,16 @@ async fn accept(
     Path(id): Path<OrderId>,
 ) -> Result<Json<OrderResponse>, ApiError> {
     let rider = own_profile(&state, &auth).await?;
-    let shard = state
-        .riders
-        .home(rider.id)
-        .ok_or_else(|| ApiError::not_found("report your position before taking orders"))?;
+    if state.riders.home(rider.id).is_none() {
+        return Err(ApiError::not_found(
+            "report your position before taking orders",
+        ));
+    }
+    let order = offered_order(&state, id).await?;
     // Through the rider's actor: it takes one order at a time.
     let order = state
-        .rider_actors
-        .take(rider.id, shard, id, rider.name, rider.phone_number)
+        .shards
+        .take(rider.id, order, rider.name, rider.phone_number)
         .await?;
     tracing::info!(order_id = %id, rider_id = %rider.id, "offer accepted");
     Ok(Json(order.into()))
@@ -493,9 +495,22 @@ async fn reject(
     Path(id): Path<OrderId>,
 ) -> Result<StatusCode, ApiError> {
     let rider = state.rider_ids.of(&state, auth.user.id).await?;
-    state.orders.reject(id, rider).await?;
+    let order = offered_order(&state, id).await?;
+    state.shards.reject(order, rider).await?;
     state.offers.forget(rider, id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Where an order a rider answers an offer of lives. Any rider may name any order here; the
+/// order's actor then refuses one it did not offer, so nothing of it is revealed but existence.
+async fn offered_order(state: &AppState, id: OrderId) -> Result<OrderRef, ApiError> {
+    let order = state
+        .stores
+        .orders
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such order"))?;
+    Ok(OrderRef::from(&order))
 }
 
 /// The assigned rider's move.
@@ -551,8 +566,8 @@ async fn set_status(
         ));
     }
     let order = state
-        .orders
-        .apply(id, OrderCommand::SetByRider { rider, status })
+        .shards
+        .apply((&order).into(), OrderCommand::SetByRider { rider, status })
         .await?;
     Ok(Json(order.into()))
 }

@@ -11,7 +11,8 @@ use tomato_domain::{
 use uuid::Uuid;
 
 use crate::{
-    PositionSnapshot, RestaurantOrderFilter, SaveEffects, SavedResponse, SignIn, StoreError, Stores,
+    PositionSnapshot, RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse, SignIn,
+    StoreError, Stores,
 };
 
 /// Runs every check against `stores`, panicking with a description at the first failure.
@@ -27,6 +28,7 @@ pub async fn run(stores: &Stores) {
     run_riders(stores).await;
     run_stats(stores).await;
     run_payments(stores).await;
+    run_fencing(stores).await;
 }
 
 fn email(local: &str) -> Email {
@@ -586,6 +588,8 @@ fn order_for(user: UserId, restaurant: RestaurantId) -> Order {
             status: OrderStatus::Placed,
             at: now,
         }],
+        version: 0,
+        shard: 3,
     }
 }
 
@@ -610,7 +614,22 @@ async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
         stores.orders.get(first.id).await.expect("get"),
         Some(first.clone())
     );
-    assert!(stores.orders.open().await.expect("open").contains(&first));
+    let open = stores
+        .orders
+        .open_in_shard(first.shard)
+        .await
+        .expect("open");
+    assert!(open.contains(&first));
+    assert!(
+        !stores
+            .orders
+            .open_in_shard(first.shard + 1)
+            .await
+            .expect("open elsewhere")
+            .iter()
+            .any(|o| o.id == first.id),
+        "an order is open only in its own shard"
+    );
 
     // Paying clears the cart in the same write, and frees the customer to order again.
     stores.carts.add(customer.id, &dish, 1).await.expect("cart");
@@ -693,6 +712,7 @@ async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
 
     let mut ghost = order_for(customer.id, shop.id);
     ghost.status = OrderStatus::Accepted;
+    ghost.version = 1;
     assert!(matches!(
         stores.orders.save(&ghost, SaveEffects::default()).await,
         Err(StoreError::NotFound)
@@ -816,12 +836,6 @@ pub async fn run_riders(stores: &Stores) {
         .expect("online");
     assert!(online.is_available && online.is_verified);
 
-    let order = OrderId::new();
-    stores
-        .riders
-        .set_current_order(rider.id, Some(order))
-        .await
-        .expect("assign");
     let moved = LatLon::new(12.98, 77.60).expect("point");
     let seen = at + Duration::seconds(30);
     stores
@@ -839,36 +853,9 @@ pub async fn run_riders(stores: &Stores) {
         .await
         .expect("get")
         .expect("rider");
-    assert_eq!(now.current_order_id, Some(order));
     assert_eq!((now.location, now.last_seen_at), (moved, seen));
-    stores
-        .riders
-        .set_current_order(rider.id, None)
-        .await
-        .expect("clear");
-    // An order transition can set the rider's current order in the same write.
-    let carried = order_for(UserId::new(), RestaurantId::new());
-    stores.orders.create(&carried).await.expect("order");
-    for current in [Some(carried.id), None] {
-        stores
-            .orders
-            .save(
-                &carried,
-                SaveEffects {
-                    rider_order: Some((rider.id, current)),
-                    ..SaveEffects::default()
-                },
-            )
-            .await
-            .expect("save with rider effect");
-        let now = stores
-            .riders
-            .get(rider.id)
-            .await
-            .expect("get")
-            .expect("rider");
-        assert_eq!(now.current_order_id, current);
-    }
+    assert_eq!(now.current_order_id, None);
+    riders_hold_one_order_at_a_time(stores, rider.id).await;
     assert!(
         stores
             .riders
@@ -882,6 +869,172 @@ pub async fn run_riders(stores: &Stores) {
         stores.riders.verify(RiderId::new()).await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// A transition can take or release the rider in the same write, and only on the rider's
+/// current state: a busy rider is never given a second order (and the order's write is undone
+/// with it), and releasing an order the rider no longer holds changes nothing.
+async fn riders_hold_one_order_at_a_time(stores: &Stores, rider: RiderId) {
+    let carried = ready_order(stores).await;
+    let other = ready_order(stores).await;
+    let take = |order: &Order| SaveEffects {
+        rider_order: Some(RiderOrder::Take {
+            rider,
+            order: order.id,
+        }),
+        ..SaveEffects::default()
+    };
+    let release = |order: &Order| SaveEffects {
+        rider_order: Some(RiderOrder::Release {
+            rider,
+            order: order.id,
+        }),
+        ..SaveEffects::default()
+    };
+    let current = || async {
+        stores
+            .riders
+            .get(rider)
+            .await
+            .expect("get")
+            .expect("rider")
+            .current_order_id
+    };
+    let carried_assigned = assign(&carried, rider);
+    stores
+        .orders
+        .save(&carried_assigned, take(&carried))
+        .await
+        .expect("take");
+    assert_eq!(current().await, Some(carried.id));
+
+    // A second order for the busy rider is refused, and its transition is not written either.
+    let other_assigned = assign(&other, rider);
+    assert!(matches!(
+        stores.orders.save(&other_assigned, take(&other)).await,
+        Err(StoreError::RiderBusy)
+    ));
+    assert_eq!(current().await, Some(carried.id));
+    assert_eq!(
+        stores.orders.get(other.id).await.expect("get"),
+        Some(other.clone()),
+        "the refused assignment left the order as it was"
+    );
+
+    // Releasing another order leaves the rider's current one alone.
+    let mut other_again = other.clone();
+    other_again.version += 1;
+    stores
+        .orders
+        .save(&other_again, release(&other))
+        .await
+        .expect("a release of an order not held writes the order");
+    assert_eq!(current().await, Some(carried.id));
+
+    let mut done = carried_assigned.clone();
+    done.version += 1;
+    stores
+        .orders
+        .save(&done, release(&carried))
+        .await
+        .expect("release");
+    assert_eq!(current().await, None);
+}
+
+/// A paid order, ready for a rider, as stored.
+async fn ready_order(stores: &Stores) -> Order {
+    let mut order = order_for(UserId::new(), RestaurantId::new());
+    order.status = OrderStatus::ReadyForRider;
+    order.payment_status = PaymentStatus::Paid;
+    stores.orders.create(&order).await.expect("order");
+    order
+}
+
+fn assign(order: &Order, rider: RiderId) -> Order {
+    order
+        .apply(
+            OrderCommand::AssignRider {
+                rider,
+                name: "Ravi".into(),
+                phone: "+919845012345".into(),
+            },
+            order.updated_at,
+        )
+        .expect("allowed")
+        .expect("changed")
+}
+
+/// Checks of the version fence: a save is accepted only over the version it started from, so
+/// of two writers holding the same copy one wins, and a writer holding an older copy is refused
+/// and leaves no trace.
+pub async fn run_fencing(stores: &Stores) {
+    let order = ready_order(stores).await;
+    let (a, b) = (RiderId::new(), RiderId::new());
+    let first = assign(&order, a);
+    let second = assign(&order, b);
+    assert_eq!(first.version, order.version + 1);
+    stores
+        .orders
+        .save(&first, SaveEffects::default())
+        .await
+        .expect("the first writer wins");
+    assert!(matches!(
+        stores.orders.save(&second, SaveEffects::default()).await,
+        Err(StoreError::Stale)
+    ));
+    assert_eq!(
+        stores.orders.get(order.id).await.expect("get"),
+        Some(first.clone()),
+        "nothing of the stale write is visible"
+    );
+    // Saving the same version twice (a replay) is refused too: versions only grow.
+    assert!(matches!(
+        stores.orders.save(&first, SaveEffects::default()).await,
+        Err(StoreError::Stale)
+    ));
+    // A version from the future (skipping one) is no better than a stale one.
+    let mut leap = first.clone();
+    leap.version += 2;
+    assert!(matches!(
+        stores.orders.save(&leap, SaveEffects::default()).await,
+        Err(StoreError::Stale)
+    ));
+    // Racing writers of one copy: exactly one lands.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let next = first
+                .apply(
+                    OrderCommand::SetByRider {
+                        rider: a,
+                        status: OrderStatus::PickedUp,
+                    },
+                    first.updated_at,
+                )
+                .expect("allowed")
+                .expect("changed");
+            let orders = std::sync::Arc::clone(&stores.orders);
+            tokio::spawn(async move { orders.save(&next, SaveEffects::default()).await })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.expect("join") {
+            Ok(()) => won += 1,
+            Err(StoreError::Stale) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(won, 1, "one of the racing writers lands");
+    assert_eq!(
+        stores
+            .orders
+            .get(order.id)
+            .await
+            .expect("get")
+            .expect("order")
+            .version,
+        first.version + 1
+    );
 }
 
 /// Checks of the statistics: counts follow writes, and only today's paid orders make revenue.

@@ -19,7 +19,8 @@ mod stats;
 
 pub use marketplace::{AddressStore, CartStore, MenuStore, RestaurantStore};
 pub use orders::{
-    IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SaveEffects, SavedResponse,
+    IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
+    SavedResponse,
 };
 pub use payments::PaymentStore;
 pub use riders::{PositionSnapshot, RiderStore};
@@ -37,6 +38,14 @@ pub enum StoreError {
     /// The write would break a uniqueness or state rule; `code` names the rule for clients.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A compare-and-set found the record changed since the caller's copy was read (an order
+    /// saved over another version): the caller's copy is stale, and nothing was written.
+    #[error("the record changed since it was read")]
+    Stale,
+    /// The rider already carries another order, so it cannot be assigned this one; nothing was
+    /// written.
+    #[error("the rider already carries another order")]
+    RiderBusy,
     /// The backend cannot be reached or is too busy right now; retrying later may work.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -60,12 +69,27 @@ impl StoreError {
         }
     }
 
+    /// The stable machine code clients see for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::NotFound => "not_found",
+            StoreError::Invalid(_) => "invalid_input",
+            StoreError::Conflict { code, .. } => code,
+            StoreError::Stale => "conflict",
+            StoreError::RiderBusy => "rider_busy",
+            StoreError::Unavailable(_) | StoreError::Closed => "unavailable",
+            StoreError::Corrupt(_) | StoreError::Backend(_) => "internal",
+        }
+    }
+
     /// The domain error kind this maps to.
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::NotFound => ErrorKind::NotFound,
             StoreError::Invalid(_) => ErrorKind::Invalid,
-            StoreError::Conflict { .. } => ErrorKind::Conflict,
+            StoreError::Conflict { .. } | StoreError::Stale | StoreError::RiderBusy => {
+                ErrorKind::Conflict
+            }
             StoreError::Unavailable(_) | StoreError::Closed => ErrorKind::Unavailable,
             StoreError::Corrupt(_) | StoreError::Backend(_) => ErrorKind::Internal,
         }

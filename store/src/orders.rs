@@ -26,12 +26,23 @@ pub struct RestaurantOrderFilter {
 pub struct SaveEffects {
     /// Empty this user's cart (payment succeeded).
     pub clear_cart_of: Option<UserId>,
-    /// Set (assignment) or clear (delivery) this rider's current order.
-    pub rider_order: Option<(RiderId, Option<OrderId>)>,
+    /// Make the rider busy with the order (assignment) or free again (delivery).
+    pub rider_order: Option<RiderOrder>,
+}
+
+/// A change to a rider's current order, made with the order's transition. Both are conditional,
+/// so a rider never holds two orders whatever races: taking fails with
+/// [`StoreError::RiderBusy`] (and the whole save with it) unless the rider holds nothing or
+/// this order already; releasing clears only this order, never one taken since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RiderOrder {
+    Take { rider: RiderId, order: OrderId },
+    Release { rider: RiderId, order: OrderId },
 }
 
 /// Orders. Every write is the whole order as its actor holds it: the actor is the only writer of
-/// an order, so there is nothing to merge.
+/// an order, so there is nothing to merge, and the version fences out a writer that is no
+/// longer the only one (a stale actor of a shard that moved).
 #[async_trait]
 pub trait OrderStore: Send + Sync {
     /// Stores a new order. A customer holds at most one unpaid order: a second one while the
@@ -40,7 +51,11 @@ pub trait OrderStore: Send + Sync {
 
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError>;
 
-    /// Persists a transition, and its effects in the same transaction.
+    /// Persists a transition, and its effects in the same transaction, if the stored order is
+    /// still at `order.version - 1` (the version the transition started from). Otherwise
+    /// nothing is written: [`StoreError::Stale`] when the stored version differs,
+    /// [`StoreError::NotFound`] when there is no such order, [`StoreError::RiderBusy`] when
+    /// the effects would give a busy rider a second order.
     async fn save(&self, order: &Order, effects: SaveEffects) -> Result<(), StoreError>;
 
     /// A customer's orders, newest first.
@@ -60,8 +75,9 @@ pub trait OrderStore: Send + Sync {
         cursor: Option<String>,
     ) -> Result<Page<Order>, StoreError>;
 
-    /// Every order not yet delivered, cancelled or expired: what a starting node must resume.
-    async fn open(&self) -> Result<Vec<Order>, StoreError>;
+    /// The orders of `shard` not yet delivered, cancelled or expired: what a node starting the
+    /// shard must resume. Served by an index of open orders by shard, not a scan.
+    async fn open_in_shard(&self, shard: u32) -> Result<Vec<Order>, StoreError>;
 }
 
 /// A response remembered for an `Idempotency-Key`.

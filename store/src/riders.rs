@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use tomato_domain::{LatLon, OrderId, Rider, RiderId, UserId};
+use tomato_domain::{LatLon, Rider, RiderId, UserId};
 
 use crate::StoreError;
 
@@ -33,13 +33,6 @@ pub trait RiderStore: Send + Sync {
 
     /// Sets whether the rider takes offers; returns the profile.
     async fn set_available(&self, id: RiderId, available: bool) -> Result<Rider, StoreError>;
-
-    /// Sets (or clears) the order the rider carries.
-    async fn set_current_order(
-        &self,
-        id: RiderId,
-        order: Option<OrderId>,
-    ) -> Result<(), StoreError>;
 
     /// Writes a batch of positions in one transaction.
     async fn save_positions(&self, positions: Vec<PositionSnapshot>) -> Result<(), StoreError>;

@@ -13,13 +13,18 @@ use crate::sockets::SocketIoClient;
 use crate::world::{HOME_AT, SHOP_AT, Shop, open_shop, paid_order};
 
 /// Moves a paid order through the kitchen to `ready_for_rider`.
-async fn make_ready(app: &TestApp, shop: &Shop, order: &str) {
+pub async fn make_ready(app: &TestApp, shop: &Shop, order: &str) {
     for status in ["accepted", "preparing", "ready_for_rider"] {
         json_ok(shop.set_status(app, order, status).await).await;
     }
 }
 
-async fn rider_status(app: &TestApp, token: &str, order: &str, status: &str) -> reqwest::Response {
+pub async fn rider_status(
+    app: &TestApp,
+    token: &str,
+    order: &str,
+    status: &str,
+) -> reqwest::Response {
     app.put(
         &format!("/api/rider/orders/{order}/status"),
         Some(token),
@@ -28,7 +33,7 @@ async fn rider_status(app: &TestApp, token: &str, order: &str, status: &str) -> 
     .await
 }
 
-async fn accept(app: &TestApp, token: &str, order: &str) -> reqwest::Response {
+pub async fn accept(app: &TestApp, token: &str, order: &str) -> reqwest::Response {
     app.request(
         reqwest::Method::POST,
         &format!("/api/rider/orders/{order}/accept"),

@@ -15,6 +15,7 @@ mod orders;
 mod razorpay;
 mod realtime;
 mod riders;
+mod shards;
 mod sockets;
 mod stripe;
 mod uploads;

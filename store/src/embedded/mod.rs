@@ -163,6 +163,18 @@ const MIGRATIONS: &[M<'static>] = &[
     ),
     // The provider's payment id, which refunds need.
     M::up("ALTER TABLE payment_orders ADD COLUMN payment_id TEXT;"),
+    // Fencing and shards: saves compare-and-set the version, and a node starting a shard loads
+    // that shard's open orders by index. Orders stored before carry their version in the JSON
+    // (0 when absent) and belong to shard 0 until re-placed.
+    M::up(
+        "ALTER TABLE orders ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE orders ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
+    UPDATE orders SET version = COALESCE(json_extract(data, '$.version'), 0),
+        shard = COALESCE(json_extract(data, '$.shard'), 0);
+    DROP INDEX orders_open;
+    CREATE INDEX orders_open_by_shard ON orders (shard)
+        WHERE status NOT IN ('delivered', 'cancelled', 'expired');",
+    ),
 ];
 
 /// Opens (or creates) the embedded store under `data_dir` and migrates it.

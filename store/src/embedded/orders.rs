@@ -1,6 +1,8 @@
 //! Orders and idempotent responses in SQLite. An order is stored whole, as JSON, next to the
 //! columns its lists filter on: the actor always writes the complete order, so there are no
-//! partial updates to express in SQL.
+//! partial updates to express in SQL. A save is a compare-and-set on the `version` column, and
+//! a rider's current order changes only from empty (take) or from this order (release), all in
+//! the order's transaction.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -9,8 +11,8 @@ use tomato_domain::{Order, OrderId, RestaurantId, UserId};
 
 use super::{EmbeddedStore, to_millis};
 use crate::{
-    IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, SaveEffects, SavedResponse,
-    StoreError,
+    IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
+    SavedResponse, StoreError,
 };
 
 fn decode(data: &str) -> Result<Order, StoreError> {
@@ -19,6 +21,12 @@ fn decode(data: &str) -> Result<Order, StoreError> {
 
 fn encode(order: &Order) -> Result<String, StoreError> {
     serde_json::to_string(order).map_err(|err| StoreError::Backend(Box::new(err)))
+}
+
+/// SQLite integers are signed; a version never comes near the limit.
+fn version_col(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version)
+        .map_err(|_| StoreError::Invalid(format!("version {version} is out of range")))
 }
 
 /// One newest-first page: ids are UUIDv7, so descending id is descending creation time and the
@@ -71,8 +79,8 @@ impl OrderStore for EmbeddedStore {
             .write(move |conn| {
                 let result = conn.execute(
                     "INSERT INTO orders (id, user_id, restaurant_id, status, payment_status, data,
-                        created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        created_at, version, shard)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     params![
                         order.id.to_string(),
                         order.user_id.to_string(),
@@ -80,7 +88,9 @@ impl OrderStore for EmbeddedStore {
                         order.status.as_str(),
                         order.payment_status.as_str(),
                         data,
-                        to_millis(order.created_at)
+                        to_millis(order.created_at),
+                        version_col(order.version)?,
+                        order.shard
                     ],
                 );
                 match result {
@@ -118,17 +128,29 @@ impl OrderStore for EmbeddedStore {
         self.db
             .write(move |conn| {
                 let tx = conn.transaction()?;
+                let id = order.id.to_string();
+                let from = order.version.checked_sub(1).ok_or(StoreError::Stale)?;
                 let changed = tx.execute(
-                    "UPDATE orders SET status = ?2, payment_status = ?3, data = ?4 WHERE id = ?1",
+                    "UPDATE orders SET status = ?2, payment_status = ?3, data = ?4, version = ?5
+                     WHERE id = ?1 AND version = ?6",
                     params![
-                        order.id.to_string(),
+                        id,
                         order.status.as_str(),
                         order.payment_status.as_str(),
-                        data
+                        data,
+                        version_col(order.version)?,
+                        version_col(from)?
                     ],
                 )?;
                 if changed == 0 {
-                    return Err(StoreError::NotFound);
+                    let exists = tx
+                        .prepare_cached("SELECT 1 FROM orders WHERE id = ?1")?
+                        .exists([&id])?;
+                    return Err(if exists {
+                        StoreError::Stale
+                    } else {
+                        StoreError::NotFound
+                    });
                 }
                 if let Some(user) = effects.clear_cart_of {
                     tx.execute(
@@ -136,11 +158,26 @@ impl OrderStore for EmbeddedStore {
                         [user.to_string()],
                     )?;
                 }
-                if let Some((rider, current)) = effects.rider_order {
-                    tx.execute(
-                        "UPDATE riders SET current_order_id = ?2 WHERE id = ?1",
-                        params![rider.to_string(), current.map(|o| o.to_string())],
-                    )?;
+                match effects.rider_order {
+                    Some(RiderOrder::Take { rider, order }) => {
+                        let taken = tx.execute(
+                            "UPDATE riders SET current_order_id = ?2
+                             WHERE id = ?1 AND (current_order_id IS NULL OR current_order_id = ?2)",
+                            params![rider.to_string(), order.to_string()],
+                        )?;
+                        if taken == 0 {
+                            // Dropping the transaction rolls the order's write back too.
+                            return Err(StoreError::RiderBusy);
+                        }
+                    }
+                    Some(RiderOrder::Release { rider, order }) => {
+                        tx.execute(
+                            "UPDATE riders SET current_order_id = NULL
+                             WHERE id = ?1 AND current_order_id = ?2",
+                            params![rider.to_string(), order.to_string()],
+                        )?;
+                    }
+                    None => {}
                 }
                 tx.commit()?;
                 Ok(())
@@ -193,14 +230,14 @@ impl OrderStore for EmbeddedStore {
             .await
     }
 
-    async fn open(&self) -> Result<Vec<Order>, StoreError> {
+    async fn open_in_shard(&self, shard: u32) -> Result<Vec<Order>, StoreError> {
         self.db
-            .read(|conn| {
+            .read(move |conn| {
                 conn.prepare_cached(
                     "SELECT data FROM orders
-                     WHERE status NOT IN ('delivered', 'cancelled', 'expired')",
+                     WHERE shard = ?1 AND status NOT IN ('delivered', 'cancelled', 'expired')",
                 )?
-                .query_map([], |row| row.get::<_, String>(0))?
+                .query_map([shard], |row| row.get::<_, String>(0))?
                 .map(|data| decode(&data?))
                 .collect()
             })

@@ -155,24 +155,6 @@ impl RiderStore for EmbeddedStore {
             .await
     }
 
-    async fn set_current_order(
-        &self,
-        id: RiderId,
-        order: Option<OrderId>,
-    ) -> Result<(), StoreError> {
-        self.db
-            .write(move |conn| {
-                update_one(
-                    conn,
-                    "UPDATE riders SET current_order_id = ?2 WHERE id = ?1",
-                    id,
-                    &order.map(|o| o.to_string()),
-                )
-                .map(drop)
-            })
-            .await
-    }
-
     async fn save_positions(&self, positions: Vec<PositionSnapshot>) -> Result<(), StoreError> {
         self.db
             .write(move |conn| {

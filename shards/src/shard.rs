@@ -1,0 +1,90 @@
+//! One shard as this node runs it: the actors of its orders and riders, and the gate through
+//! which every command to them passes. Its slice of the spatial index sits in the node's
+//! [`RiderIndex`](crate::RiderIndex), one lock per slice, because a nearest search spans
+//! several shards at once; the shard opens and closes that slice as it starts and stops.
+//!
+//! The gate is what makes a shard a unit that can be handed over: commands hold it shared
+//! while they run; [`ShardRouter::start`](crate::ShardRouter::start) and
+//! [`stop`](crate::ShardRouter::stop) hold it exclusively, so a stop waits for the commands in
+//! flight, and commands that arrive meanwhile wait for the outcome and are then served (the
+//! shard started) or refused as not owned here (it stopped). Nothing outside this crate holds
+//! an actor's address.
+
+use actix::Addr;
+use dashmap::DashMap;
+use h3o::CellIndex;
+use tokio::sync::{RwLock, RwLockReadGuard};
+use tomato_actors::{OrderActor, RiderActor};
+use tomato_domain::{OrderId, RiderId};
+
+use crate::ShardId;
+
+/// Everything of one shard on this node.
+#[derive(Debug)]
+pub struct Shard {
+    id: ShardId,
+    /// True while the shard runs here.
+    gate: RwLock<bool>,
+    /// The live order actors of the shard's orders.
+    pub(crate) orders: DashMap<OrderId, Addr<OrderActor>>,
+    /// The pickup cell of every live unfinished order, for supply-and-demand statistics.
+    pub(crate) open: DashMap<OrderId, CellIndex>,
+    /// The rider actors of the riders whose current cell lies in the shard.
+    pub(crate) riders: DashMap<RiderId, Addr<RiderActor>>,
+}
+
+/// Proof that the shard runs here, held for the length of one command.
+#[derive(Debug)]
+pub struct Entered<'a> {
+    pub(crate) shard: &'a Shard,
+    _gate: RwLockReadGuard<'a, bool>,
+}
+
+impl Shard {
+    pub(crate) fn new(id: ShardId) -> Self {
+        Self {
+            id,
+            gate: RwLock::new(false),
+            orders: DashMap::new(),
+            open: DashMap::new(),
+            riders: DashMap::new(),
+        }
+    }
+
+    /// The shard's id.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// Whether the shard runs here now (a hint: the answer may change right after).
+    pub fn is_running(&self) -> bool {
+        self.gate
+            .try_read()
+            .map(|running| *running)
+            .unwrap_or(false)
+    }
+
+    /// Waits for any start or stop under way, then lets a command in if the shard runs here.
+    pub(crate) async fn enter(&self) -> Option<Entered<'_>> {
+        let gate = self.gate.read().await;
+        (*gate).then_some(Entered {
+            shard: self,
+            _gate: gate,
+        })
+    }
+
+    /// Exclusive hold of the gate, for start and stop.
+    pub(crate) async fn lock(&self) -> tokio::sync::RwLockWriteGuard<'_, bool> {
+        self.gate.write().await
+    }
+
+    /// How many order actors of the shard are alive here.
+    pub fn live_orders(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// How many rider actors of the shard are alive here.
+    pub fn live_riders(&self) -> usize {
+        self.riders.len()
+    }
+}
