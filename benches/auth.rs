@@ -18,7 +18,7 @@ fn bench_auth(c: &mut Criterion) {
     let config = dir.path().join("empty.toml");
     std::fs::write(&config, "").expect("write config");
     let settings = Settings::load(Some(&config), Vec::<(String, String)>::new()).expect("settings");
-    let stores = tomato_store::embedded::open(dir.path()).expect("store");
+    let stores = tomato_store_embedded::open(dir.path()).expect("store");
     let state = AppState::new(settings, stores).expect("state");
     let user = runtime
         .block_on(state.stores.users.sign_in(SignIn {

@@ -93,7 +93,7 @@ fn unpaid_order() -> Order {
 fn bench_transition(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    let stores = tomato_store::embedded::open(dir.path()).expect("store");
+    let stores = tomato_store_embedded::open(dir.path()).expect("store");
     let actors = Arc::new(ActorRuntime::start(1).expect("actors"));
     let map = ShardMap::new(5, 64).expect("map");
     let router = ShardRouter::new(

@@ -75,7 +75,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 settings.store.backend
             );
             let dir = settings.store.data_dir.clone();
-            let stores = tokio::task::spawn_blocking(move || tomato_store::embedded::open(&dir))
+            let stores = tokio::task::spawn_blocking(move || tomato_store_embedded::open(&dir))
                 .await?
                 .context("opening the store")?;
             let user = stores.users.grant_admin(&email).await?;

@@ -114,7 +114,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Stores> {
     match settings.store.backend {
         StoreBackend::Embedded => {
             let dir = settings.store.data_dir.clone();
-            let stores = tokio::task::spawn_blocking(move || tomato_store::embedded::open(&dir))
+            let stores = tokio::task::spawn_blocking(move || tomato_store_embedded::open(&dir))
                 .await
                 .context("opening the embedded store")?
                 .with_context(|| {

@@ -168,7 +168,7 @@ mod tests {
         std::fs::write(&file, "").expect("write config");
         let settings =
             Settings::load(Some(&file), Vec::<(String, String)>::new()).expect("settings");
-        let stores = tomato_store::embedded::open(dir).expect("store");
+        let stores = tomato_store_embedded::open(dir).expect("store");
         AppState::new(settings, stores).expect("state")
     }
 

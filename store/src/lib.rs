@@ -1,6 +1,7 @@
 //! Persistence for tomato. The traits here speak domain types, never SQL or CQL, so every backend
-//! (the embedded SQLite file today, ScyllaDB at scale) implements the same contract and passes the
-//! same [`conformance`] suite. Nothing in this crate knows about HTTP or actors.
+//! (the embedded SQLite file in `tomato-store-embedded`, ScyllaDB at scale) implements the same
+//! contract and passes the same [`conformance`] suite. Nothing in this crate knows about HTTP,
+//! actors or any backend.
 
 use std::sync::Arc;
 
@@ -10,7 +11,6 @@ use tomato_domain::{Email, ErrorKind, PersonName, Role, User, UserId};
 use uuid::Uuid;
 
 pub mod conformance;
-pub mod embedded;
 mod marketplace;
 mod orders;
 mod payments;
@@ -92,6 +92,21 @@ impl StoreError {
             }
             StoreError::Unavailable(_) | StoreError::Closed => ErrorKind::Unavailable,
             StoreError::Corrupt(_) | StoreError::Backend(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// SQLite's errors as store errors, for the embedded backend's `?`. It lives here because the
+/// orphan rule allows it nowhere else; only the backend turns the `sqlite` feature on, so no
+/// other crate compiles SQLite through this one.
+#[cfg(feature = "sqlite")]
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(format!("database is busy ({err})"))
+            }
+            _ => StoreError::Backend(Box::new(err)),
         }
     }
 }

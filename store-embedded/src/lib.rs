@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use rusqlite_migration::{M, Migrations};
 use time::OffsetDateTime;
 
-use crate::{Backend, StoreError, Stores};
+use tomato_store::{Backend, StoreError, Stores};
 
 mod db;
 mod marketplace;
@@ -268,7 +268,7 @@ mod tests {
     async fn embedded_store_passes_the_conformance_suite() {
         let dir = tempfile::tempdir().expect("temp dir");
         let stores = open(dir.path()).expect("open store");
-        crate::conformance::run(&stores).await;
+        tomato_store::conformance::run(&stores).await;
         stores.backend.close().await.expect("close");
     }
 

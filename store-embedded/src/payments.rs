@@ -5,8 +5,8 @@ use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 use tomato_domain::OrderId;
 
-use super::{EmbeddedStore, parse_col, to_millis};
-use crate::{PaymentStore, StoreError};
+use crate::{EmbeddedStore, parse_col, to_millis};
+use tomato_store::{PaymentStore, StoreError};
 
 #[async_trait]
 impl PaymentStore for EmbeddedStore {

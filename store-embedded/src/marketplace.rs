@@ -8,8 +8,8 @@ use tomato_domain::{
     Restaurant, RestaurantId, UserId,
 };
 
-use super::{EmbeddedStore, from_millis, parse_col, to_millis};
-use crate::{AddressStore, CartStore, MenuStore, RestaurantStore, StoreError};
+use crate::{EmbeddedStore, from_millis, parse_col, to_millis};
+use tomato_store::{AddressStore, CartStore, MenuStore, RestaurantStore, StoreError};
 
 const RESTAURANT_COLUMNS: &str = "id, owner_id, name, description, image, phone, lat, lon, \
     formatted_address, is_open, is_verified, created_at";

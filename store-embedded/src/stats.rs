@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tomato_domain::{Money, OrderStatus};
 
-use super::{EmbeddedStore, parse_col, to_millis};
-use crate::{OrderSummary, StatsStore, StoreError, Totals};
+use crate::{EmbeddedStore, parse_col, to_millis};
+use tomato_store::{OrderSummary, StatsStore, StoreError, Totals};
 
 #[async_trait]
 impl StatsStore for EmbeddedStore {

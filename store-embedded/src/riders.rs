@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, Row, params};
 use tomato_domain::{LatLon, OrderId, Rider, RiderId, UserId};
 
-use super::{EmbeddedStore, from_millis, parse_col, to_millis};
-use crate::{PositionSnapshot, RiderStore, StoreError};
+use crate::{EmbeddedStore, from_millis, parse_col, to_millis};
+use tomato_store::{PositionSnapshot, RiderStore, StoreError};
 
 const COLUMNS: &str = "id, user_id, name, phone_number, aadhar_number, driving_license_number, \
     picture, is_verified, is_available, lat, lon, last_seen_at, current_order_id, created_at";

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 use tomato_domain::{Order, OrderId, RestaurantId, UserId};
 
-use super::{EmbeddedStore, to_millis};
-use crate::{
+use crate::{EmbeddedStore, to_millis};
+use tomato_store::{
     IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
     SavedResponse, StoreError,
 };

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tomato_domain::{Email, PersonName, Role, User, UserId};
 
-use super::{EmbeddedStore, from_millis, now_millis, to_millis};
-use crate::{SignIn, StoreError, UserStore};
+use crate::{EmbeddedStore, from_millis, now_millis, to_millis};
+use tomato_store::{SignIn, StoreError, UserStore};
 
 const COLUMNS: &str = "id, email, name, image, role, role_version, created_at";
 

@@ -5,8 +5,8 @@ use rusqlite::params;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{EmbeddedStore, to_millis};
-use crate::{StoreError, TokenStore};
+use crate::{EmbeddedStore, to_millis};
+use tomato_store::{StoreError, TokenStore};
 
 #[async_trait]
 impl TokenStore for EmbeddedStore {

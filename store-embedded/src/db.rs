@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::StoreError;
+use tomato_store::StoreError;
 
 /// Writes waiting for the writer thread; a full queue makes callers wait (back-pressure) rather
 /// than letting memory grow without bound.
@@ -249,17 +249,6 @@ impl Drop for ReaderGuard<'_> {
     fn drop(&mut self) {
         if let (Some(conn), Ok(mut pool)) = (self.conn.take(), self.inner.readers.lock()) {
             pool.push(conn);
-        }
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(err: rusqlite::Error) -> Self {
-        match err.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                StoreError::Unavailable(format!("database is busy ({err})"))
-            }
-            _ => StoreError::Backend(Box::new(err)),
         }
     }
 }
