@@ -19,8 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(arm))
         .routes(routes!(arm_rider))
-        .routes(routes!(stop_shard))
-        .routes(routes!(start_shard))
+        .routes(routes!(shard_drill))
 }
 
 fn enabled(state: &AppState) -> Result<(), ApiError> {
@@ -113,66 +112,47 @@ fn shard_id(state: &AppState, id: u32) -> Result<ShardId, ApiError> {
     }
 }
 
-/// Stop a shard on this node, as a node giving up its lease would: commands for it are refused
-/// with 503 `shard_moving` until it starts again.
+/// Stop (`stop`) or start (`start`) a shard on this node, as a node giving up or winning its
+/// lease would. A stopped shard's commands are refused with 503 `shard_moving`; a started one
+/// loads its open orders from the store, which resume their timers and dispatch.
 #[utoipa::path(
     post,
-    path = "/api/v1/internal/shards/{id}/stop",
+    path = "/api/v1/internal/shards/{id}/{action}",
     tag = "internal",
     params(
         ("id" = u32, Path, description = "Shard number"),
+        ("action" = String, Path, description = "`stop` or `start`"),
         ("x-internal-key" = String, Header, description = "internal.key"),
     ),
     responses(
         (status = 200, body = ShardDrill),
         (status = 403, description = "Missing or wrong x-internal-key", body = ErrorBody),
-        (status = 404, description = "Fault injection is off, or no such shard", body = ErrorBody),
+        (status = 404, description = "Fault injection is off, no such shard, or no such action", body = ErrorBody),
     )
 )]
-async fn stop_shard(
+async fn shard_drill(
     State(state): State<AppState>,
     _caller: InternalCaller,
-    Path(id): Path<u32>,
+    Path((id, action)): Path<(u32, String)>,
 ) -> Result<Json<ShardDrill>, ApiError> {
     enabled(&state)?;
     let shard = shard_id(&state, id)?;
-    let stopped = state.shards.stop(shard).await;
-    tracing::warn!(%shard, "shard stopped by a drill");
-    Ok(Json(ShardDrill {
-        shard: id,
-        orders: stopped.orders,
-        riders: stopped.riders,
-    }))
-}
-
-/// Start a shard on this node, as a node winning its lease would: its open orders are loaded
-/// from the store and resume their timers and dispatch.
-#[utoipa::path(
-    post,
-    path = "/api/v1/internal/shards/{id}/start",
-    tag = "internal",
-    params(
-        ("id" = u32, Path, description = "Shard number"),
-        ("x-internal-key" = String, Header, description = "internal.key"),
-    ),
-    responses(
-        (status = 200, body = ShardDrill),
-        (status = 403, description = "Missing or wrong x-internal-key", body = ErrorBody),
-        (status = 404, description = "Fault injection is off, or no such shard", body = ErrorBody),
-    )
-)]
-async fn start_shard(
-    State(state): State<AppState>,
-    _caller: InternalCaller,
-    Path(id): Path<u32>,
-) -> Result<Json<ShardDrill>, ApiError> {
-    enabled(&state)?;
-    let shard = shard_id(&state, id)?;
-    let orders = state.shards.start(shard).await?;
-    tracing::warn!(%shard, orders, "shard started by a drill");
-    Ok(Json(ShardDrill {
-        shard: id,
-        orders,
-        riders: 0,
-    }))
+    let drill = match action.as_str() {
+        "stop" => {
+            let stopped = state.shards.stop(shard).await;
+            ShardDrill {
+                shard: id,
+                orders: stopped.orders,
+                riders: stopped.riders,
+            }
+        }
+        "start" => ShardDrill {
+            shard: id,
+            orders: state.shards.start(shard).await?,
+            riders: 0,
+        },
+        _ => return Err(ApiError::not_found("no such drill")),
+    };
+    tracing::warn!(%shard, action, orders = drill.orders, "shard drill");
+    Ok(Json(drill))
 }

@@ -227,6 +227,14 @@ async fn shard_drills_need_fault_injection_and_a_real_shard() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let response = app
         .client
+        .post(app.url("/api/v1/internal/shards/0/pause"))
+        .header("x-internal-key", INTERNAL_KEY)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND, "no such drill");
+    let response = app
+        .client
         .post(app.url("/api/v1/internal/shards/0/stop"))
         .send()
         .await
