@@ -52,12 +52,7 @@ async fn arm(
     Path(id): Path<OrderId>,
 ) -> Result<StatusCode, ApiError> {
     enabled(&state)?;
-    let order = state
-        .stores
-        .orders
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such order"))?;
+    let order = crate::orders::load(&state, id).await?;
     state.shards.arm_fault((&order).into()).await?;
     tracing::warn!(order_id = %id, "fault armed in order actor");
     Ok(StatusCode::NO_CONTENT)

@@ -11,7 +11,6 @@ pub mod rider;
 pub use dispatch::{DispatchPolicy, DispatchPort};
 pub use order::{
     Accept, Apply, ArmFault, OrderActor, OrderEnv, OrderError, OrderEvents, Reject, Retire,
-    Snapshot,
 };
 pub use rider::{
     ArmRiderFault, Carried, Carrying, Moved, Released, RiderActor, RiderEnv, RiderPort, TakeOrder,

@@ -487,16 +487,3 @@ impl Handler<Retire> for OrderActor {
         tracing::debug!(order_id = %self.order.id, "order actor retired");
     }
 }
-
-/// The order as the actor holds it, for tests and admin.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "Order")]
-pub struct Snapshot;
-
-impl Handler<Snapshot> for OrderActor {
-    type Result = MessageResult<Snapshot>;
-
-    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.order.clone())
-    }
-}

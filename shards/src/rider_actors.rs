@@ -16,18 +16,23 @@ use tomato_domain::{LatLon, Order, RiderId};
 
 use crate::ShardId;
 use crate::router::{OrderRef, ShardRouter, spawn_rider};
+use crate::shard::Shard;
 
 impl ShardRouter {
-    /// The rider's actor on `shard`: the running one, a new one handed the old one's state if
-    /// the rider changed shards, or a new one loading its state from the store. Refused when
-    /// the shard does not run here.
-    async fn rider_on(&self, rider: RiderId, id: ShardId) -> Result<Addr<RiderActor>, OrderError> {
-        let shard = self
-            .shard(id)
+    /// The rider's shard, if it runs here.
+    fn running(&self, id: ShardId) -> Result<&Shard, OrderError> {
+        self.shard(id)
             .filter(|shard| shard.is_running())
-            .ok_or(OrderError::NotOwner)?;
+            .ok_or(OrderError::NotOwner)
+    }
+
+    /// The rider's actor on `shard` (which the caller found running): the live one, a new one
+    /// handed the old one's state if the rider changed shards, or a new one loading its state
+    /// from the store.
+    async fn rider_on(&self, rider: RiderId, shard: &Shard) -> Addr<RiderActor> {
+        let id = shard.id();
         if let Some(addr) = shard.riders.get(&rider) {
-            return Ok(addr.clone());
+            return addr.clone();
         }
         let old = self
             .rider_homes()
@@ -55,7 +60,7 @@ impl ShardRouter {
             .or_insert_with(|| spawn_rider(self.runtime(), id, actor))
             .clone();
         self.rider_homes().insert(rider, id);
-        Ok(addr)
+        addr
     }
 
     /// Applies a position to the index and tells the rider's actor (which tells a watching
@@ -70,7 +75,12 @@ impl ShardRouter {
             .index()
             .update(rider, at, seen_at, None)
             .map_err(|_| OrderError::NotOwner)?;
-        let addr = self.rider_on(rider, update.shard).await?;
+        // The index just took the position, so the shard runs here: no second check on the
+        // hot path.
+        let Some(shard) = self.shard(update.shard) else {
+            return Err(OrderError::NotOwner);
+        };
+        let addr = self.rider_on(rider, shard).await;
         // Fire-and-forget: the location hot path never waits on an actor.
         addr.do_send(Moved { at, seen_at });
         Ok(update)
@@ -85,7 +95,7 @@ impl ShardRouter {
         phone: String,
     ) -> Result<Order, OrderError> {
         let home = self.index().home(rider).ok_or(OrderError::NotOwner)?;
-        let addr = self.rider_on(rider, home).await?;
+        let addr = self.rider_on(rider, self.running(home)?).await;
         let take = TakeOrder {
             order: order.id,
             shard: order.shard.0,
@@ -123,7 +133,7 @@ impl ShardRouter {
     /// Makes the rider actor's next message panic (fault injection).
     pub async fn arm_rider_fault(&self, rider: RiderId) -> Result<(), OrderError> {
         let home = self.index().home(rider).ok_or(OrderError::NotFound)?;
-        let addr = self.rider_on(rider, home).await?;
+        let addr = self.rider_on(rider, self.running(home)?).await;
         addr.send(ArmRiderFault)
             .await
             .map_err(|_| OrderError::Unavailable)

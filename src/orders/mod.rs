@@ -36,13 +36,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 impl From<OrderError> for ApiError {
     fn from(err: OrderError) -> Self {
+        if let OrderError::Store(err) = err {
+            return err.into();
+        }
         let message = match &err {
-            OrderError::Store(_) | OrderError::Unavailable | OrderError::Crashed => {
-                return match err {
-                    OrderError::Store(err) => err.into(),
-                    err => ApiError::from_kind(err.kind(), err.code(), err.to_string()),
-                };
-            }
             OrderError::Transition(refused) => refused.to_string(),
             OrderError::NotFound => "no such order".into(),
             OrderError::OfferNotHeld => "you hold no live offer of this order".into(),
@@ -51,6 +48,8 @@ impl From<OrderError> for ApiError {
             OrderError::NotOwner | OrderError::Stale => {
                 "the order is moving between nodes; try again shortly".into()
             }
+            // Server-side: `from_kind` logs this and shows the generic message.
+            OrderError::Store(_) | OrderError::Unavailable | OrderError::Crashed => err.to_string(),
         };
         ApiError::from_kind(err.kind(), err.code(), message)
     }
@@ -336,6 +335,17 @@ async fn may_see(state: &AppState, auth: &AuthUser, order: &Order) -> Result<boo
             None => false,
         },
     })
+}
+
+/// Loads an order by id, whoever asks: 404 when there is none. For routes that check the caller
+/// against the order themselves, or leave that to the order's actor.
+pub(crate) async fn load(state: &AppState, id: OrderId) -> Result<Order, ApiError> {
+    state
+        .stores
+        .orders
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such order"))
 }
 
 /// Loads an order this user may see; everyone else learns only 404.

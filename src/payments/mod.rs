@@ -460,12 +460,7 @@ async fn confirm_from_webhook(
     state: &AppState,
     order: OrderId,
 ) -> Result<Json<WebhookOutcome>, ApiError> {
-    let stored = state
-        .stores
-        .orders
-        .get(order)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such order"))?;
+    let stored = crate::orders::load(state, order).await?;
     match state
         .shards
         .apply((&stored).into(), OrderCommand::ConfirmPayment)

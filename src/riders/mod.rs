@@ -464,7 +464,8 @@ async fn accept(
             "report your position before taking orders",
         ));
     }
-    let order = offered_order(&state, id).await?;
+    // Any rider may name any order; the order's actor refuses one it did not offer.
+    let order = OrderRef::from(&crate::orders::load(&state, id).await?);
     // Through the rider's actor: it takes one order at a time.
     let order = state
         .shards
@@ -495,22 +496,10 @@ async fn reject(
     Path(id): Path<OrderId>,
 ) -> Result<StatusCode, ApiError> {
     let rider = state.rider_ids.of(&state, auth.user.id).await?;
-    let order = offered_order(&state, id).await?;
-    state.shards.reject(order, rider).await?;
+    let order = crate::orders::load(&state, id).await?;
+    state.shards.reject((&order).into(), rider).await?;
     state.offers.forget(rider, id);
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Where an order a rider answers an offer of lives. Any rider may name any order here; the
-/// order's actor then refuses one it did not offer, so nothing of it is revealed but existence.
-async fn offered_order(state: &AppState, id: OrderId) -> Result<OrderRef, ApiError> {
-    let order = state
-        .stores
-        .orders
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such order"))?;
-    Ok(OrderRef::from(&order))
 }
 
 /// The assigned rider's move.
@@ -554,12 +543,7 @@ async fn set_status(
         }
     };
     let rider = state.rider_ids.of(&state, auth.user.id).await?;
-    let order = state
-        .stores
-        .orders
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such order"))?;
+    let order = crate::orders::load(&state, id).await?;
     if order.rider_id != Some(rider) {
         return Err(ApiError::forbidden(
             "only the order's assigned rider can move it",
