@@ -5,6 +5,7 @@
 //! under `/media/` either way.
 
 use std::sync::Arc;
+use tomato_domain::ErrorKind;
 
 use anyhow::Context;
 use axum::extract::multipart::MultipartError;
@@ -112,8 +113,8 @@ fn stored_kind(name: &str) -> Option<&'static str> {
 
 fn multipart_error(err: MultipartError) -> ApiError {
     if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+        ApiError::from_kind(
+            ErrorKind::TooLarge,
             "payload_too_large",
             "the upload is larger than server.upload_limit_bytes",
         )
@@ -148,8 +149,8 @@ async fn upload(
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let mut multipart = multipart.map_err(|_| {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ApiError::from_kind(
+            ErrorKind::UnsupportedMedia,
             "unsupported_media_type",
             "expected a multipart/form-data body",
         )
@@ -163,8 +164,8 @@ async fn upload(
     }
     let bytes = image.ok_or_else(|| ApiError::bad_request("the body has no `file` field"))?;
     let extension = sniff(&bytes).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ApiError::from_kind(
+            ErrorKind::UnsupportedMedia,
             "unsupported_media_type",
             "only PNG, JPEG and WebP images are accepted",
         )

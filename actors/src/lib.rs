@@ -3,14 +3,20 @@
 //! under an actix `Supervisor`, so when it fails it is rebuilt from the store while its
 //! neighbours carry on. Where actors live (which shard, which arbiter) is the `shards` crate's
 //! business, not theirs.
+//!
+//! Every message to an actor, every reply and every error is a plain serde type, so the cluster
+//! can carry a command to the node that owns its order or rider unchanged.
 
 pub mod dispatch;
 pub mod order;
 pub mod rider;
+#[cfg(test)]
+mod wire;
 
 pub use dispatch::{DispatchPolicy, DispatchPort};
 pub use order::{
     Accept, Apply, ArmFault, OrderActor, OrderEnv, OrderError, OrderEvents, Reject, Retire,
+    StoreFault,
 };
 pub use rider::{
     ArmRiderFault, Carried, Carrying, Moved, Released, RiderActor, RiderEnv, RiderPort, TakeOrder,

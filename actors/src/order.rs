@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tomato_domain::{
     ErrorKind, Order, OrderCommand, OrderId, OrderStatus, PaymentStatus, RiderId, TransitionError,
@@ -30,8 +31,10 @@ use crate::dispatch::{DispatchPolicy, DispatchPort, Dispatching};
 /// Commands waiting for one order; a full mailbox makes senders wait.
 const MAILBOX: usize = 64;
 
-/// Why a command to an order failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a command to an order failed. Serde, like the commands, so a reply can come back from
+/// the node that owns the order; every variant has a closed kind and a stable code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OrderError {
     /// The status machine does not allow it.
     #[error(transparent)]
@@ -50,7 +53,7 @@ pub enum OrderError {
     RiderBusy,
     /// Persisting (or loading) failed; nothing changed.
     #[error("order store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreFault),
     /// The actor failed while deciding; it is being rebuilt from the store and nothing changed.
     #[error("the order's actor crashed and is being restarted")]
     Crashed,
@@ -67,6 +70,45 @@ pub enum OrderError {
     Stale,
 }
 
+/// A store failure as it travels in a reply: its kind, its code and what it said (for a
+/// server-side kind, that is logged, never shown to clients).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{message}")]
+pub struct StoreFault {
+    pub kind: ErrorKind,
+    pub code: String,
+    pub message: String,
+}
+
+impl From<StoreError> for StoreFault {
+    fn from(err: StoreError) -> Self {
+        let mut message = err.to_string();
+        // A backend's own error sits under ours; keep its words for the log.
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            message = format!("{message}: {cause}");
+            source = cause.source();
+        }
+        StoreFault {
+            kind: err.kind(),
+            code: err.code().to_owned(),
+            message,
+        }
+    }
+}
+
+impl From<StoreError> for OrderError {
+    /// The store's typed refusals become the command's; any other failure travels as a fault.
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Stale => OrderError::Stale,
+            StoreError::RiderBusy => OrderError::RiderBusy,
+            StoreError::NotFound => OrderError::NotFound,
+            other => OrderError::Store(other.into()),
+        }
+    }
+}
+
 impl OrderError {
     /// The domain error kind.
     pub fn kind(&self) -> ErrorKind {
@@ -76,7 +118,7 @@ impl OrderError {
             | OrderError::AlreadyTaken
             | OrderError::RiderBusy => ErrorKind::Conflict,
             OrderError::NotFound => ErrorKind::NotFound,
-            OrderError::Store(err) => err.kind(),
+            OrderError::Store(fault) => fault.kind,
             OrderError::Crashed => ErrorKind::Internal,
             OrderError::Unavailable | OrderError::NotOwner | OrderError::Stale => {
                 ErrorKind::Unavailable
@@ -85,27 +127,17 @@ impl OrderError {
     }
 
     /// The stable machine code clients see (API.md), one per variant.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             OrderError::Transition(_) => "invalid_transition",
             OrderError::NotFound => "not_found",
             OrderError::OfferNotHeld => "offer_not_held",
             OrderError::AlreadyTaken => "already_taken",
             OrderError::RiderBusy => "rider_busy",
-            OrderError::Store(err) => err.code(),
+            OrderError::Store(fault) => &fault.code,
             OrderError::Crashed => "internal",
             OrderError::Unavailable => "unavailable",
             OrderError::NotOwner | OrderError::Stale => "shard_moving",
-        }
-    }
-
-    /// What a store failure of a save means for the command.
-    fn from_save(err: StoreError) -> Self {
-        match err {
-            StoreError::Stale => OrderError::Stale,
-            StoreError::RiderBusy => OrderError::RiderBusy,
-            StoreError::NotFound => OrderError::NotFound,
-            other => OrderError::Store(other),
         }
     }
 }
@@ -259,7 +291,7 @@ impl OrderActor {
                 .into_actor(self)
                 .map(move |saved, act, ctx| {
                     if let Err(err) = saved {
-                        let err = OrderError::from_save(err);
+                        let err = OrderError::from(err);
                         if matches!(err, OrderError::Stale) {
                             // Someone else wrote the order: this copy is no longer the truth.
                             tracing::warn!(order_id = %act.order.id, version = act.order.version, "stale order actor; reloading from the store");
@@ -378,7 +410,7 @@ impl Supervised for OrderActor {
 }
 
 /// Apply a command to the order; answers with the order as it is afterwards.
-#[derive(Debug, Clone, Message)]
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
 #[rtype(result = "Result<Order, OrderError>")]
 pub struct Apply {
     pub command: OrderCommand,
@@ -394,7 +426,7 @@ impl Handler<Apply> for OrderActor {
 
 /// A rider accepts the order's offer. Exactly one accept wins; the others get
 /// [`OrderError::AlreadyTaken`] (or [`OrderError::OfferNotHeld`] without a live offer).
-#[derive(Debug, Clone, Message)]
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
 #[rtype(result = "Result<Order, OrderError>")]
 pub struct Accept {
     pub rider: RiderId,
@@ -432,7 +464,7 @@ impl Handler<Accept> for OrderActor {
 }
 
 /// A rider turns the offer down; the next wave goes out at once if no offer is left.
-#[derive(Debug, Clone, Message)]
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
 #[rtype(result = "Result<(), OrderError>")]
 pub struct Reject {
     pub rider: RiderId,
@@ -455,7 +487,7 @@ impl Handler<Reject> for OrderActor {
 
 /// Fault injection: the next command this actor receives panics while deciding. For resilience
 /// drills and the supervision tests; reachable only where the node enables fault injection.
-#[derive(Debug, Clone, Message)]
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub struct ArmFault;
 
@@ -471,7 +503,7 @@ impl Handler<ArmFault> for OrderActor {
 /// refuse whatever still arrives. Nothing is written: the next owner resumes both from the
 /// stored order. Answers once the actor has let go of everything but its mailbox, so the
 /// caller can then drop the address and the actor ends.
-#[derive(Debug, Clone, Copy, Message)]
+#[derive(Debug, Clone, Copy, Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub struct Retire;
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tomato_domain::{LatLon, Order, OrderId, RiderId, UserId};
 
@@ -141,7 +142,7 @@ impl Supervised for RiderActor {
 }
 
 /// A position report, already applied to the index: the rider actor fans it out.
-#[derive(Debug, Clone, Copy, Message)]
+#[derive(Debug, Clone, Copy, Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub struct Moved {
     pub at: LatLon,
@@ -162,7 +163,7 @@ impl Handler<Moved> for RiderActor {
 }
 
 /// The rider takes an offered order: one at a time, and only while carrying nothing.
-#[derive(Debug, Clone, Message)]
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
 #[rtype(result = "Result<Order, OrderError>")]
 pub struct TakeOrder {
     pub order: OrderId,
@@ -199,7 +200,7 @@ impl Handler<TakeOrder> for RiderActor {
 }
 
 /// The order the rider carried is finished (or reassigned): it carries nothing now.
-#[derive(Debug, Clone, Copy, Message)]
+#[derive(Debug, Clone, Copy, Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub struct Released;
 
@@ -212,7 +213,7 @@ impl Handler<Released> for RiderActor {
 }
 
 /// What the rider carries: for the next shard at hand-off, and for tests and admin.
-#[derive(Debug, Clone, Copy, Message)]
+#[derive(Debug, Clone, Copy, Message, Serialize, Deserialize)]
 #[rtype(result = "Carried")]
 pub struct Carrying;
 
@@ -225,7 +226,7 @@ impl Handler<Carrying> for RiderActor {
 }
 
 /// Fault injection: the next message this actor handles panics.
-#[derive(Debug, Clone, Copy, Message)]
+#[derive(Debug, Clone, Copy, Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub struct ArmRiderFault;
 

@@ -2,7 +2,8 @@
 //! HTTP edge turns a kind into a status code, so no crate below it needs HTTP types.
 
 /// What went wrong, as far as a caller needs to know to react.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The input is malformed or out of range.
     Invalid,
@@ -16,6 +17,10 @@ pub enum ErrorKind {
     Conflict,
     /// Well-formed, but cannot be processed as asked (an empty cart, say).
     Unprocessable,
+    /// The request is larger than this door accepts.
+    TooLarge,
+    /// The request's media type is not accepted here.
+    UnsupportedMedia,
     /// A dependency (store, provider, peer node) cannot be reached right now.
     Unavailable,
     /// A bug or a broken invariant; details are logged, never shown.

@@ -15,7 +15,7 @@ pub mod user;
 pub use error::ErrorKind;
 pub use geo::LatLon;
 pub use ids::{AddressId, CartLineId, MenuItemId, OrderId, RestaurantId, RiderId, UserId};
-pub use marketplace::{Address, Cart, CartLine, MenuItem, Restaurant};
+pub use marketplace::{Address, Cart, CartLine, CartRule, MenuItem, Restaurant};
 pub use money::Money;
 pub use order::{
     DeliveryAddress, HistoryEntry, Order, OrderCommand, OrderLine, OrderStatus, PaymentMethod,

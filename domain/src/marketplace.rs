@@ -130,6 +130,47 @@ impl Cart {
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
+
+    /// The quantity `item`'s line holds once `quantity` more are added, or the cart rule that
+    /// forbids it: a cart holds one restaurant's dishes at a time, and a line at most
+    /// [`MAX_QUANTITY`]. Every store backend calls this on the cart it read in the same write.
+    pub fn quantity_after_adding(&self, item: &MenuItem, quantity: u32) -> Result<u32, CartRule> {
+        if self
+            .restaurant_id
+            .is_some_and(|restaurant| restaurant != item.restaurant_id)
+        {
+            return Err(CartRule::OtherRestaurant);
+        }
+        let held = self
+            .lines
+            .iter()
+            .find(|line| line.item_id == item.id)
+            .map_or(0, |line| line.quantity);
+        let total = held.saturating_add(quantity);
+        if total > MAX_QUANTITY {
+            return Err(CartRule::QuantityLimit);
+        }
+        Ok(total)
+    }
+}
+
+/// A cart rule an addition would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CartRule {
+    #[error("the cart holds another restaurant's dishes; clear it first")]
+    OtherRestaurant,
+    #[error("a cart line holds at most {MAX_QUANTITY} of a dish")]
+    QuantityLimit,
+}
+
+impl CartRule {
+    /// The stable code clients see.
+    pub fn code(self) -> &'static str {
+        match self {
+            CartRule::OtherRestaurant => "cart_other_restaurant",
+            CartRule::QuantityLimit => "quantity_limit",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +194,43 @@ mod tests {
         assert!(price(-100).is_err());
         assert!(price(10_000_001).is_err());
         assert_eq!(price(19900).expect("valid").minor(), 19900);
+    }
+
+    #[test]
+    fn carts_hold_one_restaurant_and_bounded_lines() {
+        let item = |restaurant: RestaurantId| MenuItem {
+            id: MenuItemId::new(),
+            restaurant_id: restaurant,
+            name: "Dosa".into(),
+            description: String::new(),
+            price: Money::from_minor(100),
+            image: None,
+            category: None,
+            is_available: true,
+        };
+        let here = RestaurantId::new();
+        let dosa = item(here);
+        let mut cart = Cart::default();
+        assert_eq!(cart.quantity_after_adding(&dosa, 3), Ok(3));
+        cart.restaurant_id = Some(here);
+        cart.lines.push(CartLine {
+            id: CartLineId::new(),
+            item_id: dosa.id,
+            name: dosa.name.clone(),
+            price: dosa.price,
+            quantity: 48,
+            is_available: true,
+        });
+        assert_eq!(cart.quantity_after_adding(&dosa, 2), Ok(MAX_QUANTITY));
+        assert_eq!(
+            cart.quantity_after_adding(&dosa, 3),
+            Err(CartRule::QuantityLimit)
+        );
+        assert_eq!(cart.quantity_after_adding(&item(here), 50), Ok(50));
+        assert_eq!(
+            cart.quantity_after_adding(&item(RestaurantId::new()), 1),
+            Err(CartRule::OtherRestaurant)
+        );
     }
 
     #[test]

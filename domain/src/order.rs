@@ -180,8 +180,10 @@ pub struct Order {
     pub shard: u32,
 }
 
-/// Something that wants to move an order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something that wants to move an order. Serde, so a command can be sent to the node that owns
+/// the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OrderCommand {
     /// The payment provider says the money arrived. Idempotent.
     ConfirmPayment,
@@ -219,7 +221,7 @@ impl fmt::Display for OrderCommand {
 }
 
 /// A command the status machine does not allow from the order's current state.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("cannot {command} an order that is {status} with payment {payment}")]
 pub struct TransitionError {
     pub command: OrderCommand,

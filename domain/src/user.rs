@@ -155,6 +155,12 @@ impl PersonName {
         Ok(Self(name.to_owned()))
     }
 
+    /// The name of an account created from an e-mail alone (an admin granted before signing
+    /// in): the e-mail's local part, which an e-mail's own rules keep short and printable.
+    pub fn from_email(email: &Email) -> Self {
+        Self::parse(email.local_part()).unwrap_or_else(|_| Self("admin".to_owned()))
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tomato_domain::ErrorKind;
 use tomato_domain::{Email, PersonName, Role, User};
 use tomato_store::SignIn;
 use utoipa::ToSchema;
@@ -231,8 +232,8 @@ async fn set_role(
     Json(body): Json<RoleRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     if !body.role.is_self_assignable() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
+        return Err(ApiError::from_kind(
+            ErrorKind::Forbidden,
             "role_not_assignable",
             "admin is granted by configuration or the command line, never through the API",
         ));

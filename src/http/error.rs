@@ -44,8 +44,9 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
-    /// An error with an explicit status and code.
-    pub fn new(
+    /// An error with an explicit status and code: only for the helpers here, so that every other
+    /// error goes through [`ApiError::from_kind`], the one kind -> status map.
+    fn new(
         status: StatusCode,
         code: impl Into<Cow<'static, str>>,
         message: impl Into<Cow<'static, str>>,
@@ -106,9 +107,10 @@ impl ApiError {
     /// kinds keep `message` out of the body (it is logged as the cause).
     pub fn from_kind(
         kind: ErrorKind,
-        code: &'static str,
+        code: impl Into<Cow<'static, str>>,
         message: impl Into<Cow<'static, str>>,
     ) -> Self {
+        let code = code.into();
         let status = match kind {
             ErrorKind::Invalid => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -116,6 +118,8 @@ impl ApiError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -182,8 +186,8 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Conflict { code, message } => {
-                Self::new(StatusCode::CONFLICT, code, message)
+            StoreError::Conflict(rule) => {
+                Self::from_kind(ErrorKind::Conflict, rule.code(), rule.to_string())
             }
             StoreError::Invalid(message) => Self::bad_request(message),
             StoreError::NotFound => Self::not_found("not found"),

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tomato_domain::ErrorKind;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -66,8 +66,8 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
                 _ => "timed out".to_owned(),
             };
             tracing::warn!(backend = backend.name(), error = %why, "store not ready");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            Err(ApiError::from_kind(
+                ErrorKind::Unavailable,
                 "not_ready",
                 format!("store ({}) does not answer", backend.name()),
             ))

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use tomato_domain::ErrorKind;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -117,8 +118,8 @@ where
 
 fn replay(saved: SavedResponse, request_hash: &str) -> Result<Response, ApiError> {
     if saved.request_hash != request_hash {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(ApiError::from_kind(
+            ErrorKind::Conflict,
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request body",
         ));

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tomato_domain::ErrorKind;
 
 use super::error::ApiError;
 
@@ -31,23 +32,24 @@ where
 
 fn reject(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        JsonRejection::MissingJsonContentType(_) => ApiError::from_kind(
+            ErrorKind::UnsupportedMedia,
             "unsupported_media_type",
             "expected a body with Content-Type: application/json",
         ),
         JsonRejection::JsonSyntaxError(err) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", err.body_text())
+            ApiError::from_kind(ErrorKind::Invalid, "malformed_json", err.body_text())
         }
         JsonRejection::JsonDataError(err) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", err.body_text())
+            ApiError::from_kind(ErrorKind::Invalid, "invalid_body", err.body_text())
         }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::from_kind(
+            ErrorKind::TooLarge,
             "payload_too_large",
             "the request body is too large",
         ),
-        other => ApiError::new(other.status(), "invalid_body", other.body_text()),
+        // The body could not be read at all (cut short, say).
+        other => ApiError::from_kind(ErrorKind::Invalid, "invalid_body", other.body_text()),
     }
 }
 

@@ -6,6 +6,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::request::Parts;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use tomato_domain::ErrorKind;
 use utoipa::IntoParams;
 
 use super::ApiError;
@@ -26,11 +27,7 @@ where
             .await
             .map(|axum::extract::Path(value)| Path(value))
             .map_err(|rejection: PathRejection| {
-                ApiError::new(
-                    axum::http::StatusCode::BAD_REQUEST,
-                    "invalid_path",
-                    rejection.body_text(),
-                )
+                ApiError::from_kind(ErrorKind::Invalid, "invalid_path", rejection.body_text())
             })
     }
 }
@@ -51,11 +48,7 @@ where
             .await
             .map(|axum::extract::Query(value)| Query(value))
             .map_err(|rejection: QueryRejection| {
-                ApiError::new(
-                    axum::http::StatusCode::BAD_REQUEST,
-                    "invalid_query",
-                    rejection.body_text(),
-                )
+                ApiError::from_kind(ErrorKind::Invalid, "invalid_query", rejection.body_text())
             })
     }
 }

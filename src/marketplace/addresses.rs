@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tomato_domain::ErrorKind;
 use tomato_domain::marketplace::{phone, text};
 use tomato_domain::{Address, AddressId, LatLon};
 use utoipa::ToSchema;
@@ -127,8 +128,8 @@ async fn create(
         created_at: now_ms(),
     };
     if state.stores.addresses.list(customer.user.id).await?.len() >= MAX_ADDRESSES {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(ApiError::from_kind(
+            ErrorKind::Conflict,
             "address_limit",
             format!("a customer keeps at most {MAX_ADDRESSES} addresses"),
         ));

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tomato_domain::ErrorKind;
 use tomato_domain::marketplace::MAX_QUANTITY;
 use tomato_domain::{Cart, CartLineId, MenuItemId};
 use utoipa::ToSchema;
@@ -149,8 +150,8 @@ async fn add(
         .await?
         .ok_or_else(|| ApiError::not_found("no such item"))?;
     if !item.is_available {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(ApiError::from_kind(
+            ErrorKind::Conflict,
             "item_unavailable",
             "this dish is not available right now",
         ));

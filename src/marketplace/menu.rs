@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tomato_domain::ErrorKind;
 use tomato_domain::marketplace::{price, text};
 use tomato_domain::{MenuItem, MenuItemId, RestaurantId};
 use utoipa::ToSchema;
@@ -139,8 +140,8 @@ async fn create(
         .by_owner(seller.user.id)
         .await?
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
+            ApiError::from_kind(
+                ErrorKind::Conflict,
                 "no_restaurant",
                 "create your restaurant before adding dishes",
             )

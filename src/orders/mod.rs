@@ -8,6 +8,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use tomato_actors::OrderError;
+use tomato_domain::ErrorKind;
 use tomato_domain::{
     AddressId, DeliveryAddress, HistoryEntry, Order, OrderCommand, OrderId, OrderLine, OrderStatus,
     PaymentMethod, PaymentStatus, Role,
@@ -36,9 +37,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 impl From<OrderError> for ApiError {
     fn from(err: OrderError) -> Self {
-        if let OrderError::Store(err) = err {
-            return err.into();
-        }
         let message = match &err {
             OrderError::Transition(refused) => refused.to_string(),
             OrderError::NotFound => "no such order".into(),
@@ -48,10 +46,12 @@ impl From<OrderError> for ApiError {
             OrderError::NotOwner | OrderError::Stale => {
                 "the order is moving between nodes; try again shortly".into()
             }
-            // Server-side: `from_kind` logs this and shows the generic message.
-            OrderError::Store(_) | OrderError::Unavailable | OrderError::Crashed => err.to_string(),
+            // A store refusal says itself; a server-side failure is logged by `from_kind` and
+            // clients see the generic message.
+            OrderError::Store(fault) => fault.message.clone(),
+            OrderError::Unavailable | OrderError::Crashed => err.to_string(),
         };
-        ApiError::from_kind(err.kind(), err.code(), message)
+        ApiError::from_kind(err.kind(), err.code().to_owned(), message)
     }
 }
 
@@ -113,11 +113,11 @@ async fn place(
 }
 
 fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message.into())
+    ApiError::from_kind(ErrorKind::Unprocessable, code, message.into())
 }
 
 fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, code, message.into())
+    ApiError::from_kind(ErrorKind::Conflict, code, message.into())
 }
 
 async fn create(

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use tomato_domain::ErrorKind;
 use tomato_domain::{Order, OrderCommand, OrderId, OrderStatus, PaymentMethod, PaymentStatus};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -66,8 +67,8 @@ pub fn require_available(state: &AppState, method: PaymentMethod) -> Result<(), 
     if available {
         return Ok(());
     }
-    Err(ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
+    Err(ApiError::from_kind(
+        ErrorKind::Unprocessable,
         "payment_method_unavailable",
         format!("{method} payments are not available on this node"),
     ))
@@ -75,8 +76,8 @@ pub fn require_available(state: &AppState, method: PaymentMethod) -> Result<(), 
 
 fn razorpay(state: &AppState) -> Result<&Razorpay, ApiError> {
     state.providers.razorpay.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        ApiError::from_kind(
+            ErrorKind::Unprocessable,
             "payment_method_unavailable",
             "razorpay payments are not available on this node",
         )
@@ -85,8 +86,8 @@ fn razorpay(state: &AppState) -> Result<&Razorpay, ApiError> {
 
 fn stripe(state: &AppState) -> Result<&Stripe, ApiError> {
     state.providers.stripe.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        ApiError::from_kind(
+            ErrorKind::Unprocessable,
             "payment_method_unavailable",
             "stripe payments are not available on this node",
         )
@@ -94,8 +95,8 @@ fn stripe(state: &AppState) -> Result<&Stripe, ApiError> {
 }
 
 fn bad_signature() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
+    ApiError::from_kind(
+        ErrorKind::Invalid,
         "bad_signature",
         "the payment signature does not match",
     )
@@ -228,8 +229,8 @@ async fn create_order(
             let order = load_visible(&state, &customer, id).await?;
             if order.status != OrderStatus::Placed || order.payment_status != PaymentStatus::Pending
             {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
+                return Err(ApiError::from_kind(
+                    ErrorKind::Conflict,
                     "not_payable",
                     format!(
                         "the order is {} with payment {}",
@@ -281,8 +282,8 @@ async fn razorpay_proof(
         .order_of(razorpay::NAME, provider_order)
         .await?;
     if paid_for != Some(order) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::from_kind(
+            ErrorKind::Invalid,
             "order_mismatch",
             "that Razorpay order does not belong to this order",
         ));
@@ -300,8 +301,8 @@ async fn razorpay_proof(
 async fn stripe_proof(state: &AppState, order: OrderId) -> Result<(), ApiError> {
     let stripe = stripe(state)?;
     let not_paid = || {
-        ApiError::new(
-            StatusCode::CONFLICT,
+        ApiError::from_kind(
+            ErrorKind::Conflict,
             "not_paid",
             "Stripe has not confirmed this payment yet",
         )

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tomato_domain::ErrorKind;
 use tomato_domain::marketplace::phone;
 use tomato_domain::rider::{aadhar, driving_license, mask};
 use tomato_domain::{LatLon, OrderCommand, OrderId, OrderStatus, Rider, RiderId, UserId};
@@ -350,8 +351,8 @@ async fn availability(
 ) -> Result<Json<RiderResponse>, ApiError> {
     let rider = own_profile(&state, &auth).await?;
     if body.available && !rider.is_verified {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
+        return Err(ApiError::from_kind(
+            ErrorKind::Forbidden,
             "rider_not_verified",
             "an admin must verify your profile before you can go online",
         ));

@@ -2,14 +2,13 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use tomato_domain::marketplace::MAX_QUANTITY;
 use tomato_domain::{
     Address, AddressId, Cart, CartLine, CartLineId, LatLon, MenuItem, MenuItemId, Money,
     Restaurant, RestaurantId, UserId,
 };
 
 use crate::{EmbeddedStore, from_millis, parse_col, to_millis};
-use tomato_store::{AddressStore, CartStore, MenuStore, RestaurantStore, StoreError};
+use tomato_store::{AddressStore, CartStore, Conflict, MenuStore, RestaurantStore, StoreError};
 
 const RESTAURANT_COLUMNS: &str = "id, owner_id, name, description, image, phone, lat, lon, \
     formatted_address, is_open, is_verified, created_at";
@@ -88,10 +87,7 @@ impl RestaurantStore for EmbeddedStore {
                     ],
                 )?;
                 if inserted == 0 {
-                    return Err(StoreError::conflict(
-                        "restaurant_exists",
-                        "this seller already has a restaurant",
-                    ));
+                    return Err(StoreError::Conflict(Conflict::RestaurantExists));
                 }
                 Ok(())
             })
@@ -353,34 +349,7 @@ impl CartStore for EmbeddedStore {
         self.db
             .write(move |conn| {
                 let tx = conn.transaction()?;
-                let other: Option<String> = tx
-                    .query_row(
-                        "SELECT restaurant_id FROM cart_lines
-                         WHERE user_id = ?1 AND restaurant_id != ?2 LIMIT 1",
-                        params![user.to_string(), item.restaurant_id.to_string()],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                if other.is_some() {
-                    return Err(StoreError::conflict(
-                        "cart_other_restaurant",
-                        "the cart holds another restaurant's dishes; clear it first",
-                    ));
-                }
-                let existing: Option<u32> = tx
-                    .query_row(
-                        "SELECT quantity FROM cart_lines WHERE user_id = ?1 AND item_id = ?2",
-                        params![user.to_string(), item.id.to_string()],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                let total = existing.unwrap_or(0) + quantity;
-                if total > MAX_QUANTITY {
-                    return Err(StoreError::conflict(
-                        "quantity_limit",
-                        format!("a cart line holds at most {MAX_QUANTITY} of a dish"),
-                    ));
-                }
+                let total = read_cart(&tx, user)?.quantity_after_adding(&item, quantity)?;
                 tx.execute(
                     "INSERT INTO cart_lines (id, user_id, item_id, restaurant_id, quantity)
                      VALUES (?1, ?2, ?3, ?4, ?5)

@@ -11,7 +11,7 @@ use tomato_domain::{Order, OrderId, RestaurantId, UserId};
 
 use crate::{EmbeddedStore, to_millis};
 use tomato_store::{
-    IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
+    Conflict, IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
     SavedResponse, StoreError,
 };
 
@@ -99,10 +99,7 @@ impl OrderStore for EmbeddedStore {
                         if err.sqlite_error_code()
                             == Some(rusqlite::ErrorCode::ConstraintViolation) =>
                     {
-                        Err(StoreError::conflict(
-                            "unpaid_order_exists",
-                            "you already have an unpaid order; pay or cancel it first",
-                        ))
+                        Err(StoreError::Conflict(Conflict::UnpaidOrderExists))
                     }
                     Err(err) => Err(err.into()),
                 }

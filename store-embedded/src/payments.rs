@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use tomato_domain::OrderId;
 
 use crate::{EmbeddedStore, parse_col, to_millis};
-use tomato_store::{PaymentStore, StoreError};
+use tomato_store::{Conflict, PaymentStore, StoreError};
 
 #[async_trait]
 impl PaymentStore for EmbeddedStore {
@@ -36,10 +36,7 @@ impl PaymentStore for EmbeddedStore {
                     |row| row.get(0),
                 )?;
                 if linked != order.to_string() {
-                    return Err(StoreError::conflict(
-                        "provider_order_taken",
-                        "this provider order pays for another order",
-                    ));
+                    return Err(StoreError::Conflict(Conflict::ProviderOrderTaken));
                 }
                 Ok(())
             })

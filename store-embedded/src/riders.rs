@@ -5,7 +5,7 @@ use rusqlite::{Connection, Row, params};
 use tomato_domain::{LatLon, OrderId, Rider, RiderId, UserId};
 
 use crate::{EmbeddedStore, from_millis, parse_col, to_millis};
-use tomato_store::{PositionSnapshot, RiderStore, StoreError};
+use tomato_store::{Conflict, PositionSnapshot, RiderStore, StoreError};
 
 const COLUMNS: &str = "id, user_id, name, phone_number, aadhar_number, driving_license_number, \
     picture, is_verified, is_available, lat, lon, last_seen_at, current_order_id, created_at";
@@ -101,10 +101,7 @@ impl RiderStore for EmbeddedStore {
                     ],
                 )?;
                 if inserted == 0 {
-                    return Err(StoreError::conflict(
-                        "rider_exists",
-                        "this user already has a rider profile",
-                    ));
+                    return Err(StoreError::Conflict(Conflict::RiderExists));
                 }
                 Ok(())
             })

@@ -112,8 +112,7 @@ impl UserStore for EmbeddedStore {
                         user
                     }
                     None => {
-                        let name = PersonName::parse(email.local_part())
-                            .map_err(|err| StoreError::conflict("invalid_name", err.to_string()))?;
+                        let name = PersonName::from_email(&email);
                         insert(&tx, email, name, None, Role::Admin)?
                     }
                 };

@@ -4,15 +4,15 @@
 
 use time::{Duration, OffsetDateTime};
 use tomato_domain::{
-    Address, AddressId, Cart, DeliveryAddress, Email, HistoryEntry, LatLon, MenuItem, MenuItemId,
-    Money, Order, OrderCommand, OrderId, OrderLine, OrderStatus, PaymentMethod, PaymentStatus,
-    PersonName, Restaurant, RestaurantId, Rider, RiderId, Role, UserId,
+    Address, AddressId, Cart, CartRule, DeliveryAddress, Email, HistoryEntry, LatLon, MenuItem,
+    MenuItemId, Money, Order, OrderCommand, OrderId, OrderLine, OrderStatus, PaymentMethod,
+    PaymentStatus, PersonName, Restaurant, RestaurantId, Rider, RiderId, Role, UserId,
 };
 use uuid::Uuid;
 
 use crate::{
-    PositionSnapshot, RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse, SignIn,
-    StoreError, Stores,
+    Conflict, PositionSnapshot, RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse,
+    SignIn, StoreError, Stores,
 };
 
 /// Runs every check against `stores`, panicking with a description at the first failure.
@@ -304,10 +304,7 @@ async fn restaurants_are_one_per_owner_and_found_by_cell(stores: &Stores) {
     let second = restaurant(owner.id, "Second", 12.97);
     assert!(matches!(
         stores.restaurants.create(&second, 42).await,
-        Err(StoreError::Conflict {
-            code: "restaurant_exists",
-            ..
-        })
+        Err(StoreError::Conflict(Conflict::RestaurantExists))
     ));
     assert_eq!(
         stores.restaurants.get(dosa.id).await.expect("get"),
@@ -432,17 +429,15 @@ async fn carts_hold_one_restaurant_and_price_from_the_menu(stores: &Stores) {
     );
     assert!(matches!(
         stores.carts.add(customer.id, &idli, 46).await,
-        Err(StoreError::Conflict {
-            code: "quantity_limit",
-            ..
-        })
+        Err(StoreError::Conflict(Conflict::Cart(
+            CartRule::QuantityLimit
+        )))
     ));
     assert!(matches!(
         stores.carts.add(customer.id, &pizza, 1).await,
-        Err(StoreError::Conflict {
-            code: "cart_other_restaurant",
-            ..
-        })
+        Err(StoreError::Conflict(Conflict::Cart(
+            CartRule::OtherRestaurant
+        )))
     ));
     let cart = stores
         .carts
@@ -605,10 +600,7 @@ async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
     stores.orders.create(&first).await.expect("create");
     assert!(matches!(
         stores.orders.create(&order_for(customer.id, shop.id)).await,
-        Err(StoreError::Conflict {
-            code: "unpaid_order_exists",
-            ..
-        })
+        Err(StoreError::Conflict(Conflict::UnpaidOrderExists))
     ));
     assert_eq!(
         stores.orders.get(first.id).await.expect("get"),
@@ -797,10 +789,7 @@ pub async fn run_riders(stores: &Stores) {
                 ..rider.clone()
             })
             .await,
-        Err(StoreError::Conflict {
-            code: "rider_exists",
-            ..
-        })
+        Err(StoreError::Conflict(Conflict::RiderExists))
     ));
     assert_eq!(
         stores.riders.get(rider.id).await.expect("get"),
@@ -1093,10 +1082,7 @@ pub async fn run_payments(stores: &Stores) {
         .expect("link twice");
     assert!(matches!(
         stores.payments.link("razorpay", "order_A", other).await,
-        Err(StoreError::Conflict {
-            code: "provider_order_taken",
-            ..
-        })
+        Err(StoreError::Conflict(Conflict::ProviderOrderTaken))
     ));
     assert_eq!(
         stores

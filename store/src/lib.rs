@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use tomato_domain::{Email, ErrorKind, PersonName, Role, User, UserId};
+use tomato_domain::{CartRule, Email, ErrorKind, PersonName, Role, User, UserId};
 use uuid::Uuid;
 
 pub mod conformance;
@@ -35,9 +35,9 @@ pub enum StoreError {
     /// An argument the caller passed through from a client is not valid (a cursor, say).
     #[error("{0}")]
     Invalid(String),
-    /// The write would break a uniqueness or state rule; `code` names the rule for clients.
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    /// The write would break a uniqueness or state rule; nothing was written.
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
     /// A compare-and-set found the record changed since the caller's copy was read (an order
     /// saved over another version): the caller's copy is stale, and nothing was written.
     #[error("the record changed since it was read")]
@@ -61,20 +61,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A conflict with a client-facing code and message.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        StoreError::Conflict {
-            code,
-            message: message.into(),
-        }
-    }
-
     /// The stable machine code clients see for this failure.
     pub fn code(&self) -> &'static str {
         match self {
             StoreError::NotFound => "not_found",
             StoreError::Invalid(_) => "invalid_input",
-            StoreError::Conflict { code, .. } => code,
+            StoreError::Conflict(rule) => rule.code(),
             StoreError::Stale => "conflict",
             StoreError::RiderBusy => "rider_busy",
             StoreError::Unavailable(_) | StoreError::Closed => "unavailable",
@@ -87,12 +79,48 @@ impl StoreError {
         match self {
             StoreError::NotFound => ErrorKind::NotFound,
             StoreError::Invalid(_) => ErrorKind::Invalid,
-            StoreError::Conflict { .. } | StoreError::Stale | StoreError::RiderBusy => {
+            StoreError::Conflict(_) | StoreError::Stale | StoreError::RiderBusy => {
                 ErrorKind::Conflict
             }
             StoreError::Unavailable(_) | StoreError::Closed => ErrorKind::Unavailable,
             StoreError::Corrupt(_) | StoreError::Backend(_) => ErrorKind::Internal,
         }
+    }
+}
+
+/// The rules a store enforces on a write, each a refusal with a stable code; backends name the
+/// rule, and the words clients read are written here once, not in every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    #[error("this seller already has a restaurant")]
+    RestaurantExists,
+    #[error("this user already has a rider profile")]
+    RiderExists,
+    #[error("you already have an unpaid order; pay or cancel it first")]
+    UnpaidOrderExists,
+    #[error("this provider order pays for another order")]
+    ProviderOrderTaken,
+    /// A cart rule of the domain (`Cart::quantity_after_adding`).
+    #[error(transparent)]
+    Cart(#[from] CartRule),
+}
+
+impl Conflict {
+    /// The stable machine code clients see.
+    pub fn code(self) -> &'static str {
+        match self {
+            Conflict::RestaurantExists => "restaurant_exists",
+            Conflict::RiderExists => "rider_exists",
+            Conflict::UnpaidOrderExists => "unpaid_order_exists",
+            Conflict::ProviderOrderTaken => "provider_order_taken",
+            Conflict::Cart(rule) => rule.code(),
+        }
+    }
+}
+
+impl From<CartRule> for StoreError {
+    fn from(rule: CartRule) -> Self {
+        StoreError::Conflict(Conflict::Cart(rule))
     }
 }
 
