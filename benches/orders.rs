@@ -14,7 +14,7 @@ use futures_core::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use time::{Duration, OffsetDateTime};
 use tomato_actors::RiderEnv;
-use tomato_actors::{DispatchPolicy, DispatchPort};
+use tomato_actors::{DispatchPolicy, DispatchPort, Offer, Withdrawn};
 use tomato_domain::{
     DeliveryAddress, HistoryEntry, LatLon, MenuItemId, Money, Order, OrderCommand, OrderId,
     OrderLine, OrderStatus, PaymentMethod, PaymentStatus, RestaurantId, RiderId, UserId,
@@ -37,9 +37,10 @@ impl DispatchPort for Nobody {
     ) -> BoxFuture<'static, Vec<RiderId>> {
         Box::pin(std::future::ready(Vec::new()))
     }
-    fn offer(&self, _: &Order, _: &[RiderId], _: OffsetDateTime) {}
+    fn offer(&self, _: &Order, _: &Offer, _: &[RiderId]) {}
     fn pending(&self, _: &Order, _: u32) {}
-    fn expired(&self, _: OrderId, _: RiderId) {}
+    fn withdrawn(&self, _: &Order, _: RiderId, _: Withdrawn) {}
+    fn ended(&self, _: &Order) {}
     fn assigned(&self, _: &Order, _: RiderId) {}
     fn released(&self, _: &Order, _: RiderId) {}
 }

@@ -1,21 +1,21 @@
-//! The node's side of dispatch: how order actors find riders (the sharded index), reach them
-//! (their user rooms), and mark them busy and free again; plus the dispatch counters of
-//! `/metrics` and the admin statistics.
+//! The node's side of dispatch: the adapter from the order actors' dispatch port to the shards
+//! (candidate search, standing offers, the riders' flag) and to realtime events (riders' user
+//! rooms, the restaurant's room); plus the dispatch counters of `/metrics` and the admin
+//! statistics.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use futures_core::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tomato_actors::{Carried, DispatchPort, OrderError, RiderPort};
+use tomato_actors::{Carried, DispatchPort, Offer, OrderError, RiderPort, Withdrawn};
 use tomato_domain::{LatLon, Order, OrderId, OrderStatus, RiderId, UserId};
-use tomato_shards::{OrderRef, RiderIndex, ShardId, ShardRouter};
+use tomato_shards::{OrderRef, Search, ShardId, ShardRouter};
 use tomato_store::Stores;
 
 use crate::config::DispatchSettings;
@@ -96,77 +96,8 @@ impl DispatchMetrics {
     }
 }
 
-/// The offers each rider holds now, as sent in `order:available`: what `GET /api/rider/offers`
-/// answers, for rider apps that cannot keep a socket open (or missed an event while away).
-/// Entries go when accepted, rejected or timed out, and expired ones are pruned on every read
-/// and write of the rider's entry, so the book never outgrows the riders with live offers. Once
-/// an order is assigned its offers go from every rider who held them, so a rider polling the
-/// book is not sent racing for orders already taken.
-#[derive(Debug, Default)]
-pub struct OfferBook {
-    held: DashMap<RiderId, Vec<HeldOffer>>,
-    /// Who was offered each order still being dispatched.
-    offered_to: DashMap<OrderId, Vec<RiderId>>,
-}
-
-#[derive(Debug, Clone)]
-struct HeldOffer {
-    order: OrderId,
-    expires_at: OffsetDateTime,
-    payload: Value,
-}
-
-impl OfferBook {
-    fn hold(&self, rider: RiderId, offer: HeldOffer) {
-        self.offered_to.entry(offer.order).or_default().push(rider);
-        let now = OffsetDateTime::now_utc();
-        let mut held = self.held.entry(rider).or_default();
-        held.retain(|h| h.expires_at > now && h.order != offer.order);
-        held.push(offer);
-    }
-
-    /// Whether `rider` holds a live offer now.
-    fn holds_any(&self, rider: RiderId) -> bool {
-        let now = OffsetDateTime::now_utc();
-        self.held
-            .get(&rider)
-            .is_some_and(|held| held.iter().any(|h| h.expires_at > now))
-    }
-
-    /// Forgets every offer of `order`: it has found its rider.
-    fn settle(&self, order: OrderId) {
-        if let Some((_, riders)) = self.offered_to.remove(&order) {
-            for rider in riders {
-                self.forget(rider, order);
-            }
-        }
-    }
-
-    /// Forgets `rider`'s offer of `order`.
-    pub fn forget(&self, rider: RiderId, order: OrderId) {
-        let now = OffsetDateTime::now_utc();
-        self.held.remove_if_mut(&rider, |_, held| {
-            held.retain(|h| h.expires_at > now && h.order != order);
-            held.is_empty()
-        });
-    }
-
-    /// The live offers `rider` holds, oldest first.
-    pub fn of(&self, rider: RiderId) -> Vec<Value> {
-        let now = OffsetDateTime::now_utc();
-        let mut live = Vec::new();
-        self.held.remove_if_mut(&rider, |_, held| {
-            held.retain(|h| h.expires_at > now);
-            live = held.iter().map(|h| h.payload.clone()).collect();
-            held.is_empty()
-        });
-        live
-    }
-}
-
 /// Dispatch over this node's riders and sockets.
 pub struct NodeDispatch {
-    pub riders: Arc<RiderIndex>,
     pub rider_ids: Arc<RiderIds>,
     pub realtime: Arc<Realtime>,
     pub stores: Stores,
@@ -175,7 +106,6 @@ pub struct NodeDispatch {
     /// not keep each other alive.
     pub shards: std::sync::OnceLock<std::sync::Weak<ShardRouter>>,
     pub metrics: DispatchMetrics,
-    pub offers: Arc<OfferBook>,
 }
 
 impl std::fmt::Debug for NodeDispatch {
@@ -192,34 +122,8 @@ pub fn fresh_since(stale_after_s: u64) -> u32 {
 }
 
 impl NodeDispatch {
-    /// The nearest dispatchable riders in this node's index, riders holding another live offer
-    /// last.
-    fn local_candidates(
-        &self,
-        pickup: LatLon,
-        exclude: &HashSet<RiderId>,
-        limit: usize,
-    ) -> Vec<RiderId> {
-        let fresh = fresh_since(self.settings.stale_after_s);
-        // The index filters on freshness and the dispatchable flag; excluded riders are dropped
-        // after, so ask for enough to still have `limit` left, and `limit` more to pass over
-        // riders holding another live offer: an app takes one offer at a time, so a second
-        // offer to the same rider mostly ends in a timeout (seen in load tests: the same few
-        // riders nearest a busy restaurant got every order, and most waves timed out). They
-        // still get it when nobody else is near.
-        let (free, holding): (Vec<RiderId>, Vec<RiderId>) = self
-            .riders
-            .nearest(
-                pickup,
-                f64::from(self.settings.search_radius_m),
-                2 * limit + exclude.len(),
-                |seen, ok| ok && seen >= fresh,
-            )
-            .into_iter()
-            .map(|found| found.rider)
-            .filter(|rider| !exclude.contains(rider))
-            .partition(|rider| !self.offers.holds_any(*rider));
-        free.into_iter().chain(holding).take(limit).collect()
+    fn shards(&self) -> Option<Arc<ShardRouter>> {
+        self.shards.get().and_then(std::sync::Weak::upgrade)
     }
 }
 
@@ -232,35 +136,26 @@ impl DispatchPort for NodeDispatch {
     ) -> BoxFuture<'static, Vec<RiderId>> {
         // Every shard the search covers runs here, so the answer is at hand; in a cluster the
         // other owners are asked and this becomes a real wait.
-        let found = self.local_candidates(pickup, &exclude, limit);
+        let search = Search {
+            radius_m: f64::from(self.settings.search_radius_m),
+            fresh_since: fresh_since(self.settings.stale_after_s),
+        };
+        let found = self
+            .shards()
+            .map(|shards| shards.candidates(pickup, &exclude, limit, search))
+            .unwrap_or_default();
         Box::pin(std::future::ready(found))
     }
 
-    fn offer(&self, order: &Order, riders: &[RiderId], expires_at: OffsetDateTime) {
-        let offer = json!({
-            "orderId": order.id.to_string(),
-            "restaurantId": order.restaurant_id.to_string(),
-            "restaurantName": order.restaurant_name,
-            "pickup": order.pickup,
-            "dropoff": order.delivery_address.location,
-            "distanceKm": order.distance_km,
-            "riderAmount": order.rider_amount.minor(),
-            "expiresAt": expires_at
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-        });
+    fn offer(&self, order: &Order, offer: &Offer, riders: &[RiderId]) {
+        if let Some(shards) = self.shards() {
+            shards.offers_made(order, offer, riders);
+        }
+        let offer = json!(offer);
         for rider in riders {
             if let Some(user) = self.rider_ids.user_of(*rider) {
                 self.realtime
                     .emit(Room::User(user), "order:available", &offer);
-                self.offers.hold(
-                    *rider,
-                    HeldOffer {
-                        order: order.id,
-                        expires_at,
-                        payload: offer.clone(),
-                    },
-                );
                 self.metrics.offers.inc();
             }
         }
@@ -274,14 +169,25 @@ impl DispatchPort for NodeDispatch {
         );
     }
 
-    fn expired(&self, order: OrderId, rider: RiderId) {
-        self.offers.forget(rider, order);
-        self.metrics.timeouts.inc();
+    fn withdrawn(&self, order: &Order, rider: RiderId, why: Withdrawn) {
+        if let Some(shards) = self.shards() {
+            shards.offer_withdrawn(order, rider);
+        }
+        if why == Withdrawn::Expired {
+            self.metrics.timeouts.inc();
+        }
+    }
+
+    fn ended(&self, order: &Order) {
+        if let Some(shards) = self.shards() {
+            shards.offers_ended(order);
+        }
     }
 
     fn assigned(&self, order: &Order, rider: RiderId) {
-        self.offers.settle(order.id);
-        self.riders.set_dispatchable(rider, false);
+        if let Some(shards) = self.shards() {
+            shards.rider_assigned(rider);
+        }
         self.metrics.accepts.inc();
         let ready = order
             .history
@@ -296,14 +202,15 @@ impl DispatchPort for NodeDispatch {
     }
 
     fn released(&self, _order: &Order, rider: RiderId) {
-        if let Some(shards) = self.shards.get().and_then(std::sync::Weak::upgrade) {
-            shards.released(rider);
-        }
-        let (riders, store) = (Arc::clone(&self.riders), Arc::clone(&self.stores.riders));
+        let Some(shards) = self.shards() else {
+            return;
+        };
+        shards.released(rider);
+        let store = Arc::clone(&self.stores.riders);
         // Free again if the rider is still online and verified (the store knows).
         tokio::spawn(async move {
             if let Ok(Some(profile)) = store.get(rider).await {
-                riders.set_dispatchable(rider, crate::riders::dispatchable(&profile));
+                shards.rider_changed(&profile);
             }
         });
     }

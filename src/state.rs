@@ -12,7 +12,7 @@ use tomato_store::Stores;
 
 use crate::auth::{AuthCache, GoogleVerifier, TokenKeys};
 use crate::config::Settings;
-use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort, OfferBook};
+use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort};
 use crate::http::Metrics;
 use crate::http::idempotency::KeyLocks;
 use crate::payments::refunds::{NodeOrderEvents, Refunds};
@@ -47,8 +47,6 @@ pub struct AppState {
     /// Where uploaded images are kept.
     pub media: Arc<dyn object_store::ObjectStore>,
     pub dispatch_metrics: DispatchMetrics,
-    /// The offers riders hold now.
-    pub offers: Arc<OfferBook>,
     /// Users and token revocations as authentication last read them.
     pub auth_cache: Arc<AuthCache>,
 }
@@ -78,7 +76,6 @@ impl AppState {
         let dispatch_metrics = DispatchMetrics::register(metrics.registry_mut());
         let riders = Arc::new(RiderIndex::new(shards));
         let rider_ids = Arc::new(RiderIds::default());
-        let offers = Arc::new(OfferBook::default());
         let rider_restarts = Counter::default();
         metrics.registry_mut().register(
             "rider_actor_restarts",
@@ -87,14 +84,12 @@ impl AppState {
         );
         let rider_port = Arc::new(NodeRiderPort::default());
         let dispatch = Arc::new(NodeDispatch {
-            riders: Arc::clone(&riders),
             rider_ids: Arc::clone(&rider_ids),
             realtime: Arc::clone(&realtime),
             stores: stores.clone(),
             settings: settings.dispatch.clone(),
             shards: std::sync::OnceLock::new(),
             metrics: dispatch_metrics.clone(),
-            offers: Arc::clone(&offers),
         });
         let providers = Arc::new(Providers {
             test: settings.payments.test_provider,
@@ -139,7 +134,6 @@ impl AppState {
             riders,
             rider_ids,
             dispatch_metrics,
-            offers,
             auth_cache: Arc::new(AuthCache::default()),
             actors,
             shards: router,

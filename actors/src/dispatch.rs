@@ -10,13 +10,56 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures_core::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tomato_domain::{LatLon, Order, OrderId, RiderId};
+use tomato_domain::{LatLon, Order, OrderId, RestaurantId, RiderId};
 
 use crate::order::OrderActor;
 
-/// How dispatch reaches riders: implemented by the node over its rider index and its realtime
-/// gateway, so actors know nothing of either.
+/// One offer as riders see it (`order:available`, `GET /api/rider/offers`): what the order
+/// actor sends, and what the shard's offer book keeps while it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Offer {
+    pub order_id: OrderId,
+    pub restaurant_id: RestaurantId,
+    pub restaurant_name: String,
+    pub pickup: LatLon,
+    pub dropoff: LatLon,
+    pub distance_km: f64,
+    /// What the rider earns, in minor units.
+    pub rider_amount: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl Offer {
+    /// The offer of `order`, standing until `expires_at`.
+    pub fn of(order: &Order, expires_at: OffsetDateTime) -> Self {
+        Self {
+            order_id: order.id,
+            restaurant_id: order.restaurant_id,
+            restaurant_name: order.restaurant_name.clone(),
+            pickup: order.pickup,
+            dropoff: order.delivery_address.location,
+            distance_km: order.distance_km,
+            rider_amount: order.rider_amount.minor(),
+            expires_at,
+        }
+    }
+}
+
+/// Why a rider's offer stopped standing before anyone took the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawn {
+    /// It ran out unanswered.
+    Expired,
+    /// The rider turned it down.
+    Rejected,
+}
+
+/// How dispatch reaches riders: implemented by the shards (which keep the offers standing per
+/// shard) over the node's rider index and realtime gateway, so actors know nothing of either.
 pub trait DispatchPort: Send + Sync + 'static {
     /// Up to `limit` dispatchable riders (verified, online, free, seen recently) nearest to
     /// `pickup` within the search radius, nearest first, none of them in `exclude`. A future:
@@ -28,14 +71,18 @@ pub trait DispatchPort: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'static, Vec<RiderId>>;
 
-    /// Offers the order to `riders` until `expires_at` (`order:available`).
-    fn offer(&self, order: &Order, riders: &[RiderId], expires_at: OffsetDateTime);
+    /// Offers `order` to `riders` (`order:available`).
+    fn offer(&self, order: &Order, offer: &Offer, riders: &[RiderId]);
 
     /// Nobody could be offered the order this round (`order:dispatch_pending`).
     fn pending(&self, order: &Order, attempts: u32);
 
-    /// An offer ran out unanswered.
-    fn expired(&self, order: OrderId, rider: RiderId);
+    /// `rider`'s offer of `order` no longer stands.
+    fn withdrawn(&self, order: &Order, rider: RiderId, why: Withdrawn);
+
+    /// The order stopped being dispatched (a rider took it, it left `ready_for_rider`, or its
+    /// actor retired): none of its offers stands any more.
+    fn ended(&self, order: &Order);
 
     /// The assignment is persisted: the rider is busy with this order.
     fn assigned(&self, order: &Order, rider: RiderId);
@@ -76,9 +123,13 @@ impl OrderActor {
     }
 
     pub(crate) fn stop_dispatch(&mut self, ctx: &mut Context<Self>) {
-        if let Some(timer) = self.dispatching.take().and_then(|d| d.timer) {
+        let Some(dispatching) = self.dispatching.take() else {
+            return;
+        };
+        if let Some(timer) = dispatching.timer {
             ctx.cancel_future(timer);
         }
+        self.env().dispatch.ended(self.order());
     }
 
     pub(crate) fn holds_offer(&self, rider: RiderId) -> bool {
@@ -90,10 +141,13 @@ impl OrderActor {
     }
 
     pub(crate) fn rejected(&mut self, rider: RiderId, ctx: &mut Context<Self>) {
+        let port = std::sync::Arc::clone(&self.env().dispatch);
+        let order = self.order().clone();
         let Some(dispatching) = self.dispatching.as_mut() else {
             return;
         };
         dispatching.live.remove(&rider);
+        port.withdrawn(&order, rider, Withdrawn::Rejected);
         dispatching.rejected.insert(rider);
         if dispatching.live.is_empty() {
             if let Some(timer) = dispatching.timer.take() {
@@ -107,8 +161,11 @@ impl OrderActor {
     /// the search answers ([`Self::offer_wave`]).
     fn wave(&mut self, ctx: &mut Context<Self>) {
         let policy = self.env().policy;
-        let (order, port) = (self.order().id, std::sync::Arc::clone(&self.env().dispatch));
-        let pickup = self.order().pickup;
+        let (order, port) = (
+            self.order().clone(),
+            std::sync::Arc::clone(&self.env().dispatch),
+        );
+        let pickup = order.pickup;
         let Some(dispatching) = self.dispatching.as_mut() else {
             return;
         };
@@ -122,7 +179,7 @@ impl OrderActor {
         for rider in expired {
             dispatching.live.remove(&rider);
             dispatching.tried.insert(rider);
-            port.expired(order, rider);
+            port.withdrawn(&order, rider, Withdrawn::Expired);
         }
         let wanted = policy.batch.saturating_sub(dispatching.live.len());
         if wanted == 0 {
@@ -167,7 +224,7 @@ impl OrderActor {
                 dispatching.live.insert(*rider, deadline);
             }
             tracing::info!(order_id = %order.id, riders = riders.len(), "offers sent");
-            port.offer(&order, &riders, deadline);
+            port.offer(&order, &Offer::of(&order, deadline), &riders);
         }
         let next = if dispatching.live.is_empty() {
             // Nobody to offer it to: tell the restaurant, wait, and let this round's riders

@@ -13,7 +13,7 @@ pub mod rider;
 #[cfg(test)]
 mod wire;
 
-pub use dispatch::{DispatchPolicy, DispatchPort};
+pub use dispatch::{DispatchPolicy, DispatchPort, Offer, Withdrawn};
 pub use order::{
     Accept, Apply, ArmFault, OrderActor, OrderEnv, OrderError, OrderEvents, Reject, Retire,
     StoreFault,

@@ -26,6 +26,13 @@ pub struct Rider {
     pub created_at: OffsetDateTime,
 }
 
+impl Rider {
+    /// Whether dispatch may offer this rider work: verified, online, and carrying nothing.
+    pub fn is_dispatchable(&self) -> bool {
+        self.is_verified && self.is_available && self.current_order_id.is_none()
+    }
+}
+
 /// An Aadhaar number: 12 digits (spaces allowed between groups and dropped).
 pub fn aadhar(raw: &str) -> Result<String, ParseError> {
     let digits: String = raw.chars().filter(|c| *c != ' ').collect();

@@ -13,7 +13,9 @@ use std::fmt;
 use h3o::{CellIndex, Resolution};
 use tomato_domain::LatLon;
 
+mod dispatch;
 pub mod index;
+mod offers;
 mod orders;
 mod rider_actors;
 pub mod riders;
@@ -21,6 +23,7 @@ pub mod router;
 pub mod runtime;
 pub mod shard;
 
+pub use dispatch::Search;
 pub use riders::{NotRunning, RiderIndex};
 pub use router::{OrderPorts, OrderRef, Route, ShardRouter, Stopped};
 pub use runtime::ActorRuntime;

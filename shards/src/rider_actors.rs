@@ -83,6 +83,11 @@ impl ShardRouter {
         let addr = self.rider_on(rider, shard).await;
         // Fire-and-forget: the location hot path never waits on an actor.
         addr.do_send(Moved { at, seen_at });
+        if update.entered {
+            // New to the index (its shard was handed over, or it was never loaded): whether it
+            // may be offered work is in its profile. Off the hot path: once per entry.
+            self.refresh_rider(rider);
+        }
         Ok(update)
     }
 

@@ -57,6 +57,9 @@ pub struct Update {
     pub cell: CellIndex,
     /// The rider changed shards with this update.
     pub handed_off: bool,
+    /// The rider was not in the index before this update (first report since it started, or
+    /// since its shard was handed over): its dispatchable flag starts false.
+    pub entered: bool,
 }
 
 fn secs(at: OffsetDateTime) -> u32 {
@@ -129,7 +132,8 @@ impl RiderIndex {
         let seen = secs(seen_at);
         let mut handed_off = false;
         let mut flag = dispatchable;
-        if let Some(old) = self.homes.get(&rider).map(|home| *home)
+        let home = self.homes.get(&rider).map(|home| *home);
+        if let Some(old) = home
             && old != shard
         {
             if !self.is_open(shard) {
@@ -166,6 +170,7 @@ impl RiderIndex {
             shard,
             cell,
             handed_off,
+            entered: home.is_none(),
         })
     }
 

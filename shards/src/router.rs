@@ -145,6 +145,11 @@ impl ShardRouter {
         self.map
     }
 
+    /// Where rider profiles and positions are stored.
+    pub(crate) fn rider_store(&self) -> &Arc<dyn RiderStore> {
+        &self.positions
+    }
+
     /// The node's rider index (every running shard's slice).
     pub fn index(&self) -> &Arc<RiderIndex> {
         &self.index
@@ -231,6 +236,8 @@ impl ShardRouter {
                 tracing::warn!(order_id = %order, %id, "order actor did not retire in time");
             }
         }
+        // Retired actors withdrew their offers; whatever a slow one left goes with the shard.
+        shard.offers.clear();
         let riders: Vec<RiderId> = shard.riders.iter().map(|entry| *entry.key()).collect();
         shard.riders.clear();
         for rider in &riders {

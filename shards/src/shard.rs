@@ -18,6 +18,7 @@ use tomato_actors::{OrderActor, RiderActor};
 use tomato_domain::{OrderId, RiderId};
 
 use crate::ShardId;
+use crate::offers::OfferBook;
 
 /// Everything of one shard on this node.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub struct Shard {
     pub(crate) open: DashMap<OrderId, CellIndex>,
     /// The rider actors of the riders whose current cell lies in the shard.
     pub(crate) riders: DashMap<RiderId, Addr<RiderActor>>,
+    /// The offers standing for the shard's orders.
+    pub(crate) offers: OfferBook,
 }
 
 /// Proof that the shard runs here, held for the length of one command.
@@ -48,6 +51,7 @@ impl Shard {
             orders: DashMap::new(),
             open: DashMap::new(),
             riders: DashMap::new(),
+            offers: OfferBook::default(),
         }
     }
 
@@ -81,6 +85,11 @@ impl Shard {
     /// How many order actors of the shard are alive here.
     pub fn live_orders(&self) -> usize {
         self.orders.len()
+    }
+
+    /// Whether any offer of the shard's orders stands here.
+    pub fn holds_offers(&self) -> bool {
+        !self.offers.is_empty()
     }
 
     /// How many rider actors of the shard are alive here.

@@ -82,6 +82,7 @@ pub struct NewOrder {
         (status = 404, description = "No such address of this customer", body = ErrorBody),
         (status = 409, description = "`unpaid_order_exists`, `restaurant_closed`, `restaurant_unverified`, `item_unavailable`, `idempotency_key_reused`", body = ErrorBody),
         (status = 422, description = "`empty_cart`, `address_out_of_range` (beyond dispatch.max_delivery_km), `payment_method_unavailable` (provider not enabled on this node)", body = ErrorBody),
+        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
     )
 )]
 async fn place(
@@ -408,6 +409,7 @@ pub struct StatusChange {
         (status = 403, description = "Not a seller", body = ErrorBody),
         (status = 404, description = "No such order of this seller's restaurant", body = ErrorBody),
         (status = 409, description = "Not allowed from the current status (`invalid_transition`)", body = ErrorBody),
+        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
     )
 )]
 async fn set_status(
@@ -451,6 +453,7 @@ async fn set_status(
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such order of this customer", body = ErrorBody),
         (status = 409, description = "Already accepted, or finished (`invalid_transition`)", body = ErrorBody),
+        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
     )
 )]
 async fn cancel(

@@ -342,6 +342,7 @@ async fn stripe_proof(state: &AppState, order: OrderId) -> Result<(), ApiError> 
         (status = 404, description = "No such order of this customer", body = ErrorBody),
         (status = 409, description = "The order expired or was cancelled before payment (`invalid_transition`)", body = ErrorBody),
         (status = 422, description = "The order's payment method is not available on this node", body = ErrorBody),
+        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
     )
 )]
 async fn verify(
@@ -397,6 +398,7 @@ pub struct WebhookOutcome {
         (status = 200, body = WebhookOutcome),
         (status = 400, description = "Missing or wrong signature, or not JSON; nothing changes", body = ErrorBody),
         (status = 404, description = "The provider is not configured", body = ErrorBody),
+        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
     )
 )]
 async fn webhook(

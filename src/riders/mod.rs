@@ -77,11 +77,6 @@ impl RiderIds {
     }
 }
 
-/// Whether dispatch may offer this rider work.
-pub(crate) fn dispatchable(rider: &Rider) -> bool {
-    rider.is_verified && rider.is_available && rider.current_order_id.is_none()
-}
-
 /// A rider as clients see it. `aadharNumber` and `drivingLicenseNumber` appear, masked to their
 /// last 4 characters, only for the rider and admins.
 #[derive(Debug, Serialize, ToSchema)]
@@ -311,6 +306,7 @@ pub async fn apply_position(
         (status = 401, body = ErrorBody),
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 404, description = "No rider profile yet", body = ErrorBody),
+        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
     )
 )]
 async fn location(
@@ -362,9 +358,7 @@ async fn availability(
         .riders
         .set_available(rider.id, body.available)
         .await?;
-    state
-        .riders
-        .set_dispatchable(rider.id, dispatchable(&rider));
+    state.shards.rider_changed(&rider);
     Ok(Json(RiderResponse {
         rider: RiderView::new(&state, rider, true),
     }))
@@ -409,7 +403,7 @@ pub struct HeldOffers {
     /// Each as the `order:available` event carried it: `{orderId, restaurantId,
     /// restaurantName, pickup, dropoff, distanceKm, riderAmount, expiresAt}`, oldest first.
     #[schema(value_type = Vec<Object>)]
-    pub offers: Vec<serde_json::Value>,
+    pub offers: Vec<tomato_actors::Offer>,
 }
 
 /// The live offers this rider holds (not yet accepted, rejected or expired): the same data as
@@ -434,7 +428,7 @@ async fn offers(
 ) -> Result<Json<HeldOffers>, ApiError> {
     let rider = state.rider_ids.of(&state, auth.user.id).await?;
     Ok(Json(HeldOffers {
-        offers: state.offers.of(rider),
+        offers: state.shards.offers_of(rider),
     }))
 }
 
@@ -452,6 +446,7 @@ async fn offers(
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 404, description = "No such order, or no rider profile", body = ErrorBody),
         (status = 409, description = "`offer_not_held` (never offered, expired or rejected), `already_taken`, `rider_busy` (already carrying an order)", body = ErrorBody),
+        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
     )
 )]
 async fn accept(
@@ -489,6 +484,7 @@ async fn accept(
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 404, description = "No such order, or no rider profile", body = ErrorBody),
         (status = 409, description = "No live offer of this order (`offer_not_held`)", body = ErrorBody),
+        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
     )
 )]
 async fn reject(
@@ -499,7 +495,6 @@ async fn reject(
     let rider = state.rider_ids.of(&state, auth.user.id).await?;
     let order = crate::orders::load(&state, id).await?;
     state.shards.reject((&order).into(), rider).await?;
-    state.offers.forget(rider, id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -527,6 +522,7 @@ pub struct RiderStatus {
         (status = 403, description = "Not a rider, or not the order's assigned rider", body = ErrorBody),
         (status = 404, description = "No such order, or no rider profile", body = ErrorBody),
         (status = 409, description = "Not allowed from the current status (`invalid_transition`)", body = ErrorBody),
+        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
     )
 )]
 async fn set_status(
@@ -704,9 +700,7 @@ async fn verify(
     Path(id): Path<RiderId>,
 ) -> Result<Json<RiderResponse>, ApiError> {
     let rider = state.stores.riders.verify(id).await?;
-    state
-        .riders
-        .set_dispatchable(rider.id, dispatchable(&rider));
+    state.shards.rider_changed(&rider);
     tracing::info!(rider_id = %id, admin_id = %admin.user.id, "rider verified");
     Ok(Json(RiderResponse {
         rider: RiderView::new(&state, rider, true),
@@ -724,7 +718,7 @@ pub async fn restore(state: &AppState) -> Result<usize, tomato_store::StoreError
             rider.id,
             rider.location,
             rider.last_seen_at,
-            dispatchable(&rider),
+            rider.is_dispatchable(),
         );
     }
     Ok(count)

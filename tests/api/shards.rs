@@ -51,6 +51,17 @@ fn statuses(order: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The ids of the orders `token`'s rider holds a live offer of.
+async fn offers_held(app: &TestApp, token: &str) -> Vec<String> {
+    let held = json_ok(app.get("/api/rider/offers", Some(token)).await).await;
+    held["offers"]
+        .as_array()
+        .expect("offers")
+        .iter()
+        .map(|offer| offer["orderId"].as_str().expect("orderId").to_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn stopping_and_starting_every_shard_loses_nothing_and_applies_nothing_twice() {
     let app = spawn_app_with(&[
@@ -74,6 +85,19 @@ async fn stopping_and_starting_every_shard_loses_nothing_and_applies_nothing_twi
     let (_, waiting) = paid_order(&app, &shop, "handoff-c@s.test").await;
     json_ok(shop.set_status(&app, &waiting, "accepted").await).await;
     json_ok(shop.set_status(&app, &waiting, "preparing").await).await;
+    // Offered: ready for a rider, and offered to Meera when the shards stop.
+    let (_, offered) = paid_order(&app, &shop, "handoff-d@s.test").await;
+    let (meera, meera_id) = rider(&app, "handoff-meera@s.test", SHOP_AT, true).await;
+    make_ready(&app, &shop, &offered).await;
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        held = offers_held(&app, &meera.token).await;
+        if held.contains(&offered) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held.contains(&offered), "Meera was offered the ready order");
 
     let mut retired = 0;
     for shard in 0..SHARDS {
@@ -117,6 +141,10 @@ async fn stopping_and_starting_every_shard_loses_nothing_and_applies_nothing_twi
     );
     let still = order_of(&app, shop.token(), &waiting).await;
     assert_eq!(still["status"], "preparing");
+    assert!(
+        offers_held(&app, &meera.token).await.is_empty(),
+        "the offers went with their shard"
+    );
 
     let mut resumed = 0;
     for shard in 0..SHARDS {
@@ -129,8 +157,13 @@ async fn stopping_and_starting_every_shard_loses_nothing_and_applies_nothing_twi
         "every retired order resumed from the store"
     );
 
-    // The kitchen carries on, and the ready order is offered again: to a rider who reports a
+    // Dispatch of the ready order resumed: it is offered again to a rider who reports a
     // position after the hand-off (riders are soft state and reappear with their next one).
+    move_to(&app, &meera, SHOP_AT).await;
+    let taken = accept_when_offered(&app, &meera.token, &offered).await;
+    assert_eq!(taken["order"]["riderId"], meera_id.as_str());
+
+    // The kitchen carries on, and its next ready order is offered too.
     json_ok(shop.set_status(&app, &waiting, "ready_for_rider").await).await;
     let (asha, asha_id) = rider(&app, "handoff-asha@s.test", SHOP_AT, true).await;
     let taken = accept_when_offered(&app, &asha.token, &waiting).await;

@@ -1,0 +1,121 @@
+//! Dispatch as the shards see it: the offers standing for each shard's orders (a mirror of what
+//! their order actors report, kept in the shard and dropped with it), the nearest-candidate
+//! search over the index, and the rider's dispatchable flag, whose only writer is here.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tomato_actors::Offer;
+use tomato_domain::{LatLon, Order, Rider, RiderId};
+
+use crate::router::ShardRouter;
+use crate::{RiderIndex, ShardId};
+
+/// What the candidate search looks through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Search {
+    pub radius_m: f64,
+    /// Riders seen before this (Unix seconds) are not offered anything.
+    pub fresh_since: u32,
+}
+
+impl ShardRouter {
+    /// The nearest dispatchable riders in the running shards, none in `exclude`, riders holding
+    /// another live offer last.
+    pub fn candidates(
+        &self,
+        pickup: LatLon,
+        exclude: &HashSet<RiderId>,
+        limit: usize,
+        search: Search,
+    ) -> Vec<RiderId> {
+        // The index filters on freshness and the dispatchable flag; excluded riders are dropped
+        // after, so ask for enough to still have `limit` left, and `limit` more to pass over
+        // riders holding another live offer: an app takes one offer at a time, so a second
+        // offer to the same rider mostly ends in a timeout (seen in load tests: the same few
+        // riders nearest a busy restaurant got every order, and most waves timed out). They
+        // still get it when nobody else is near.
+        let (free, holding): (Vec<RiderId>, Vec<RiderId>) = self
+            .index()
+            .nearest(
+                pickup,
+                search.radius_m,
+                2 * limit + exclude.len(),
+                |seen, ok| ok && seen >= search.fresh_since,
+            )
+            .into_iter()
+            .map(|found| found.rider)
+            .filter(|rider| !exclude.contains(rider))
+            .partition(|rider| !self.holds_offer(*rider));
+        free.into_iter().chain(holding).take(limit).collect()
+    }
+
+    /// `order`'s actor offered it to `riders`.
+    pub fn offers_made(&self, order: &Order, offer: &Offer, riders: &[RiderId]) {
+        if let Some(shard) = self.shard(ShardId(order.shard)) {
+            shard.offers.hold(offer, riders);
+        }
+    }
+
+    /// `rider`'s offer of `order` no longer stands.
+    pub fn offer_withdrawn(&self, order: &Order, rider: RiderId) {
+        if let Some(shard) = self.shard(ShardId(order.shard)) {
+            shard.offers.forget(rider, order.id);
+        }
+    }
+
+    /// `order` stopped being dispatched: none of its offers stands.
+    pub fn offers_ended(&self, order: &Order) {
+        if let Some(shard) = self.shard(ShardId(order.shard)) {
+            shard.offers.end(order.id);
+        }
+    }
+
+    /// The live offers `rider` holds, of every shard running here, oldest first.
+    pub fn offers_of(&self, rider: RiderId) -> Vec<Offer> {
+        let mut offers: Vec<Offer> = self
+            .shards()
+            .filter(|shard| shard.is_running())
+            .flat_map(|shard| shard.offers.of(rider))
+            .collect();
+        offers.sort_by_key(|offer| offer.expires_at);
+        offers
+    }
+
+    fn holds_offer(&self, rider: RiderId) -> bool {
+        self.shards().any(|shard| shard.offers.holds_any(rider))
+    }
+
+    /// The rider's profile changed (verified, online or offline, an order taken or finished):
+    /// whether dispatch may offer it work follows from the profile.
+    pub fn rider_changed(&self, rider: &Rider) {
+        set_dispatchable(self.index(), rider.id, rider.is_dispatchable());
+    }
+
+    /// Reads the rider's profile and sets its flag from it, in the background.
+    pub(crate) fn refresh_rider(&self, rider: RiderId) {
+        let (store, index) = (Arc::clone(self.rider_store()), Arc::clone(self.index()));
+        tokio::spawn(async move {
+            match store.get(rider).await {
+                Ok(Some(profile)) => {
+                    set_dispatchable(&index, profile.id, profile.is_dispatchable());
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(rider_id = %rider, error = %err, "rider profile not read")
+                }
+            }
+        });
+    }
+
+    /// The rider was assigned an order: no more offers until it is delivered. Set at once, not
+    /// from a profile read later, so the next wave of another order skips the rider.
+    pub fn rider_assigned(&self, rider: RiderId) {
+        set_dispatchable(self.index(), rider, false);
+    }
+}
+
+/// The one write of the flag (index restores at start carry the stored profile's value).
+fn set_dispatchable(index: &RiderIndex, rider: RiderId, dispatchable: bool) {
+    index.set_dispatchable(rider, dispatchable);
+}
