@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod cli;
+mod cql;
 mod dispatch;
 mod edge;
 mod google;

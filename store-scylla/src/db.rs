@@ -1,0 +1,257 @@
+//! The session: connecting, the consistency every statement runs at, running cached prepared
+//! statements, reading typed rows and the outcome of lightweight transactions, and what a
+//! driver error means for a caller.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use scylla::client::caching_session::CachingSession;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::errors::{ExecutionError, RequestAttemptError};
+use scylla::frame::types::{Consistency as CqlConsistency, SerialConsistency};
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::unprepared::Statement;
+use scylla::value::{CqlValue, Row};
+use tomato_store::StoreError;
+
+/// How many prepared statements the session keeps.
+const PREPARED_CACHE: usize = 256;
+/// How long one statement may take before the caller is told the store is unavailable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The consistency of reads and writes (`store.scylla.consistency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    LocalQuorum,
+    Quorum,
+    One,
+}
+
+/// Where the cluster is and how to use it (`store.scylla.*`).
+#[derive(Clone)]
+pub struct ScyllaConfig {
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    pub replication_factor: u32,
+    pub consistency: Consistency,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ScyllaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password is never printed.
+        f.debug_struct("ScyllaConfig")
+            .field("nodes", &self.nodes)
+            .field("keyspace", &self.keyspace)
+            .field("consistency", &self.consistency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The session every store shares.
+pub(crate) struct Db {
+    session: CachingSession,
+    closed: AtomicBool,
+}
+
+impl Db {
+    /// Connects to the contact points; the keyspace is chosen later, once it exists.
+    pub(crate) async fn connect(config: &ScyllaConfig) -> Result<Self, StoreError> {
+        let (consistency, serial) = match config.consistency {
+            Consistency::LocalQuorum => {
+                (CqlConsistency::LocalQuorum, SerialConsistency::LocalSerial)
+            }
+            Consistency::Quorum => (CqlConsistency::Quorum, SerialConsistency::Serial),
+            Consistency::One => (CqlConsistency::One, SerialConsistency::LocalSerial),
+        };
+        let profile = ExecutionProfile::builder()
+            .consistency(consistency)
+            .serial_consistency(Some(serial))
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .build()
+            .into_handle();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&config.nodes)
+            .default_execution_profile_handle(profile)
+            .connection_timeout(Duration::from_secs(5));
+        if !config.username.is_empty() {
+            builder = builder.user(&config.username, &config.password);
+        }
+        let session: Session = builder.build().await.map_err(|err| {
+            StoreError::Unavailable(format!(
+                "cannot connect to {}: {err}",
+                config.nodes.join(", ")
+            ))
+        })?;
+        Ok(Self {
+            session: CachingSession::from(session, PREPARED_CACHE),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn session(&self) -> &Session {
+        self.session.get_session()
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Runs one statement (prepared on first use, then from the cache).
+    pub(crate) async fn run(
+        &self,
+        cql: &str,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.session
+            .execute_unpaged(cql, values)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Every row the statement answers, typed.
+    pub(crate) async fn rows<R>(
+        &self,
+        cql: &str,
+        values: impl SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f> DeserializeRow<'f, 'f>,
+    {
+        let result = self.run(cql, values).await?;
+        let rows = result.into_rows_result().map_err(backend)?;
+        rows.rows::<R>()
+            .map_err(backend)?
+            .collect::<Result<Vec<R>, _>>()
+            .map_err(|err| StoreError::Corrupt(err.to_string()))
+    }
+
+    /// Every row of a statement that may answer many, fetched page by page.
+    pub(crate) async fn all_rows<R>(&self, cql: &str) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm> + 'static,
+    {
+        use futures_util::TryStreamExt;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let pager = self
+            .session
+            .execute_iter(cql, ())
+            .await
+            .map_err(|err| StoreError::Unavailable(format!("paging {cql}: {err}")))?;
+        pager
+            .rows_stream::<R>()
+            .map_err(backend)?
+            .try_collect()
+            .await
+            .map_err(backend)
+    }
+
+    /// The first row the statement answers, if any.
+    pub(crate) async fn row<R>(
+        &self,
+        cql: &str,
+        values: impl SerializeRow,
+    ) -> Result<Option<R>, StoreError>
+    where
+        R: for<'f> DeserializeRow<'f, 'f>,
+    {
+        Ok(self.rows(cql, values).await?.into_iter().next())
+    }
+
+    /// Rows read at SERIAL consistency: what the last lightweight transaction decided, even one
+    /// still in flight. `cql` must be used only here (the cache keys statements by their text,
+    /// and this one carries its consistency).
+    pub(crate) async fn serial_rows<R>(
+        &self,
+        cql: &str,
+        values: impl SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f> DeserializeRow<'f, 'f>,
+    {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let mut statement = Statement::new(cql);
+        statement.set_consistency(CqlConsistency::Serial);
+        let result = self
+            .session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(store_error)?;
+        let rows = result.into_rows_result().map_err(backend)?;
+        rows.rows::<R>()
+            .map_err(backend)?
+            .collect::<Result<Vec<R>, _>>()
+            .map_err(|err| StoreError::Corrupt(err.to_string()))
+    }
+
+    /// Runs a lightweight transaction and says whether it applied. Only `[applied]` (column 0)
+    /// is read: ScyllaDB sends the current row with it, Cassandra only when not applied.
+    pub(crate) async fn applied(
+        &self,
+        cql: &str,
+        values: impl SerializeRow,
+    ) -> Result<bool, StoreError> {
+        let result = self.run(cql, values).await?;
+        let rows = result.into_rows_result().map_err(backend)?;
+        let first = rows
+            .rows::<Row>()
+            .map_err(backend)?
+            .next()
+            .transpose()
+            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        match first.and_then(|row| row.columns.into_iter().next().flatten()) {
+            Some(CqlValue::Boolean(applied)) => Ok(applied),
+            other => Err(StoreError::Corrupt(format!(
+                "a lightweight transaction answered {other:?} for [applied]"
+            ))),
+        }
+    }
+}
+
+fn backend(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(err))
+}
+
+/// What a driver error means to a caller: the cluster cannot answer now (retry later), or a
+/// failure of ours.
+pub(crate) fn store_error(err: ExecutionError) -> StoreError {
+    use scylla::errors::DbError;
+    let transient = match &err {
+        ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::RequestTimeout(_)
+        | ExecutionError::EmptyPlan => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            db,
+            DbError::Unavailable { .. }
+                | DbError::Overloaded
+                | DbError::IsBootstrapping
+                | DbError::ReadTimeout { .. }
+                | DbError::WriteTimeout { .. }
+                | DbError::ReadFailure { .. }
+                | DbError::WriteFailure { .. }
+                | DbError::TruncateError
+        ),
+        ExecutionError::LastAttemptError(
+            RequestAttemptError::BrokenConnectionError(_)
+            | RequestAttemptError::UnableToAllocStreamId,
+        ) => true,
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(err.to_string())
+    } else {
+        backend(err)
+    }
+}

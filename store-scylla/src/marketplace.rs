@@ -1,0 +1,668 @@
+//! The marketplace over CQL: restaurants (claimed once per owner, verified ones by cell),
+//! menus (a restaurant's items in the order added), carts (a customer's lines in one partition,
+//! priced from the menu at read time) and addresses (a user's, newest first).
+//!
+//! A cart is read and written by its customer alone, so the cart rule is checked on the cart as
+//! read and the line written without a transaction: two adds racing from one customer's two
+//! devices may both land (as two requests would one after the other, but for the rule).
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use scylla::DeserializeRow;
+use time::OffsetDateTime;
+use tomato_domain::{
+    Address, AddressId, Cart, CartLine, CartLineId, LatLon, MenuItem, MenuItemId, Money,
+    Restaurant, RestaurantId, UserId,
+};
+use tomato_store::{AddressStore, CartStore, Conflict, MenuStore, RestaurantStore, StoreError};
+
+use crate::{ScyllaStore, parse_col};
+
+/// The one partition of restaurants and riders waiting for verification (a short list).
+pub(crate) const PENDING: i32 = 0;
+
+fn point(what: &str, lat: f64, lon: f64) -> Result<LatLon, StoreError> {
+    LatLon::new(lat, lon).map_err(|err| StoreError::Corrupt(format!("{what}: {err}")))
+}
+
+#[derive(DeserializeRow)]
+struct RestaurantRow {
+    id: String,
+    owner_id: String,
+    name: String,
+    description: String,
+    image: Option<String>,
+    phone: String,
+    lat: f64,
+    lon: f64,
+    formatted_address: String,
+    is_open: bool,
+    is_verified: bool,
+    created_at: OffsetDateTime,
+}
+
+impl RestaurantRow {
+    fn into_restaurant(self) -> Result<Restaurant, StoreError> {
+        Ok(Restaurant {
+            id: parse_col("restaurant id", &self.id, str::parse)?,
+            owner_id: parse_col("owner id", &self.owner_id, str::parse)?,
+            location: point("restaurant", self.lat, self.lon)?,
+            name: self.name,
+            description: self.description,
+            image: self.image,
+            phone: self.phone,
+            formatted_address: self.formatted_address,
+            is_open: self.is_open,
+            is_verified: self.is_verified,
+            created_at: self.created_at,
+        })
+    }
+}
+
+const SELECT_RESTAURANT: &str = "SELECT id, owner_id, name, description, image, phone, lat, lon, \
+     formatted_address, is_open, is_verified, created_at FROM restaurants WHERE id = ?";
+
+impl ScyllaStore {
+    async fn restaurant(&self, id: &str) -> Result<Option<Restaurant>, StoreError> {
+        self.db
+            .row::<RestaurantRow>(SELECT_RESTAURANT, (id,))
+            .await?
+            .map(RestaurantRow::into_restaurant)
+            .transpose()
+    }
+
+    async fn restaurants(&self, ids: Vec<String>) -> Result<Vec<Restaurant>, StoreError> {
+        let found = try_join_all(ids.iter().map(|id| self.restaurant(id))).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn item(&self, id: &str) -> Result<Option<MenuItem>, StoreError> {
+        self.db
+            .row::<ItemRow>(SELECT_ITEM, (id,))
+            .await?
+            .map(ItemRow::into_item)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl RestaurantStore for ScyllaStore {
+    async fn create(&self, r: &Restaurant, cell: u64) -> Result<(), StoreError> {
+        // The owner's claim first: a second restaurant of one seller never gets a row.
+        if !self
+            .db
+            .applied(
+                "INSERT INTO restaurants_by_owner (owner_id, restaurant_id) VALUES (?, ?) IF NOT EXISTS",
+                (r.owner_id.to_string(), r.id.to_string()),
+            )
+            .await?
+        {
+            // A claim of this very restaurant (a retry after a crash) finishes the creation.
+            let holder: Option<(String,)> = self
+                .db
+                .row(
+                    "SELECT restaurant_id FROM restaurants_by_owner WHERE owner_id = ?",
+                    (r.owner_id.to_string(),),
+                )
+                .await?;
+            if holder.is_none_or(|(id,)| id != r.id.to_string()) {
+                return Err(StoreError::Conflict(Conflict::RestaurantExists));
+            }
+        }
+        self.db
+            .run(
+                "INSERT INTO restaurants (id, owner_id, name, description, image, phone, lat, lon,
+                    formatted_address, is_open, is_verified, created_at, cell)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r.id.to_string(),
+                    r.owner_id.to_string(),
+                    r.name.as_str(),
+                    r.description.as_str(),
+                    r.image.as_deref(),
+                    r.phone.as_str(),
+                    r.location.lat(),
+                    r.location.lon(),
+                    r.formatted_address.as_str(),
+                    r.is_open,
+                    r.is_verified,
+                    crate::orders::millis(r.created_at),
+                    // CQL bigints are signed; the cell's bits are kept as they are.
+                    cell as i64,
+                ),
+            )
+            .await?;
+        if r.is_verified {
+            self.db
+                .run(
+                    "INSERT INTO restaurants_by_cell (cell, restaurant_id) VALUES (?, ?)",
+                    (cell as i64, r.id.to_string()),
+                )
+                .await?;
+        } else {
+            self.db
+                .run(
+                    "INSERT INTO restaurants_pending (bucket, restaurant_id) VALUES (?, ?)",
+                    (PENDING, r.id.to_string()),
+                )
+                .await?;
+        }
+        self.count("restaurants", 1).await
+    }
+
+    async fn get(&self, id: RestaurantId) -> Result<Option<Restaurant>, StoreError> {
+        self.restaurant(&id.to_string()).await
+    }
+
+    async fn by_owner(&self, owner: UserId) -> Result<Option<Restaurant>, StoreError> {
+        let claim: Option<(String,)> = self
+            .db
+            .row(
+                "SELECT restaurant_id FROM restaurants_by_owner WHERE owner_id = ?",
+                (owner.to_string(),),
+            )
+            .await?;
+        match claim {
+            Some((id,)) => self.restaurant(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn update(&self, r: &Restaurant) -> Result<(), StoreError> {
+        // Only the columns the owner edits: a racing verification is never undone.
+        let applied = self
+            .db
+            .applied(
+                "UPDATE restaurants SET name = ?, description = ?, image = ?, phone = ?, is_open = ?
+                 WHERE id = ? IF EXISTS",
+                (
+                    r.name.as_str(),
+                    r.description.as_str(),
+                    r.image.as_deref(),
+                    r.phone.as_str(),
+                    r.is_open,
+                    r.id.to_string(),
+                ),
+            )
+            .await?;
+        if applied {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn verify(&self, id: RestaurantId) -> Result<Restaurant, StoreError> {
+        let cell: Option<(i64,)> = self
+            .db
+            .row(
+                "SELECT cell FROM restaurants WHERE id = ?",
+                (id.to_string(),),
+            )
+            .await?;
+        let (cell,) = cell.ok_or(StoreError::NotFound)?;
+        // Searchable first, then verified: a crash in between leaves a pointer the search
+        // checks against the row (and skips), never a verified restaurant nobody finds.
+        self.db
+            .run(
+                "INSERT INTO restaurants_by_cell (cell, restaurant_id) VALUES (?, ?)",
+                (cell, id.to_string()),
+            )
+            .await?;
+        self.db
+            .run(
+                "UPDATE restaurants SET is_verified = true WHERE id = ?",
+                (id.to_string(),),
+            )
+            .await?;
+        self.db
+            .run(
+                "DELETE FROM restaurants_pending WHERE bucket = ? AND restaurant_id = ?",
+                (PENDING, id.to_string()),
+            )
+            .await?;
+        self.restaurant(&id.to_string())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn verified_in_cells(
+        &self,
+        cells: Vec<u64>,
+        search: Option<String>,
+    ) -> Result<Vec<Restaurant>, StoreError> {
+        let lookups = cells.iter().map(|cell| {
+            self.db.rows::<(String,)>(
+                "SELECT restaurant_id FROM restaurants_by_cell WHERE cell = ?",
+                (*cell as i64,),
+            )
+        });
+        let ids: Vec<String> = try_join_all(lookups)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|(id,)| id)
+            .collect();
+        let search = search.map(|s| s.to_lowercase()).unwrap_or_default();
+        let mut found: Vec<Restaurant> = self
+            .restaurants(ids)
+            .await?
+            .into_iter()
+            .filter(|r| r.is_verified && r.name.to_lowercase().contains(&search))
+            .collect();
+        found.sort_by_key(|r| r.id);
+        Ok(found)
+    }
+
+    async fn pending(&self) -> Result<Vec<Restaurant>, StoreError> {
+        let ids: Vec<(String,)> = self
+            .db
+            .rows(
+                "SELECT restaurant_id FROM restaurants_pending WHERE bucket = ?",
+                (PENDING,),
+            )
+            .await?;
+        let mut found: Vec<Restaurant> = self
+            .restaurants(ids.into_iter().map(|(id,)| id).collect())
+            .await?
+            .into_iter()
+            .filter(|r| !r.is_verified)
+            .collect();
+        found.sort_by_key(|r| r.created_at);
+        Ok(found)
+    }
+}
+
+#[derive(DeserializeRow)]
+struct ItemRow {
+    id: String,
+    restaurant_id: String,
+    name: String,
+    description: String,
+    price: i64,
+    image: Option<String>,
+    category: Option<String>,
+    is_available: bool,
+}
+
+impl ItemRow {
+    fn into_item(self) -> Result<MenuItem, StoreError> {
+        Ok(MenuItem {
+            id: parse_col("item id", &self.id, str::parse)?,
+            restaurant_id: parse_col("restaurant id", &self.restaurant_id, str::parse)?,
+            name: self.name,
+            description: self.description,
+            price: Money::from_minor(self.price),
+            image: self.image,
+            category: self.category,
+            is_available: self.is_available,
+        })
+    }
+}
+
+const SELECT_ITEM: &str = "SELECT id, restaurant_id, name, description, price, image, category, \
+     is_available FROM menu_items WHERE id = ?";
+
+const WRITE_ITEM: &str = "INSERT INTO menu_items (id, restaurant_id, name, description, price, \
+     image, category, is_available) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+
+fn item_values(
+    item: &MenuItem,
+) -> (
+    String,
+    String,
+    &str,
+    &str,
+    i64,
+    Option<&str>,
+    Option<&str>,
+    bool,
+) {
+    (
+        item.id.to_string(),
+        item.restaurant_id.to_string(),
+        item.name.as_str(),
+        item.description.as_str(),
+        item.price.minor(),
+        item.image.as_deref(),
+        item.category.as_deref(),
+        item.is_available,
+    )
+}
+
+#[async_trait]
+impl MenuStore for ScyllaStore {
+    async fn create(&self, item: &MenuItem) -> Result<(), StoreError> {
+        // The item first, then the menu's pointer to it: a pointer never points at nothing.
+        self.db.run(WRITE_ITEM, item_values(item)).await?;
+        self.db
+            .run(
+                "INSERT INTO menu_by_restaurant (restaurant_id, item_id) VALUES (?, ?)",
+                (item.restaurant_id.to_string(), item.id.to_string()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: MenuItemId) -> Result<Option<MenuItem>, StoreError> {
+        self.item(&id.to_string()).await
+    }
+
+    async fn list(&self, restaurant: RestaurantId) -> Result<Vec<MenuItem>, StoreError> {
+        let ids: Vec<(String,)> = self
+            .db
+            .rows(
+                "SELECT item_id FROM menu_by_restaurant WHERE restaurant_id = ?",
+                (restaurant.to_string(),),
+            )
+            .await?;
+        let items = try_join_all(ids.iter().map(|(id,)| self.item(id))).await?;
+        Ok(items.into_iter().flatten().collect())
+    }
+
+    async fn update(&self, item: &MenuItem) -> Result<(), StoreError> {
+        let applied = self
+            .db
+            .applied(
+                "UPDATE menu_items SET name = ?, description = ?, price = ?, image = ?,
+                    category = ?, is_available = ? WHERE id = ? IF EXISTS",
+                (
+                    item.name.as_str(),
+                    item.description.as_str(),
+                    item.price.minor(),
+                    item.image.as_deref(),
+                    item.category.as_deref(),
+                    item.is_available,
+                    item.id.to_string(),
+                ),
+            )
+            .await?;
+        if applied {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn delete(&self, id: MenuItemId) -> Result<(), StoreError> {
+        let Some(item) = self.item(&id.to_string()).await? else {
+            return Err(StoreError::NotFound);
+        };
+        // Carts first, then the menu's pointer, then the item: a crash leaves the item
+        // listed and deletable again, never a cart line of a deleted dish.
+        let holders: Vec<(String,)> = self
+            .db
+            .rows(
+                "SELECT user_id FROM carts_by_item WHERE item_id = ?",
+                (id.to_string(),),
+            )
+            .await?;
+        for (user,) in holders {
+            for line in self.cart_rows(&user).await? {
+                if line.item_id == id.to_string() {
+                    self.db
+                        .run(
+                            "DELETE FROM cart_lines WHERE user_id = ? AND line_id = ?",
+                            (user.as_str(), line.line_id.as_str()),
+                        )
+                        .await?;
+                }
+            }
+        }
+        self.db
+            .run(
+                "DELETE FROM carts_by_item WHERE item_id = ?",
+                (id.to_string(),),
+            )
+            .await?;
+        self.db
+            .run(
+                "DELETE FROM menu_by_restaurant WHERE restaurant_id = ? AND item_id = ?",
+                (item.restaurant_id.to_string(), id.to_string()),
+            )
+            .await?;
+        self.db
+            .run("DELETE FROM menu_items WHERE id = ?", (id.to_string(),))
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeserializeRow)]
+pub(crate) struct LineRow {
+    line_id: String,
+    item_id: String,
+    restaurant_id: String,
+    quantity: i32,
+}
+
+impl ScyllaStore {
+    async fn cart_rows(&self, user: &str) -> Result<Vec<LineRow>, StoreError> {
+        self.db
+            .rows(
+                "SELECT line_id, item_id, restaurant_id, quantity FROM cart_lines WHERE user_id = ?",
+                (user,),
+            )
+            .await
+    }
+
+    /// The user's cart, priced from the menu as it is now; lines of dishes gone are left out.
+    async fn read_cart(&self, user: UserId) -> Result<Cart, StoreError> {
+        let rows = self.cart_rows(&user.to_string()).await?;
+        let items = try_join_all(rows.iter().map(|row| self.item(&row.item_id))).await?;
+        let mut cart = Cart::default();
+        for (row, item) in rows.into_iter().zip(items) {
+            let Some(item) = item else { continue };
+            cart.restaurant_id = Some(parse_col("restaurant id", &row.restaurant_id, str::parse)?);
+            cart.lines.push(CartLine {
+                id: parse_col("cart line id", &row.line_id, str::parse)?,
+                item_id: item.id,
+                name: item.name,
+                price: item.price,
+                quantity: u32::try_from(row.quantity)
+                    .map_err(|err| StoreError::Corrupt(format!("quantity: {err}")))?,
+                is_available: item.is_available,
+            });
+        }
+        Ok(cart)
+    }
+
+    /// Empties the user's cart.
+    pub(crate) async fn clear_cart(&self, user: UserId) -> Result<(), StoreError> {
+        let rows = self.cart_rows(&user.to_string()).await?;
+        for row in &rows {
+            self.db
+                .run(
+                    "DELETE FROM carts_by_item WHERE item_id = ? AND user_id = ?",
+                    (row.item_id.as_str(), user.to_string()),
+                )
+                .await?;
+        }
+        self.db
+            .run(
+                "DELETE FROM cart_lines WHERE user_id = ?",
+                (user.to_string(),),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn quantity_col(quantity: u32) -> Result<i32, StoreError> {
+    i32::try_from(quantity).map_err(|_| StoreError::Invalid("quantity is too large".into()))
+}
+
+#[async_trait]
+impl CartStore for ScyllaStore {
+    async fn get(&self, user: UserId) -> Result<Cart, StoreError> {
+        self.read_cart(user).await
+    }
+
+    async fn add(&self, user: UserId, item: &MenuItem, quantity: u32) -> Result<Cart, StoreError> {
+        let cart = self.read_cart(user).await?;
+        let total = cart.quantity_after_adding(item, quantity)?;
+        let line = cart
+            .lines
+            .iter()
+            .find(|line| line.item_id == item.id)
+            .map_or_else(CartLineId::new, |line| line.id);
+        // Who holds the dish first, so deleting it always finds this cart.
+        self.db
+            .run(
+                "INSERT INTO carts_by_item (item_id, user_id) VALUES (?, ?)",
+                (item.id.to_string(), user.to_string()),
+            )
+            .await?;
+        self.db
+            .run(
+                "INSERT INTO cart_lines (user_id, line_id, item_id, restaurant_id, quantity)
+                 VALUES (?, ?, ?, ?, ?)",
+                (
+                    user.to_string(),
+                    line.to_string(),
+                    item.id.to_string(),
+                    item.restaurant_id.to_string(),
+                    quantity_col(total)?,
+                ),
+            )
+            .await?;
+        self.read_cart(user).await
+    }
+
+    async fn set_quantity(
+        &self,
+        user: UserId,
+        line: CartLineId,
+        quantity: u32,
+    ) -> Result<Cart, StoreError> {
+        let rows = self.cart_rows(&user.to_string()).await?;
+        let Some(row) = rows.iter().find(|row| row.line_id == line.to_string()) else {
+            return Err(StoreError::NotFound);
+        };
+        if quantity == 0 {
+            self.db
+                .run(
+                    "DELETE FROM cart_lines WHERE user_id = ? AND line_id = ?",
+                    (user.to_string(), line.to_string()),
+                )
+                .await?;
+            self.db
+                .run(
+                    "DELETE FROM carts_by_item WHERE item_id = ? AND user_id = ?",
+                    (row.item_id.as_str(), user.to_string()),
+                )
+                .await?;
+        } else {
+            self.db
+                .run(
+                    "UPDATE cart_lines SET quantity = ? WHERE user_id = ? AND line_id = ?",
+                    (quantity_col(quantity)?, user.to_string(), line.to_string()),
+                )
+                .await?;
+        }
+        self.read_cart(user).await
+    }
+
+    async fn clear(&self, user: UserId) -> Result<(), StoreError> {
+        self.clear_cart(user).await
+    }
+}
+
+#[derive(DeserializeRow)]
+struct AddressRow {
+    id: String,
+    user_id: String,
+    formatted_address: String,
+    mobile: String,
+    lat: f64,
+    lon: f64,
+    created_at: OffsetDateTime,
+}
+
+impl AddressRow {
+    fn into_address(self) -> Result<Address, StoreError> {
+        Ok(Address {
+            id: parse_col("address id", &self.id, str::parse)?,
+            user_id: parse_col("user id", &self.user_id, str::parse)?,
+            location: point("address", self.lat, self.lon)?,
+            formatted_address: self.formatted_address,
+            mobile: self.mobile,
+            created_at: self.created_at,
+        })
+    }
+}
+
+impl ScyllaStore {
+    async fn address(&self, id: &str) -> Result<Option<Address>, StoreError> {
+        self.db
+            .row::<AddressRow>(
+                "SELECT id, user_id, formatted_address, mobile, lat, lon, created_at
+                 FROM addresses WHERE id = ?",
+                (id,),
+            )
+            .await?
+            .map(AddressRow::into_address)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl AddressStore for ScyllaStore {
+    async fn create(&self, a: &Address) -> Result<(), StoreError> {
+        self.db
+            .run(
+                "INSERT INTO addresses (id, user_id, formatted_address, mobile, lat, lon, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    a.id.to_string(),
+                    a.user_id.to_string(),
+                    a.formatted_address.as_str(),
+                    a.mobile.as_str(),
+                    a.location.lat(),
+                    a.location.lon(),
+                    crate::orders::millis(a.created_at),
+                ),
+            )
+            .await?;
+        self.db
+            .run(
+                "INSERT INTO addresses_by_user (user_id, address_id) VALUES (?, ?)",
+                (a.user_id.to_string(), a.id.to_string()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: AddressId) -> Result<Option<Address>, StoreError> {
+        self.address(&id.to_string()).await
+    }
+
+    async fn list(&self, user: UserId) -> Result<Vec<Address>, StoreError> {
+        let ids: Vec<(String,)> = self
+            .db
+            .rows(
+                "SELECT address_id FROM addresses_by_user WHERE user_id = ?",
+                (user.to_string(),),
+            )
+            .await?;
+        let found = try_join_all(ids.iter().map(|(id,)| self.address(id))).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn delete(&self, user: UserId, id: AddressId) -> Result<(), StoreError> {
+        match self.address(&id.to_string()).await? {
+            Some(address) if address.user_id == user => {}
+            _ => return Err(StoreError::NotFound),
+        }
+        self.db
+            .run(
+                "DELETE FROM addresses_by_user WHERE user_id = ? AND address_id = ?",
+                (user.to_string(), id.to_string()),
+            )
+            .await?;
+        self.db
+            .run("DELETE FROM addresses WHERE id = ?", (id.to_string(),))
+            .await?;
+        Ok(())
+    }
+}

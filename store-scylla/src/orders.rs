@@ -1,0 +1,600 @@
+//! Orders and idempotent responses over CQL.
+//!
+//! The order row holds the whole order (JSON, as the embedded store keeps it) with the columns
+//! its lookups check: status, payment status, version, shard. A save is a compare-and-set on the
+//! version. Lookups (a customer's orders, a restaurant's, a shard's open orders) point at order
+//! ids and are written before the order; every read checks the pointer against the order row,
+//! so a pointer left by a crash is skipped (and, for open orders, removed).
+//!
+//! One unpaid order per customer is a claim row (`unpaid_orders`) taken with `IF NOT EXISTS`
+//! before the order is written. A claim whose order is no longer unpaid (its release was cut
+//! short) is taken over with `IF order_id = <that order>`, so a crash never locks a customer out.
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use time::{Duration, OffsetDateTime};
+use tomato_domain::{Order, OrderId, OrderStatus, PaymentStatus, RestaurantId, RiderId, UserId};
+use tomato_store::{
+    Conflict, IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
+    SavedResponse, StoreError,
+};
+
+use crate::ScyllaStore;
+use crate::tokens::{hour_of, ttl_until};
+
+/// How long an idempotent response is kept: the node replays them for a day.
+const IDEMPOTENCY_KEEP: Duration = Duration::hours(25);
+/// How many lost claims of an unpaid order slot are retried before giving up.
+const CLAIM_RETRIES: usize = 4;
+
+/// `at` at the millisecond precision of CQL timestamps.
+pub(crate) fn millis(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000_000 * 1_000_000)
+        .unwrap_or(at)
+}
+
+/// The quarter hour `at` falls in: the bucket of the revenue counters.
+pub(crate) fn quarter_of(at: OffsetDateTime) -> OffsetDateTime {
+    let hour = hour_of(at);
+    hour + Duration::minutes(i64::from(at.minute() / 15 * 15))
+}
+
+fn decode(data: &str) -> Result<Order, StoreError> {
+    serde_json::from_str(data).map_err(|err| StoreError::Corrupt(format!("order json: {err}")))
+}
+
+fn encode(order: &Order) -> Result<String, StoreError> {
+    serde_json::to_string(order).map_err(|err| StoreError::Backend(Box::new(err)))
+}
+
+fn unpaid(order: &Order) -> bool {
+    order.status == OrderStatus::Placed && order.payment_status == PaymentStatus::Pending
+}
+
+fn version_col(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version).map_err(|_| StoreError::Invalid("order version overflow".into()))
+}
+
+fn shard_col(shard: u32) -> Result<i32, StoreError> {
+    i32::try_from(shard).map_err(|_| StoreError::Invalid("shard out of range".into()))
+}
+
+fn cursor_bound(cursor: Option<String>) -> Result<Option<String>, StoreError> {
+    cursor
+        .map(|cursor| {
+            cursor
+                .parse::<OrderId>()
+                .map(|id| id.to_string())
+                .map_err(|_| StoreError::Invalid("the cursor is not valid".into()))
+        })
+        .transpose()
+}
+
+impl ScyllaStore {
+    pub(crate) async fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {
+        let row: Option<(String,)> = self
+            .db
+            .row("SELECT data FROM orders WHERE id = ?", (id,))
+            .await?;
+        row.map(|(data,)| decode(&data)).transpose()
+    }
+
+    /// Takes the customer's unpaid-order slot for `order`.
+    async fn claim_unpaid(&self, user: UserId, order: OrderId) -> Result<(), StoreError> {
+        for _ in 0..CLAIM_RETRIES {
+            if self
+                .db
+                .applied(
+                    "INSERT INTO unpaid_orders (user_id, order_id) VALUES (?, ?) IF NOT EXISTS",
+                    (user.to_string(), order.to_string()),
+                )
+                .await?
+            {
+                return Ok(());
+            }
+            let holder: Vec<(String,)> = self
+                .db
+                .serial_rows(
+                    "SELECT order_id FROM unpaid_orders WHERE user_id = ? /* serial */",
+                    (user.to_string(),),
+                )
+                .await?;
+            let Some((holder,)) = holder.into_iter().next() else {
+                continue;
+            };
+            if holder == order.to_string() {
+                return Ok(());
+            }
+            if self.order(&holder).await?.is_some_and(|o| unpaid(&o)) {
+                return Err(StoreError::Conflict(Conflict::UnpaidOrderExists));
+            }
+            // The holder was paid, cancelled or never written: the slot is free.
+            if self
+                .db
+                .applied(
+                    "UPDATE unpaid_orders SET order_id = ? WHERE user_id = ? IF order_id = ?",
+                    (order.to_string(), user.to_string(), holder.as_str()),
+                )
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the customer's unpaid order keeps changing".into(),
+        ))
+    }
+
+    /// Makes `rider` carry `order`: from nothing, from this order already, or from an order
+    /// that no longer has the rider (a release a crash cut short). Otherwise `RiderBusy`.
+    /// Answers whether this call took it (and so must give it back if the save fails).
+    async fn take_rider(&self, rider: RiderId, order: OrderId) -> Result<bool, StoreError> {
+        for _ in 0..CLAIM_RETRIES {
+            if self
+                .db
+                .applied(
+                    "UPDATE riders SET current_order_id = ? WHERE id = ? IF current_order_id = null",
+                    (order.to_string(), rider.to_string()),
+                )
+                .await?
+            {
+                return Ok(true);
+            }
+            let held: Vec<(Option<String>,)> = self
+                .db
+                .serial_rows(
+                    "SELECT current_order_id FROM riders WHERE id = ? /* serial */",
+                    (rider.to_string(),),
+                )
+                .await?;
+            let Some((held,)) = held.into_iter().next() else {
+                return Err(StoreError::NotFound);
+            };
+            let Some(held) = held else { continue };
+            if held == order.to_string() {
+                return Ok(false);
+            }
+            let still = self
+                .order(&held)
+                .await?
+                .is_some_and(|o| o.rider_id == Some(rider) && !o.status.is_terminal());
+            if still {
+                return Err(StoreError::RiderBusy);
+            }
+            if self
+                .db
+                .applied(
+                    "UPDATE riders SET current_order_id = ? WHERE id = ? IF current_order_id = ?",
+                    (order.to_string(), rider.to_string(), held.as_str()),
+                )
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::RiderBusy)
+    }
+
+    /// Frees `rider` if it carries `order` (never an order taken since).
+    async fn release_rider(&self, rider: RiderId, order: OrderId) -> Result<(), StoreError> {
+        self.db
+            .applied(
+                "UPDATE riders SET current_order_id = null WHERE id = ? IF current_order_id = ?",
+                (rider.to_string(), order.to_string()),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// A newest-first page of the orders a lookup partition points at, keeping those `keep`
+    /// accepts; pointers to nothing are skipped.
+    async fn page(
+        &self,
+        table: &str,
+        key_column: &str,
+        key: String,
+        cursor: Option<String>,
+        limit: usize,
+        keep: impl Fn(&Order) -> bool + Send,
+    ) -> Result<Page<Order>, StoreError> {
+        let mut bound = cursor_bound(cursor)?;
+        let mut found = Vec::new();
+        let batch = i32::try_from(limit.clamp(1, 500) + 1).unwrap_or(i32::MAX);
+        loop {
+            let ids: Vec<(String,)> = match &bound {
+                None => {
+                    self.db
+                        .rows(
+                            &format!("SELECT order_id FROM {table} WHERE {key_column} = ? LIMIT ?"),
+                            (key.as_str(), batch),
+                        )
+                        .await?
+                }
+                Some(after) => {
+                    self.db
+                        .rows(
+                            &format!(
+                                "SELECT order_id FROM {table} WHERE {key_column} = ? \
+                                 AND order_id < ? LIMIT ?"
+                            ),
+                            (key.as_str(), after.as_str(), batch),
+                        )
+                        .await?
+                }
+            };
+            let exhausted = ids.len() < batch.unsigned_abs() as usize;
+            bound = ids.last().map(|(id,)| id.clone());
+            let orders = try_join_all(ids.iter().map(|(id,)| self.order(id))).await?;
+            found.extend(orders.into_iter().flatten().filter(|o| keep(o)));
+            if found.len() > limit || exhausted {
+                break;
+            }
+        }
+        let next_cursor = if found.len() > limit {
+            found.truncate(limit);
+            found.last().map(|order| order.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page {
+            items: found,
+            next_cursor,
+        })
+    }
+}
+
+#[async_trait]
+impl OrderStore for ScyllaStore {
+    async fn create(&self, order: &Order) -> Result<(), StoreError> {
+        let data = encode(order)?;
+        let id = order.id.to_string();
+        if unpaid(order) {
+            self.claim_unpaid(order.user_id, order.id).await?;
+        }
+        // Pointers first (reads check them against the order row), then the order.
+        self.db
+            .run(
+                "INSERT INTO orders_by_customer (user_id, order_id) VALUES (?, ?)",
+                (order.user_id.to_string(), id.as_str()),
+            )
+            .await?;
+        self.db
+            .run(
+                "INSERT INTO orders_by_restaurant (restaurant_id, order_id) VALUES (?, ?)",
+                (order.restaurant_id.to_string(), id.as_str()),
+            )
+            .await?;
+        if !order.status.is_terminal() {
+            self.db
+                .run(
+                    "INSERT INTO open_orders (shard, order_id) VALUES (?, ?)",
+                    (shard_col(order.shard)?, id.as_str()),
+                )
+                .await?;
+        }
+        let created = self
+            .db
+            .applied(
+                "INSERT INTO orders (id, user_id, restaurant_id, status, payment_status, version,
+                    shard, created_at, data)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+                (
+                    id.as_str(),
+                    order.user_id.to_string(),
+                    order.restaurant_id.to_string(),
+                    order.status.as_str(),
+                    order.payment_status.as_str(),
+                    version_col(order.version)?,
+                    shard_col(order.shard)?,
+                    millis(order.created_at),
+                    data,
+                ),
+            )
+            .await?;
+        if created {
+            self.count_status(order.status, 1).await?;
+            if order.payment_status == PaymentStatus::Paid {
+                self.count_revenue(order, 1).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        self.order(&id.to_string()).await
+    }
+
+    async fn save(&self, order: &Order, effects: SaveEffects) -> Result<(), StoreError> {
+        let from = order.version.checked_sub(1).ok_or(StoreError::Stale)?;
+        let id = order.id.to_string();
+        let stored: Option<(String, String, i64)> = self
+            .db
+            .row(
+                "SELECT status, payment_status, version FROM orders WHERE id = ?",
+                (id.as_str(),),
+            )
+            .await?;
+        let Some((old_status, old_payment, version)) = stored else {
+            return Err(StoreError::NotFound);
+        };
+        if version != version_col(from)? {
+            return Err(StoreError::Stale);
+        }
+        // The rider first: a busy rider refuses the whole save before anything is written.
+        let took = match effects.rider_order {
+            Some(RiderOrder::Take { rider, order }) => self
+                .take_rider(rider, order)
+                .await?
+                .then_some((rider, order)),
+            Some(RiderOrder::Release { rider, order }) => {
+                self.release_rider(rider, order).await?;
+                None
+            }
+            None => None,
+        };
+        if !order.status.is_terminal() {
+            self.db
+                .run(
+                    "INSERT INTO open_orders (shard, order_id) VALUES (?, ?)",
+                    (shard_col(order.shard)?, id.as_str()),
+                )
+                .await?;
+        }
+        let saved = self
+            .db
+            .applied(
+                "UPDATE orders SET status = ?, payment_status = ?, data = ?, version = ?
+                 WHERE id = ? IF version = ?",
+                (
+                    order.status.as_str(),
+                    order.payment_status.as_str(),
+                    encode(order)?,
+                    version_col(order.version)?,
+                    id.as_str(),
+                    version_col(from)?,
+                ),
+            )
+            .await?;
+        if !saved {
+            // Undo what was done for a save that did not happen.
+            match (took, effects.rider_order) {
+                (Some((rider, taken)), _) => self.release_rider(rider, taken).await?,
+                (None, Some(RiderOrder::Release { rider, order })) => {
+                    self.db
+                        .applied(
+                            "UPDATE riders SET current_order_id = ? WHERE id = ?
+                             IF current_order_id = null",
+                            (order.to_string(), rider.to_string()),
+                        )
+                        .await?;
+                }
+                _ => {}
+            }
+            return Err(StoreError::Stale);
+        }
+        // The order is stored: what follows only tidies lookups, and a crash here leaves
+        // pointers that reads check and skip.
+        let old_status: OrderStatus = crate::parse_col("order status", &old_status, str::parse)?;
+        let old_payment: PaymentStatus =
+            crate::parse_col("payment status", &old_payment, str::parse)?;
+        if old_status == OrderStatus::Placed
+            && old_payment == PaymentStatus::Pending
+            && !unpaid(order)
+        {
+            self.db
+                .applied(
+                    "DELETE FROM unpaid_orders WHERE user_id = ? IF order_id = ?",
+                    (order.user_id.to_string(), id.as_str()),
+                )
+                .await?;
+        }
+        if order.status.is_terminal() {
+            self.db
+                .run(
+                    "DELETE FROM open_orders WHERE shard = ? AND order_id = ?",
+                    (shard_col(order.shard)?, id.as_str()),
+                )
+                .await?;
+        }
+        if let Some(user) = effects.clear_cart_of {
+            self.clear_cart(user).await?;
+        }
+        if old_status != order.status {
+            self.count_status(old_status, -1).await?;
+            self.count_status(order.status, 1).await?;
+        }
+        match (
+            old_payment == PaymentStatus::Paid,
+            order.payment_status == PaymentStatus::Paid,
+        ) {
+            (false, true) => self.count_revenue(order, 1).await?,
+            (true, false) => self.count_revenue(order, -1).await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn by_customer(
+        &self,
+        user: UserId,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<Page<Order>, StoreError> {
+        self.page(
+            "orders_by_customer",
+            "user_id",
+            user.to_string(),
+            cursor,
+            limit,
+            move |order| order.user_id == user,
+        )
+        .await
+    }
+
+    async fn by_restaurant(
+        &self,
+        restaurant: RestaurantId,
+        filter: RestaurantOrderFilter,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<Page<Order>, StoreError> {
+        self.page(
+            "orders_by_restaurant",
+            "restaurant_id",
+            restaurant.to_string(),
+            cursor,
+            limit,
+            move |order| {
+                order.restaurant_id == restaurant
+                    && order.payment_status.succeeded()
+                    && filter.status.is_none_or(|status| order.status == status)
+            },
+        )
+        .await
+    }
+
+    async fn open_in_shard(&self, shard: u32) -> Result<Vec<Order>, StoreError> {
+        let ids: Vec<(String,)> = self
+            .db
+            .rows(
+                "SELECT order_id FROM open_orders WHERE shard = ?",
+                (shard_col(shard)?,),
+            )
+            .await?;
+        let orders = try_join_all(ids.iter().map(|(id,)| self.order(id))).await?;
+        let mut open = Vec::new();
+        for ((id,), order) in ids.iter().zip(orders) {
+            match order {
+                Some(order) if !order.status.is_terminal() && order.shard == shard => {
+                    open.push(order);
+                }
+                // Written before an order that never came, or left by a finish cut short.
+                Some(_) => {
+                    self.db
+                        .run(
+                            "DELETE FROM open_orders WHERE shard = ? AND order_id = ?",
+                            (shard_col(shard)?, id.as_str()),
+                        )
+                        .await?;
+                }
+                None => {}
+            }
+        }
+        Ok(open)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for ScyllaStore {
+    async fn get(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+    ) -> Result<Option<SavedResponse>, StoreError> {
+        let row: Option<(String, i32, String)> = self
+            .db
+            .row(
+                "SELECT request_hash, status, body FROM idempotency
+                 WHERE user_id = ? AND route = ? AND key = ?",
+                (user.to_string(), route, key),
+            )
+            .await?;
+        row.map(saved).transpose()
+    }
+
+    async fn put(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+        response: SavedResponse,
+    ) -> Result<SavedResponse, StoreError> {
+        let now = millis(OffsetDateTime::now_utc());
+        let ttl = ttl_until(now + IDEMPOTENCY_KEEP);
+        self.db
+            .run(
+                "INSERT INTO idempotency_by_hour (hour, user_id, route, key, created_at)
+                 VALUES (?, ?, ?, ?, ?) USING TTL ?",
+                (hour_of(now), user.to_string(), route, key, now, ttl),
+            )
+            .await?;
+        let applied = self
+            .db
+            .applied(
+                "INSERT INTO idempotency (user_id, route, key, request_hash, status, body, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+                (
+                    user.to_string(),
+                    route,
+                    key,
+                    response.request_hash.as_str(),
+                    i32::from(response.status),
+                    response.body.as_str(),
+                    now,
+                    ttl,
+                ),
+            )
+            .await?;
+        if applied {
+            return Ok(response);
+        }
+        let first: Vec<(String, i32, String)> = self
+            .db
+            .serial_rows(
+                "SELECT request_hash, status, body FROM idempotency
+                 WHERE user_id = ? AND route = ? AND key = ? /* serial */",
+                (user.to_string(), route, key),
+            )
+            .await?;
+        first
+            .into_iter()
+            .next()
+            .map(saved)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn purge(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        let mut hour = hour_of(before - IDEMPOTENCY_KEEP - Duration::hours(1));
+        while hour <= before {
+            let due: Vec<(String, String, String, OffsetDateTime)> = self
+                .db
+                .rows(
+                    "SELECT user_id, route, key, created_at FROM idempotency_by_hour WHERE hour = ?",
+                    (hour,),
+                )
+                .await?;
+            for (user, route, key, created_at) in due {
+                if created_at < before {
+                    self.db
+                        .run(
+                            "DELETE FROM idempotency WHERE user_id = ? AND route = ? AND key = ?",
+                            (user.as_str(), route.as_str(), key.as_str()),
+                        )
+                        .await?;
+                    self.db
+                        .run(
+                            "DELETE FROM idempotency_by_hour
+                             WHERE hour = ? AND user_id = ? AND route = ? AND key = ?",
+                            (hour, user.as_str(), route.as_str(), key.as_str()),
+                        )
+                        .await?;
+                    purged += 1;
+                }
+            }
+            hour += Duration::hours(1);
+        }
+        Ok(purged)
+    }
+}
+
+fn saved((request_hash, status, body): (String, i32, String)) -> Result<SavedResponse, StoreError> {
+    Ok(SavedResponse {
+        request_hash,
+        status: u16::try_from(status)
+            .map_err(|err| StoreError::Corrupt(format!("saved status: {err}")))?,
+        body,
+    })
+}

@@ -1,0 +1,222 @@
+//! Rider profiles over CQL: by id, claimed once per user (`riders_by_user`), the ones waiting
+//! for verification in one small partition. The current order is only ever changed by a
+//! compare-and-set (see `orders.rs`). Positions are plain column writes: soft state, snapshots
+//! of what riders re-send every few seconds.
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use scylla::DeserializeRow;
+use time::OffsetDateTime;
+use tomato_domain::{LatLon, OrderId, Rider, RiderId, UserId};
+use tomato_store::{Conflict, PositionSnapshot, RiderStore, StoreError};
+
+use crate::marketplace::PENDING;
+use crate::orders::millis;
+use crate::{ScyllaStore, parse_col};
+
+#[derive(DeserializeRow)]
+struct RiderRow {
+    id: String,
+    user_id: String,
+    name: String,
+    phone_number: String,
+    aadhar_number: String,
+    driving_license_number: String,
+    picture: Option<String>,
+    is_verified: bool,
+    is_available: bool,
+    lat: f64,
+    lon: f64,
+    last_seen_at: OffsetDateTime,
+    current_order_id: Option<String>,
+    created_at: OffsetDateTime,
+}
+
+impl RiderRow {
+    fn into_rider(self) -> Result<Rider, StoreError> {
+        Ok(Rider {
+            id: parse_col("rider id", &self.id, str::parse)?,
+            user_id: parse_col("user id", &self.user_id, str::parse)?,
+            location: LatLon::new(self.lat, self.lon)
+                .map_err(|err| StoreError::Corrupt(format!("rider {}: {err}", self.id)))?,
+            name: self.name,
+            phone_number: self.phone_number,
+            aadhar_number: self.aadhar_number,
+            driving_license_number: self.driving_license_number,
+            picture: self.picture,
+            is_verified: self.is_verified,
+            is_available: self.is_available,
+            last_seen_at: self.last_seen_at,
+            current_order_id: self
+                .current_order_id
+                .map(|o| parse_col("order id", &o, str::parse::<OrderId>))
+                .transpose()?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, user_id, name, phone_number, aadhar_number, driving_license_number, \
+     picture, is_verified, is_available, lat, lon, last_seen_at, current_order_id, created_at";
+
+impl ScyllaStore {
+    async fn rider(&self, id: &str) -> Result<Option<Rider>, StoreError> {
+        self.db
+            .row::<RiderRow>(&format!("SELECT {COLUMNS} FROM riders WHERE id = ?"), (id,))
+            .await?
+            .map(RiderRow::into_rider)
+            .transpose()
+    }
+
+    /// Sets one flag of an existing rider and returns the profile.
+    async fn set_flag(&self, column: &str, id: RiderId, value: bool) -> Result<Rider, StoreError> {
+        let applied = self
+            .db
+            .applied(
+                &format!("UPDATE riders SET {column} = ? WHERE id = ? IF EXISTS"),
+                (value, id.to_string()),
+            )
+            .await?;
+        if !applied {
+            return Err(StoreError::NotFound);
+        }
+        self.rider(&id.to_string())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+}
+
+#[async_trait]
+impl RiderStore for ScyllaStore {
+    async fn create(&self, r: &Rider) -> Result<(), StoreError> {
+        if !self
+            .db
+            .applied(
+                "INSERT INTO riders_by_user (user_id, rider_id) VALUES (?, ?) IF NOT EXISTS",
+                (r.user_id.to_string(), r.id.to_string()),
+            )
+            .await?
+        {
+            let holder: Option<(String,)> = self
+                .db
+                .row(
+                    "SELECT rider_id FROM riders_by_user WHERE user_id = ?",
+                    (r.user_id.to_string(),),
+                )
+                .await?;
+            // A retry of this very profile (after a crash) finishes it; any other is refused.
+            if holder.is_none_or(|(id,)| id != r.id.to_string()) {
+                return Err(StoreError::Conflict(Conflict::RiderExists));
+            }
+        }
+        if !r.is_verified {
+            self.db
+                .run(
+                    "INSERT INTO riders_pending (bucket, rider_id) VALUES (?, ?)",
+                    (PENDING, r.id.to_string()),
+                )
+                .await?;
+        }
+        self.db
+            .run(
+                &format!("INSERT INTO riders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                (
+                    r.id.to_string(),
+                    r.user_id.to_string(),
+                    r.name.as_str(),
+                    r.phone_number.as_str(),
+                    r.aadhar_number.as_str(),
+                    r.driving_license_number.as_str(),
+                    r.picture.as_deref(),
+                    r.is_verified,
+                    r.is_available,
+                    r.location.lat(),
+                    r.location.lon(),
+                    millis(r.last_seen_at),
+                    r.current_order_id.map(|o| o.to_string()),
+                    millis(r.created_at),
+                ),
+            )
+            .await?;
+        self.count("riders", 1).await
+    }
+
+    async fn get(&self, id: RiderId) -> Result<Option<Rider>, StoreError> {
+        self.rider(&id.to_string()).await
+    }
+
+    async fn by_user(&self, user: UserId) -> Result<Option<Rider>, StoreError> {
+        let claim: Option<(String,)> = self
+            .db
+            .row(
+                "SELECT rider_id FROM riders_by_user WHERE user_id = ?",
+                (user.to_string(),),
+            )
+            .await?;
+        match claim {
+            Some((id,)) => self.rider(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn pending(&self) -> Result<Vec<Rider>, StoreError> {
+        let ids: Vec<(String,)> = self
+            .db
+            .rows(
+                "SELECT rider_id FROM riders_pending WHERE bucket = ?",
+                (PENDING,),
+            )
+            .await?;
+        let found = try_join_all(ids.iter().map(|(id,)| self.rider(id))).await?;
+        let mut pending: Vec<Rider> = found
+            .into_iter()
+            .flatten()
+            .filter(|r| !r.is_verified)
+            .collect();
+        pending.sort_by_key(|r| r.created_at);
+        Ok(pending)
+    }
+
+    async fn verify(&self, id: RiderId) -> Result<Rider, StoreError> {
+        let rider = self.set_flag("is_verified", id, true).await?;
+        self.db
+            .run(
+                "DELETE FROM riders_pending WHERE bucket = ? AND rider_id = ?",
+                (PENDING, id.to_string()),
+            )
+            .await?;
+        Ok(rider)
+    }
+
+    async fn set_available(&self, id: RiderId, available: bool) -> Result<Rider, StoreError> {
+        self.set_flag("is_available", id, available).await
+    }
+
+    async fn save_positions(&self, positions: Vec<PositionSnapshot>) -> Result<(), StoreError> {
+        // One write per rider, in parallel, each routed to its replicas; no batch, because a
+        // batch over many partitions only adds a coordinator hop.
+        try_join_all(positions.iter().map(|p| {
+            self.db.run(
+                "UPDATE riders SET lat = ?, lon = ?, last_seen_at = ? WHERE id = ?",
+                (
+                    p.location.lat(),
+                    p.location.lon(),
+                    millis(p.seen_at),
+                    p.rider.to_string(),
+                ),
+            )
+        }))
+        .await?;
+        Ok(())
+    }
+
+    async fn all(&self) -> Result<Vec<Rider>, StoreError> {
+        // At node start only, never on a request path: every profile, page by page.
+        self.db
+            .all_rows::<RiderRow>(&format!("SELECT {COLUMNS} FROM riders"))
+            .await?
+            .into_iter()
+            .map(RiderRow::into_rider)
+            .collect()
+    }
+}

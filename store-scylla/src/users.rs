@@ -1,0 +1,234 @@
+//! Users and revoked tokens' owners: users by id, e-mails claimed once (`users_by_email`), role
+//! changes as a compare-and-set on the role version.
+
+use async_trait::async_trait;
+use scylla::DeserializeRow;
+use time::OffsetDateTime;
+use tomato_domain::{Email, PersonName, Role, User, UserId};
+use tomato_store::{SignIn, StoreError, UserStore};
+
+use crate::{ScyllaStore, now_millis, parse_col};
+
+/// How often a role change retries a lost compare-and-set before giving up.
+const ROLE_RETRIES: usize = 8;
+
+#[derive(DeserializeRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    name: String,
+    image: Option<String>,
+    role: String,
+    role_version: i64,
+    created_at: OffsetDateTime,
+}
+
+impl UserRow {
+    fn into_user(self) -> Result<User, StoreError> {
+        Ok(User {
+            id: parse_col("user id", &self.id, str::parse)?,
+            name: parse_col("name", &self.name, PersonName::parse)?,
+            email: parse_col("email", &self.email, Email::parse)?,
+            image: self.image,
+            role: parse_col("role", &self.role, str::parse)?,
+            role_version: u32::try_from(self.role_version)
+                .map_err(|err| StoreError::Corrupt(format!("role version: {err}")))?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+const SELECT_USER: &str =
+    "SELECT id, email, name, image, role, role_version, created_at FROM users WHERE id = ?";
+
+impl ScyllaStore {
+    async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        self.db
+            .row::<UserRow>(SELECT_USER, (id,))
+            .await?
+            .map(UserRow::into_user)
+            .transpose()
+    }
+
+    /// The user holding `email`'s claim, completing a sign-up a crash cut short (the claim is
+    /// written after the user's row, so a claim always points at a row).
+    async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        let claim: Option<(String,)> = self
+            .db
+            .row(
+                "SELECT user_id FROM users_by_email WHERE email = ?",
+                (email.as_str(),),
+            )
+            .await?;
+        match claim {
+            Some((id,)) => self.user(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a user with `email`, or returns whoever claimed the e-mail first.
+    async fn create_user(
+        &self,
+        email: Email,
+        name: PersonName,
+        image: Option<String>,
+        role: Role,
+    ) -> Result<(User, bool), StoreError> {
+        let user = User {
+            id: UserId::new(),
+            name,
+            email,
+            image,
+            role,
+            role_version: 0,
+            created_at: now_millis(),
+        };
+        // The row first, then the claim: a claim never points at nothing, and a row whose claim
+        // lost is an orphan nobody can reach, removed at once.
+        self.db
+            .run(
+                "INSERT INTO users (id, email, name, image, role, role_version, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user.id.to_string(),
+                    user.email.as_str(),
+                    user.name.as_str(),
+                    user.image.as_deref(),
+                    user.role.as_str(),
+                    i64::from(user.role_version),
+                    user.created_at,
+                ),
+            )
+            .await?;
+        if self
+            .db
+            .applied(
+                "INSERT INTO users_by_email (email, user_id) VALUES (?, ?) IF NOT EXISTS",
+                (user.email.as_str(), user.id.to_string()),
+            )
+            .await?
+        {
+            self.count("users", 1).await?;
+            return Ok((user, true));
+        }
+        self.db
+            .run("DELETE FROM users WHERE id = ?", (user.id.to_string(),))
+            .await?;
+        let winner = self
+            .user_by_email(&user.email)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("a racing sign-up is not visible yet".into()))?;
+        Ok((winner, false))
+    }
+
+    /// Sets the role, bumping the version on a real change, as a compare-and-set on the version
+    /// read (a racing change makes this one read again).
+    async fn change_role(&self, mut user: User, role: Role) -> Result<User, StoreError> {
+        for _ in 0..ROLE_RETRIES {
+            if user.role == role {
+                return Ok(user);
+            }
+            let next = user.role_version + 1;
+            if self
+                .db
+                .applied(
+                    "UPDATE users SET role = ?, role_version = ? WHERE id = ? IF role_version = ?",
+                    (
+                        role.as_str(),
+                        i64::from(next),
+                        user.id.to_string(),
+                        i64::from(user.role_version),
+                    ),
+                )
+                .await?
+            {
+                user.role = role;
+                user.role_version = next;
+                return Ok(user);
+            }
+            user = self
+                .user(&user.id.to_string())
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        }
+        Err(StoreError::Unavailable(
+            "the user's role keeps changing".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl UserStore for ScyllaStore {
+    async fn sign_in(&self, sign_in: SignIn) -> Result<User, StoreError> {
+        let existing = match self.user_by_email(&sign_in.email).await? {
+            Some(user) => user,
+            None => {
+                let role = if sign_in.admin {
+                    Role::Admin
+                } else {
+                    Role::Customer
+                };
+                let (user, created) = self
+                    .create_user(
+                        sign_in.email.clone(),
+                        sign_in.name.clone(),
+                        sign_in.image.clone(),
+                        role,
+                    )
+                    .await?;
+                if created {
+                    return Ok(user);
+                }
+                user
+            }
+        };
+        let mut user = existing;
+        user.name = sign_in.name;
+        if sign_in.image.is_some() {
+            user.image = sign_in.image;
+        }
+        self.db
+            .run(
+                "UPDATE users SET name = ?, image = ? WHERE id = ?",
+                (
+                    user.name.as_str(),
+                    user.image.as_deref(),
+                    user.id.to_string(),
+                ),
+            )
+            .await?;
+        if sign_in.admin {
+            user = self.change_role(user, Role::Admin).await?;
+        }
+        Ok(user)
+    }
+
+    async fn get(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.user(&id.to_string()).await
+    }
+
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        self.user_by_email(email).await
+    }
+
+    async fn set_role(&self, id: UserId, role: Role) -> Result<User, StoreError> {
+        let user = self
+            .user(&id.to_string())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        self.change_role(user, role).await
+    }
+
+    async fn grant_admin(&self, email: &Email) -> Result<User, StoreError> {
+        let user = match self.user_by_email(email).await? {
+            Some(user) => user,
+            None => {
+                let name = PersonName::from_email(email);
+                self.create_user(email.clone(), name, None, Role::Admin)
+                    .await?
+                    .0
+            }
+        };
+        self.change_role(user, Role::Admin).await
+    }
+}

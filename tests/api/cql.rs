@@ -1,0 +1,302 @@
+//! The CQL database the ScyllaDB backend's tests run against: `TOMATO_TEST_SCYLLA=host:port`
+//! when set (a real ScyllaDB), otherwise an Apache Cassandra this module starts from its Maven
+//! Central jars (`tests/cassandra/pom.xml`), once for the whole run.
+//!
+//! nextest runs every test in its own process, so "once" is arranged on disk: under a lock file
+//! in the target directory, the first test that needs Cassandra fetches the jars (once per
+//! machine, with `mvn`), starts it on free ports with a small heap and our `cassandra.yaml`, and
+//! writes its port down; later tests find it answering and reuse it. Every test process using it
+//! touches a heartbeat file while it lives, and the small shell watchdog that started Cassandra
+//! stops it after two idle minutes, so a run leaves nothing behind for long. Each test works in a
+//! keyspace of its own.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use tomato_store::Stores;
+use tomato_store_scylla::{Consistency, ScyllaConfig};
+
+/// How long Cassandra may take to open its CQL port (a cold start is ~10 s on 2 cores).
+const START_WITHIN: Duration = Duration::from_secs(180);
+/// Idle time after which the watchdog stops Cassandra.
+const IDLE_STOP_S: u64 = 120;
+
+/// `host:port` of the CQL database for this test process.
+pub fn node() -> String {
+    static NODE: OnceLock<String> = OnceLock::new();
+    NODE.get_or_init(|| {
+        if let Ok(node) = std::env::var("TOMATO_TEST_SCYLLA")
+            && !node.is_empty()
+        {
+            return node;
+        }
+        let node = cassandra();
+        heartbeat();
+        node
+    })
+    .clone()
+}
+
+/// A fresh keyspace name for one test.
+pub fn keyspace() -> String {
+    format!("t{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The backend's settings for `keyspace` on the test database.
+pub fn config(keyspace: &str) -> ScyllaConfig {
+    ScyllaConfig {
+        nodes: vec![node()],
+        keyspace: keyspace.to_owned(),
+        replication_factor: 1,
+        consistency: Consistency::LocalQuorum,
+        username: String::new(),
+        password: String::new(),
+    }
+}
+
+/// The ScyllaDB backend over a fresh keyspace.
+pub async fn open_stores() -> Stores {
+    tomato_store_scylla::open(&config(&keyspace()))
+        .await
+        .expect("open the scylla backend on the test CQL database")
+}
+
+fn state_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("cassandra-tests")
+}
+
+fn answers(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .is_ok()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// The shared Cassandra's address, starting it when nobody has.
+fn cassandra() -> String {
+    let state = state_dir();
+    fs::create_dir_all(&state).expect("create the Cassandra state directory");
+    let lock = File::create(state.join("lock")).expect("create the lock file");
+    lock.lock().expect("lock the Cassandra state");
+    touch(&state.join("heartbeat"));
+    let port_file = state.join("port");
+    if let Some(port) = fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|port| port.trim().parse::<u16>().ok())
+        && answers(port)
+    {
+        return format!("127.0.0.1:{port}");
+    }
+    let lib = jars(&state);
+    let port = start(&state, &lib);
+    fs::write(&port_file, port.to_string()).expect("write the port file");
+    format!("127.0.0.1:{port}")
+}
+
+/// The jars of Cassandra and its dependencies, fetched once with Maven.
+fn jars(state: &Path) -> PathBuf {
+    let lib = state.join("lib");
+    let complete = lib.join(".complete");
+    if complete.exists() {
+        return lib;
+    }
+    let pom = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cassandra/pom.xml");
+    let status = Command::new("mvn")
+        .args(["-q", "-B", "dependency:copy-dependencies"])
+        .arg(format!("-DoutputDirectory={}", lib.display()))
+        .arg("-f")
+        .arg(&pom)
+        .stdin(Stdio::null())
+        .status();
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "mvn could not fetch Cassandra from Maven Central ({status}); \
+             run `mvn dependency:copy-dependencies -f tests/cassandra/pom.xml` to see why"
+        ),
+        Err(err) => panic!(
+            "the ScyllaDB tests need Java 17 and Maven to run Cassandra \
+             (apt-get install openjdk-17-jdk-headless maven), or TOMATO_TEST_SCYLLA=host:port \
+             of a ScyllaDB: {err}"
+        ),
+    }
+    fs::write(&complete, "").expect("mark the jars complete");
+    lib
+}
+
+/// Starts Cassandra under its watchdog and waits for its CQL port.
+fn start(state: &Path, lib: &Path) -> u16 {
+    let (cql, storage) = (free_port(), free_port());
+    let run = state.join("run");
+    // A fresh node each start: keyspaces of earlier runs are of no use.
+    let _ = fs::remove_dir_all(&run);
+    fs::create_dir_all(&run).expect("create the Cassandra run directory");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let yaml = fs::read_to_string(manifest.join("tests/cassandra/cassandra.yaml"))
+        .expect("read tests/cassandra/cassandra.yaml")
+        .replace("@DIR@", &run.display().to_string())
+        .replace("@CQL_PORT@", &cql.to_string())
+        .replace("@STORAGE_PORT@", &storage.to_string());
+    fs::write(run.join("cassandra.yaml"), yaml).expect("write cassandra.yaml");
+    let jamm = fs::read_dir(lib)
+        .expect("read the jars")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("jamm-"))
+        })
+        .expect("the jamm agent among the jars");
+    let mut java = vec![
+        "java".to_owned(),
+        "-Xms256m".into(),
+        "-Xmx768m".into(),
+        "-XX:+UseG1GC".into(),
+        "-Xss512k".into(),
+        format!("-javaagent:{}", jamm.display()),
+        "-Djdk.attach.allowAttachSelf=true".into(),
+        format!("-Dcassandra.config=file://{}/cassandra.yaml", run.display()),
+        format!("-Dcassandra.storagedir={}", run.display()),
+        format!("-Dcassandra.logdir={}", run.display()),
+        format!(
+            "-Dlogback.configurationFile={}",
+            manifest.join("tests/cassandra/logback.xml").display()
+        ),
+        "-Dcassandra-foreground=yes".into(),
+        "-Dcassandra.skip_wait_for_gossip_to_settle=0".into(),
+        "-Dcassandra.ring_delay_ms=0".into(),
+    ];
+    // What Cassandra's own launcher passes on Java 17 (conf/jvm17-server.options).
+    for module in [
+        "java.base/jdk.internal.misc",
+        "java.base/jdk.internal.ref",
+        "java.base/sun.nio.ch",
+        "java.management.rmi/com.sun.jmx.remote.internal.rmi",
+        "java.rmi/sun.rmi.registry",
+        "java.rmi/sun.rmi.server",
+        "java.sql/java.sql",
+        "java.base/java.lang.ref",
+        "jdk.unsupported/sun.misc",
+    ] {
+        java.push("--add-exports".into());
+        java.push(format!("{module}=ALL-UNNAMED"));
+    }
+    for module in [
+        "java.base/java.lang.module",
+        "java.base/jdk.internal.loader",
+        "java.base/jdk.internal.ref",
+        "java.base/jdk.internal.reflect",
+        "java.base/jdk.internal.math",
+        "java.base/jdk.internal.module",
+        "java.base/jdk.internal.util.jar",
+        "jdk.management/com.sun.management.internal",
+        "java.base/sun.nio.ch",
+        "java.base/java.io",
+        "java.base/java.nio",
+        "java.base/java.util.concurrent",
+        "java.base/java.util",
+        "java.base/java.util.concurrent.atomic",
+        "java.base/java.lang",
+        "java.base/java.math",
+        "java.base/java.lang.reflect",
+        "java.base/java.net",
+    ] {
+        java.push("--add-opens".into());
+        java.push(format!("{module}=ALL-UNNAMED"));
+    }
+    java.push("-cp".into());
+    java.push(format!("{}/*", lib.display()));
+    java.push("org.apache.cassandra.service.CassandraDaemon".into());
+    let quoted: Vec<String> = java.iter().map(|arg| format!("'{arg}'")).collect();
+    // The watchdog: runs Cassandra, and stops it once no test process has touched the
+    // heartbeat for a while (or when Cassandra dies on its own).
+    let script = format!(
+        "{java} > '{out}' 2>&1 &\n\
+         pid=$!\n\
+         while kill -0 $pid 2>/dev/null; do\n\
+           sleep 5\n\
+           idle=$(( $(date +%s) - $(stat -c %Y '{beat}') ))\n\
+           if [ $idle -gt {IDLE_STOP_S} ]; then kill $pid; wait $pid; exit 0; fi\n\
+         done\n",
+        java = quoted.join(" "),
+        out = run.join("stdout.log").display(),
+        beat = state.join("heartbeat").display(),
+    );
+    use std::os::unix::process::CommandExt;
+    let java_check = Command::new("java").arg("-version").output();
+    if java_check.is_err() {
+        panic!(
+            "the ScyllaDB tests need Java 17 to run Cassandra (apt-get install \
+             openjdk-17-jdk-headless maven), or TOMATO_TEST_SCYLLA=host:port of a ScyllaDB"
+        );
+    }
+    // Not waited for: the watchdog outlives this test process on purpose (the next tests use
+    // the same Cassandra), and init reaps it.
+    #[expect(clippy::zombie_processes, reason = "the watchdog outlives the test process")]
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group: it outlives this test process, and a test runner's signal to
+        // the test's group does not reach it.
+        .process_group(0)
+        .spawn()
+        .expect("start Cassandra's watchdog");
+    let started = Instant::now();
+    while !answers(cql) {
+        assert!(
+            started.elapsed() < START_WITHIN,
+            "Cassandra did not open its CQL port within {START_WITHIN:?}; see {}",
+            run.join("system.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    cql
+}
+
+fn touch(path: &Path) {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open the heartbeat file");
+    let _ = file.set_modified(SystemTime::now());
+    let _ = (&file).write_all(b"");
+}
+
+/// Keeps the heartbeat fresh for as long as this test process lives.
+fn heartbeat() {
+    let beat = state_dir().join("heartbeat");
+    std::thread::spawn(move || {
+        loop {
+            touch(&beat);
+            std::thread::sleep(Duration::from_secs(10));
+        }
+    });
+}
+
+#[tokio::test]
+async fn scylla_store_passes_the_conformance_suite() {
+    let stores = open_stores().await;
+    tomato_store::conformance::run(&stores).await;
+    stores.backend.close().await.expect("close");
+}
