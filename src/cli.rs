@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tomato_domain::Email;
 
@@ -63,21 +62,22 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("  server.bind      = {}", settings.server.bind);
             println!("  store.backend    = {:?}", settings.store.backend);
             println!("  store.data_dir   = {}", settings.store.data_dir.display());
+            if settings.store.backend == StoreBackend::Scylla {
+                let scylla = &settings.store.scylla;
+                println!(
+                    "  store.scylla     = keyspace {} at {} ({:?})",
+                    scylla.keyspace,
+                    scylla.nodes.join(", "),
+                    scylla.consistency
+                );
+            }
             println!("  auth.dev_login   = {}", settings.auth.dev_login);
             println!("  cluster          = {}", cluster_mode(&settings));
             Ok(())
         }
         Command::Admin(AdminCommand::Grant { email }) => {
             let email = Email::parse(&email).map_err(|err| anyhow::anyhow!("{err}"))?;
-            anyhow::ensure!(
-                settings.store.backend == StoreBackend::Embedded,
-                "store.backend {:?} is not available in this build yet",
-                settings.store.backend
-            );
-            let dir = settings.store.data_dir.clone();
-            let stores = tokio::task::spawn_blocking(move || tomato_store_embedded::open(&dir))
-                .await?
-                .context("opening the store")?;
+            let stores = crate::startup::open_store(&settings).await?;
             let user = stores.users.grant_admin(&email).await?;
             stores.backend.close().await?;
             println!("{} ({}) is now an admin", user.email, user.id);

@@ -107,6 +107,36 @@ pub struct ScyllaSettings {
     pub nodes: Vec<String>,
     pub keyspace: String,
     pub replication_factor: u32,
+    pub consistency: ScyllaConsistency,
+    pub username: String,
+    pub password: SecretString,
+}
+
+/// The consistency of the ScyllaDB backend's reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScyllaConsistency {
+    LocalQuorum,
+    Quorum,
+    One,
+}
+
+impl ScyllaSettings {
+    /// The backend's own settings.
+    pub fn backend_config(&self) -> tomato_store_scylla::ScyllaConfig {
+        tomato_store_scylla::ScyllaConfig {
+            nodes: self.nodes.clone(),
+            keyspace: self.keyspace.clone(),
+            replication_factor: self.replication_factor,
+            consistency: match self.consistency {
+                ScyllaConsistency::LocalQuorum => tomato_store_scylla::Consistency::LocalQuorum,
+                ScyllaConsistency::Quorum => tomato_store_scylla::Consistency::Quorum,
+                ScyllaConsistency::One => tomato_store_scylla::Consistency::One,
+            },
+            username: self.username.clone(),
+            password: self.password.expose_secret().to_owned(),
+        }
+    }
 }
 
 /// Sign-in and tokens.
@@ -364,10 +394,26 @@ impl Settings {
             return fail("store.data_dir must not be empty".into());
         }
         if self.store.backend == StoreBackend::Scylla {
-            return fail(
-                "store.backend \"scylla\" is not available in this build yet; use \"embedded\""
-                    .into(),
-            );
+            let scylla = &self.store.scylla;
+            if scylla.nodes.is_empty() {
+                return fail("store.scylla.nodes must name at least one host:port".into());
+            }
+            if let Some(bad) = scylla.nodes.iter().find(|node| {
+                node.rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            }) {
+                return fail(format!("store.scylla.nodes: {bad:?} is not host:port"));
+            }
+            if !tomato_store_scylla::schema::valid_keyspace(&scylla.keyspace) {
+                return fail(format!(
+                    "store.scylla.keyspace {:?} must be 1 to 48 letters, digits and _, starting \
+                     with a letter",
+                    scylla.keyspace
+                ));
+            }
+            if scylla.replication_factor == 0 {
+                return fail("store.scylla.replication_factor must be at least 1".into());
+            }
         }
         let auth = &self.auth;
         if auth.jwt_secret.expose_secret().len() < 32 {

@@ -110,7 +110,7 @@ impl Application {
     }
 }
 
-async fn open_store(settings: &Settings) -> anyhow::Result<Stores> {
+pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Stores> {
     match settings.store.backend {
         StoreBackend::Embedded => {
             let dir = settings.store.data_dir.clone();
@@ -126,7 +126,18 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Stores> {
             Ok(stores)
         }
         StoreBackend::Scylla => {
-            anyhow::bail!("store.backend \"scylla\" is not available in this build yet")
+            let scylla = &settings.store.scylla;
+            // Unreachable contact points end the start with one line and a non-zero exit: an
+            // orchestrator restarts the node, and nothing half-started takes traffic.
+            tomato_store_scylla::open(&scylla.backend_config())
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the scylla store (keyspace {} at {})",
+                        scylla.keyspace,
+                        scylla.nodes.join(", ")
+                    )
+                })
         }
     }
 }

@@ -20,6 +20,8 @@ use tomato_store::StoreError;
 
 /// How many prepared statements the session keeps.
 const PREPARED_CACHE: usize = 256;
+/// How long one schema change may take.
+const DDL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long one statement may take before the caller is told the store is unavailable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -114,6 +116,21 @@ impl Db {
         self.session
             .execute_unpaged(cql, values)
             .await
+            .map_err(store_error)
+    }
+
+    /// Runs a schema statement, unprepared, with the patience schema changes need (a keyspace
+    /// of 30 tables takes seconds on a busy node, and every node must agree).
+    pub(crate) async fn ddl(&self, cql: &str) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let mut statement = Statement::new(cql);
+        statement.set_request_timeout(Some(DDL_TIMEOUT));
+        self.session()
+            .query_unpaged(statement, ())
+            .await
+            .map(drop)
             .map_err(store_error)
     }
 

@@ -135,30 +135,21 @@ pub(crate) async fn migrate(db: &Db, config: &ScyllaConfig) -> Result<(), StoreE
     } else {
         ""
     };
-    db.run(
-        &format!(
-            "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
-             {{'class': 'NetworkTopologyStrategy', 'replication_factor': {}}}{tablets}",
-            config.replication_factor
-        ),
-        (),
-    )
+    db.ddl(&format!(
+        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
+         {{'class': 'NetworkTopologyStrategy', 'replication_factor': {}}}{tablets}",
+        config.replication_factor
+    ))
     .await?;
     agree(db).await?;
     db.session()
         .use_keyspace(keyspace.as_str(), false)
         .await
         .map_err(|err| StoreError::Unavailable(format!("use keyspace {keyspace}: {err}")))?;
-    db.run(
-        "CREATE TABLE IF NOT EXISTS schema_versions (version int PRIMARY KEY, applied_at timestamp)",
-        (),
-    )
-    .await?;
-    db.run(
-        "CREATE TABLE IF NOT EXISTS schema_lease (id int PRIMARY KEY, holder uuid)",
-        (),
-    )
-    .await?;
+    db.ddl("CREATE TABLE IF NOT EXISTS schema_versions (version int PRIMARY KEY, applied_at timestamp)")
+        .await?;
+    db.ddl("CREATE TABLE IF NOT EXISTS schema_lease (id int PRIMARY KEY, holder uuid)")
+        .await?;
     agree(db).await?;
     let me = Uuid::new_v4();
     let mut waited = Duration::ZERO;
@@ -193,7 +184,7 @@ async fn apply_missing(db: &Db) -> Result<(), StoreError> {
             continue;
         }
         for statement in *statements {
-            db.run(statement, ()).await?;
+            db.ddl(statement).await?;
         }
         agree(db).await?;
         db.run(

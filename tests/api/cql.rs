@@ -167,7 +167,7 @@ fn start(state: &Path, lib: &Path) -> u16 {
     let mut java = vec![
         "java".to_owned(),
         "-Xms256m".into(),
-        "-Xmx768m".into(),
+        "-Xmx1g".into(),
         "-XX:+UseG1GC".into(),
         "-Xss512k".into(),
         format!("-javaagent:{}", jamm.display()),
@@ -249,7 +249,10 @@ fn start(state: &Path, lib: &Path) -> u16 {
     }
     // Not waited for: the watchdog outlives this test process on purpose (the next tests use
     // the same Cassandra), and init reaps it.
-    #[expect(clippy::zombie_processes, reason = "the watchdog outlives the test process")]
+    #[expect(
+        clippy::zombie_processes,
+        reason = "the watchdog outlives the test process"
+    )]
     Command::new("sh")
         .arg("-c")
         .arg(script)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code, json_ok, spawn_app, spawn_app_with};
+use crate::helpers::{Store, TestApp, error_code, json_ok, spawn_app_on, spawn_app_with};
 use crate::riders::{move_to, rider};
 use crate::sockets::SocketIoClient;
 use crate::world::{HOME_AT, SHOP_AT, Shop, open_shop, paid_order};
@@ -43,9 +43,9 @@ pub async fn accept(app: &TestApp, token: &str, order: &str) -> reqwest::Respons
     .await
 }
 
-#[tokio::test]
-async fn a_full_delivery_with_the_customer_watching() {
-    let app = spawn_app().await;
+crate::on_both_stores!(a_full_delivery_with_the_customer_watching);
+async fn a_full_delivery_with_the_customer_watching(store: Store) {
+    let app = spawn_app_on(store, &[]).await;
     let shop = open_shop(&app, "d-seller@x.test", "Dispatch Kitchen", SHOP_AT).await;
     let (buyer, order) = paid_order(&app, &shop, "d-buyer@x.test").await;
     let (ravi, ravi_id) = rider(&app, "ravi@d.test", (12.9760, 77.6060), true).await;
@@ -166,12 +166,15 @@ async fn a_full_delivery_with_the_customer_watching() {
     assert!(free, "the rider is available again after delivery");
 }
 
-#[tokio::test]
-async fn of_fifty_riders_accepting_at_once_exactly_one_wins() {
-    let app = spawn_app_with(&[
-        ("TOMATO_DISPATCH__OFFER_BATCH", "50"),
-        ("TOMATO_DISPATCH__SEARCH_RADIUS_M", "20000"),
-    ])
+crate::on_both_stores!(of_fifty_riders_accepting_at_once_exactly_one_wins);
+async fn of_fifty_riders_accepting_at_once_exactly_one_wins(store: Store) {
+    let app = spawn_app_on(
+        store,
+        &[
+            ("TOMATO_DISPATCH__OFFER_BATCH", "50"),
+            ("TOMATO_DISPATCH__SEARCH_RADIUS_M", "20000"),
+        ],
+    )
     .await;
     let shop = open_shop(&app, "race-seller@d.test", "Race Kitchen", SHOP_AT).await;
     let (_, order) = paid_order(&app, &shop, "race-buyer@d.test").await;
@@ -353,9 +356,9 @@ async fn a_rider_crossing_a_shard_border_keeps_its_order() {
     assert_eq!(done["order"]["riderId"], ravi_id.as_str());
 }
 
-#[tokio::test]
-async fn a_restart_in_the_middle_of_dispatch_resumes_it() {
-    let mut app = spawn_app().await;
+crate::on_both_stores!(a_restart_in_the_middle_of_dispatch_resumes_it);
+async fn a_restart_in_the_middle_of_dispatch_resumes_it(store: Store) {
+    let mut app = spawn_app_on(store, &[]).await;
     let shop = open_shop(&app, "resume-seller@d.test", "Resume Kitchen", SHOP_AT).await;
     let (_, order) = paid_order(&app, &shop, "resume-buyer@d.test").await;
     let (ravi, _) = rider(&app, "resume@d.test", SHOP_AT, true).await;
@@ -432,9 +435,9 @@ async fn a_panicking_rider_actor_restarts_while_its_shard_keeps_serving() {
     assert_eq!(moved["orderId"], order.as_str());
 }
 
-#[tokio::test]
-async fn a_busy_rider_cannot_take_a_second_order() {
-    let app = spawn_app().await;
+crate::on_both_stores!(a_busy_rider_cannot_take_a_second_order);
+async fn a_busy_rider_cannot_take_a_second_order(store: Store) {
+    let app = spawn_app_on(store, &[]).await;
     let shop = open_shop(&app, "busy-seller@d.test", "Busy Kitchen", SHOP_AT).await;
     let (_, first) = paid_order(&app, &shop, "busy-a@d.test").await;
     let (_, second) = paid_order(&app, &shop, "busy-b@d.test").await;

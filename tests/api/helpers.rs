@@ -46,6 +46,54 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// Which store backend a test node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded SQLite file (the default).
+    Embedded,
+    /// The ScyllaDB backend, on the test CQL database (Cassandra, or `TOMATO_TEST_SCYLLA`),
+    /// in a keyspace of the node's own.
+    Scylla,
+}
+
+/// A node on `store` with extra `TOMATO_*` overrides on top of the test defaults.
+pub async fn spawn_app_on(store: Store, overrides: &[(&str, &str)]) -> TestApp {
+    match store {
+        Store::Embedded => spawn_app_with(overrides).await,
+        Store::Scylla => {
+            let (node, keyspace) = (crate::cql::node(), crate::cql::keyspace());
+            let mut all = vec![
+                ("TOMATO_STORE__BACKEND", "scylla"),
+                ("TOMATO_STORE__SCYLLA__NODES", node.as_str()),
+                ("TOMATO_STORE__SCYLLA__KEYSPACE", keyspace.as_str()),
+            ];
+            all.extend_from_slice(overrides);
+            spawn_app_with(&all).await
+        }
+    }
+}
+
+/// Runs a test written against a [`Store`] once on each backend: `embedded` and `scylla`
+/// tests in a module named after it.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            use $crate::helpers::Store;
+
+            #[tokio::test]
+            async fn embedded() {
+                super::$name(Store::Embedded).await;
+            }
+
+            #[tokio::test]
+            async fn scylla() {
+                super::$name(Store::Scylla).await;
+            }
+        }
+    };
+}
+
 /// A node with extra `TOMATO_*` overrides on top of the test defaults.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");

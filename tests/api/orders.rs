@@ -6,12 +6,14 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{INTERNAL_KEY, error_code, json_ok, spawn_app, spawn_app_with};
+use crate::helpers::{
+    INTERNAL_KEY, Store, error_code, json_ok, spawn_app, spawn_app_on, spawn_app_with,
+};
 use crate::world::{HOME_AT, SHOP_AT, customer, open_shop, paid_order};
 
-#[tokio::test]
-async fn customer_pays_and_the_seller_takes_the_order_to_ready_for_rider() {
-    let app = spawn_app().await;
+crate::on_both_stores!(customer_pays_and_the_seller_takes_the_order_to_ready_for_rider);
+async fn customer_pays_and_the_seller_takes_the_order_to_ready_for_rider(store: Store) {
+    let app = spawn_app_on(store, &[]).await;
     let shop = open_shop(&app, "flow-seller@x.test", "Flow Kitchen", SHOP_AT).await;
     let buyer = customer(&app, "flow-buyer@x.test", HOME_AT).await;
     buyer.add(&app, &shop.items[0], 2).await;
@@ -247,9 +249,9 @@ async fn wait_for_status(
     panic!("order {id} never became {status}");
 }
 
-#[tokio::test]
-async fn unpaid_orders_expire_and_keep_the_cart() {
-    let app = spawn_app_with(&[("TOMATO_ORDERS__PAYMENT_TIMEOUT_S", "1")]).await;
+crate::on_both_stores!(unpaid_orders_expire_and_keep_the_cart);
+async fn unpaid_orders_expire_and_keep_the_cart(store: Store) {
+    let app = spawn_app_on(store, &[("TOMATO_ORDERS__PAYMENT_TIMEOUT_S", "1")]).await;
     let shop = open_shop(&app, "exp-seller@x.test", "Expiry Kitchen", SHOP_AT).await;
     let buyer = customer(&app, "exp-buyer@x.test", HOME_AT).await;
     buyer.add(&app, &shop.items[0], 3).await;
@@ -276,9 +278,9 @@ async fn unpaid_orders_expire_and_keep_the_cart() {
     assert_eq!(again.status(), StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn orders_and_their_timers_survive_a_restart() {
-    let mut app = spawn_app_with(&[("TOMATO_ORDERS__PAYMENT_TIMEOUT_S", "3")]).await;
+crate::on_both_stores!(orders_and_their_timers_survive_a_restart);
+async fn orders_and_their_timers_survive_a_restart(store: Store) {
+    let mut app = spawn_app_on(store, &[("TOMATO_ORDERS__PAYMENT_TIMEOUT_S", "3")]).await;
     let shop = open_shop(&app, "rs-seller@x.test", "Restart Kitchen", SHOP_AT).await;
     let (_, paid) = paid_order(&app, &shop, "rs-paid@x.test").await;
     json_ok(shop.set_status(&app, &paid, "accepted").await).await;
@@ -371,9 +373,9 @@ async fn fault_injection_is_off_by_default() {
     );
 }
 
-#[tokio::test]
-async fn a_hundred_concurrent_verifies_pay_once() {
-    let app = spawn_app().await;
+crate::on_both_stores!(a_hundred_concurrent_verifies_pay_once);
+async fn a_hundred_concurrent_verifies_pay_once(store: Store) {
+    let app = spawn_app_on(store, &[]).await;
     let shop = open_shop(&app, "race-seller@x.test", "Race Kitchen", SHOP_AT).await;
     let buyer = customer(&app, "race-buyer@x.test", HOME_AT).await;
     buyer.add(&app, &shop.items[0], 1).await;
@@ -531,9 +533,9 @@ async fn orders_are_seen_and_moved_only_by_their_parties() {
     assert_eq!(order["order"]["paymentStatus"], "paid");
 }
 
-#[tokio::test]
-async fn orders_are_refused_for_the_documented_reasons() {
-    let app = spawn_app_with(&[("TOMATO_DISPATCH__MAX_DELIVERY_KM", "3")]).await;
+crate::on_both_stores!(orders_are_refused_for_the_documented_reasons);
+async fn orders_are_refused_for_the_documented_reasons(store: Store) {
+    let app = spawn_app_on(store, &[("TOMATO_DISPATCH__MAX_DELIVERY_KM", "3")]).await;
     let shop = open_shop(&app, "why-seller@x.test", "Picky Kitchen", SHOP_AT).await;
     let buyer = customer(&app, "why@x.test", (12.9740, 77.6100)).await;
 
@@ -687,9 +689,9 @@ async fn orders_are_refused_for_the_documented_reasons() {
     );
 }
 
-#[tokio::test]
-async fn idempotency_keys_replay_the_first_answer() {
-    let app = spawn_app().await;
+crate::on_both_stores!(idempotency_keys_replay_the_first_answer);
+async fn idempotency_keys_replay_the_first_answer(store: Store) {
+    let app = spawn_app_on(store, &[]).await;
     let shop = open_shop(&app, "idem-seller@x.test", "Retry Kitchen", SHOP_AT).await;
     let buyer = customer(&app, "idem@x.test", HOME_AT).await;
     buyer.add(&app, &shop.items[0], 1).await;

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::helpers::{TestApp, error_code, json_ok, spawn_app, spawn_app_with};
+use crate::helpers::{Store, TestApp, error_code, json_ok, spawn_app, spawn_app_on};
 use crate::sockets::SocketIoClient;
 use crate::world::{Customer, HOME_AT, SHOP_AT, Shop, customer, open_shop};
 
@@ -74,15 +74,18 @@ async fn stand_in() -> (SocketAddr, Seen) {
     (addr, seen)
 }
 
-async fn app_with_razorpay() -> (TestApp, Seen) {
+async fn app_with_razorpay(store: Store) -> (TestApp, Seen) {
     let (addr, seen) = stand_in().await;
     let base = format!("http://{addr}");
-    let app = spawn_app_with(&[
-        ("TOMATO_PAYMENTS__RAZORPAY__KEY_ID", KEY_ID),
-        ("TOMATO_PAYMENTS__RAZORPAY__KEY_SECRET", KEY_SECRET),
-        ("TOMATO_PAYMENTS__RAZORPAY__WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ("TOMATO_PAYMENTS__RAZORPAY__API_BASE", &base),
-    ])
+    let app = spawn_app_on(
+        store,
+        &[
+            ("TOMATO_PAYMENTS__RAZORPAY__KEY_ID", KEY_ID),
+            ("TOMATO_PAYMENTS__RAZORPAY__KEY_SECRET", KEY_SECRET),
+            ("TOMATO_PAYMENTS__RAZORPAY__WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("TOMATO_PAYMENTS__RAZORPAY__API_BASE", &base),
+        ],
+    )
     .await;
     (app, seen)
 }
@@ -126,7 +129,7 @@ async fn order_of(app: &TestApp, buyer: &Customer, order: &str) -> Value {
 
 #[tokio::test]
 async fn a_checkout_signature_pays_the_order_and_forgeries_change_nothing() {
-    let (app, seen) = app_with_razorpay().await;
+    let (app, seen) = app_with_razorpay(Store::Embedded).await;
     let (buyer, order, provider_order) = razorpay_order(&app).await;
     {
         let seen = seen.lock().expect("lock");
@@ -235,9 +238,9 @@ async fn deliver(app: &TestApp, body: &[u8], signature: &str, event_id: &str) ->
         .expect("send")
 }
 
-#[tokio::test]
-async fn webhooks_are_checked_over_the_raw_body_and_applied_once() {
-    let (app, _) = app_with_razorpay().await;
+crate::on_both_stores!(webhooks_are_checked_over_the_raw_body_and_applied_once);
+async fn webhooks_are_checked_over_the_raw_body_and_applied_once(store: Store) {
+    let (app, _) = app_with_razorpay(store).await;
     let (buyer, order, provider_order) = razorpay_order(&app).await;
     let body = captured(&provider_order);
     let forged = deliver(&app, &body, &hmac_hex("not-the-secret", &body), "evt_1").await;
@@ -276,9 +279,9 @@ async fn webhooks_are_checked_over_the_raw_body_and_applied_once() {
     assert_eq!(ignored["status"], "ignored");
 }
 
-#[tokio::test]
-async fn verify_and_webhook_fifty_times_each_in_parallel_pay_once() {
-    let (app, _) = app_with_razorpay().await;
+crate::on_both_stores!(verify_and_webhook_fifty_times_each_in_parallel_pay_once);
+async fn verify_and_webhook_fifty_times_each_in_parallel_pay_once(store: Store) {
+    let (app, _) = app_with_razorpay(store).await;
     let (buyer, order, provider_order, shop) = razorpay_order_at(&app).await;
     let mut kitchen = SocketIoClient::connect(&app, shop.token());
     kitchen.connected().await;
@@ -360,7 +363,7 @@ async fn razorpay_is_off_until_configured() {
 
 #[tokio::test]
 async fn cancelling_a_paid_order_refunds_it_through_razorpay() {
-    let (app, seen) = app_with_razorpay().await;
+    let (app, seen) = app_with_razorpay(Store::Embedded).await;
     let (buyer, order, provider_order, shop) = razorpay_order_at(&app).await;
     let signature = hmac_hex(KEY_SECRET, format!("{provider_order}|pay_R1").as_bytes());
     let proof = json!({ "orderId": order, "razorpayOrderId": provider_order, "razorpayPaymentId": "pay_R1", "razorpaySignature": signature });

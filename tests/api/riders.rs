@@ -7,7 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    INTERNAL_KEY, Session, TestApp, error_code, json_ok, spawn_app, spawn_app_with,
+    INTERNAL_KEY, Session, Store, TestApp, error_code, json_ok, spawn_app, spawn_app_on,
+    spawn_app_with,
 };
 
 /// A registered rider at `at`; verified and online when `online`.
@@ -369,9 +370,9 @@ async fn nearby_input_is_validated_and_nearest_come_first() {
     }
 }
 
-#[tokio::test]
-async fn positions_are_written_behind_and_survive_a_restart() {
-    let mut app = spawn_app().await;
+crate::on_both_stores!(positions_are_written_behind_and_survive_a_restart);
+async fn positions_are_written_behind_and_survive_a_restart(store: Store) {
+    let mut app = spawn_app_on(store, &[]).await;
     let (session, id) = rider(&app, "persist@x.test", MG_ROAD, true).await;
     move_to(&app, &session, (12.9800, 77.6100)).await;
     app.restart().await;

@@ -9,7 +9,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::dispatch::{accept, make_ready, rider_status};
-use crate::helpers::{INTERNAL_KEY, TestApp, error_code, json_ok, spawn_app_with};
+use crate::helpers::{
+    INTERNAL_KEY, Store, TestApp, error_code, json_ok, spawn_app_on, spawn_app_with,
+};
 use crate::riders::{move_to, rider};
 use crate::world::{HOME_AT, SHOP_AT, customer, open_shop, paid_order};
 
@@ -62,13 +64,16 @@ async fn offers_held(app: &TestApp, token: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn stopping_and_starting_every_shard_loses_nothing_and_applies_nothing_twice() {
-    let app = spawn_app_with(&[
-        ("TOMATO_TESTING__FAULT_INJECTION", "true"),
-        ("TOMATO_SHARDS__COUNT", &SHARDS.to_string()),
-        ("TOMATO_ORDERS__PAYMENT_TIMEOUT_S", "6"),
-    ])
+crate::on_both_stores!(stopping_and_starting_every_shard_loses_nothing_and_applies_nothing_twice);
+async fn stopping_and_starting_every_shard_loses_nothing_and_applies_nothing_twice(store: Store) {
+    let app = spawn_app_on(
+        store,
+        &[
+            ("TOMATO_TESTING__FAULT_INJECTION", "true"),
+            ("TOMATO_SHARDS__COUNT", &SHARDS.to_string()),
+            ("TOMATO_ORDERS__PAYMENT_TIMEOUT_S", "6"),
+        ],
+    )
     .await;
     let shop = open_shop(&app, "handoff-seller@s.test", "Handoff Kitchen", SHOP_AT).await;
     // Carried: assigned to Ravi before the hand-off.
