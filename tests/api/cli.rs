@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary with a clean environment: no `TOMATO_*` from the caller leaks in.
-fn tomato(dir: &Path) -> Command {
+pub(crate) fn tomato(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tomato"));
     command
         .current_dir(dir)
@@ -108,9 +108,15 @@ async fn admin_grant_makes_an_admin_that_signs_in_as_one() {
 
 /// Starts `tomato serve` on a free port and returns once it is ready, with its address.
 fn start_node(dir: &Path) -> (std::process::Child, String) {
+    start_node_with(dir, &[])
+}
+
+/// Starts `tomato serve` in `dir` with extra settings, and returns once it serves.
+pub(crate) fn start_node_with(dir: &Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
     let started = Instant::now();
     let mut child = tomato(dir)
         .arg("serve")
+        .envs(env.iter().copied())
         .env("TOMATO_SERVER__BIND", "127.0.0.1:0")
         .env("TOMATO_LOG__FORMAT", "json")
         .stdout(Stdio::piped())

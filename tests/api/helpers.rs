@@ -114,6 +114,19 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 }
 
 impl TestApp {
+    /// A handle on a node running elsewhere (a `tomato serve` process the test started), so the
+    /// same helpers speak to it; it cannot be stopped or restarted through this handle.
+    pub fn attached(addr: SocketAddr) -> TestApp {
+        TestApp {
+            addr,
+            client: reqwest::Client::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            overrides: Vec::new(),
+            shutdown: None,
+            server: None,
+        }
+    }
+
     fn settings(&self) -> Settings {
         let data_dir = self.data_dir();
         let config_file = self.dir.path().join("empty.toml");

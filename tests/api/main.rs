@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod cli;
 mod cql;
+mod crash;
 mod dispatch;
 mod edge;
 mod google;
