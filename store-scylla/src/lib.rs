@@ -107,6 +107,26 @@ impl Backend for ScyllaStore {
     }
 }
 
+impl ScyllaStore {
+    /// The records a lookup partition points at, fetched in parallel; pointers to nothing (left
+    /// by a write a crash cut short) are skipped.
+    pub(crate) async fn follow<T, F, Fut>(
+        &self,
+        lookup: &str,
+        key: impl scylla::serialize::row::SerializeRow,
+        fetch: F,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, StoreError>>,
+    {
+        let ids: Vec<(String,)> = self.db.rows(lookup, key).await?;
+        let found =
+            futures_util::future::try_join_all(ids.into_iter().map(|(id,)| fetch(id))).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+}
+
 /// Now, at the millisecond precision CQL timestamps keep, so a value handed back after a write
 /// equals what a later read returns.
 pub(crate) fn now_millis() -> OffsetDateTime {

@@ -255,15 +255,12 @@ impl RestaurantStore for ScyllaStore {
     }
 
     async fn pending(&self) -> Result<Vec<Restaurant>, StoreError> {
-        let ids: Vec<(String,)> = self
-            .db
-            .rows(
+        let mut found: Vec<Restaurant> = self
+            .follow(
                 "SELECT restaurant_id FROM restaurants_pending WHERE bucket = ?",
                 (PENDING,),
+                |id| async move { self.restaurant(&id).await },
             )
-            .await?;
-        let mut found: Vec<Restaurant> = self
-            .restaurants(ids.into_iter().map(|(id,)| id).collect())
             .await?
             .into_iter()
             .filter(|r| !r.is_verified)
@@ -349,15 +346,12 @@ impl MenuStore for ScyllaStore {
     }
 
     async fn list(&self, restaurant: RestaurantId) -> Result<Vec<MenuItem>, StoreError> {
-        let ids: Vec<(String,)> = self
-            .db
-            .rows(
-                "SELECT item_id FROM menu_by_restaurant WHERE restaurant_id = ?",
-                (restaurant.to_string(),),
-            )
-            .await?;
-        let items = try_join_all(ids.iter().map(|(id,)| self.item(id))).await?;
-        Ok(items.into_iter().flatten().collect())
+        self.follow(
+            "SELECT item_id FROM menu_by_restaurant WHERE restaurant_id = ?",
+            (restaurant.to_string(),),
+            |id| async move { self.item(&id).await },
+        )
+        .await
     }
 
     async fn update(&self, item: &MenuItem) -> Result<(), StoreError> {
@@ -638,15 +632,12 @@ impl AddressStore for ScyllaStore {
     }
 
     async fn list(&self, user: UserId) -> Result<Vec<Address>, StoreError> {
-        let ids: Vec<(String,)> = self
-            .db
-            .rows(
-                "SELECT address_id FROM addresses_by_user WHERE user_id = ?",
-                (user.to_string(),),
-            )
-            .await?;
-        let found = try_join_all(ids.iter().map(|(id,)| self.address(id))).await?;
-        Ok(found.into_iter().flatten().collect())
+        self.follow(
+            "SELECT address_id FROM addresses_by_user WHERE user_id = ?",
+            (user.to_string(),),
+            |id| async move { self.address(&id).await },
+        )
+        .await
     }
 
     async fn delete(&self, user: UserId, id: AddressId) -> Result<(), StoreError> {

@@ -175,6 +175,20 @@ impl ScyllaStore {
         Err(StoreError::RiderBusy)
     }
 
+    /// Points the order's shard at it while it is not finished (before the order is written).
+    async fn mark_open(&self, order: &Order) -> Result<(), StoreError> {
+        if order.status.is_terminal() {
+            return Ok(());
+        }
+        self.db
+            .run(
+                "INSERT INTO open_orders (shard, order_id) VALUES (?, ?)",
+                (shard_col(order.shard)?, order.id.to_string()),
+            )
+            .await
+            .map(drop)
+    }
+
     /// Frees `rider` if it carries `order` (never an order taken since).
     async fn release_rider(&self, rider: RiderId, order: OrderId) -> Result<(), StoreError> {
         self.db
@@ -264,14 +278,7 @@ impl OrderStore for ScyllaStore {
                 (order.restaurant_id.to_string(), id.as_str()),
             )
             .await?;
-        if !order.status.is_terminal() {
-            self.db
-                .run(
-                    "INSERT INTO open_orders (shard, order_id) VALUES (?, ?)",
-                    (shard_col(order.shard)?, id.as_str()),
-                )
-                .await?;
-        }
+        self.mark_open(order).await?;
         let created = self
             .db
             .applied(
@@ -332,14 +339,7 @@ impl OrderStore for ScyllaStore {
             }
             None => None,
         };
-        if !order.status.is_terminal() {
-            self.db
-                .run(
-                    "INSERT INTO open_orders (shard, order_id) VALUES (?, ?)",
-                    (shard_col(order.shard)?, id.as_str()),
-                )
-                .await?;
-        }
+        self.mark_open(order).await?;
         let saved = self
             .db
             .applied(

@@ -160,17 +160,14 @@ impl RiderStore for ScyllaStore {
     }
 
     async fn pending(&self) -> Result<Vec<Rider>, StoreError> {
-        let ids: Vec<(String,)> = self
-            .db
-            .rows(
+        let mut pending: Vec<Rider> = self
+            .follow(
                 "SELECT rider_id FROM riders_pending WHERE bucket = ?",
                 (PENDING,),
+                |id| async move { self.rider(&id).await },
             )
-            .await?;
-        let found = try_join_all(ids.iter().map(|(id,)| self.rider(id))).await?;
-        let mut pending: Vec<Rider> = found
+            .await?
             .into_iter()
-            .flatten()
             .filter(|r| !r.is_verified)
             .collect();
         pending.sort_by_key(|r| r.created_at);
