@@ -214,6 +214,14 @@ pub struct InternalSettings {
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
     pub redis_url: SecretString,
+    pub node_id: String,
+}
+
+impl ClusterSettings {
+    /// Whether this node takes part in a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.expose_secret().is_empty()
+    }
 }
 
 /// Dispatch tuning (API.md, Dispatch).
@@ -449,6 +457,15 @@ impl Settings {
         let redis = self.cluster.redis_url.expose_secret();
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return fail("cluster.redis_url must start with redis:// or rediss://".into());
+        }
+        if self.cluster.enabled() && self.store.backend == StoreBackend::Embedded {
+            return fail(
+                "cluster.redis_url needs store.backend = \"scylla\": the nodes of a cluster share one store"
+                    .into(),
+            );
+        }
+        if self.cluster.node_id.contains('/') || self.cluster.node_id.len() > 200 {
+            return fail("cluster.node_id must be at most 200 characters, without '/'".into());
         }
         let dispatch = &self.dispatch;
         if !(1..=50_000).contains(&dispatch.search_radius_m) {

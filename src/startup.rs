@@ -32,21 +32,40 @@ impl Application {
         warn_about_dev_settings(&settings);
         let stores = open_store(&settings).await?;
         let state = AppState::new(settings, stores)?;
-        // A single node runs every shard: each starts as it would when won in a cluster.
-        let resumed = state
-            .shards
-            .start_all()
-            .await
-            .context("starting the shards")?;
-        tracing::info!(orders = resumed, "resumed open orders");
-        let riders = crate::riders::restore(&state)
-            .await
-            .context("restoring rider positions")?;
-        tracing::info!(riders, "restored rider positions");
         let addr = state.settings.bind_addr()?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
+        if state.settings.cluster.enabled() {
+            // In a cluster the node starts the shards it wins, as it wins them.
+            let node_id = node_id(&state.settings, listener.local_addr()?);
+            let config = tomato_cluster::ClusterConfig {
+                redis_url: state.settings.cluster.redis_url.expose_secret().to_owned(),
+                node_id,
+                shard_count: state.settings.shards.count,
+                region_resolution: state.settings.shards.region_resolution,
+            };
+            let (cluster, _ticking) = tomato_cluster::Cluster::join(
+                config,
+                std::sync::Arc::clone(&state.shards),
+                state.cluster_metrics.clone(),
+            )
+            .await
+            .context("joining the cluster")?;
+            let _ = state.cluster.set(cluster);
+        } else {
+            // A single node runs every shard: each starts as it would when won in a cluster.
+            let resumed = state
+                .shards
+                .start_all()
+                .await
+                .context("starting the shards")?;
+            tracing::info!(orders = resumed, "resumed open orders");
+            let riders = crate::riders::restore(&state)
+                .await
+                .context("restoring rider positions")?;
+            tracing::info!(riders, "restored rider positions");
+        }
         Ok(Self { listener, state })
     }
 
@@ -92,7 +111,11 @@ impl Application {
         snapshots.abort();
         let flushed = crate::riders::snapshots::flush(&last_state).await;
         tracing::info!(riders = flushed, "rider positions flushed");
-        // Every shard stops through the path a cluster hands a shard over by.
+        // Every shard stops through the path a cluster hands a shard over by; a cluster node
+        // also gives its leases back, so the others take over at once.
+        if let Some(cluster) = last_state.cluster.get() {
+            cluster.leave().await;
+        }
         let stopped = last_state.shards.stop_all().await;
         tracing::info!(
             orders = stopped.orders,
@@ -140,6 +163,19 @@ pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Stores> {
                 })
         }
     }
+}
+
+/// This node's name in the cluster: `cluster.node_id`, or the host name and the bound port.
+fn node_id(settings: &Settings, bound: SocketAddr) -> String {
+    if !settings.cluster.node_id.is_empty() {
+        return settings.cluster.node_id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}:{}", bound.port())
 }
 
 fn warn_about_dev_settings(settings: &Settings) {

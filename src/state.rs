@@ -47,6 +47,10 @@ pub struct AppState {
     /// Where uploaded images are kept.
     pub media: Arc<dyn object_store::ObjectStore>,
     pub dispatch_metrics: DispatchMetrics,
+    /// The cluster's counters (registered whether or not the node joins one).
+    pub cluster_metrics: tomato_cluster::ClusterMetrics,
+    /// This node's membership, once it joined a cluster (`cluster.redis_url`).
+    pub cluster: Arc<std::sync::OnceLock<Arc<tomato_cluster::Cluster>>>,
     /// Users and token revocations as authentication last read them.
     pub auth_cache: Arc<AuthCache>,
 }
@@ -74,6 +78,7 @@ impl AppState {
             restarts.clone(),
         );
         let dispatch_metrics = DispatchMetrics::register(metrics.registry_mut());
+        let cluster_metrics = tomato_cluster::ClusterMetrics::register(metrics.registry_mut());
         let riders = Arc::new(RiderIndex::new(shards));
         let rider_ids = Arc::new(RiderIds::default());
         let rider_restarts = Counter::default();
@@ -134,6 +139,8 @@ impl AppState {
             riders,
             rider_ids,
             dispatch_metrics,
+            cluster_metrics,
+            cluster: Arc::default(),
             auth_cache: Arc::new(AuthCache::default()),
             actors,
             shards: router,

@@ -27,7 +27,7 @@ pub use dispatch::Search;
 pub use riders::{NotRunning, RiderIndex};
 pub use router::{OrderPorts, OrderRef, Route, ShardRouter, Stopped};
 pub use runtime::ActorRuntime;
-pub use shard::Shard;
+pub use shard::{Shard, clock};
 
 /// A shard, numbered from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

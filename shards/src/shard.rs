@@ -10,6 +10,10 @@
 //! shard started) or refused as not owned here (it stopped). Nothing outside this crate holds
 //! an actor's address.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use actix::Addr;
 use dashmap::DashMap;
 use h3o::CellIndex;
@@ -34,6 +38,15 @@ pub struct Shard {
     pub(crate) riders: DashMap<RiderId, Addr<RiderActor>>,
     /// The offers standing for the shard's orders.
     pub(crate) offers: OfferBook,
+    /// Until when this node may serve the shard (milliseconds on [`clock`]): a cluster node's
+    /// lease, counted on its own clock; `u64::MAX` on a single node.
+    lease_until: AtomicU64,
+}
+
+/// Milliseconds since this process first asked: a monotonic clock for lease deadlines.
+pub fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Proof that the shard runs here, held for the length of one command.
@@ -52,6 +65,7 @@ impl Shard {
             open: DashMap::new(),
             riders: DashMap::new(),
             offers: OfferBook::default(),
+            lease_until: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -68,10 +82,19 @@ impl Shard {
             .unwrap_or(false)
     }
 
-    /// Waits for any start or stop under way, then lets a command in if the shard runs here.
+    /// Sets until when (on [`clock`]) this node may serve the shard: a cluster extends it with
+    /// every renewal of its lease, so a node paused past its lease refuses commands the moment
+    /// it wakes, before it has even noticed the loss.
+    pub fn hold_until(&self, until: u64) {
+        self.lease_until.store(until, Ordering::Release);
+    }
+
+    /// Waits for any start or stop under way, then lets a command in if the shard runs here
+    /// and this node's hold on it has not run out.
     pub(crate) async fn enter(&self) -> Option<Entered<'_>> {
         let gate = self.gate.read().await;
-        (*gate).then_some(Entered {
+        let held = clock() < self.lease_until.load(Ordering::Acquire);
+        (*gate && held).then_some(Entered {
             shard: self,
             _gate: gate,
         })

@@ -54,12 +54,33 @@ async fn healthz() -> Json<Health> {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if let Some(cluster) = state.cluster.get() {
+        let view = cluster.view();
+        if !view.joined || !view.redis_ok {
+            let why = if view.joined {
+                "Redis does not answer"
+            } else {
+                "the node has not joined the cluster yet"
+            };
+            return Err(ApiError::from_kind(
+                ErrorKind::Unavailable,
+                "not_ready",
+                why,
+            ));
+        }
+    }
     let backend = &state.stores.backend;
     match tokio::time::timeout(PROBE_TIMEOUT, backend.ping()).await {
-        Ok(Ok(())) => Ok(Json(Health {
-            status: "ready",
-            checks: BTreeMap::from([("store", "ok")]),
-        })),
+        Ok(Ok(())) => {
+            let mut checks = BTreeMap::from([("store", "ok")]);
+            if state.cluster.get().is_some() {
+                checks.insert("cluster", "ok");
+            }
+            Ok(Json(Health {
+                status: "ready",
+                checks,
+            }))
+        }
         outcome => {
             let why = match outcome {
                 Ok(Err(err)) => err.to_string(),

@@ -105,6 +105,7 @@ fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .merge(crate::realtime::router())
         .merge(crate::fault::router())
         .merge(crate::admin::router())
+        .merge(crate::cluster::router())
 }
 
 /// The OpenAPI document of every route the node serves.

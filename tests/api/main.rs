@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod cli;
+mod cluster;
 mod cql;
 mod crash;
 mod dispatch;

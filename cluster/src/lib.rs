@@ -1,0 +1,373 @@
+//! The cluster: several nodes sharing one store, coordinated through Redis. Redis decides
+//! liveness and who serves which shard; the store decides correctness (every order write is a
+//! compare-and-set on its version, so a former owner that did not notice its loss writes
+//! nothing).
+//!
+//! Every second each node refreshes its heartbeat and reads the live set (see
+//! [`coordination`]), computes each shard's owner by rendezvous hashing over the live nodes
+//! ([`rendezvous`]), and then, shard by shard:
+//!
+//! - a shard it should own and does not hold: it takes the lease (free only once the previous
+//!   holder released it or let it lapse) and starts the shard through
+//!   [`ShardRouter::start`](tomato_shards::ShardRouter::start), which loads its open orders;
+//! - a shard it holds but should not (a node joined): it stops the shard, then releases the
+//!   lease, so the new owner takes it at its next tick without waiting for a timeout;
+//! - a shard it holds and should: it renews the lease. The node counts the lease as good until
+//!   the instant *before* the renewal call plus the TTL minus a margin, on its own monotonic
+//!   clock, and the shard's gate refuses commands past that instant: a node paused past its
+//!   lease (SIGSTOP, a long GC-like stall) refuses work the moment it wakes, and its tick then
+//!   stops the shard.
+//!
+//! A node leaving cleanly stops and releases every shard and leaves the live set at once. A node
+//! that dies is dropped from the live set when its heartbeat expires (5 s); its leases lapse
+//! (6 s) and the next owners take them within a tick: every shard has a live owner within about
+//! 8 s. When Redis restarts without its data, heartbeats re-register, holders claim their leases
+//! back, and the epochs start over (they are for operators to read, not a fence).
+
+pub mod coordination;
+pub mod rendezvous;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+use tomato_shards::{ShardId, ShardRouter, clock};
+
+use crate::coordination::{Coordination, Lease, Member};
+
+/// How often a node beats, reads the live set and renews its leases.
+const TICK: Duration = Duration::from_secs(1);
+/// How long a heartbeat keeps a node in the live set.
+const HEARTBEAT_TTL: Duration = Duration::from_secs(5);
+/// How long a lease lasts unless renewed.
+const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How long before its lease lapses (on its own clock) a node stops serving the shard.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
+/// What a node needs to take part.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub redis_url: String,
+    pub node_id: String,
+    pub shard_count: u32,
+    pub region_resolution: u8,
+}
+
+/// Why a node could not join.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot reach Redis at the configured cluster.redis_url: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(
+        "this node's shards ({ours}) differ from the cluster's ({theirs}); every node must use the same shards.count and shards.region_resolution"
+    )]
+    Layout { ours: String, theirs: String },
+}
+
+/// The cluster's counters in `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMetrics {
+    pub shards_owned: Gauge,
+    pub leases_won: Counter,
+    pub leases_lost: Counter,
+    pub handed_over: Counter,
+    pub redis_errors: Counter,
+}
+
+impl ClusterMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "cluster_shards_owned",
+            "Shards this node serves now",
+            metrics.shards_owned.clone(),
+        );
+        registry.register(
+            "cluster_leases_won",
+            "Shard leases this node took",
+            metrics.leases_won.clone(),
+        );
+        registry.register(
+            "cluster_leases_lost",
+            "Shard leases this node lost without giving them up",
+            metrics.leases_lost.clone(),
+        );
+        registry.register(
+            "cluster_handed_over",
+            "Shards this node stopped and released for their new owner",
+            metrics.handed_over.clone(),
+        );
+        registry.register(
+            "cluster_redis_errors",
+            "Cluster ticks that could not reach Redis",
+            metrics.redis_errors.clone(),
+        );
+        metrics
+    }
+}
+
+/// The cluster as one node last saw it.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Live nodes and when their heartbeat expires (Unix milliseconds).
+    pub nodes: Vec<Member>,
+    /// Each shard's lease holder, by shard id.
+    pub leases: Vec<Option<Lease>>,
+    /// Whether this node has completed a tick since it joined (and so serves its share).
+    pub joined: bool,
+    /// Whether the last tick reached Redis.
+    pub redis_ok: bool,
+}
+
+/// A shard this node holds, and until when (on [`clock`]) it may serve it.
+struct Held {
+    lease: Lease,
+    until: u64,
+}
+
+/// This node's membership.
+pub struct Cluster {
+    config: ClusterConfig,
+    router: Arc<ShardRouter>,
+    redis: Coordination,
+    held: tokio::sync::Mutex<HashMap<u32, Held>>,
+    view: Mutex<View>,
+    leaving: AtomicBool,
+    metrics: ClusterMetrics,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to Redis, checks that this node's shard layout is the cluster's, and starts
+    /// taking part (the first tick runs in the background; [`View::joined`] says when it did).
+    pub async fn join(
+        config: ClusterConfig,
+        router: Arc<ShardRouter>,
+        metrics: ClusterMetrics,
+    ) -> Result<(Arc<Self>, JoinHandle<()>), ClusterError> {
+        let redis = Coordination::connect(&config.redis_url).await?;
+        let ours = format!(
+            "shards.count={} shards.region_resolution={}",
+            config.shard_count, config.region_resolution
+        );
+        let theirs = redis.layout(&ours).await?;
+        if theirs != ours {
+            return Err(ClusterError::Layout { ours, theirs });
+        }
+        let cluster = Arc::new(Self {
+            config,
+            router,
+            redis,
+            held: tokio::sync::Mutex::new(HashMap::new()),
+            view: Mutex::new(View::default()),
+            leaving: AtomicBool::new(false),
+            metrics,
+        });
+        let ticking = Arc::clone(&cluster);
+        let task = tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !ticking.leaving.load(Ordering::Acquire) {
+                every.tick().await;
+                ticking.tick().await;
+            }
+        });
+        tracing::info!(node_id = %cluster.config.node_id, "joined the cluster");
+        Ok((cluster, task))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// The cluster as last seen.
+    pub fn view(&self) -> View {
+        self.view
+            .lock()
+            .map(|view| view.clone())
+            .unwrap_or_default()
+    }
+
+    /// One round: heartbeat, live set, then each shard taken, renewed, handed over or dropped.
+    async fn tick(&self) {
+        let mut held = self.held.lock().await;
+        if self.leaving.load(Ordering::Acquire) {
+            return;
+        }
+        // First what this node's own clock says: a lease that ran out (a pause, or Redis out
+        // of reach for too long) is lost, whatever Redis would answer now.
+        let now = clock();
+        let expired: Vec<u32> = held
+            .iter()
+            .filter(|(_, h)| h.until <= now)
+            .map(|(shard, _)| *shard)
+            .collect();
+        for shard in expired {
+            held.remove(&shard);
+            self.lost(shard, "its lease ran out on this node's clock")
+                .await;
+        }
+        let live = match self
+            .redis
+            .heartbeat(&self.config.node_id, HEARTBEAT_TTL)
+            .await
+        {
+            Ok(live) => live,
+            Err(err) => {
+                self.metrics.redis_errors.inc();
+                tracing::warn!(error = %err, "cluster tick could not reach Redis");
+                self.set_view(|view| view.redis_ok = false);
+                return;
+            }
+        };
+        let names: Vec<String> = live.iter().map(|m| m.id.clone()).collect();
+        for shard in 0..self.config.shard_count {
+            let mine = rendezvous::owner(shard, &names) == Some(self.config.node_id.as_str());
+            match (held.get(&shard), mine) {
+                (Some(h), true) => {
+                    let asked = clock();
+                    match self.redis.renew(shard, &h.lease, LEASE_TTL).await {
+                        Ok(true) => {
+                            let until = asked + millis(LEASE_TTL - LEASE_MARGIN);
+                            self.hold(shard, until);
+                            if let Some(h) = held.get_mut(&shard) {
+                                h.until = until;
+                            }
+                        }
+                        Ok(false) => {
+                            held.remove(&shard);
+                            self.lost(shard, "another node holds its lease").await;
+                        }
+                        // Out of reach: keep serving until the local deadline says otherwise.
+                        Err(err) => tracing::warn!(shard, error = %err, "lease not renewed"),
+                    }
+                }
+                (Some(_), false) => {
+                    if let Some(h) = held.remove(&shard) {
+                        self.hand_over(shard, &h.lease).await;
+                    }
+                }
+                (None, true) => {
+                    let asked = clock();
+                    match self
+                        .redis
+                        .acquire(shard, &self.config.node_id, LEASE_TTL)
+                        .await
+                    {
+                        Ok(Some(lease)) => {
+                            let until = asked + millis(LEASE_TTL - LEASE_MARGIN);
+                            self.hold(shard, until);
+                            match self.router.start(ShardId(shard)).await {
+                                Ok(orders) => {
+                                    self.metrics.leases_won.inc();
+                                    tracing::info!(
+                                        shard,
+                                        epoch = lease.epoch,
+                                        orders,
+                                        "lease won, shard started"
+                                    );
+                                    held.insert(shard, Held { lease, until });
+                                }
+                                Err(err) => {
+                                    tracing::warn!(shard, error = %err, "shard could not start; lease given back");
+                                    self.router.stop(ShardId(shard)).await;
+                                    let _ = self.redis.release(shard, &lease).await;
+                                }
+                            }
+                        }
+                        // Still held by its previous owner: its lease lapses or it hands over.
+                        Ok(None) => {}
+                        Err(err) => tracing::warn!(shard, error = %err, "lease not taken"),
+                    }
+                }
+                (None, false) => {}
+            }
+        }
+        self.metrics
+            .shards_owned
+            .set(i64::try_from(held.len()).unwrap_or(i64::MAX));
+        let leases = self.redis.leases(self.config.shard_count).await.ok();
+        self.set_view(|view| {
+            view.nodes = live;
+            if let Some(leases) = leases {
+                view.leases = leases;
+            }
+            view.joined = true;
+            view.redis_ok = true;
+        });
+    }
+
+    fn hold(&self, shard: u32, until: u64) {
+        if let Some(s) = self.router.shard(ShardId(shard)) {
+            s.hold_until(until);
+        }
+    }
+
+    fn set_view(&self, change: impl FnOnce(&mut View)) {
+        if let Ok(mut view) = self.view.lock() {
+            change(&mut view);
+        }
+    }
+
+    /// The shard was lost without this node giving it up: stop serving it at once.
+    async fn lost(&self, shard: u32, why: &str) {
+        self.hold(shard, 0);
+        let stopped = self.router.stop(ShardId(shard)).await;
+        self.metrics.leases_lost.inc();
+        tracing::warn!(
+            shard,
+            why,
+            orders = stopped.orders,
+            "lease lost, shard stopped"
+        );
+    }
+
+    /// Another node should own the shard: stop it here, then free the lease for it.
+    async fn hand_over(&self, shard: u32, lease: &Lease) {
+        let stopped = self.router.stop(ShardId(shard)).await;
+        self.hold(shard, 0);
+        if let Err(err) = self.redis.release(shard, lease).await {
+            tracing::warn!(shard, error = %err, "lease not released; it lapses on its own");
+        }
+        self.metrics.handed_over.inc();
+        tracing::info!(
+            shard,
+            epoch = lease.epoch,
+            orders = stopped.orders,
+            "shard handed over"
+        );
+    }
+
+    /// Leaves cleanly: stops and releases every shard, then leaves the live set, so the others
+    /// take over at their next tick instead of waiting for leases to lapse.
+    pub async fn leave(&self) {
+        self.leaving.store(true, Ordering::Release);
+        let mut held = self.held.lock().await;
+        // Out of the live set first, so the others' next tick already counts without us.
+        if let Err(err) = self.redis.forget(&self.config.node_id).await {
+            tracing::warn!(error = %err, "could not leave the live set; the heartbeat expires");
+        }
+        for (shard, h) in held.drain() {
+            self.hand_over(shard, &h.lease).await;
+        }
+        self.metrics.shards_owned.set(0);
+        tracing::info!(node_id = %self.config.node_id, "left the cluster");
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

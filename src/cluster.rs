@@ -1,0 +1,137 @@
+//! `GET /api/admin/cluster`: which node serves which shard now. A single node owns every shard
+//! it runs; a cluster node answers with the live set and the leases as it last read them from
+//! Redis (at most a second old).
+
+use axum::extract::State;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::AdminUser;
+use crate::http::{ErrorBody, Json};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(cluster))
+}
+
+/// A live node.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    pub id: String,
+    /// When its last heartbeat was taken (RFC 3339).
+    pub last_seen_at: String,
+    /// How many shards it holds.
+    pub shards: usize,
+}
+
+/// A shard and its owner.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardView {
+    pub id: u32,
+    /// The node serving it; null while it moves.
+    pub owner: Option<String>,
+    /// Grows with every grant of the shard's lease (1 on a single node); restarts if Redis
+    /// loses its data.
+    pub epoch: u64,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    /// `single` or `cluster`.
+    #[schema(example = "cluster")]
+    pub mode: &'static str,
+    pub node_id: String,
+    pub nodes: Vec<NodeView>,
+    pub shards: Vec<ShardView>,
+}
+
+/// Heartbeats say when they expire; they were taken this long before.
+const HEARTBEAT_TTL_MS: i64 = 5_000;
+
+/// Nodes and shard owners (admin).
+#[utoipa::path(
+    get,
+    path = "/api/admin/cluster",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = ClusterView),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    )
+)]
+async fn cluster(State(state): State<AppState>, _admin: AdminUser) -> Json<ClusterView> {
+    let Some(cluster) = state.cluster.get() else {
+        let node_id = if state.settings.cluster.node_id.is_empty() {
+            "single".to_owned()
+        } else {
+            state.settings.cluster.node_id.clone()
+        };
+        let shards: Vec<ShardView> = state
+            .shards
+            .shards()
+            .filter(|shard| shard.is_running())
+            .map(|shard| ShardView {
+                id: shard.id().0,
+                owner: Some(node_id.clone()),
+                epoch: 1,
+            })
+            .collect();
+        return Json(ClusterView {
+            mode: "single",
+            nodes: vec![NodeView {
+                id: node_id.clone(),
+                last_seen_at: OffsetDateTime::now_utc()
+                    .format(&Rfc3339)
+                    .unwrap_or_default(),
+                shards: shards.len(),
+            }],
+            node_id,
+            shards,
+        });
+    };
+    debug_assert!(!state.settings.cluster.redis_url.expose_secret().is_empty());
+    let view = cluster.view();
+    let shards: Vec<ShardView> = view
+        .leases
+        .iter()
+        .enumerate()
+        .map(|(id, lease)| ShardView {
+            id: u32::try_from(id).unwrap_or(u32::MAX),
+            owner: lease.as_ref().map(|l| l.node.clone()),
+            epoch: lease.as_ref().map_or(0, |l| l.epoch),
+        })
+        .collect();
+    let nodes = view
+        .nodes
+        .iter()
+        .map(|member| NodeView {
+            id: member.id.clone(),
+            last_seen_at: OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(member.expires_ms - HEARTBEAT_TTL_MS) * 1_000_000,
+            )
+            .ok()
+            .and_then(|at| at.format(&Rfc3339).ok())
+            .unwrap_or_default(),
+            shards: shards
+                .iter()
+                .filter(|s| s.owner.as_deref() == Some(member.id.as_str()))
+                .count(),
+        })
+        .collect();
+    Json(ClusterView {
+        mode: "cluster",
+        node_id: cluster.node_id().to_owned(),
+        nodes,
+        shards,
+    })
+}

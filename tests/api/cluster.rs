@@ -1,0 +1,345 @@
+//! The cluster with real processes and real failures: `tomato` node processes on loopback, one
+//! `redis-server` of the test's own, and the Cassandra of the ScyllaDB tests as the shared store.
+//! Ownership is read back from the nodes' own `GET /api/admin/cluster`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::cli::{start_node_with, tomato};
+use crate::helpers::ADMIN_EMAIL;
+
+/// Few shards keep the ticks short; the layout rules are the same.
+const SHARDS: u32 = 16;
+
+/// A `redis-server` on a free port, stopped when dropped.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the cluster tests need redis-server (apt-get install redis-server)");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { port, child }
+    }
+
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        Redis::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One node process of the cluster.
+struct Node {
+    id: String,
+    addr: String,
+    child: Option<Child>,
+    _dir: TempDir,
+}
+
+impl Node {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn terminate(&mut self) {
+        self.signal("-TERM");
+        if let Some(mut child) = self.child.take() {
+            let status = child.wait().expect("wait");
+            assert!(status.success(), "a clean stop exits 0, got {status}");
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A cluster's shared settings: one Redis, one keyspace.
+struct ClusterEnv {
+    redis_url: String,
+    cql: String,
+    keyspace: String,
+}
+
+impl ClusterEnv {
+    fn new(redis: &Redis) -> ClusterEnv {
+        ClusterEnv {
+            redis_url: redis.url(),
+            cql: crate::cql::node(),
+            keyspace: crate::cql::keyspace(),
+        }
+    }
+
+    fn start(&self, id: &str) -> Node {
+        self.start_with(id, SHARDS)
+    }
+
+    fn env<'a>(&'a self, id: &'a str, shards: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("TOMATO_AUTH__ADMIN_EMAILS", ADMIN_EMAIL),
+            ("TOMATO_STORE__BACKEND", "scylla"),
+            ("TOMATO_STORE__SCYLLA__NODES", self.cql.as_str()),
+            ("TOMATO_STORE__SCYLLA__KEYSPACE", self.keyspace.as_str()),
+            ("TOMATO_CLUSTER__REDIS_URL", self.redis_url.as_str()),
+            ("TOMATO_CLUSTER__NODE_ID", id),
+            ("TOMATO_SHARDS__COUNT", shards),
+        ]
+    }
+
+    fn start_with(&self, id: &str, shards: u32) -> Node {
+        let dir = tempfile::tempdir().expect("dir");
+        let shards = shards.to_string();
+        let (child, addr) = start_node_with(dir.path(), &self.env(id, &shards));
+        Node {
+            id: id.to_owned(),
+            addr,
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+
+    /// Runs a node that must refuse to start; its one line of error.
+    fn refused(&self, id: &str, shards: u32, dir: &Path) -> String {
+        let shards = shards.to_string();
+        let output = tomato(dir)
+            .arg("serve")
+            .env("TOMATO_SERVER__BIND", "127.0.0.1:0")
+            .envs(self.env(id, &shards))
+            .output()
+            .expect("run tomato");
+        assert!(!output.status.success(), "the node started");
+        String::from_utf8_lossy(&output.stderr).trim().to_owned()
+    }
+}
+
+async fn admin_token(node: &Node) -> String {
+    let body: Value = reqwest::Client::new()
+        .post(node.url("/api/auth/dev-login"))
+        .json(&serde_json::json!({ "email": ADMIN_EMAIL, "name": "Admin" }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+/// Shard -> owner, as `node` sees it now.
+async fn owners(node: &Node, token: &str) -> BTreeMap<u64, Option<String>> {
+    let response = reqwest::Client::new()
+        .get(node.url("/api/admin/cluster"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::OK);
+    let view: Value = response.json().await.expect("json");
+    assert_eq!(view["mode"], "cluster");
+    view["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_u64().expect("id"),
+                s["owner"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every shard is owned by one of `nodes`, and each of them owns some; how long
+/// it took.
+async fn settled(observer: &Node, token: &str, nodes: &[&str], within: Duration) -> Duration {
+    let started = Instant::now();
+    let wanted: BTreeSet<&str> = nodes.iter().copied().collect();
+    loop {
+        let owners = owners(observer, token).await;
+        let all_owned = owners.len() == SHARDS as usize
+            && owners
+                .values()
+                .all(|o| o.as_deref().is_some_and(|o| wanted.contains(o)));
+        let holders: BTreeSet<&str> = owners.values().flatten().map(String::as_str).collect();
+        if all_owned && holders == wanted {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "shards not settled on {nodes:?} within {within:?}: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn shards_spread_over_the_nodes_and_move_when_one_dies_joins_or_leaves() {
+    let redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    let mut a = cluster.start("node-a");
+    let mut b = cluster.start("node-b");
+    let mut c = cluster.start("node-c");
+    let token = admin_token(&a).await;
+    settled(
+        &a,
+        &token,
+        &["node-a", "node-b", "node-c"],
+        Duration::from_secs(20),
+    )
+    .await;
+    for node in [&a, &b, &c] {
+        let ready = reqwest::get(node.url("/readyz")).await.expect("readyz");
+        assert_eq!(ready.status(), StatusCode::OK, "{} is ready", node.id);
+    }
+
+    // kill -9: the dead node's shards have live owners within 10 s.
+    b.kill9();
+    let takeover = settled(&a, &token, &["node-a", "node-c"], Duration::from_secs(10)).await;
+    eprintln!("takeover after kill -9: {takeover:?}");
+
+    // A node joins and takes its share.
+    let d = cluster.start("node-d");
+    settled(
+        &a,
+        &token,
+        &["node-a", "node-c", "node-d"],
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // SIGTERM: the leaver hands its shards over without a lease timeout.
+    c.terminate();
+    let handover = settled(&a, &token, &["node-a", "node-d"], Duration::from_secs(4)).await;
+    eprintln!("hand-over after SIGTERM: {handover:?}");
+
+    // A node with another shard layout is refused, with one line.
+    let dir = tempfile::tempdir().expect("dir");
+    let refused = cluster.refused("node-e", SHARDS * 2, dir.path());
+    assert!(
+        refused.contains("differ from the cluster's"),
+        "refused with: {refused}"
+    );
+    drop(d);
+    a.terminate();
+}
+
+#[tokio::test]
+async fn the_cluster_recovers_by_itself_when_redis_restarts() {
+    let mut redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    let a = cluster.start("node-a");
+    let b = cluster.start("node-b");
+    let token = admin_token(&a).await;
+    settled(&a, &token, &["node-a", "node-b"], Duration::from_secs(20)).await;
+
+    let port = redis.port;
+    redis.kill();
+    // Without Redis a node cannot see the cluster: it says so on /readyz.
+    let started = Instant::now();
+    loop {
+        let ready = reqwest::get(a.url("/readyz")).await.expect("readyz");
+        if ready.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "readyz kept saying ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _redis = Redis::start_on(port);
+    settled(&a, &token, &["node-a", "node-b"], Duration::from_secs(20)).await;
+    let started = Instant::now();
+    loop {
+        let ready = reqwest::get(a.url("/readyz")).await.expect("readyz");
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "readyz did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(b);
+}
+
+#[test]
+fn a_cluster_on_the_embedded_store_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = tomato(dir.path())
+        .args(["config", "check"])
+        .env("TOMATO_CLUSTER__REDIS_URL", "redis://127.0.0.1:6379")
+        .output()
+        .expect("run tomato");
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "tomato: cluster.redis_url needs store.backend = \"scylla\": the nodes of a cluster share one store"
+    );
+}
