@@ -26,19 +26,23 @@
 
 pub mod coordination;
 pub mod rendezvous;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_core::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
-use tomato_shards::{ShardId, ShardRouter, clock};
+use tomato_actors::OrderError;
+use tomato_shards::{RemoteShards, ShardCommand, ShardId, ShardReply, ShardRouter, clock};
 
 use crate::coordination::{Coordination, Lease, Member};
+use crate::transport::{Envelope, Sent, Transport, envelope_of};
 
 /// How often a node beats, reads the live set and renews its leases.
 const TICK: Duration = Duration::from_secs(1);
@@ -48,6 +52,10 @@ const HEARTBEAT_TTL: Duration = Duration::from_secs(5);
 const LEASE_TTL: Duration = Duration::from_secs(6);
 /// How long before its lease lapses (on its own clock) a node stops serving the shard.
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// How long a command for a shard owned elsewhere waits for its owner to answer.
+const CALL_WITHIN: Duration = Duration::from_secs(5);
+/// How long a command keeps looking for an owner while its shard moves (a takeover is ~6 s).
+const OWNER_WITHIN: Duration = Duration::from_secs(8);
 
 /// What a node needs to take part.
 #[derive(Debug, Clone)]
@@ -77,6 +85,10 @@ pub struct ClusterMetrics {
     pub leases_lost: Counter,
     pub handed_over: Counter,
     pub redis_errors: Counter,
+    /// Commands sent to other nodes, by outcome.
+    pub remote_ok: Counter,
+    pub remote_refused: Counter,
+    pub remote_failed: Counter,
 }
 
 impl ClusterMetrics {
@@ -107,6 +119,21 @@ impl ClusterMetrics {
             "Cluster ticks that could not reach Redis",
             metrics.redis_errors.clone(),
         );
+        registry.register(
+            "cluster_remote_calls_ok",
+            "Commands another node ran for this one",
+            metrics.remote_ok.clone(),
+        );
+        registry.register(
+            "cluster_remote_calls_refused",
+            "Commands another node answered with a refusal (not owner, conflict, ...)",
+            metrics.remote_refused.clone(),
+        );
+        registry.register(
+            "cluster_remote_calls_failed",
+            "Commands to another node that got no answer in time, or found no owner",
+            metrics.remote_failed.clone(),
+        );
         metrics
     }
 }
@@ -132,9 +159,12 @@ struct Held {
 
 /// This node's membership.
 pub struct Cluster {
+    /// Itself, for the futures of calls (which must own what they use).
+    me: std::sync::Weak<Cluster>,
     config: ClusterConfig,
     router: Arc<ShardRouter>,
     redis: Coordination,
+    transport: Transport,
     held: tokio::sync::Mutex<HashMap<u32, Held>>,
     view: Mutex<View>,
     leaving: AtomicBool,
@@ -166,10 +196,13 @@ impl Cluster {
         if theirs != ours {
             return Err(ClusterError::Layout { ours, theirs });
         }
-        let cluster = Arc::new(Self {
+        let (transport, mut inbox) = Transport::connect(&config.redis_url, &config.node_id).await?;
+        let cluster = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             config,
             router,
             redis,
+            transport,
             held: tokio::sync::Mutex::new(HashMap::new()),
             view: Mutex::new(View::default()),
             leaving: AtomicBool::new(false),
@@ -184,8 +217,96 @@ impl Cluster {
                 ticking.tick().await;
             }
         });
+        let listening = Arc::downgrade(&cluster);
+        tokio::spawn(async move {
+            while let Some(push) = inbox.recv().await {
+                let Some(cluster) = listening.upgrade() else {
+                    break;
+                };
+                if let Some(envelope) = envelope_of(push) {
+                    cluster.received(envelope);
+                }
+            }
+        });
+        cluster
+            .router
+            .set_remote(Arc::clone(&cluster) as Arc<dyn RemoteShards>);
         tracing::info!(node_id = %cluster.config.node_id, "joined the cluster");
         Ok((cluster, task))
+    }
+
+    /// A message on this node's inbox: a command to run here, or the reply to one of ours.
+    fn received(self: Arc<Self>, envelope: Envelope) {
+        match envelope {
+            Envelope::Call {
+                id,
+                from,
+                shard,
+                command,
+            } => {
+                tokio::spawn(async move {
+                    let result = self.router.execute_here(command).await;
+                    if result.is_err() {
+                        tracing::debug!(shard = shard.0, %from, "remote command refused here");
+                    }
+                    self.transport.reply(&from, id, result).await;
+                });
+            }
+            Envelope::Reply { id, result } => self.transport.answered(id, result),
+        }
+    }
+
+    /// Who holds `shard`'s lease, as last read.
+    fn owner_of(&self, shard: ShardId) -> Option<String> {
+        let view = self.view.lock().ok()?;
+        view.leases
+            .get(shard.0 as usize)
+            .and_then(|lease| lease.as_ref())
+            .map(|lease| lease.node.clone())
+    }
+
+    /// Runs `command` wherever `shard` runs: on its owner, waiting out a move for a while.
+    async fn call_owner(
+        self: Arc<Self>,
+        shard: ShardId,
+        command: ShardCommand,
+    ) -> Result<ShardReply, OrderError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let outcome = match self.owner_of(shard) {
+                Some(owner) if owner == self.config.node_id => {
+                    // Ours by the last reading: it may be starting here right now.
+                    self.router.execute_here(command.clone()).await
+                }
+                Some(owner) => match self
+                    .transport
+                    .call(&owner, shard, command.clone(), CALL_WITHIN)
+                    .await
+                {
+                    Sent::Answered(result) => {
+                        match &result {
+                            Ok(_) => self.metrics.remote_ok.inc(),
+                            Err(OrderError::Unavailable) => self.metrics.remote_failed.inc(),
+                            Err(_) => self.metrics.remote_refused.inc(),
+                        };
+                        result
+                    }
+                    Sent::NobodyThere => Err(OrderError::NotOwner),
+                },
+                None => Err(OrderError::NotOwner),
+            };
+            match outcome {
+                // The shard moves: look for its owner again, for a while.
+                Err(OrderError::NotOwner) if started.elapsed() < OWNER_WITHIN => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(OrderError::NotOwner) => {
+                    self.metrics.remote_failed.inc();
+                    return Err(OrderError::NotOwner);
+                }
+                done => return done,
+            }
+        }
     }
 
     /// This node's id.
@@ -365,6 +486,19 @@ impl Cluster {
         }
         self.metrics.shards_owned.set(0);
         tracing::info!(node_id = %self.config.node_id, "left the cluster");
+    }
+}
+
+impl RemoteShards for Cluster {
+    fn call(
+        &self,
+        shard: ShardId,
+        command: ShardCommand,
+    ) -> BoxFuture<'static, Result<ShardReply, OrderError>> {
+        match self.me.upgrade() {
+            Some(me) => Box::pin(me.call_owner(shard, command)),
+            None => Box::pin(std::future::ready(Err(OrderError::NotOwner))),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod dispatch;
 pub mod index;
 mod offers;
 mod orders;
+pub mod remote;
 mod rider_actors;
 pub mod riders;
 pub mod router;
@@ -24,13 +25,16 @@ pub mod runtime;
 pub mod shard;
 
 pub use dispatch::Search;
+pub use remote::{RemoteShards, ShardCommand, ShardReply};
 pub use riders::{NotRunning, RiderIndex};
 pub use router::{OrderPorts, OrderRef, Route, ShardRouter, Stopped};
 pub use runtime::ActorRuntime;
 pub use shard::{Shard, clock};
 
 /// A shard, numbered from 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ShardId(pub u32);
 
 impl fmt::Display for ShardId {

@@ -11,6 +11,7 @@ use actix::{Handler, MailboxError, Message};
 use tomato_actors::{Accept, Apply, ArmFault, OrderActor, OrderError, Reject};
 use tomato_domain::{Order, OrderCommand, RiderId};
 
+use crate::remote::{ShardCommand, order_of};
 use crate::router::{OrderRef, ShardRouter};
 use crate::shard::Entered;
 
@@ -18,9 +19,24 @@ use crate::shard::Entered;
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 impl ShardRouter {
-    /// Starts the actor of a newly placed (and stored) order. If its shard does not run here,
-    /// the order waits in the store for the shard's owner to start it.
+    /// Starts the actor of a newly placed (and stored) order, on the node that runs its shard.
     pub async fn place(&self, order: Order) -> Result<(), OrderError> {
+        let shard = OrderRef::from(&order).shard;
+        match self.place_here(order.clone()).await {
+            Err(OrderError::NotOwner) => self
+                .forward(
+                    shard,
+                    ShardCommand::Place {
+                        order: Box::new(order),
+                    },
+                )
+                .await
+                .map(drop),
+            done => done,
+        }
+    }
+
+    pub(crate) async fn place_here(&self, order: Order) -> Result<(), OrderError> {
         let entered = self.enter(OrderRef::from(&order).shard).await?;
         self.spawn_order(entered.shard, order);
         Ok(())
@@ -85,8 +101,23 @@ impl ShardRouter {
         Err(last)
     }
 
-    /// Applies a command; returns the order as it is afterwards.
+    /// Applies a command, wherever the order's shard runs; returns the order as it is
+    /// afterwards.
     pub async fn apply(&self, order: OrderRef, command: OrderCommand) -> Result<Order, OrderError> {
+        match self.apply_here(order, command.clone()).await {
+            Err(OrderError::NotOwner) => self
+                .forward(order.shard, ShardCommand::Apply { order, command })
+                .await
+                .and_then(order_of),
+            done => done,
+        }
+    }
+
+    pub(crate) async fn apply_here(
+        &self,
+        order: OrderRef,
+        command: OrderCommand,
+    ) -> Result<Order, OrderError> {
         self.send(order, Apply { command }).await
     }
 
@@ -98,11 +129,52 @@ impl ShardRouter {
         name: String,
         phone: String,
     ) -> Result<Order, OrderError> {
+        match self
+            .accept_here(order, rider, name.clone(), phone.clone())
+            .await
+        {
+            Err(OrderError::NotOwner) => self
+                .forward(
+                    order.shard,
+                    ShardCommand::Accept {
+                        order,
+                        rider,
+                        name,
+                        phone,
+                    },
+                )
+                .await
+                .and_then(order_of),
+            done => done,
+        }
+    }
+
+    pub(crate) async fn accept_here(
+        &self,
+        order: OrderRef,
+        rider: RiderId,
+        name: String,
+        phone: String,
+    ) -> Result<Order, OrderError> {
         self.send(order, Accept { rider, name, phone }).await
     }
 
     /// A rider turns the order's offer down.
     pub async fn reject(&self, order: OrderRef, rider: RiderId) -> Result<(), OrderError> {
+        match self.reject_here(order, rider).await {
+            Err(OrderError::NotOwner) => self
+                .forward(order.shard, ShardCommand::Reject { order, rider })
+                .await
+                .map(drop),
+            done => done,
+        }
+    }
+
+    pub(crate) async fn reject_here(
+        &self,
+        order: OrderRef,
+        rider: RiderId,
+    ) -> Result<(), OrderError> {
         self.send(order, Reject { rider }).await
     }
 

@@ -99,8 +99,19 @@ impl ShardRouter {
         name: String,
         phone: String,
     ) -> Result<Order, OrderError> {
-        let home = self.index().home(rider).ok_or(OrderError::NotOwner)?;
-        let addr = self.rider_on(rider, self.running(home)?).await;
+        let local = self
+            .index()
+            .home(rider)
+            .and_then(|home| self.running(home).ok());
+        let Some(home) = local else {
+            if self.remote().is_some() {
+                // The rider streams to another node of the cluster: its actor is not here, and
+                // the store's conditional take still keeps it to one order at a time.
+                return self.accept(order, rider, name, phone).await;
+            }
+            return Err(OrderError::NotOwner);
+        };
+        let addr = self.rider_on(rider, home).await;
         let take = TakeOrder {
             order: order.id,
             shard: order.shard.0,

@@ -46,7 +46,7 @@ impl std::fmt::Debug for OrderPorts {
 }
 
 /// An order as routing needs it: its id and the shard recorded on it at placement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderRef {
     pub id: OrderId,
     pub shard: ShardId,
@@ -90,6 +90,8 @@ pub struct ShardRouter {
     orders_env: Arc<OrderEnv>,
     riders_env: Arc<RiderEnv>,
     positions: Arc<dyn RiderStore>,
+    /// Where commands for shards that do not run here go (a cluster's transport).
+    remote: std::sync::OnceLock<Arc<dyn crate::RemoteShards>>,
 }
 
 impl std::fmt::Debug for ShardRouter {
@@ -136,6 +138,7 @@ impl ShardRouter {
                 orders_env,
                 riders_env: Arc::new(riders),
                 positions,
+                remote: std::sync::OnceLock::new(),
             }
         })
     }
@@ -143,6 +146,16 @@ impl ShardRouter {
     /// The cell -> shard map.
     pub fn map(&self) -> ShardMap {
         self.map
+    }
+
+    /// Sends commands for shards that do not run here to their owners through `remote` (set
+    /// once, by a node joining a cluster).
+    pub fn set_remote(&self, remote: Arc<dyn crate::RemoteShards>) {
+        let _ = self.remote.set(remote);
+    }
+
+    pub(crate) fn remote(&self) -> Option<&Arc<dyn crate::RemoteShards>> {
+        self.remote.get()
     }
 
     /// Where rider profiles and positions are stored.

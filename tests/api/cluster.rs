@@ -13,7 +13,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::cli::{start_node_with, tomato};
-use crate::helpers::ADMIN_EMAIL;
+use crate::helpers::{ADMIN_EMAIL, TestApp, json_ok};
+use crate::world::{HOME_AT, SHOP_AT, customer, open_shop};
 
 /// Few shards keep the ticks short; the layout rules are the same.
 const SHARDS: u32 = 16;
@@ -341,5 +342,93 @@ fn a_cluster_on_the_embedded_store_is_refused() {
     assert_eq!(
         String::from_utf8_lossy(&output.stderr).trim(),
         "tomato: cluster.redis_url needs store.backend = \"scylla\": the nodes of a cluster share one store"
+    );
+}
+
+/// The shard of an order picked up at `at` (the shop's location), as every node maps it.
+fn shard_at(at: (f64, f64)) -> u64 {
+    let map = tomato_shards::ShardMap::new(5, SHARDS).expect("map");
+    let point = tomato_domain::LatLon::new(at.0, at.1).expect("point");
+    u64::from(map.shard_of(point).0)
+}
+
+async fn status_of(app: &TestApp, token: Option<&str>, order: &str) -> Value {
+    json_ok(app.get(&format!("/api/order/{order}"), token).await).await["order"].clone()
+}
+
+#[tokio::test]
+async fn an_order_moves_through_every_node_and_a_paused_owner_writes_nothing() {
+    let redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    let nodes = [
+        cluster.start("node-a"),
+        cluster.start("node-b"),
+        cluster.start("node-c"),
+    ];
+    let token = admin_token(&nodes[0]).await;
+    settled(
+        &nodes[0],
+        &token,
+        &["node-a", "node-b", "node-c"],
+        Duration::from_secs(20),
+    )
+    .await;
+    let apps: Vec<TestApp> = nodes
+        .iter()
+        .map(|n| TestApp::attached(n.addr.parse().expect("addr")))
+        .collect();
+    let shard = shard_at(SHOP_AT);
+    let owner_id = owners(&nodes[0], &token).await[&shard]
+        .clone()
+        .expect("owned");
+    let owner = nodes.iter().position(|n| n.id == owner_id).expect("a node");
+    // The two nodes that do not own the order's shard: every step goes through one of them.
+    let others: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+    let (x, y) = (&apps[others[0]], &apps[others[1]]);
+
+    let shop = open_shop(x, "cl-seller@c.test", "Cluster Kitchen", SHOP_AT).await;
+    let buyer = customer(y, "cl-buyer@c.test", HOME_AT).await;
+    buyer.add(y, &shop.items[0], 1).await;
+    let order = buyer.order(y).await["id"].as_str().expect("id").to_owned();
+    let paid = buyer.pay(x, &order).await;
+    assert_eq!(paid["paymentStatus"], "paid");
+    let accepted = json_ok(shop.set_status(y, &order, "accepted").await).await;
+    assert_eq!(accepted["order"]["status"], "accepted");
+
+    // The owner freezes past its lease; another node takes the shard over.
+    nodes[owner].signal("-STOP");
+    let observer = &nodes[others[0]];
+    let started = Instant::now();
+    loop {
+        let now = owners(observer, &token).await[&shard].clone();
+        if now.is_some_and(|o| o != owner_id) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no takeover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let moved = json_ok(shop.set_status(x, &order, "preparing").await).await;
+    assert_eq!(moved["order"]["status"], "preparing");
+
+    // It wakes up: what it is sent now goes to the new owner, and nothing it held is written
+    // over the new owner's work.
+    nodes[owner].signal("-CONT");
+    let ready = json_ok(
+        shop.set_status(&apps[owner], &order, "ready_for_rider")
+            .await,
+    )
+    .await;
+    assert_eq!(ready["order"]["status"], "ready_for_rider");
+    let stored = status_of(y, buyer.token(), &order).await;
+    let statuses: Vec<&str> = stored["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| h["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["placed", "accepted", "preparing", "ready_for_rider"],
+        "each step once, in order"
     );
 }

@@ -1,0 +1,180 @@
+//! Request and reply between nodes over Redis pub/sub: each node listens on a channel of its
+//! own; a call carries an id and the caller's node id, and the reply comes back on the caller's
+//! channel. `PUBLISH` answers how many listened, so a call to a node that is gone is noticed at
+//! once (and sent again to whoever owns the shard by then).
+//!
+//! Pub/sub delivers at most once. A call is only re-sent when it certainly did not run (nobody
+//! listened, or the node answered that it does not own the shard); a call whose reply did not
+//! come in time answers `Unavailable` to the client rather than risk running twice.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, PushInfo, PushKind, Value};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tomato_actors::OrderError;
+use tomato_shards::{ShardCommand, ShardId, ShardReply};
+
+/// What travels between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Envelope {
+    Call {
+        id: u64,
+        from: String,
+        shard: ShardId,
+        command: ShardCommand,
+    },
+    Reply {
+        id: u64,
+        result: Result<ShardReply, OrderError>,
+    },
+}
+
+/// The channel a node listens on.
+pub fn inbox(node: &str) -> String {
+    format!("tomato:cluster:inbox:{node}")
+}
+
+/// One node's end of the transport.
+pub struct Transport {
+    node: String,
+    redis: ConnectionManager,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<ShardReply, OrderError>>>>,
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a publish reached a listener.
+#[derive(Debug)]
+pub enum Sent {
+    /// The reply, or `Unavailable` when it did not come in time.
+    Answered(Result<ShardReply, OrderError>),
+    /// Nobody listens on that node's channel: the call did not run.
+    NobodyThere,
+}
+
+impl Transport {
+    /// Connects (RESP3, so that pushes arrive on the same reconnecting connection) and
+    /// subscribes to this node's inbox; what arrives there comes out of the receiver.
+    pub async fn connect(
+        url: &str,
+        node: &str,
+    ) -> redis::RedisResult<(Self, mpsc::UnboundedReceiver<PushInfo>)> {
+        let url = if url.contains("protocol=") {
+            url.to_owned()
+        } else if url.contains('?') {
+            format!("{url}&protocol=resp3")
+        } else {
+            format!("{url}?protocol=resp3")
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_max_delay(Duration::from_secs(1))
+            .set_push_sender(tx)
+            .set_automatic_resubscription();
+        let mut redis = redis::Client::open(url)?
+            .get_connection_manager_with_config(config)
+            .await?;
+        redis.subscribe(inbox(node)).await?;
+        Ok((
+            Self {
+                node: node.to_owned(),
+                redis,
+                pending: Mutex::new(HashMap::new()),
+                next: AtomicU64::new(1),
+            },
+            rx,
+        ))
+    }
+
+    /// Sends `command` to `owner` and waits up to `within` for its reply.
+    pub async fn call(
+        &self,
+        owner: &str,
+        shard: ShardId,
+        command: ShardCommand,
+        within: Duration,
+    ) -> Sent {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.insert(id, tx);
+        }
+        let envelope = Envelope::Call {
+            id,
+            from: self.node.clone(),
+            shard,
+            command,
+        };
+        let listeners = self.publish(owner, &envelope).await;
+        if listeners == Some(0) {
+            self.forget(id);
+            return Sent::NobodyThere;
+        }
+        let answer = match tokio::time::timeout(within, rx).await {
+            Ok(Ok(result)) => result,
+            _ => Err(OrderError::Unavailable),
+        };
+        self.forget(id);
+        Sent::Answered(answer)
+    }
+
+    fn forget(&self, id: u64) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(&id);
+        }
+    }
+
+    /// Answers a call that came from `to`.
+    pub async fn reply(&self, to: &str, id: u64, result: Result<ShardReply, OrderError>) {
+        self.publish(to, &Envelope::Reply { id, result }).await;
+    }
+
+    /// Publishes to `node`'s inbox; how many listened (`None` when Redis did not answer).
+    async fn publish(&self, node: &str, envelope: &Envelope) -> Option<usize> {
+        let payload = serde_json::to_string(envelope).ok()?;
+        let mut redis = self.redis.clone();
+        match redis.publish::<_, _, usize>(inbox(node), payload).await {
+            Ok(listeners) => Some(listeners),
+            Err(err) => {
+                tracing::warn!(to = node, error = %err, "cluster message not published");
+                None
+            }
+        }
+    }
+
+    /// Hands a reply to the call waiting for it.
+    pub fn answered(&self, id: u64, result: Result<ShardReply, OrderError>) {
+        let waiting = self.pending.lock().ok().and_then(|mut p| p.remove(&id));
+        if let Some(waiting) = waiting {
+            let _ = waiting.send(result);
+        }
+    }
+}
+
+/// The envelope a push carries, if it is a message on an inbox.
+pub fn envelope_of(push: PushInfo) -> Option<Envelope> {
+    if push.kind != PushKind::Message {
+        return None;
+    }
+    let payload = match push.data.get(1)? {
+        Value::BulkString(bytes) => bytes.clone(),
+        Value::SimpleString(text) => text.clone().into_bytes(),
+        _ => return None,
+    };
+    serde_json::from_slice(&payload).ok()
+}
