@@ -1,22 +1,81 @@
-//! `GET /api/admin/cluster`: which node serves which shard now. A single node owns every shard
-//! it runs; a cluster node answers with the live set and the leases as it last read them from
-//! Redis (at most a second old).
+//! The node's side of a cluster: what it tells the other nodes (every realtime event, so a
+//! socket on any node hears its rooms; every revocation and role change, so each node's
+//! authentication cache stays exact), and `GET /api/admin/cluster`: which node serves which
+//! shard now. A single node owns every shard it runs; a cluster node answers with the live set
+//! and the leases as it last read them from Redis (at most a second old).
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tomato_cluster::Cluster;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AdminUser;
+use crate::auth::cache::CacheChange;
 use crate::http::{ErrorBody, Json};
+use crate::realtime::{Envelope, LocalSockets, RealtimeBus};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(cluster))
+}
+
+/// What one node tells all the others.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum NodeEvent {
+    Realtime { envelope: Envelope },
+    Auth { change: CacheChange },
+}
+
+/// The realtime bus of a cluster: this node's sockets at once, the other nodes' through Redis.
+struct ClusterBus {
+    local: Arc<LocalSockets>,
+    cluster: Arc<Cluster>,
+}
+
+impl RealtimeBus for ClusterBus {
+    fn publish(&self, envelope: Envelope) {
+        if let Ok(payload) = serde_json::to_string(&NodeEvent::Realtime {
+            envelope: envelope.clone(),
+        }) {
+            self.cluster.broadcast(payload);
+        }
+        self.local.deliver(envelope);
+    }
+}
+
+/// Connects the node's realtime gateway and authentication cache to the cluster.
+pub fn wire(state: &AppState, cluster: &Arc<Cluster>) {
+    state.realtime.use_bus(Arc::new(ClusterBus {
+        local: state.realtime.local_sockets(),
+        cluster: Arc::clone(cluster),
+    }));
+    // Weak: the cluster's own event handler below holds the cache.
+    let peers = Arc::downgrade(cluster);
+    state.auth_cache.tell_peers(move |change| {
+        if let (Some(cluster), Ok(payload)) = (
+            peers.upgrade(),
+            serde_json::to_string(&NodeEvent::Auth { change }),
+        ) {
+            cluster.broadcast(payload);
+        }
+    });
+    let (sockets, cache) = (
+        state.realtime.local_sockets(),
+        Arc::clone(&state.auth_cache),
+    );
+    cluster.on_event(move |payload| match serde_json::from_str(&payload) {
+        Ok(NodeEvent::Realtime { envelope }) => sockets.deliver(envelope),
+        Ok(NodeEvent::Auth { change }) => cache.apply(change),
+        Err(err) => tracing::warn!(error = %err, "unreadable event from another node"),
+    });
 }
 
 /// A live node.

@@ -52,6 +52,7 @@ impl Application {
             )
             .await
             .context("joining the cluster")?;
+            crate::cluster::wire(&state, &cluster);
             let _ = state.cluster.set(cluster);
         } else {
             // A single node runs every shard: each starts as it would when won in a cluster.

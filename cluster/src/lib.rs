@@ -169,6 +169,8 @@ pub struct Cluster {
     view: Mutex<View>,
     leaving: AtomicBool,
     metrics: ClusterMetrics,
+    /// Who hears the events other nodes broadcast.
+    events: std::sync::OnceLock<Box<dyn Fn(String) + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -207,6 +209,7 @@ impl Cluster {
             view: Mutex::new(View::default()),
             leaving: AtomicBool::new(false),
             metrics,
+            events: std::sync::OnceLock::new(),
         });
         let ticking = Arc::clone(&cluster);
         let task = tokio::spawn(async move {
@@ -253,7 +256,27 @@ impl Cluster {
                 });
             }
             Envelope::Reply { id, result } => self.transport.answered(id, result),
+            Envelope::Event { from, payload } => {
+                if from != self.config.node_id
+                    && let Some(handler) = self.events.get()
+                {
+                    handler(payload);
+                }
+            }
         }
+    }
+
+    /// Sends `payload` to every other node (fire-and-forget: pub/sub may drop it while Redis
+    /// is out of reach; realtime clients resynchronise on reconnect).
+    pub fn broadcast(&self, payload: String) {
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move { me.transport.broadcast(payload).await });
+        }
+    }
+
+    /// Sets who hears what other nodes broadcast (once).
+    pub fn on_event(&self, handler: impl Fn(String) + Send + Sync + 'static) {
+        let _ = self.events.set(Box::new(handler));
     }
 
     /// Who holds `shard`'s lease, as last read.

@@ -33,7 +33,12 @@ pub enum Envelope {
         id: u64,
         result: Result<ShardReply, OrderError>,
     },
+    /// Something every node hears (a realtime event, a revoked token), opaque here.
+    Event { from: String, payload: String },
 }
+
+/// The channel every node listens on for events.
+pub const EVENTS: &str = "tomato:cluster:events";
 
 /// The channel a node listens on.
 pub fn inbox(node: &str) -> String {
@@ -89,7 +94,7 @@ impl Transport {
         let mut redis = redis::Client::open(url)?
             .get_connection_manager_with_config(config)
             .await?;
-        redis.subscribe(inbox(node)).await?;
+        redis.subscribe(&[inbox(node), EVENTS.to_owned()]).await?;
         Ok((
             Self {
                 node: node.to_owned(),
@@ -144,14 +149,27 @@ impl Transport {
         self.publish(to, &Envelope::Reply { id, result }).await;
     }
 
+    /// Tells every node (this one included; it skips its own).
+    pub async fn broadcast(&self, payload: String) {
+        let envelope = Envelope::Event {
+            from: self.node.clone(),
+            payload,
+        };
+        self.publish_on(EVENTS, &envelope).await;
+    }
+
     /// Publishes to `node`'s inbox; how many listened (`None` when Redis did not answer).
     async fn publish(&self, node: &str, envelope: &Envelope) -> Option<usize> {
+        self.publish_on(&inbox(node), envelope).await
+    }
+
+    async fn publish_on(&self, channel: &str, envelope: &Envelope) -> Option<usize> {
         let payload = serde_json::to_string(envelope).ok()?;
         let mut redis = self.redis.clone();
-        match redis.publish::<_, _, usize>(inbox(node), payload).await {
+        match redis.publish::<_, _, usize>(channel, payload).await {
             Ok(listeners) => Some(listeners),
             Err(err) => {
-                tracing::warn!(to = node, error = %err, "cluster message not published");
+                tracing::warn!(channel, error = %err, "cluster message not published");
                 None
             }
         }

@@ -6,8 +6,9 @@
 //! before the store, and is checked before any cached answer; a role change bumps the user's
 //! generation, so a read that raced with it cannot put the old user back. A token whose claims
 //! do not match the cached user is checked against the store again before it is refused, so a
-//! new token works at once. Changes made outside this node (`tomato admin grant` in another
-//! process) are seen within `TTL`; a cluster will invalidate over Redis.
+//! new token works at once. In a cluster every change is also told to the other nodes
+//! ([`AuthCache::tell_peers`]), whose caches apply it at once. Changes made outside any node
+//! (`tomato admin grant` in another process) are seen within `TTL`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,15 +30,36 @@ struct CachedUser {
     read_at: Instant,
 }
 
+/// A change one node's cache tells the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum CacheChange {
+    Revoked { jti: Uuid, expires_at: i64 },
+    UserChanged { id: UserId },
+}
+
+/// Where a node's cache sends its changes (a cluster's broadcast).
+type Peers = Box<dyn Fn(CacheChange) + Send + Sync>;
+
 /// The cache; one per node.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AuthCache {
+    /// The other nodes, in a cluster.
+    peers: std::sync::OnceLock<Peers>,
     users: DashMap<UserId, CachedUser>,
     /// Tokens the store said were not revoked, and when it said so.
     live: DashMap<Uuid, Instant>,
     /// Tokens revoked through this node, until they expire (Unix seconds).
     revoked: DashMap<Uuid, i64>,
     inserts: AtomicU64,
+}
+
+impl std::fmt::Debug for AuthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCache")
+            .field("users", &self.users.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AuthCache {
@@ -69,8 +91,33 @@ impl AuthCache {
         self.inserted();
     }
 
-    /// The user changed: forget it, and refuse reads that began before.
+    /// Tells `peers` of every change made through this node from now on.
+    pub fn tell_peers(&self, peers: impl Fn(CacheChange) + Send + Sync + 'static) {
+        let _ = self.peers.set(Box::new(peers));
+    }
+
+    /// A change another node made.
+    pub fn apply(&self, change: CacheChange) {
+        match change {
+            CacheChange::Revoked { jti, expires_at } => self.revoke_here(jti, expires_at),
+            CacheChange::UserChanged { id } => self.user_changed_here(id),
+        }
+    }
+
+    fn told(&self, change: CacheChange) {
+        if let Some(peers) = self.peers.get() {
+            peers(change);
+        }
+    }
+
+    /// The user changed: forget it, and refuse reads that began before (here and on every
+    /// other node).
     pub fn user_changed(&self, id: UserId) {
+        self.user_changed_here(id);
+        self.told(CacheChange::UserChanged { id });
+    }
+
+    fn user_changed_here(&self, id: UserId) {
         let mut entry = self.users.entry(id).or_insert_with(|| CachedUser {
             user: None,
             generation: 0,
@@ -101,8 +148,14 @@ impl AuthCache {
         self.inserted();
     }
 
-    /// The token is revoked from now on (called before the store is told).
+    /// The token is revoked from now on (called before the store is told), here and on every
+    /// other node.
     pub fn revoke(&self, jti: Uuid, expires_at: i64) {
+        self.revoke_here(jti, expires_at);
+        self.told(CacheChange::Revoked { jti, expires_at });
+    }
+
+    fn revoke_here(&self, jti: Uuid, expires_at: i64) {
         self.revoked.insert(jti, expires_at);
         self.live.remove(&jti);
     }

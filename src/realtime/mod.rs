@@ -36,6 +36,8 @@ pub struct Realtime {
     layer: SocketIoLayer,
     sockets: Arc<LocalSockets>,
     bus: Arc<dyn RealtimeBus>,
+    /// The bus of a cluster, once the node joined one; it replaces `bus`.
+    cluster_bus: std::sync::OnceLock<Arc<dyn RealtimeBus>>,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -54,6 +56,7 @@ impl Default for Realtime {
         Self {
             layer,
             bus: Arc::new(LocalBus(Arc::clone(&sockets))),
+            cluster_bus: std::sync::OnceLock::new(),
             sockets,
         }
     }
@@ -68,7 +71,8 @@ impl Realtime {
     /// Sends `event` with `data` to everyone in `room`, over Socket.IO and the plain WebSocket.
     /// Fire-and-forget: a slow or gone client never holds the caller up.
     pub fn emit(&self, room: Room, event: &str, data: &Value) {
-        self.bus.publish(Envelope {
+        let bus = self.cluster_bus.get().unwrap_or(&self.bus);
+        bus.publish(Envelope {
             room,
             event: event.to_owned(),
             data: data.clone(),
@@ -78,6 +82,16 @@ impl Realtime {
     /// This node's sockets.
     pub(crate) fn sockets(&self) -> &LocalSockets {
         &self.sockets
+    }
+
+    /// This node's sockets, shared (for a bus that delivers to them).
+    pub fn local_sockets(&self) -> Arc<LocalSockets> {
+        Arc::clone(&self.sockets)
+    }
+
+    /// From now on every event goes through `bus` (a cluster's).
+    pub fn use_bus(&self, bus: Arc<dyn RealtimeBus>) {
+        let _ = self.cluster_bus.set(bus);
     }
 
     /// Attaches the Socket.IO namespace; the handlers keep `state` for authentication.

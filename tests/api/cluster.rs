@@ -14,6 +14,7 @@ use tempfile::TempDir;
 
 use crate::cli::{start_node_with, tomato};
 use crate::helpers::{ADMIN_EMAIL, TestApp, json_ok};
+use crate::sockets::WsClient;
 use crate::world::{HOME_AT, SHOP_AT, customer, open_shop};
 
 /// Few shards keep the ticks short; the layout rules are the same.
@@ -388,12 +389,23 @@ async fn an_order_moves_through_every_node_and_a_paused_owner_writes_nothing() {
 
     let shop = open_shop(x, "cl-seller@c.test", "Cluster Kitchen", SHOP_AT).await;
     let buyer = customer(y, "cl-buyer@c.test", HOME_AT).await;
+    // The customer watches over a socket on a node that runs none of the order's work.
+    let mut watching = WsClient::connect(y, &buyer.session.token)
+        .await
+        .expect("ws");
     buyer.add(y, &shop.items[0], 1).await;
     let order = buyer.order(y).await["id"].as_str().expect("id").to_owned();
     let paid = buyer.pay(x, &order).await;
     assert_eq!(paid["paymentStatus"], "paid");
     let accepted = json_ok(shop.set_status(y, &order, "accepted").await).await;
     assert_eq!(accepted["order"]["status"], "accepted");
+    // The owner's actor told the customer's socket on another node.
+    loop {
+        let update = watching.event("order:update").await;
+        if update["status"] == "accepted" {
+            break;
+        }
+    }
 
     // The owner freezes past its lease; another node takes the shard over.
     nodes[owner].signal("-STOP");
@@ -431,4 +443,44 @@ async fn an_order_moves_through_every_node_and_a_paused_owner_writes_nothing() {
         ["placed", "accepted", "preparing", "ready_for_rider"],
         "each step once, in order"
     );
+}
+
+#[tokio::test]
+async fn a_logout_on_one_node_holds_on_every_node_at_once() {
+    let redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    let (a, b) = (cluster.start("node-a"), cluster.start("node-b"));
+    let token = admin_token(&a).await;
+    settled(&a, &token, &["node-a", "node-b"], Duration::from_secs(20)).await;
+    let (on_a, on_b) = (
+        TestApp::attached(a.addr.parse().expect("addr")),
+        TestApp::attached(b.addr.parse().expect("addr")),
+    );
+    let user = on_a.dev_login("leaver@c.test", "Leaver").await;
+    // Node B has seen the token live (and caches that for seconds).
+    assert_eq!(
+        on_b.get("/api/auth/me", Some(&user.token)).await.status(),
+        StatusCode::OK
+    );
+    let out = on_a
+        .post(
+            "/api/auth/logout",
+            Some(&user.token),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert!(out.status().is_success(), "logout: {}", out.status());
+    // Pub/sub takes a moment, far less than the cache's seconds.
+    let started = Instant::now();
+    loop {
+        let me = on_b.get("/api/auth/me", Some(&user.token)).await;
+        if me.status() == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "node B still accepts a token logged out on node A"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
