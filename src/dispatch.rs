@@ -134,17 +134,16 @@ impl DispatchPort for NodeDispatch {
         exclude: HashSet<RiderId>,
         limit: usize,
     ) -> BoxFuture<'static, Vec<RiderId>> {
-        // Every shard the search covers runs here, so the answer is at hand; in a cluster the
-        // other owners are asked and this becomes a real wait.
+        // On a single node the answer is at hand; in a cluster the owners of the other shards
+        // the search covers are asked, and this is a real wait.
         let search = Search {
             radius_m: f64::from(self.settings.search_radius_m),
             fresh_since: fresh_since(self.settings.stale_after_s),
         };
-        let found = self
-            .shards()
-            .map(|shards| shards.candidates(pickup, &exclude, limit, search))
-            .unwrap_or_default();
-        Box::pin(std::future::ready(found))
+        match self.shards() {
+            Some(shards) => shards.candidates(pickup, exclude, limit, search),
+            None => Box::pin(std::future::ready(Vec::new())),
+        }
     }
 
     fn offer(&self, order: &Order, offer: &Offer, riders: &[RiderId]) {

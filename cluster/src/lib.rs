@@ -39,7 +39,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tomato_actors::OrderError;
-use tomato_shards::{RemoteShards, ShardCommand, ShardId, ShardReply, ShardRouter, clock};
+use tomato_shards::index::Found;
+use tomato_shards::{
+    NearestQuery, Position, RemoteShards, ShardCommand, ShardId, ShardReply, ShardRouter, clock,
+};
 
 use crate::coordination::{Coordination, Lease, Member};
 use crate::transport::{Envelope, Sent, Transport, envelope_of};
@@ -56,6 +59,10 @@ const LEASE_MARGIN: Duration = Duration::from_secs(1);
 const CALL_WITHIN: Duration = Duration::from_secs(5);
 /// How long a command keeps looking for an owner while its shard moves (a takeover is ~6 s).
 const OWNER_WITHIN: Duration = Duration::from_secs(8);
+/// How long a search waits for other nodes' riders: past it, the answer is what came.
+const SEARCH_WITHIN: Duration = Duration::from_millis(300);
+/// How often positions for other nodes go out, batched per node.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
 /// What a node needs to take part.
 #[derive(Debug, Clone)]
@@ -85,6 +92,8 @@ pub struct ClusterMetrics {
     pub leases_lost: Counter,
     pub handed_over: Counter,
     pub redis_errors: Counter,
+    /// Positions handed to the node that owns their shard.
+    pub forwarded_positions: Counter,
     /// Commands sent to other nodes, by outcome.
     pub remote_ok: Counter,
     pub remote_refused: Counter,
@@ -118,6 +127,11 @@ impl ClusterMetrics {
             "cluster_redis_errors",
             "Cluster ticks that could not reach Redis",
             metrics.redis_errors.clone(),
+        );
+        registry.register(
+            "cluster_forwarded_positions",
+            "Positions handed to the node that owns their shard",
+            metrics.forwarded_positions.clone(),
         );
         registry.register(
             "cluster_remote_calls_ok",
@@ -171,6 +185,8 @@ pub struct Cluster {
     metrics: ClusterMetrics,
     /// Who hears the events other nodes broadcast.
     events: std::sync::OnceLock<Box<dyn Fn(String) + Send + Sync>>,
+    /// Positions waiting to go to the nodes that own their shards.
+    outbox: Mutex<HashMap<String, Vec<Position>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -210,6 +226,7 @@ impl Cluster {
             leaving: AtomicBool::new(false),
             metrics,
             events: std::sync::OnceLock::new(),
+            outbox: Mutex::new(HashMap::new()),
         });
         let ticking = Arc::clone(&cluster);
         let task = tokio::spawn(async move {
@@ -229,6 +246,17 @@ impl Cluster {
                 if let Some(envelope) = envelope_of(push) {
                     cluster.received(envelope);
                 }
+            }
+        });
+        let flushing = Arc::downgrade(&cluster);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(FLUSH_EVERY);
+            loop {
+                every.tick().await;
+                let Some(cluster) = flushing.upgrade() else {
+                    break;
+                };
+                cluster.flush_positions().await;
             }
         });
         cluster
@@ -256,6 +284,14 @@ impl Cluster {
                 });
             }
             Envelope::Reply { id, result } => self.transport.answered(id, result),
+            Envelope::Positions { positions } => {
+                tokio::spawn(async move {
+                    for p in positions {
+                        // Not ours any more: dropped, the rider's next position finds the owner.
+                        let _ = self.router.moved_here(p.rider, p.at, p.seen_at).await;
+                    }
+                });
+            }
             Envelope::Event { from, payload } => {
                 if from != self.config.node_id
                     && let Some(handler) = self.events.get()
@@ -277,6 +313,20 @@ impl Cluster {
     /// Sets who hears what other nodes broadcast (once).
     pub fn on_event(&self, handler: impl Fn(String) + Send + Sync + 'static) {
         let _ = self.events.set(Box::new(handler));
+    }
+
+    /// Sends the positions waiting for other nodes, one message per node.
+    async fn flush_positions(&self) {
+        let batches: Vec<(String, Vec<Position>)> = match self.outbox.lock() {
+            Ok(mut outbox) => outbox.drain().collect(),
+            Err(_) => return,
+        };
+        for (node, positions) in batches {
+            self.metrics
+                .forwarded_positions
+                .inc_by(u64::try_from(positions.len()).unwrap_or(u64::MAX));
+            self.transport.positions(&node, positions).await;
+        }
     }
 
     /// Who holds `shard`'s lease, as last read.
@@ -513,6 +563,62 @@ impl Cluster {
 }
 
 impl RemoteShards for Cluster {
+    fn forward_position(&self, shard: ShardId, position: Position) {
+        // Soft state: with no owner known, the position is dropped and the next one tries again.
+        let Some(owner) = self.owner_of(shard) else {
+            return;
+        };
+        if owner == self.config.node_id {
+            // Ours by the last reading, though not running yet: it starts within a tick.
+            return;
+        }
+        if let Ok(mut outbox) = self.outbox.lock() {
+            outbox.entry(owner).or_default().push(position);
+        }
+    }
+
+    fn nearest(&self, shards: Vec<ShardId>, query: NearestQuery) -> BoxFuture<'static, Vec<Found>> {
+        let mut owners: HashMap<String, ShardId> = HashMap::new();
+        for shard in shards {
+            if let Some(owner) = self.owner_of(shard)
+                && owner != self.config.node_id
+            {
+                owners.entry(owner).or_insert(shard);
+            }
+        }
+        let Some(me) = self.me.upgrade() else {
+            return Box::pin(std::future::ready(Vec::new()));
+        };
+        Box::pin(async move {
+            let asks = owners.into_iter().map(|(owner, shard)| {
+                let me = Arc::clone(&me);
+                async move {
+                    match me
+                        .transport
+                        .call(
+                            &owner,
+                            shard,
+                            ShardCommand::Nearest { query },
+                            SEARCH_WITHIN,
+                        )
+                        .await
+                    {
+                        Sent::Answered(Ok(ShardReply::Found(found))) => found,
+                        _ => {
+                            me.metrics.remote_failed.inc();
+                            Vec::new()
+                        }
+                    }
+                }
+            });
+            futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        })
+    }
+
     fn call(
         &self,
         shard: ShardId,

@@ -17,7 +17,7 @@ use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tomato_actors::OrderError;
-use tomato_shards::{ShardCommand, ShardId, ShardReply};
+use tomato_shards::{Position, ShardCommand, ShardId, ShardReply};
 
 /// What travels between nodes.
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,6 +35,8 @@ pub enum Envelope {
     },
     /// Something every node hears (a realtime event, a revoked token), opaque here.
     Event { from: String, payload: String },
+    /// Riders' positions for shards the receiver owns, batched per receiver.
+    Positions { positions: Vec<Position> },
 }
 
 /// The channel every node listens on for events.
@@ -147,6 +149,11 @@ impl Transport {
     /// Answers a call that came from `to`.
     pub async fn reply(&self, to: &str, id: u64, result: Result<ShardReply, OrderError>) {
         self.publish(to, &Envelope::Reply { id, result }).await;
+    }
+
+    /// Sends a batch of positions to `node`, fire-and-forget.
+    pub async fn positions(&self, node: &str, positions: Vec<Position>) {
+        self.publish(node, &Envelope::Positions { positions }).await;
     }
 
     /// Tells every node (this one included; it skips its own).

@@ -5,11 +5,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures_core::future::BoxFuture;
 use tomato_actors::Offer;
 use tomato_domain::{LatLon, Order, Rider, RiderId};
 
+use crate::remote::NearestQuery;
 use crate::router::ShardRouter;
-use crate::{RiderIndex, ShardId};
+use crate::{RiderIndex, Shard, ShardId};
 
 /// What the candidate search looks through.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,34 +22,54 @@ pub struct Search {
 }
 
 impl ShardRouter {
-    /// The nearest dispatchable riders in the running shards, none in `exclude`, riders holding
-    /// another live offer last.
+    /// The nearest dispatchable riders, none in `exclude`, riders holding another live offer
+    /// last: from the shards running here at once, and in a cluster from the owners of the
+    /// other shards the search covers (asked in parallel, within a deadline).
     pub fn candidates(
-        &self,
+        self: &Arc<Self>,
         pickup: LatLon,
-        exclude: &HashSet<RiderId>,
+        exclude: HashSet<RiderId>,
         limit: usize,
         search: Search,
-    ) -> Vec<RiderId> {
+    ) -> BoxFuture<'static, Vec<RiderId>> {
         // The index filters on freshness and the dispatchable flag; excluded riders are dropped
         // after, so ask for enough to still have `limit` left, and `limit` more to pass over
         // riders holding another live offer: an app takes one offer at a time, so a second
         // offer to the same rider mostly ends in a timeout (seen in load tests: the same few
         // riders nearest a busy restaurant got every order, and most waves timed out). They
         // still get it when nobody else is near.
-        let (free, holding): (Vec<RiderId>, Vec<RiderId>) = self
+        let query = NearestQuery {
+            at: pickup,
+            radius_m: search.radius_m,
+            limit: 2 * limit + exclude.len(),
+            fresh_since: search.fresh_since,
+        };
+        let local = self.nearest_here(query);
+        let elsewhere: Vec<ShardId> = self
             .index()
-            .nearest(
-                pickup,
-                search.radius_m,
-                2 * limit + exclude.len(),
-                |seen, ok| ok && seen >= search.fresh_since,
-            )
+            .shards_within(pickup, search.radius_m)
             .into_iter()
-            .map(|found| found.rider)
-            .filter(|rider| !exclude.contains(rider))
-            .partition(|rider| !self.holds_offer(*rider));
-        free.into_iter().chain(holding).take(limit).collect()
+            .filter(|id| !self.shard(*id).is_some_and(Shard::is_running))
+            .collect();
+        let remote = match self.remote() {
+            Some(remote) if !elsewhere.is_empty() => Some(remote.nearest(elsewhere, query)),
+            _ => None,
+        };
+        let me = Arc::clone(self);
+        Box::pin(async move {
+            let mut found = local;
+            if let Some(remote) = remote {
+                found.extend(remote.await);
+                found.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+            }
+            let mut seen = HashSet::new();
+            let (free, holding): (Vec<RiderId>, Vec<RiderId>) = found
+                .into_iter()
+                .map(|found| found.rider)
+                .filter(|rider| !exclude.contains(rider) && seen.insert(*rider))
+                .partition(|rider| !me.holds_offer(*rider));
+            free.into_iter().chain(holding).take(limit).collect()
+        })
     }
 
     /// `order`'s actor offered it to `riders`.

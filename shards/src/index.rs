@@ -29,7 +29,7 @@ pub struct Slot {
 }
 
 /// A rider found by a search.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Found {
     pub rider: RiderId,
     pub location: LatLon,

@@ -25,7 +25,7 @@ pub mod runtime;
 pub mod shard;
 
 pub use dispatch::Search;
-pub use remote::{RemoteShards, ShardCommand, ShardReply};
+pub use remote::{NearestQuery, Position, RemoteShards, ShardCommand, ShardReply};
 pub use riders::{NotRunning, RiderIndex};
 pub use router::{OrderPorts, OrderRef, Route, ShardRouter, Stopped};
 pub use runtime::ActorRuntime;

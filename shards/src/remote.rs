@@ -5,11 +5,32 @@
 
 use futures_core::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use tomato_actors::OrderError;
-use tomato_domain::{Order, OrderCommand, RiderId};
+use tomato_domain::{LatLon, Order, OrderCommand, RiderId};
 
 use crate::ShardId;
+use crate::index::Found;
 use crate::router::{OrderRef, ShardRouter};
+
+/// A rider's position on its way to the node that owns its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub rider: RiderId,
+    pub at: LatLon,
+    #[serde(with = "time::serde::rfc3339")]
+    pub seen_at: OffsetDateTime,
+}
+
+/// A nearest-rider search as another node runs it over the shards it owns.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NearestQuery {
+    pub at: LatLon,
+    pub radius_m: f64,
+    pub limit: usize,
+    /// Riders seen before this (Unix seconds) are left out, as are riders not dispatchable.
+    pub fresh_since: u32,
+}
 
 /// A command for an order of a shard, as it crosses to the shard's node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +54,10 @@ pub enum ShardCommand {
         order: OrderRef,
         rider: RiderId,
     },
+    /// The nearest dispatchable riders in the shards the node runs.
+    Nearest {
+        query: NearestQuery,
+    },
 }
 
 /// What a command answered.
@@ -41,6 +66,7 @@ pub enum ShardCommand {
 pub enum ShardReply {
     Done,
     Order(Box<Order>),
+    Found(Vec<Found>),
 }
 
 /// How a node reaches the owners of shards it does not run.
@@ -53,6 +79,14 @@ pub trait RemoteShards: Send + Sync + 'static {
         shard: ShardId,
         command: ShardCommand,
     ) -> BoxFuture<'static, Result<ShardReply, OrderError>>;
+
+    /// Hands a position to the node that owns `shard`, fire-and-forget (the next one comes in
+    /// seconds).
+    fn forward_position(&self, shard: ShardId, position: Position);
+
+    /// The nearest riders in `shards` (none of them running here), asked of their owners in
+    /// parallel within a short deadline: a slow node costs a partial answer.
+    fn nearest(&self, shards: Vec<ShardId>, query: NearestQuery) -> BoxFuture<'static, Vec<Found>>;
 }
 
 impl ShardRouter {
@@ -80,6 +114,7 @@ impl ShardRouter {
                 .reject_here(order, rider)
                 .await
                 .map(|()| ShardReply::Done),
+            ShardCommand::Nearest { query } => Ok(ShardReply::Found(self.nearest_here(query))),
         }
     }
 
@@ -96,10 +131,20 @@ impl ShardRouter {
     }
 }
 
+impl ShardRouter {
+    /// The nearest dispatchable, fresh riders in the shards running here.
+    pub fn nearest_here(&self, query: NearestQuery) -> Vec<Found> {
+        self.index()
+            .nearest(query.at, query.radius_m, query.limit, |seen, ok| {
+                ok && seen >= query.fresh_since
+            })
+    }
+}
+
 /// The order a reply carries.
 pub(crate) fn order_of(reply: ShardReply) -> Result<Order, OrderError> {
     match reply {
         ShardReply::Order(order) => Ok(*order),
-        ShardReply::Done => Err(OrderError::Unavailable),
+        ShardReply::Done | ShardReply::Found(_) => Err(OrderError::Unavailable),
     }
 }

@@ -15,6 +15,7 @@ use tomato_actors::{
 use tomato_domain::{LatLon, Order, RiderId};
 
 use crate::ShardId;
+use crate::remote::Position;
 use crate::router::{OrderRef, ShardRouter, spawn_rider};
 use crate::shard::Shard;
 
@@ -66,6 +67,29 @@ impl ShardRouter {
     /// Applies a position to the index and tells the rider's actor (which tells a watching
     /// customer). Refused when the position's shard does not run here.
     pub async fn moved(
+        &self,
+        rider: RiderId,
+        at: LatLon,
+        seen_at: OffsetDateTime,
+    ) -> Result<(), OrderError> {
+        match self.moved_here(rider, at, seen_at).await {
+            Err(OrderError::NotOwner) => {
+                let Some(remote) = self.remote() else {
+                    return Err(OrderError::NotOwner);
+                };
+                let shard = self.map().shard_of(at);
+                // Owned by another node: its index and the rider's actor live there. A copy of
+                // the rider left here from when its shard was ours goes stale and is skipped.
+                remote.forward_position(shard, Position { rider, at, seen_at });
+                Ok(())
+            }
+            done => done.map(drop),
+        }
+    }
+
+    /// [`ShardRouter::moved`] on this node only: refused when the position's shard does not run
+    /// here.
+    pub async fn moved_here(
         &self,
         rider: RiderId,
         at: LatLon,

@@ -220,15 +220,7 @@ impl RiderIndex {
         limit: usize,
         filter: impl Fn(u32, bool) -> bool,
     ) -> Vec<Found> {
-        let region = self.map.region_resolution();
-        let mut touched: Vec<ShardId> = at
-            .cell(region)
-            .grid_disk::<Vec<_>>(covering_k(radius_m, region))
-            .into_iter()
-            .map(|cell| self.map.shard_of_cell(cell))
-            .collect();
-        touched.sort_unstable();
-        touched.dedup();
+        let touched = self.shards_within(at, radius_m);
         // Locks are taken in shard order, so two searches can never wait on each other in a
         // cycle with an update (which holds at most one lock at a time anyway).
         let guards: Vec<(ShardId, RwLockReadGuard<'_, Slice>)> = touched
@@ -240,6 +232,20 @@ impl RiderIndex {
             guards,
         };
         index::nearest(&view, at, radius_m, limit, filter)
+    }
+
+    /// The shards whose regions a search of `radius_m` around `at` covers, in order.
+    pub fn shards_within(&self, at: LatLon, radius_m: f64) -> Vec<ShardId> {
+        let region = self.map.region_resolution();
+        let mut touched: Vec<ShardId> = at
+            .cell(region)
+            .grid_disk::<Vec<_>>(covering_k(radius_m, region))
+            .into_iter()
+            .map(|cell| self.map.shard_of_cell(cell))
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        touched
     }
 
     /// Takes every position changed since the last call, for the snapshot writer.

@@ -13,7 +13,9 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::cli::{start_node_with, tomato};
+use crate::dispatch::{accept, make_ready, rider_status};
 use crate::helpers::{ADMIN_EMAIL, TestApp, json_ok};
+use crate::riders::{move_to, rider};
 use crate::sockets::WsClient;
 use crate::world::{HOME_AT, SHOP_AT, customer, open_shop};
 
@@ -483,4 +485,74 @@ async fn a_logout_on_one_node_holds_on_every_node_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_delivery_where_every_party_talks_to_another_node() {
+    let redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    let nodes = [
+        cluster.start("node-a"),
+        cluster.start("node-b"),
+        cluster.start("node-c"),
+    ];
+    let token = admin_token(&nodes[0]).await;
+    settled(
+        &nodes[0],
+        &token,
+        &["node-a", "node-b", "node-c"],
+        Duration::from_secs(20),
+    )
+    .await;
+    let apps: Vec<TestApp> = nodes
+        .iter()
+        .map(|n| TestApp::attached(n.addr.parse().expect("addr")))
+        .collect();
+    let shard = shard_at(SHOP_AT);
+    let owner_id = owners(&nodes[0], &token).await[&shard]
+        .clone()
+        .expect("owned");
+    let owner = nodes.iter().position(|n| n.id == owner_id).expect("a node");
+    let others: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+    // The rider streams to one node, the customer and the kitchen talk to the other; the
+    // order's shard (and the rider's, next door to the shop) runs on the third.
+    let (riders_node, customers_node, kitchens_node) =
+        (&apps[others[0]], &apps[others[1]], &apps[owner]);
+
+    let shop = open_shop(kitchens_node, "dl-seller@c.test", "Relay Kitchen", SHOP_AT).await;
+    let (ravi, ravi_id) = rider(riders_node, "dl-ravi@c.test", SHOP_AT, true).await;
+    let buyer = customer(customers_node, "dl-buyer@c.test", HOME_AT).await;
+    let mut watching = WsClient::connect(customers_node, &buyer.session.token)
+        .await
+        .expect("ws");
+    buyer.add(customers_node, &shop.items[0], 1).await;
+    let order = buyer.order(customers_node).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    buyer.pay(customers_node, &order).await;
+    make_ready(kitchens_node, &shop, &order).await;
+
+    // The rider keeps reporting (through its node, forwarded to the shard's owner) until the
+    // order's offer reaches it, and takes it through its own node.
+    let started = Instant::now();
+    let taken = loop {
+        move_to(riders_node, &ravi, SHOP_AT).await;
+        let response = accept(riders_node, &ravi.token, &order).await;
+        if response.status() == StatusCode::OK {
+            break json_ok(response).await;
+        }
+        let refused = response.text().await.unwrap_or_default();
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the order was never offered to the rider on another node: {refused}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(taken["order"]["riderId"], ravi_id.as_str());
+    let assigned = watching.event("order:rider_assigned").await;
+    assert_eq!(assigned["order"]["id"], order.as_str());
+    json_ok(rider_status(riders_node, &ravi.token, &order, "picked_up").await).await;
+    let done = json_ok(rider_status(riders_node, &ravi.token, &order, "delivered").await).await;
+    assert_eq!(done["order"]["status"], "delivered");
 }
