@@ -38,7 +38,8 @@ async fn a_node_killed_mid_load_loses_nothing_it_acknowledged(store: Store) {
             ("TOMATO_STORE__SCYLLA__KEYSPACE", keyspace.as_str()),
         ]);
     }
-    let (mut child, addr) = start_node_with(dir.path(), &env);
+    let (child, addr) = start_node_with(dir.path(), &env);
+    let mut child = KillOnDrop(child);
     let app = TestApp::attached(addr.parse::<SocketAddr>().expect("addr"));
     let shop = open_shop(&app, "crash-seller@k.test", "Crash Kitchen", SHOP_AT).await;
     let mut customers = Vec::new();
@@ -67,8 +68,8 @@ async fn a_node_killed_mid_load_loses_nothing_it_acknowledged(store: Store) {
         }));
     }
     tokio::time::sleep(LOAD_FOR).await;
-    child.kill().expect("kill -9 the node");
-    child.wait().expect("reap the node");
+    child.0.kill().expect("kill -9 the node");
+    child.0.wait().expect("reap the node");
     for task in load {
         task.await.expect("load task");
     }
@@ -79,7 +80,8 @@ async fn a_node_killed_mid_load_loses_nothing_it_acknowledged(store: Store) {
         acknowledged.len()
     );
 
-    let (mut child, addr) = start_node_with(dir.path(), &env);
+    let (child, addr) = start_node_with(dir.path(), &env);
+    let _child = KillOnDrop(child);
     let app = TestApp::attached(addr.parse::<SocketAddr>().expect("addr"));
     for (order, (owner, paid)) in &acknowledged {
         let response = app
@@ -103,15 +105,29 @@ async fn a_node_killed_mid_load_loses_nothing_it_acknowledged(store: Store) {
         unique.dedup();
         assert_eq!(unique, statuses, "no status of {order} applied twice");
     }
-    // Each customer's list holds every acknowledged order once.
+    // Each customer's list, page by page, holds every acknowledged order once.
     for (i, buyer) in customers.iter().enumerate() {
-        let listed = json_ok(app.get("/api/order/myorder?limit=100", buyer.token()).await).await;
-        let ids: Vec<&str> = listed["orders"]
-            .as_array()
-            .expect("orders")
-            .iter()
-            .map(|o| o["id"].as_str().expect("id"))
-            .collect();
+        let mut listed: Vec<String> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(cursor) => format!("/api/order/myorder?limit=200&cursor={cursor}"),
+                None => "/api/order/myorder?limit=200".to_owned(),
+            };
+            let page = json_ok(app.get(&path, buyer.token()).await).await;
+            listed.extend(
+                page["orders"]
+                    .as_array()
+                    .expect("orders")
+                    .iter()
+                    .map(|o| o["id"].as_str().expect("id").to_owned()),
+            );
+            match page["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let ids: Vec<&str> = listed.iter().map(String::as_str).collect();
         let mut unique = ids.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -122,8 +138,16 @@ async fn a_node_killed_mid_load_loses_nothing_it_acknowledged(store: Store) {
             }
         }
     }
-    child.kill().expect("stop the node");
-    child.wait().expect("reap the node");
+}
+
+/// A node process that is killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A customer's token and address.
