@@ -9,6 +9,7 @@ use futures_core::future::BoxFuture;
 use tomato_actors::Offer;
 use tomato_domain::{LatLon, Order, Rider, RiderId};
 
+use crate::index::Found;
 use crate::remote::NearestQuery;
 use crate::router::ShardRouter;
 use crate::{RiderIndex, Shard, ShardId};
@@ -44,24 +45,10 @@ impl ShardRouter {
             limit: 2 * limit + exclude.len(),
             fresh_since: search.fresh_since,
         };
-        let local = self.nearest_here(query);
-        let elsewhere: Vec<ShardId> = self
-            .index()
-            .shards_within(pickup, search.radius_m)
-            .into_iter()
-            .filter(|id| !self.shard(*id).is_some_and(Shard::is_running))
-            .collect();
-        let remote = match self.remote() {
-            Some(remote) if !elsewhere.is_empty() => Some(remote.nearest(elsewhere, query)),
-            _ => None,
-        };
+        let nearest = self.nearest_everywhere(query);
         let me = Arc::clone(self);
         Box::pin(async move {
-            let mut found = local;
-            if let Some(remote) = remote {
-                found.extend(remote.await);
-                found.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
-            }
+            let found = nearest.await;
             let mut seen = HashSet::new();
             let (free, holding): (Vec<RiderId>, Vec<RiderId>) = found
                 .into_iter()
@@ -69,6 +56,30 @@ impl ShardRouter {
                 .filter(|rider| !exclude.contains(rider) && seen.insert(*rider))
                 .partition(|rider| !me.holds_offer(*rider));
             free.into_iter().chain(holding).take(limit).collect()
+        })
+    }
+
+    /// The nearest dispatchable, fresh riders around `query.at`, nearest first: from the shards
+    /// running here at once, and in a cluster from the owners of the other shards the search
+    /// covers (asked in parallel within a deadline; a slow node costs a partial answer).
+    pub fn nearest_everywhere(&self, query: NearestQuery) -> BoxFuture<'static, Vec<Found>> {
+        let local = self.nearest_here(query);
+        let elsewhere: Vec<ShardId> = self
+            .index()
+            .shards_within(query.at, query.radius_m)
+            .into_iter()
+            .filter(|id| !self.shard(*id).is_some_and(Shard::is_running))
+            .collect();
+        let remote = match self.remote() {
+            Some(remote) if !elsewhere.is_empty() => remote.nearest(elsewhere, query),
+            _ => return Box::pin(std::future::ready(local)),
+        };
+        Box::pin(async move {
+            let mut found = local;
+            found.extend(remote.await);
+            found.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+            found.truncate(query.limit);
+            found
         })
     }
 

@@ -639,11 +639,16 @@ async fn nearby(
         Some(_) => return Err(ApiError::bad_request("limit must be between 1 and 100")),
     };
     let fresh_since = crate::dispatch::fresh_since(state.settings.dispatch.stale_after_s);
+    // Every node's riders, in a cluster: the owners of the shards around are asked.
     let riders = state
-        .riders
-        .nearest(at, radius as f64, limit, |seen, ok| {
-            ok && seen >= fresh_since
+        .shards
+        .nearest_everywhere(tomato_shards::NearestQuery {
+            at,
+            radius_m: radius as f64,
+            limit,
+            fresh_since,
         })
+        .await
         .into_iter()
         .map(|found| NearbyRider {
             id: found.rider.to_string(),

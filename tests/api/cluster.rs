@@ -521,6 +521,33 @@ async fn a_delivery_where_every_party_talks_to_another_node() {
 
     let shop = open_shop(kitchens_node, "dl-seller@c.test", "Relay Kitchen", SHOP_AT).await;
     let (ravi, ravi_id) = rider(riders_node, "dl-ravi@c.test", SHOP_AT, true).await;
+    // Admins see the rider near the shop from a node that holds no rider at all.
+    let started = Instant::now();
+    loop {
+        move_to(riders_node, &ravi, SHOP_AT).await;
+        let nearby = json_ok(
+            customers_node
+                .get(
+                    &format!("/api/rider/nearby?lat={}&lon={}", SHOP_AT.0, SHOP_AT.1),
+                    Some(&token),
+                )
+                .await,
+        )
+        .await;
+        if nearby["riders"]
+            .as_array()
+            .expect("riders")
+            .iter()
+            .any(|r| r["id"] == ravi_id.as_str())
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the rider is not found from another node"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let buyer = customer(customers_node, "dl-buyer@c.test", HOME_AT).await;
     let mut watching = WsClient::connect(customers_node, &buyer.session.token)
         .await
