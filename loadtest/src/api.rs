@@ -69,6 +69,29 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Result<Value, CallError> {
+        // A shard moving between nodes answers 503 `shard_moving` (nothing was done): a client
+        // tries again shortly, as API.md asks; a takeover lasts seconds.
+        let mut attempts = 0;
+        loop {
+            match self.call_once(method.clone(), path, token, body).await {
+                Err(err)
+                    if err.kind == "http_503_shard_moving" && attempts < SHARD_MOVING_RETRIES =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(SHARD_MOVING_PAUSE).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Value, CallError> {
         let url = self.base.join(path).map_err(|err| CallError {
             kind: "bad_url".into(),
             status: None,
@@ -134,13 +157,28 @@ impl Api {
 
     /// The node's resident memory from `/metrics`, in bytes.
     pub async fn server_memory(&self) -> Option<u64> {
+        self.metric("tomato_process_resident_memory_bytes").await
+    }
+
+    /// A counter or gauge of the node's `/metrics`, by its full name.
+    pub async fn metric(&self, name: &str) -> Option<u64> {
         let url = self.base.join("/metrics").ok()?;
         let text = self.client.get(url).send().await.ok()?.text().await.ok()?;
         text.lines()
-            .find_map(|l| l.strip_prefix("tomato_process_resident_memory_bytes "))
-            .and_then(|n| n.trim().parse().ok())
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .map(|n| n as u64)
+    }
+
+    /// The node's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
     }
 }
+
+/// How often a call answered `shard_moving` is tried again, and how long apart.
+const SHARD_MOVING_RETRIES: u32 = 20;
+const SHARD_MOVING_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn session_of(answer: &Value) -> Session {
     Session {

@@ -42,12 +42,13 @@ pub enum Transport {
     Http,
 }
 
-/// Where the node is and whether it may be elsewhere.
+/// Where the nodes are and whether they may be elsewhere.
 #[derive(Debug, Clone, Args)]
 pub struct Target {
-    /// Base URL of the tomato node.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub target: String,
+    /// Base URL of a tomato node; repeat for the nodes of a cluster (`run` spreads riders,
+    /// sellers and customers over them, each party on another node than the next).
+    #[arg(long = "target", default_value = "http://127.0.0.1:8080")]
+    pub targets: Vec<String>,
     /// Allow a target that is not a loopback address.
     #[arg(long)]
     pub allow_remote: bool,
@@ -184,16 +185,29 @@ where
 }
 
 impl Target {
-    /// The base URL, refused when it is not loopback and `--allow-remote` is not given.
+    /// The first node's base URL (where the city is created and statistics are read).
     pub fn url(&self) -> anyhow::Result<Url> {
-        let url = Url::parse(&self.target)
-            .with_context(|| format!("--target {:?} is not a URL", self.target))?;
+        self.urls()?
+            .into_iter()
+            .next()
+            .context("give at least one --target")
+    }
+
+    /// Every node's base URL, each refused when it is not loopback and `--allow-remote` is not
+    /// given.
+    pub fn urls(&self) -> anyhow::Result<Vec<Url>> {
+        self.targets.iter().map(|t| self.checked(t)).collect()
+    }
+
+    fn checked(&self, target: &str) -> anyhow::Result<Url> {
+        let url =
+            Url::parse(target).with_context(|| format!("--target {target:?} is not a URL"))?;
         if url.scheme() != "http" {
-            bail!("--target must be an http:// URL, got {:?}", self.target);
+            bail!("--target must be an http:// URL, got {target:?}");
         }
         let host = url
             .host_str()
-            .with_context(|| format!("--target {:?} has no host", self.target))?;
+            .with_context(|| format!("--target {target:?} has no host"))?;
         let loopback = host == "localhost"
             || host
                 .trim_start_matches('[')
@@ -209,7 +223,7 @@ impl Target {
     }
 
     fn check(&self) -> anyhow::Result<()> {
-        self.url()?;
+        self.urls()?;
         if !self.admin_email.contains('@') {
             bail!("--admin-email must be an email address");
         }

@@ -22,6 +22,23 @@ pub struct ServerSide {
     /// `GET /api/admin/stats` before the city was created and after the run.
     pub stats_before: Value,
     pub stats_after: Value,
+    /// Each node's cluster counters over the run (empty for a single node).
+    #[serde(default)]
+    pub nodes: Vec<NodeSide>,
+}
+
+/// What one node of a cluster did during the run (its `/metrics`, end minus start).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSide {
+    pub target: String,
+    pub shards_owned: u64,
+    pub forwarded_positions: u64,
+    pub remote_calls_ok: u64,
+    pub remote_calls_failed: u64,
+    pub leases_won: u64,
+    pub leases_lost: u64,
+    pub handed_over: u64,
 }
 
 /// A whole run.
@@ -150,6 +167,22 @@ impl Report {
             s.stats_before["ordersByStatus"]["delivered"],
             s.stats_after["dispatch"]
         );
+        for node in &s.nodes {
+            let _ = writeln!(
+                out,
+                "node {}: {} shards; forwarded {} positions ({:.0}/s), remote calls {} ok / {} failed; \
+                 leases won {}, lost {}, handed over {}",
+                node.target,
+                node.shards_owned,
+                node.forwarded_positions,
+                node.forwarded_positions as f64 / self.total_s.max(0.001),
+                node.remote_calls_ok,
+                node.remote_calls_failed,
+                node.leases_won,
+                node.leases_lost,
+                node.handed_over
+            );
+        }
         out
     }
 

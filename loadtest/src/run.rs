@@ -22,7 +22,7 @@ use crate::city::City;
 use crate::cli::{RunArgs, Transport};
 use crate::conn::{Conn, Dialer, Incoming};
 use crate::record::{Counters, Path, Recorder};
-use crate::report::{Report, ServerSide};
+use crate::report::{NodeSide, Report, ServerSide};
 use crate::setup::{self, Customer, RiderAccount, Shop};
 
 /// Acks not back after this long are counted as lost.
@@ -43,7 +43,10 @@ struct Track {
 #[derive(Debug)]
 struct World {
     args: RunArgs,
+    /// The first node: statistics and memory are read there.
     api: Api,
+    /// Every node; each party talks to the one its token picks (see [`node_of`]).
+    apis: Vec<Api>,
     city: City,
     recorder: Recorder,
     orders: DashMap<String, Track>,
@@ -53,6 +56,11 @@ struct World {
 }
 
 impl World {
+    /// The node this party talks to.
+    fn api_for(&self, token: &str) -> &Api {
+        &self.apis[node_of(token, self.apis.len())]
+    }
+
     fn fail(&self, kind: &str) {
         self.recorder.error(kind);
     }
@@ -74,8 +82,12 @@ impl World {
 
 /// Plays a run and returns its report.
 pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
-    let base = args.target.url()?;
-    let api = Api::new(base.clone())?;
+    let bases = args.target.urls()?;
+    let apis = bases
+        .iter()
+        .map(|base| Api::new(base.clone()))
+        .collect::<anyhow::Result<Vec<Api>>>()?;
+    let api = apis[0].clone();
     let sockets = match args.transport {
         Transport::Http => args.restaurants,
         Transport::Socketio | Transport::Ws => args.riders + args.restaurants,
@@ -86,6 +98,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let admin = setup::admin(&api, &args.target.admin_email).await?;
     let before = api.get("/api/admin/stats", Some(&admin.token)).await?;
     let memory_start = api.server_memory().await;
+    let nodes_start = cluster_counters(&apis).await;
 
     let run_id = setup::run_id();
     let total = (args.restaurants + args.customers + args.riders) as u64;
@@ -121,7 +134,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     .await?;
     bar.finish_and_clear();
 
-    let dialer = Dialer::new(&base, args.source_addrs).await?;
+    let mut dialers = Vec::new();
+    for base in &bases {
+        dialers.push(Dialer::new(base, args.source_addrs).await?);
+    }
     let seller_kind = match args.transport {
         Transport::Http => Transport::Ws,
         other => other,
@@ -130,7 +146,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         Transport::Http => riders.iter().map(|_| None).collect(),
         kind => {
             let bar = progress(riders.len() as u64, "connecting riders");
-            let conns = connect_all(&dialer, kind, &riders, &bar).await?;
+            let conns = connect_all(&dialers, kind, &riders, &bar).await?;
             bar.finish_and_clear();
             conns.into_iter().map(Some).collect()
         }
@@ -138,7 +154,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let mut seller_conns = Vec::new();
     for (i, (shop, _)) in shops.iter().enumerate() {
         seller_conns.push(
-            dialer
+            dialers[node_of(&shop.seller.token, dialers.len())]
                 .connect(seller_kind, &shop.seller.token, i)
                 .await
                 .map_err(|err| anyhow::anyhow!("connecting seller {i}: {err:#}"))?,
@@ -150,6 +166,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         interval: Duration::from_secs_f64(args.interval_s),
         args: args.clone(),
         api: api.clone(),
+        apis,
         city,
         recorder: Recorder::new(),
         orders: DashMap::new(),
@@ -192,6 +209,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
 
     let after = api.get("/api/admin/stats", Some(&admin.token)).await?;
     let memory_end = api.server_memory().await;
+    let nodes_end = cluster_counters(&world.apis).await;
+    let nodes = if world.apis.len() > 1 {
+        nodes_start
+            .iter()
+            .zip(&nodes_end)
+            .map(|(start, end)| NodeSide {
+                target: end.target.clone(),
+                shards_owned: end.shards_owned,
+                forwarded_positions: end.forwarded_positions
+                    - start.forwarded_positions.min(end.forwarded_positions),
+                remote_calls_ok: end.remote_calls_ok
+                    - start.remote_calls_ok.min(end.remote_calls_ok),
+                remote_calls_failed: end.remote_calls_failed
+                    - start.remote_calls_failed.min(end.remote_calls_failed),
+                leases_won: end.leases_won - start.leases_won.min(end.leases_won),
+                leases_lost: end.leases_lost - start.leases_lost.min(end.leases_lost),
+                handed_over: end.handed_over - start.handed_over.min(end.handed_over),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let peak = world
         .memory_peak
         .load(Ordering::Relaxed)
@@ -216,8 +255,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
             memory_peak_bytes: (peak > 0).then_some(peak),
             stats_before: before,
             stats_after: after,
+            nodes,
         },
     })
+}
+
+/// Each node's cluster counters now.
+async fn cluster_counters(apis: &[Api]) -> Vec<NodeSide> {
+    let mut nodes = Vec::new();
+    for api in apis {
+        let read = |name: &'static str| async move { api.metric(name).await.unwrap_or(0) };
+        nodes.push(NodeSide {
+            target: api.base().to_string(),
+            shards_owned: read("tomato_cluster_shards_owned").await,
+            forwarded_positions: read("tomato_cluster_forwarded_positions_total").await,
+            remote_calls_ok: read("tomato_cluster_remote_calls_ok_total").await,
+            remote_calls_failed: read("tomato_cluster_remote_calls_failed_total").await,
+            leases_won: read("tomato_cluster_leases_won_total").await,
+            leases_lost: read("tomato_cluster_leases_lost_total").await,
+            handed_over: read("tomato_cluster_handed_over_total").await,
+        });
+    }
+    nodes
+}
+
+/// The node (of `nodes`) a party talks to, chosen by its token: riders, sellers and customers
+/// spread over every node, and the parties of one order mostly talk to different ones.
+fn node_of(token: &str, nodes: usize) -> usize {
+    let hash = token.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    usize::try_from(hash % nodes.max(1) as u64).unwrap_or(0)
 }
 
 /// The process may need one descriptor per socket; raise the soft limit and check it fits.
@@ -246,13 +314,14 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 async fn connect_all(
-    dialer: &Dialer,
+    dialers: &[Dialer],
     kind: Transport,
     riders: &[RiderAccount],
     bar: &ProgressBar,
 ) -> anyhow::Result<Vec<Conn>> {
     let conns: Vec<anyhow::Result<Conn>> = stream::iter(riders.iter().enumerate())
         .map(|(i, rider)| async move {
+            let dialer = &dialers[node_of(&rider.session.token, dialers.len())];
             let conn = dialer.connect(kind, &rider.session.token, i).await;
             bar.inc(1);
             conn.map_err(|err| anyhow::anyhow!("connecting rider {i}: {err:#}"))
@@ -315,7 +384,7 @@ async fn ride(
                     }
                     None => {
                         let sent = Instant::now();
-                        match world.api.put("/api/rider/location", &session.token, &at.json()).await {
+                        match world.api_for(&session.token).put("/api/rider/location", &session.token, &at.json()).await {
                             Ok(_) => world.recorder.latency(Path::Ingest, sent.elapsed()),
                             Err(err) => world.fail(&err.kind),
                         }
@@ -372,7 +441,7 @@ async fn poll_offers(world: &Arc<World>, session: &Arc<Session>, job: &mut Optio
 /// The orders this rider holds offers of, from `GET /api/rider/offers`.
 async fn held_offers(world: &World, session: &Session) -> Option<Vec<String>> {
     match world
-        .api
+        .api_for(&session.token)
         .get("/api/rider/offers", Some(&session.token))
         .await
     {
@@ -428,7 +497,7 @@ async fn try_orders(world: &World, session: &Session, orders: &[String]) -> Opti
     for order in orders {
         let path = format!("/api/rider/orders/{order}/accept");
         let accepted = world
-            .api
+            .api_for(&session.token)
             .call(reqwest::Method::POST, &path, Some(&session.token), None)
             .await;
         match accepted {
@@ -459,7 +528,7 @@ async fn deliver(world: &World, session: &Session, order: &str) {
     ] {
         tokio::time::sleep(ride).await;
         match world
-            .api
+            .api_for(&session.token)
             .put(&status, &session.token, &json!({ "status": next }))
             .await
         {
@@ -512,7 +581,7 @@ async fn prepare(world: Arc<World>, seller: Arc<Session>, order: String) {
     let path = format!("/api/order/{order}");
     for status in ["accepted", "preparing"] {
         if let Err(err) = world
-            .api
+            .api_for(&seller.token)
             .put(&path, &seller.token, &json!({ "status": status }))
             .await
         {
@@ -522,7 +591,7 @@ async fn prepare(world: Arc<World>, seller: Arc<Session>, order: String) {
     tokio::time::sleep(Duration::from_secs_f64(world.args.prep_s)).await;
     world.orders.entry(order.clone()).or_default().ready_at = Some(Instant::now());
     match world
-        .api
+        .api_for(&seller.token)
         .put(
             &path,
             &seller.token,
@@ -574,7 +643,8 @@ async fn place_orders(world: &Arc<World>, shops: &[Shop], customers: Vec<Custome
 }
 
 async fn order_and_pay(world: &World, customer: &Customer, item: &str, quantity: u32) {
-    let (api, token) = (&world.api, customer.session.token.as_str());
+    let token = customer.session.token.as_str();
+    let api = world.api_for(token);
     if let Err(err) = api
         .call(reqwest::Method::DELETE, "/api/cart", Some(token), None)
         .await

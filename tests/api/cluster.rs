@@ -583,3 +583,71 @@ async fn a_delivery_where_every_party_talks_to_another_node() {
     let done = json_ok(rider_status(riders_node, &ravi.token, &order, "delivered").await).await;
     assert_eq!(done["order"]["status"], "delivered");
 }
+
+#[tokio::test]
+async fn a_city_played_on_two_nodes_keeps_delivering_when_the_third_dies() {
+    let redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    let (a, mut b, c) = (
+        cluster.start("node-a"),
+        cluster.start("node-b"),
+        cluster.start("node-c"),
+    );
+    let token = admin_token(&a).await;
+    settled(&a, &token, &["node-a", "node-b", "node-c"], Duration::from_secs(20)).await;
+    // The city talks to A and C only (as a balancer would once B is gone); B owns shards and
+    // dies in the middle of the run.
+    let (target_a, target_c) = (format!("http://{}", a.addr), format!("http://{}", c.addr));
+    let args = tomato_load::parse_from([
+        "tomato-load",
+        "run",
+        "--target",
+        target_a.as_str(),
+        "--target",
+        target_c.as_str(),
+        "--admin-email",
+        ADMIN_EMAIL,
+        "--radius-km",
+        "1.5",
+        "--restaurants",
+        "3",
+        "--customers",
+        "6",
+        "--riders",
+        "12",
+        "--transport",
+        "ws",
+        "--interval-s",
+        "1",
+        "--order-rate",
+        "2",
+        "--duration-s",
+        "12",
+        "--prep-s",
+        "0.2",
+        "--think-s",
+        "0.1",
+        "--ride-s",
+        "0.2",
+        "--drain-s",
+        "60",
+    ])
+    .expect("harness arguments");
+    let tomato_load::Command::Run(args) = args else {
+        panic!("not a run");
+    };
+    let killing = async {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        b.kill9();
+        settled(&a, &token, &["node-a", "node-c"], Duration::from_secs(10)).await
+    };
+    let (report, takeover) = tokio::join!(tomato_load::run::run(args), killing);
+    eprintln!("takeover under load after kill -9: {takeover:?}");
+    let report = report.expect("harness run");
+    eprintln!("{}", report.text());
+    let counts = &report.measured.counts;
+    assert!(counts.orders_placed >= 10, "{}", report.text());
+    assert_eq!(counts.orders_paid, counts.orders_placed, "{}", report.text());
+    assert_eq!(counts.delivered, counts.orders_placed, "{}", report.text());
+    assert_eq!(report.undelivered, 0, "{}", report.text());
+}
