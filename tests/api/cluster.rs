@@ -594,7 +594,13 @@ async fn a_city_played_on_two_nodes_keeps_delivering_when_the_third_dies() {
         cluster.start("node-c"),
     );
     let token = admin_token(&a).await;
-    settled(&a, &token, &["node-a", "node-b", "node-c"], Duration::from_secs(20)).await;
+    settled(
+        &a,
+        &token,
+        &["node-a", "node-b", "node-c"],
+        Duration::from_secs(20),
+    )
+    .await;
     // The city talks to A and C only (as a balancer would once B is gone); B owns shards and
     // dies in the middle of the run.
     let (target_a, target_c) = (format!("http://{}", a.addr), format!("http://{}", c.addr));
@@ -647,7 +653,12 @@ async fn a_city_played_on_two_nodes_keeps_delivering_when_the_third_dies() {
     eprintln!("{}", report.text());
     let counts = &report.measured.counts;
     assert!(counts.orders_placed >= 10, "{}", report.text());
-    assert_eq!(counts.orders_paid, counts.orders_placed, "{}", report.text());
+    assert_eq!(
+        counts.orders_paid,
+        counts.orders_placed,
+        "{}",
+        report.text()
+    );
     assert_eq!(counts.delivered, counts.orders_placed, "{}", report.text());
     assert_eq!(report.undelivered, 0, "{}", report.text());
 }
