@@ -414,6 +414,9 @@ impl Cluster {
             self.lost(shard, "its lease ran out on this node's clock")
                 .await;
         }
+        if let Err(err) = self.transport.keepalive().await {
+            tracing::warn!(error = %err, "cluster inbox connection is down; reconnecting");
+        }
         let live = match self
             .redis
             .heartbeat(&self.config.node_id, HEARTBEAT_TTL)

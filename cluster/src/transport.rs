@@ -128,7 +128,8 @@ impl Transport {
             command,
         };
         let listeners = self.publish(owner, &envelope).await;
-        if listeners == Some(0) {
+        // Nobody listened, or it never left (Redis out of reach): the call did not run.
+        if matches!(listeners, Some(0) | None) {
             self.forget(id);
             return Sent::NobodyThere;
         }
@@ -180,6 +181,14 @@ impl Transport {
                 None
             }
         }
+    }
+
+    /// A round trip on the listening connection: the connection manager reconnects (and
+    /// resubscribes) only when a command fails, so a node that only listens would stay deaf
+    /// after Redis restarts without this.
+    pub async fn keepalive(&self) -> redis::RedisResult<()> {
+        let mut redis = self.redis.clone();
+        redis::cmd("PING").query_async::<()>(&mut redis).await
     }
 
     /// Hands a reply to the call waiting for it.

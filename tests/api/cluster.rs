@@ -300,9 +300,40 @@ async fn the_cluster_recovers_by_itself_when_redis_restarts() {
     let b = cluster.start("node-b");
     let token = admin_token(&a).await;
     settled(&a, &token, &["node-a", "node-b"], Duration::from_secs(20)).await;
+    let (on_a, on_b) = (
+        TestApp::attached(a.addr.parse().expect("addr")),
+        TestApp::attached(b.addr.parse().expect("addr")),
+    );
+    // Orders acknowledged before and during the outage, through both nodes.
+    let shop = open_shop(&on_a, "rr-seller@c.test", "Restart Kitchen", SHOP_AT).await;
+    let mut acknowledged: Vec<(String, &'static str, crate::world::Customer)> = Vec::new();
+    for (i, app) in [&on_a, &on_b].into_iter().enumerate() {
+        let buyer = customer(app, &format!("rr-before-{i}@c.test"), HOME_AT).await;
+        buyer.add(app, &shop.items[0], 1).await;
+        let order = buyer.order(app).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        buyer.pay(app, &order).await;
+        acknowledged.push((order, "paid", buyer));
+    }
 
     let port = redis.port;
     redis.kill();
+    // Meanwhile the store still takes what does not need another node: what is acknowledged
+    // must be there afterwards.
+    for (i, app) in [&on_a, &on_b].into_iter().enumerate() {
+        let buyer = customer(app, &format!("rr-during-{i}@c.test"), HOME_AT).await;
+        buyer.add(app, &shop.items[0], 1).await;
+        let placed = buyer.place(app).await;
+        if placed.status() == StatusCode::CREATED {
+            let order = json_ok(placed).await["order"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned();
+            acknowledged.push((order, "pending", buyer));
+        }
+    }
     // Without Redis a node cannot see the cluster: it says so on /readyz.
     let started = Instant::now();
     loop {
@@ -329,6 +360,15 @@ async fn the_cluster_recovers_by_itself_when_redis_restarts() {
             "readyz did not recover"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Nothing acknowledged was lost, and the paid orders move on through either node.
+    for (order, payment, buyer) in &acknowledged {
+        let stored = status_of(&on_b, buyer.token(), order).await;
+        assert_eq!(stored["paymentStatus"], *payment, "{order} as acknowledged");
+        if *payment == "paid" {
+            let moved = json_ok(shop.set_status(&on_b, order, "accepted").await).await;
+            assert_eq!(moved["order"]["status"], "accepted");
+        }
     }
     drop(b);
 }
