@@ -151,13 +151,39 @@ impl DispatchPort for NodeDispatch {
             shards.offers_made(order, offer, riders);
         }
         let offer = json!(offer);
+        let mut strangers = Vec::new();
         for rider in riders {
-            if let Some(user) = self.rider_ids.user_of(*rider) {
-                self.realtime
-                    .emit(Room::User(user), "order:available", &offer);
-                self.metrics.offers.inc();
+            match self.rider_ids.user_of(*rider) {
+                Some(user) => {
+                    self.realtime
+                        .emit(Room::User(user), "order:available", &offer);
+                    self.metrics.offers.inc();
+                }
+                None => strangers.push(*rider),
             }
         }
+        if strangers.is_empty() {
+            return;
+        }
+        // Riders this node has not met: in a cluster their positions reach it from the node
+        // they talk to. Their user comes from the store, once, off the actor's path.
+        let (ids, store) = (Arc::clone(&self.rider_ids), Arc::clone(&self.stores.riders));
+        let (realtime, metrics) = (Arc::clone(&self.realtime), self.metrics.clone());
+        tokio::spawn(async move {
+            for rider in strangers {
+                match store.get(rider).await {
+                    Ok(Some(profile)) => {
+                        ids.remember(profile.user_id, rider);
+                        realtime.emit(Room::User(profile.user_id), "order:available", &offer);
+                        metrics.offers.inc();
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::warn!(rider_id = %rider, error = %err, "offer not sent: rider unknown");
+                    }
+                }
+            }
+        });
     }
 
     fn pending(&self, order: &Order, attempts: u32) {

@@ -51,7 +51,7 @@ pub struct RiderIds {
 }
 
 impl RiderIds {
-    fn remember(&self, user: UserId, rider: RiderId) {
+    pub(crate) fn remember(&self, user: UserId, rider: RiderId) {
         self.riders.insert(user, rider);
         self.users.insert(rider, user);
     }

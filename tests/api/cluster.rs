@@ -597,8 +597,28 @@ async fn a_delivery_where_every_party_talks_to_another_node() {
         .as_str()
         .expect("id")
         .to_owned();
+    let mut riders_socket = WsClient::connect(riders_node, &ravi.token)
+        .await
+        .expect("ws");
     buyer.pay(customers_node, &order).await;
     make_ready(kitchens_node, &shop, &order).await;
+    // The offer, made on the node that owns the order, reaches the rider's socket on another.
+    let offered = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            move_to(riders_node, &ravi, SHOP_AT).await;
+            if let Ok(offer) = tokio::time::timeout(
+                Duration::from_secs(1),
+                riders_socket.event("order:available"),
+            )
+            .await
+            {
+                return offer;
+            }
+        }
+    })
+    .await
+    .expect("the rider heard the offer");
+    assert_eq!(offered["orderId"], order.as_str());
 
     // The rider keeps reporting (through its node, forwarded to the shard's owner) until the
     // order's offer reaches it, and takes it through its own node.
