@@ -399,8 +399,18 @@ async fn status_of(app: &TestApp, token: Option<&str>, order: &str) -> Value {
     json_ok(app.get(&format!("/api/order/{order}"), token).await).await["order"].clone()
 }
 
-#[tokio::test]
-async fn an_order_moves_through_every_node_and_a_paused_owner_writes_nothing() {
+/// Three settled nodes, and which of them owns the shop's shard.
+struct Three {
+    _redis: Redis,
+    nodes: [Node; 3],
+    apps: Vec<TestApp>,
+    token: String,
+    shard: u64,
+    owner_id: String,
+    owner: usize,
+}
+
+async fn three_nodes() -> Three {
     let redis = Redis::start();
     let cluster = ClusterEnv::new(&redis);
     let nodes = [
@@ -425,6 +435,28 @@ async fn an_order_moves_through_every_node_and_a_paused_owner_writes_nothing() {
         .clone()
         .expect("owned");
     let owner = nodes.iter().position(|n| n.id == owner_id).expect("a node");
+    Three {
+        _redis: redis,
+        nodes,
+        apps,
+        token,
+        shard,
+        owner_id,
+        owner,
+    }
+}
+
+#[tokio::test]
+async fn an_order_moves_through_every_node_and_a_paused_owner_writes_nothing() {
+    let Three {
+        _redis,
+        nodes,
+        apps,
+        token,
+        shard,
+        owner_id,
+        owner,
+    } = three_nodes().await;
     // The two nodes that do not own the order's shard: every step goes through one of them.
     let others: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
     let (x, y) = (&apps[others[0]], &apps[others[1]]);
@@ -529,30 +561,14 @@ async fn a_logout_on_one_node_holds_on_every_node_at_once() {
 
 #[tokio::test]
 async fn a_delivery_where_every_party_talks_to_another_node() {
-    let redis = Redis::start();
-    let cluster = ClusterEnv::new(&redis);
-    let nodes = [
-        cluster.start("node-a"),
-        cluster.start("node-b"),
-        cluster.start("node-c"),
-    ];
-    let token = admin_token(&nodes[0]).await;
-    settled(
-        &nodes[0],
-        &token,
-        &["node-a", "node-b", "node-c"],
-        Duration::from_secs(20),
-    )
-    .await;
-    let apps: Vec<TestApp> = nodes
-        .iter()
-        .map(|n| TestApp::attached(n.addr.parse().expect("addr")))
-        .collect();
-    let shard = shard_at(SHOP_AT);
-    let owner_id = owners(&nodes[0], &token).await[&shard]
-        .clone()
-        .expect("owned");
-    let owner = nodes.iter().position(|n| n.id == owner_id).expect("a node");
+    let Three {
+        _redis,
+        nodes: _nodes,
+        apps,
+        token,
+        owner,
+        ..
+    } = three_nodes().await;
     let others: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
     // The rider streams to one node, the customer and the kitchen talk to the other; the
     // order's shard (and the rider's, next door to the shop) runs on the third.
