@@ -104,15 +104,21 @@ impl Db {
         self.closed.store(true, Ordering::Release);
     }
 
+    /// Refuses every call once the store was closed.
+    fn open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
     /// Runs one statement (prepared on first use, then from the cache).
     pub(crate) async fn run(
         &self,
         cql: &str,
         values: impl SerializeRow,
     ) -> Result<QueryResult, StoreError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
+        self.open()?;
         self.session
             .execute_unpaged(cql, values)
             .await
@@ -122,9 +128,7 @@ impl Db {
     /// Runs a schema statement, unprepared, with the patience schema changes need (a keyspace
     /// of 30 tables takes seconds on a busy node, and every node must agree).
     pub(crate) async fn ddl(&self, cql: &str) -> Result<(), StoreError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
+        self.open()?;
         let mut statement = Statement::new(cql);
         statement.set_request_timeout(Some(DDL_TIMEOUT));
         self.session()
@@ -143,12 +147,7 @@ impl Db {
     where
         R: for<'f> DeserializeRow<'f, 'f>,
     {
-        let result = self.run(cql, values).await?;
-        let rows = result.into_rows_result().map_err(backend)?;
-        rows.rows::<R>()
-            .map_err(backend)?
-            .collect::<Result<Vec<R>, _>>()
-            .map_err(|err| StoreError::Corrupt(err.to_string()))
+        typed(self.run(cql, values).await?)
     }
 
     /// Every row of a statement that may answer many, fetched page by page.
@@ -157,9 +156,7 @@ impl Db {
         R: for<'f, 'm> DeserializeRow<'f, 'm> + 'static,
     {
         use futures_util::TryStreamExt;
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
+        self.open()?;
         let pager = self
             .session
             .execute_iter(cql, ())
@@ -196,21 +193,15 @@ impl Db {
     where
         R: for<'f> DeserializeRow<'f, 'f>,
     {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
+        self.open()?;
         let mut statement = Statement::new(cql);
         statement.set_consistency(CqlConsistency::Serial);
-        let result = self
-            .session
-            .execute_unpaged(statement, values)
-            .await
-            .map_err(store_error)?;
-        let rows = result.into_rows_result().map_err(backend)?;
-        rows.rows::<R>()
-            .map_err(backend)?
-            .collect::<Result<Vec<R>, _>>()
-            .map_err(|err| StoreError::Corrupt(err.to_string()))
+        typed(
+            self.session
+                .execute_unpaged(statement, values)
+                .await
+                .map_err(store_error)?,
+        )
     }
 
     /// Runs a lightweight transaction and says whether it applied. Only `[applied]` (column 0)
@@ -235,6 +226,18 @@ impl Db {
             ))),
         }
     }
+}
+
+/// The rows of a result, typed.
+fn typed<R>(result: QueryResult) -> Result<Vec<R>, StoreError>
+where
+    R: for<'f> DeserializeRow<'f, 'f>,
+{
+    let rows = result.into_rows_result().map_err(backend)?;
+    rows.rows::<R>()
+        .map_err(backend)?
+        .collect::<Result<Vec<R>, _>>()
+        .map_err(|err| StoreError::Corrupt(err.to_string()))
 }
 
 fn backend(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {

@@ -292,6 +292,24 @@ async fn shards_spread_over_the_nodes_and_move_when_one_dies_joins_or_leaves() {
     a.terminate();
 }
 
+/// Waits up to 10 s for `node`'s `/readyz` to answer `status`.
+async fn readyz_becomes(node: &Node, status: StatusCode) {
+    let started = Instant::now();
+    while reqwest::get(node.url("/readyz"))
+        .await
+        .expect("readyz")
+        .status()
+        != status
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "readyz of {} never answered {status}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_cluster_recovers_by_itself_when_redis_restarts() {
     let mut redis = Redis::start();
@@ -335,32 +353,10 @@ async fn the_cluster_recovers_by_itself_when_redis_restarts() {
         }
     }
     // Without Redis a node cannot see the cluster: it says so on /readyz.
-    let started = Instant::now();
-    loop {
-        let ready = reqwest::get(a.url("/readyz")).await.expect("readyz");
-        if ready.status() == StatusCode::SERVICE_UNAVAILABLE {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "readyz kept saying ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    readyz_becomes(&a, StatusCode::SERVICE_UNAVAILABLE).await;
     let _redis = Redis::start_on(port);
     settled(&a, &token, &["node-a", "node-b"], Duration::from_secs(20)).await;
-    let started = Instant::now();
-    loop {
-        let ready = reqwest::get(a.url("/readyz")).await.expect("readyz");
-        if ready.status() == StatusCode::OK {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "readyz did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    readyz_becomes(&a, StatusCode::OK).await;
     // Nothing acknowledged was lost, and the paid orders move on through either node.
     for (order, payment, buyer) in &acknowledged {
         let stored = status_of(&on_b, buyer.token(), order).await;
