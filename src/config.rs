@@ -32,6 +32,9 @@ pub enum ConfigError {
     UnknownKey { origin: String, key: String },
     #[error("{0}")]
     Invalid(String),
+    /// `server.profile = "production"` with settings only fit for development, one per line.
+    #[error("{}", .0.join("\n"))]
+    Unsafe(Vec<String>),
 }
 
 /// Every setting of a node.
@@ -59,12 +62,21 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
+    pub profile: Profile,
     pub bind: String,
     pub body_limit_bytes: usize,
     pub upload_limit_bytes: usize,
     pub request_timeout_s: u64,
     pub cors_origins: Vec<String>,
     pub shutdown_grace_s: u64,
+}
+
+/// What the node is run as: `production` refuses the development conveniences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Development,
+    Production,
 }
 
 /// Logging.
@@ -370,6 +382,10 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError::Invalid(msg));
         self.bind_addr()?;
+        let unsafe_settings = self.unsafe_for_production();
+        if !unsafe_settings.is_empty() {
+            return Err(ConfigError::Unsafe(unsafe_settings));
+        }
         let server = &self.server;
         if server.body_limit_bytes < 1024 {
             return fail("server.body_limit_bytes must be at least 1024".into());
@@ -525,6 +541,38 @@ impl Settings {
             return fail(err.to_string());
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// What `server.profile = "production"` refuses, one line each (nothing in development).
+    fn unsafe_for_production(&self) -> Vec<String> {
+        if self.server.profile != Profile::Production {
+            return Vec::new();
+        }
+        let why = "refused by server.profile = \"production\"";
+        let mut problems = Vec::new();
+        if self.auth.uses_shipped_secret() {
+            problems.push(format!(
+                "auth.jwt_secret is the public value shipped in config.toml ({why}): set your own secret"
+            ));
+        }
+        if self.auth.dev_login {
+            problems.push(format!(
+                "auth.dev_login = true lets anyone sign in as any e-mail ({why})"
+            ));
+        }
+        if self.payments.test_provider {
+            problems.push(format!(
+                "payments.test_provider = true marks orders paid without money ({why})"
+            ));
+        }
+        if self.internal.key.expose_secret().is_empty() {
+            problems.push(format!(
+                "internal.key is empty ({why}): set the shared secret of the internal routes"
+            ));
+        }
+        problems
     }
 }
 

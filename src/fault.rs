@@ -1,18 +1,20 @@
 //! Fault injection for resilience drills: makes one order's or rider's actor panic on its next
-//! message, to watch supervision rebuild it from the store, and stops and starts a shard on this
-//! node as losing and winning its lease in a cluster would. Off unless
-//! `testing.fault_injection = true`, and even then only for callers holding the internal key.
+//! message, to watch supervision rebuild it from the store, or an order's next save fail as a
+//! store outage would; and stops and starts a shard on this node as losing and winning its
+//! lease in a cluster would. Off unless `testing.fault_injection = true`, and even then only for
+//! callers holding the internal key.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tomato_actors::ArmFault;
 use tomato_domain::{OrderId, RiderId};
 use tomato_shards::ShardId;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::{ApiError, ErrorBody, InternalCaller, Json, Path};
+use crate::http::{ApiError, ErrorBody, InternalCaller, Json, Path, Query};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -30,18 +32,30 @@ fn enabled(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-/// Arm a fault in an order's actor: its next command panics inside the actor, is answered 500,
-/// and the actor is restarted from the store.
+/// Which fault to arm in an order's actor.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderFault {
+    /// `panic` (default): the next command panics inside the actor, is retried once on the
+    /// actor restarted from the store, and the caller does not notice. `store`: the next
+    /// command's save fails as an unreachable store would; nothing is written and the caller
+    /// gets 503.
+    pub kind: Option<String>,
+}
+
+/// Arm a fault in an order's actor for its next command.
 #[utoipa::path(
     post,
     path = "/api/v1/internal/fault/order/{id}",
     tag = "internal",
     params(
         ("id" = String, Path, description = "Order id"),
+        OrderFault,
         ("x-internal-key" = String, Header, description = "internal.key"),
     ),
     responses(
         (status = 204, description = "Armed"),
+        (status = 400, description = "Unknown kind", body = ErrorBody),
         (status = 403, description = "Missing or wrong x-internal-key", body = ErrorBody),
         (status = 404, description = "Fault injection is off, or no such order", body = ErrorBody),
     )
@@ -50,11 +64,21 @@ async fn arm(
     State(state): State<AppState>,
     _caller: InternalCaller,
     Path(id): Path<OrderId>,
+    Query(fault): Query<OrderFault>,
 ) -> Result<StatusCode, ApiError> {
     enabled(&state)?;
+    let fault = match fault.kind.as_deref() {
+        None | Some("panic") => ArmFault::Panic,
+        Some("store") => ArmFault::StoreFailure,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "kind must be panic or store, not {other:?}"
+            )));
+        }
+    };
     let order = crate::orders::load(&state, id).await?;
-    state.shards.arm_fault((&order).into()).await?;
-    tracing::warn!(order_id = %id, "fault armed in order actor");
+    state.shards.arm_fault((&order).into(), fault).await?;
+    tracing::warn!(order_id = %id, ?fault, "fault armed in order actor");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -18,7 +18,9 @@ fn main() -> ExitCode {
     let settings = match Settings::load(cli.config.as_deref(), env) {
         Ok(settings) => settings,
         Err(err) => {
-            eprintln!("tomato: {err}");
+            for line in err.to_string().lines() {
+                eprintln!("tomato: {line}");
+            }
             return ExitCode::from(2);
         }
     };

@@ -87,6 +87,7 @@ impl Application {
         let actors = std::sync::Arc::clone(&state.actors);
         let purger = spawn_housekeeping(stores.clone());
         let snapshots = crate::riders::snapshots::spawn(state.clone());
+        let refunds = state.refunds.spawn();
         let last_state = state.clone();
         let app = http::app(state);
         tracing::info!(addr = %listener.local_addr()?, "serving");
@@ -110,6 +111,7 @@ impl Application {
         }
         purger.abort();
         snapshots.abort();
+        refunds.abort();
         let flushed = crate::riders::snapshots::flush(&last_state).await;
         tracing::info!(riders = flushed, "rider positions flushed");
         // Every shard stops through the path a cluster hands a shard over by; a cluster node

@@ -15,7 +15,7 @@ use crate::config::Settings;
 use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort};
 use crate::http::Metrics;
 use crate::http::idempotency::KeyLocks;
-use crate::payments::refunds::{NodeOrderEvents, Refunds};
+use crate::payments::refunds::{NodeOrderEvents, RefundMetrics, Refunds};
 use crate::payments::{Providers, Razorpay, Stripe};
 use crate::realtime::{Realtime, RealtimeOrderEvents};
 use crate::riders::RiderIds;
@@ -44,6 +44,8 @@ pub struct AppState {
     pub realtime: Arc<Realtime>,
     /// The payment providers this node takes payments with.
     pub providers: Arc<Providers>,
+    /// Money owed back, and the worker that returns it.
+    pub refunds: Arc<Refunds>,
     /// Where uploaded images are kept.
     pub media: Arc<dyn object_store::ObjectStore>,
     pub dispatch_metrics: DispatchMetrics,
@@ -101,7 +103,12 @@ impl AppState {
             razorpay: Razorpay::from_settings(&settings.payments.razorpay, http_client.clone()),
             stripe: Stripe::from_settings(&settings.payments.stripe, http_client.clone()),
         });
-        let refunds = Arc::new(Refunds::new(Arc::clone(&providers), stores.clone()));
+        let refund_metrics = RefundMetrics::register(metrics.registry_mut());
+        let refunds = Arc::new(Refunds::new(
+            Arc::clone(&providers),
+            stores.clone(),
+            refund_metrics,
+        ));
         let router = ShardRouter::new(
             Arc::clone(&actors),
             shards,
@@ -135,6 +142,7 @@ impl AppState {
         Ok(Self {
             media: crate::uploads::open_store(&settings)?,
             providers,
+            refunds,
             realtime,
             riders,
             rider_ids,

@@ -176,8 +176,8 @@ pub struct OrderActor {
     env: Arc<OrderEnv>,
     /// Set by `restarting`: the in-memory order must be replaced by the stored one.
     reload: bool,
-    /// Fault injection: the next command panics while deciding.
-    fault_armed: bool,
+    /// Fault injection: what goes wrong with the next command.
+    fault_armed: Option<ArmFault>,
     expiry: Option<SpawnHandle>,
     pub(crate) dispatching: Option<Dispatching>,
     /// Its shard stopped here: timers are off and every command is refused with
@@ -201,7 +201,7 @@ impl OrderActor {
             order,
             env,
             reload: false,
-            fault_armed: false,
+            fault_armed: None,
             expiry: None,
             dispatching: None,
             retired: false,
@@ -244,7 +244,8 @@ impl OrderActor {
     }
 
     fn decide(&mut self, command: OrderCommand) -> Result<Option<Order>, TransitionError> {
-        if std::mem::take(&mut self.fault_armed) {
+        if self.fault_armed == Some(ArmFault::Panic) {
+            self.fault_armed = None;
             panic!("injected fault in order {}", self.order.id);
         }
         self.order.apply(command, OffsetDateTime::now_utc())
@@ -285,9 +286,18 @@ impl OrderActor {
         let effects = effects_of(&self.order, &next);
         let store = Arc::clone(&self.env.store);
         let to_save = next.clone();
+        let store_fails = self.fault_armed == Some(ArmFault::StoreFailure);
+        if store_fails {
+            self.fault_armed = None;
+        }
         // Atomic: no other command runs until this one is persisted and applied.
         AtomicResponse::new(Box::pin(
-            async move { store.save(&to_save, effects).await }
+            async move {
+                if store_fails {
+                    return Err(StoreError::Unavailable("injected store failure".into()));
+                }
+                store.save(&to_save, effects).await
+            }
                 .into_actor(self)
                 .map(move |saved, act, ctx| {
                     if let Err(err) = saved {
@@ -381,6 +391,9 @@ fn effects_of(before: &Order, after: &Order) -> SaveEffects {
         clear_cart_of: paid.then_some(after.user_id),
         // Assignment makes the rider busy; delivery frees it.
         rider_order,
+        // A cancelled paid order, or money that came too late, is owed back.
+        owe_refund: before.payment_status != PaymentStatus::RefundPending
+            && after.payment_status == PaymentStatus::RefundPending,
     }
 }
 
@@ -402,7 +415,7 @@ impl Supervised for OrderActor {
         tracing::warn!(order_id = %self.order.id, "order actor restarting");
         self.env.restarts.inc();
         self.reload = true;
-        self.fault_armed = false;
+        self.fault_armed = None;
         // Timers die with the old context; dispatch starts over from the reloaded order.
         self.expiry = None;
         self.dispatching = None;
@@ -485,17 +498,22 @@ impl Handler<Reject> for OrderActor {
     }
 }
 
-/// Fault injection: the next command this actor receives panics while deciding. For resilience
+/// Fault injection: what goes wrong with the next command this actor receives. For resilience
 /// drills and the supervision tests; reachable only where the node enables fault injection.
-#[derive(Debug, Clone, Message, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
-pub struct ArmFault;
+pub enum ArmFault {
+    /// It panics while deciding (the actor is restarted from the store).
+    Panic,
+    /// Its save fails as an unreachable store would (nothing is written, the caller is told).
+    StoreFailure,
+}
 
 impl Handler<ArmFault> for OrderActor {
     type Result = ();
 
-    fn handle(&mut self, _: ArmFault, _: &mut Context<Self>) {
-        self.fault_armed = true;
+    fn handle(&mut self, fault: ArmFault, _: &mut Context<Self>) {
+        self.fault_armed = Some(fault);
     }
 }
 

@@ -250,6 +250,11 @@ impl Order {
             (OrderCommand::ConfirmPayment, S::Placed, P::Pending) => (S::Placed, P::Paid),
             // However often the provider repeats itself, the payment counts once.
             (OrderCommand::ConfirmPayment, _, payment) if payment.succeeded() => return Ok(None),
+            // Money that arrives after the order expired or was cancelled unpaid is never kept:
+            // the order stays where it is and owes the customer a refund.
+            (OrderCommand::ConfirmPayment, S::Expired | S::Cancelled, P::Pending) => {
+                (self.status, P::RefundPending)
+            }
             (OrderCommand::Expire, S::Placed, P::Pending) => (S::Expired, P::Pending),
             (OrderCommand::Expire, _, _) => return Ok(None),
             (OrderCommand::CancelByCustomer, S::Placed, P::Pending) => (S::Cancelled, P::Pending),
@@ -290,11 +295,13 @@ impl Order {
                 S::PickedUp,
                 P::Paid,
             ) if self.rider_id == Some(*rider) => (S::Delivered, P::Paid),
-            (OrderCommand::SettleRefund, S::Cancelled, P::RefundPending) => {
-                (S::Cancelled, P::Refunded)
+            (OrderCommand::SettleRefund, S::Cancelled | S::Expired, P::RefundPending) => {
+                (self.status, P::Refunded)
             }
             // A refund settles once, however often the provider confirms it.
-            (OrderCommand::SettleRefund, S::Cancelled, P::Refunded) => return Ok(None),
+            (OrderCommand::SettleRefund, S::Cancelled | S::Expired, P::Refunded) => {
+                return Ok(None);
+            }
             _ => return Err(refuse()),
         };
         next.payment_status = payment;
@@ -515,6 +522,28 @@ mod tests {
                 S::Cancelled,
                 P::Refunded,
             ),
+            (
+                C::SettleRefund,
+                S::Expired,
+                P::RefundPending,
+                S::Expired,
+                P::Refunded,
+            ),
+            // Late money: kept nowhere, owed back.
+            (
+                C::ConfirmPayment,
+                S::Expired,
+                P::Pending,
+                S::Expired,
+                P::RefundPending,
+            ),
+            (
+                C::ConfirmPayment,
+                S::Cancelled,
+                P::Pending,
+                S::Cancelled,
+                P::RefundPending,
+            ),
         ];
         let mut commands = vec![
             C::ConfirmPayment,
@@ -553,7 +582,7 @@ mod tests {
                             if matches!(command, C::Expire)
                                 || (*command == C::ConfirmPayment && payment.succeeded())
                                 || (*command == C::SettleRefund
-                                    && status == S::Cancelled
+                                    && matches!(status, S::Cancelled | S::Expired)
                                     && payment == P::Refunded) => {}
                         (expected, outcome) => panic!(
                             "{command} from {status}/{payment}: expected {expected:?}, got {outcome:?}"
@@ -613,7 +642,14 @@ mod tests {
             .apply(OrderCommand::Expire, now)
             .expect("allowed")
             .expect("changed");
-        assert!(expired.apply(OrderCommand::ConfirmPayment, now).is_err());
+        let late = expired
+            .apply(OrderCommand::ConfirmPayment, now)
+            .expect("allowed")
+            .expect("changed");
+        assert_eq!(
+            (late.status, late.payment_status),
+            (OrderStatus::Expired, PaymentStatus::RefundPending)
+        );
     }
 
     #[test]

@@ -178,13 +178,11 @@ impl ShardRouter {
         self.send(order, Reject { rider }).await
     }
 
-    /// Makes the order's next command panic inside its actor (fault injection).
-    pub async fn arm_fault(&self, order: OrderRef) -> Result<(), OrderError> {
+    /// Arms `fault` for the order's next command in its actor (fault injection).
+    pub async fn arm_fault(&self, order: OrderRef, fault: ArmFault) -> Result<(), OrderError> {
         let entered = self.enter(order.shard).await?;
         let addr = self.address(&entered, order).await?;
-        addr.send(ArmFault)
-            .await
-            .map_err(|_| OrderError::Unavailable)
+        addr.send(fault).await.map_err(|_| OrderError::Unavailable)
     }
 
     /// How many order actors are alive on this node.

@@ -23,10 +23,26 @@ pub const HEADER: &str = "idempotency-key";
 /// Set on a replayed response.
 pub const REPLAYED: &str = "idempotent-replayed";
 
-/// Requests with the same key wait for each other on this node, so two racing retries cannot
-/// both run the handler; the store's first-write-wins keeps nodes consistent with each other.
+/// Work with the same key waits for each other on this node: two racing retries of one
+/// idempotent request cannot both run the handler (the store's first-write-wins keeps nodes
+/// consistent with each other), and racing reports of one payment do not contend in the store.
 #[derive(Debug, Default)]
 pub struct KeyLocks(DashMap<String, Arc<tokio::sync::Mutex<()>>>);
+
+impl KeyLocks {
+    /// Runs `work` while holding the lock of `key`: calls with one key on this node run one at
+    /// a time.
+    pub async fn serially<T>(&self, key: String, work: impl Future<Output = T>) -> T {
+        let lock = self.0.entry(key.clone()).or_default().clone();
+        let guard = lock.lock().await;
+        let result = work.await;
+        drop(guard);
+        // Forget the lock once nobody else holds it, so the map does not grow without bound.
+        self.0
+            .remove_if(&key, |_, lock| Arc::strong_count(lock) <= 2);
+        result
+    }
+}
 
 /// Runs `handler` at most once per key: the response is remembered and replayed.
 pub async fn once<B, F, Fut, T>(
@@ -59,61 +75,49 @@ where
     let request_hash = hex::encode(Sha256::digest(&canonical));
 
     let lock_key = format!("{user}\u{0}{route}\u{0}{key}");
-    let lock = state
-        .idempotency_locks
-        .0
-        .entry(lock_key.clone())
-        .or_default()
-        .clone();
-    let guard = lock.lock().await;
-    let result = async {
-        if let Some(saved) = state.stores.idempotency.get(user, route, &key).await? {
-            return replay(saved, &request_hash);
-        }
-        let (status, value) = match handler().await {
-            Ok(answer) => answer,
-            Err(err) if err.status().is_server_error() => return Err(err),
-            Err(err) => {
-                // A client error is the answer to this request too: remember it.
-                let response = err.into_response();
-                let status = response.status();
-                let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-                    .await
-                    .map_err(ApiError::internal)?;
-                let saved = SavedResponse {
-                    request_hash: request_hash.clone(),
-                    status: status.as_u16(),
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                };
-                let saved = state
-                    .stores
-                    .idempotency
-                    .put(user, route, &key, saved)
-                    .await?;
-                return Ok(json_response(saved.status, saved.body, false));
-            }
-        };
-        let body = serde_json::to_string(&value).map_err(ApiError::internal)?;
-        let saved = SavedResponse {
-            request_hash: request_hash.clone(),
-            status: status.as_u16(),
-            body,
-        };
-        let saved = state
-            .stores
-            .idempotency
-            .put(user, route, &key, saved)
-            .await?;
-        Ok(json_response(saved.status, saved.body, false))
-    }
-    .await;
-    drop(guard);
-    // Forget the lock once nobody else holds it, so the map does not grow without bound.
     state
         .idempotency_locks
-        .0
-        .remove_if(&lock_key, |_, lock| Arc::strong_count(lock) <= 2);
-    result
+        .serially(lock_key, async {
+            if let Some(saved) = state.stores.idempotency.get(user, route, &key).await? {
+                return replay(saved, &request_hash);
+            }
+            let (status, value) = match handler().await {
+                Ok(answer) => answer,
+                Err(err) if err.status().is_server_error() => return Err(err),
+                Err(err) => {
+                    // A client error is the answer to this request too: remember it.
+                    let response = err.into_response();
+                    let status = response.status();
+                    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                        .await
+                        .map_err(ApiError::internal)?;
+                    let saved = SavedResponse {
+                        request_hash: request_hash.clone(),
+                        status: status.as_u16(),
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    };
+                    let saved = state
+                        .stores
+                        .idempotency
+                        .put(user, route, &key, saved)
+                        .await?;
+                    return Ok(json_response(saved.status, saved.body, false));
+                }
+            };
+            let body = serde_json::to_string(&value).map_err(ApiError::internal)?;
+            let saved = SavedResponse {
+                request_hash: request_hash.clone(),
+                status: status.as_u16(),
+                body,
+            };
+            let saved = state
+                .stores
+                .idempotency
+                .put(user, route, &key, saved)
+                .await?;
+            Ok(json_response(saved.status, saved.body, false))
+        })
+        .await
 }
 
 fn replay(saved: SavedResponse, request_hash: &str) -> Result<Response, ApiError> {

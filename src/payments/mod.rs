@@ -2,8 +2,12 @@
 //! (`payments.test_provider`, always succeeds, so the whole flow runs without network access) and
 //! Razorpay (on once `payments.razorpay.key_id` is set). Success, from `verify` or a webhook, is
 //! applied through the order's actor, which makes it count exactly once however often and in
-//! whatever order it is reported; webhook events are also recorded, so a repeated delivery is
-//! recognised before it reaches the order.
+//! whatever order it is reported; a webhook event is recorded as handled once its effect is
+//! stored, so a repeated delivery is recognised and one whose apply failed is applied again.
+//! Money that cannot be kept (too late, or a second payment) is owed back ([`refunds`]).
+
+use std::future::Future;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -47,6 +51,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_order))
         .routes(routes!(verify))
         .routes(routes!(webhook))
+        .routes(routes!(refunds_pending))
 }
 
 /// The providers this node can take payments with.
@@ -132,52 +137,95 @@ fn order_id(raw: &str) -> Result<OrderId, ApiError> {
         .map_err(|_| ApiError::bad_request("orderId is not an id"))
 }
 
-/// The provider order for `order`: the one opened before (retries reuse it), or a new one.
+/// How long one caller may take to open a provider order before another may try.
+const OPENING_TTL: Duration = Duration::from_secs(30);
+/// How long a concurrent caller waits for the provider order another caller is opening.
+const OPENING_WAIT: Duration = Duration::from_secs(10);
+
+/// What [`opened_once`] found: the provider order opened before, or the one just opened.
+enum Opened<T> {
+    Before(String),
+    Now(T),
+}
+
+/// The provider order of `order` at `provider`, opened at most once however many calls race:
+/// the caller that claims the opening calls `open` (and links what it opened), the others wait
+/// for that link.
+async fn opened_once<T, F, Fut>(
+    state: &AppState,
+    provider: &str,
+    order: OrderId,
+    id_of: impl Fn(&T) -> &str,
+    open: F,
+) -> Result<Opened<T>, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    let payments = &state.stores.payments;
+    let deadline = tokio::time::Instant::now() + OPENING_WAIT;
+    loop {
+        if let Some(id) = payments.provider_order(provider, order).await? {
+            return Ok(Opened::Before(id));
+        }
+        if payments.claim_opening(provider, order, OPENING_TTL).await? {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::unavailable(anyhow::anyhow!(
+                "another request is still opening the {provider} payment of order {order}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Claimed: someone may have linked one between the read and the claim.
+    if let Some(id) = payments.provider_order(provider, order).await? {
+        return Ok(Opened::Before(id));
+    }
+    let opened = open().await?;
+    payments.link(provider, id_of(&opened), order).await?;
+    Ok(Opened::Now(opened))
+}
+
+/// The provider order for `order`: the one opened before (retries and concurrent calls reuse
+/// it), or a new one.
 async fn provider_order(state: &AppState, order: &Order) -> Result<ProviderOrder, ApiError> {
     let mut checkout_url = None;
     let (provider_order_id, key) = match order.payment_method {
         PaymentMethod::Test => (format!("test_{}", order.id), None),
         PaymentMethod::Razorpay => {
             let razorpay = razorpay(state)?;
-            let existing = state
-                .stores
-                .payments
-                .provider_order(razorpay::NAME, order.id)
-                .await?;
-            let id = match existing {
-                Some(id) => id,
-                None => {
-                    let id = razorpay
-                        .create_order(order)
-                        .await
-                        .map_err(ApiError::unavailable)?;
-                    state
-                        .stores
-                        .payments
-                        .link(razorpay::NAME, &id, order.id)
-                        .await?;
-                    id
-                }
+            let id = match opened_once(state, razorpay::NAME, order.id, String::as_str, || async {
+                razorpay
+                    .create_order(order)
+                    .await
+                    .map_err(ApiError::unavailable)
+            })
+            .await?
+            {
+                Opened::Before(id) | Opened::Now(id) => id,
             };
             (id, Some(razorpay.key_id().to_owned()))
         }
         PaymentMethod::Stripe => {
             let stripe = stripe(state)?;
-            let existing = state
-                .stores
-                .payments
-                .provider_order(stripe::NAME, order.id)
-                .await?;
-            let session = match existing {
-                Some(id) => stripe.session(&id).await,
-                None => stripe.create_session(order).await,
-            }
-            .map_err(ApiError::unavailable)?;
-            state
-                .stores
-                .payments
-                .link(stripe::NAME, &session.id, order.id)
-                .await?;
+            let opened = opened_once(
+                state,
+                stripe::NAME,
+                order.id,
+                |session: &stripe::Session| session.id.as_str(),
+                || async {
+                    stripe
+                        .create_session(order)
+                        .await
+                        .map_err(ApiError::unavailable)
+                },
+            )
+            .await?;
+            let session = match opened {
+                Opened::Now(session) => session,
+                Opened::Before(id) => stripe.session(&id).await.map_err(ApiError::unavailable)?,
+            };
             checkout_url = session.url;
             (session.id, None)
         }
@@ -257,12 +305,12 @@ pub struct VerifyRequest {
 }
 
 /// Checks a Razorpay checkout's proof: the signature, and that the Razorpay order is this
-/// order's.
-async fn razorpay_proof(
+/// order's. Answers the payment it proves.
+async fn razorpay_proof<'a>(
     state: &AppState,
     order: OrderId,
-    body: &VerifyRequest,
-) -> Result<(), ApiError> {
+    body: &'a VerifyRequest,
+) -> Result<(&'a str, &'a str), ApiError> {
     let razorpay = razorpay(state)?;
     let (Some(provider_order), Some(payment), Some(signature)) = (
         body.razorpay_order_id.as_deref(),
@@ -288,12 +336,32 @@ async fn razorpay_proof(
             "that Razorpay order does not belong to this order",
         ));
     }
-    // Refunds name the payment.
-    state
-        .stores
-        .payments
-        .set_payment(razorpay::NAME, provider_order, payment)
+    Ok((provider_order, payment))
+}
+
+/// Records a Razorpay payment of `order` (refunds name it). The first payment of the Razorpay
+/// order pays for the order; another one is owed back.
+async fn record_payment(
+    state: &AppState,
+    order: &Order,
+    provider_order: &str,
+    payment: &str,
+) -> Result<(), ApiError> {
+    // One at a time per provider order on this node: verify and webhooks race to report the
+    // same payment, and on CQL each would otherwise contend for the same lightweight transaction.
+    let paying = state
+        .idempotency_locks
+        .serially(
+            format!("payment\u{0}{provider_order}"),
+            state
+                .stores
+                .payments
+                .set_payment(razorpay::NAME, provider_order, payment),
+        )
         .await?;
+    if paying != payment {
+        state.refunds.owe_second_payment(order, payment).await?;
+    }
     Ok(())
 }
 
@@ -326,7 +394,11 @@ async fn stripe_proof(state: &AppState, order: OrderId) -> Result<(), ApiError> 
 }
 
 /// Confirm the payment. Repeats (and verifying an already paid order) answer with the same
-/// `{order}`; the payment counts once, and the cart is cleared then. Honours `Idempotency-Key`.
+/// `{order}`; the payment counts once, and the cart is cleared then. A payment that arrives
+/// after the order expired or was cancelled is not kept: the answer is the order with
+/// `paymentStatus` `refund_pending` (then `refunded` once the provider confirms), and a second
+/// payment of an order already paid is refunded the same way (the order stays paid). Honours
+/// `Idempotency-Key`.
 #[utoipa::path(
     post,
     path = "/api/payment/verify",
@@ -340,7 +412,6 @@ async fn stripe_proof(state: &AppState, order: OrderId) -> Result<(), ApiError> 
         (status = 401, body = ErrorBody),
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such order of this customer", body = ErrorBody),
-        (status = 409, description = "The order expired or was cancelled before payment (`invalid_transition`)", body = ErrorBody),
         (status = 422, description = "The order's payment method is not available on this node", body = ErrorBody),
         (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
     )
@@ -362,7 +433,10 @@ async fn verify(
             let order = load_visible(&state, &customer, id).await?;
             require_available(&state, order.payment_method)?;
             match order.payment_method {
-                PaymentMethod::Razorpay => razorpay_proof(&state, id, &body).await?,
+                PaymentMethod::Razorpay => {
+                    let (provider_order, payment) = razorpay_proof(&state, id, &body).await?;
+                    record_payment(&state, &order, provider_order, payment).await?;
+                }
                 PaymentMethod::Stripe => stripe_proof(&state, id).await?,
                 PaymentMethod::Test => {}
             }
@@ -428,15 +502,10 @@ async fn webhook(
         return outcome("ignored");
     };
     // Razorpay names each delivery; a repeat of one already applied stops here.
-    if let Some(event_id) = headers
+    let event_id = headers
         .get("x-razorpay-event-id")
-        .and_then(|v| v.to_str().ok())
-        && !state
-            .stores
-            .payments
-            .first_time(razorpay::NAME, event_id)
-            .await?
-    {
+        .and_then(|v| v.to_str().ok());
+    if already_handled(&state, razorpay::NAME, event_id).await? {
         return outcome("duplicate");
     }
     let Some(order) = state
@@ -448,35 +517,50 @@ async fn webhook(
         tracing::warn!(provider_order, "razorpay event for an unknown order");
         return outcome("ignored");
     };
+    let stored = crate::orders::load(&state, order).await?;
     if let Some(payment) = razorpay::payment_of(&event) {
-        state
-            .stores
-            .payments
-            .set_payment(razorpay::NAME, provider_order, payment)
-            .await?;
+        record_payment(&state, &stored, provider_order, payment).await?;
     }
-    confirm_from_webhook(&state, order).await
+    confirm_from_webhook(&state, &stored, razorpay::NAME, event_id).await
 }
 
-/// Applies a provider's "paid" to the order.
+/// Whether the provider's event `event_id` was handled before (its effect is stored).
+async fn already_handled(
+    state: &AppState,
+    provider: &str,
+    event_id: Option<&str>,
+) -> Result<bool, ApiError> {
+    Ok(match event_id {
+        Some(event_id) => state.stores.payments.handled(provider, event_id).await?,
+        None => false,
+    })
+}
+
+/// Applies a provider's "paid" to the order, and only then records the event as handled: a
+/// delivery whose apply failed is applied when the provider sends it again. Money that arrives
+/// too late is owed back by the order's own move (`refund_pending`).
 async fn confirm_from_webhook(
     state: &AppState,
-    order: OrderId,
+    stored: &Order,
+    provider: &str,
+    event_id: Option<&str>,
 ) -> Result<Json<WebhookOutcome>, ApiError> {
-    let stored = crate::orders::load(state, order).await?;
-    match state
+    let status = match state
         .shards
-        .apply((&stored).into(), OrderCommand::ConfirmPayment)
+        .apply(stored.into(), OrderCommand::ConfirmPayment)
         .await
     {
-        Ok(_) => Ok(Json(WebhookOutcome { status: "applied" })),
+        Ok(_) => "applied",
         Err(tomato_actors::OrderError::Transition(refused)) => {
-            // Paid after the order expired or was cancelled: the money needs refunding.
-            tracing::error!(order_id = %order, error = %refused, "payment arrived for an order that cannot take it");
-            Ok(Json(WebhookOutcome { status: "ignored" }))
+            tracing::error!(order_id = %stored.id, error = %refused, "payment arrived for an order that cannot take it");
+            "ignored"
         }
-        Err(err) => Err(err.into()),
+        Err(err) => return Err(err.into()),
+    };
+    if let Some(event_id) = event_id {
+        state.stores.payments.first_time(provider, event_id).await?;
     }
+    Ok(Json(WebhookOutcome { status }))
 }
 
 /// Stripe's webhook: `Stripe-Signature` over `"{t}.{body}"` within the tolerance; a completed
@@ -503,13 +587,8 @@ async fn stripe_webhook(
     let (Some(session_id), true) = (session["id"].as_str(), completed) else {
         return outcome("ignored");
     };
-    if let Some(event_id) = event["id"].as_str()
-        && !state
-            .stores
-            .payments
-            .first_time(stripe::NAME, event_id)
-            .await?
-    {
+    let event_id = event["id"].as_str();
+    if already_handled(state, stripe::NAME, event_id).await? {
         return outcome("duplicate");
     }
     let Some(order) = state
@@ -525,7 +604,90 @@ async fn stripe_webhook(
         tracing::warn!(session_id, order_id = %order, "stripe session metadata names another order");
         return outcome("ignored");
     }
-    confirm_from_webhook(state, order).await
+    let stored = crate::orders::load(state, order).await?;
+    confirm_from_webhook(state, &stored, stripe::NAME, event_id).await
+}
+
+/// A refund the provider has not confirmed yet.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRefund {
+    pub order_id: String,
+    /// The provider payment being returned: null for the payment that paid the order, set for
+    /// a second payment of an order already paid.
+    pub payment: Option<String>,
+    /// Minor units.
+    pub amount: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub owed_since: time::OffsetDateTime,
+    /// Failed calls to the provider so far.
+    pub attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub next_attempt_at: time::OffsetDateTime,
+    pub last_error: Option<String>,
+}
+
+/// `{orders, refunds, nextCursor}`: the orders whose refund is pending, oldest refund first,
+/// and the refunds themselves in the same order (an order appears once per refund it is owed).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRefunds {
+    pub orders: Vec<crate::orders::OrderView>,
+    pub refunds: Vec<PendingRefund>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Refunds the provider has not confirmed yet, oldest first, with their attempts: each is
+/// retried with backoff until the provider confirms it, across restarts.
+#[utoipa::path(
+    get,
+    path = "/api/admin/refunds/pending",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(crate::http::PageParams),
+    responses(
+        (status = 200, body = PendingRefunds),
+        (status = 400, description = "limit outside 1-200 or bad cursor", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    )
+)]
+async fn refunds_pending(
+    State(state): State<AppState>,
+    _admin: crate::auth::AdminUser,
+    crate::http::Query(page): crate::http::Query<crate::http::PageParams>,
+) -> Result<Json<PendingRefunds>, ApiError> {
+    let limit = page.limit()?;
+    let owed = state
+        .stores
+        .payments
+        .refunds_owed(limit, page.cursor)
+        .await?;
+    let mut orders = Vec::with_capacity(owed.items.len());
+    let mut refunds = Vec::with_capacity(owed.items.len());
+    for refund in owed.items {
+        let Some(order) = state.stores.orders.get(refund.order_id).await? else {
+            continue;
+        };
+        orders.push(order.into());
+        refunds.push(PendingRefund {
+            order_id: refund.order_id.to_string(),
+            payment: refund.payment,
+            amount: refund.amount,
+            owed_since: refund.created_at,
+            attempts: refund.attempts,
+            next_attempt_at: refund.next_attempt_at,
+            last_error: refund.last_error,
+        });
+    }
+    Ok(Json(PendingRefunds {
+        orders,
+        refunds,
+        next_cursor: owed.next_cursor,
+    }))
 }
 
 #[cfg(test)]

@@ -132,18 +132,22 @@ impl Stripe {
             .http
             .post(format!("{}/v1/refunds", self.api_base))
             .bearer_auth(self.secret_key.expose_secret())
+            // Retries of one refund (after a timeout, a crash) are one refund at Stripe.
+            .header("Idempotency-Key", format!("refund-{session}"))
             .form(&[("payment_intent", intent)])
             .timeout(std::time::Duration::from_secs(10))
             .send()
             .await
             .map_err(|err| StripeError(err.to_string()))?;
-        if !response.status().is_success() {
-            return Err(StripeError(format!(
-                "refunds API answered {}",
-                response.status()
-            )));
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
         }
-        Ok(())
+        let body = response.text().await.unwrap_or_default();
+        if body.contains("charge_already_refunded") {
+            return Ok(());
+        }
+        Err(StripeError(format!("refunds API answered {status}")))
     }
 
     /// Whether `Stripe-Signature` proves this body, signed within the tolerance of `now`.

@@ -175,6 +175,27 @@ const MIGRATIONS: &[M<'static>] = &[
     CREATE INDEX orders_open_by_shard ON orders (shard)
         WHERE status NOT IN ('delivered', 'cancelled', 'expired');",
     ),
+    // Refunds owed until the provider confirms them (written with the order's move to
+    // refund_pending), and who is opening an order's provider order.
+    M::up(
+        "CREATE TABLE refunds (
+        order_id TEXT NOT NULL,
+        payment TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        PRIMARY KEY (order_id, payment)
+    ) STRICT;
+    CREATE INDEX refunds_by_age ON refunds (created_at, order_id, payment);
+    CREATE TABLE payment_openings (
+        provider TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        claimed_at INTEGER NOT NULL,
+        PRIMARY KEY (provider, order_id)
+    ) STRICT;",
+    ),
 ];
 
 /// Opens (or creates) the embedded store under `data_dir` and migrates it.

@@ -11,8 +11,8 @@ use tomato_domain::{Order, OrderId, RestaurantId, UserId};
 
 use crate::{EmbeddedStore, to_millis};
 use tomato_store::{
-    Conflict, IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
-    SavedResponse, StoreError,
+    Conflict, IdempotencyStore, OrderStore, Page, Refund, RestaurantOrderFilter, RiderOrder,
+    SaveEffects, SavedResponse, StoreError,
 };
 
 fn decode(data: &str) -> Result<Order, StoreError> {
@@ -175,6 +175,17 @@ impl OrderStore for EmbeddedStore {
                         )?;
                     }
                     None => {}
+                }
+                if effects.owe_refund {
+                    crate::payments::owe(
+                        &tx,
+                        &Refund::owed(
+                            order.id,
+                            None,
+                            order.total_amount.minor(),
+                            OffsetDateTime::now_utc(),
+                        ),
+                    )?;
                 }
                 tx.commit()?;
                 Ok(())

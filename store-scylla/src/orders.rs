@@ -15,8 +15,8 @@ use futures_util::future::try_join_all;
 use time::{Duration, OffsetDateTime};
 use tomato_domain::{Order, OrderId, OrderStatus, PaymentStatus, RestaurantId, RiderId, UserId};
 use tomato_store::{
-    Conflict, IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
-    SavedResponse, StoreError,
+    Conflict, IdempotencyStore, OrderStore, Page, PaymentStore, Refund, RestaurantOrderFilter,
+    RiderOrder, SaveEffects, SavedResponse, StoreError,
 };
 
 use crate::ScyllaStore;
@@ -340,6 +340,17 @@ impl OrderStore for ScyllaStore {
             None => None,
         };
         self.mark_open(order).await?;
+        if effects.owe_refund {
+            // Before the order: the refund worker checks the order, and lets go of a refund
+            // whose order never moved to refund_pending.
+            self.owe_refund(&Refund::owed(
+                order.id,
+                None,
+                order.total_amount.minor(),
+                OffsetDateTime::now_utc(),
+            ))
+            .await?;
+        }
         let saved = self
             .db
             .applied(

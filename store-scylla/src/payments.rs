@@ -1,13 +1,31 @@
 //! Payment-provider bookkeeping over CQL: a provider order is claimed for one order with
 //! `IF NOT EXISTS` (a second claim for another order is refused), found from our order through
-//! a newest-first lookup, and each provider event id is recorded once (`IF NOT EXISTS`).
+//! a newest-first lookup, and each provider event id is recorded once (`IF NOT EXISTS`). The
+//! first payment of a provider order is kept with `IF payment_id = null`. Opening a provider
+//! order is claimed with `IF NOT EXISTS` and a TTL. A refund owed is its row by (order,
+//! payment) plus a lookup oldest first, the lookup written first and believed only when the row
+//! carries the same creation instant.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 use tomato_domain::OrderId;
-use tomato_store::{Conflict, PaymentStore, StoreError};
+use tomato_store::{
+    Conflict, Page, PaymentStore, Refund, StoreError, parse_refund_cursor, refund_cursor,
+};
 
 use crate::orders::millis;
 use crate::{ScyllaStore, parse_col};
+
+/// The one partition of the owed-refunds lookup.
+const OWED: i32 = 0;
+/// How old a lookup without its row must be before a read removes it (younger ones may belong
+/// to a refund being written right now).
+const ORPHAN_AFTER: time::Duration = time::Duration::minutes(1);
+
+/// A refund row's columns after its key.
+type RefundRow = (i64, OffsetDateTime, i32, OffsetDateTime, Option<String>);
 
 impl ScyllaStore {
     /// Provider orders created for `order` at `provider`, newest first.
@@ -100,14 +118,37 @@ impl PaymentStore for ScyllaStore {
         provider: &str,
         provider_order: &str,
         payment: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<String, StoreError> {
+        let known: Option<(Option<String>,)> = self
+            .db
+            .row(
+                "SELECT payment_id FROM payment_orders WHERE provider = ? AND provider_order = ?",
+                (provider, provider_order),
+            )
+            .await?;
+        if let Some((Some(paying),)) = known {
+            // Kept once, never changed: no transaction needed to read it back.
+            return Ok(paying);
+        }
         self.db
-            .run(
-                "UPDATE payment_orders SET payment_id = ? WHERE provider = ? AND provider_order = ?",
+            .applied(
+                "UPDATE payment_orders SET payment_id = ? WHERE provider = ? AND provider_order = ?
+                 IF payment_id = null",
                 (payment, provider, provider_order),
             )
-            .await
-            .map(drop)
+            .await?;
+        // At SERIAL: the transaction that won, even one still in flight.
+        let rows: Vec<(Option<String>, String)> = self
+            .db
+            .serial_rows(
+                "SELECT payment_id, order_id FROM payment_orders WHERE provider = ? AND provider_order = ?",
+                (provider, provider_order),
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .and_then(|(payment, _)| payment)
+            .ok_or(StoreError::NotFound)
     }
 
     async fn payment_of(
@@ -141,5 +182,209 @@ impl PaymentStore for ScyllaStore {
                 (provider, event, millis(time::OffsetDateTime::now_utc())),
             )
             .await
+    }
+
+    async fn handled(&self, provider: &str, event: &str) -> Result<bool, StoreError> {
+        let row: Option<(String,)> = self
+            .db
+            .row(
+                "SELECT event_id FROM payment_events WHERE provider = ? AND event_id = ?",
+                (provider, event),
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn claim_opening(
+        &self,
+        provider: &str,
+        order: OrderId,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let ttl = i32::try_from(ttl.as_secs().max(1)).unwrap_or(i32::MAX);
+        self.db
+            .applied(
+                "INSERT INTO payment_openings (provider, order_id, claimed_at) VALUES (?, ?, ?)
+                 IF NOT EXISTS USING TTL ?",
+                (
+                    provider,
+                    order.to_string(),
+                    millis(OffsetDateTime::now_utc()),
+                    ttl,
+                ),
+            )
+            .await
+    }
+
+    async fn owe_refund(&self, refund: &Refund) -> Result<(), StoreError> {
+        let created = millis(refund.created_at);
+        let (order, payment) = (refund.order_id.to_string(), refund.payment_key());
+        self.db
+            .run(
+                "INSERT INTO refunds_owed (bucket, created_at, order_id, payment) VALUES (?, ?, ?, ?)",
+                (OWED, created, order.as_str(), payment),
+            )
+            .await?;
+        let attempts = i32::try_from(refund.attempts).unwrap_or(i32::MAX);
+        let claimed = self
+            .db
+            .applied(
+                "INSERT INTO refunds (order_id, payment, amount, created_at, attempts, next_attempt_at, last_error)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+                (
+                    order.as_str(),
+                    payment,
+                    refund.amount,
+                    created,
+                    attempts,
+                    millis(refund.next_attempt_at),
+                    refund.last_error.as_deref(),
+                ),
+            )
+            .await?;
+        if !claimed {
+            // Owed already, under its first creation instant: this lookup points at nothing.
+            self.db
+                .run(
+                    "DELETE FROM refunds_owed WHERE bucket = ? AND created_at = ? AND order_id = ? AND payment = ?",
+                    (OWED, created, order.as_str(), payment),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn refunds_owed(
+        &self,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<Page<Refund>, StoreError> {
+        let (mut millis_after, mut order_after, mut payment_after) = match cursor.as_deref() {
+            Some(cursor) => parse_refund_cursor(cursor)?,
+            None => (i64::MIN, String::new(), String::new()),
+        };
+        let batch = i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX);
+        let now = OffsetDateTime::now_utc();
+        let mut items = Vec::new();
+        loop {
+            let after =
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis_after) * 1_000_000)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let lookups: Vec<(OffsetDateTime, String, String)> = self
+                .db
+                .rows(
+                    "SELECT created_at, order_id, payment FROM refunds_owed
+                     WHERE bucket = ? AND (created_at, order_id, payment) > (?, ?, ?) LIMIT ?",
+                    (
+                        OWED,
+                        after,
+                        order_after.as_str(),
+                        payment_after.as_str(),
+                        batch,
+                    ),
+                )
+                .await?;
+            let exhausted = lookups.len() < usize::try_from(batch).unwrap_or(usize::MAX);
+            for (created, order, payment) in lookups {
+                let row: Option<RefundRow> = self
+                    .db
+                    .row(
+                        "SELECT amount, created_at, attempts, next_attempt_at, last_error
+                         FROM refunds WHERE order_id = ? AND payment = ?",
+                        (order.as_str(), payment.as_str()),
+                    )
+                    .await?;
+                match row {
+                    Some((amount, row_created, attempts, next_attempt_at, last_error))
+                        if row_created == created =>
+                    {
+                        items.push(Refund {
+                            order_id: parse_col("order id", &order, str::parse)?,
+                            payment: (!payment.is_empty()).then(|| payment.clone()),
+                            amount,
+                            created_at: created,
+                            attempts: u32::try_from(attempts).unwrap_or_default(),
+                            next_attempt_at,
+                            last_error,
+                        });
+                    }
+                    _ if now - created > ORPHAN_AFTER => {
+                        self.db
+                            .run(
+                                "DELETE FROM refunds_owed WHERE bucket = ? AND created_at = ? AND order_id = ? AND payment = ?",
+                                (OWED, created, order.as_str(), payment.as_str()),
+                            )
+                            .await?;
+                    }
+                    _ => {}
+                }
+                millis_after =
+                    i64::try_from(created.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+                order_after = order;
+                payment_after = payment;
+                if items.len() > limit {
+                    break;
+                }
+            }
+            if items.len() > limit || exhausted {
+                break;
+            }
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(refund_cursor)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn refund_attempted(&self, refund: &Refund) -> Result<(), StoreError> {
+        self.db
+            .applied(
+                "UPDATE refunds SET attempts = ?, next_attempt_at = ?, last_error = ?
+                 WHERE order_id = ? AND payment = ? IF EXISTS",
+                (
+                    i32::try_from(refund.attempts).unwrap_or(i32::MAX),
+                    millis(refund.next_attempt_at),
+                    refund.last_error.as_deref(),
+                    refund.order_id.to_string(),
+                    refund.payment_key(),
+                ),
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn refund_settled(
+        &self,
+        order: OrderId,
+        payment: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (order, payment) = (order.to_string(), payment.unwrap_or_default());
+        let row: Option<(OffsetDateTime,)> = self
+            .db
+            .row(
+                "SELECT created_at FROM refunds WHERE order_id = ? AND payment = ?",
+                (order.as_str(), payment),
+            )
+            .await?;
+        let Some((created,)) = row else {
+            return Ok(());
+        };
+        // The row first: a lookup left behind points at nothing and is tidied by reads.
+        self.db
+            .run(
+                "DELETE FROM refunds WHERE order_id = ? AND payment = ?",
+                (order.as_str(), payment),
+            )
+            .await?;
+        self.db
+            .run(
+                "DELETE FROM refunds_owed WHERE bucket = ? AND created_at = ? AND order_id = ? AND payment = ?",
+                (OWED, created, order.as_str(), payment),
+            )
+            .await
+            .map(drop)
     }
 }

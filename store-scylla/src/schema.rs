@@ -20,93 +20,108 @@ use crate::db::{Db, ScyllaConfig};
 const LEASE_TTL_S: i32 = 120;
 
 /// Schema versions, oldest first. Never edit a shipped one: add the next.
-pub const MIGRATIONS: &[&[&str]] = &[&[
-    // Users: by id; e-mails are claimed once.
-    "CREATE TABLE IF NOT EXISTS users (
+pub const MIGRATIONS: &[&[&str]] = &[
+    &[
+        // Users: by id; e-mails are claimed once.
+        "CREATE TABLE IF NOT EXISTS users (
         id text PRIMARY KEY, email text, name text, image text, role text,
         role_version bigint, created_at timestamp)",
-    "CREATE TABLE IF NOT EXISTS users_by_email (email text PRIMARY KEY, user_id text)",
-    // Revoked tokens live until shortly after the token's own expiry (TTL); the purge looks in
-    // the hour buckets of recent expiries.
-    "CREATE TABLE IF NOT EXISTS revoked_tokens (jti uuid PRIMARY KEY, expires_at timestamp)",
-    "CREATE TABLE IF NOT EXISTS revoked_by_hour (
+        "CREATE TABLE IF NOT EXISTS users_by_email (email text PRIMARY KEY, user_id text)",
+        // Revoked tokens live until shortly after the token's own expiry (TTL); the purge looks in
+        // the hour buckets of recent expiries.
+        "CREATE TABLE IF NOT EXISTS revoked_tokens (jti uuid PRIMARY KEY, expires_at timestamp)",
+        "CREATE TABLE IF NOT EXISTS revoked_by_hour (
         hour timestamp, jti uuid, expires_at timestamp, PRIMARY KEY (hour, jti))",
-    // Restaurants: by id, claimed once per owner, verified ones by H3 cell for the nearby
-    // search, pending ones oldest first in one small partition.
-    "CREATE TABLE IF NOT EXISTS restaurants (
+        // Restaurants: by id, claimed once per owner, verified ones by H3 cell for the nearby
+        // search, pending ones oldest first in one small partition.
+        "CREATE TABLE IF NOT EXISTS restaurants (
         id text PRIMARY KEY, owner_id text, name text, description text, image text,
         phone text, lat double, lon double, formatted_address text, is_open boolean,
         is_verified boolean, created_at timestamp, cell bigint)",
-    "CREATE TABLE IF NOT EXISTS restaurants_by_owner (owner_id text PRIMARY KEY, restaurant_id text)",
-    "CREATE TABLE IF NOT EXISTS restaurants_by_cell (
+        "CREATE TABLE IF NOT EXISTS restaurants_by_owner (owner_id text PRIMARY KEY, restaurant_id text)",
+        "CREATE TABLE IF NOT EXISTS restaurants_by_cell (
         cell bigint, restaurant_id text, PRIMARY KEY (cell, restaurant_id))",
-    "CREATE TABLE IF NOT EXISTS restaurants_pending (
+        "CREATE TABLE IF NOT EXISTS restaurants_pending (
         bucket int, restaurant_id text, PRIMARY KEY (bucket, restaurant_id))",
-    // Menus: items by id, and a restaurant's items in the order added (ids are time-ordered).
-    "CREATE TABLE IF NOT EXISTS menu_items (
+        // Menus: items by id, and a restaurant's items in the order added (ids are time-ordered).
+        "CREATE TABLE IF NOT EXISTS menu_items (
         id text PRIMARY KEY, restaurant_id text, name text, description text, price bigint,
         image text, category text, is_available boolean)",
-    "CREATE TABLE IF NOT EXISTS menu_by_restaurant (
+        "CREATE TABLE IF NOT EXISTS menu_by_restaurant (
         restaurant_id text, item_id text, PRIMARY KEY (restaurant_id, item_id))",
-    // Carts: a customer's lines in the order added, and who holds an item (for its deletion).
-    "CREATE TABLE IF NOT EXISTS cart_lines (
+        // Carts: a customer's lines in the order added, and who holds an item (for its deletion).
+        "CREATE TABLE IF NOT EXISTS cart_lines (
         user_id text, line_id text, item_id text, restaurant_id text, quantity int,
         PRIMARY KEY (user_id, line_id))",
-    "CREATE TABLE IF NOT EXISTS carts_by_item (
+        "CREATE TABLE IF NOT EXISTS carts_by_item (
         item_id text, user_id text, PRIMARY KEY (item_id, user_id))",
-    // Addresses: by id, a user's newest first.
-    "CREATE TABLE IF NOT EXISTS addresses (
+        // Addresses: by id, a user's newest first.
+        "CREATE TABLE IF NOT EXISTS addresses (
         id text PRIMARY KEY, user_id text, formatted_address text, mobile text, lat double,
         lon double, created_at timestamp)",
-    "CREATE TABLE IF NOT EXISTS addresses_by_user (
+        "CREATE TABLE IF NOT EXISTS addresses_by_user (
         user_id text, address_id text, PRIMARY KEY (user_id, address_id))
         WITH CLUSTERING ORDER BY (address_id DESC)",
-    // Orders: the whole order by id with its version (the compare-and-set) and the columns the
-    // lookups check; a customer's and a restaurant's newest first; a shard's open orders; one
-    // unpaid order per customer; orders by day of placement for the statistics.
-    "CREATE TABLE IF NOT EXISTS orders (
+        // Orders: the whole order by id with its version (the compare-and-set) and the columns the
+        // lookups check; a customer's and a restaurant's newest first; a shard's open orders; one
+        // unpaid order per customer; orders by day of placement for the statistics.
+        "CREATE TABLE IF NOT EXISTS orders (
         id text PRIMARY KEY, user_id text, restaurant_id text, status text,
         payment_status text, version bigint, shard int, created_at timestamp, data text)",
-    "CREATE TABLE IF NOT EXISTS orders_by_customer (
+        "CREATE TABLE IF NOT EXISTS orders_by_customer (
         user_id text, order_id text, PRIMARY KEY (user_id, order_id))
         WITH CLUSTERING ORDER BY (order_id DESC)",
-    "CREATE TABLE IF NOT EXISTS orders_by_restaurant (
+        "CREATE TABLE IF NOT EXISTS orders_by_restaurant (
         restaurant_id text, order_id text, PRIMARY KEY (restaurant_id, order_id))
         WITH CLUSTERING ORDER BY (order_id DESC)",
-    "CREATE TABLE IF NOT EXISTS open_orders (shard int, order_id text, PRIMARY KEY (shard, order_id))",
-    "CREATE TABLE IF NOT EXISTS unpaid_orders (user_id text PRIMARY KEY, order_id text)",
-    "CREATE TABLE IF NOT EXISTS order_counts (status text PRIMARY KEY, orders counter)",
-    "CREATE TABLE IF NOT EXISTS revenue_by_quarter (
+        "CREATE TABLE IF NOT EXISTS open_orders (shard int, order_id text, PRIMARY KEY (shard, order_id))",
+        "CREATE TABLE IF NOT EXISTS unpaid_orders (user_id text PRIMARY KEY, order_id text)",
+        "CREATE TABLE IF NOT EXISTS order_counts (status text PRIMARY KEY, orders counter)",
+        "CREATE TABLE IF NOT EXISTS revenue_by_quarter (
         quarter timestamp PRIMARY KEY, total counter, fees counter)",
-    // Idempotent responses: a day (TTL), and by hour for the purge.
-    "CREATE TABLE IF NOT EXISTS idempotency (
+        // Idempotent responses: a day (TTL), and by hour for the purge.
+        "CREATE TABLE IF NOT EXISTS idempotency (
         user_id text, route text, key text, request_hash text, status int, body text,
         created_at timestamp, PRIMARY KEY ((user_id, route, key)))",
-    "CREATE TABLE IF NOT EXISTS idempotency_by_hour (
+        "CREATE TABLE IF NOT EXISTS idempotency_by_hour (
         hour timestamp, user_id text, route text, key text, created_at timestamp,
         PRIMARY KEY (hour, user_id, route, key))",
-    // Riders: by id (current order is compare-and-set), claimed once per user, pending ones.
-    "CREATE TABLE IF NOT EXISTS riders (
+        // Riders: by id (current order is compare-and-set), claimed once per user, pending ones.
+        "CREATE TABLE IF NOT EXISTS riders (
         id text PRIMARY KEY, user_id text, name text, phone_number text, aadhar_number text,
         driving_license_number text, picture text, is_verified boolean, is_available boolean,
         lat double, lon double, last_seen_at timestamp, current_order_id text,
         created_at timestamp)",
-    "CREATE TABLE IF NOT EXISTS riders_by_user (user_id text PRIMARY KEY, rider_id text)",
-    "CREATE TABLE IF NOT EXISTS riders_pending (
+        "CREATE TABLE IF NOT EXISTS riders_by_user (user_id text PRIMARY KEY, rider_id text)",
+        "CREATE TABLE IF NOT EXISTS riders_pending (
         bucket int, rider_id text, PRIMARY KEY (bucket, rider_id))",
-    // Totals of accounts, for the statistics.
-    "CREATE TABLE IF NOT EXISTS totals (name text PRIMARY KEY, n counter)",
-    // Payments: provider orders claimed once, found by our order (newest first); events once.
-    "CREATE TABLE IF NOT EXISTS payment_orders (
+        // Totals of accounts, for the statistics.
+        "CREATE TABLE IF NOT EXISTS totals (name text PRIMARY KEY, n counter)",
+        // Payments: provider orders claimed once, found by our order (newest first); events once.
+        "CREATE TABLE IF NOT EXISTS payment_orders (
         provider text, provider_order text, order_id text, payment_id text,
         PRIMARY KEY ((provider, provider_order)))",
-    "CREATE TABLE IF NOT EXISTS payment_orders_by_order (
+        "CREATE TABLE IF NOT EXISTS payment_orders_by_order (
         provider text, order_id text, created_at timestamp, provider_order text,
         PRIMARY KEY ((provider, order_id), created_at, provider_order))
         WITH CLUSTERING ORDER BY (created_at DESC, provider_order ASC)",
-    "CREATE TABLE IF NOT EXISTS payment_events (
+        "CREATE TABLE IF NOT EXISTS payment_events (
         provider text, event_id text, received_at timestamp, PRIMARY KEY ((provider, event_id)))",
-]];
+    ],
+    &[
+        // Refunds owed until the provider confirms them: the row by (order, payment), and the
+        // lookup of all owed ones oldest first in one small partition (refunds are rare); who is
+        // opening an order's provider order, for as long as the claim's TTL.
+        "CREATE TABLE IF NOT EXISTS refunds (
+        order_id text, payment text, amount bigint, created_at timestamp, attempts int,
+        next_attempt_at timestamp, last_error text, PRIMARY KEY ((order_id, payment)))",
+        "CREATE TABLE IF NOT EXISTS refunds_owed (
+        bucket int, created_at timestamp, order_id text, payment text,
+        PRIMARY KEY (bucket, created_at, order_id, payment))",
+        "CREATE TABLE IF NOT EXISTS payment_openings (
+        provider text, order_id text, claimed_at timestamp, PRIMARY KEY ((provider, order_id)))",
+    ],
+];
 
 /// Whether `name` is a keyspace name CQL takes unquoted.
 pub fn valid_keyspace(name: &str) -> bool {

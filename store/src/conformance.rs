@@ -11,8 +11,8 @@ use tomato_domain::{
 use uuid::Uuid;
 
 use crate::{
-    Conflict, PositionSnapshot, RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse,
-    SignIn, StoreError, Stores,
+    Conflict, Page, PositionSnapshot, Refund, RestaurantOrderFilter, RiderOrder, SaveEffects,
+    SavedResponse, SignIn, StoreError, Stores,
 };
 
 /// Runs every check against `stores`, panicking with a description at the first failure.
@@ -702,6 +702,42 @@ async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
         .expect("filtered");
     assert!(filtered.items.is_empty());
 
+    // Cancelling the paid order owes its money back in the same save.
+    let cancelled = paid
+        .apply(OrderCommand::CancelByCustomer, paid.created_at)
+        .expect("allowed")
+        .expect("changed");
+    stores
+        .orders
+        .save(
+            &cancelled,
+            SaveEffects {
+                owe_refund: true,
+                ..SaveEffects::default()
+            },
+        )
+        .await
+        .expect("save");
+    let owed = stores
+        .payments
+        .refunds_owed(200, None)
+        .await
+        .expect("refunds");
+    let refund = owed
+        .items
+        .iter()
+        .find(|r| r.order_id == paid.id)
+        .expect("the cancelled order's refund is owed");
+    assert_eq!(
+        (refund.payment.as_deref(), refund.amount, refund.attempts),
+        (None, paid.total_amount.minor(), 0)
+    );
+    stores
+        .payments
+        .refund_settled(paid.id, None)
+        .await
+        .expect("settle");
+
     let mut ghost = order_for(customer.id, shop.id);
     ghost.status = OrderStatus::Accepted;
     ghost.version = 1;
@@ -1116,11 +1152,23 @@ pub async fn run_payments(stores: &Stores) {
             .expect("none yet"),
         None
     );
-    stores
-        .payments
-        .set_payment("razorpay", "order_A", "pay_1")
-        .await
-        .expect("payment");
+    assert_eq!(
+        stores
+            .payments
+            .set_payment("razorpay", "order_A", "pay_1")
+            .await
+            .expect("payment"),
+        "pay_1"
+    );
+    assert_eq!(
+        stores
+            .payments
+            .set_payment("razorpay", "order_A", "pay_2")
+            .await
+            .expect("second payment"),
+        "pay_1",
+        "the first payment of a provider order is the one that pays"
+    );
     assert_eq!(
         stores
             .payments
@@ -1150,4 +1198,125 @@ pub async fn run_payments(stores: &Stores) {
             .await
             .expect("other provider")
     );
+    assert!(
+        stores
+            .payments
+            .handled("razorpay", "evt_1")
+            .await
+            .expect("read")
+    );
+    assert!(
+        !stores
+            .payments
+            .handled("razorpay", "evt_2")
+            .await
+            .expect("read")
+    );
+    openings_are_claimed_once(stores).await;
+    refunds_are_owed_until_settled(stores).await;
+}
+
+/// One caller at a time opens an order's provider order; a claim older than its TTL is free.
+async fn openings_are_claimed_once(stores: &Stores) {
+    let order = OrderId::new();
+    let ttl = std::time::Duration::from_secs(1);
+    let claim = || stores.payments.claim_opening("razorpay", order, ttl);
+    assert!(claim().await.expect("claim"));
+    assert!(!claim().await.expect("claimed already"));
+    assert!(
+        stores
+            .payments
+            .claim_opening("stripe", order, ttl)
+            .await
+            .expect("another provider")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(claim().await.expect("a lapsed claim is taken over"));
+}
+
+/// Refunds owed are listed oldest first, page by page, keep their failed attempts, are owed
+/// once per (order, payment), and go when settled.
+async fn refunds_are_owed_until_settled(stores: &Stores) {
+    let start = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let owed: Vec<Refund> = (0..3)
+        .map(|i| {
+            Refund::owed(
+                OrderId::new(),
+                (i == 2).then(|| "pay_extra".to_owned()),
+                1000 + i,
+                start + time::Duration::seconds(i),
+            )
+        })
+        .collect();
+    for refund in &owed {
+        stores.payments.owe_refund(refund).await.expect("owe");
+    }
+    // Owing again (a retried webhook) changes nothing, not even the instant.
+    let mut again = owed[0].clone();
+    again.created_at += time::Duration::minutes(5);
+    stores.payments.owe_refund(&again).await.expect("owe again");
+    let ours = |page: &Page<Refund>| -> Vec<OrderId> {
+        page.items
+            .iter()
+            .filter(|r| owed.iter().any(|o| o.order_id == r.order_id))
+            .map(|r| r.order_id)
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = stores.payments.refunds_owed(2, cursor).await.expect("page");
+        assert!(page.items.len() <= 2);
+        seen.extend(ours(&page));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<OrderId> = owed.iter().map(|r| r.order_id).collect();
+    assert_eq!(seen, expected, "oldest first, each once");
+
+    let mut failed = owed[0].clone();
+    failed.attempts = 2;
+    failed.next_attempt_at = start + time::Duration::hours(2);
+    failed.last_error = Some("provider answered 500".into());
+    stores
+        .payments
+        .refund_attempted(&failed)
+        .await
+        .expect("attempt");
+    stores
+        .payments
+        .refund_settled(owed[1].order_id, None)
+        .await
+        .expect("settle");
+    stores
+        .payments
+        .refund_settled(owed[2].order_id, Some("pay_extra"))
+        .await
+        .expect("settle extra");
+    let page = stores.payments.refunds_owed(200, None).await.expect("page");
+    let left: Vec<&Refund> = page
+        .items
+        .iter()
+        .filter(|r| owed.iter().any(|o| o.order_id == r.order_id))
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].attempts, 2);
+    assert_eq!(left[0].last_error.as_deref(), Some("provider answered 500"));
+    assert_eq!(left[0].amount, 1000);
+    assert_eq!(
+        left[0].next_attempt_at.unix_timestamp(),
+        failed.next_attempt_at.unix_timestamp()
+    );
+    assert_eq!(left[0].created_at.unix_timestamp(), start.unix_timestamp());
+    assert!(matches!(
+        stores.payments.refunds_owed(10, Some("junk".into())).await,
+        Err(StoreError::Invalid(_))
+    ));
+    stores
+        .payments
+        .refund_settled(owed[0].order_id, None)
+        .await
+        .expect("settle");
 }

@@ -22,7 +22,7 @@ pub use orders::{
     IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
     SavedResponse,
 };
-pub use payments::PaymentStore;
+pub use payments::{PaymentStore, Refund, parse_refund_cursor, refund_cursor};
 pub use riders::{PositionSnapshot, RiderStore};
 pub use stats::{OrderSummary, StatsStore, Totals};
 

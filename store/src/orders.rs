@@ -28,6 +28,9 @@ pub struct SaveEffects {
     pub clear_cart_of: Option<UserId>,
     /// Make the rider busy with the order (assignment) or free again (delivery).
     pub rider_order: Option<RiderOrder>,
+    /// The order's payment is owed back (it moved to `refund_pending`): record the refund
+    /// ([`crate::Refund`]) with the order, so no crash can keep the money.
+    pub owe_refund: bool,
 }
 
 /// A change to a rider's current order, made with the order's transition. Both are conditional,

@@ -37,6 +37,69 @@ fn an_invalid_value_stops_the_start_with_one_clear_line() {
 }
 
 #[test]
+fn the_production_profile_refuses_each_development_setting() {
+    let dir = tempfile::tempdir().expect("dir");
+    let production = |extra: &[(&str, &str)]| {
+        let mut command = tomato(dir.path());
+        command
+            .args(["config", "check"])
+            .env("TOMATO_SERVER__PROFILE", "production");
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        command.output().expect("run tomato")
+    };
+    let output = production(&[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).expect("utf-8");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "one line per problem: {stderr}");
+    for (line, setting) in lines.iter().zip([
+        "auth.jwt_secret",
+        "auth.dev_login",
+        "payments.test_provider",
+        "internal.key",
+    ]) {
+        assert!(line.starts_with(&format!("tomato: {setting}")), "{line}");
+    }
+    let fixed = [
+        (
+            "TOMATO_AUTH__JWT_SECRET",
+            "a-production-secret-of-at-least-32-bytes",
+        ),
+        ("TOMATO_AUTH__DEV_LOGIN", "false"),
+        ("TOMATO_PAYMENTS__TEST_PROVIDER", "false"),
+        ("TOMATO_INTERNAL__KEY", "an-internal-key"),
+    ];
+    // Each one left as shipped is refused alone.
+    for left in 0..fixed.len() {
+        let others: Vec<(&str, &str)> = fixed
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != left)
+            .map(|(_, pair)| *pair)
+            .collect();
+        let output = production(&others);
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8(output.stderr).expect("utf-8");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let output = production(&fixed);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let serve = tomato(dir.path())
+        .arg("serve")
+        .env("TOMATO_SERVER__PROFILE", "production")
+        .output()
+        .expect("run tomato");
+    assert_eq!(serve.status.code(), Some(2), "serve refuses too");
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}
+
+#[test]
 fn unknown_keys_stop_the_start() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("config.toml"), "[server]\nport = 80\n").expect("write");

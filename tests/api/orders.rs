@@ -262,20 +262,47 @@ async fn unpaid_orders_expire_and_keep_the_cart(store: Store) {
     assert_eq!(expired["paymentStatus"], "pending");
     let cart = json_ok(app.get("/api/cart/all", buyer.token()).await).await;
     assert_eq!(cart["cart"]["itemCount"], 3, "the cart is kept");
-    let late = app
-        .post(
-            "/api/payment/verify",
-            buyer.token(),
-            &json!({ "orderId": id }),
-        )
-        .await;
+    // Money that arrives after the deadline is not kept: it goes back.
+    let late = buyer.pay(&app, &id).await;
     assert_eq!(
-        error_code(late, StatusCode::CONFLICT).await,
-        "invalid_transition"
+        (&late["status"], &late["paymentStatus"]),
+        (&json!("expired"), &json!("refund_pending"))
     );
-    // Expired, the customer may order again.
-    let again = buyer.place(&app).await;
-    assert_eq!(again.status(), StatusCode::CREATED);
+    let refunded = wait_for_payment(&app, buyer.token(), &id, "refunded").await;
+    assert_eq!(refunded["status"], "expired");
+    assert_eq!(
+        buyer.pay(&app, &id).await["paymentStatus"],
+        "refunded",
+        "paying again changes nothing"
+    );
+    let cart = json_ok(app.get("/api/cart/all", buyer.token()).await).await;
+    assert_eq!(
+        cart["cart"]["itemCount"], 3,
+        "a refunded payment leaves the cart alone"
+    );
+
+    // Expired, the customer may order again; paying for an order cancelled unpaid is refunded
+    // the same way.
+    let again = json_ok(buyer.place(&app).await).await["order"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let cancelled = json_ok(
+        app.post(
+            &format!("/api/order/{again}/cancel"),
+            buyer.token(),
+            &json!({}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(cancelled["order"]["paymentStatus"], "pending");
+    assert_eq!(
+        buyer.pay(&app, &again).await["paymentStatus"],
+        "refund_pending"
+    );
+    let refunded = wait_for_payment(&app, buyer.token(), &again, "refunded").await;
+    assert_eq!(refunded["status"], "cancelled");
 }
 
 crate::on_both_stores!(orders_and_their_timers_survive_a_restart);

@@ -1,6 +1,7 @@
 //! Razorpay against a local stand-in for its Orders API: no test reaches the internet.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -10,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::helpers::{Store, TestApp, error_code, json_ok, spawn_app, spawn_app_on};
+use crate::helpers::{INTERNAL_KEY, Store, TestApp, error_code, json_ok, spawn_app, spawn_app_on};
 use crate::sockets::SocketIoClient;
 use crate::world::{Customer, HOME_AT, SHOP_AT, Shop, customer, open_shop};
 
@@ -18,12 +19,37 @@ const KEY_ID: &str = "rzp_test_tomato";
 const KEY_SECRET: &str = "razorpay-key-secret-for-tests";
 const WEBHOOK_SECRET: &str = "razorpay-webhook-secret-for-tests";
 
-/// What the stand-in received: the Authorization header and the JSON body of each order.
+/// What the stand-in received: the Authorization header and the JSON body of each order, and
+/// `refund <payment>` with the body of each refund it confirmed.
 type Seen = Arc<Mutex<Vec<(String, Value)>>>;
 
-async fn stand_in() -> (SocketAddr, Seen) {
-    let seen: Seen = Arc::default();
-    let record = Arc::clone(&seen);
+/// The stand-in's state: what it saw, and how many refund calls it still answers 500.
+#[derive(Clone, Default)]
+struct StandIn {
+    seen: Seen,
+    failing_refunds: Arc<AtomicUsize>,
+}
+
+impl StandIn {
+    fn refunds(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(what, _)| what.starts_with("refund "))
+            .map(|(what, _)| what.clone())
+            .collect()
+    }
+
+    fn orders_opened(&self) -> usize {
+        let refunds = self.refunds().len();
+        self.seen.lock().expect("lock").len() - refunds
+    }
+}
+
+async fn stand_in() -> (SocketAddr, StandIn) {
+    let state = StandIn::default();
+    let record = Arc::clone(&state.seen);
     let router = Router::new().route(
         "/v1/orders",
         post(
@@ -35,6 +61,8 @@ async fn stand_in() -> (SocketAddr, Seen) {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_owned();
+                    // Slow enough that racing callers overlap.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     let mut seen = record.lock().expect("lock");
                     seen.push((auth, body.clone()));
                     axum::Json(json!({
@@ -49,19 +77,27 @@ async fn stand_in() -> (SocketAddr, Seen) {
             },
         ),
     );
-    let refunds = Arc::clone(&seen);
+    let refunds = state.clone();
     let router = router.route(
         "/v1/payments/{payment}/refund",
         post(
             move |axum::extract::Path(payment): axum::extract::Path<String>,
                   axum::Json(body): axum::Json<Value>| {
-                let refunds = Arc::clone(&refunds);
+                let refunds = refunds.clone();
                 async move {
+                    let failing = refunds
+                        .failing_refunds
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if failing {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({ "error": { "code": "SERVER_ERROR" } })));
+                    }
                     refunds
+                        .seen
                         .lock()
                         .expect("lock")
                         .push((format!("refund {payment}"), body.clone()));
-                    axum::Json(json!({ "id": "rfnd_T1", "entity": "refund", "payment_id": payment, "amount": body["amount"] }))
+                    (StatusCode::OK, axum::Json(json!({ "id": "rfnd_T1", "entity": "refund", "payment_id": payment, "amount": body["amount"] })))
                 }
             },
         ),
@@ -71,23 +107,25 @@ async fn stand_in() -> (SocketAddr, Seen) {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, router).await });
-    (addr, seen)
+    (addr, state)
 }
 
-async fn app_with_razorpay(store: Store) -> (TestApp, Seen) {
-    let (addr, seen) = stand_in().await;
+async fn app_with_razorpay(store: Store) -> (TestApp, StandIn) {
+    app_with_razorpay_and(store, &[]).await
+}
+
+async fn app_with_razorpay_and(store: Store, extra: &[(&str, &str)]) -> (TestApp, StandIn) {
+    let (addr, stand_in) = stand_in().await;
     let base = format!("http://{addr}");
-    let app = spawn_app_on(
-        store,
-        &[
-            ("TOMATO_PAYMENTS__RAZORPAY__KEY_ID", KEY_ID),
-            ("TOMATO_PAYMENTS__RAZORPAY__KEY_SECRET", KEY_SECRET),
-            ("TOMATO_PAYMENTS__RAZORPAY__WEBHOOK_SECRET", WEBHOOK_SECRET),
-            ("TOMATO_PAYMENTS__RAZORPAY__API_BASE", &base),
-        ],
-    )
-    .await;
-    (app, seen)
+    let mut overrides = vec![
+        ("TOMATO_PAYMENTS__RAZORPAY__KEY_ID", KEY_ID),
+        ("TOMATO_PAYMENTS__RAZORPAY__KEY_SECRET", KEY_SECRET),
+        ("TOMATO_PAYMENTS__RAZORPAY__WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("TOMATO_PAYMENTS__RAZORPAY__API_BASE", &base),
+    ];
+    overrides.extend_from_slice(extra);
+    let app = spawn_app_on(store, &overrides).await;
+    (app, stand_in)
 }
 
 fn hmac_hex(secret: &str, message: &[u8]) -> String {
@@ -129,7 +167,8 @@ async fn order_of(app: &TestApp, buyer: &Customer, order: &str) -> Value {
 
 #[tokio::test]
 async fn a_checkout_signature_pays_the_order_and_forgeries_change_nothing() {
-    let (app, seen) = app_with_razorpay(Store::Embedded).await;
+    let (app, stand_in) = app_with_razorpay(Store::Embedded).await;
+    let seen = stand_in.seen;
     let (buyer, order, provider_order) = razorpay_order(&app).await;
     {
         let seen = seen.lock().expect("lock");
@@ -363,7 +402,8 @@ async fn razorpay_is_off_until_configured() {
 
 #[tokio::test]
 async fn cancelling_a_paid_order_refunds_it_through_razorpay() {
-    let (app, seen) = app_with_razorpay(Store::Embedded).await;
+    let (app, stand_in) = app_with_razorpay(Store::Embedded).await;
+    let seen = stand_in.seen;
     let (buyer, order, provider_order, shop) = razorpay_order_at(&app).await;
     let signature = hmac_hex(KEY_SECRET, format!("{provider_order}|pay_R1").as_bytes());
     let proof = json!({ "orderId": order, "razorpayOrderId": provider_order, "razorpayPaymentId": "pay_R1", "razorpaySignature": signature });
@@ -376,4 +416,177 @@ async fn cancelling_a_paid_order_refunds_it_through_razorpay() {
     let (what, body) = seen.last().expect("a refund call");
     assert_eq!(what, "refund pay_R1");
     assert_eq!(body["amount"], 17600);
+}
+
+crate::on_both_stores!(a_webhook_whose_apply_failed_is_applied_when_delivered_again);
+async fn a_webhook_whose_apply_failed_is_applied_when_delivered_again(store: Store) {
+    let (app, _) =
+        app_with_razorpay_and(store, &[("TOMATO_TESTING__FAULT_INJECTION", "true")]).await;
+    let (buyer, order, provider_order) = razorpay_order(&app).await;
+    let armed = app
+        .client
+        .post(app.url(&format!("/api/v1/internal/fault/order/{order}?kind=store")))
+        .header("x-internal-key", INTERNAL_KEY)
+        .send()
+        .await
+        .expect("arm");
+    assert_eq!(armed.status(), StatusCode::NO_CONTENT);
+    let body = captured(&provider_order);
+    let signature = hmac_hex(WEBHOOK_SECRET, &body);
+    let failed = deliver(&app, &body, &signature, "evt_F1").await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        order_of(&app, &buyer, &order).await["paymentStatus"],
+        "pending"
+    );
+    // The provider delivers the same event again: it was not handled, so it is applied now.
+    let again = json_ok(deliver(&app, &body, &signature, "evt_F1").await).await;
+    assert_eq!(again["status"], "applied");
+    assert_eq!(
+        order_of(&app, &buyer, &order).await["paymentStatus"],
+        "paid"
+    );
+    let third = json_ok(deliver(&app, &body, &signature, "evt_F1").await).await;
+    assert_eq!(third["status"], "duplicate");
+}
+
+crate::on_both_stores!(parallel_openings_make_one_provider_order_and_a_second_payment_goes_back);
+async fn parallel_openings_make_one_provider_order_and_a_second_payment_goes_back(store: Store) {
+    let (app, stand_in) = app_with_razorpay(store).await;
+    let shop = open_shop(&app, "race-seller@x.test", "Race Kitchen", SHOP_AT).await;
+    let buyer = customer(&app, "race-buyer@x.test", HOME_AT).await;
+    buyer.add(&app, &shop.items[0], 2).await;
+    let order = json_ok(buyer.place_with(&app, "razorpay").await).await["order"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, url, token) = (
+                app.client.clone(),
+                app.url("/api/payment/create-order"),
+                buyer.session.token.clone(),
+            );
+            let body = json!({ "orderId": order });
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("send")
+            })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for call in calls {
+        let opened = json_ok(call.await.expect("task")).await;
+        ids.insert(opened["providerOrderId"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "every caller got the same provider order: {ids:?}"
+    );
+    assert_eq!(stand_in.orders_opened(), 1, "one provider order was opened");
+    let provider_order = ids.pop_first().expect("one");
+
+    // Paid once through checkout ...
+    let signature = hmac_hex(KEY_SECRET, format!("{provider_order}|pay_A").as_bytes());
+    let proof = json!({ "orderId": order, "razorpayOrderId": provider_order, "razorpayPaymentId": "pay_A", "razorpaySignature": signature });
+    let paid = json_ok(app.post("/api/payment/verify", buyer.token(), &proof).await).await;
+    assert_eq!(paid["order"]["paymentStatus"], "paid");
+    // ... and captured a second time (a customer who paid twice): that money goes back, the
+    // order stays paid by the first.
+    let second = json!({
+        "entity": "event",
+        "event": "payment.captured",
+        "payload": { "payment": { "entity": { "id": "pay_B", "order_id": provider_order, "status": "captured" } } },
+    })
+    .to_string()
+    .into_bytes();
+    let outcome =
+        json_ok(deliver(&app, &second, &hmac_hex(WEBHOOK_SECRET, &second), "evt_B").await).await;
+    assert_eq!(outcome["status"], "applied");
+    for _ in 0..100 {
+        if !stand_in.refunds().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(stand_in.refunds(), vec!["refund pay_B".to_owned()]);
+    assert_eq!(
+        order_of(&app, &buyer, &order).await["paymentStatus"],
+        "paid"
+    );
+    let admin = app.admin().await;
+    for _ in 0..50 {
+        let pending = json_ok(
+            app.get("/api/admin/refunds/pending", Some(&admin.token))
+                .await,
+        )
+        .await;
+        if pending["refunds"].as_array().is_some_and(Vec::is_empty) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the confirmed refund is still listed as pending");
+}
+
+#[tokio::test]
+async fn refunds_are_retried_until_the_provider_confirms_even_across_a_restart() {
+    let (mut app, stand_in) = app_with_razorpay(Store::Embedded).await;
+    let (buyer, order, provider_order, shop) = razorpay_order_at(&app).await;
+    let signature = hmac_hex(KEY_SECRET, format!("{provider_order}|pay_R9").as_bytes());
+    let proof = json!({ "orderId": order, "razorpayOrderId": provider_order, "razorpayPaymentId": "pay_R9", "razorpaySignature": signature });
+    json_ok(app.post("/api/payment/verify", buyer.token(), &proof).await).await;
+    // The provider fails the first two refund calls.
+    stand_in.failing_refunds.store(2, Ordering::SeqCst);
+    let cancelled = json_ok(shop.set_status(&app, &order, "cancelled").await).await;
+    assert_eq!(cancelled["order"]["paymentStatus"], "refund_pending");
+
+    let admin = app.admin().await;
+    let pending = loop {
+        let pending = json_ok(
+            app.get("/api/admin/refunds/pending", Some(&admin.token))
+                .await,
+        )
+        .await;
+        if pending["refunds"][0]["attempts"].as_u64() >= Some(1) {
+            break pending;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(pending["orders"][0]["id"], order.as_str());
+    assert_eq!(pending["orders"][0]["paymentStatus"], "refund_pending");
+    assert_eq!(pending["refunds"][0]["amount"], 17600);
+    assert!(
+        pending["refunds"][0]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("500")),
+        "{pending}"
+    );
+    assert!(app.metric("tomato_refunds_pending").await >= 1);
+    let customer_view = app.get("/api/admin/refunds/pending", buyer.token()).await;
+    assert_eq!(customer_view.status(), StatusCode::FORBIDDEN);
+
+    // A restart in the middle of the retries: the refund is picked up again from the store.
+    app.restart().await;
+    let refunded = crate::orders::wait_for_payment(&app, buyer.token(), &order, "refunded").await;
+    assert_eq!(refunded["status"], "cancelled");
+    assert_eq!(stand_in.refunds(), vec!["refund pay_R9".to_owned()]);
+    assert_eq!(
+        stand_in.failing_refunds.load(Ordering::SeqCst),
+        0,
+        "both failures were met"
+    );
+    let admin = app.admin().await;
+    let pending = json_ok(
+        app.get("/api/admin/refunds/pending", Some(&admin.token))
+            .await,
+    )
+    .await;
+    assert_eq!(pending["orders"], json!([]));
 }
