@@ -38,7 +38,7 @@ pub enum CacheChange {
     UserChanged { id: UserId },
 }
 
-/// Where a node's cache sends its changes (a cluster's broadcast).
+/// Where a node's cache sends its changes (a cluster's broadcast), or who else hears of them.
 type Peers = Box<dyn Fn(CacheChange) + Send + Sync>;
 
 /// The cache; one per node.
@@ -46,6 +46,8 @@ type Peers = Box<dyn Fn(CacheChange) + Send + Sync>;
 pub struct AuthCache {
     /// The other nodes, in a cluster.
     peers: std::sync::OnceLock<Peers>,
+    /// This node's open sockets, which end with their token.
+    listener: std::sync::OnceLock<Peers>,
     users: DashMap<UserId, CachedUser>,
     /// Tokens the store said were not revoked, and when it said so.
     live: DashMap<Uuid, Instant>,
@@ -96,6 +98,17 @@ impl AuthCache {
         let _ = self.peers.set(Box::new(peers));
     }
 
+    /// Calls `listener` with every change, made here or by another node, once it applies.
+    pub fn on_change(&self, listener: impl Fn(CacheChange) + Send + Sync + 'static) {
+        let _ = self.listener.set(Box::new(listener));
+    }
+
+    fn heard(&self, change: CacheChange) {
+        if let Some(listener) = self.listener.get() {
+            listener(change);
+        }
+    }
+
     /// A change another node made.
     pub fn apply(&self, change: CacheChange) {
         match change {
@@ -128,6 +141,8 @@ impl AuthCache {
         // Kept through the next sweep, so a read that began before the change still finds the
         // newer generation (a store read takes microseconds, the TTL seconds).
         entry.read_at = Instant::now();
+        drop(entry);
+        self.heard(CacheChange::UserChanged { id });
     }
 
     /// Whether the token is known revoked (through this node) or known live (store, within TTL):
@@ -158,6 +173,7 @@ impl AuthCache {
     fn revoke_here(&self, jti: Uuid, expires_at: i64) {
         self.revoked.insert(jti, expires_at);
         self.live.remove(&jti);
+        self.heard(CacheChange::Revoked { jti, expires_at });
     }
 
     fn inserted(&self) {

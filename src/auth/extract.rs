@@ -57,9 +57,23 @@ fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
 /// that the user still exists, and that their role has not changed since it was minted.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
     let claims = state.tokens.verify(token).map_err(|err| match err {
-        TokenError::Expired => ApiError::unauthorized("token_expired", "the token has expired"),
+        TokenError::Expired => expired(),
         TokenError::Invalid => ApiError::unauthorized("invalid_token", "the token is not valid"),
     })?;
+    still_valid(state, claims).await
+}
+
+fn expired() -> ApiError {
+    ApiError::unauthorized("token_expired", "the token has expired")
+}
+
+/// Whether a token whose signature was checked before (when a socket connected) is still good
+/// now: not expired, not revoked, and minted for the user's current role. A socket's inbound
+/// events are judged by this, so a demoted rider's positions are refused at once.
+pub async fn still_valid(state: &AppState, claims: Claims) -> Result<AuthUser, ApiError> {
+    if claims.refused_from() <= time::OffsetDateTime::now_utc() {
+        return Err(expired());
+    }
     let cache = &state.auth_cache;
     let revoked = match cache.revoked(claims.jti) {
         Some(known) => known,

@@ -33,6 +33,12 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// The instant from which the token is refused: its expiry plus the clock leeway every
+    /// check allows.
+    pub fn refused_from(&self) -> OffsetDateTime {
+        self.expires_at() + time::Duration::seconds(LEEWAY_S as i64)
+    }
+
     /// When the token expires.
     pub fn expires_at(&self) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(self.exp).unwrap_or(OffsetDateTime::UNIX_EPOCH)

@@ -17,11 +17,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
+use crate::auth::cache::CacheChange;
 use crate::http::{ApiError, ErrorBody, InternalCaller, Json};
 use crate::state::AppState;
 
 mod bus;
 mod events;
+pub mod sessions;
 mod socketio;
 pub mod ws;
 
@@ -38,6 +40,8 @@ pub struct Realtime {
     bus: Arc<dyn RealtimeBus>,
     /// The bus of a cluster, once the node joined one; it replaces `bus`.
     cluster_bus: std::sync::OnceLock<Arc<dyn RealtimeBus>>,
+    /// The tokens this node's connections hold.
+    pub(crate) sessions: Arc<sessions::Sessions>,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -57,6 +61,7 @@ impl Default for Realtime {
             layer,
             bus: Arc::new(LocalBus(Arc::clone(&sockets))),
             cluster_bus: std::sync::OnceLock::new(),
+            sessions: Arc::default(),
             sockets,
         }
     }
@@ -94,9 +99,31 @@ impl Realtime {
         let _ = self.cluster_bus.set(bus);
     }
 
-    /// Attaches the Socket.IO namespace; the handlers keep `state` for authentication.
+    /// Attaches the Socket.IO namespace (the handlers keep `state` for authentication), and
+    /// ends connections whose token the authentication cache hears revoked or made stale.
     pub fn attach(state: &AppState) {
         socketio::attach(state);
+        let sessions = Arc::clone(&state.realtime.sessions);
+        let users = Arc::clone(&state.stores.users);
+        state.auth_cache.on_change(move |change| match change {
+            CacheChange::Revoked { jti, .. } => sessions.revoked(jti),
+            CacheChange::UserChanged { id } if sessions.has_user(id) => {
+                // Whether the change made their tokens stale is the stored user's to say.
+                let (sessions, users) = (Arc::clone(&sessions), Arc::clone(&users));
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        match users.get(id).await {
+                            Ok(Some(user)) => sessions.user_is(&user),
+                            Ok(None) => {}
+                            Err(err) => {
+                                tracing::warn!(user_id = %id, error = %err, "cannot check the sockets of a changed user");
+                            }
+                        }
+                    });
+                }
+            }
+            CacheChange::UserChanged { .. } => {}
+        });
     }
 }
 

@@ -8,8 +8,11 @@ use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use tomato_domain::Role;
 
-use crate::auth::AuthUser;
-use crate::auth::extract::authenticate;
+use std::sync::Arc;
+
+use super::sessions::{Ended, Ender};
+use crate::auth::extract::{authenticate, still_valid};
+use crate::auth::{AuthUser, Claims};
 use crate::http::ApiError;
 use crate::riders::{PositionReport, apply_position};
 use crate::state::AppState;
@@ -54,6 +57,7 @@ pub(super) fn attach(state: &AppState) {
             for room in super::rooms_of(&state, &auth).await {
                 socket.join(room);
             }
+            watch_session(&state, &socket, auth.claims);
             let on_location = state.clone();
             socket.on(
                 "rider:location",
@@ -64,7 +68,7 @@ pub(super) fn attach(state: &AppState) {
                     async move {
                         let outcome = match (socket.extensions.get::<AuthUser>(), report) {
                             (Some(auth), Ok(report)) => {
-                                rider_location(&state, &auth, &report).await
+                                rider_location(&state, auth.claims, &report).await
                             }
                             (_, Err(err)) => Err(ApiError::bad_request(format!(
                                 "rider:location takes {{lat, lon, heading?, speedMps?, at?}}: {err}"
@@ -92,16 +96,42 @@ pub(super) fn attach(state: &AppState) {
         .ns("/", on_connect.with(authenticate_socket));
 }
 
-/// `rider:location` from a socket: the same as `PUT /api/rider/location`.
+/// Registers the socket's session: it is sent `session:ended` and disconnected when its token
+/// is revoked, goes stale or expires.
+fn watch_session(state: &AppState, socket: &SocketRef, claims: Claims) {
+    let ending = socket.clone();
+    let end: Ender = Arc::new(move |why: Ended| {
+        let _ = ending.emit("session:ended", &why.data());
+        let _ = ending.clone().disconnect();
+    });
+    let sessions = Arc::clone(&state.realtime.sessions);
+    let id = sessions.open(&claims, Arc::clone(&end));
+    let left = (claims.refused_from() - time::OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+    let expiry = tokio::spawn(async move {
+        tokio::time::sleep(left.unsigned_abs()).await;
+        end(Ended::TokenExpired);
+    })
+    .abort_handle();
+    socket.on_disconnect(move || {
+        expiry.abort();
+        sessions.close(&claims, id);
+        std::future::ready(())
+    });
+}
+
+/// `rider:location` from a socket: the same as `PUT /api/rider/location`, judged by the
+/// connection's token as it stands now (revoked, stale or expired tokens are refused, and the
+/// user's current role decides).
 pub(super) async fn rider_location(
     state: &AppState,
-    auth: &AuthUser,
+    claims: Claims,
     report: &PositionReport,
 ) -> Result<(), ApiError> {
+    let auth = still_valid(state, claims).await?;
     if auth.user.role != Role::Rider {
         return Err(ApiError::forbidden(
             "rider:location is for users with role rider",
         ));
     }
-    apply_position(state, auth, report).await
+    apply_position(state, &auth, report).await
 }

@@ -1,19 +1,26 @@
 //! The plain WebSocket at `/ws?token=...`: the same events as Socket.IO, as
 //! `{"event": ..., "data": ...}` JSON text frames, for clients that do not speak Socket.IO.
+//!
+//! The server closes a connection: when its token is revoked, goes stale or expires (after
+//! `session:ended`), on a frame over 64 KiB (1009), after 60 s without a frame from the client
+//! (1001), and when the client stops reading so long that its outbox fills up (1008): a client
+//! that cannot keep up is told so instead of silently missing events forever.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use utoipa::IntoParams;
 
+use super::sessions::Ended;
 use crate::auth::AuthUser;
 use crate::auth::extract::authenticate;
 use crate::http::{ApiError, ErrorBody, Query};
@@ -23,11 +30,43 @@ use crate::state::AppState;
 /// Read buffer of a `/ws` connection (it grows for a larger frame, up to the frame limit).
 const WS_READ_BUFFER: usize = 4 * 1024;
 
-/// Frames waiting for one slow client; beyond this its events are dropped, not buffered.
+/// Frames waiting for one slow client; when they fill up the connection is closed.
 const OUTBOX: usize = 256;
+/// The largest frame (and message) a client may send.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// A connection that sends nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(60);
 
-/// A connection in a room: its id and its outbox.
-type Member = (u64, mpsc::Sender<String>);
+/// Why the server closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Session(Ended),
+    /// Its outbox stayed full: the client is not reading.
+    Overflow,
+}
+
+/// The signal that ends a connection from outside its task (a session ended, an overflow).
+#[derive(Debug, Default)]
+struct Ending {
+    why: Mutex<Option<Closing>>,
+    rung: Notify,
+}
+
+impl Ending {
+    fn end(&self, why: Closing) {
+        if let Ok(mut slot) = self.why.lock() {
+            slot.get_or_insert(why);
+        }
+        self.rung.notify_one();
+    }
+
+    fn why(&self) -> Option<Closing> {
+        self.why.lock().ok().and_then(|slot| *slot)
+    }
+}
+
+/// A connection in a room: its id, its outbox and its end.
+type Member = (u64, mpsc::Sender<String>, Arc<Ending>);
 
 /// Rooms of plain WebSocket connections.
 #[derive(Debug, Default)]
@@ -37,13 +76,13 @@ pub struct Hub {
 }
 
 impl Hub {
-    fn join(&self, rooms: &[String], outbox: mpsc::Sender<String>) -> u64 {
+    fn join(&self, rooms: &[String], outbox: mpsc::Sender<String>, ending: &Arc<Ending>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut all) = self.rooms.lock() {
             for room in rooms {
                 all.entry(room.clone())
                     .or_default()
-                    .push((id, outbox.clone()));
+                    .push((id, outbox.clone(), Arc::clone(ending)));
             }
         }
         id
@@ -53,7 +92,7 @@ impl Hub {
         if let Ok(mut all) = self.rooms.lock() {
             for room in rooms {
                 if let Some(members) = all.get_mut(room) {
-                    members.retain(|(member, _)| *member != id);
+                    members.retain(|(member, _, _)| *member != id);
                     if members.is_empty() {
                         all.remove(room);
                     }
@@ -66,9 +105,12 @@ impl Hub {
         let Ok(all) = self.rooms.lock() else { return };
         let Some(members) = all.get(room) else { return };
         let frame = serde_json::json!({ "event": event, "data": data }).to_string();
-        for (_, outbox) in members {
-            // A full outbox means the client is not reading: drop, never block the emitter.
-            let _ = outbox.try_send(frame.clone());
+        for (_, outbox, ending) in members {
+            // A full outbox means the client is not reading: never block the emitter; close
+            // the connection rather than let it miss events without knowing.
+            if let Err(mpsc::error::TrySendError::Full(_)) = outbox.try_send(frame.clone()) {
+                ending.end(Closing::Overflow);
+            }
         }
     }
 }
@@ -82,6 +124,10 @@ pub struct WsQuery {
 }
 
 /// Open the plain WebSocket. A missing or bad token is refused with 401 before the upgrade.
+/// The server closes it after `session:ended` `{reason}` when the token is revoked, goes stale
+/// or expires (close code 1008), on a frame over 64 KiB (1009), after 60 s without any frame
+/// from the client, pings included (1001), and when the client reads too slowly to keep up
+/// (1008).
 #[utoipa::path(
     get,
     path = "/ws",
@@ -106,6 +152,8 @@ pub async fn upgrade(
     // 19 k rider sockets in a load test. Client frames here are position reports of ~100 bytes.
     Ok(upgrade
         .read_buffer_size(WS_READ_BUFFER)
+        .max_frame_size(MAX_FRAME)
+        .max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| serve(state, auth, rooms, socket)))
 }
 
@@ -120,21 +168,98 @@ struct Incoming {
     id: Option<u64>,
 }
 
+/// What the connection's writer sends: an event frame, or the last frames before closing.
+enum Out {
+    Frame(String),
+    Close {
+        last: Option<String>,
+        code: u16,
+        reason: &'static str,
+    },
+}
+
 async fn serve(state: AppState, auth: AuthUser, rooms: Vec<String>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut inbox) = mpsc::channel::<String>(OUTBOX);
-    let id = state.realtime.sockets().ws.join(&rooms, outbox.clone());
+    // Closing goes on its own channel: a full outbox must not keep the close from going out.
+    let (closer, mut closing) = mpsc::channel::<Out>(1);
+    let ending = Arc::new(Ending::default());
+    let id = state
+        .realtime
+        .sockets()
+        .ws
+        .join(&rooms, outbox.clone(), &ending);
+    let session = {
+        let ending = Arc::clone(&ending);
+        state.realtime.sessions.open(
+            &auth.claims,
+            Arc::new(move |why| ending.end(Closing::Session(why))),
+        )
+    };
     let writer = tokio::spawn(async move {
-        while let Some(frame) = inbox.recv().await {
-            if sink.send(Message::Text(frame.into())).await.is_err() {
-                break;
+        loop {
+            let out = tokio::select! {
+                biased;
+                Some(out) = closing.recv() => out,
+                Some(frame) = inbox.recv() => Out::Frame(frame),
+                else => break,
+            };
+            match out {
+                Out::Frame(frame) => {
+                    if sink.send(Message::Text(frame.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Out::Close { last, code, reason } => {
+                    if let Some(last) = last {
+                        let _ = sink.send(Message::Text(last.into())).await;
+                    }
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    break;
+                }
             }
         }
     });
-    while let Some(Ok(message)) = stream.next().await {
+    let left = (auth.claims.refused_from() - time::OffsetDateTime::now_utc())
+        .max(time::Duration::ZERO)
+        .unsigned_abs();
+    let expiry = tokio::time::sleep(left);
+    tokio::pin!(expiry);
+    let close = loop {
+        let next = tokio::select! {
+            biased;
+            () = ending.rung.notified() => break ending.why().map(closing_frame),
+            () = &mut expiry => break Some(closing_frame(Closing::Session(Ended::TokenExpired))),
+            next = tokio::time::timeout(IDLE, stream.next()) => next,
+        };
+        let message = match next {
+            Err(_) => {
+                break Some(Out::Close {
+                    last: None,
+                    code: close_code::AWAY,
+                    reason: "idle for 60 s",
+                });
+            }
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(err))) => {
+                // tungstenite refuses a frame over the limit before reading it whole.
+                let too_large = err.to_string().contains("too long");
+                break too_large.then_some(Out::Close {
+                    last: None,
+                    code: close_code::SIZE,
+                    reason: "frames are at most 64 KiB",
+                });
+            }
+            Ok(None) => break None,
+        };
         let Message::Text(text) = message else {
             if matches!(message, Message::Close(_)) {
-                break;
+                break None;
             }
             continue;
         };
@@ -148,10 +273,38 @@ async fn serve(state: AppState, auth: AuthUser, rooms: Vec<String>, socket: WebS
             }
             (None, Ok(())) => continue,
         };
-        let _ = outbox.try_send(frame.to_string());
-    }
+        if let Err(mpsc::error::TrySendError::Full(_)) = outbox.try_send(frame.to_string()) {
+            ending.end(Closing::Overflow);
+        }
+    };
     state.realtime.sockets().ws.leave(id, &rooms);
-    writer.abort();
+    state.realtime.sessions.close(&auth.claims, session);
+    match close {
+        Some(close) => {
+            // The writer sends the last frames and the close, then ends.
+            let _ = closer.send(close).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        }
+        None => writer.abort(),
+    }
+}
+
+/// The frames that close a connection for `why`.
+fn closing_frame(why: Closing) -> Out {
+    match why {
+        Closing::Session(ended) => Out::Close {
+            last: Some(
+                serde_json::json!({ "event": "session:ended", "data": ended.data() }).to_string(),
+            ),
+            code: close_code::POLICY,
+            reason: ended.reason(),
+        },
+        Closing::Overflow => Out::Close {
+            last: None,
+            code: close_code::POLICY,
+            reason: "too slow: events were not read",
+        },
+    }
 }
 
 /// Handles one frame; answers the ack id the client asked with, if any, and the outcome.
@@ -181,7 +334,7 @@ async fn dispatch_event(
         "rider:location" => {
             let report: PositionReport = serde_json::from_value(incoming.data)
                 .map_err(|err| ApiError::bad_request(err.to_string()))?;
-            super::socketio::rider_location(state, auth, &report).await
+            super::socketio::rider_location(state, auth.claims.clone(), &report).await
         }
         other => Err(ApiError::bad_request(format!("unknown event {other:?}"))),
     }

@@ -516,7 +516,7 @@ async fn an_order_moves_through_every_node_and_a_paused_owner_writes_nothing() {
 }
 
 #[tokio::test]
-async fn a_logout_on_one_node_holds_on_every_node_at_once() {
+async fn a_logout_on_one_node_holds_on_every_node_at_once_and_ends_its_sockets_there() {
     let redis = Redis::start();
     let cluster = ClusterEnv::new(&redis);
     let (a, b) = (cluster.start("node-a"), cluster.start("node-b"));
@@ -527,11 +527,16 @@ async fn a_logout_on_one_node_holds_on_every_node_at_once() {
         TestApp::attached(b.addr.parse().expect("addr")),
     );
     let user = on_a.dev_login("leaver@c.test", "Leaver").await;
-    // Node B has seen the token live (and caches that for seconds).
+    // Node B has seen the token live (and caches that for seconds), and holds its sockets.
     assert_eq!(
         on_b.get("/api/auth/me", Some(&user.token)).await.status(),
         StatusCode::OK
     );
+    let mut ws_on_b = crate::sockets::WsClient::connect(&on_b, &user.token)
+        .await
+        .expect("ws on node B");
+    let mut io_on_b = crate::sockets::SocketIoClient::connect(&on_b, Some(&user.token));
+    io_on_b.connected().await;
     let out = on_a
         .post(
             "/api/auth/logout",
@@ -553,6 +558,11 @@ async fn a_logout_on_one_node_holds_on_every_node_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // And node B ended the token's sockets.
+    let ended = serde_json::json!({ "reason": "logout" });
+    assert_eq!(ws_on_b.event("session:ended").await, ended);
+    assert_eq!(ws_on_b.closed().await, 1008);
+    assert_eq!(io_on_b.event("session:ended").await, ended);
 }
 
 #[tokio::test]

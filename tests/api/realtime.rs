@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{INTERNAL_KEY, error_code, json_ok, spawn_app};
+use crate::helpers::{INTERNAL_KEY, error_code, json_ok, spawn_app, spawn_app_with};
 use crate::riders::rider;
 use crate::sockets::{SocketIoClient, WsClient};
 use crate::world::{HOME_AT, SHOP_AT, customer, open_shop};
@@ -177,4 +177,105 @@ async fn other_services_emit_through_the_internal_route() {
         client.event("promo:flash").await,
         json!({ "code": "DOSA50" })
     );
+}
+
+#[tokio::test]
+async fn sockets_end_with_their_token_on_logout_and_on_a_role_change() {
+    let app = spawn_app().await;
+    let first = app.dev_login("sess@x.test", "Sess").await;
+    let mut io = SocketIoClient::connect(&app, Some(&first.token));
+    io.connected().await;
+    let mut ws = WsClient::connect(&app, &first.token).await.expect("ws");
+    // A second sign-in of the same user (another device): a token of its own.
+    let second = app.dev_login("sess@x.test", "Sess").await;
+    let mut other_io = SocketIoClient::connect(&app, Some(&second.token));
+    other_io.connected().await;
+    let mut other_ws = WsClient::connect(&app, &second.token).await.expect("ws");
+
+    let out = app
+        .post("/api/auth/logout", Some(&first.token), &json!({}))
+        .await;
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        io.event("session:ended").await,
+        json!({ "reason": "logout" })
+    );
+    let gone = io.next("disconnect", |l| l["type"] == "disconnect").await;
+    assert_eq!(gone["reason"], "io server disconnect");
+    assert_eq!(
+        ws.event("session:ended").await,
+        json!({ "reason": "logout" })
+    );
+    assert_eq!(ws.closed().await, 1008);
+
+    // The other device's connections live on: their token was not revoked.
+    other_ws
+        .send_raw(
+            json!({ "event": "rider:location", "data": { "lat": 12.9, "lon": 77.6 }, "id": 1 }),
+        )
+        .await;
+    assert_eq!(
+        other_ws.ack(1).await["error"]["code"],
+        "forbidden",
+        "a customer's position is refused, over a live connection"
+    );
+    // A role change makes the second token stale: its connections end too.
+    let changed = app
+        .put(
+            "/api/auth/role",
+            Some(&second.token),
+            &json!({ "role": "rider" }),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_eq!(
+        other_io.event("session:ended").await,
+        json!({ "reason": "token_stale" })
+    );
+    assert_eq!(
+        other_ws.event("session:ended").await,
+        json!({ "reason": "token_stale" })
+    );
+    assert_eq!(other_ws.closed().await, 1008);
+}
+
+#[tokio::test]
+async fn sockets_end_when_their_token_expires_and_idle_websockets_are_closed() {
+    let app = spawn_app_with(&[("TOMATO_AUTH__TOKEN_TTL_S", "60")]).await;
+    let session = app.dev_login("brief@x.test", "Brief").await;
+    let mut ws = WsClient::connect(&app, &session.token).await.expect("ws");
+    let mut silent = WsClient::connect(&app, &session.token).await.expect("ws");
+    let mut io = SocketIoClient::connect(&app, Some(&session.token));
+    io.connected().await;
+    // 60 s of life and 5 s of leeway: the end comes within the events' patience after 60 s.
+    // Meanwhile one WebSocket pings (a live client), the other says nothing for 60 s.
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    ws.ping().await;
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    assert_eq!(silent.closed().await, 1001, "idle for 60 s: closed");
+    assert_eq!(
+        io.event("session:ended").await,
+        json!({ "reason": "token_expired" })
+    );
+    assert_eq!(
+        ws.event("session:ended").await,
+        json!({ "reason": "token_expired" })
+    );
+    assert_eq!(ws.closed().await, 1008);
+}
+
+#[tokio::test]
+async fn a_websocket_frame_over_64_kib_closes_the_connection() {
+    let app = spawn_app().await;
+    let session = app.dev_login("big@x.test", "Big").await;
+    let mut ws = WsClient::connect(&app, &session.token).await.expect("ws");
+    // Just under the limit is a frame like any other (refused as JSON, the connection stays).
+    ws.send_text(format!(
+        "{{\"event\":\"x\",\"data\":\"{}\"}}",
+        "a".repeat(60 * 1024)
+    ))
+    .await;
+    assert_eq!(ws.event("error").await["code"], "invalid_input");
+    ws.send_text("a".repeat(65 * 1024)).await;
+    assert_eq!(ws.closed().await, 1009);
 }

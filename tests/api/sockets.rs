@@ -186,6 +186,37 @@ impl WsClient {
         }
     }
 
+    /// Sends a WebSocket ping (which counts as traffic: the connection is not idle).
+    pub async fn ping(&mut self) {
+        self.stream
+            .send(Message::Ping(Vec::new().into()))
+            .await
+            .expect("ping");
+    }
+
+    /// Sends one text frame as it is.
+    pub async fn send_text(&mut self, text: String) {
+        self.stream.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Waits for the server's close frame; its code.
+    pub async fn closed(&mut self) -> u16 {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("no close within {PATIENCE:?}"))
+            {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map_or(1005, |frame| u16::from(frame.code));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => panic!("the connection broke without a close frame: {err}"),
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+
     /// The data of the next frame carrying `event`.
     pub async fn event(&mut self, event: &str) -> Value {
         self.frame(event).await["data"].clone()
