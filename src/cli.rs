@@ -1,9 +1,10 @@
-//! The command line: `serve` (the default), `config check`, and `admin grant EMAIL`.
+//! The command line: `serve` (the default), `config check`, `admin grant EMAIL` and
+//! `admin revoke EMAIL`.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use tomato_domain::Email;
+use tomato_domain::{Email, Role};
 
 use crate::config::{Settings, StoreBackend};
 use crate::startup::{Application, shutdown_signal};
@@ -48,6 +49,12 @@ pub enum AdminCommand {
         /// The user's e-mail.
         email: String,
     },
+    /// Take role admin away from the user with this e-mail (they become a customer; tokens
+    /// minted as admin stop working within seconds on every node).
+    Revoke {
+        /// The user's e-mail.
+        email: String,
+    },
 }
 
 /// Runs the parsed command with loaded settings.
@@ -82,6 +89,28 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             stores.backend.close().await?;
             println!("{} ({}) is now an admin", user.email, user.id);
             Ok(())
+        }
+        Command::Admin(AdminCommand::Revoke { email }) => {
+            let email = Email::parse(&email).map_err(|err| anyhow::anyhow!("{err}"))?;
+            let stores = crate::startup::open_store(&settings).await?;
+            let outcome = match stores.users.find_by_email(&email).await? {
+                None => Err(anyhow::anyhow!("no user has the e-mail {email}")),
+                Some(user) if user.role != Role::Admin => {
+                    println!(
+                        "{} ({}) is not an admin; nothing changed",
+                        user.email, user.id
+                    );
+                    Ok(())
+                }
+                Some(user) => {
+                    // A role change bumps the role version: admin tokens go stale.
+                    let user = stores.users.set_role(user.id, Role::Customer).await?;
+                    println!("{} ({}) is no longer an admin", user.email, user.id);
+                    Ok(())
+                }
+            };
+            stores.backend.close().await?;
+            outcome
         }
     }
 }

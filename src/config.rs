@@ -55,6 +55,7 @@ pub struct Settings {
     pub riders: RiderSettings,
     pub uploads: UploadSettings,
     pub admin: AdminSettings,
+    pub limits: LimitSettings,
     pub testing: TestingSettings,
 }
 
@@ -314,6 +315,22 @@ pub struct RiderSettings {
     pub snapshot_every_s: u64,
 }
 
+/// Rate limits (API.md): what one client or user may do, per node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub sign_in_per_minute: u32,
+    pub client_address_header: String,
+    pub positions_per_second: u32,
+    pub positions_burst: u32,
+    pub orders_per_minute: u32,
+    pub payments_per_minute: u32,
+    pub uploads_per_day: u32,
+    pub upload_bytes_per_day: u32,
+    pub upload_min_free_bytes: u64,
+    pub sockets_per_user: u32,
+}
+
 /// Switches for drills and tests; all off in production.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -531,6 +548,34 @@ impl Settings {
             if !self.uploads.s3.endpoint.is_empty() {
                 check_url("uploads.s3.endpoint", &self.uploads.s3.endpoint)?;
             }
+        }
+        let limits = &self.limits;
+        if [
+            limits.sign_in_per_minute,
+            limits.positions_per_second,
+            limits.positions_burst,
+            limits.orders_per_minute,
+            limits.payments_per_minute,
+            limits.uploads_per_day,
+            limits.upload_bytes_per_day,
+            limits.sockets_per_user,
+        ]
+        .contains(&0)
+        {
+            return fail("limits: every rate and count must be at least 1".into());
+        }
+        if !limits.client_address_header.is_empty()
+            && axum::http::HeaderName::try_from(limits.client_address_header.as_str()).is_err()
+        {
+            return fail(format!(
+                "limits.client_address_header {:?} is not a header name",
+                limits.client_address_header
+            ));
+        }
+        if (limits.upload_bytes_per_day as usize) < self.server.upload_limit_bytes {
+            return fail(
+                "limits.upload_bytes_per_day must be at least server.upload_limit_bytes".into(),
+            );
         }
         if self.riders.snapshot_every_s == 0 {
             return fail("riders.snapshot_every_s must be at least 1".into());

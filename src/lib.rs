@@ -10,6 +10,7 @@ pub mod config;
 pub mod dispatch;
 pub mod fault;
 pub mod http;
+pub mod limits;
 pub mod marketplace;
 pub mod orders;
 pub mod payments;

@@ -85,7 +85,7 @@ impl Application {
         let grace = Duration::from_secs(state.settings.server.shutdown_grace_s);
         let stores = state.stores.clone();
         let actors = std::sync::Arc::clone(&state.actors);
-        let purger = spawn_housekeeping(stores.clone());
+        let purger = spawn_housekeeping(stores.clone(), std::sync::Arc::clone(&state.limits));
         let snapshots = crate::riders::snapshots::spawn(state.clone());
         let refunds = state.refunds.spawn();
         let last_state = state.clone();
@@ -93,6 +93,9 @@ impl Application {
         tracing::info!(addr = %listener.local_addr()?, "serving");
 
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        // The peer's address is the client address of the sign-in limit (without a trusted
+        // header naming another).
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");
@@ -198,12 +201,16 @@ fn warn_about_dev_settings(settings: &Settings) {
 }
 
 /// Revocations only matter until the token would have expired anyway, and idempotent responses
-/// are replayed for 24 h: forget both after that.
-fn spawn_housekeeping(stores: Stores) -> JoinHandle<()> {
+/// are replayed for 24 h: forget both after that, and the rate limiters' idle keys.
+fn spawn_housekeeping(
+    stores: Stores,
+    limits: std::sync::Arc<crate::limits::Limits>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(PURGE_EVERY);
         loop {
             every.tick().await;
+            limits.sweep();
             match stores.tokens.purge_expired(OffsetDateTime::now_utc()).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "forgot expired token revocations"),

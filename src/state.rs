@@ -46,6 +46,8 @@ pub struct AppState {
     pub providers: Arc<Providers>,
     /// Money owed back, and the worker that returns it.
     pub refunds: Arc<Refunds>,
+    /// Rate limits and socket slots.
+    pub limits: Arc<crate::limits::Limits>,
     /// Where uploaded images are kept.
     pub media: Arc<dyn object_store::ObjectStore>,
     pub dispatch_metrics: DispatchMetrics,
@@ -143,6 +145,7 @@ impl AppState {
             media: crate::uploads::open_store(&settings)?,
             providers,
             refunds,
+            limits: Arc::new(crate::limits::Limits::new(&settings)),
             realtime,
             riders,
             rider_ids,

@@ -11,7 +11,7 @@ use anyhow::Context;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::response::{IntoResponse, Response};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -140,7 +140,8 @@ fn multipart_error(err: MultipartError) -> ApiError {
         (status = 401, body = ErrorBody),
         (status = 413, description = "Larger than the upload limit", body = ErrorBody),
         (status = 415, description = "Not a PNG, JPEG or WebP image, or not multipart", body = ErrorBody),
-        (status = 503, description = "The upload store is unreachable", body = ErrorBody),
+        (status = 503, description = "The upload store is unreachable, or (`storage_full`) its disk is short of space", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
     )
 )]
 async fn upload(
@@ -170,6 +171,7 @@ async fn upload(
             "only PNG, JPEG and WebP images are accepted",
         )
     })?;
+    state.limits.upload(auth.user.id, bytes.len())?;
     let name = format!("{}.{extension}", Uuid::new_v4());
     let size = bytes.len();
     state
@@ -215,6 +217,8 @@ async fn media(
             (CONTENT_TYPE, content_type),
             // Names are never reused, so the bytes behind one never change.
             (CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            // Served as the image it was judged to be, never sniffed into something else.
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         bytes,
     )

@@ -105,8 +105,10 @@ impl ShardRouter {
             return Err(OrderError::NotOwner);
         };
         let addr = self.rider_on(rider, shard).await;
-        // Fire-and-forget: the location hot path never waits on an actor.
-        addr.do_send(Moved { at, seen_at });
+        // Fire-and-forget: the location hot path never waits on an actor. A mailbox that is
+        // full (a flood the rate limits let through, a stalled actor) drops this copy rather
+        // than grow: the index holds the position, and the next one brings the actor up to date.
+        let _ = addr.try_send(Moved { at, seen_at });
         if update.entered {
             // New to the index (its shard was handed over, or it was never loaded): whether it
             // may be offered work is in its profile. Off the hot path: once per entry.

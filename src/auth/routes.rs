@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use super::extract::AuthUser;
 use super::google::GoogleError;
 use crate::http::{ApiError, ErrorBody, Json};
+use crate::limits::ClientAddress;
 use crate::state::AppState;
 
 /// The auth routes.
@@ -139,12 +140,15 @@ async fn sign_in(
         (status = 401, description = "The ID token is invalid, expired, for another client, from another issuer, or signed with an unknown key", body = ErrorBody),
         (status = 404, description = "Google sign-in is not configured (auth.google.client_ids is empty)", body = ErrorBody),
         (status = 503, description = "Google's signing keys could not be fetched", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
     )
 )]
 async fn google(
     State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
     Json(body): Json<GoogleRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
+    state.limits.sign_in(client)?;
     let identity = state
         .google
         .verify(&body.id_token)
@@ -179,15 +183,18 @@ async fn google(
         (status = 200, body = SessionResponse),
         (status = 400, description = "Invalid e-mail or name (1 to 100 characters)", body = ErrorBody),
         (status = 404, description = "auth.dev_login is off", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
     )
 )]
 async fn dev_login(
     State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
     Json(body): Json<DevLoginRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     if !state.settings.auth.dev_login {
         return Err(ApiError::not_found("no such route"));
     }
+    state.limits.sign_in(client)?;
     let email = Email::parse(&body.email).map_err(|err| ApiError::bad_request(err.0))?;
     let name = PersonName::parse(&body.name).map_err(|err| ApiError::bad_request(err.0))?;
     sign_in(&state, email, name, None).await

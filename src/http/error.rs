@@ -20,6 +20,8 @@ pub struct ApiError {
     code: Cow<'static, str>,
     message: Cow<'static, str>,
     cause: Option<anyhow::Error>,
+    /// Seconds to wait before trying again (429), sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 /// The cause of a server-side failure, handed from the error to the logging middleware.
@@ -56,6 +58,15 @@ impl ApiError {
             code: code.into(),
             message: message.into(),
             cause: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429 `rate_limited`: try again after `wait` (sent as `Retry-After`, whole seconds).
+    pub fn rate_limited(message: impl Into<Cow<'static, str>>, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
 
@@ -209,6 +220,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+        }
         if let Some(cause) = self.cause {
             response
                 .extensions_mut()

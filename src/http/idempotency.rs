@@ -44,7 +44,10 @@ impl KeyLocks {
     }
 }
 
-/// Runs `handler` at most once per key: the response is remembered and replayed.
+/// Runs `handler` at most once per key: the response is remembered and replayed. With a key,
+/// the handler runs in a task of its own, so a client that goes away (or a request cut by the
+/// timeout) does not cut it half-way: it finishes and stores its response, and the retry gets
+/// that response.
 pub async fn once<B, F, Fut, T>(
     state: &AppState,
     user: UserId,
@@ -55,9 +58,9 @@ pub async fn once<B, F, Fut, T>(
 ) -> Result<Response, ApiError>
 where
     B: Serialize,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<(StatusCode, T), ApiError>>,
-    T: Serialize,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(StatusCode, T), ApiError>> + Send + 'static,
+    T: Serialize + Send + 'static,
 {
     let Some(key) = headers.get(HEADER) else {
         let (status, value) = handler().await?;
@@ -73,51 +76,53 @@ where
         .to_owned();
     let canonical = serde_json::to_vec(body).map_err(ApiError::internal)?;
     let request_hash = hex::encode(Sha256::digest(&canonical));
-
+    let request_hash_of_call = request_hash.clone();
     let lock_key = format!("{user}\u{0}{route}\u{0}{key}");
-    state
-        .idempotency_locks
-        .serially(lock_key, async {
-            if let Some(saved) = state.stores.idempotency.get(user, route, &key).await? {
-                return replay(saved, &request_hash);
-            }
-            let (status, value) = match handler().await {
-                Ok(answer) => answer,
-                Err(err) if err.status().is_server_error() => return Err(err),
-                Err(err) => {
-                    // A client error is the answer to this request too: remember it.
-                    let response = err.into_response();
-                    let status = response.status();
-                    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-                        .await
-                        .map_err(ApiError::internal)?;
-                    let saved = SavedResponse {
+    let state = state.clone();
+    let detached = tokio::spawn(async move {
+        let state = &state;
+        state
+            .idempotency_locks
+            .serially(lock_key, async {
+                if let Some(saved) = state.stores.idempotency.get(user, route, &key).await? {
+                    return Ok((saved, true));
+                }
+                let saved = match handler().await {
+                    Ok((status, value)) => SavedResponse {
                         request_hash: request_hash.clone(),
                         status: status.as_u16(),
-                        body: String::from_utf8_lossy(&body).into_owned(),
-                    };
-                    let saved = state
-                        .stores
-                        .idempotency
-                        .put(user, route, &key, saved)
-                        .await?;
-                    return Ok(json_response(saved.status, saved.body, false));
-                }
-            };
-            let body = serde_json::to_string(&value).map_err(ApiError::internal)?;
-            let saved = SavedResponse {
-                request_hash: request_hash.clone(),
-                status: status.as_u16(),
-                body,
-            };
-            let saved = state
-                .stores
-                .idempotency
-                .put(user, route, &key, saved)
-                .await?;
-            Ok(json_response(saved.status, saved.body, false))
-        })
-        .await
+                        body: serde_json::to_string(&value).map_err(ApiError::internal)?,
+                    },
+                    Err(err) if err.status().is_server_error() => return Err(err),
+                    Err(err) => {
+                        // A client error is the answer to this request too: remember it.
+                        let response = err.into_response();
+                        let status = response.status();
+                        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                            .await
+                            .map_err(ApiError::internal)?;
+                        SavedResponse {
+                            request_hash: request_hash.clone(),
+                            status: status.as_u16(),
+                            body: String::from_utf8_lossy(&body).into_owned(),
+                        }
+                    }
+                };
+                // First write wins: a racing node's answer, if it was first, is the one.
+                let kept = state
+                    .stores
+                    .idempotency
+                    .put(user, route, &key, saved.clone())
+                    .await?;
+                let replayed = kept != saved;
+                Ok((kept, replayed))
+            })
+            .await
+    });
+    match detached.await.map_err(ApiError::internal)?? {
+        (saved, true) => replay(saved, &request_hash_of_call),
+        (saved, false) => Ok(json_response(saved.status, saved.body, false)),
+    }
 }
 
 fn replay(saved: SavedResponse, request_hash: &str) -> Result<Response, ApiError> {

@@ -83,6 +83,7 @@ pub struct NewOrder {
         (status = 409, description = "`unpaid_order_exists`, `restaurant_closed`, `restaurant_unverified`, `item_unavailable`, `idempotency_key_reused`", body = ErrorBody),
         (status = 422, description = "`empty_cart`, `address_out_of_range` (beyond dispatch.max_delivery_km), `payment_method_unavailable` (provider not enabled on this node)", body = ErrorBody),
         (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
     )
 )]
 async fn place(
@@ -91,6 +92,8 @@ async fn place(
     headers: HeaderMap,
     Json(body): Json<NewOrder>,
 ) -> Result<Response, ApiError> {
+    // Before the idempotency layer: a refusal for speed is not the answer to remember.
+    state.limits.order(customer.user.id)?;
     let address: AddressId = body
         .address_id
         .parse()
@@ -105,9 +108,12 @@ async fn place(
         "/api/order/new",
         &headers,
         &body,
-        || async {
-            let order = create(&state, &customer, address, method).await?;
-            Ok((StatusCode::CREATED, OrderResponse::from(order)))
+        {
+            let (state, customer) = (state.clone(), customer.clone());
+            move || async move {
+                let order = create(&state, &customer, address, method).await?;
+                Ok((StatusCode::CREATED, OrderResponse::from(order)))
+            }
         },
     )
     .await

@@ -258,6 +258,7 @@ async fn provider_order(state: &AppState, order: &Order) -> Result<ProviderOrder
         (status = 409, description = "Already paid, cancelled or expired (`not_payable`)", body = ErrorBody),
         (status = 422, description = "The order's payment method is not available on this node", body = ErrorBody),
         (status = 503, description = "The provider could not be reached", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
     )
 )]
 async fn create_order(
@@ -266,6 +267,7 @@ async fn create_order(
     headers: HeaderMap,
     Json(body): Json<PaymentRequest>,
 ) -> Result<Response, ApiError> {
+    state.limits.payment(customer.user.id)?;
     let id = order_id(&body.order_id)?;
     idempotency::once(
         &state,
@@ -273,21 +275,25 @@ async fn create_order(
         "/api/payment/create-order",
         &headers,
         &body,
-        || async {
-            let order = load_visible(&state, &customer, id).await?;
-            if order.status != OrderStatus::Placed || order.payment_status != PaymentStatus::Pending
-            {
-                return Err(ApiError::from_kind(
-                    ErrorKind::Conflict,
-                    "not_payable",
-                    format!(
-                        "the order is {} with payment {}",
-                        order.status, order.payment_status
-                    ),
-                ));
+        {
+            let (state, customer) = (state.clone(), customer.clone());
+            move || async move {
+                let order = load_visible(&state, &customer, id).await?;
+                if order.status != OrderStatus::Placed
+                    || order.payment_status != PaymentStatus::Pending
+                {
+                    return Err(ApiError::from_kind(
+                        ErrorKind::Conflict,
+                        "not_payable",
+                        format!(
+                            "the order is {} with payment {}",
+                            order.status, order.payment_status
+                        ),
+                    ));
+                }
+                require_available(&state, order.payment_method)?;
+                Ok((StatusCode::OK, provider_order(&state, &order).await?))
             }
-            require_available(&state, order.payment_method)?;
-            Ok((StatusCode::OK, provider_order(&state, &order).await?))
         },
     )
     .await
@@ -295,7 +301,7 @@ async fn create_order(
 
 /// Proof of payment. The `test` provider needs only `orderId`; Razorpay needs what its
 /// checkout handed the client.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyRequest {
     pub order_id: String,
@@ -414,6 +420,7 @@ async fn stripe_proof(state: &AppState, order: OrderId) -> Result<(), ApiError> 
         (status = 404, description = "No such order of this customer", body = ErrorBody),
         (status = 422, description = "The order's payment method is not available on this node", body = ErrorBody),
         (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
     )
 )]
 async fn verify(
@@ -422,6 +429,7 @@ async fn verify(
     headers: HeaderMap,
     Json(body): Json<VerifyRequest>,
 ) -> Result<Response, ApiError> {
+    state.limits.payment(customer.user.id)?;
     let id = order_id(&body.order_id)?;
     idempotency::once(
         &state,
@@ -429,22 +437,25 @@ async fn verify(
         "/api/payment/verify",
         &headers,
         &body,
-        || async {
-            let order = load_visible(&state, &customer, id).await?;
-            require_available(&state, order.payment_method)?;
-            match order.payment_method {
-                PaymentMethod::Razorpay => {
-                    let (provider_order, payment) = razorpay_proof(&state, id, &body).await?;
-                    record_payment(&state, &order, provider_order, payment).await?;
+        {
+            let (state, customer, body) = (state.clone(), customer.clone(), body.clone());
+            move || async move {
+                let order = load_visible(&state, &customer, id).await?;
+                require_available(&state, order.payment_method)?;
+                match order.payment_method {
+                    PaymentMethod::Razorpay => {
+                        let (provider_order, payment) = razorpay_proof(&state, id, &body).await?;
+                        record_payment(&state, &order, provider_order, payment).await?;
+                    }
+                    PaymentMethod::Stripe => stripe_proof(&state, id).await?,
+                    PaymentMethod::Test => {}
                 }
-                PaymentMethod::Stripe => stripe_proof(&state, id).await?,
-                PaymentMethod::Test => {}
+                let order = state
+                    .shards
+                    .apply((&order).into(), OrderCommand::ConfirmPayment)
+                    .await?;
+                Ok((StatusCode::OK, OrderResponse::from(order)))
             }
-            let order = state
-                .shards
-                .apply((&order).into(), OrderCommand::ConfirmPayment)
-                .await?;
-            Ok((StatusCode::OK, OrderResponse::from(order)))
         },
     )
     .await

@@ -14,6 +14,7 @@ use super::sessions::{Ended, Ender};
 use crate::auth::extract::{authenticate, still_valid};
 use crate::auth::{AuthUser, Claims};
 use crate::http::ApiError;
+use crate::limits::SocketSlot;
 use crate::riders::{PositionReport, apply_position};
 use crate::state::AppState;
 
@@ -39,9 +40,16 @@ pub(super) fn attach(state: &AppState) {
         let state = for_auth.clone();
         async move {
             let auth = auth.map_err(|_| Refused("unauthenticated: pass auth: {token}".into()))?;
-            let user = authenticate(&state, &auth.token)
-                .await
-                .map_err(|err| Refused(format!("{}: {}", err.code(), err.message())))?;
+            let refused = |err: ApiError| Refused(format!("{}: {}", err.code(), err.message()));
+            let user = authenticate(&state, &auth.token).await.map_err(refused)?;
+            let slot = state
+                .limits
+                .open_socket(user.user.id)
+                .ok_or_else(|| refused(super::ws::too_many_sockets()))?;
+            // Given back when the socket disconnects (or, refused later, is dropped).
+            socket
+                .extensions
+                .insert(Arc::new(std::sync::Mutex::new(Some(slot))));
             socket.extensions.insert(user);
             Ok::<(), Refused>(())
         }
@@ -112,9 +120,17 @@ fn watch_session(state: &AppState, socket: &SocketRef, claims: Claims) {
         end(Ended::TokenExpired);
     })
     .abort_handle();
+    let slot = socket
+        .extensions
+        .get::<Arc<std::sync::Mutex<Option<SocketSlot>>>>();
     socket.on_disconnect(move || {
         expiry.abort();
         sessions.close(&claims, id);
+        if let Some(slot) = &slot
+            && let Ok(mut slot) = slot.lock()
+        {
+            slot.take();
+        }
         std::future::ready(())
     });
 }

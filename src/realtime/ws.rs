@@ -136,6 +136,7 @@ pub struct WsQuery {
     responses(
         (status = 101, description = "Switching to WebSocket: server events as {\"event\",\"data\"} frames; send {\"event\":\"rider:location\",\"data\":{lat,lon,...}}; add \"id\": n to get {\"event\":\"ack\",\"id\":n,\"data\":{\"ok\":true} or {\"error\":{code,message}}} back"),
         (status = 401, description = "Missing, bad, expired or revoked token", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the user already has `limits.sockets_per_user` sockets open (Socket.IO and `/ws` together)", body = ErrorBody),
     )
 )]
 pub async fn upgrade(
@@ -147,6 +148,10 @@ pub async fn upgrade(
         .token
         .ok_or_else(|| ApiError::unauthorized("unauthenticated", "pass ?token=<access token>"))?;
     let auth = authenticate(&state, &token).await?;
+    let slot = state
+        .limits
+        .open_socket(auth.user.id)
+        .ok_or_else(too_many_sockets)?;
     let rooms = super::rooms_of(&state, &auth).await;
     // tungstenite preallocates a 128 KiB read buffer per connection by default: 2.6 GB for
     // 19 k rider sockets in a load test. Client frames here are position reports of ~100 bytes.
@@ -154,7 +159,10 @@ pub async fn upgrade(
         .read_buffer_size(WS_READ_BUFFER)
         .max_frame_size(MAX_FRAME)
         .max_message_size(MAX_FRAME)
-        .on_upgrade(move |socket| serve(state, auth, rooms, socket)))
+        .on_upgrade(move |socket| async move {
+            serve(state, auth, rooms, socket).await;
+            drop(slot);
+        }))
 }
 
 /// A client frame.
@@ -166,6 +174,14 @@ struct Incoming {
     /// Set by a client that wants the outcome back as `{"event":"ack","id",data}`.
     #[serde(default)]
     id: Option<u64>,
+}
+
+/// A user over `limits.sockets_per_user` is refused at connect, never accepted and dropped.
+pub(super) fn too_many_sockets() -> ApiError {
+    ApiError::rate_limited(
+        "too many open sockets for this user; close one first",
+        Duration::from_secs(5),
+    )
 }
 
 /// What the connection's writer sends: an event frame, or the last frames before closing.

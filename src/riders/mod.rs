@@ -283,6 +283,8 @@ pub async fn apply_position(
     auth: &AuthUser,
     report: &PositionReport,
 ) -> Result<(), ApiError> {
+    // HTTP and sockets alike: one rider's flood is refused before it costs anything.
+    state.limits.position(auth.user.id)?;
     let at = report.validate()?;
     let rider = state.rider_ids.of(state, auth.user.id).await?;
     let now = OffsetDateTime::now_utc();
@@ -307,6 +309,7 @@ pub async fn apply_position(
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 404, description = "No rider profile yet", body = ErrorBody),
         (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
     )
 )]
 async fn location(

@@ -332,7 +332,13 @@ async fn stale_riders_are_never_offered_and_nobody_means_dispatch_pending() {
 #[tokio::test]
 async fn a_rider_crossing_a_shard_border_keeps_its_order() {
     // Small regions: a ride of a few kilometres crosses several shard borders.
-    let app = spawn_app_with(&[("TOMATO_SHARDS__REGION_RESOLUTION", "7")]).await;
+    // The ride is replayed faster than a rider moves: above the default position rate.
+    let app = spawn_app_with(&[
+        ("TOMATO_SHARDS__REGION_RESOLUTION", "7"),
+        ("TOMATO_LIMITS__POSITIONS_PER_SECOND", "1000"),
+        ("TOMATO_LIMITS__POSITIONS_BURST", "1000"),
+    ])
+    .await;
     let shop = open_shop(&app, "border-seller@d.test", "Border Kitchen", SHOP_AT).await;
     let (buyer, order) = paid_order(&app, &shop, "border-buyer@d.test").await;
     let (ravi, ravi_id) = rider(&app, "border@d.test", SHOP_AT, true).await;

@@ -23,6 +23,15 @@ async fn metrics_count_requests_by_matched_route() {
     let session = app.dev_login("metrics@example.com", "Metrics").await;
     app.get("/api/auth/me", Some(&session.token)).await;
     app.get("/no/such/route/12345", None).await;
+    // Made-up methods all count as one label value: a client cannot add series at will.
+    for made_up in ["FROBNICATE", "BREW", "XYZZY9"] {
+        let method = reqwest::Method::from_bytes(made_up.as_bytes()).expect("a token");
+        app.client
+            .request(method, app.url("/healthz"))
+            .send()
+            .await
+            .expect("send");
+    }
 
     let response = app.get("/metrics", None).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -47,6 +56,15 @@ async fn metrics_count_requests_by_matched_route() {
         .expect("a number");
     assert!(resident > 1_000_000, "a live process holds more than 1 MB");
     assert!(!text.contains("12345"), "no path or id in labels");
+    for made_up in ["FROBNICATE", "BREW", "XYZZY9"] {
+        assert!(!text.contains(made_up), "{made_up} is not a label value");
+    }
+    assert!(
+        text.contains(
+            r#"tomato_http_requests_total{method="OTHER",route="/healthz",status="405"} 3"#
+        ),
+        "{text}"
+    );
     assert!(!text.contains(session.id()), "no ids in labels");
 }
 

@@ -146,6 +146,11 @@ impl TestApp {
                 ADMIN_EMAIL.to_owned(),
             ),
             ("TOMATO_INTERNAL__KEY".to_owned(), INTERNAL_KEY.to_owned()),
+            // Every test user signs in from 127.0.0.1; the sign-in limit has its own test.
+            (
+                "TOMATO_LIMITS__SIGN_IN_PER_MINUTE".to_owned(),
+                "1000000".to_owned(),
+            ),
         ];
         env.extend(self.overrides.iter().cloned());
         Settings::load(Some(&config_file), env).expect("test settings load")

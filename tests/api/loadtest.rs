@@ -4,7 +4,7 @@
 use serde_json::Value;
 use tomato_load::{Command, Report, parse_from};
 
-use crate::helpers::{ADMIN_EMAIL, TestApp, spawn_app};
+use crate::helpers::{ADMIN_EMAIL, TestApp, spawn_app, spawn_app_with};
 
 /// A small, fast city: every stage a fraction of a second.
 async fn play(app: &TestApp, extra: &[&str]) -> anyhow::Result<Report> {
@@ -174,7 +174,13 @@ async fn a_run_without_an_admin_account_is_refused_with_the_fix() {
 
 #[tokio::test]
 async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
-    let app = spawn_app().await;
+    // The comparison streams each rider's positions as fast as it can, far above what the
+    // node lets one rider send by default.
+    let app = spawn_app_with(&[
+        ("TOMATO_LIMITS__POSITIONS_PER_SECOND", "1000000"),
+        ("TOMATO_LIMITS__POSITIONS_BURST", "1000000"),
+    ])
+    .await;
     let target = format!("http://{}", app.addr);
     let command = parse_from([
         "tomato-load",

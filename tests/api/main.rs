@@ -12,6 +12,7 @@ mod edge;
 mod google;
 mod health;
 mod helpers;
+mod limits;
 mod loadtest;
 mod marketplace;
 mod orders;

@@ -402,7 +402,8 @@ async fn fault_injection_is_off_by_default() {
 
 crate::on_both_stores!(a_hundred_concurrent_verifies_pay_once);
 async fn a_hundred_concurrent_verifies_pay_once(store: Store) {
-    let app = spawn_app_on(store, &[]).await;
+    // A hundred payment calls at once from one customer: above the default rate limit.
+    let app = spawn_app_on(store, &[("TOMATO_LIMITS__PAYMENTS_PER_MINUTE", "1000")]).await;
     let shop = open_shop(&app, "race-seller@x.test", "Race Kitchen", SHOP_AT).await;
     let buyer = customer(&app, "race-buyer@x.test", HOME_AT).await;
     buyer.add(&app, &shop.items[0], 1).await;
@@ -752,6 +753,35 @@ async fn idempotency_keys_replay_the_first_answer(store: Store) {
         error_code(other_key, StatusCode::CONFLICT).await,
         "unpaid_order_exists"
     );
+    let mine = json_ok(app.get("/api/order/myorder", buyer.token()).await).await;
+    assert_eq!(mine["orders"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn parallel_requests_with_one_key_make_one_order_and_all_hear_it() {
+    let app = spawn_app().await;
+    let shop = open_shop(&app, "par-seller@x.test", "Parallel Kitchen", SHOP_AT).await;
+    let buyer = customer(&app, "par@x.test", HOME_AT).await;
+    buyer.add(&app, &shop.items[0], 1).await;
+    let body = json!({ "addressId": buyer.address_id, "paymentMethod": "test" });
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let request = app
+                .client
+                .post(app.url("/api/order/new"))
+                .bearer_auth(&buyer.session.token)
+                .header("idempotency-key", "together")
+                .json(&body);
+            tokio::spawn(async move { request.send().await.expect("send") })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for call in calls {
+        let response = call.await.expect("task");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        ids.insert(json_ok(response).await["order"]["id"].to_string());
+    }
+    assert_eq!(ids.len(), 1, "one order, the same answer for all: {ids:?}");
     let mine = json_ok(app.get("/api/order/myorder", buyer.token()).await).await;
     assert_eq!(mine["orders"].as_array().map(Vec::len), Some(1));
 }

@@ -590,3 +590,37 @@ async fn refunds_are_retried_until_the_provider_confirms_even_across_a_restart()
     .await;
     assert_eq!(pending["orders"], json!([]));
 }
+
+#[tokio::test]
+async fn a_cut_off_idempotent_request_finishes_and_its_retry_gets_the_first_answer() {
+    let (app, stand_in) = app_with_razorpay(Store::Embedded).await;
+    let shop = open_shop(&app, "cut-seller@x.test", "Cut Kitchen", SHOP_AT).await;
+    let buyer = customer(&app, "cut-buyer@x.test", HOME_AT).await;
+    buyer.add(&app, &shop.items[0], 1).await;
+    let order = json_ok(buyer.place_with(&app, "razorpay").await).await["order"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let open = |timeout_ms: u64| {
+        app.client
+            .post(app.url("/api/payment/create-order"))
+            .bearer_auth(&buyer.session.token)
+            .header("idempotency-key", "open-once")
+            .timeout(std::time::Duration::from_millis(timeout_ms))
+            .json(&json!({ "orderId": order }))
+            .send()
+    };
+    // The client gives up while the provider is still being called (the stand-in takes 50 ms).
+    let cut = open(15).await;
+    assert!(
+        cut.is_err_and(|err| err.is_timeout()),
+        "the first attempt was cut off"
+    );
+    // The retry waits for the first attempt, which went on without its client, and replays it.
+    let retry = open(10_000).await.expect("send");
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let opened = json_ok(retry).await;
+    assert_eq!(stand_in.orders_opened(), 1, "one provider order");
+    assert!(opened["providerOrderId"].as_str().is_some(), "{opened}");
+}

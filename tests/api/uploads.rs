@@ -11,10 +11,15 @@ use reqwest::StatusCode;
 
 use crate::helpers::{TestApp, error_code, json_ok, spawn_app, spawn_app_with};
 
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89";
+pub(crate) const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89";
 
 /// A multipart/form-data body with one file field.
-fn multipart(field: &str, filename: &str, content_type: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+pub(crate) fn multipart(
+    field: &str,
+    filename: &str,
+    content_type: &str,
+    bytes: &[u8],
+) -> (String, Vec<u8>) {
     let boundary = "tomato-test-boundary-7d3e";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
@@ -25,7 +30,7 @@ fn multipart(field: &str, filename: &str, content_type: &str, bytes: &[u8]) -> (
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     token: Option<&str>,
     (content_type, body): (String, Vec<u8>),
@@ -41,7 +46,7 @@ async fn send(
     request.send().await.expect("send")
 }
 
-fn stored(app: &TestApp) -> usize {
+pub(crate) fn stored(app: &TestApp) -> usize {
     std::fs::read_dir(app.data_dir().join("media"))
         .map(|dir| dir.count())
         .unwrap_or(0)
@@ -70,6 +75,7 @@ async fn an_image_is_stored_under_a_random_name_and_served_back() {
     let served = app.get(&url, None).await;
     assert_eq!(served.status(), StatusCode::OK);
     assert_eq!(served.headers()["content-type"], "image/png");
+    assert_eq!(served.headers()["x-content-type-options"], "nosniff");
     assert_eq!(served.bytes().await.expect("bytes").as_ref(), PNG);
     assert_eq!(stored(&app), 1);
 
