@@ -126,6 +126,15 @@ fn multipart_error(err: MultipartError) -> ApiError {
     }
 }
 
+/// The multipart form of an upload.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Only its schema is used: the handler reads the parts as they stream.
+pub struct UploadForm {
+    /// The image's bytes: PNG, JPEG or WebP.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
 /// Upload an image: multipart field `file`, PNG, JPEG or WebP (judged by its bytes), at most
 /// `server.upload_limit_bytes` (10 MiB by default).
 #[utoipa::path(
@@ -133,7 +142,7 @@ fn multipart_error(err: MultipartError) -> ApiError {
     path = "/api/upload",
     tag = "uploads",
     security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "field `file`: the image"),
+    request_body(content_type = "multipart/form-data", content = UploadForm, description = "field `file`: the image"),
     responses(
         (status = 201, body = Uploaded),
         (status = 400, description = "No `file` field, or a malformed body", body = ErrorBody),

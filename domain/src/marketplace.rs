@@ -11,8 +11,9 @@ use crate::user::ParseError;
 /// Checks free text: trimmed, `min..=max` characters, no control characters except newlines.
 pub fn text(field: &str, raw: &str, min: usize, max: usize) -> Result<String, ParseError> {
     let value = raw.trim();
-    let chars = value.chars().count();
-    if chars < min || chars > max {
+    // At most `max` as sent (surrounding blanks count: what the published schema says), at
+    // least `min` once trimmed.
+    if value.chars().count() < min || raw.chars().count() > max {
         return Err(ParseError(format!(
             "{field} must be {min} to {max} characters"
         )));

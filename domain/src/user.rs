@@ -140,8 +140,8 @@ impl PersonName {
     /// Parses a name.
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let name = raw.trim();
-        let chars = name.chars().count();
-        if chars == 0 || chars > Self::MAX_CHARS {
+        // As sent, blanks included (what the published schema says), and not blank.
+        if name.is_empty() || raw.chars().count() > Self::MAX_CHARS {
             return Err(ParseError(format!(
                 "name must be 1 to {} characters",
                 Self::MAX_CHARS

@@ -83,9 +83,14 @@ pub struct GoogleRequest {
 /// A development sign-in.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DevLoginRequest {
-    #[schema(example = "asha@example.com")]
+    #[schema(example = "asha@example.com", format = Email, max_length = 254)]
     pub email: String,
-    #[schema(example = "Asha")]
+    #[schema(
+        example = "Asha",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
 }
 

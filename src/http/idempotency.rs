@@ -69,7 +69,9 @@ where
     let key = key
         .to_str()
         .ok()
-        .filter(|key| (1..=255).contains(&key.len()))
+        .filter(|key| {
+            (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        })
         .ok_or_else(|| {
             ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
         })?

@@ -5,8 +5,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tomato_domain::ErrorKind;
 
 use super::error::ApiError;
@@ -57,4 +57,32 @@ impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
+}
+
+/// A JSON integer field: any whole number, `34.0` included (JSON Schema's `integer` accepts it,
+/// so clients and generators may send it); `12.5` is refused.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    whole(&number)
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number")))
+}
+
+/// [`whole_number`] for an optional field (use with `#[serde(default)]`).
+pub fn whole_number_opt<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(number) => whole(&number)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number"))),
+    }
+}
+
+fn whole(number: &serde_json::Number) -> Option<i64> {
+    number.as_i64().or_else(|| {
+        let value = number.as_f64()?;
+        // Within i64 (2^63 is not) and with nothing after the point.
+        (value.fract() == 0.0 && value.abs() < 9.2e18).then_some(value as i64)
+    })
 }

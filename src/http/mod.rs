@@ -25,9 +25,10 @@ mod error;
 mod health;
 pub mod idempotency;
 mod internal;
-mod json;
+pub mod json;
 pub mod metrics;
 mod middleware;
+mod openapi;
 mod params;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
@@ -111,7 +112,7 @@ fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
 /// The OpenAPI document of every route the node serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     // The upload limit only shapes the route's layer, not its description.
-    api(0).into_openapi()
+    openapi::complete(api(0).into_openapi())
 }
 
 /// The whole application: routes, docs and the edge layers. Separate from serving, so tests and
@@ -120,7 +121,7 @@ pub fn app(state: AppState) -> Router {
     crate::realtime::Realtime::attach(&state);
     let socket_io = state.realtime.layer();
     let (router, openapi) = api(state.settings.server.upload_limit_bytes).split_for_parts();
-    let openapi = Arc::new(openapi);
+    let openapi = Arc::new(openapi::complete(openapi));
     let spec = Arc::clone(&openapi);
     let server = &state.settings.server;
     let request_id = HeaderName::from_static("x-request-id");

@@ -58,9 +58,19 @@ where
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// How many items at most (default 50, 1 to 200).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page (empty: the first page).
+    #[serde(default, deserialize_with = "empty_is_none")]
     pub cursor: Option<String>,
+}
+
+/// `?cursor=` with nothing after it is the first page, as no cursor at all is.
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let cursor = Option::<String>::deserialize(deserializer)?;
+    Ok(cursor.filter(|cursor| !cursor.is_empty()))
 }
 
 impl PageParams {
@@ -68,6 +78,22 @@ impl PageParams {
     pub const DEFAULT_LIMIT: usize = 50;
     /// Largest page size.
     pub const MAX_LIMIT: usize = 200;
+
+    /// One page of `items` (already in their list's order), with the cursor of the next: for
+    /// lists read whole and ordered in memory, where the cursor is the offset of the next page.
+    pub fn offset_page<T>(&self, items: Vec<T>) -> Result<(Vec<T>, Option<String>), ApiError> {
+        let limit = self.limit()?;
+        let offset = match &self.cursor {
+            None => 0,
+            Some(cursor) => cursor
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request("the cursor is not valid"))?,
+        };
+        let total = items.len();
+        let page = items.into_iter().skip(offset).take(limit).collect();
+        let next = offset.saturating_add(limit);
+        Ok((page, (next < total).then(|| next.to_string())))
+    }
 
     /// The validated limit: out of range is a 400, never clamped.
     pub fn limit(&self) -> Result<usize, ApiError> {

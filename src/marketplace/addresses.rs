@@ -91,8 +91,14 @@ async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewAddress {
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub formatted_address: String,
     /// 7 to 15 digits, optionally starting with +.
+    #[schema(pattern = r"^\+?[0-9]{7,15}$")]
     pub mobile: String,
     #[schema(value_type = Location)]
     pub location: LatLon,

@@ -103,8 +103,11 @@ async fn get_cart(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AddToCart {
+    #[schema(format = Uuid)]
     pub item_id: String,
     /// 1 to 50, default 1.
+    #[schema(minimum = 1, maximum = 50)]
+    #[serde(default, deserialize_with = "crate::http::json::whole_number_opt")]
     pub quantity: Option<i64>,
 }
 
@@ -169,6 +172,8 @@ async fn add(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetQuantity {
     /// 0 to 50; 0 removes the line.
+    #[schema(minimum = 0, maximum = 50)]
+    #[serde(deserialize_with = "crate::http::json::whole_number")]
     pub quantity: i64,
 }
 

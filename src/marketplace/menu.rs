@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::restaurants::load as load_restaurant;
 use super::{image, invalid};
 use crate::auth::{AuthUser, SellerUser};
-use crate::http::{ApiError, ErrorBody, Json, Path};
+use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -60,10 +60,13 @@ pub struct ItemResponse {
     pub item: ItemView,
 }
 
-/// `{items}`.
+/// `{items, nextCursor}`.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ItemsResponse {
     pub items: Vec<ItemView>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
 }
 
 /// A restaurant's menu (any signed-in user), in the order dishes were added.
@@ -72,9 +75,10 @@ pub struct ItemsResponse {
     path = "/api/item/{id}",
     tag = "menu",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "Restaurant id (for GET this is the restaurant's id)")),
+    params(("id" = String, Path, description = "Restaurant id (for GET this is the restaurant's id)"), PageParams),
     responses(
         (status = 200, body = ItemsResponse),
+        (status = 400, description = "limit outside 1-200 or bad cursor", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "No such restaurant", body = ErrorBody),
     )
@@ -83,11 +87,14 @@ async fn list(
     State(state): State<AppState>,
     _auth: AuthUser,
     Path(restaurant): Path<RestaurantId>,
+    Query(page): Query<PageParams>,
 ) -> Result<Json<ItemsResponse>, ApiError> {
+    page.limit()?;
     load_restaurant(&state, restaurant).await?;
-    let items = state.stores.menu.list(restaurant).await?;
+    let (items, next_cursor) = page.offset_page(state.stores.menu.list(restaurant).await?)?;
     Ok(Json(ItemsResponse {
         items: items.into_iter().map(Into::into).collect(),
+        next_cursor,
     }))
 }
 
@@ -95,12 +102,25 @@ async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewItem {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x09\x0b-\x1f\x7f-\x9f]*$")]
     pub description: String,
     /// Minor units, 1 to 10000000.
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    #[serde(deserialize_with = "crate::http::json::whole_number")]
     pub price: i64,
     pub image: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub category: Option<String>,
     pub is_available: Option<bool>,
 }
@@ -167,10 +187,23 @@ async fn create(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ItemChanges {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x09\x0b-\x1f\x7f-\x9f]*$")]
     pub description: Option<String>,
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    #[serde(default, deserialize_with = "crate::http::json::whole_number_opt")]
     pub price: Option<i64>,
     pub image: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub category: Option<String>,
     pub is_available: Option<bool>,
 }

@@ -84,8 +84,11 @@ pub struct RestaurantResponse {
 
 /// `{restaurants}`.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct RestaurantsResponse {
     pub restaurants: Vec<RestaurantView>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
 }
 
 /// A page of the nearby search.
@@ -107,13 +110,25 @@ fn one(restaurant: Restaurant) -> Json<RestaurantResponse> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewRestaurant {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x09\x0b-\x1f\x7f-\x9f]*$")]
     pub description: String,
     pub image: Option<String>,
+    #[schema(pattern = r"^\+?[0-9]{7,15}$")]
     pub phone: String,
     #[schema(value_type = Location)]
     pub location: LatLon,
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub formatted_address: String,
 }
 
@@ -169,12 +184,16 @@ pub(crate) fn now_ms() -> OffsetDateTime {
 #[into_params(parameter_in = Query)]
 pub struct NearbyQuery {
     /// Latitude of the point to search around.
+    #[param(minimum = -90, maximum = 90)]
     pub lat: f64,
     /// Longitude of the point to search around.
+    #[param(minimum = -180, maximum = 180)]
     pub lon: f64,
     /// Search radius in metres (default 5000, 1 to 50000).
+    #[param(minimum = 1, maximum = 50000)]
     pub radius: Option<i64>,
     /// Case-insensitive substring of the name (at most 100 characters).
+    #[param(max_length = 100)]
     pub search: Option<String>,
 }
 
@@ -217,14 +236,8 @@ async fn nearby(
             ));
         }
     };
-    let limit = page.limit()?;
-    // The list is ranked in memory, so its cursor is simply the offset of the next page.
-    let offset = match &page.cursor {
-        None => 0,
-        Some(cursor) => cursor
-            .parse::<usize>()
-            .map_err(|_| ApiError::bad_request("the cursor is not valid"))?,
-    };
+    // Checked before the search runs (an invalid page changes nothing either way).
+    page.limit()?;
 
     let cells: Vec<u64> = centre
         .cell(INDEX_RESOLUTION)
@@ -246,20 +259,18 @@ async fn nearby(
         .filter(|(_, metres)| *metres <= f64::from(radius))
         .collect();
     within.sort_by(|(a, da), (b, db)| b.is_open.cmp(&a.is_open).then(da.total_cmp(db)));
-    let total = within.len();
+    // The list is ranked in memory, so its cursor is simply the offset of the next page.
+    let (within, next_cursor) = page.offset_page(within)?;
     let restaurants = within
         .into_iter()
-        .skip(offset)
-        .take(limit)
         .map(|(r, metres)| RestaurantView {
             distance_km: Some((metres / 10.0).round() / 100.0),
             ..r.into()
         })
         .collect();
-    let next = offset + limit;
     Ok(Json(NearbyResponse {
         restaurants,
-        next_cursor: (next < total).then(|| next.to_string()),
+        next_cursor,
     }))
 }
 
@@ -325,9 +336,16 @@ async fn get_one(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestaurantChanges {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x09\x0b-\x1f\x7f-\x9f]*$")]
     pub description: Option<String>,
     pub image: Option<String>,
+    #[schema(pattern = r"^\+?[0-9]{7,15}$")]
     pub phone: Option<String>,
     pub is_open: Option<bool>,
 }
@@ -407,8 +425,10 @@ async fn update(
     path = "/api/admin/restaurant/pending",
     tag = "admin",
     security(("bearer" = [])),
+    params(PageParams),
     responses(
         (status = 200, body = RestaurantsResponse),
+        (status = 400, description = "limit outside 1-200 or bad cursor", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     )
@@ -416,10 +436,13 @@ async fn update(
 async fn pending(
     State(state): State<AppState>,
     _admin: AdminUser,
+    Query(page): Query<PageParams>,
 ) -> Result<Json<RestaurantsResponse>, ApiError> {
-    let restaurants = state.stores.restaurants.pending().await?;
+    page.limit()?;
+    let (restaurants, next_cursor) = page.offset_page(state.stores.restaurants.pending().await?)?;
     Ok(Json(RestaurantsResponse {
         restaurants: restaurants.into_iter().map(Into::into).collect(),
+        next_cursor,
     }))
 }
 

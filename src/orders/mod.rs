@@ -59,9 +59,10 @@ impl From<OrderError> for ApiError {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewOrder {
+    #[schema(format = Uuid)]
     pub address_id: String,
     /// `razorpay`, `stripe` or `test`.
-    #[schema(example = "test")]
+    #[schema(example = "test", pattern = "^(razorpay|stripe|test)$")]
     pub payment_method: String,
 }
 
@@ -271,6 +272,9 @@ async fn mine(
 #[into_params(parameter_in = Query)]
 pub struct RestaurantOrdersQuery {
     /// Only orders in this status.
+    #[param(
+        pattern = "^(placed|accepted|preparing|ready_for_rider|rider_assigned|picked_up|delivered|cancelled|expired)$"
+    )]
     pub status: Option<String>,
 }
 
@@ -394,7 +398,10 @@ async fn get_one(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StatusChange {
     /// `accepted`, `preparing`, `ready_for_rider` or `cancelled`.
-    #[schema(example = "accepted")]
+    #[schema(
+        example = "accepted",
+        pattern = "^(accepted|preparing|ready_for_rider|cancelled)$"
+    )]
     pub status: String,
 }
 

@@ -111,6 +111,7 @@ fn bad_signature() -> ApiError {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequest {
+    #[schema(format = Uuid)]
     pub order_id: String,
 }
 
@@ -304,6 +305,7 @@ async fn create_order(
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyRequest {
+    #[schema(format = Uuid)]
     pub order_id: String,
     pub razorpay_order_id: Option<String>,
     pub razorpay_payment_id: Option<String>,
@@ -418,6 +420,7 @@ async fn stripe_proof(state: &AppState, order: OrderId) -> Result<(), ApiError> 
         (status = 401, body = ErrorBody),
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such order of this customer", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used with another body", body = ErrorBody),
         (status = 422, description = "The order's payment method is not available on this node", body = ErrorBody),
         (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
         (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),

@@ -135,6 +135,7 @@ pub struct WsQuery {
     params(WsQuery),
     responses(
         (status = 101, description = "Switching to WebSocket: server events as {\"event\",\"data\"} frames; send {\"event\":\"rider:location\",\"data\":{lat,lon,...}}; add \"id\": n to get {\"event\":\"ack\",\"id\":n,\"data\":{\"ok\":true} or {\"error\":{code,message}}} back"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = ErrorBody),
         (status = 401, description = "Missing, bad, expired or revoked token", body = ErrorBody),
         (status = 429, description = "`rate_limited`: the user already has `limits.sockets_per_user` sockets open (Socket.IO and `/ws` together)", body = ErrorBody),
     )

@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{AdminUser, AuthUser, RiderUser};
-use crate::http::{ApiError, ErrorBody, InternalCaller, Json, Path, Query};
+use crate::http::{ApiError, ErrorBody, InternalCaller, Json, PageParams, Path, Query};
 use crate::marketplace::{Location, image, invalid, now_ms};
 use crate::orders::OrderResponse;
 use crate::state::AppState;
@@ -143,16 +143,21 @@ pub struct RiderResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RidersResponse {
     pub riders: Vec<RiderView>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
 }
 
 /// A new rider profile.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewRider {
+    #[schema(pattern = r"^\+?[0-9]{7,15}$")]
     pub phone_number: String,
     /// 12 digits.
+    #[schema(pattern = r"^[0-9]{12}$")]
     pub aadhar_number: String,
     /// 8 to 20 letters and digits.
+    #[schema(pattern = r"^[A-Za-z0-9]{8,20}$")]
     pub driving_license_number: String,
     pub picture: Option<String>,
     #[schema(value_type = Location)]
@@ -244,14 +249,22 @@ async fn me(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PositionReport {
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: f64,
     /// Degrees clockwise from north, 0 to 360.
+    #[schema(minimum = 0, maximum = 360)]
     pub heading: Option<f64>,
     /// Ground speed, 0 to 100 m/s.
+    #[schema(minimum = 0, maximum = 100)]
     pub speed_mps: Option<f64>,
     /// When the device took the fix (RFC 3339). Informational: staleness is measured from
     /// when the server received the report, so a wrong device clock cannot hide a rider.
+    #[schema(
+        format = DateTime,
+        pattern = r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    )]
     pub at: Option<String>,
 }
 
@@ -506,7 +519,7 @@ async fn reject(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RiderStatus {
     /// `picked_up` or `delivered`.
-    #[schema(example = "picked_up")]
+    #[schema(example = "picked_up", pattern = "^(picked_up|delivered)$")]
     pub status: String,
 }
 
@@ -578,11 +591,15 @@ impl FromRequestParts<AppState> for AdminOrService {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct NearbyRidersQuery {
+    #[param(minimum = -90, maximum = 90)]
     pub lat: f64,
+    #[param(minimum = -180, maximum = 180)]
     pub lon: f64,
     /// Metres (default `dispatch.search_radius_m`, 1 to 50000).
+    #[param(minimum = 1, maximum = 50000)]
     pub radius: Option<i64>,
     /// Default 5, 1 to 100.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -670,8 +687,10 @@ async fn nearby(
     path = "/api/admin/rider/pending",
     tag = "admin",
     security(("bearer" = [])),
+    params(PageParams),
     responses(
         (status = 200, body = RidersResponse),
+        (status = 400, description = "limit outside 1-200 or bad cursor", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     )
@@ -679,13 +698,16 @@ async fn nearby(
 async fn pending(
     State(state): State<AppState>,
     _admin: AdminUser,
+    Query(page): Query<PageParams>,
 ) -> Result<Json<RidersResponse>, ApiError> {
-    let riders = state.stores.riders.pending().await?;
+    page.limit()?;
+    let (riders, next_cursor) = page.offset_page(state.stores.riders.pending().await?)?;
     Ok(Json(RidersResponse {
         riders: riders
             .into_iter()
             .map(|r| RiderView::new(&state, r, true))
             .collect(),
+        next_cursor,
     }))
 }
 

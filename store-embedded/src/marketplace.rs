@@ -156,19 +156,24 @@ impl RestaurantStore for EmbeddedStore {
     ) -> Result<Vec<Restaurant>, StoreError> {
         let cells: Vec<String> = cells.iter().map(|c| (*c as i64).to_string()).collect();
         let cells = format!("[{}]", cells.join(","));
-        // instr on lower() is a plain substring test: no LIKE wildcards to escape.
+        // Matched here rather than in SQL: SQLite's lower() folds ASCII only, and names are
+        // not (a search for "café" must find "CAFÉ").
         let search = search.map(|s| s.to_lowercase()).unwrap_or_default();
-        self.db
+        let found = self
+            .db
             .read(move |conn| {
                 select_restaurants(
                     conn,
                     "WHERE is_verified = 1
-                       AND cell IN (SELECT value FROM json_each(?1))
-                       AND instr(lower(name), ?2) > 0",
-                    params![cells, search],
+                       AND cell IN (SELECT value FROM json_each(?1))",
+                    params![cells],
                 )
             })
-            .await
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter(|r| r.name.to_lowercase().contains(&search))
+            .collect())
     }
 
     async fn pending(&self) -> Result<Vec<Restaurant>, StoreError> {

@@ -246,13 +246,7 @@ impl PaymentStore for EmbeddedStore {
                 while let Some(row) = rows.next()? {
                     items.push(refund_of(row)?);
                 }
-                let next_cursor = if items.len() > limit {
-                    items.truncate(limit);
-                    items.last().map(refund_cursor)
-                } else {
-                    None
-                };
-                Ok(Page { items, next_cursor })
+                Ok(Page::from_one_extra(items, limit, refund_cursor))
             })
             .await
     }

@@ -330,13 +330,7 @@ impl PaymentStore for ScyllaStore {
                 break;
             }
         }
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(refund_cursor)
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_one_extra(items, limit, refund_cursor))
     }
 
     async fn refund_attempted(&self, refund: &Refund) -> Result<(), StoreError> {

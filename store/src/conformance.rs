@@ -385,6 +385,11 @@ async fn restaurants_are_one_per_owner_and_found_by_cell(stores: &Stores) {
     assert_eq!(near(vec![42], Some("CORNER")).await, vec![dosa.clone()]);
     assert!(near(vec![42], Some("pizza")).await.is_empty());
     assert!(near(vec![43], None).await.is_empty());
+    // Case folds beyond ASCII: "ÉCLAIR" is found by "éclair" and the other way round.
+    dosa.name = "Dosa Corner ÉCLAIR Café".into();
+    stores.restaurants.update(&dosa).await.expect("rename");
+    assert_eq!(near(vec![42], Some("éclair")).await, vec![dosa.clone()]);
+    assert_eq!(near(vec![42], Some("CAFÉ")).await, vec![dosa.clone()]);
     assert!(matches!(
         stores
             .restaurants

@@ -14,6 +14,24 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The page of a read that fetched one item more than `limit` to learn whether more
+    /// follow: the extra item is dropped, and the cursor names the page's last item.
+    pub fn from_one_extra(
+        mut items: Vec<T>,
+        limit: usize,
+        cursor_of: impl Fn(&T) -> String,
+    ) -> Self {
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(cursor_of)
+        } else {
+            None
+        };
+        Self { items, next_cursor }
+    }
+}
+
 /// Which of a restaurant's orders to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RestaurantOrderFilter {

@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod cli;
 mod cluster;
+mod contract;
 mod cql;
 mod crash;
 mod dispatch;

@@ -1,7 +1,7 @@
 //! Restaurants, menus, carts and addresses over HTTP.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{error_code, json_ok, spawn_app};
 use crate::world::{HOME_AT, SHOP_AT, customer, open_shop};
@@ -248,6 +248,38 @@ async fn menus_belong_to_their_restaurant() {
     assert_eq!(names, ["Idli", "Dosa"]);
     assert_eq!(menu["items"][0]["price"], 6000);
     assert_eq!(menu["items"][0]["isAvailable"], true);
+    assert_eq!(menu["nextCursor"], Value::Null);
+    // Menus page like every other list.
+    let first = json_ok(
+        app.get(
+            &format!("/api/item/{}?limit=1", shop.id),
+            Some(&customer.token),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(first["items"][0]["name"], "Idli");
+    let cursor = first["nextCursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = json_ok(
+        app.get(
+            &format!("/api/item/{}?limit=1&cursor={cursor}", shop.id),
+            Some(&customer.token),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(second["items"][0]["name"], "Dosa");
+    assert_eq!(second["nextCursor"], Value::Null);
+    let too_many = app
+        .get(
+            &format!("/api/item/{}?limit=201", shop.id),
+            Some(&customer.token),
+        )
+        .await;
+    assert_eq!(too_many.status(), StatusCode::BAD_REQUEST);
 
     for price in [
         json!(0),
