@@ -196,6 +196,9 @@ const MIGRATIONS: &[M<'static>] = &[
         PRIMARY KEY (provider, order_id)
     ) STRICT;",
     ),
+    // Admins made so by `auth.admin_emails` (not granted): they stop being admins when the list
+    // stops naming them.
+    M::up("CREATE TABLE config_admins (user_id TEXT PRIMARY KEY NOT NULL) STRICT;"),
 ];
 
 /// Opens (or creates) the embedded store under `data_dir` and migrates it.

@@ -21,8 +21,23 @@ impl UserStore for EmbeddedStore {
                         if sign_in.image.is_some() {
                             user.image = sign_in.image;
                         }
-                        if sign_in.admin && user.role != Role::Admin {
-                            user.role = Role::Admin;
+                        let id = user.id.to_string();
+                        if sign_in.admin {
+                            tx.execute(
+                                "INSERT INTO config_admins (user_id) VALUES (?1)
+                                 ON CONFLICT (user_id) DO NOTHING",
+                                [&id],
+                            )?;
+                            if user.role != Role::Admin {
+                                user.role = Role::Admin;
+                                user.role_version += 1;
+                            }
+                        } else if user.role == Role::Admin
+                            && tx.execute("DELETE FROM config_admins WHERE user_id = ?1", [&id])?
+                                == 1
+                        {
+                            // Off the list, and it was the list that made them admin.
+                            user.role = Role::Customer;
                             user.role_version += 1;
                         }
                         tx.execute(
@@ -44,7 +59,14 @@ impl UserStore for EmbeddedStore {
                         } else {
                             Role::Customer
                         };
-                        insert(&tx, sign_in.email, sign_in.name, sign_in.image, role)?
+                        let user = insert(&tx, sign_in.email, sign_in.name, sign_in.image, role)?;
+                        if sign_in.admin {
+                            tx.execute(
+                                "INSERT INTO config_admins (user_id) VALUES (?1)",
+                                [user.id.to_string()],
+                            )?;
+                        }
+                        user
                     }
                 };
                 tx.commit()?;
@@ -100,7 +122,15 @@ impl UserStore for EmbeddedStore {
         self.db
             .write(move |conn| {
                 let tx = conn.transaction()?;
-                let user = match select_by_email(&tx, &email)? {
+                let found = select_by_email(&tx, &email)?;
+                if let Some(user) = &found {
+                    // Granted: an admin that outlives the configured list.
+                    tx.execute(
+                        "DELETE FROM config_admins WHERE user_id = ?1",
+                        [user.id.to_string()],
+                    )?;
+                }
+                let user = match found {
                     Some(user) if user.role == Role::Admin => user,
                     Some(mut user) => {
                         user.role = Role::Admin;

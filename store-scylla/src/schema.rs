@@ -121,6 +121,11 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "CREATE TABLE IF NOT EXISTS payment_openings (
         provider text, order_id text, claimed_at timestamp, PRIMARY KEY ((provider, order_id)))",
     ],
+    &[
+        // Admins made so by `auth.admin_emails` (not granted): demoted when the list drops
+        // them.
+        "CREATE TABLE IF NOT EXISTS config_admins (user_id text PRIMARY KEY)",
+    ],
 ];
 
 /// Whether `name` is a keyspace name CQL takes unquoted.

@@ -157,6 +157,29 @@ impl ScyllaStore {
     }
 }
 
+impl ScyllaStore {
+    /// Records (or forgets) that `user` is an admin because `auth.admin_emails` names them.
+    async fn mark_config_admin(&self, user: &User, by_config: bool) -> Result<(), StoreError> {
+        let cql = if by_config {
+            "INSERT INTO config_admins (user_id) VALUES (?)"
+        } else {
+            "DELETE FROM config_admins WHERE user_id = ?"
+        };
+        self.db.run(cql, (user.id.to_string(),)).await.map(drop)
+    }
+
+    async fn is_config_admin(&self, user: &User) -> Result<bool, StoreError> {
+        let row: Option<(String,)> = self
+            .db
+            .row(
+                "SELECT user_id FROM config_admins WHERE user_id = ?",
+                (user.id.to_string(),),
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+}
+
 #[async_trait]
 impl UserStore for ScyllaStore {
     async fn sign_in(&self, sign_in: SignIn) -> Result<User, StoreError> {
@@ -177,6 +200,9 @@ impl UserStore for ScyllaStore {
                     )
                     .await?;
                 if created {
+                    if sign_in.admin {
+                        self.mark_config_admin(&user, true).await?;
+                    }
                     return Ok(user);
                 }
                 user
@@ -198,7 +224,13 @@ impl UserStore for ScyllaStore {
             )
             .await?;
         if sign_in.admin {
+            // The mark first: a mark without the role is harmless, demotion checks both.
+            self.mark_config_admin(&user, true).await?;
             user = self.change_role(user, Role::Admin).await?;
+        } else if user.role == Role::Admin && self.is_config_admin(&user).await? {
+            // Off the list, and it was the list that made them admin.
+            user = self.change_role(user, Role::Customer).await?;
+            self.mark_config_admin(&user, false).await?;
         }
         Ok(user)
     }
@@ -229,6 +261,8 @@ impl UserStore for ScyllaStore {
                     .0
             }
         };
+        // Granted: an admin that outlives the configured list.
+        self.mark_config_admin(&user, false).await?;
         self.change_role(user, Role::Admin).await
     }
 }

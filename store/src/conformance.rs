@@ -166,6 +166,38 @@ async fn admin_sign_in_and_grant(stores: &Stores) {
         Role::Admin,
         "a plain sign-in keeps a granted role"
     );
+
+    // Admin by configuration only while the configuration says so: an e-mail taken off
+    // `auth.admin_emails` signs in as a customer again (and its admin tokens go stale).
+    let dropped = stores
+        .users
+        .sign_in(sign_in("boss", "Boss"))
+        .await
+        .expect("sign in off the list");
+    assert_eq!(dropped.id, admin.id);
+    assert_eq!(dropped.role, Role::Customer);
+    assert!(dropped.role_version > admin.role_version);
+    let back = stores
+        .users
+        .sign_in(SignIn {
+            admin: true,
+            ..sign_in("boss", "Boss")
+        })
+        .await
+        .expect("back on the list");
+    assert_eq!(back.role, Role::Admin);
+    // A grant on the command line outlives the list.
+    stores
+        .users
+        .grant_admin(&email("boss"))
+        .await
+        .expect("grant");
+    let kept = stores
+        .users
+        .sign_in(sign_in("boss", "Boss"))
+        .await
+        .expect("sign in after grant");
+    assert_eq!(kept.role, Role::Admin, "a granted admin stays one");
 }
 
 async fn role_changes_bump_the_version(stores: &Stores) {

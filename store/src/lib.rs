@@ -146,7 +146,9 @@ pub struct SignIn {
     pub name: PersonName,
     /// Profile picture; `None` keeps whatever the user had.
     pub image: Option<String>,
-    /// The e-mail is on the configured admin list: the user gets role admin.
+    /// The e-mail is on the configured admin list: the user gets role admin. An admin made so
+    /// by the list (not by [`UserStore::grant_admin`]) who signs in while off it is a customer
+    /// again.
     pub admin: bool,
 }
 
