@@ -38,7 +38,12 @@ pub enum Incoming {
 pub struct Conn {
     socketio: bool,
     ws: WebSocketStream<TcpStream>,
+    /// When this client last sent a frame: the node closes a `/ws` connection silent for 60 s.
+    last_sent: tokio::time::Instant,
 }
+
+/// How often a plain WebSocket client that has nothing to say pings the node.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// Where connections go and come from.
 #[derive(Debug, Clone)]
@@ -99,6 +104,7 @@ impl Dialer {
         let mut conn = Conn {
             socketio: kind == Transport::Socketio,
             ws,
+            last_sent: tokio::time::Instant::now(),
         };
         if conn.socketio {
             conn.socketio_handshake(token).await?;
@@ -150,6 +156,7 @@ impl Conn {
             json!({ "event": "rider:location", "id": id, "data": data }).to_string()
         };
         self.ws.send(Message::text(frame)).await?;
+        self.last_sent = tokio::time::Instant::now();
         Ok(())
     }
 
@@ -157,7 +164,25 @@ impl Conn {
     /// answered here.
     pub async fn next(&mut self) -> Option<anyhow::Result<Incoming>> {
         loop {
-            let text = match self.ws.next().await? {
+            // A listening client (a seller, a customer) still speaks now and then: a plain
+            // WebSocket that sends nothing for 60 s is closed by the node. (Socket.IO has its
+            // own heartbeat, answered below.)
+            let ping_at = self.last_sent + KEEPALIVE;
+            let received = if self.socketio {
+                self.ws.next().await
+            } else {
+                match tokio::time::timeout_at(ping_at, self.ws.next()).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        if let Err(err) = self.ws.send(Message::Ping(Vec::new().into())).await {
+                            return Some(Err(err.into()));
+                        }
+                        self.last_sent = tokio::time::Instant::now();
+                        continue;
+                    }
+                }
+            };
+            let text = match received? {
                 Ok(Message::Text(text)) => text,
                 Ok(Message::Close(_)) => return None,
                 Ok(_) => continue,
