@@ -1,19 +1,21 @@
 //! `/api/admin/stats`: the platform at a glance. Counts and today's money come from the store
-//! (indexed counts and one day's orders); live supply and demand per cell come from memory (the
-//! riders' index and the open orders' actors), never from a table scan.
+//! (indexed counts and one day's orders); live supply and demand per cell and the dispatch
+//! counters come from memory (the riders' index, the open orders' actors, the counters), never
+//! from a table scan. In a cluster each node holds only its shards' part of that memory: the
+//! node asked sums its own with what the other nodes answer (1 s deadline).
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use h3o::Resolution;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AdminUser;
-use crate::dispatch::fresh_since;
+use crate::dispatch::{fresh_since, median};
 use crate::http::{ApiError, ErrorBody, Json};
 use crate::state::AppState;
 
@@ -24,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stats))
 }
 
-/// Dispatch since the node started.
+/// Dispatch since the nodes started (summed over a cluster's nodes).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DispatchStats {
@@ -68,6 +70,74 @@ pub struct Stats {
     pub dispatch: DispatchStats,
     /// Cells with riders or open orders, busiest first.
     pub cells: Vec<CellStats>,
+    /// Nodes whose memory the live figures (`ridersOnline`, `dispatch`, `cells`) sum: 1 on a
+    /// single node; in a cluster, the nodes that answered within 1 s.
+    pub nodes: usize,
+}
+
+/// The live half of the statistics as one node's memory holds it; a cluster sums the nodes'.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Live {
+    /// Available riders by cell (hex).
+    supply: BTreeMap<String, usize>,
+    /// Open orders by the cell they are picked up in (hex).
+    demand: BTreeMap<String, usize>,
+    offers: u64,
+    accepts: u64,
+    timeouts: u64,
+    /// The node's latest assignment times (seconds), for a median over all of them.
+    assign_seconds: Vec<f64>,
+}
+
+impl Live {
+    /// What this node's memory holds now.
+    pub fn here(state: &AppState) -> Live {
+        let fresh = fresh_since(state.settings.dispatch.stale_after_s);
+        let hex = |counts: std::collections::HashMap<h3o::CellIndex, usize>| {
+            counts
+                .into_iter()
+                .map(|(cell, n)| (cell.to_string(), n))
+                .collect()
+        };
+        let metrics = &state.dispatch_metrics;
+        Live {
+            supply: hex(state
+                .riders
+                .count_by_cell(STATS_RESOLUTION, move |seen, ok| ok && seen >= fresh)),
+            demand: hex(state.shards.open_by_cell(STATS_RESOLUTION)),
+            offers: metrics.offers.get(),
+            accepts: metrics.accepts.get(),
+            timeouts: metrics.timeouts.get(),
+            assign_seconds: metrics.recent_assign_seconds(),
+        }
+    }
+
+    fn add(&mut self, other: Live) {
+        for (cell, n) in other.supply {
+            *self.supply.entry(cell).or_default() += n;
+        }
+        for (cell, n) in other.demand {
+            *self.demand.entry(cell).or_default() += n;
+        }
+        self.offers += other.offers;
+        self.accepts += other.accepts;
+        self.timeouts += other.timeouts;
+        self.assign_seconds.extend(other.assign_seconds);
+    }
+}
+
+/// This node's live figures plus those of every other node that answers in time; how many
+/// nodes that is.
+async fn live_everywhere(state: &AppState) -> (Live, usize) {
+    let mut live = Live::here(state);
+    let mut nodes = 1;
+    for other in
+        crate::cluster::ask_others::<Live>(state, crate::cluster::Question::LiveStats).await
+    {
+        live.add(other);
+        nodes += 1;
+    }
+    (live, nodes)
 }
 
 /// When the day that `now` falls in began, in `zone`'s calendar.
@@ -85,7 +155,8 @@ pub fn start_of_day(now: OffsetDateTime, zone: &jiff::tz::TimeZone) -> OffsetDat
 }
 
 /// The platform at a glance: accounts, orders by status, today's revenue (UTC), dispatch
-/// counters since the node started, and live supply and demand per H3 cell.
+/// counters since the nodes started, and live supply and demand per H3 cell (summed over the
+/// nodes of a cluster).
 #[utoipa::path(
     get,
     path = "/api/admin/stats",
@@ -102,18 +173,15 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<
     let totals = state.stores.stats.totals().await?;
     let orders = state.stores.stats.orders_since(today).await?;
 
-    let fresh = fresh_since(state.settings.dispatch.stale_after_s);
-    let supply = state
-        .riders
-        .count_by_cell(STATS_RESOLUTION, move |seen, ok| ok && seen >= fresh);
-    let demand = state.shards.open_by_cell(STATS_RESOLUTION);
+    let (live, nodes) = live_everywhere(&state).await;
+    let (supply, demand) = (&live.supply, &live.demand);
     let mut cells: Vec<CellStats> = supply
         .keys()
         .chain(demand.keys())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .map(|cell| CellStats {
-            cell: cell.to_string(),
+            cell: cell.clone(),
             available_riders: supply.get(cell).copied().unwrap_or(0),
             open_orders: demand.get(cell).copied().unwrap_or(0),
         })
@@ -124,7 +192,6 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<
             .then_with(|| a.cell.cmp(&b.cell))
     });
 
-    let metrics = &state.dispatch_metrics;
     Ok(Json(Stats {
         users: totals.users,
         restaurants: totals.restaurants,
@@ -138,12 +205,13 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<
         revenue_today: orders.revenue.minor(),
         platform_fees_today: orders.platform_fees.minor(),
         dispatch: DispatchStats {
-            offers: metrics.offers.get(),
-            accepts: metrics.accepts.get(),
-            timeouts: metrics.timeouts.get(),
-            median_assign_seconds: metrics.median_assign_seconds(),
+            offers: live.offers,
+            accepts: live.accepts,
+            timeouts: live.timeouts,
+            median_assign_seconds: median(live.assign_seconds),
         },
         cells,
+        nodes,
     }))
 }
 

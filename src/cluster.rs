@@ -1,10 +1,12 @@
 //! The node's side of a cluster: what it tells the other nodes (every realtime event, so a
 //! socket on any node hears its rooms; every revocation and role change, so each node's
-//! authentication cache stays exact), and `GET /api/admin/cluster`: which node serves which
+//! authentication cache stays exact), the questions one node asks the others about their
+//! memory (live statistics), and `GET /api/admin/cluster`: which node serves which
 //! shard now. A single node owns every shard it runs; a cluster node answers with the live set
 //! and the leases as it last read them from Redis (at most a second old).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use secrecy::ExposeSecret;
@@ -32,6 +34,46 @@ pub fn router() -> OpenApiRouter<AppState> {
 enum NodeEvent {
     Realtime { envelope: Envelope },
     Auth { change: CacheChange },
+}
+
+/// What one node asks the others about what only their memory holds.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Question {
+    /// Their part of `/api/admin/stats`'s live figures ([`crate::admin::Live`]).
+    LiveStats,
+}
+
+/// How long a question waits for the other nodes: past it, a node is left out.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
+impl Question {
+    async fn answer(self, state: &AppState) -> String {
+        match self {
+            Question::LiveStats => {
+                serde_json::to_string(&crate::admin::Live::here(state)).unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// The answers of the other nodes of the cluster to `question` (none on a single node); a node
+/// that does not answer within a second, or answers what cannot be read, is left out.
+pub async fn ask_others<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    question: Question,
+) -> Vec<T> {
+    let Some(cluster) = state.cluster.get() else {
+        return Vec::new();
+    };
+    let Ok(asked) = serde_json::to_string(&question) else {
+        return Vec::new();
+    };
+    let (answers, _) = cluster.ask_others(&asked, ANSWER_WITHIN).await;
+    answers
+        .iter()
+        .filter_map(|answer| serde_json::from_str(answer).ok())
+        .collect()
 }
 
 /// The realtime bus of a cluster: this node's sockets at once, the other nodes' through Redis.
@@ -71,6 +113,19 @@ pub fn wire(state: &AppState, cluster: &Arc<Cluster>) {
         state.realtime.local_sockets(),
         Arc::clone(&state.auth_cache),
     );
+    let answering = state.clone();
+    cluster.on_question(move |asked| {
+        let state = answering.clone();
+        Box::pin(async move {
+            match serde_json::from_str::<Question>(&asked) {
+                Ok(question) => question.answer(&state).await,
+                Err(err) => {
+                    tracing::warn!(error = %err, "unreadable question from another node");
+                    String::new()
+                }
+            }
+        })
+    });
     cluster.on_event(move |payload| match serde_json::from_str(&payload) {
         Ok(NodeEvent::Realtime { envelope }) => sockets.deliver(envelope),
         Ok(NodeEvent::Auth { change }) => cache.apply(change),

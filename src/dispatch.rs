@@ -80,20 +80,27 @@ impl DispatchMetrics {
         }
     }
 
-    /// The median of the latest assignment times, in seconds; `None` before the first.
-    pub fn median_assign_seconds(&self) -> Option<f64> {
-        let mut samples: Vec<f64> = self.recent.lock().ok()?.iter().copied().collect();
-        if samples.is_empty() {
-            return None;
-        }
-        samples.sort_by(f64::total_cmp);
-        let mid = samples.len() / 2;
-        Some(if samples.len().is_multiple_of(2) {
-            (samples[mid - 1] + samples[mid]) / 2.0
-        } else {
-            samples[mid]
-        })
+    /// The latest assignment times (at most 1000), in seconds.
+    pub fn recent_assign_seconds(&self) -> Vec<f64> {
+        self.recent
+            .lock()
+            .map(|recent| recent.iter().copied().collect())
+            .unwrap_or_default()
     }
+}
+
+/// The median of `samples`; `None` when there are none.
+pub fn median(mut samples: Vec<f64>) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_by(f64::total_cmp);
+    let mid = samples.len() / 2;
+    Some(if samples.len().is_multiple_of(2) {
+        (samples[mid - 1] + samples[mid]) / 2.0
+    } else {
+        samples[mid]
+    })
 }
 
 /// Dispatch over this node's riders and sockets.

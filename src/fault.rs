@@ -1,7 +1,8 @@
 //! Fault injection for resilience drills: makes one order's or rider's actor panic on its next
 //! message, to watch supervision rebuild it from the store, or an order's next save fail as a
 //! store outage would; and stops and starts a shard on this node as losing and winning its
-//! lease in a cluster would. Off unless `testing.fault_injection = true`, and even then only for
+//! lease in a cluster would; and drops the replies to commands other nodes of a cluster send
+//! here, as a reply lost on the way would be. Off unless `testing.fault_injection = true`, and even then only for
 //! callers holding the internal key.
 
 use axum::extract::State;
@@ -22,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(arm))
         .routes(routes!(arm_rider))
         .routes(routes!(shard_drill))
+        .routes(routes!(drop_replies))
 }
 
 fn enabled(state: &AppState) -> Result<(), ApiError> {
@@ -174,4 +176,49 @@ async fn shard_drill(
     };
     tracing::warn!(%shard, action, orders = drill.orders, "shard drill");
     Ok(Json(drill))
+}
+
+/// How many replies to drop.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DropReplies {
+    /// The next `count` commands other nodes send here run, and their replies are dropped.
+    #[param(minimum = 0, maximum = 1000)]
+    pub count: u32,
+}
+
+/// Drop the replies to the next commands other nodes send here (after running them), as a
+/// reply lost between nodes would be: the sender sends the command again and must not apply it
+/// twice.
+#[utoipa::path(
+    post,
+    path = "/api/v1/internal/fault/replies",
+    tag = "internal",
+    params(
+        DropReplies,
+        ("x-internal-key" = String, Header, description = "internal.key"),
+    ),
+    responses(
+        (status = 204, description = "Armed"),
+        (status = 400, description = "`count` missing or out of range", body = ErrorBody),
+        (status = 403, description = "Missing or wrong x-internal-key", body = ErrorBody),
+        (status = 404, description = "Fault injection is off, or the node is not in a cluster", body = ErrorBody),
+    )
+)]
+async fn drop_replies(
+    State(state): State<AppState>,
+    _caller: InternalCaller,
+    Query(drop): Query<DropReplies>,
+) -> Result<StatusCode, ApiError> {
+    enabled(&state)?;
+    if drop.count > 1000 {
+        return Err(ApiError::bad_request("count must be between 0 and 1000"));
+    }
+    let cluster = state
+        .cluster
+        .get()
+        .ok_or_else(|| ApiError::not_found("this node is not in a cluster"))?;
+    cluster.drop_next_replies(drop.count);
+    tracing::warn!(count = drop.count, "replies to other nodes will be dropped");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -230,6 +230,7 @@ impl OrderActor {
             self.expiry = Some(ctx.run_later(left, |_, ctx| {
                 ctx.notify(Apply {
                     command: OrderCommand::Expire,
+                    repeat: false,
                 });
             }));
         }
@@ -256,6 +257,7 @@ impl OrderActor {
     fn run(
         &mut self,
         command: OrderCommand,
+        repeat: bool,
         _ctx: &mut Context<Self>,
     ) -> AtomicResponse<Self, Result<Order, OrderError>> {
         let answer = |result| AtomicResponse::new(Box::pin(fut::ready(result)));
@@ -278,6 +280,10 @@ impl OrderActor {
                         Err(OrderError::Crashed)
                     },
                 )));
+            }
+            // Sent again after its answer was lost: if it already ran, it is done.
+            Ok(Err(_)) if repeat && self.order.shows(&command) => {
+                return answer(Ok(self.order.clone()));
             }
             Ok(Err(refused)) => return answer(Err(refused.into())),
             Ok(Ok(None)) => return answer(Ok(self.order.clone())),
@@ -427,13 +433,17 @@ impl Supervised for OrderActor {
 #[rtype(result = "Result<Order, OrderError>")]
 pub struct Apply {
     pub command: OrderCommand,
+    /// The command may have run already (it is sent again because its answer was lost): an
+    /// order that already shows it answers as if it ran now.
+    #[serde(default)]
+    pub repeat: bool,
 }
 
 impl Handler<Apply> for OrderActor {
     type Result = AtomicResponse<Self, Result<Order, OrderError>>;
 
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
-        self.run(msg.command, ctx)
+        self.run(msg.command, msg.repeat, ctx)
     }
 }
 
@@ -445,6 +455,9 @@ pub struct Accept {
     pub rider: RiderId,
     pub name: String,
     pub phone: String,
+    /// Sent again after its answer was lost: the rider who already holds the order has won.
+    #[serde(default)]
+    pub repeat: bool,
 }
 
 impl Handler<Accept> for OrderActor {
@@ -454,6 +467,9 @@ impl Handler<Accept> for OrderActor {
         let refuse = |err| AtomicResponse::new(Box::pin(fut::ready(Err(err))));
         if self.retired {
             return refuse(OrderError::NotOwner);
+        }
+        if msg.repeat && self.order.rider_id == Some(msg.rider) {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(self.order.clone()))));
         }
         if self.order.status != OrderStatus::ReadyForRider {
             return refuse(if self.order.rider_id.is_some() {
@@ -471,6 +487,7 @@ impl Handler<Accept> for OrderActor {
                 name: msg.name,
                 phone: msg.phone,
             },
+            false,
             ctx,
         )
     }
@@ -481,6 +498,9 @@ impl Handler<Accept> for OrderActor {
 #[rtype(result = "Result<(), OrderError>")]
 pub struct Reject {
     pub rider: RiderId,
+    /// Sent again after its answer was lost: an offer no longer held is as good as rejected.
+    #[serde(default)]
+    pub repeat: bool,
 }
 
 impl Handler<Reject> for OrderActor {
@@ -491,7 +511,11 @@ impl Handler<Reject> for OrderActor {
             return Err(OrderError::NotOwner);
         }
         if !self.holds_offer(msg.rider) {
-            return Err(OrderError::OfferNotHeld);
+            return if msg.repeat {
+                Ok(())
+            } else {
+                Err(OrderError::OfferNotHeld)
+            };
         }
         self.rejected(msg.rider, ctx);
         Ok(())

@@ -38,16 +38,22 @@ fn commands_cross_unchanged() {
     ] {
         let apply = round_trip(&Apply {
             command: command.clone(),
+            repeat: true,
         });
-        assert_eq!(apply.command, command);
+        assert_eq!((apply.command, apply.repeat), (command, true));
     }
     let accept = round_trip(&Accept {
         rider,
         name: "Asha".into(),
         phone: "+919845012345".into(),
+        repeat: false,
     });
     assert_eq!((accept.rider, accept.name.as_str()), (rider, "Asha"));
-    assert_eq!(round_trip(&Reject { rider }).rider, rider);
+    let reject = round_trip(&Reject {
+        rider,
+        repeat: false,
+    });
+    assert_eq!(reject.rider, rider);
     let order = OrderId::new();
     let take = round_trip(&TakeOrder {
         order,

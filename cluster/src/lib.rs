@@ -29,7 +29,7 @@ pub mod rendezvous;
 pub mod transport;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,10 +55,11 @@ const HEARTBEAT_TTL: Duration = Duration::from_secs(5);
 const LEASE_TTL: Duration = Duration::from_secs(6);
 /// How long before its lease lapses (on its own clock) a node stops serving the shard.
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
-/// How long a command for a shard owned elsewhere waits for its owner to answer.
-const CALL_WITHIN: Duration = Duration::from_secs(5);
-/// How long a command keeps looking for an owner while its shard moves (a takeover is ~6 s).
-const OWNER_WITHIN: Duration = Duration::from_secs(8);
+/// How long one send of a command waits for the owner's answer before sending it again.
+const CALL_WITHIN: Duration = Duration::from_secs(3);
+/// How long a command keeps looking for an owner that answers while its shard moves: past a
+/// takeover (a dead owner's shards have a new one within ~8 s) and short of the edge's timeout.
+const COMMAND_WITHIN: Duration = Duration::from_secs(15);
 /// How long a search waits for other nodes' riders: past it, the answer is what came.
 const SEARCH_WITHIN: Duration = Duration::from_millis(300);
 /// How often positions for other nodes go out, batched per node.
@@ -98,6 +99,8 @@ pub struct ClusterMetrics {
     pub remote_ok: Counter,
     pub remote_refused: Counter,
     pub remote_failed: Counter,
+    /// Sends of a command that got no answer in time (it is sent again).
+    pub remote_unanswered: Counter,
 }
 
 impl ClusterMetrics {
@@ -145,8 +148,13 @@ impl ClusterMetrics {
         );
         registry.register(
             "cluster_remote_calls_failed",
-            "Commands to another node that got no answer in time, or found no owner",
+            "Commands to another node that found no owner that answered in time",
             metrics.remote_failed.clone(),
+        );
+        registry.register(
+            "cluster_remote_calls_unanswered",
+            "Sends of a command to another node that got no answer in time (sent again)",
+            metrics.remote_unanswered.clone(),
         );
         metrics
     }
@@ -164,6 +172,9 @@ pub struct View {
     /// Whether the last tick reached Redis.
     pub redis_ok: bool,
 }
+
+/// What answers other nodes' questions about this one.
+type Answerer = Box<dyn Fn(String) -> BoxFuture<'static, String> + Send + Sync>;
 
 /// A shard this node holds, and until when (on [`clock`]) it may serve it.
 struct Held {
@@ -185,8 +196,12 @@ pub struct Cluster {
     metrics: ClusterMetrics,
     /// Who hears the events other nodes broadcast.
     events: std::sync::OnceLock<Box<dyn Fn(String) + Send + Sync>>,
+    /// Who answers the questions other nodes ask about this one.
+    questions: std::sync::OnceLock<Answerer>,
     /// Positions waiting to go to the nodes that own their shards.
     outbox: Mutex<HashMap<String, Vec<Position>>>,
+    /// Replies to drop after running their command (a fault drill: a reply lost on the way).
+    drop_replies: AtomicU32,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -226,7 +241,9 @@ impl Cluster {
             leaving: AtomicBool::new(false),
             metrics,
             events: std::sync::OnceLock::new(),
+            questions: std::sync::OnceLock::new(),
             outbox: Mutex::new(HashMap::new()),
+            drop_replies: AtomicU32::new(0),
         });
         let ticking = Arc::clone(&cluster);
         let task = tokio::spawn(async move {
@@ -280,6 +297,14 @@ impl Cluster {
                     if result.is_err() {
                         tracing::debug!(shard = shard.0, %from, "remote command refused here");
                     }
+                    let drop = self
+                        .drop_replies
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                        .is_ok();
+                    if drop {
+                        tracing::warn!(shard = shard.0, %from, id, "reply dropped (fault drill)");
+                        return;
+                    }
                     self.transport.reply(&from, id, result).await;
                 });
             }
@@ -292,6 +317,16 @@ impl Cluster {
                     }
                 });
             }
+            Envelope::Ask { id, from, question } => {
+                if let Some(answerer) = self.questions.get() {
+                    let answering = answerer(question);
+                    tokio::spawn(async move {
+                        let answer = answering.await;
+                        self.transport.answer(&from, id, answer).await;
+                    });
+                }
+            }
+            Envelope::Answer { id, answer } => self.transport.told(id, answer),
             Envelope::Event { from, payload } => {
                 if from != self.config.node_id
                     && let Some(handler) = self.events.get()
@@ -313,6 +348,35 @@ impl Cluster {
     /// Sets who hears what other nodes broadcast (once).
     pub fn on_event(&self, handler: impl Fn(String) + Send + Sync + 'static) {
         let _ = self.events.set(Box::new(handler));
+    }
+
+    /// Sets who answers the questions other nodes ask about this one (once).
+    pub fn on_question(
+        &self,
+        answerer: impl Fn(String) -> BoxFuture<'static, String> + Send + Sync + 'static,
+    ) {
+        let _ = self.questions.set(Box::new(answerer));
+    }
+
+    /// Asks every other live node `question` in parallel; the answers that came within
+    /// `within` (a node that is slow or gone is left out), and how many nodes were asked.
+    pub async fn ask_others(&self, question: &str, within: Duration) -> (Vec<String>, usize) {
+        let others: Vec<String> = self
+            .view()
+            .nodes
+            .into_iter()
+            .map(|member| member.id)
+            .filter(|id| *id != self.config.node_id)
+            .collect();
+        let asks = others
+            .iter()
+            .map(|node| self.transport.ask(node, question, within));
+        let answers = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        (answers, others.len())
     }
 
     /// Sends the positions waiting for other nodes, one message per node.
@@ -339,47 +403,67 @@ impl Cluster {
     }
 
     /// Runs `command` wherever `shard` runs: on its owner, waiting out a move for a while.
+    ///
+    /// A send that was certainly not run (nobody listened, or the node does not own the shard)
+    /// is simply sent again to whoever owns the shard by then. A send that got no answer may
+    /// have run: it is sent again with the same call id (a late answer to the first send still
+    /// counts) and marked [`ShardCommand::again`], so an order that already shows its effect
+    /// answers "done" instead of refusing it. Either way the command runs at most once: the
+    /// actor serialises commands on its order, and the store's version check keeps a former
+    /// owner's copy from writing.
     async fn call_owner(
         self: Arc<Self>,
         shard: ShardId,
-        command: ShardCommand,
+        mut command: ShardCommand,
     ) -> Result<ShardReply, OrderError> {
         let started = tokio::time::Instant::now();
+        let id = self.transport.call_id();
         loop {
-            let outcome = match self.owner_of(shard) {
+            let sent = match self.owner_of(shard) {
                 Some(owner) if owner == self.config.node_id => {
                     // Ours by the last reading: it may be starting here right now.
-                    self.router.execute_here(command.clone()).await
+                    Sent::Answered(self.router.execute_here(command.clone()).await)
                 }
-                Some(owner) => match self
-                    .transport
-                    .call(&owner, shard, command.clone(), CALL_WITHIN)
-                    .await
-                {
-                    Sent::Answered(result) => {
-                        match &result {
-                            Ok(_) => self.metrics.remote_ok.inc(),
-                            Err(OrderError::Unavailable) => self.metrics.remote_failed.inc(),
-                            Err(_) => self.metrics.remote_refused.inc(),
-                        };
-                        result
-                    }
-                    Sent::NobodyThere => Err(OrderError::NotOwner),
-                },
-                None => Err(OrderError::NotOwner),
+                Some(owner) => {
+                    let sent = self
+                        .transport
+                        .call(&owner, id, shard, command.clone(), CALL_WITHIN)
+                        .await;
+                    match &sent {
+                        Sent::Answered(Ok(_)) => self.metrics.remote_ok.inc(),
+                        Sent::Answered(Err(_)) => self.metrics.remote_refused.inc(),
+                        Sent::NoReply => self.metrics.remote_unanswered.inc(),
+                        Sent::NobodyThere => 0,
+                    };
+                    sent
+                }
+                None => Sent::Answered(Err(OrderError::NotOwner)),
             };
-            match outcome {
+            let in_time = started.elapsed() < COMMAND_WITHIN;
+            match sent {
                 // The shard moves: look for its owner again, for a while.
-                Err(OrderError::NotOwner) if started.elapsed() < OWNER_WITHIN => {
+                Sent::Answered(Err(OrderError::NotOwner)) | Sent::NobodyThere if in_time => {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                Err(OrderError::NotOwner) => {
+                // Maybe run, maybe not: the owner may have died with it, or the answer was lost.
+                Sent::NoReply if in_time => command = command.again(),
+                Sent::Answered(Err(OrderError::NotOwner)) | Sent::NobodyThere => {
                     self.metrics.remote_failed.inc();
                     return Err(OrderError::NotOwner);
                 }
-                done => return done,
+                Sent::NoReply => {
+                    self.metrics.remote_failed.inc();
+                    return Err(OrderError::Unavailable);
+                }
+                Sent::Answered(done) => return done,
             }
         }
+    }
+
+    /// Fault drill: the next `count` commands other nodes send here run, but their replies
+    /// are dropped, as a reply lost on the way would be.
+    pub fn drop_next_replies(&self, count: u32) {
+        self.drop_replies.store(count, Ordering::Release);
     }
 
     /// This node's id.
@@ -596,10 +680,12 @@ impl RemoteShards for Cluster {
             let asks = owners.into_iter().map(|(owner, shard)| {
                 let me = Arc::clone(&me);
                 async move {
+                    let id = me.transport.call_id();
                     match me
                         .transport
                         .call(
                             &owner,
+                            id,
                             shard,
                             ShardCommand::Nearest { query },
                             SEARCH_WITHIN,

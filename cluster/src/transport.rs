@@ -3,9 +3,9 @@
 //! channel. `PUBLISH` answers how many listened, so a call to a node that is gone is noticed at
 //! once (and sent again to whoever owns the shard by then).
 //!
-//! Pub/sub delivers at most once. A call is only re-sent when it certainly did not run (nobody
-//! listened, or the node answered that it does not own the shard); a call whose reply did not
-//! come in time answers `Unavailable` to the client rather than risk running twice.
+//! Pub/sub delivers at most once, and a node may die between running a call and answering it.
+//! A call keeps its id when it is sent again, so a late answer to an earlier send still answers
+//! it; whether sending again is safe is the caller's business (see `Cluster::call_owner`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,9 +34,24 @@ pub enum Envelope {
         result: Result<ShardReply, OrderError>,
     },
     /// Something every node hears (a realtime event, a revoked token), opaque here.
-    Event { from: String, payload: String },
+    Event {
+        from: String,
+        payload: String,
+    },
     /// Riders' positions for shards the receiver owns, batched per receiver.
-    Positions { positions: Vec<Position> },
+    Positions {
+        positions: Vec<Position>,
+    },
+    /// A question about the receiving node itself (its live figures, say), opaque here.
+    Ask {
+        id: u64,
+        from: String,
+        question: String,
+    },
+    Answer {
+        id: u64,
+        answer: String,
+    },
 }
 
 /// The channel every node listens on for events.
@@ -52,6 +67,7 @@ pub struct Transport {
     node: String,
     redis: ConnectionManager,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<ShardReply, OrderError>>>>,
+    asked: Mutex<HashMap<u64, oneshot::Sender<String>>>,
     next: AtomicU64,
 }
 
@@ -63,13 +79,15 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-/// Whether a publish reached a listener.
+/// Whether a publish reached a listener, and what it answered.
 #[derive(Debug)]
 pub enum Sent {
-    /// The reply, or `Unavailable` when it did not come in time.
+    /// The reply.
     Answered(Result<ShardReply, OrderError>),
     /// Nobody listens on that node's channel: the call did not run.
     NobodyThere,
+    /// A node listened but no reply came in time: the call may or may not have run.
+    NoReply,
 }
 
 impl Transport {
@@ -102,21 +120,27 @@ impl Transport {
                 node: node.to_owned(),
                 redis,
                 pending: Mutex::new(HashMap::new()),
+                asked: Mutex::new(HashMap::new()),
                 next: AtomicU64::new(1),
             },
             rx,
         ))
     }
 
-    /// Sends `command` to `owner` and waits up to `within` for its reply.
+    /// A new call's id, kept by every send of that call.
+    pub fn call_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends call `id` (`command`) to `owner` and waits up to `within` for its reply.
     pub async fn call(
         &self,
         owner: &str,
+        id: u64,
         shard: ShardId,
         command: ShardCommand,
         within: Duration,
     ) -> Sent {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(id, tx);
@@ -134,11 +158,11 @@ impl Transport {
             return Sent::NobodyThere;
         }
         let answer = match tokio::time::timeout(within, rx).await {
-            Ok(Ok(result)) => result,
-            _ => Err(OrderError::Unavailable),
+            Ok(Ok(result)) => Sent::Answered(result),
+            _ => Sent::NoReply,
         };
         self.forget(id);
-        Sent::Answered(answer)
+        answer
     }
 
     fn forget(&self, id: u64) {
@@ -150,6 +174,44 @@ impl Transport {
     /// Answers a call that came from `to`.
     pub async fn reply(&self, to: &str, id: u64, result: Result<ShardReply, OrderError>) {
         self.publish(to, &Envelope::Reply { id, result }).await;
+    }
+
+    /// Asks `node` a question and waits up to `within` for its answer (`None`: no answer).
+    pub async fn ask(&self, node: &str, question: &str, within: Duration) -> Option<String> {
+        let id = self.call_id();
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.insert(id, tx);
+        }
+        let envelope = Envelope::Ask {
+            id,
+            from: self.node.clone(),
+            question: question.to_owned(),
+        };
+        let answer = match self.publish(node, &envelope).await {
+            Some(0) | None => None,
+            Some(_) => tokio::time::timeout(within, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.remove(&id);
+        }
+        answer
+    }
+
+    /// Answers a question that came from `to`.
+    pub async fn answer(&self, to: &str, id: u64, answer: String) {
+        self.publish(to, &Envelope::Answer { id, answer }).await;
+    }
+
+    /// Hands an answer to the question waiting for it.
+    pub fn told(&self, id: u64, answer: String) {
+        let waiting = self.asked.lock().ok().and_then(|mut a| a.remove(&id));
+        if let Some(waiting) = waiting {
+            let _ = waiting.send(answer);
+        }
     }
 
     /// Sends a batch of positions to `node`, fire-and-forget.

@@ -318,6 +318,29 @@ impl Order {
     }
 }
 
+impl Order {
+    /// Whether the order already carries what `command` would do: a command sent again after
+    /// its answer was lost (the node that ran it died, or the reply went astray) finds its own
+    /// effect and counts as done instead of being refused as a transition from the new state.
+    /// The status must have been reached (it may have moved on since) and, for a rider's
+    /// commands, by the same rider.
+    pub fn shows(&self, command: &OrderCommand) -> bool {
+        use OrderStatus as S;
+        let reached = |status: OrderStatus| self.history.iter().any(|h| h.status == status);
+        match command {
+            OrderCommand::ConfirmPayment => self.payment_status != PaymentStatus::Pending,
+            OrderCommand::Expire => self.status == S::Expired,
+            OrderCommand::CancelByCustomer => self.status == S::Cancelled,
+            OrderCommand::SetBySeller(status) => reached(*status),
+            OrderCommand::AssignRider { rider, .. } => self.rider_id == Some(*rider),
+            OrderCommand::SetByRider { rider, status } => {
+                self.rider_id == Some(*rider) && reached(*status)
+            }
+            OrderCommand::SettleRefund => self.payment_status == PaymentStatus::Refunded,
+        }
+    }
+}
+
 /// Prices of the platform (config `[pricing]`; the defaults are API.md's).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -572,6 +595,7 @@ mod tests {
                     match (expected, outcome) {
                         (Some((_, _, _, to, pay)), Ok(Some(after))) => {
                             assert_eq!((after.status, after.payment_status), (*to, *pay));
+                            assert!(after.shows(command), "{command} shows after it ran");
                             if *to != status {
                                 assert_eq!(after.history.last().map(|h| h.status), Some(*to));
                             }
@@ -625,6 +649,38 @@ mod tests {
             (won.rider_id, won.rider_name.as_deref()),
             (Some(rider), Some("Ravi"))
         );
+    }
+
+    #[test]
+    fn a_command_shows_once_its_status_was_reached_by_the_same_rider() {
+        let now = OffsetDateTime::now_utc();
+        let (rider, other) = (RiderId::new(), RiderId::new());
+        let accept = OrderCommand::SetBySeller(OrderStatus::Accepted);
+        let paid = order(OrderStatus::Placed, PaymentStatus::Paid);
+        assert!(!paid.shows(&accept));
+        let accepted = paid.apply(accept.clone(), now).expect("ok").expect("moved");
+        let preparing = accepted
+            .apply(OrderCommand::SetBySeller(OrderStatus::Preparing), now)
+            .expect("ok")
+            .expect("moved");
+        // Moved on since: the acceptance still shows, the next step does not.
+        assert!(preparing.shows(&accept));
+        assert!(!preparing.shows(&OrderCommand::SetBySeller(OrderStatus::ReadyForRider)));
+        let mut picked = order(OrderStatus::PickedUp, PaymentStatus::Paid);
+        picked.rider_id = Some(rider);
+        let pick_up = |rider| OrderCommand::SetByRider {
+            rider,
+            status: OrderStatus::PickedUp,
+        };
+        assert!(picked.shows(&pick_up(rider)));
+        assert!(!picked.shows(&pick_up(other)));
+        let assign = |rider| OrderCommand::AssignRider {
+            rider,
+            name: "Ravi".into(),
+            phone: "+91".into(),
+        };
+        assert!(picked.shows(&assign(rider)));
+        assert!(!picked.shows(&assign(other)));
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl ShardRouter {
     /// Sends `msg` to the order's actor, inside its shard's gate. If the actor crashed on it
     /// (nothing was applied), found its copy stale, or is found dead, the message is sent once
     /// more to the actor rebuilt from the store.
-    async fn send<M, T>(&self, order: OrderRef, msg: M) -> Result<T, OrderError>
+    pub(crate) async fn send<M, T>(&self, order: OrderRef, msg: M) -> Result<T, OrderError>
     where
         M: Message<Result = Result<T, OrderError>> + Clone + Send + 'static,
         T: Send + 'static,
@@ -106,7 +106,14 @@ impl ShardRouter {
     pub async fn apply(&self, order: OrderRef, command: OrderCommand) -> Result<Order, OrderError> {
         match self.apply_here(order, command.clone()).await {
             Err(OrderError::NotOwner) => self
-                .forward(order.shard, ShardCommand::Apply { order, command })
+                .forward(
+                    order.shard,
+                    ShardCommand::Apply {
+                        order,
+                        command,
+                        repeat: false,
+                    },
+                )
                 .await
                 .and_then(order_of),
             done => done,
@@ -118,7 +125,14 @@ impl ShardRouter {
         order: OrderRef,
         command: OrderCommand,
     ) -> Result<Order, OrderError> {
-        self.send(order, Apply { command }).await
+        self.send(
+            order,
+            Apply {
+                command,
+                repeat: false,
+            },
+        )
+        .await
     }
 
     /// A rider accepts the order's offer; exactly one wins.
@@ -141,6 +155,7 @@ impl ShardRouter {
                         rider,
                         name,
                         phone,
+                        repeat: false,
                     },
                 )
                 .await
@@ -156,14 +171,30 @@ impl ShardRouter {
         name: String,
         phone: String,
     ) -> Result<Order, OrderError> {
-        self.send(order, Accept { rider, name, phone }).await
+        self.send(
+            order,
+            Accept {
+                rider,
+                name,
+                phone,
+                repeat: false,
+            },
+        )
+        .await
     }
 
     /// A rider turns the order's offer down.
     pub async fn reject(&self, order: OrderRef, rider: RiderId) -> Result<(), OrderError> {
         match self.reject_here(order, rider).await {
             Err(OrderError::NotOwner) => self
-                .forward(order.shard, ShardCommand::Reject { order, rider })
+                .forward(
+                    order.shard,
+                    ShardCommand::Reject {
+                        order,
+                        rider,
+                        repeat: false,
+                    },
+                )
                 .await
                 .map(drop),
             done => done,
@@ -175,7 +206,14 @@ impl ShardRouter {
         order: OrderRef,
         rider: RiderId,
     ) -> Result<(), OrderError> {
-        self.send(order, Reject { rider }).await
+        self.send(
+            order,
+            Reject {
+                rider,
+                repeat: false,
+            },
+        )
+        .await
     }
 
     /// Arms `fault` for the order's next command in its actor (fault injection).

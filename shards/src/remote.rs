@@ -6,7 +6,7 @@
 use futures_core::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tomato_actors::OrderError;
+use tomato_actors::{Accept, Apply, OrderError, Reject};
 use tomato_domain::{LatLon, Order, OrderCommand, RiderId};
 
 use crate::ShardId;
@@ -37,27 +37,46 @@ pub struct NearestQuery {
 #[serde(rename_all = "snake_case")]
 pub enum ShardCommand {
     /// Start the actor of a newly placed (and stored) order.
-    Place {
-        order: Box<Order>,
-    },
+    Place { order: Box<Order> },
     Apply {
         order: OrderRef,
         command: OrderCommand,
+        /// Sent again after its answer was lost (see [`ShardCommand::again`]).
+        #[serde(default)]
+        repeat: bool,
     },
     Accept {
         order: OrderRef,
         rider: RiderId,
         name: String,
         phone: String,
+        #[serde(default)]
+        repeat: bool,
     },
     Reject {
         order: OrderRef,
         rider: RiderId,
+        #[serde(default)]
+        repeat: bool,
     },
     /// The nearest dispatchable riders in the shards the node runs.
-    Nearest {
-        query: NearestQuery,
-    },
+    Nearest { query: NearestQuery },
+}
+
+impl ShardCommand {
+    /// The command as it is sent again when its first answer was lost (the node that ran it
+    /// died, or the reply went astray): it may have run, so the order answers "done" when it
+    /// already shows the command's effect instead of refusing it as a transition from the state
+    /// the command itself produced. Placing is idempotent and searching reads, so they stay.
+    pub fn again(mut self) -> Self {
+        match &mut self {
+            ShardCommand::Apply { repeat, .. }
+            | ShardCommand::Accept { repeat, .. }
+            | ShardCommand::Reject { repeat, .. } => *repeat = true,
+            ShardCommand::Place { .. } | ShardCommand::Nearest { .. } => {}
+        }
+        self
+    }
 }
 
 /// What a command answered.
@@ -97,8 +116,12 @@ impl ShardRouter {
             ShardCommand::Place { order } => {
                 self.place_here(*order).await.map(|()| ShardReply::Done)
             }
-            ShardCommand::Apply { order, command } => self
-                .apply_here(order, command)
+            ShardCommand::Apply {
+                order,
+                command,
+                repeat,
+            } => self
+                .send(order, Apply { command, repeat })
                 .await
                 .map(|o| ShardReply::Order(Box::new(o))),
             ShardCommand::Accept {
@@ -106,12 +129,25 @@ impl ShardRouter {
                 rider,
                 name,
                 phone,
+                repeat,
             } => self
-                .accept_here(order, rider, name, phone)
+                .send(
+                    order,
+                    Accept {
+                        rider,
+                        name,
+                        phone,
+                        repeat,
+                    },
+                )
                 .await
                 .map(|o| ShardReply::Order(Box::new(o))),
-            ShardCommand::Reject { order, rider } => self
-                .reject_here(order, rider)
+            ShardCommand::Reject {
+                order,
+                rider,
+                repeat,
+            } => self
+                .send(order, Reject { rider, repeat })
                 .await
                 .map(|()| ShardReply::Done),
             ShardCommand::Nearest { query } => Ok(ShardReply::Found(self.nearest_here(query))),

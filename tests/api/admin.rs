@@ -33,6 +33,7 @@ async fn stats_match_a_known_scenario() {
     assert_eq!(now["restaurants"], 1);
     assert_eq!(now["riders"], 3);
     assert_eq!(now["ridersOnline"], 2, "the offline rider is not counted");
+    assert_eq!(now["nodes"], 1, "a single node sums its own memory");
     assert_eq!(now["ordersByStatus"], json!({ "placed": 3 }));
     // Two paid orders of 2 x 60 rupees: 120 + 49 delivery + 7 fee each; the unpaid one counts
     // for nothing.
