@@ -39,6 +39,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tomato_actors::OrderError;
+use tomato_domain::RiderId;
 use tomato_shards::index::Found;
 use tomato_shards::{
     NearestQuery, Position, RemoteShards, ShardCommand, ShardId, ShardReply, ShardRouter, clock,
@@ -327,6 +328,15 @@ impl Cluster {
                 }
             }
             Envelope::Answer { id, answer } => self.transport.told(id, answer),
+            Envelope::Dispatchable {
+                from,
+                rider,
+                dispatchable,
+            } => {
+                if from != self.config.node_id {
+                    self.router.dispatchable_heard(rider, dispatchable);
+                }
+            }
             Envelope::Event { from, payload } => {
                 if from != self.config.node_id
                     && let Some(handler) = self.events.get()
@@ -706,6 +716,12 @@ impl RemoteShards for Cluster {
                 .flatten()
                 .collect()
         })
+    }
+
+    fn dispatchable(&self, rider: RiderId, dispatchable: bool) {
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move { me.transport.dispatchable(rider, dispatchable).await });
+        }
     }
 
     fn call(

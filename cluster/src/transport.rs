@@ -17,6 +17,7 @@ use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tomato_actors::OrderError;
+use tomato_domain::RiderId;
 use tomato_shards::{Position, ShardCommand, ShardId, ShardReply};
 
 /// What travels between nodes.
@@ -51,6 +52,12 @@ pub enum Envelope {
     Answer {
         id: u64,
         answer: String,
+    },
+    /// A rider's dispatchable flag changed on the sender, for the node whose index holds it.
+    Dispatchable {
+        from: String,
+        rider: RiderId,
+        dispatchable: bool,
     },
 }
 
@@ -224,6 +231,16 @@ impl Transport {
         let envelope = Envelope::Event {
             from: self.node.clone(),
             payload,
+        };
+        self.publish_on(EVENTS, &envelope).await;
+    }
+
+    /// Tells every node (this one included; it skips its own) a rider's new dispatchable flag.
+    pub async fn dispatchable(&self, rider: RiderId, dispatchable: bool) {
+        let envelope = Envelope::Dispatchable {
+            from: self.node.clone(),
+            rider,
+            dispatchable,
         };
         self.publish_on(EVENTS, &envelope).await;
     }

@@ -122,7 +122,27 @@ impl ShardRouter {
     /// The rider's profile changed (verified, online or offline, an order taken or finished):
     /// whether dispatch may offer it work follows from the profile.
     pub fn rider_changed(&self, rider: &Rider) {
-        set_dispatchable(self.index(), rider.id, rider.is_dispatchable());
+        self.flag_everywhere(rider.id, rider.is_dispatchable());
+    }
+
+    /// Sets the rider's flag here and, when the rider's shard does not run here (the rider
+    /// streams to another node of a cluster, or this node only served the request), on the
+    /// node whose index holds it.
+    fn flag_everywhere(&self, rider: RiderId, dispatchable: bool) {
+        set_dispatchable(self.index(), rider, dispatchable);
+        let held_here = self
+            .index()
+            .home(rider)
+            .is_some_and(|home| self.running(home).is_ok());
+        if !held_here && let Some(remote) = self.remote() {
+            remote.dispatchable(rider, dispatchable);
+        }
+    }
+
+    /// Another node changed the flag of a rider this node may hold (see
+    /// [`RemoteShards::dispatchable`](crate::RemoteShards::dispatchable)).
+    pub fn dispatchable_heard(&self, rider: RiderId, dispatchable: bool) {
+        set_dispatchable(self.index(), rider, dispatchable);
     }
 
     /// Reads the rider's profile and sets its flag from it, in the background.
@@ -144,7 +164,7 @@ impl ShardRouter {
     /// The rider was assigned an order: no more offers until it is delivered. Set at once, not
     /// from a profile read later, so the next wave of another order skips the rider.
     pub fn rider_assigned(&self, rider: RiderId) {
-        set_dispatchable(self.index(), rider, false);
+        self.flag_everywhere(rider, false);
     }
 }
 

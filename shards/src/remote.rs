@@ -106,6 +106,12 @@ pub trait RemoteShards: Send + Sync + 'static {
     /// The nearest riders in `shards` (none of them running here), asked of their owners in
     /// parallel within a short deadline: a slow node costs a partial answer.
     fn nearest(&self, shards: Vec<ShardId>, query: NearestQuery) -> BoxFuture<'static, Vec<Found>>;
+
+    /// Tells every other node that `rider` may (or may not) be offered work now, fire-and-forget:
+    /// the node whose index holds the rider applies it
+    /// ([`ShardRouter::dispatchable_heard`]). Sent when a rider's profile changes or it is
+    /// assigned on a node that does not hold it.
+    fn dispatchable(&self, rider: RiderId, dispatchable: bool);
 }
 
 impl ShardRouter {

@@ -21,7 +21,7 @@ use crate::shard::Shard;
 
 impl ShardRouter {
     /// The rider's shard, if it runs here.
-    fn running(&self, id: ShardId) -> Result<&Shard, OrderError> {
+    pub(crate) fn running(&self, id: ShardId) -> Result<&Shard, OrderError> {
         self.shard(id)
             .filter(|shard| shard.is_running())
             .ok_or(OrderError::NotOwner)

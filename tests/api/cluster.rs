@@ -581,6 +581,25 @@ async fn a_logout_on_one_node_holds_on_every_node_at_once_and_ends_its_sockets_t
     assert_eq!(io_on_b.event("session:ended").await, ended);
 }
 
+/// Waits until every node's statistics count `online` riders, summed over all three nodes.
+async fn riders_online_everywhere(apps: &[TestApp], token: &str, online: u64) {
+    let started = Instant::now();
+    'nodes: for app in apps {
+        loop {
+            let stats = json_ok(app.get("/api/admin/stats", Some(token)).await).await;
+            assert_eq!(stats["nodes"], 3, "{stats}");
+            if stats["ridersOnline"] == online {
+                continue 'nodes;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "riders online never became {online}: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_delivery_where_every_party_talks_to_another_node() {
     let Three {
@@ -626,11 +645,19 @@ async fn a_delivery_where_every_party_talks_to_another_node() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // Every node's statistics count the rider, whichever node holds it in memory.
-    for app in &apps {
-        let stats = json_ok(app.get("/api/admin/stats", Some(&token)).await).await;
-        assert_eq!(stats["nodes"], 3, "{stats}");
-        assert_eq!(stats["ridersOnline"], 1, "{stats}");
+    // Every node's statistics count the rider, whichever node holds it in memory; going
+    // offline and online again through a node that does not hold it reaches the one that does.
+    riders_online_everywhere(&apps, &token, 1).await;
+    for (available, online) in [(false, 0), (true, 1)] {
+        let response = riders_node
+            .put(
+                "/api/rider/availability",
+                Some(&ravi.token),
+                &serde_json::json!({ "available": available }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        riders_online_everywhere(&apps, &token, online).await;
     }
     let buyer = customer(customers_node, "dl-buyer@c.test", HOME_AT).await;
     let mut watching = WsClient::connect(customers_node, &buyer.session.token)
