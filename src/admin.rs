@@ -48,6 +48,11 @@ pub struct CellStats {
     pub available_riders: usize,
     /// Unfinished orders picked up in this cell.
     pub open_orders: usize,
+    /// Orders picked up here that wait for a rider (`ready_for_rider`).
+    pub waiting_orders: usize,
+    /// Waiting orders per available rider (divided by 1 when no rider is available): above 1,
+    /// riders are short here; the basis of surge pricing.
+    pub demand_ratio: f64,
 }
 
 /// The statistics.
@@ -82,6 +87,8 @@ pub struct Live {
     supply: BTreeMap<String, usize>,
     /// Open orders by the cell they are picked up in (hex).
     demand: BTreeMap<String, usize>,
+    /// Orders waiting for a rider by the cell they are picked up in (hex).
+    waiting: BTreeMap<String, usize>,
     offers: u64,
     accepts: u64,
     timeouts: u64,
@@ -99,8 +106,23 @@ impl Live {
                 .map(|(cell, n)| (cell.to_string(), n))
                 .collect()
         };
+        let shards = &state.shards;
+        let mut waiting = BTreeMap::new();
+        let open = state.ops_book.open(|shard| {
+            shards
+                .shard(tomato_shards::ShardId(shard))
+                .is_some_and(|shard| shard.is_running())
+        });
+        for (_, held) in open {
+            if held.status == tomato_domain::OrderStatus::ReadyForRider {
+                *waiting
+                    .entry(held.pickup.cell(STATS_RESOLUTION).to_string())
+                    .or_default() += 1;
+            }
+        }
         let metrics = &state.dispatch_metrics;
         Live {
+            waiting,
             supply: hex(state
                 .riders
                 .count_by_cell(STATS_RESOLUTION, move |seen, ok| ok && seen >= fresh)),
@@ -118,6 +140,9 @@ impl Live {
         }
         for (cell, n) in other.demand {
             *self.demand.entry(cell).or_default() += n;
+        }
+        for (cell, n) in other.waiting {
+            *self.waiting.entry(cell).or_default() += n;
         }
         self.offers += other.offers;
         self.accepts += other.accepts;
@@ -180,10 +205,16 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<
         .chain(demand.keys())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .map(|cell| CellStats {
-            cell: cell.clone(),
-            available_riders: supply.get(cell).copied().unwrap_or(0),
-            open_orders: demand.get(cell).copied().unwrap_or(0),
+        .map(|cell| {
+            let available_riders = supply.get(cell).copied().unwrap_or(0);
+            let waiting_orders = live.waiting.get(cell).copied().unwrap_or(0);
+            CellStats {
+                cell: cell.clone(),
+                available_riders,
+                open_orders: demand.get(cell).copied().unwrap_or(0),
+                waiting_orders,
+                demand_ratio: crate::ops::demand_ratio(waiting_orders, available_riders),
+            }
         })
         .collect();
     cells.sort_by(|a, b| {

@@ -42,6 +42,8 @@ enum NodeEvent {
 pub enum Question {
     /// Their part of `/api/admin/stats`'s live figures ([`crate::admin::Live`]).
     LiveStats,
+    /// Their part of the operations page's snapshot ([`crate::ops::Part`]).
+    Ops,
 }
 
 /// How long a question waits for the other nodes: past it, a node is left out.
@@ -52,6 +54,9 @@ impl Question {
         match self {
             Question::LiveStats => {
                 serde_json::to_string(&crate::admin::Live::here(state)).unwrap_or_default()
+            }
+            Question::Ops => {
+                serde_json::to_string(&crate::ops::Part::here(state)).unwrap_or_default()
             }
         }
     }

@@ -55,6 +55,7 @@ pub struct Settings {
     pub riders: RiderSettings,
     pub uploads: UploadSettings,
     pub admin: AdminSettings,
+    pub ops: OpsSettings,
     pub limits: LimitSettings,
     pub testing: TestingSettings,
 }
@@ -308,6 +309,16 @@ impl AdminSettings {
     }
 }
 
+/// The operations page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSettings {
+    pub resolution: u8,
+    pub interval_ms: u64,
+    pub max_riders: usize,
+    pub tile_url: String,
+}
+
 /// Riders' soft state.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -540,6 +551,18 @@ impl Settings {
                 "admin.timezone {:?} is not an IANA time zone like Asia/Kolkata",
                 self.admin.timezone
             ));
+        }
+        if !(5..=10).contains(&self.ops.resolution) {
+            return fail("ops.resolution must be between 5 and 10".into());
+        }
+        if !(250..=10_000).contains(&self.ops.interval_ms) {
+            return fail("ops.interval_ms must be between 250 and 10000".into());
+        }
+        if !(1..=20_000).contains(&self.ops.max_riders) {
+            return fail("ops.max_riders must be between 1 and 20000".into());
+        }
+        if !self.ops.tile_url.is_empty() {
+            check_url("ops.tile_url", &self.ops.tile_url)?;
         }
         if self.uploads.store == UploadStore::S3 {
             if self.uploads.s3.bucket.is_empty() {
@@ -921,6 +944,10 @@ mod tests {
                 "Mars/Olympus_Mons",
                 "admin.timezone",
             ),
+            ("TOMATO_OPS__RESOLUTION", "11", "ops.resolution"),
+            ("TOMATO_OPS__INTERVAL_MS", "100", "ops.interval_ms"),
+            ("TOMATO_OPS__MAX_RIDERS", "0", "ops.max_riders"),
+            ("TOMATO_OPS__TILE_URL", "tiles", "ops.tile_url"),
             (
                 "TOMATO_PAYMENTS__STRIPE__SUCCESS_URL",
                 "nope",

@@ -33,8 +33,9 @@ pub struct DispatchMetrics {
     pub timeouts: Counter,
     /// Seconds from `ready_for_rider` to `rider_assigned`.
     pub assign_seconds: Histogram,
-    /// The latest assignment times, for a median (a histogram only has buckets).
-    recent: Arc<std::sync::Mutex<std::collections::VecDeque<f64>>>,
+    /// The latest assignment times, for a median (a histogram only has buckets), with when
+    /// they happened (Unix milliseconds).
+    recent: Arc<std::sync::Mutex<std::collections::VecDeque<(i64, f64)>>>,
 }
 
 impl DispatchMetrics {
@@ -76,17 +77,34 @@ impl DispatchMetrics {
             if recent.len() == ASSIGN_SAMPLES {
                 recent.pop_front();
             }
-            recent.push_back(seconds);
+            recent.push_back((unix_ms(OffsetDateTime::now_utc()), seconds));
         }
     }
 
     /// The latest assignment times (at most 1000), in seconds.
     pub fn recent_assign_seconds(&self) -> Vec<f64> {
+        self.assign_seconds_since(i64::MIN)
+    }
+
+    /// The assignment times of the latest 1000 that happened at `since` (Unix milliseconds) or
+    /// later, in seconds.
+    pub fn assign_seconds_since(&self, since: i64) -> Vec<f64> {
         self.recent
             .lock()
-            .map(|recent| recent.iter().copied().collect())
+            .map(|recent| {
+                recent
+                    .iter()
+                    .filter(|(at, _)| *at >= since)
+                    .map(|(_, seconds)| *seconds)
+                    .collect()
+            })
             .unwrap_or_default()
     }
+}
+
+/// `at` in Unix milliseconds.
+pub fn unix_ms(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// The median of `samples`; `None` when there are none.

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod http;
 pub mod limits;
 pub mod marketplace;
+pub mod ops;
 pub mod orders;
 pub mod payments;
 pub mod realtime;

@@ -88,6 +88,7 @@ impl Application {
         let purger = spawn_housekeeping(stores.clone(), std::sync::Arc::clone(&state.limits));
         let snapshots = crate::riders::snapshots::spawn(state.clone());
         let refunds = state.refunds.spawn();
+        let ops = crate::ops::spawn_ticker(state.clone());
         let last_state = state.clone();
         let app = http::app(state);
         tracing::info!(addr = %listener.local_addr()?, "serving");
@@ -115,6 +116,7 @@ impl Application {
         purger.abort();
         snapshots.abort();
         refunds.abort();
+        ops.abort();
         let flushed = crate::riders::snapshots::flush(&last_state).await;
         tracing::info!(riders = flushed, "rider positions flushed");
         // Every shard stops through the path a cluster hands a shard over by; a cluster node

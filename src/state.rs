@@ -51,6 +51,8 @@ pub struct AppState {
     /// Where uploaded images are kept.
     pub media: Arc<dyn object_store::ObjectStore>,
     pub dispatch_metrics: DispatchMetrics,
+    /// The open orders this node's actors hold, for the operations page.
+    pub ops_book: Arc<crate::ops::book::OpsBook>,
     /// The cluster's counters (registered whether or not the node joins one).
     pub cluster_metrics: tomato_cluster::ClusterMetrics,
     /// This node's membership, once it joined a cluster (`cluster.redis_url`).
@@ -111,6 +113,7 @@ impl AppState {
             stores.clone(),
             refund_metrics,
         ));
+        let ops_book = Arc::new(crate::ops::book::OpsBook::default());
         let router = ShardRouter::new(
             Arc::clone(&actors),
             shards,
@@ -120,6 +123,7 @@ impl AppState {
                 events: Arc::new(NodeOrderEvents {
                     realtime: RealtimeOrderEvents(Arc::clone(&realtime)),
                     refunds: Arc::clone(&refunds),
+                    ops: Arc::clone(&ops_book),
                 }),
                 dispatch: Arc::clone(&dispatch) as Arc<dyn tomato_actors::DispatchPort>,
                 policy: DispatchPolicy {
@@ -150,6 +154,7 @@ impl AppState {
             riders,
             rider_ids,
             dispatch_metrics,
+            ops_book,
             cluster_metrics,
             cluster: Arc::default(),
             auth_cache: Arc::new(AuthCache::default()),

@@ -146,6 +146,11 @@ impl OrderError {
 /// actor needs to know nothing about sockets.
 pub trait OrderEvents: Send + Sync + 'static {
     fn changed(&self, before: &Order, after: &Order);
+
+    /// The order as its actor holds it now: when the actor starts (new, resumed with its shard,
+    /// or rebuilt after a crash or a stale copy) and after every change. For views of what the
+    /// node's actors hold (the operations page); nothing by default.
+    fn holding(&self, _order: &Order) {}
 }
 
 /// What every order actor of a node shares: where orders persist, who hears of changes, how
@@ -238,6 +243,7 @@ impl OrderActor {
 
     /// Timers and dispatch as the order's state asks for them: at start, and after a change.
     fn resume(&mut self, ctx: &mut Context<Self>) {
+        self.env.events.holding(&self.order);
         self.arm_expiry(ctx);
         if self.order.status == OrderStatus::ReadyForRider && self.dispatching.is_none() {
             self.start_dispatch(ctx);
@@ -318,6 +324,7 @@ impl OrderActor {
                     tracing::info!(order_id = %next.id, status = %next.status, payment = %next.payment_status, "order moved");
                     let before = std::mem::replace(&mut act.order, next);
                     act.env.events.changed(&before, &act.order);
+                    act.env.events.holding(&act.order);
                     act.applied(&before, ctx);
                     Ok(act.order.clone())
                 }),

@@ -253,6 +253,30 @@ impl SpatialIndex {
     }
 }
 
+impl SpatialIndex {
+    /// Every `stride`-th rider passing `filter(seen, dispatchable)` (counting only those), in
+    /// bucket order: where it is and whether it is dispatchable; and how many passed.
+    pub fn sample(
+        &self,
+        filter: impl Fn(u32, bool) -> bool,
+        stride: usize,
+        out: &mut Vec<(LatLon, bool)>,
+    ) -> usize {
+        let stride = stride.max(1);
+        let mut passed = 0;
+        for slot in self.buckets.values().flatten() {
+            if !filter(slot.seen, slot.dispatchable) {
+                continue;
+            }
+            if passed % stride == 0 {
+                out.push((to_latlon(slot.xyz), slot.dispatchable));
+            }
+            passed += 1;
+        }
+        passed
+    }
+}
+
 impl Buckets for SpatialIndex {
     fn bucket(&self, cell: CellIndex) -> Option<&[Slot]> {
         self.buckets.get(&cell).map(Vec::as_slice)

@@ -280,6 +280,36 @@ impl RiderIndex {
         counts
     }
 
+    /// The riders passing `filter(seen, dispatchable)` in the running shards, for a map: how
+    /// many, and at most about `max` of them (an even sample past it) with their position and
+    /// whether they are dispatchable.
+    pub fn sample(
+        &self,
+        filter: impl Fn(u32, bool) -> bool + Copy,
+        max: usize,
+    ) -> (usize, Vec<(LatLon, bool)>) {
+        let mut total = 0;
+        for shard in &self.shards {
+            let Ok(shard) = shard.read() else { continue };
+            if shard.running {
+                total += shard
+                    .index
+                    .count_by_cell(filter)
+                    .map(|(_, n)| n)
+                    .sum::<usize>();
+            }
+        }
+        let stride = total.div_ceil(max.max(1)).max(1);
+        let mut points = Vec::with_capacity(total.min(max) + self.shards.len());
+        for shard in &self.shards {
+            let Ok(shard) = shard.read() else { continue };
+            if shard.running {
+                shard.index.sample(filter, stride, &mut points);
+            }
+        }
+        (total, points)
+    }
+
     /// Riders per shard, for statistics.
     pub fn counts(&self) -> Vec<(ShardId, usize)> {
         self.shards

@@ -106,6 +106,7 @@ fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .merge(crate::realtime::router())
         .merge(crate::fault::router())
         .merge(crate::admin::router())
+        .merge(crate::ops::router())
         .merge(crate::cluster::router())
 }
 

@@ -290,14 +290,20 @@ impl Refunds {
     }
 }
 
-/// The node's listener of order changes: realtime events, and refunds.
+/// The node's listener of order changes: realtime events, refunds, and the operations page's
+/// book of open orders.
 #[derive(Debug)]
 pub struct NodeOrderEvents {
     pub realtime: RealtimeOrderEvents,
     pub refunds: Arc<Refunds>,
+    pub ops: Arc<crate::ops::book::OpsBook>,
 }
 
 impl OrderEvents for NodeOrderEvents {
+    fn holding(&self, order: &Order) {
+        self.ops.holding(order);
+    }
+
     fn changed(&self, before: &Order, after: &Order) {
         self.realtime.changed(before, after);
         if before.payment_status != PaymentStatus::RefundPending

@@ -78,6 +78,11 @@ pub struct LocalSockets {
 }
 
 impl LocalSockets {
+    /// Whether any of this node's sockets is in `room`.
+    pub fn has_members(&self, room: &str) -> bool {
+        self.ws.has_members(room) || !self.io.within(room.to_owned()).sockets().is_empty()
+    }
+
     /// Sends the envelope to this node's sockets in its room, over both transports.
     pub fn deliver(&self, envelope: Envelope) {
         let room = envelope.room.to_string();

@@ -128,6 +128,19 @@ impl Realtime {
 }
 
 /// The rooms a connection joins: the user's own, and a seller's restaurant's.
+/// `ops:subscribe` from a socket: admins (by the token as it stands now) join the operations
+/// page's room and get `ops:snapshot` every `ops.interval_ms`.
+pub(crate) async fn ops_subscribe(
+    state: &AppState,
+    claims: crate::auth::token::Claims,
+) -> Result<(), ApiError> {
+    let auth = crate::auth::extract::still_valid(state, claims).await?;
+    if auth.user.role != Role::Admin {
+        return Err(ApiError::forbidden("ops:subscribe is for admins"));
+    }
+    Ok(())
+}
+
 pub(crate) async fn rooms_of(state: &AppState, auth: &AuthUser) -> Vec<String> {
     let mut rooms = vec![Room::User(auth.user.id).to_string()];
     if auth.user.role == Role::Seller

@@ -66,6 +66,26 @@ pub(super) fn attach(state: &AppState) {
                 socket.join(room);
             }
             watch_session(&state, &socket, auth.claims);
+            let on_subscribe = state.clone();
+            socket.on("ops:subscribe", move |socket: SocketRef, ack: AckSender| {
+                let state = on_subscribe.clone();
+                async move {
+                    let outcome = match socket.extensions.get::<AuthUser>() {
+                        Some(auth) => super::ops_subscribe(&state, auth.claims).await,
+                        None => Err(ApiError::unauthorized(
+                            "unauthenticated",
+                            "this connection is not authenticated",
+                        )),
+                    };
+                    if outcome.is_ok() {
+                        socket.join(crate::ops::ROOM);
+                    }
+                    let _ = ack.send(&super::ack_body(&outcome));
+                    if let Err(err) = outcome {
+                        let _ = socket.emit("error", &super::error_event(&err));
+                    }
+                }
+            });
             let on_location = state.clone();
             socket.on(
                 "rider:location",

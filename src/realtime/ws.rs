@@ -101,6 +101,22 @@ impl Hub {
         }
     }
 
+    pub(super) fn has_members(&self, room: &str) -> bool {
+        self.rooms
+            .lock()
+            .is_ok_and(|all| all.get(room).is_some_and(|members| !members.is_empty()))
+    }
+
+    /// Adds connection `id` (which joined before) to `room`.
+    fn join_one(&self, id: u64, room: &str, outbox: mpsc::Sender<String>, ending: &Arc<Ending>) {
+        if let Ok(mut all) = self.rooms.lock() {
+            let members = all.entry(room.to_owned()).or_default();
+            if !members.iter().any(|(member, _, _)| *member == id) {
+                members.push((id, outbox, Arc::clone(ending)));
+            }
+        }
+    }
+
     pub(super) fn emit(&self, room: &str, event: &str, data: &Value) {
         let Ok(all) = self.rooms.lock() else { return };
         let Some(members) = all.get(room) else { return };
@@ -195,7 +211,7 @@ enum Out {
     },
 }
 
-async fn serve(state: AppState, auth: AuthUser, rooms: Vec<String>, socket: WebSocket) {
+async fn serve(state: AppState, auth: AuthUser, mut rooms: Vec<String>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut inbox) = mpsc::channel::<String>(OUTBOX);
     // Closing goes on its own channel: a full outbox must not keep the close from going out.
@@ -281,6 +297,15 @@ async fn serve(state: AppState, auth: AuthUser, rooms: Vec<String>, socket: WebS
             continue;
         };
         let (ack_id, outcome) = handle(&state, &auth, &text).await;
+        let outcome = outcome.map(|joined| {
+            if let Some(room) = joined {
+                let hub = &state.realtime.sockets().ws;
+                hub.join_one(id, room, outbox.clone(), &ending);
+                if !rooms.iter().any(|r| r == room) {
+                    rooms.push(room.to_owned());
+                }
+            }
+        });
         let frame = match (ack_id, &outcome) {
             (Some(id), _) => {
                 serde_json::json!({ "event": "ack", "id": id, "data": super::ack_body(&outcome) })
@@ -324,12 +349,13 @@ fn closing_frame(why: Closing) -> Out {
     }
 }
 
-/// Handles one frame; answers the ack id the client asked with, if any, and the outcome.
+/// Handles one frame; answers the ack id the client asked with, if any, and the outcome: a
+/// room to join, for a subscription.
 async fn handle(
     state: &AppState,
     auth: &AuthUser,
     text: &str,
-) -> (Option<u64>, Result<(), ApiError>) {
+) -> (Option<u64>, Result<Option<&'static str>, ApiError>) {
     let incoming: Incoming = match serde_json::from_str(text) {
         Ok(incoming) => incoming,
         Err(err) => {
@@ -346,13 +372,18 @@ async fn dispatch_event(
     state: &AppState,
     auth: &AuthUser,
     incoming: Incoming,
-) -> Result<(), ApiError> {
+) -> Result<Option<&'static str>, ApiError> {
     match incoming.event.as_str() {
         "rider:location" => {
             let report: PositionReport = serde_json::from_value(incoming.data)
                 .map_err(|err| ApiError::bad_request(err.to_string()))?;
-            super::socketio::rider_location(state, auth.claims.clone(), &report).await
+            super::socketio::rider_location(state, auth.claims.clone(), &report)
+                .await
+                .map(|()| None)
         }
+        "ops:subscribe" => super::ops_subscribe(state, auth.claims.clone())
+            .await
+            .map(|()| Some(crate::ops::ROOM)),
         other => Err(ApiError::bad_request(format!("unknown event {other:?}"))),
     }
 }

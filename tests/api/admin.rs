@@ -47,11 +47,22 @@ async fn stats_match_a_known_scenario() {
     assert_eq!(cells.len(), 1, "{cells:?}");
     assert_eq!(cells[0]["availableRiders"], 2);
     assert_eq!(cells[0]["openOrders"], 3);
+    assert_eq!(
+        (&cells[0]["waitingOrders"], &cells[0]["demandRatio"]),
+        (&json!(0), &json!(0.0))
+    );
 
     for status in ["accepted", "preparing", "ready_for_rider"] {
         json_ok(shop.set_status(&app, &first, status).await).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = stats(&app, &admin.token).await;
+    let cell = &ready["cells"][0];
+    assert_eq!(
+        (&cell["waitingOrders"], &cell["demandRatio"]),
+        (&json!(1), &json!(0.5)),
+        "one order waits for two free riders: {cell}"
+    );
     let accepted = app
         .request(
             reqwest::Method::POST,

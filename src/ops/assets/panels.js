@@ -1,0 +1,67 @@
+// The side panels: counters, orders by status, and the orders waiting for a rider, written
+// from a snapshot into the elements the page declares.
+
+const $ = (id) => document.getElementById(id);
+
+function setText(id, value) {
+  $(id).textContent = value === null || value === undefined ? '–' : String(value);
+}
+
+function fillList(id, counts) {
+  const list = $(id);
+  list.replaceChildren();
+  const entries = Object.entries(counts);
+  if (entries.length === 0) {
+    const none = document.createElement('dt');
+    none.textContent = 'none';
+    list.append(none, document.createElement('dd'));
+  }
+  for (const [status, n] of entries) {
+    const term = document.createElement('dt');
+    term.textContent = status.replaceAll('_', ' ');
+    const value = document.createElement('dd');
+    value.textContent = String(n);
+    value.dataset.status = status;
+    list.append(term, value);
+  }
+}
+
+export function showCounters(snapshot) {
+  const c = snapshot.counters;
+  setText('riders-online', c.ridersOnline);
+  setText('riders-reporting', c.ridersReporting);
+  setText('offers', c.offers);
+  setText('accepts', c.accepts);
+  setText('timeouts', c.timeouts);
+  setText('cells-count', snapshot.cells.length);
+  setText('nodes', snapshot.nodes);
+  setText('computed', snapshot.computedInMs);
+  setText('updated-at', new Date(snapshot.at).toLocaleTimeString());
+  setText('p50', snapshot.assign.p50S);
+  setText('p99', snapshot.assign.p99S);
+  setText('assign-samples', snapshot.assign.samples);
+  fillList('open-by-status', c.openByStatus);
+  fillList('finished', c.finished);
+  const r = snapshot.riders;
+  $('sample-note').textContent = r.shown < r.total
+    ? `The map shows ${r.shown} of ${r.total} riders: an even sample (ops.max_riders).`
+    : `The map shows all ${r.total} riders.`;
+}
+
+export function showWaiting(snapshot) {
+  setText('waiting-count', snapshot.waitingTotal);
+  const list = $('waiting');
+  list.replaceChildren();
+  for (const order of snapshot.waiting) {
+    const item = document.createElement('li');
+    item.dataset.orderId = order.orderId;
+    item.textContent = `${order.restaurantName}: waiting ${Math.round(order.waitedS)} s`;
+    list.append(item);
+  }
+  if (snapshot.waitingTotal > snapshot.waiting.length) {
+    const more = document.createElement('li');
+    more.className = 'hint';
+    more.textContent = `and ${snapshot.waitingTotal - snapshot.waiting.length} more`;
+    list.append(more);
+  }
+}
