@@ -96,6 +96,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let city = args.area.city();
     let setup_started = Instant::now();
     let admin = setup::admin(&api, &args.target.admin_email).await?;
+    // The operations page signs in with the token in the fragment (which no server logs).
+    if let Ok(page) = bases[0].join("/ops") {
+        eprintln!("watch the city live: {page}#token={}", admin.token);
+    }
     let before = api.get("/api/admin/stats", Some(&admin.token)).await?;
     let memory_start = api.server_memory().await;
     let nodes_start = cluster_counters(&apis).await;

@@ -54,8 +54,11 @@ Connections join `user:<userId>` and, for a seller, `restaurant:<restaurantId>`.
 `order:available` `{orderId, restaurantId, restaurantName, pickup, dropoff, distanceKm, \
 riderAmount, expiresAt}`, `order:rider_assigned` `{order}`, `order:dispatch_pending` \
 `{orderId, attempts}`, `rider:location` `{orderId, lat, lon, at}`, and `error` `{code, message}` \
-when a client event is refused (the connection stays). Client event: `rider:location` \
-`{lat, lon, heading?, speedMps?, at?}`, the same as `PUT /api/rider/location`. A client that \
+when a client event is refused (the connection stays). Client events: `rider:location` \
+`{lat, lon, heading?, speedMps?, at?}`, the same as `PUT /api/rider/location`; and \
+`ops:subscribe` (admins; anyone else is refused `forbidden`), after which `ops:snapshot` \
+brings the body of `GET /api/admin/ops` every `ops.interval_ms` (subscribing again is harmless, \
+and keeps an idle `/ws` open). A client that \
 wants the outcome asks for an acknowledgement (Socket.IO `emitWithAck`; on `/ws` a frame field \
 `id`, answered by `{event: \"ack\", id, data}`): `{ok: true}` or `{error: {code, message}}`. \
 Riders that cannot hold a socket read the offers they hold with `GET /api/rider/offers`.",
@@ -64,6 +67,7 @@ Riders that cannot hold a socket read the offers they hold with `GET /api/rider/
     modifiers(&BearerScheme),
     tags(
         (name = "auth", description = "Sign-in, tokens and roles"),
+        (name = "ops", description = "The operations page and its files"),
         (name = "restaurants", description = "Restaurants and the nearby search"),
         (name = "menu", description = "Restaurants' dishes"),
         (name = "cart", description = "The customer's cart"),

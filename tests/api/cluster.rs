@@ -581,14 +581,17 @@ async fn a_logout_on_one_node_holds_on_every_node_at_once_and_ends_its_sockets_t
     assert_eq!(io_on_b.event("session:ended").await, ended);
 }
 
-/// Waits until every node's statistics count `online` riders, summed over all three nodes.
+/// Waits until every node's statistics and operations snapshot count `online` riders, summed
+/// over all three nodes.
 async fn riders_online_everywhere(apps: &[TestApp], token: &str, online: u64) {
     let started = Instant::now();
     'nodes: for app in apps {
         loop {
             let stats = json_ok(app.get("/api/admin/stats", Some(token)).await).await;
+            let ops = json_ok(app.get("/api/admin/ops", Some(token)).await).await;
             assert_eq!(stats["nodes"], 3, "{stats}");
-            if stats["ridersOnline"] == online {
+            assert_eq!(ops["nodes"], 3, "{ops}");
+            if stats["ridersOnline"] == online && ops["counters"]["ridersOnline"] == online {
                 continue 'nodes;
             }
             assert!(

@@ -16,6 +16,7 @@ mod helpers;
 mod limits;
 mod loadtest;
 mod marketplace;
+mod ops;
 mod orders;
 mod razorpay;
 mod realtime;

@@ -112,11 +112,14 @@ export class CityMap {
       ctx.fillStyle = available ? '#1565c0' : '#888';
       ctx.fillRect(x - 1.5, y - 1.5, 3, 3);
     }
-    ctx.fillStyle = '#000';
+    // Outlined, so a rider waiting at the same shop still shows through.
+    ctx.strokeStyle = '#000';
+    ctx.lineWidth = 2;
     for (const order of snapshot.waiting) {
       const [x, y] = this.project(order.lat, order.lon);
-      ctx.fillRect(x - 4, y - 4, 8, 8);
+      ctx.strokeRect(x - 5, y - 5, 10, 10);
     }
+    ctx.lineWidth = 1;
     this.drawScale();
   }
 
