@@ -60,6 +60,10 @@ pub struct Report {
     pub total_s: f64,
     /// Paid orders not delivered when the run ended.
     pub undelivered: u64,
+    /// The ids of the orders the node acknowledged (placed), for an audit of the store; left
+    /// out of the JSON report, which stays small whatever the run.
+    #[serde(skip)]
+    pub acknowledged_orders: Vec<String>,
     #[serde(flatten)]
     pub measured: Measured,
     pub server: ServerSide,

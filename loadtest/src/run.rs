@@ -50,6 +50,8 @@ struct World {
     city: City,
     recorder: Recorder,
     orders: DashMap<String, Track>,
+    /// Every order the node acknowledged (placed), paid or not, for audits.
+    placed: std::sync::Mutex<Vec<String>>,
     interval: Duration,
     /// The highest resident memory of the node seen so far.
     memory_peak: AtomicU64,
@@ -174,6 +176,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         city,
         recorder: Recorder::new(),
         orders: DashMap::new(),
+        placed: std::sync::Mutex::default(),
         memory_peak: AtomicU64::new(memory_start.unwrap_or(0)),
     });
     let (stop_tx, stop) = watch::channel(false);
@@ -252,6 +255,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         load_s,
         total_s: world.recorder.elapsed().as_secs_f64(),
         undelivered,
+        acknowledged_orders: world
+            .placed
+            .lock()
+            .map(|placed| placed.clone())
+            .unwrap_or_default(),
         measured: world.recorder.measured(),
         server: ServerSide {
             memory_start_bytes: memory_start,
@@ -685,6 +693,9 @@ async fn order_and_pay(world: &World, customer: &Customer, item: &str, quantity:
         Err(err) => return world.fail(&err.kind),
     };
     world.orders.entry(order.clone()).or_default();
+    if let Ok(mut placed) = world.placed.lock() {
+        placed.push(order.clone());
+    }
     let body = json!({ "orderId": order });
     for step in ["/api/payment/create-order", "/api/payment/verify"] {
         if let Err(err) = api.post(step, token, &body).await {

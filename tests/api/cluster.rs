@@ -18,6 +18,7 @@ use crate::helpers::{ADMIN_EMAIL, INTERNAL_KEY, TestApp, json_ok};
 use crate::riders::{move_to, rider};
 use crate::sockets::WsClient;
 use crate::world::{HOME_AT, SHOP_AT, customer, open_shop};
+use tomato_domain::{OrderStatus, PaymentStatus};
 
 /// Few shards keep the ticks short; the layout rules are the same.
 const SHARDS: u32 = 16;
@@ -795,4 +796,43 @@ async fn a_city_played_on_two_nodes_keeps_delivering_when_the_third_dies() {
     );
     assert_eq!(counts.delivered, counts.orders_placed, "{}", report.text());
     assert_eq!(report.undelivered, 0, "{}", report.text());
+
+    // The audit of the store itself: every acknowledged order is there and delivered, each
+    // status was applied once and in order, and its version counts exactly its writes
+    // (placement is version 0, then payment and six moves), so nothing was written twice.
+    assert_eq!(
+        report.acknowledged_orders.len() as u64,
+        counts.orders_placed
+    );
+    let stores = tomato_store_scylla::open(&crate::cql::config(&cluster.keyspace))
+        .await
+        .expect("open the cluster's keyspace");
+    let steps = [
+        OrderStatus::Placed,
+        OrderStatus::Accepted,
+        OrderStatus::Preparing,
+        OrderStatus::ReadyForRider,
+        OrderStatus::RiderAssigned,
+        OrderStatus::PickedUp,
+        OrderStatus::Delivered,
+    ];
+    for id in &report.acknowledged_orders {
+        let order = stores
+            .orders
+            .get(id.parse().expect("an order id"))
+            .await
+            .expect("read")
+            .unwrap_or_else(|| panic!("acknowledged order {id} is not in the store"));
+        let statuses: Vec<OrderStatus> = order.history.iter().map(|h| h.status).collect();
+        assert_eq!(statuses, steps, "order {id}");
+        assert!(
+            order.history.is_sorted_by_key(|h| h.at),
+            "order {id} moved back in time"
+        );
+        assert_eq!(order.payment_status, PaymentStatus::Paid, "order {id}");
+        assert_eq!(
+            order.version, 7,
+            "order {id} was written more often than it moved"
+        );
+    }
 }
