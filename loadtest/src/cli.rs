@@ -176,11 +176,51 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args).map_err(|err| anyhow::anyhow!(err.render().to_string()))?;
-    match &cli.command {
-        Command::Run(run) => run.check()?,
-        Command::GeoCompare(geo) => geo.check()?,
-    }
+    parse_or_exit(args).map_err(|exit| anyhow::anyhow!("{}{}", exit.stdout, exit.stderr))
+}
+
+/// How the program ends without running anything: what it prints and its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// 0 for `--help` and `--version`, 2 for a command line that is wrong.
+    pub code: u8,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Parses and checks a command line: the command, or how to end (help and version go to
+/// stdout with code 0, as every command-line tool does; mistakes to stderr with code 2).
+pub fn parse_or_exit<I, T>(args: I) -> Result<Command, Exit>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(|err| {
+        let text = err.render().to_string();
+        let code = u8::try_from(err.exit_code()).unwrap_or(2);
+        if err.use_stderr() {
+            Exit {
+                code,
+                stdout: String::new(),
+                stderr: text,
+            }
+        } else {
+            Exit {
+                code,
+                stdout: text,
+                stderr: String::new(),
+            }
+        }
+    })?;
+    let checked = match &cli.command {
+        Command::Run(run) => run.check(),
+        Command::GeoCompare(geo) => geo.check(),
+    };
+    checked.map_err(|err| Exit {
+        code: 2,
+        stdout: String::new(),
+        stderr: format!("tomato-load: {err:#}\n"),
+    })?;
     Ok(cli.command)
 }
 
@@ -315,6 +355,42 @@ impl GeoArgs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn help_and_version_print_on_stdout_and_succeed() {
+        for args in [
+            vec!["tomato-load", "--help"],
+            vec!["tomato-load", "-h"],
+            vec!["tomato-load", "help"],
+        ] {
+            let exit = super::parse_or_exit(args.clone()).expect_err("no command runs");
+            assert_eq!(exit.code, 0, "{args:?}");
+            assert!(exit.stdout.contains("Usage: tomato-load"), "{exit:?}");
+            assert!(exit.stdout.contains("geo-compare") && exit.stdout.contains("run"));
+            assert!(exit.stderr.is_empty());
+        }
+        let run = super::parse_or_exit(["tomato-load", "run", "--help"]).expect_err("help");
+        assert_eq!(run.code, 0);
+        assert!(run.stdout.contains("--riders"), "{run:?}");
+        let version = super::parse_or_exit(["tomato-load", "--version"]).expect_err("version");
+        assert_eq!(version.code, 0);
+        assert!(version.stdout.starts_with("tomato-load "), "{version:?}");
+    }
+
+    #[test]
+    fn mistakes_print_on_stderr_with_code_2() {
+        for args in [
+            vec!["tomato-load"],
+            vec!["tomato-load", "fly"],
+            vec!["tomato-load", "run", "--riders", "many"],
+            vec!["tomato-load", "run", "--riders", "0"],
+        ] {
+            let exit = super::parse_or_exit(args.clone()).expect_err("refused");
+            assert_eq!(exit.code, 2, "{args:?}");
+            assert!(exit.stdout.is_empty(), "{exit:?}");
+            assert!(!exit.stderr.trim().is_empty(), "{args:?} says why");
+        }
+    }
+
     use super::*;
 
     fn refused(args: &[&str]) -> String {

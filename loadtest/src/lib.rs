@@ -14,5 +14,5 @@ pub mod report;
 pub mod run;
 pub mod setup;
 
-pub use cli::{Command, parse_from};
+pub use cli::{Command, Exit, parse_from, parse_or_exit};
 pub use report::Report;

@@ -2,14 +2,15 @@
 
 use std::process::ExitCode;
 
-use tomato_load::{Command, geo, parse_from, run};
+use tomato_load::{Command, geo, parse_or_exit, run};
 
 fn main() -> ExitCode {
-    let command = match parse_from(std::env::args_os()) {
+    let command = match parse_or_exit(std::env::args_os()) {
         Ok(command) => command,
-        Err(err) => {
-            eprintln!("{err}");
-            return ExitCode::from(2);
+        Err(exit) => {
+            print!("{}", exit.stdout);
+            eprint!("{}", exit.stderr);
+            return ExitCode::from(exit.code);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -256,11 +256,9 @@ impl Part {
     /// The snapshot of the parts summed into this one.
     fn into_snapshot(mut self, state: &AppState, nodes: usize, started: Instant) -> OpsSnapshot {
         let settings = &state.settings.ops;
-        // Each node sampled its own riders; an even sample of the union stays within the cap.
-        if self.riders.len() > settings.max_riders {
-            let stride = self.riders.len().div_ceil(settings.max_riders);
-            self.riders = self.riders.into_iter().step_by(stride).collect();
-        }
+        // Each shard and node sampled its own riders; an even sample of the union keeps exactly
+        // the cap (a stride would halve a union just over it).
+        self.riders = evenly(self.riders, settings.max_riders);
         let waiting_total = self.waiting.len();
         self.waiting.sort_by(|a, b| {
             b.waited_s
@@ -335,6 +333,15 @@ fn cells_of(counts: HashMap<u64, (usize, usize, usize)>) -> Vec<OpsCell> {
     });
     cells.truncate(MAX_CELLS);
     cells
+}
+
+/// At most `max` of `items`, evenly spaced.
+fn evenly<T: Copy>(items: Vec<T>, max: usize) -> Vec<T> {
+    let len = items.len();
+    if len <= max {
+        return items;
+    }
+    (0..max).map(|i| items[i * len / max]).collect()
 }
 
 /// Waiting orders per available rider, a rider short counted as one.
@@ -431,6 +438,15 @@ mod tests {
         assert_eq!(demand_ratio(3, 0), 3.0);
         assert_eq!(demand_ratio(3, 4), 0.75);
         assert_eq!(demand_ratio(2, 3), 0.67);
+    }
+
+    #[test]
+    fn an_even_sample_keeps_exactly_the_cap() {
+        let items: Vec<u32> = (0..2003).collect();
+        let sample = evenly(items, 2000);
+        assert_eq!(sample.len(), 2000);
+        assert_eq!((sample[0], sample[1999]), (0, 2001));
+        assert_eq!(evenly(vec![1, 2, 3], 5), vec![1, 2, 3]);
     }
 
     #[test]
