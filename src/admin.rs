@@ -106,14 +106,8 @@ impl Live {
                 .map(|(cell, n)| (cell.to_string(), n))
                 .collect()
         };
-        let shards = &state.shards;
         let mut waiting = BTreeMap::new();
-        let open = state.ops_book.open(|shard| {
-            shards
-                .shard(tomato_shards::ShardId(shard))
-                .is_some_and(|shard| shard.is_running())
-        });
-        for (_, held) in open {
+        for (_, held) in crate::ops::open_orders(state) {
             if held.status == tomato_domain::OrderStatus::ReadyForRider {
                 *waiting
                     .entry(held.pickup.cell(STATS_RESOLUTION).to_string())
@@ -135,19 +129,23 @@ impl Live {
     }
 
     fn add(&mut self, other: Live) {
-        for (cell, n) in other.supply {
-            *self.supply.entry(cell).or_default() += n;
-        }
-        for (cell, n) in other.demand {
-            *self.demand.entry(cell).or_default() += n;
-        }
-        for (cell, n) in other.waiting {
-            *self.waiting.entry(cell).or_default() += n;
-        }
+        add_all(&mut self.supply, other.supply);
+        add_all(&mut self.demand, other.demand);
+        add_all(&mut self.waiting, other.waiting);
         self.offers += other.offers;
         self.accepts += other.accepts;
         self.timeouts += other.timeouts;
         self.assign_seconds.extend(other.assign_seconds);
+    }
+}
+
+/// Adds `other`'s counts into `into`, key by key (summing what several nodes counted).
+pub(crate) fn add_all<K: Ord, V: std::ops::AddAssign + Default>(
+    into: &mut BTreeMap<K, V>,
+    other: BTreeMap<K, V>,
+) {
+    for (key, n) in other {
+        *into.entry(key).or_default() += n;
     }
 }
 

@@ -23,6 +23,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::admin::add_all;
 use crate::auth::AdminUser;
 use crate::cluster::{Question, ask_others};
 use crate::dispatch::{fresh_since, unix_ms};
@@ -161,6 +162,16 @@ pub struct Part {
     assign_seconds: Vec<f64>,
 }
 
+/// The open orders of the shards running on this node, from its book.
+pub fn open_orders(state: &AppState) -> Vec<(tomato_domain::OrderId, book::Held)> {
+    let shards = &state.shards;
+    state.ops_book.open(|shard| {
+        shards
+            .shard(ShardId(shard))
+            .is_some_and(|shard| shard.is_running())
+    })
+}
+
 fn resolution(state: &AppState) -> Resolution {
     Resolution::try_from(state.settings.ops.resolution).unwrap_or(Resolution::Eight)
 }
@@ -189,12 +200,7 @@ impl Part {
         for (cell, n) in state.shards.open_by_cell(res) {
             cells.entry(u64::from(cell)).or_default().2 += n;
         }
-        let shards = &state.shards;
-        let open = state.ops_book.open(|shard| {
-            shards
-                .shard(ShardId(shard))
-                .is_some_and(|shard| shard.is_running())
-        });
+        let open = open_orders(state);
         let mut open_by_status: BTreeMap<String, u64> = BTreeMap::new();
         let mut waiting = Vec::new();
         for (id, held) in open {
@@ -241,12 +247,8 @@ impl Part {
         }
         self.riders_online += other.riders_online;
         self.waiting.extend(other.waiting);
-        for (status, n) in other.open_by_status {
-            *self.open_by_status.entry(status).or_default() += n;
-        }
-        for (status, n) in other.finished {
-            *self.finished.entry(status).or_default() += n;
-        }
+        add_all(&mut self.open_by_status, other.open_by_status);
+        add_all(&mut self.finished, other.finished);
         self.offers += other.offers;
         self.accepts += other.accepts;
         self.timeouts += other.timeouts;

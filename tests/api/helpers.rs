@@ -332,3 +332,28 @@ pub async fn error_code(response: reqwest::Response, expected: StatusCode) -> St
     );
     code
 }
+
+/// Installs the npm packages pinned in `dir` (its lock file pins every one) unless `package` is
+/// there already. Tests run in parallel processes, so a directory is the lock.
+pub fn npm_ci(dir: &std::path::Path, package: &str, for_what: &str) {
+    let installed = dir.join("node_modules").join(package).join("package.json");
+    let lock = dir.join(".installing");
+    let started = std::time::Instant::now();
+    while !installed.exists() {
+        if std::fs::create_dir(&lock).is_ok() {
+            let status = std::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(dir)
+                .status()
+                .unwrap_or_else(|_| panic!("npm (Node.js) is needed for {for_what}"));
+            let _ = std::fs::remove_dir(&lock);
+            assert!(status.success(), "npm ci in {} failed", dir.display());
+        } else {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(300),
+                "npm ci never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}

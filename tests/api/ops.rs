@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -19,30 +18,9 @@ fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// Installs the pinned playwright-core once (it downloads no browser). Tests run in parallel
-/// processes, so a directory is the lock.
+/// Installs the pinned playwright-core once (it downloads no browser).
 fn ensure_installed() {
-    let dir = browser_dir();
-    let installed = dir.join("node_modules/playwright-core/package.json");
-    let lock = dir.join(".installing");
-    let started = Instant::now();
-    while !installed.exists() {
-        if std::fs::create_dir(&lock).is_ok() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm (Node.js) is needed for the browser test");
-            let _ = std::fs::remove_dir(&lock);
-            assert!(status.success(), "npm ci in tests/browser failed");
-        } else {
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "npm ci never finished"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    crate::helpers::npm_ci(&browser_dir(), "playwright-core", "the browser test");
 }
 
 /// The system's Chromium: `TOMATO_TEST_CHROMIUM`, else `chromium` on the PATH.

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -20,30 +20,9 @@ fn client_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/socketio")
 }
 
-/// Installs the pinned `socket.io-client` once (the lock file pins every package). Tests run
-/// in parallel processes, so a directory is the lock.
+/// Installs the pinned `socket.io-client` once.
 fn ensure_installed() {
-    let dir = client_dir();
-    let installed = dir.join("node_modules/socket.io-client/package.json");
-    let lock = dir.join(".installing");
-    let started = Instant::now();
-    while !installed.exists() {
-        if std::fs::create_dir(&lock).is_ok() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm (Node.js) is needed for the Socket.IO tests");
-            let _ = std::fs::remove_dir(&lock);
-            assert!(status.success(), "npm ci in tests/socketio failed");
-        } else {
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "npm ci never finished"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    crate::helpers::npm_ci(&client_dir(), "socket.io-client", "the Socket.IO tests");
 }
 
 /// A `socket.io-client` connection.
