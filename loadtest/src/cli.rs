@@ -25,8 +25,19 @@ pub enum Command {
     /// Play a city: riders streaming positions, customers ordering and paying, sellers cooking,
     /// riders accepting and delivering; then report.
     Run(RunArgs),
-    /// The same nearest-rider workload against Redis GEO and against tomato, side by side.
+    /// The same nearest-rider workload against Redis GEO, tomato and the bare ceiling of the
+    /// stack, side by side (`--mode stream`: positions the way rider apps send them).
     GeoCompare(GeoArgs),
+}
+
+/// How `geo-compare` offers its load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GeoMode {
+    /// U updates, then Q queries, as fast as C connections with P in flight each go.
+    Batch,
+    /// One connection per rider with one position in flight, at fixed total rates in steps
+    /// (open loop), over tomato's `/ws` and Socket.IO, Redis RESP and the bare ceiling.
+    Stream,
 }
 
 /// How riders send their positions.
@@ -162,6 +173,24 @@ pub struct GeoArgs {
     /// Requests in flight while creating the riders.
     #[arg(long, default_value_t = 32)]
     pub setup_concurrency: usize,
+    /// `batch` (updates then queries, pipelined) or `stream` (one connection per rider, fixed
+    /// rates in steps).
+    #[arg(long, value_enum, default_value_t = GeoMode::Batch)]
+    pub mode: GeoMode,
+    /// Stream mode: the total position rates offered (per second, all riders together), one
+    /// step each.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,2000,4000,8000,16000"
+    )]
+    pub rates: Vec<f64>,
+    /// Stream mode: seconds each rate is offered.
+    #[arg(long, default_value_t = 10.0)]
+    pub step_s: f64,
+    /// Stream mode: loopback source addresses the sockets are spread over.
+    #[arg(long, default_value_t = 8)]
+    pub source_addrs: u8,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -349,6 +378,15 @@ impl GeoArgs {
         if self.setup_concurrency == 0 {
             bail!("--setup-concurrency must be at least 1");
         }
+        if self.rates.is_empty() || !self.rates.iter().all(|r| r.is_finite() && *r > 0.0) {
+            bail!("--rates must be positive numbers, e.g. 1000,2000,4000");
+        }
+        if !(self.step_s.is_finite() && (0.5..=600.0).contains(&self.step_s)) {
+            bail!("--step-s must be between 0.5 and 600");
+        }
+        if self.source_addrs == 0 {
+            bail!("--source-addrs must be at least 1");
+        }
         Ok(())
     }
 }
@@ -406,6 +444,10 @@ mod tests {
         assert!(refused(&["run", "--duration-s", "NaN"]).contains("--duration-s"));
         assert!(refused(&["run", "--target", "http://10.0.0.7:8080"]).contains("--allow-remote"));
         assert!(refused(&["geo-compare", "--pipeline", "0"]).contains("--pipeline"));
+        assert!(refused(&["geo-compare", "--rates", "100,-5"]).contains("--rates"));
+        assert!(refused(&["geo-compare", "--rates", "NaN"]).contains("--rates"));
+        assert!(refused(&["geo-compare", "--step-s", "0"]).contains("--step-s"));
+        assert!(refused(&["geo-compare", "--mode", "fast"]).contains("--mode"));
         assert!(refused(&["run", "--lat", "95"]).contains("--lat"));
     }
 

@@ -1,9 +1,11 @@
 //! `tomato-load geo-compare`: one nearest-rider workload — N riders, U position updates, then Q
-//! "nearest 5 within 5 km" queries — played against Redis GEO (GEOADD / GEOSEARCH) and against
-//! tomato's API (`PUT /api/rider/location`, `GET /api/rider/nearby`), on the same machine, with
-//! the same number of connections and the same depth of requests in flight on each: Redis
-//! pipelines P commands per round trip, tomato gets P concurrent HTTP/2 streams per connection.
-//! A pipelined command's latency is its pipeline's round trip.
+//! "nearest 5 within 5 km" queries — played against Redis GEO (GEOADD / GEOSEARCH), against
+//! tomato's API (`PUT /api/rider/location`, `GET /api/rider/nearby`) and against the bare
+//! ceiling of the same HTTP stack ([`crate::bare`]), on the same machine, with the same number
+//! of connections and the same depth of requests in flight on each: Redis pipelines P commands
+//! per round trip, tomato and the bare server get P concurrent HTTP/2 streams per connection.
+//! A pipelined command's latency is its pipeline's round trip. `--mode stream` offers positions
+//! the way rider apps send them instead ([`crate::stream`]).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -17,10 +19,13 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
-use crate::api::Api;
+use crate::api::{Api, Session};
 use crate::city::Point;
-use crate::cli::GeoArgs;
-use crate::{record, setup};
+use crate::cli::{GeoArgs, Transport};
+use crate::conn::Dialer;
+use crate::setup::RiderAccount;
+use crate::stream::{Peer, Streaming};
+use crate::{bare, record, setup, stream};
 
 const KEY: &str = "tomato-load:riders";
 const RADIUS_M: u32 = 5000;
@@ -62,9 +67,14 @@ pub struct Comparison {
     pub pipeline: usize,
     pub redis: Side,
     pub tomato: Side,
+    /// The same requests on the same stack, answered without any work behind them.
+    pub bare: Side,
     /// tomato's rate over Redis's, per phase (> 1: tomato is faster).
     pub update_rate_ratio: f64,
     pub query_rate_ratio: f64,
+    /// tomato's rate as a fraction of the bare ceiling's, per phase.
+    pub update_ceiling_fraction: f64,
+    pub query_ceiling_fraction: f64,
 }
 
 impl Comparison {
@@ -97,8 +107,10 @@ impl Comparison {
         );
         out += &row("redis updates", &self.redis.updates);
         out += &row("tomato updates", &self.tomato.updates);
+        out += &row("bare updates", &self.bare.updates);
         out += &row("redis queries", &self.redis.queries);
         out += &row("tomato queries", &self.tomato.queries);
+        out += &row("bare queries", &self.bare.queries);
         out += &format!(
             "ratio tomato/redis: updates {:.2}x, queries {:.2}x (p99 {:.3} vs {:.3} ms, {:.3} vs {:.3} ms)\n",
             self.update_rate_ratio,
@@ -108,16 +120,28 @@ impl Comparison {
             self.tomato.queries.p99_ms,
             self.redis.queries.p99_ms
         );
+        out += &format!(
+            "tomato as a fraction of the bare ceiling: updates {:.2}, queries {:.2}\n",
+            self.update_ceiling_fraction, self.query_ceiling_fraction
+        );
         out
     }
 }
 
-/// Runs both sides and compares.
-pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
+/// Redis (started here unless `--redis` names one) and the city's riders, created on the node.
+async fn prepare(
+    args: &GeoArgs,
+) -> anyhow::Result<(
+    redis::Client,
+    Option<Child>,
+    Api,
+    Session,
+    Vec<RiderAccount>,
+)> {
     let base = args.target.url()?;
     let city = args.area.city();
     // Redis first, so a missing redis-server fails before any rider is created.
-    let (redis_url, _server) = match &args.redis {
+    let (redis_url, server) = match &args.redis {
         Some(url) => (url.clone(), None),
         None => {
             let (url, child) = start_redis().await?;
@@ -125,7 +149,6 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
         }
     };
     let redis = redis::Client::open(redis_url.as_str()).context("redis url")?;
-
     let api = Api::new(base.clone())?;
     let admin = setup::admin(&api, &args.target.admin_email).await?;
     let bar = indicatif::ProgressBar::new(args.riders as u64);
@@ -141,6 +164,65 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
     )
     .await?;
     bar.finish_and_clear();
+    Ok((redis, server, api, admin, riders))
+}
+
+/// `--mode stream`: every side in turn on the same riders, one connection each.
+pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
+    crate::run::check_open_files(args.riders)?;
+    let base = args.target.url()?;
+    let city = args.area.city();
+    let (redis, _server, _api, _admin, riders) = prepare(&args).await?;
+    let tokens: Vec<String> = riders.iter().map(|r| r.session.token.clone()).collect();
+    let walkers: Vec<_> = riders.iter().map(|r| r.walker.clone()).collect();
+    let bare = bare::start().await?;
+    let bare_base = reqwest::Url::parse(&format!("http://{}", bare.addr))?;
+    let bare_dialer = Dialer::new(&bare_base, args.source_addrs).await?;
+    let node_dialer = Dialer::new(&base, args.source_addrs).await?;
+    let bare_tokens = [bare::TOKEN.to_owned()];
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    redis::cmd("DEL")
+        .arg("tomato-load:stream")
+        .query_async::<redis::Value>(&mut conn)
+        .await?;
+    let step = Duration::from_secs_f64(args.step_s);
+    let socket = |dialer, transport, tokens| Peer::Socket {
+        dialer,
+        transport,
+        tokens,
+    };
+    let mut sides = Vec::new();
+    for (name, peer) in [
+        (
+            "bare-ws",
+            socket(&bare_dialer, Transport::Ws, &bare_tokens[..]),
+        ),
+        (
+            "tomato-ws",
+            socket(&node_dialer, Transport::Ws, &tokens[..]),
+        ),
+        (
+            "tomato-socketio",
+            socket(&node_dialer, Transport::Socketio, &tokens[..]),
+        ),
+        ("redis", Peer::Redis(&redis)),
+    ] {
+        sides.push(stream::side(name, peer, &walkers, &city, &args.rates, step).await);
+    }
+    Ok(Streaming {
+        riders: riders.len(),
+        step_s: args.step_s,
+        sides,
+        ratios: Vec::new(),
+    }
+    .with_ratios())
+}
+
+/// Runs every side and compares.
+pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
+    let base = args.target.url()?;
+    let city = args.area.city();
+    let (redis, _server, _api, admin, riders) = prepare(&args).await?;
 
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut walkers: Vec<_> = riders.iter().map(|r| r.walker.clone()).collect();
@@ -194,14 +276,45 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
         updates: on_tomato(&clients, &updates, args.pipeline, &tokens, &admin_token).await,
         queries: on_tomato(&clients, &queries, args.pipeline, &tokens, &admin_token).await,
     };
+    // The ceiling: the same requests, on the same stack, to a server with nothing behind it.
+    let bare = bare::start().await?;
+    let bare_base = reqwest::Url::parse(&format!("http://{}", bare.addr))?;
+    let mut bare_clients = Vec::new();
+    for _ in 0..args.connections {
+        bare_clients.push(Api::http2(bare_base.clone())?);
+    }
+    let bare_tokens = Arc::new(vec![bare::TOKEN.to_owned(); tokens.len()]);
+    let bare_token = Arc::new(bare::TOKEN.to_owned());
+    let bare_side = Side {
+        updates: on_tomato(
+            &bare_clients,
+            &updates,
+            args.pipeline,
+            &bare_tokens,
+            &bare_token,
+        )
+        .await,
+        queries: on_tomato(
+            &bare_clients,
+            &queries,
+            args.pipeline,
+            &bare_tokens,
+            &bare_token,
+        )
+        .await,
+    };
+    let ratio = |a: &Phase, b: &Phase| a.per_s / b.per_s.max(1e-9);
     Ok(Comparison {
         riders: tokens.len(),
         connections: args.connections,
         pipeline: args.pipeline,
-        update_rate_ratio: tomato_side.updates.per_s / redis_side.updates.per_s.max(1e-9),
-        query_rate_ratio: tomato_side.queries.per_s / redis_side.queries.per_s.max(1e-9),
+        update_rate_ratio: ratio(&tomato_side.updates, &redis_side.updates),
+        query_rate_ratio: ratio(&tomato_side.queries, &redis_side.queries),
+        update_ceiling_fraction: ratio(&tomato_side.updates, &bare_side.updates),
+        query_ceiling_fraction: ratio(&tomato_side.queries, &bare_side.queries),
         redis: redis_side,
         tomato: tomato_side,
+        bare: bare_side,
     })
 }
 

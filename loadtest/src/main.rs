@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use tomato_load::cli::GeoMode;
 use tomato_load::{Command, geo, parse_or_exit, run};
 
 fn main() -> ExitCode {
@@ -44,6 +45,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report.text());
+            }
+        }
+        Command::GeoCompare(args) if args.mode == GeoMode::Stream => {
+            let json = args.json;
+            let streaming = geo::stream(args).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&streaming)?);
+            } else {
+                print!("{}", streaming.text());
             }
         }
         Command::GeoCompare(args) => {

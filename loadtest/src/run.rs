@@ -301,7 +301,7 @@ fn node_of(token: &str, nodes: usize) -> usize {
 }
 
 /// The process may need one descriptor per socket; raise the soft limit and check it fits.
-fn check_open_files(sockets: usize) -> anyhow::Result<()> {
+pub(crate) fn check_open_files(sockets: usize) -> anyhow::Result<()> {
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let needed = sockets as u64 + 256;
     if needed > limit {

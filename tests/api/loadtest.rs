@@ -229,4 +229,86 @@ async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
     assert_eq!(comparison.tomato.queries.mean_results, Some(5.0));
     assert!(comparison.query_rate_ratio.is_finite() && comparison.query_rate_ratio > 0.0);
     assert!(comparison.text().contains("ratio tomato/redis"));
+    // The bare ceiling took the same requests, refused none, and the fractions are computed.
+    assert_eq!(comparison.bare.updates.ops, 400);
+    assert_eq!(comparison.bare.updates.errors, 0);
+    assert_eq!(comparison.bare.queries.errors, 0);
+    assert!(
+        comparison.update_ceiling_fraction > 0.0 && comparison.update_ceiling_fraction.is_finite()
+    );
+    assert!(
+        comparison.query_ceiling_fraction > 0.0 && comparison.query_ceiling_fraction.is_finite()
+    );
+    assert!(comparison.text().contains("fraction of the bare ceiling"));
+}
+
+#[tokio::test]
+async fn geo_compare_streams_positions_to_every_side_at_fixed_rates() {
+    let app = spawn_app_with(&[
+        ("TOMATO_LIMITS__POSITIONS_PER_SECOND", "1000000"),
+        ("TOMATO_LIMITS__POSITIONS_BURST", "1000000"),
+    ])
+    .await;
+    let target = format!("http://{}", app.addr);
+    let command = parse_from([
+        "tomato-load",
+        "geo-compare",
+        "--mode",
+        "stream",
+        "--target",
+        &target,
+        "--admin-email",
+        ADMIN_EMAIL,
+        "--radius-km",
+        "2",
+        "--riders",
+        "20",
+        "--rates",
+        "20,40",
+        "--step-s",
+        "1",
+    ])
+    .expect("arguments");
+    let Command::GeoCompare(args) = command else {
+        panic!("not geo-compare");
+    };
+    let streaming = tomato_load::geo::stream(args)
+        .await
+        .expect("every side ran");
+    let names: Vec<&str> = streaming.sides.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["bare-ws", "tomato-ws", "tomato-socketio", "redis"]);
+    for side in &streaming.sides {
+        assert_eq!(side.skipped, None, "{}", streaming.text());
+        assert_eq!(side.steps.len(), 2, "{}", side.name);
+        for step in &side.steps {
+            // The schedule is fixed: one second at 20 (or 40) a second is 20 (or 40) sends,
+            // however fast the side answers; every one was acknowledged.
+            assert_eq!(
+                step.sent as f64,
+                step.offered_per_s,
+                "{}: {}",
+                side.name,
+                streaming.text()
+            );
+            assert_eq!(step.errors, 0, "{}: {}", side.name, streaming.text());
+            assert!(step.achieved_per_s > 0.0);
+            assert!(step.p999_ms >= step.p99_ms && step.p99_ms >= step.p50_ms);
+        }
+    }
+    // Each ratio is the two sides' held rates divided, when both held one (timing decides
+    // which steps hold, so the test checks the arithmetic, not the speed).
+    let held = |name: &str| {
+        streaming
+            .sides
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.holds_per_s)
+    };
+    assert_eq!(streaming.ratios.len(), 4);
+    for (pair, ratio) in &streaming.ratios {
+        let (a, b) = pair.split_once(" / ").expect("a / b");
+        let expected = held(a).zip(held(b)).map(|(a, b)| a / b);
+        assert_eq!(*ratio, expected, "{pair}: {}", streaming.text());
+    }
+    assert!(streaming.text().contains("tomato-ws / bare-ws"));
 }

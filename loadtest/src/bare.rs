@@ -1,0 +1,150 @@
+//! The ceiling of the stack: a server the harness starts in-process on the same axum and
+//! WebSocket stack as tomato, speaking the same frames and requests, that does only what every
+//! server must — read the frame, parse the JSON, check the token, answer — with no index, no
+//! actors and no store. What it sustains on this machine is the most tomato could; `geo-compare`
+//! prints every tomato figure as a fraction of it.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// The one token the bare server accepts.
+pub const TOKEN: &str = "bare-ceiling-token";
+
+/// A running bare server; stopped when dropped.
+#[derive(Debug)]
+pub struct Bare {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Frame {
+    event: String,
+    #[serde(default)]
+    data: Value,
+    id: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Position {
+    lat: f64,
+    lon: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Nearby {
+    lat: f64,
+    lon: f64,
+    radius: Option<f64>,
+    limit: Option<u32>,
+}
+
+/// Starts the bare server on a free loopback port.
+pub async fn start() -> anyhow::Result<Bare> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/ws", get(upgrade))
+        .route("/api/rider/location", put(location))
+        .route("/api/rider/nearby", get(nearby))
+        .with_state(());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Bare { addr, task })
+}
+
+fn authorised(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        == Some(TOKEN)
+}
+
+/// A position is two finite coordinates in range, as tomato checks them.
+fn valid(p: &Position) -> bool {
+    p.lat.is_finite() && p.lon.is_finite() && p.lat.abs() <= 90.0 && p.lon.abs() <= 180.0
+}
+
+async fn upgrade(
+    State(()): State<()>,
+    Query(query): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if query.token.as_deref() != Some(TOKEN) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    ws.on_upgrade(serve).into_response()
+}
+
+async fn serve(socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    while let Some(Ok(message)) = stream.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let answer = match serde_json::from_str::<Frame>(&text) {
+            Ok(frame) if frame.event == "rider:location" => {
+                let ok = serde_json::from_value::<Position>(frame.data).is_ok_and(|p| valid(&p));
+                let data = if ok {
+                    json!({ "ok": true })
+                } else {
+                    json!({ "error": { "code": "invalid_input", "message": "bad position" } })
+                };
+                json!({ "event": "ack", "id": frame.id, "data": data })
+            }
+            _ => json!({ "event": "error", "data": { "code": "invalid_input" } }),
+        };
+        if sink
+            .send(Message::Text(answer.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+async fn location(headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    if !authorised(&headers) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    match serde_json::from_slice::<Position>(&body) {
+        Ok(p) if valid(&p) => StatusCode::NO_CONTENT,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn nearby(headers: HeaderMap, Query(query): Query<Nearby>) -> Response {
+    if !authorised(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let inside = query.lat.abs() <= 90.0 && query.lon.abs() <= 180.0;
+    let sane = query.radius.is_none_or(|r| r > 0.0) && query.limit.is_none_or(|l| l > 0);
+    if !(inside && sane) {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    axum::Json(json!({ "riders": [] })).into_response()
+}
