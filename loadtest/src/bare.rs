@@ -24,13 +24,62 @@ pub const TOKEN: &str = "bare-ceiling-token";
 #[derive(Debug)]
 pub struct Bare {
     pub addr: SocketAddr,
-    task: JoinHandle<()>,
+    running: Running,
+}
+
+#[derive(Debug)]
+enum Running {
+    /// In this process (the harness used as a library, as the tests do).
+    Task(JoinHandle<()>),
+    /// A `tomato-load bare-server` process, killed on drop.
+    Process(#[allow(dead_code, reason = "held to be killed on drop")] tokio::process::Child),
 }
 
 impl Drop for Bare {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Running::Task(task) = &self.running {
+            task.abort();
+        }
     }
+}
+
+impl Bare {
+    /// Whether it runs in this process (then it holds the server end of each socket here).
+    pub fn in_process(&self) -> bool {
+        matches!(self.running, Running::Task(_))
+    }
+}
+
+/// The bare server where it measures fairly: in a process of its own when this is the
+/// `tomato-load` binary (like the node, it then has its own open-file limit, and one socket per
+/// rider on each end fits), else in this process.
+pub async fn spawn() -> anyhow::Result<Bare> {
+    let me = std::env::current_exe()?;
+    if me.file_stem().and_then(|s| s.to_str()) != Some("tomato-load") {
+        return start().await;
+    }
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(me)
+        .arg("bare-server")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await?;
+    let addr = line
+        .trim()
+        .parse()
+        .map_err(|err| anyhow::anyhow!("bare-server printed {line:?}: {err}"))?;
+    Ok(Bare {
+        addr,
+        running: Running::Process(child),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +111,8 @@ struct Nearby {
 
 /// Starts the bare server on a free loopback port.
 pub async fn start() -> anyhow::Result<Bare> {
+    // One socket per rider: as many open files as the hard limit allows.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let app = Router::new()
@@ -72,7 +123,10 @@ pub async fn start() -> anyhow::Result<Bare> {
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok(Bare { addr, task })
+    Ok(Bare {
+        addr,
+        running: Running::Task(task),
+    })
 }
 
 fn authorised(headers: &HeaderMap) -> bool {

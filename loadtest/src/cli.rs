@@ -28,6 +28,10 @@ pub enum Command {
     /// The same nearest-rider workload against Redis GEO, tomato and the bare ceiling of the
     /// stack, side by side (`--mode stream`: positions the way rider apps send them).
     GeoCompare(GeoArgs),
+    /// The bare ceiling server alone (geo-compare starts it in a process of its own): prints
+    /// its address, then serves until killed.
+    #[command(hide = true)]
+    BareServer,
 }
 
 /// How `geo-compare` offers its load.
@@ -244,6 +248,7 @@ where
     let checked = match &cli.command {
         Command::Run(run) => run.check(),
         Command::GeoCompare(geo) => geo.check(),
+        Command::BareServer => Ok(()),
     };
     checked.map_err(|err| Exit {
         code: 2,

@@ -28,6 +28,8 @@ use crate::stream::{Peer, Streaming};
 use crate::{bare, record, setup, stream};
 
 const KEY: &str = "tomato-load:riders";
+/// The loopback addresses (127.0.0.n) a `redis-server` started here listens on.
+const LOOPBACKS: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 const RADIUS_M: u32 = 5000;
 const NEAREST: u32 = 5;
 
@@ -129,15 +131,17 @@ impl Comparison {
 }
 
 /// Redis (started here unless `--redis` names one) and the city's riders, created on the node.
-async fn prepare(
-    args: &GeoArgs,
-) -> anyhow::Result<(
-    redis::Client,
-    Option<Child>,
-    Api,
-    Session,
-    Vec<RiderAccount>,
-)> {
+struct Prepared {
+    redis: redis::Client,
+    /// Clients of the same Redis on each address it listens on.
+    spread: Vec<redis::Client>,
+    /// The `redis-server` started here, killed when dropped.
+    _server: Option<Child>,
+    admin: Session,
+    riders: Vec<RiderAccount>,
+}
+
+async fn prepare(args: &GeoArgs) -> anyhow::Result<Prepared> {
     let base = args.target.url()?;
     let city = args.area.city();
     // Redis first, so a missing redis-server fails before any rider is created.
@@ -149,6 +153,16 @@ async fn prepare(
         }
     };
     let redis = redis::Client::open(redis_url.as_str()).context("redis url")?;
+    // The same server on each loopback address it listens on (the one given, for --redis).
+    let spread = if server.is_some() {
+        LOOPBACKS
+            .iter()
+            .map(|n| redis_url.replace("127.0.0.1", &format!("127.0.0.{n}")))
+            .map(|url| redis::Client::open(url.as_str()))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![redis.clone()]
+    };
     let api = Api::new(base.clone())?;
     let admin = setup::admin(&api, &args.target.admin_email).await?;
     let bar = indicatif::ProgressBar::new(args.riders as u64);
@@ -164,18 +178,32 @@ async fn prepare(
     )
     .await?;
     bar.finish_and_clear();
-    Ok((redis, server, api, admin, riders))
+    Ok(Prepared {
+        redis,
+        spread,
+        _server: server,
+        admin,
+        riders,
+    })
 }
 
 /// `--mode stream`: every side in turn on the same riders, one connection each.
 pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
-    crate::run::check_open_files(args.riders)?;
+    let bare = bare::spawn().await?;
+    // One socket per rider; both of its ends are here when the bare server runs in-process.
+    let ends = if bare.in_process() { 2 } else { 1 };
+    crate::run::check_open_files(args.riders * ends)?;
     let base = args.target.url()?;
     let city = args.area.city();
-    let (redis, _server, _api, _admin, riders) = prepare(&args).await?;
+    let Prepared {
+        redis,
+        spread,
+        _server,
+        riders,
+        ..
+    } = prepare(&args).await?;
     let tokens: Vec<String> = riders.iter().map(|r| r.session.token.clone()).collect();
     let walkers: Vec<_> = riders.iter().map(|r| r.walker.clone()).collect();
-    let bare = bare::start().await?;
     let bare_base = reqwest::Url::parse(&format!("http://{}", bare.addr))?;
     let bare_dialer = Dialer::new(&bare_base, args.source_addrs).await?;
     let node_dialer = Dialer::new(&base, args.source_addrs).await?;
@@ -205,7 +233,7 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
             "tomato-socketio",
             socket(&node_dialer, Transport::Socketio, &tokens[..]),
         ),
-        ("redis", Peer::Redis(&redis)),
+        ("redis", Peer::Redis(&spread)),
     ] {
         sides.push(stream::side(name, peer, &walkers, &city, &args.rates, step).await);
     }
@@ -222,7 +250,13 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
 pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
     let base = args.target.url()?;
     let city = args.area.city();
-    let (redis, _server, _api, admin, riders) = prepare(&args).await?;
+    let Prepared {
+        redis,
+        _server,
+        admin,
+        riders,
+        ..
+    } = prepare(&args).await?;
 
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut walkers: Vec<_> = riders.iter().map(|r| r.walker.clone()).collect();
@@ -277,7 +311,7 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
         queries: on_tomato(&clients, &queries, args.pipeline, &tokens, &admin_token).await,
     };
     // The ceiling: the same requests, on the same stack, to a server with nothing behind it.
-    let bare = bare::start().await?;
+    let bare = bare::spawn().await?;
     let bare_base = reqwest::Url::parse(&format!("http://{}", bare.addr))?;
     let mut bare_clients = Vec::new();
     for _ in 0..args.connections {
@@ -322,8 +356,15 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
 async fn start_redis() -> anyhow::Result<(String, Child)> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        // On eight loopback addresses, so that one connection per rider (stream mode) spreads
+        // over as many addresses and the local ports of one do not run out.
+        .arg("--bind")
+        .args(LOOPBACKS.map(|n| format!("127.0.0.{n}")))
         .args(["--save", "", "--appendonly", "no"])
+        // One connection per rider in stream mode: Redis lowers this to what its open-file
+        // limit allows, rather than refusing clients past its default 10 000.
+        .args(["--maxclients", "100000"])
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -47,6 +47,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 print!("{}", report.text());
             }
         }
+        Command::BareServer => {
+            let server = tomato_load::bare::start().await?;
+            println!("{}", server.addr);
+            std::future::pending::<()>().await;
+        }
         Command::GeoCompare(args) if args.mode == GeoMode::Stream => {
             let json = args.json;
             let streaming = geo::stream(args).await?;

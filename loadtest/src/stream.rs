@@ -191,7 +191,8 @@ pub enum Peer<'a> {
         transport: Transport,
         tokens: &'a [String],
     },
-    Redis(&'a redis::Client),
+    /// Redis, through clients of the same server on different addresses (spread over).
+    Redis(&'a [redis::Client]),
 }
 
 /// Opens one link per rider.
@@ -208,8 +209,10 @@ async fn connect(peer: &Peer<'_>, riders: usize) -> anyhow::Result<Vec<Link>> {
                     let conn = dialer.connect(*transport, token, i).await?;
                     Ok::<Link, anyhow::Error>(Link::Socket(Box::new(conn)))
                 }
-                Peer::Redis(client) => Ok(Link::Redis(
-                    client.get_multiplexed_async_connection().await?,
+                Peer::Redis(clients) => Ok(Link::Redis(
+                    clients[i % clients.len()]
+                        .get_multiplexed_async_connection()
+                        .await?,
                     i,
                 )),
             }
