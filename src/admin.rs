@@ -15,8 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AdminUser;
-use crate::dispatch::{fresh_since, median};
+use crate::dispatch::{DispatchTally, median};
 use crate::http::{ApiError, ErrorBody, Json};
+use crate::ops::CellCounts;
 use crate::state::AppState;
 
 /// Supply and demand are reported per H3 cell at this resolution (about 5 km² a cell).
@@ -83,59 +84,25 @@ pub struct Stats {
 /// The live half of the statistics as one node's memory holds it; a cluster sums the nodes'.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Live {
-    /// Available riders by cell (hex).
-    supply: BTreeMap<String, usize>,
-    /// Open orders by the cell they are picked up in (hex).
-    demand: BTreeMap<String, usize>,
-    /// Orders waiting for a rider by the cell they are picked up in (hex).
-    waiting: BTreeMap<String, usize>,
-    offers: u64,
-    accepts: u64,
-    timeouts: u64,
-    /// The node's latest assignment times (seconds), for a median over all of them.
-    assign_seconds: Vec<f64>,
+    /// Supply and demand by cell (`u64` of the H3 index, resolution 7).
+    cells: BTreeMap<u64, CellCounts>,
+    /// All the node's latest assignment times, for a median over every node's.
+    dispatch: DispatchTally,
 }
 
 impl Live {
     /// What this node's memory holds now.
     pub fn here(state: &AppState) -> Live {
-        let fresh = fresh_since(state.settings.dispatch.stale_after_s);
-        let hex = |counts: std::collections::HashMap<h3o::CellIndex, usize>| {
-            counts
-                .into_iter()
-                .map(|(cell, n)| (cell.to_string(), n))
-                .collect()
-        };
-        let mut waiting = BTreeMap::new();
-        for (_, held) in crate::ops::open_orders(state) {
-            if held.status == tomato_domain::OrderStatus::ReadyForRider {
-                *waiting
-                    .entry(held.pickup.cell(STATS_RESOLUTION).to_string())
-                    .or_default() += 1;
-            }
-        }
-        let metrics = &state.dispatch_metrics;
+        let open = crate::ops::open_orders(state);
         Live {
-            waiting,
-            supply: hex(state
-                .riders
-                .count_by_cell(STATS_RESOLUTION, move |seen, ok| ok && seen >= fresh)),
-            demand: hex(state.shards.open_by_cell(STATS_RESOLUTION)),
-            offers: metrics.offers.get(),
-            accepts: metrics.accepts.get(),
-            timeouts: metrics.timeouts.get(),
-            assign_seconds: metrics.recent_assign_seconds(),
+            cells: crate::ops::cell_counts(state, STATS_RESOLUTION, &open),
+            dispatch: state.dispatch_metrics.tally(i64::MIN),
         }
     }
 
     fn add(&mut self, other: Live) {
-        add_all(&mut self.supply, other.supply);
-        add_all(&mut self.demand, other.demand);
-        add_all(&mut self.waiting, other.waiting);
-        self.offers += other.offers;
-        self.accepts += other.accepts;
-        self.timeouts += other.timeouts;
-        self.assign_seconds.extend(other.assign_seconds);
+        add_all(&mut self.cells, other.cells);
+        self.dispatch.add(other.dispatch);
     }
 }
 
@@ -197,22 +164,18 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<
     let orders = state.stores.stats.orders_since(today).await?;
 
     let (live, nodes) = live_everywhere(&state).await;
-    let (supply, demand) = (&live.supply, &live.demand);
-    let mut cells: Vec<CellStats> = supply
-        .keys()
-        .chain(demand.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(|cell| {
-            let available_riders = supply.get(cell).copied().unwrap_or(0);
-            let waiting_orders = live.waiting.get(cell).copied().unwrap_or(0);
-            CellStats {
-                cell: cell.clone(),
-                available_riders,
-                open_orders: demand.get(cell).copied().unwrap_or(0),
-                waiting_orders,
-                demand_ratio: crate::ops::demand_ratio(waiting_orders, available_riders),
-            }
+    let riders_online = live.cells.values().map(|c| c.available).sum();
+    let mut cells: Vec<CellStats> = live
+        .cells
+        .iter()
+        .filter_map(|(cell, counts)| {
+            Some(CellStats {
+                cell: h3o::CellIndex::try_from(*cell).ok()?.to_string(),
+                available_riders: counts.available,
+                open_orders: counts.open,
+                waiting_orders: counts.waiting,
+                demand_ratio: crate::ops::demand_ratio(counts.waiting, counts.available),
+            })
         })
         .collect();
     cells.sort_by(|a, b| {
@@ -225,7 +188,7 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<
         users: totals.users,
         restaurants: totals.restaurants,
         riders: totals.riders,
-        riders_online: supply.values().sum(),
+        riders_online,
         orders_by_status: orders
             .by_status
             .into_iter()
@@ -234,10 +197,10 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<
         revenue_today: orders.revenue.minor(),
         platform_fees_today: orders.platform_fees.minor(),
         dispatch: DispatchStats {
-            offers: live.offers,
-            accepts: live.accepts,
-            timeouts: live.timeouts,
-            median_assign_seconds: median(live.assign_seconds),
+            offers: live.dispatch.offers,
+            accepts: live.dispatch.accepts,
+            timeouts: live.dispatch.timeouts,
+            median_assign_seconds: median(live.dispatch.assign_seconds),
         },
         cells,
         nodes,

@@ -74,8 +74,9 @@ pub async fn ask_others<T: serde::de::DeserializeOwned>(
     let Ok(asked) = serde_json::to_string(&question) else {
         return Vec::new();
     };
-    let (answers, _) = cluster.ask_others(&asked, ANSWER_WITHIN).await;
-    answers
+    cluster
+        .ask_others(&asked, ANSWER_WITHIN)
+        .await
         .iter()
         .filter_map(|answer| serde_json::from_str(answer).ok())
         .collect()

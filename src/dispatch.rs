@@ -81,15 +81,11 @@ impl DispatchMetrics {
         }
     }
 
-    /// The latest assignment times (at most 1000), in seconds.
-    pub fn recent_assign_seconds(&self) -> Vec<f64> {
-        self.assign_seconds_since(i64::MIN)
-    }
-
-    /// The assignment times of the latest 1000 that happened at `since` (Unix milliseconds) or
-    /// later, in seconds.
-    pub fn assign_seconds_since(&self, since: i64) -> Vec<f64> {
-        self.recent
+    /// The counters now, with the assignment times of the latest 1000 that happened at
+    /// `since` (Unix milliseconds) or later.
+    pub fn tally(&self, since: i64) -> DispatchTally {
+        let assign_seconds = self
+            .recent
             .lock()
             .map(|recent| {
                 recent
@@ -98,7 +94,33 @@ impl DispatchMetrics {
                     .map(|(_, seconds)| *seconds)
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        DispatchTally {
+            offers: self.offers.get(),
+            accepts: self.accepts.get(),
+            timeouts: self.timeouts.get(),
+            assign_seconds,
+        }
+    }
+}
+
+/// Dispatch's counters as one node holds them; a cluster sums its nodes' (admin statistics,
+/// the operations page).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct DispatchTally {
+    pub offers: u64,
+    pub accepts: u64,
+    pub timeouts: u64,
+    /// Assignment times (seconds), for percentiles over every node's.
+    pub assign_seconds: Vec<f64>,
+}
+
+impl DispatchTally {
+    pub fn add(&mut self, other: DispatchTally) {
+        self.offers += other.offers;
+        self.accepts += other.accepts;
+        self.timeouts += other.timeouts;
+        self.assign_seconds.extend(other.assign_seconds);
     }
 }
 

@@ -369,8 +369,8 @@ impl Cluster {
     }
 
     /// Asks every other live node `question` in parallel; the answers that came within
-    /// `within` (a node that is slow or gone is left out), and how many nodes were asked.
-    pub async fn ask_others(&self, question: &str, within: Duration) -> (Vec<String>, usize) {
+    /// `within` (a node that is slow or gone is left out).
+    pub async fn ask_others(&self, question: &str, within: Duration) -> Vec<String> {
         let others: Vec<String> = self
             .view()
             .nodes
@@ -381,12 +381,11 @@ impl Cluster {
         let asks = others
             .iter()
             .map(|node| self.transport.ask(node, question, within));
-        let answers = futures_util::future::join_all(asks)
+        futures_util::future::join_all(asks)
             .await
             .into_iter()
             .flatten()
-            .collect();
-        (answers, others.len())
+            .collect()
     }
 
     /// Sends the positions waiting for other nodes, one message per node.
@@ -439,12 +438,15 @@ impl Cluster {
                         .transport
                         .call(&owner, id, shard, command.clone(), CALL_WITHIN)
                         .await;
-                    match &sent {
-                        Sent::Answered(Ok(_)) => self.metrics.remote_ok.inc(),
-                        Sent::Answered(Err(_)) => self.metrics.remote_refused.inc(),
-                        Sent::NoReply => self.metrics.remote_unanswered.inc(),
-                        Sent::NobodyThere => 0,
+                    let counter = match &sent {
+                        Sent::Answered(Ok(_)) => Some(&self.metrics.remote_ok),
+                        Sent::Answered(Err(_)) => Some(&self.metrics.remote_refused),
+                        Sent::NoReply => Some(&self.metrics.remote_unanswered),
+                        Sent::NobodyThere => None,
                     };
+                    if let Some(counter) = counter {
+                        counter.inc();
+                    }
                     sent
                 }
                 None => Sent::Answered(Err(OrderError::NotOwner)),

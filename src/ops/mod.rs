@@ -8,7 +8,7 @@
 pub mod book;
 mod page;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tomato_domain::OrderStatus;
+use tomato_domain::{OrderId, OrderStatus};
 use tomato_shards::ShardId;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 use crate::admin::add_all;
 use crate::auth::AdminUser;
 use crate::cluster::{Question, ask_others};
-use crate::dispatch::{fresh_since, unix_ms};
+use crate::dispatch::{DispatchTally, fresh_since, unix_ms};
 use crate::http::{ApiError, ErrorBody, Json};
 use crate::realtime::{Envelope, Room};
 use crate::state::AppState;
@@ -150,16 +150,60 @@ pub struct OpsSnapshot {
 pub struct Part {
     riders_total: usize,
     riders: Vec<(f64, f64, u8)>,
-    /// By cell (`u64` of the H3 index): available riders, waiting orders, open orders.
-    cells: HashMap<u64, (usize, usize, usize)>,
-    riders_online: usize,
+    /// By cell (`u64` of the H3 index).
+    cells: BTreeMap<u64, CellCounts>,
     waiting: Vec<OpsWaiting>,
     open_by_status: BTreeMap<String, u64>,
     finished: BTreeMap<String, u64>,
-    offers: u64,
-    accepts: u64,
-    timeouts: u64,
-    assign_seconds: Vec<f64>,
+    dispatch: DispatchTally,
+}
+
+/// Supply and demand in one cell as one node counts them; a cluster sums its nodes'.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellCounts {
+    /// Riders dispatch could offer work to now.
+    pub available: usize,
+    /// Orders picked up here that wait for a rider.
+    pub waiting: usize,
+    /// Unfinished orders picked up here.
+    pub open: usize,
+}
+
+impl std::ops::AddAssign for CellCounts {
+    fn add_assign(&mut self, other: CellCounts) {
+        self.available += other.available;
+        self.waiting += other.waiting;
+        self.open += other.open;
+    }
+}
+
+/// This node's supply and demand per cell at `res` (by the cell's `u64`): its fresh
+/// dispatchable riders, and of `open` (its open orders) those waiting and all.
+pub fn cell_counts(
+    state: &AppState,
+    res: Resolution,
+    open: &[(OrderId, book::Held)],
+) -> BTreeMap<u64, CellCounts> {
+    let fresh = fresh_since(state.settings.dispatch.stale_after_s);
+    let mut cells: BTreeMap<u64, CellCounts> = BTreeMap::new();
+    let available = state
+        .riders
+        .count_by_cell(res, move |seen, ok| ok && seen >= fresh);
+    for (cell, n) in available {
+        cells.entry(u64::from(cell)).or_default().available += n;
+    }
+    for (cell, n) in state.shards.open_by_cell(res) {
+        cells.entry(u64::from(cell)).or_default().open += n;
+    }
+    for (_, held) in open {
+        if held.status == OrderStatus::ReadyForRider {
+            cells
+                .entry(u64::from(held.pickup.cell(res)))
+                .or_default()
+                .waiting += 1;
+        }
+    }
+    cells
 }
 
 /// The open orders of the shards running on this node, from its book.
@@ -189,18 +233,8 @@ impl Part {
             .into_iter()
             .map(|(at, available)| (at.lat(), at.lon(), u8::from(available)))
             .collect();
-        let mut cells: HashMap<u64, (usize, usize, usize)> = HashMap::new();
-        let available = state
-            .riders
-            .count_by_cell(res, move |seen, ok| ok && seen >= fresh);
-        let riders_online = available.values().sum();
-        for (cell, n) in available {
-            cells.entry(u64::from(cell)).or_default().0 += n;
-        }
-        for (cell, n) in state.shards.open_by_cell(res) {
-            cells.entry(u64::from(cell)).or_default().2 += n;
-        }
         let open = open_orders(state);
+        let cells = cell_counts(state, res, &open);
         let mut open_by_status: BTreeMap<String, u64> = BTreeMap::new();
         let mut waiting = Vec::new();
         for (id, held) in open {
@@ -208,8 +242,6 @@ impl Part {
             if held.status != OrderStatus::ReadyForRider {
                 continue;
             }
-            let cell = held.pickup.cell(res);
-            cells.entry(u64::from(cell)).or_default().1 += 1;
             let since = held.ready_at.unwrap_or(now);
             waiting.push(OpsWaiting {
                 order_id: id.to_string(),
@@ -219,40 +251,26 @@ impl Part {
                 waited_s: round2((now - since).as_seconds_f64().max(0.0)),
             });
         }
-        let metrics = &state.dispatch_metrics;
         let window = i64::try_from(ASSIGN_WINDOW.as_millis()).unwrap_or(i64::MAX);
         Part {
             riders_total,
             riders,
             cells,
-            riders_online,
             waiting,
             open_by_status,
             finished: state.ops_book.finished(),
-            offers: metrics.offers.get(),
-            accepts: metrics.accepts.get(),
-            timeouts: metrics.timeouts.get(),
-            assign_seconds: metrics.assign_seconds_since(unix_ms(now) - window),
+            dispatch: state.dispatch_metrics.tally(unix_ms(now) - window),
         }
     }
 
     fn add(&mut self, other: Part) {
         self.riders_total += other.riders_total;
         self.riders.extend(other.riders);
-        for (cell, (a, w, o)) in other.cells {
-            let mine = self.cells.entry(cell).or_default();
-            mine.0 += a;
-            mine.1 += w;
-            mine.2 += o;
-        }
-        self.riders_online += other.riders_online;
+        add_all(&mut self.cells, other.cells);
         self.waiting.extend(other.waiting);
         add_all(&mut self.open_by_status, other.open_by_status);
         add_all(&mut self.finished, other.finished);
-        self.offers += other.offers;
-        self.accepts += other.accepts;
-        self.timeouts += other.timeouts;
-        self.assign_seconds.extend(other.assign_seconds);
+        self.dispatch.add(other.dispatch);
     }
 
     /// The snapshot of the parts summed into this one.
@@ -268,8 +286,10 @@ impl Part {
                 .then(a.order_id.cmp(&b.order_id))
         });
         self.waiting.truncate(MAX_WAITING);
+        let riders_online = self.cells.values().map(|c| c.available).sum();
         let cells = cells_of(self.cells);
-        let mut assign = self.assign_seconds;
+        let dispatch = self.dispatch;
+        let mut assign = dispatch.assign_seconds;
         assign.sort_by(f64::total_cmp);
         OpsSnapshot {
             at: OffsetDateTime::now_utc()
@@ -281,13 +301,13 @@ impl Part {
             nodes,
             computed_in_ms: round2(started.elapsed().as_secs_f64() * 1000.0),
             counters: OpsCounters {
-                riders_online: self.riders_online,
+                riders_online,
                 riders_reporting: self.riders_total,
                 open_by_status: self.open_by_status,
                 finished: self.finished,
-                offers: self.offers,
-                accepts: self.accepts,
-                timeouts: self.timeouts,
+                offers: dispatch.offers,
+                accepts: dispatch.accepts,
+                timeouts: dispatch.timeouts,
             },
             assign: OpsAssign {
                 samples: assign.len(),
@@ -308,10 +328,15 @@ impl Part {
 
 /// The cells with their corners and demand ratio, the highest ratio first (then the busiest),
 /// at most [`MAX_CELLS`].
-fn cells_of(counts: HashMap<u64, (usize, usize, usize)>) -> Vec<OpsCell> {
+fn cells_of(counts: BTreeMap<u64, CellCounts>) -> Vec<OpsCell> {
     let mut cells: Vec<OpsCell> = counts
         .into_iter()
-        .filter_map(|(cell, (available, waiting, open))| {
+        .filter_map(|(cell, counts)| {
+            let CellCounts {
+                available,
+                waiting,
+                open,
+            } = counts;
             let cell = CellIndex::try_from(cell).ok()?;
             Some(OpsCell {
                 cell: cell.to_string(),
@@ -465,7 +490,15 @@ mod tests {
         let here = tomato_domain::LatLon::new(12.9716, 77.5946).expect("point");
         let there = tomato_domain::LatLon::new(12.99, 77.61).expect("point");
         let (a, b) = (here.cell(Resolution::Eight), there.cell(Resolution::Eight));
-        let counts = HashMap::from([(u64::from(a), (4, 1, 2)), (u64::from(b), (1, 3, 3))]);
+        let counts = |available, waiting, open| CellCounts {
+            available,
+            waiting,
+            open,
+        };
+        let counts = BTreeMap::from([
+            (u64::from(a), counts(4, 1, 2)),
+            (u64::from(b), counts(1, 3, 3)),
+        ]);
         let cells = cells_of(counts);
         assert_eq!(cells.len(), 2);
         assert_eq!(cells[0].cell, b.to_string());
@@ -482,11 +515,16 @@ mod tests {
     #[test]
     fn a_snapshot_of_many_cells_stays_bounded() {
         let origin = tomato_domain::LatLon::new(12.9716, 77.5946).expect("point");
-        let cells: HashMap<u64, (usize, usize, usize)> = origin
+        let one = CellCounts {
+            available: 1,
+            waiting: 0,
+            open: 1,
+        };
+        let cells: BTreeMap<u64, CellCounts> = origin
             .cell(Resolution::Eight)
             .grid_disk::<Vec<_>>(40)
             .into_iter()
-            .map(|cell| (u64::from(cell), (1, 0, 1)))
+            .map(|cell| (u64::from(cell), one))
             .collect();
         assert!(cells.len() > MAX_CELLS);
         assert_eq!(cells_of(cells).len(), MAX_CELLS);

@@ -172,16 +172,21 @@ async fn a_run_without_an_admin_account_is_refused_with_the_fix() {
     assert!(message.contains("tomato admin grant"), "{message}");
 }
 
-#[tokio::test]
-async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
-    // The comparison streams each rider's positions as fast as it can, far above what the
-    // node lets one rider send by default.
+/// A node for geo-compare, and its URL: the comparison sends each rider's positions far faster
+/// than the node lets one rider send by default.
+async fn unlimited_positions() -> (TestApp, String) {
     let app = spawn_app_with(&[
         ("TOMATO_LIMITS__POSITIONS_PER_SECOND", "1000000"),
         ("TOMATO_LIMITS__POSITIONS_BURST", "1000000"),
     ])
     .await;
     let target = format!("http://{}", app.addr);
+    (app, target)
+}
+
+#[tokio::test]
+async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
+    let (_app, target) = unlimited_positions().await;
     let command = parse_from([
         "tomato-load",
         "geo-compare",
@@ -244,12 +249,7 @@ async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
 
 #[tokio::test]
 async fn geo_compare_streams_positions_to_every_side_at_fixed_rates() {
-    let app = spawn_app_with(&[
-        ("TOMATO_LIMITS__POSITIONS_PER_SECOND", "1000000"),
-        ("TOMATO_LIMITS__POSITIONS_BURST", "1000000"),
-    ])
-    .await;
-    let target = format!("http://{}", app.addr);
+    let (_app, target) = unlimited_positions().await;
     let command = parse_from([
         "tomato-load",
         "geo-compare",
