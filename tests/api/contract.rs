@@ -85,7 +85,10 @@ async fn the_published_contract_holds_for_every_role() {
                 .args(["--exclude-path", "/api/auth/logout"])
                 .args(["--exclude-path", "/api/auth/role"])
                 .args(["--exclude-path", "/ws"])
-                .args(["--workers", "2", "--no-color"])
+                // One worker: with two threads, CPython 3.11's `ast` module (which Hypothesis
+                // uses to describe its lambdas) can fail with "AST constructor recursion depth
+                // mismatch", a crash of the tool rather than a finding about the contract.
+                .args(["--workers", "1", "--no-color"])
                 .output()
                 .expect("run schemathesis")
         })
