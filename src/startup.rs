@@ -87,6 +87,10 @@ impl Application {
         let actors = std::sync::Arc::clone(&state.actors);
         let purger = spawn_housekeeping(stores.clone(), std::sync::Arc::clone(&state.limits));
         let snapshots = crate::riders::snapshots::spawn(state.clone());
+        let auth_refresher = crate::auth::cache::spawn_refresher(
+            std::sync::Arc::clone(&state.auth_cache),
+            stores.clone(),
+        );
         let refunds = state.refunds.spawn();
         let ops = crate::ops::spawn_ticker(state.clone());
         let last_state = state.clone();
@@ -115,6 +119,7 @@ impl Application {
         }
         purger.abort();
         snapshots.abort();
+        auth_refresher.abort();
         refunds.abort();
         ops.abort();
         let flushed = crate::riders::snapshots::flush(&last_state).await;

@@ -33,6 +33,27 @@ impl TokenStore for EmbeddedStore {
             .await
     }
 
+    async fn revoked_among(&self, jtis: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        if jtis.is_empty() {
+            return Ok(Vec::new());
+        }
+        let jtis = jtis.to_vec();
+        self.db
+            .read(move |conn| {
+                let mut exists = conn.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?1)",
+                )?;
+                let mut revoked = Vec::new();
+                for jti in &jtis {
+                    if exists.query_row([jti.to_string()], |row| row.get::<_, bool>(0))? {
+                        revoked.push(*jti);
+                    }
+                }
+                Ok(revoked)
+            })
+            .await
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.db
             .write(move |conn| {

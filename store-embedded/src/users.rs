@@ -86,6 +86,28 @@ impl UserStore for EmbeddedStore {
             .await
     }
 
+    async fn get_many(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        // One blocking task and one cached statement for the whole batch: a point read costs
+        // microseconds, the hop to a reader thread more than that.
+        self.db
+            .read(move |conn| {
+                let mut select =
+                    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?;
+                let mut found = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    if let Some(user) = select.query_row([id], map_row).optional()? {
+                        found.push(user?);
+                    }
+                }
+                Ok(found)
+            })
+            .await
+    }
+
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
         let email = email.clone();
         self.db

@@ -2,6 +2,7 @@
 //! expiry, and an hour bucket of expiries so the purge removes what is due without a scan.
 
 use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt};
 use time::{Duration, OffsetDateTime};
 use tomato_store::{StoreError, TokenStore};
 use uuid::Uuid;
@@ -54,6 +55,18 @@ impl TokenStore for ScyllaStore {
             .row("SELECT jti FROM revoked_tokens WHERE jti = ?", (jti,))
             .await?;
         Ok(row.is_some())
+    }
+
+    async fn revoked_among(&self, jtis: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let revoked: Vec<(Uuid, bool)> = futures_util::stream::iter(jtis.to_vec())
+            .map(|jti| async move { Ok::<_, StoreError>((jti, self.is_revoked(jti).await?)) })
+            .buffer_unordered(crate::users::BATCH_READS)
+            .try_collect()
+            .await?;
+        Ok(revoked
+            .into_iter()
+            .filter_map(|(jti, revoked)| revoked.then_some(jti))
+            .collect())
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {

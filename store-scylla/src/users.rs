@@ -2,6 +2,7 @@
 //! changes as a compare-and-set on the role version.
 
 use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt};
 use scylla::DeserializeRow;
 use time::OffsetDateTime;
 use tomato_domain::{Email, PersonName, Role, User, UserId};
@@ -11,6 +12,8 @@ use crate::{ScyllaStore, now_millis, parse_col};
 
 /// How often a role change retries a lost compare-and-set before giving up.
 const ROLE_RETRIES: usize = 8;
+/// Point reads a batch keeps in flight at once.
+pub(crate) const BATCH_READS: usize = 64;
 
 #[derive(DeserializeRow)]
 struct UserRow {
@@ -237,6 +240,17 @@ impl UserStore for ScyllaStore {
 
     async fn get(&self, id: UserId) -> Result<Option<User>, StoreError> {
         self.user(&id.to_string()).await
+    }
+
+    async fn get_many(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
+        // Point reads in flight together: each goes to its partition's replicas, which an
+        // `IN` over many partitions would funnel through one coordinator.
+        let found: Vec<Option<User>> = futures_util::stream::iter(ids.to_vec())
+            .map(|id| self.get(id))
+            .buffer_unordered(BATCH_READS)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {

@@ -225,7 +225,27 @@ async fn role_changes_bump_the_version(stores: &Stores) {
         .await
         .expect("back");
     assert_eq!(back.role_version, seller.role_version + 1);
-    assert_eq!(stores.users.get(user.id).await.expect("get"), Some(back));
+    assert_eq!(
+        stores.users.get(user.id).await.expect("get"),
+        Some(back.clone())
+    );
+    let other = stores
+        .users
+        .sign_in(sign_in("bystander", "Bystander"))
+        .await
+        .expect("sign in");
+    let mut many = stores
+        .users
+        .get_many(&[user.id, UserId::new(), other.id])
+        .await
+        .expect("get many");
+    many.sort_by_key(|u| u.email.as_str().to_owned());
+    assert_eq!(
+        many,
+        vec![other, back],
+        "the ones that exist, as they are now"
+    );
+    assert!(stores.users.get_many(&[]).await.expect("none").is_empty());
 
     assert!(matches!(
         stores.users.set_role(UserId::new(), Role::Rider).await,
@@ -270,6 +290,24 @@ async fn revocations_are_kept_until_expiry(stores: &Stores) {
         .expect("revoke expired");
     assert!(stores.tokens.is_revoked(live).await.expect("check"));
     assert!(stores.tokens.is_revoked(dead).await.expect("check"));
+    let never = Uuid::new_v4();
+    let mut among = stores
+        .tokens
+        .revoked_among(&[never, live, dead])
+        .await
+        .expect("among");
+    among.sort();
+    let mut both = vec![live, dead];
+    both.sort();
+    assert_eq!(among, both, "the revoked ones, and only them");
+    assert!(
+        stores
+            .tokens
+            .revoked_among(&[])
+            .await
+            .expect("none")
+            .is_empty()
+    );
 
     let purged = stores.tokens.purge_expired(now).await.expect("purge");
     assert!(purged >= 1);

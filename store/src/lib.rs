@@ -162,6 +162,10 @@ pub trait UserStore: Send + Sync {
     /// The user with this id, if any.
     async fn get(&self, id: UserId) -> Result<Option<User>, StoreError>;
 
+    /// Those of these users that exist, in any order: how the authentication cache refreshes
+    /// the users it serves, in one batch rather than a read per request.
+    async fn get_many(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError>;
+
     /// The user with this (normalised) e-mail, if any.
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
 
@@ -182,6 +186,9 @@ pub trait TokenStore: Send + Sync {
 
     /// Whether the token with this id was revoked.
     async fn is_revoked(&self, jti: Uuid) -> Result<bool, StoreError>;
+
+    /// Which of these tokens were revoked, in any order (the cache's batch refresh).
+    async fn revoked_among(&self, jtis: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
 
     /// Forgets revocations of tokens that expired before `now`; returns how many went.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
