@@ -19,5 +19,6 @@ pub use order::{
     StoreFault,
 };
 pub use rider::{
-    ArmRiderFault, Carried, Carrying, Moved, Released, RiderActor, RiderEnv, RiderPort, TakeOrder,
+    ArmRiderFault, Carried, Carrying, CarryingFlag, Moved, Released, RiderActor, RiderEnv,
+    RiderPort, TakeOrder,
 };

@@ -9,6 +9,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::prelude::*;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +42,24 @@ pub trait RiderPort: Send + Sync + 'static {
     fn carried(&self, rider: RiderId) -> futures_core::future::BoxFuture<'static, Carried>;
 }
 
+/// Whether a rider's actor may carry an order: what the location hot path reads to skip the
+/// actor for a rider nobody watches (most riders, most of the time). The actor is its one
+/// writer; it says "maybe" (set) while it does not know yet (loading from the store, or
+/// restarting), so a carried order never misses a position.
+#[derive(Debug, Clone, Default)]
+pub struct CarryingFlag(Arc<AtomicBool>);
+
+impl CarryingFlag {
+    /// True when the actor carries an order or does not know yet.
+    pub fn maybe(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, maybe: bool) {
+        self.0.store(maybe, Ordering::Release);
+    }
+}
+
 /// What every rider actor of a node shares.
 pub struct RiderEnv {
     pub port: Arc<dyn RiderPort>,
@@ -58,6 +77,7 @@ impl std::fmt::Debug for RiderEnv {
 pub struct RiderActor {
     rider: RiderId,
     carried: Carried,
+    flag: CarryingFlag,
     env: Arc<RiderEnv>,
     reload: bool,
     fault_armed: bool,
@@ -75,9 +95,12 @@ impl std::fmt::Debug for RiderActor {
 impl RiderActor {
     /// An actor for `rider`, carrying `carried` (handed over by its previous shard).
     pub fn new(rider: RiderId, carried: Carried, env: Arc<RiderEnv>) -> Self {
+        let flag = CarryingFlag::default();
+        flag.set(carried.is_some());
         Self {
             rider,
             carried,
+            flag,
             env,
             reload: false,
             fault_armed: false,
@@ -87,10 +110,23 @@ impl RiderActor {
     /// An actor for `rider` that learns what it carries from the store before its first
     /// message (a rider new to this node, or this node new to it).
     pub fn loading(rider: RiderId, env: Arc<RiderEnv>) -> Self {
-        Self {
+        let actor = Self {
             reload: true,
             ..Self::new(rider, None, env)
-        }
+        };
+        actor.flag.set(true);
+        actor
+    }
+
+    /// The flag this actor keeps (for whoever routes positions to it).
+    pub fn flag(&self) -> CarryingFlag {
+        self.flag.clone()
+    }
+
+    /// What the rider carries now; the flag follows.
+    fn carry(&mut self, carried: Carried) {
+        self.carried = carried;
+        self.flag.set(carried.is_some());
     }
 
     /// Runs `decide` inside `catch_unwind`; a panic stops the actor for its supervisor to
@@ -127,7 +163,7 @@ impl Actor for RiderActor {
         let load = self.env.port.carried(self.rider);
         ctx.wait(
             load.into_actor(self)
-                .map(|carried, act, _| act.carried = carried),
+                .map(|carried, act, _| act.carry(carried)),
         );
     }
 }
@@ -137,6 +173,7 @@ impl Supervised for RiderActor {
         tracing::warn!(rider_id = %self.rider, "rider actor restarting");
         self.env.restarts.inc();
         self.reload = true;
+        self.flag.set(true);
         self.fault_armed = false;
     }
 }
@@ -191,7 +228,7 @@ impl Handler<TakeOrder> for RiderActor {
         AtomicResponse::new(Box::pin(accepting.into_actor(self).map(
             |result, act, _| {
                 if let Ok(order) = &result {
-                    act.carried = Some((order.id, order.user_id));
+                    act.carry(Some((order.id, order.user_id)));
                 }
                 result
             },
@@ -208,7 +245,7 @@ impl Handler<Released> for RiderActor {
     type Result = ();
 
     fn handle(&mut self, _: Released, _: &mut Context<Self>) {
-        self.carried = None;
+        self.carry(None);
     }
 }
 

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use actix::Addr;
 use time::OffsetDateTime;
 use tomato_actors::{
     ArmRiderFault, Carried, Carrying, Moved, OrderError, Released, RiderActor, TakeOrder,
@@ -17,7 +16,7 @@ use tomato_domain::{LatLon, Order, RiderId};
 use crate::ShardId;
 use crate::remote::Position;
 use crate::router::{OrderRef, ShardRouter, spawn_rider};
-use crate::shard::Shard;
+use crate::shard::{RiderHandle, Shard};
 
 impl ShardRouter {
     /// The rider's shard, if it runs here.
@@ -30,10 +29,10 @@ impl ShardRouter {
     /// The rider's actor on `shard` (which the caller found running): the live one, a new one
     /// handed the old one's state if the rider changed shards, or a new one loading its state
     /// from the store.
-    async fn rider_on(&self, rider: RiderId, shard: &Shard) -> Addr<RiderActor> {
+    async fn rider_on(&self, rider: RiderId, shard: &Shard) -> RiderHandle {
         let id = shard.id();
-        if let Some(addr) = shard.riders.get(&rider) {
-            return addr.clone();
+        if let Some(handle) = shard.riders.get(&rider) {
+            return handle.clone();
         }
         let old = self
             .rider_homes()
@@ -42,7 +41,7 @@ impl ShardRouter {
             .filter(|home| *home != id)
             .and_then(|home| self.shard(home))
             .and_then(|home| home.riders.remove(&rider))
-            .map(|(_, addr)| addr);
+            .map(|(_, handle)| handle.addr);
         let env = Arc::clone(self.riders_env());
         let actor = match old {
             Some(old) => {
@@ -54,14 +53,14 @@ impl ShardRouter {
             }
             None => RiderActor::loading(rider, env),
         };
-        let addr = shard
+        let handle = shard
             .riders
             .entry(rider)
             // Under the entry's lock: two callers missing at once start one actor, not two.
             .or_insert_with(|| spawn_rider(self.runtime(), id, actor))
             .clone();
         self.rider_homes().insert(rider, id);
-        addr
+        handle
     }
 
     /// Applies a position to the index and tells the rider's actor (which tells a watching
@@ -104,11 +103,25 @@ impl ShardRouter {
         let Some(shard) = self.shard(update.shard) else {
             return Err(OrderError::NotOwner);
         };
-        let addr = self.rider_on(rider, shard).await;
-        // Fire-and-forget: the location hot path never waits on an actor. A mailbox that is
-        // full (a flood the rate limits let through, a stalled actor) drops this copy rather
-        // than grow: the index holds the position, and the next one brings the actor up to date.
-        let _ = addr.try_send(Moved { at, seen_at });
+        // Only a rider that carries an order (or whose actor does not know yet) has anyone to
+        // tell: the others skip the actor, a cross-thread message per position.
+        // (The map's guard ends with this statement: `rider_on` may write the map.)
+        let known = (shard.riders.get(&rider))
+            .map(|handle| handle.carrying.maybe().then(|| handle.addr.clone()));
+        let carrying = match known {
+            Some(carrying) => carrying,
+            None => {
+                let handle = self.rider_on(rider, shard).await;
+                handle.carrying.maybe().then_some(handle.addr)
+            }
+        };
+        if let Some(addr) = carrying {
+            // Fire-and-forget: the location hot path never waits on an actor. A mailbox that
+            // is full (a flood the rate limits let through, a stalled actor) drops this copy
+            // rather than grow: the index holds the position, and the next one brings the
+            // actor up to date.
+            let _ = addr.try_send(Moved { at, seen_at });
+        }
         if update.entered {
             // New to the index (its shard was handed over, or it was never loaded): whether it
             // may be offered work is in its profile. Off the hot path: once per entry.
@@ -137,7 +150,7 @@ impl ShardRouter {
             }
             return Err(OrderError::NotOwner);
         };
-        let addr = self.rider_on(rider, home).await;
+        let addr = self.rider_on(rider, home).await.addr;
         let take = TakeOrder {
             order: order.id,
             shard: order.shard.0,
@@ -155,7 +168,7 @@ impl ShardRouter {
         let home = self.rider_homes().get(&rider).map(|home| *home);
         if let Some(addr) = home
             .and_then(|home| self.shard(home))
-            .and_then(|shard| shard.riders.get(&rider).map(|addr| addr.clone()))
+            .and_then(|shard| shard.riders.get(&rider).map(|handle| handle.addr.clone()))
         {
             addr.do_send(Released);
         }
@@ -168,14 +181,14 @@ impl ShardRouter {
             .shard(home)?
             .riders
             .get(&rider)
-            .map(|addr| addr.clone())?;
+            .map(|handle| handle.addr.clone())?;
         addr.send(Carrying).await.ok().flatten()
     }
 
     /// Makes the rider actor's next message panic (fault injection).
     pub async fn arm_rider_fault(&self, rider: RiderId) -> Result<(), OrderError> {
         let home = self.index().home(rider).ok_or(OrderError::NotFound)?;
-        let addr = self.rider_on(rider, self.running(home)?).await;
+        let addr = self.rider_on(rider, self.running(home)?).await.addr;
         addr.send(ArmRiderFault)
             .await
             .map_err(|_| OrderError::Unavailable)

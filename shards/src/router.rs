@@ -22,7 +22,7 @@ use tomato_domain::{Order, OrderId, RiderId};
 use tomato_store::{OrderStore, RiderStore, StoreError};
 
 use crate::index::INDEX_RESOLUTION;
-use crate::shard::{Entered, Shard};
+use crate::shard::{Entered, RiderHandle, Shard};
 use crate::{ActorRuntime, RiderIndex, ShardId, ShardMap};
 
 /// How long a stopping shard waits for one order actor to retire.
@@ -338,6 +338,8 @@ pub(crate) fn spawn_rider(
     runtime: &ActorRuntime,
     shard: ShardId,
     actor: RiderActor,
-) -> Addr<RiderActor> {
-    Supervisor::start_in_arbiter(runtime.arbiter(shard), move |_| actor)
+) -> RiderHandle {
+    let carrying = actor.flag();
+    let addr = Supervisor::start_in_arbiter(runtime.arbiter(shard), move |_| actor);
+    RiderHandle { addr, carrying }
 }

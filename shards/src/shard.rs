@@ -18,7 +18,7 @@ use actix::Addr;
 use dashmap::DashMap;
 use h3o::CellIndex;
 use tokio::sync::{RwLock, RwLockReadGuard};
-use tomato_actors::{OrderActor, RiderActor};
+use tomato_actors::{CarryingFlag, OrderActor, RiderActor};
 use tomato_domain::{OrderId, RiderId};
 
 use crate::ShardId;
@@ -35,12 +35,19 @@ pub struct Shard {
     /// The pickup cell of every live unfinished order, for supply-and-demand statistics.
     pub(crate) open: DashMap<OrderId, CellIndex>,
     /// The rider actors of the riders whose current cell lies in the shard.
-    pub(crate) riders: DashMap<RiderId, Addr<RiderActor>>,
+    pub(crate) riders: DashMap<RiderId, RiderHandle>,
     /// The offers standing for the shard's orders.
     pub(crate) offers: OfferBook,
     /// Until when this node may serve the shard (milliseconds on [`clock`]): a cluster node's
     /// lease, counted on its own clock; `u64::MAX` on a single node.
     lease_until: AtomicU64,
+}
+
+/// A rider actor's address and its [`CarryingFlag`], read on every position.
+#[derive(Debug, Clone)]
+pub(crate) struct RiderHandle {
+    pub(crate) addr: Addr<RiderActor>,
+    pub(crate) carrying: CarryingFlag,
 }
 
 /// Milliseconds since this process first asked: a monotonic clock for lease deadlines.
