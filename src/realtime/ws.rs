@@ -3,9 +3,11 @@
 //!
 //! The server closes a connection: when its token is revoked, goes stale or expires (after
 //! `session:ended`), on a frame over 64 KiB (1009), after 60 s without a frame from the client
-//! (1001), and when the client stops reading so long that its outbox fills up (1008): a client
-//! that cannot keep up is told so instead of silently missing events forever.
+//! (1001), and when the client stops reading so long that its outbox fills up or a write waits
+//! 10 s (1008): a client that cannot keep up is told so instead of silently missing events
+//! forever.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,10 +16,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use utoipa::IntoParams;
 
 use super::sessions::Ended;
@@ -36,6 +40,9 @@ const OUTBOX: usize = 256;
 pub const MAX_FRAME: usize = 64 * 1024;
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(60);
+/// A frame the client's socket does not take within this long ends the connection (it stopped
+/// reading); the timer only starts when a write has to wait.
+const SEND_WITHIN: Duration = Duration::from_secs(10);
 
 /// Why the server closes a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,12 +189,13 @@ pub async fn upgrade(
         }))
 }
 
-/// A client frame.
+/// A client frame, borrowed from its text: `data` is parsed once, into what its event takes.
 #[derive(Debug, Deserialize)]
-struct Incoming {
-    event: String,
-    #[serde(default)]
-    data: Value,
+struct Incoming<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
     /// Set by a client that wants the outcome back as `{"event":"ack","id",data}`.
     #[serde(default)]
     id: Option<u64>,
@@ -201,21 +209,17 @@ pub(super) fn too_many_sockets() -> ApiError {
     )
 }
 
-/// What the connection's writer sends: an event frame, or the last frames before closing.
-enum Out {
-    Frame(String),
-    Close {
-        last: Option<String>,
-        code: u16,
-        reason: &'static str,
-    },
+/// The last frames before the server closes a connection.
+struct Close {
+    last: Option<String>,
+    code: u16,
+    reason: &'static str,
 }
 
-async fn serve(state: AppState, auth: AuthUser, mut rooms: Vec<String>, socket: WebSocket) {
-    let (mut sink, mut stream) = socket.split();
+/// One task per connection reads frames, answers them and writes the events of its rooms: the
+/// ack of a position goes out from where it was decided, with no hop to a writer task.
+async fn serve(state: AppState, auth: AuthUser, mut rooms: Vec<String>, mut socket: WebSocket) {
     let (outbox, mut inbox) = mpsc::channel::<String>(OUTBOX);
-    // Closing goes on its own channel: a full outbox must not keep the close from going out.
-    let (closer, mut closing) = mpsc::channel::<Out>(1);
     let ending = Arc::new(Ending::default());
     let id = state
         .realtime
@@ -229,66 +233,49 @@ async fn serve(state: AppState, auth: AuthUser, mut rooms: Vec<String>, socket: 
             Arc::new(move |why| ending.end(Closing::Session(why))),
         )
     };
-    let writer = tokio::spawn(async move {
-        loop {
-            let out = tokio::select! {
-                biased;
-                Some(out) = closing.recv() => out,
-                Some(frame) = inbox.recv() => Out::Frame(frame),
-                else => break,
-            };
-            match out {
-                Out::Frame(frame) => {
-                    if sink.send(Message::Text(frame.into())).await.is_err() {
-                        break;
-                    }
-                }
-                Out::Close { last, code, reason } => {
-                    if let Some(last) = last {
-                        let _ = sink.send(Message::Text(last.into())).await;
-                    }
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: reason.into(),
-                        })))
-                        .await;
-                    break;
-                }
-            }
-        }
-    });
     let left = (auth.claims.refused_from() - time::OffsetDateTime::now_utc())
         .max(time::Duration::ZERO)
         .unsigned_abs();
     let expiry = tokio::time::sleep(left);
     tokio::pin!(expiry);
+    // One timer for idleness, re-armed when it fires rather than on every frame.
+    let mut heard = Instant::now();
+    let idle = tokio::time::sleep(IDLE);
+    tokio::pin!(idle);
     let close = loop {
         let next = tokio::select! {
             biased;
             () = ending.rung.notified() => break ending.why().map(closing_frame),
             () = &mut expiry => break Some(closing_frame(Closing::Session(Ended::TokenExpired))),
-            next = tokio::time::timeout(IDLE, stream.next()) => next,
-        };
-        let message = match next {
-            Err(_) => {
-                break Some(Out::Close {
-                    last: None,
-                    code: close_code::AWAY,
-                    reason: "idle for 60 s",
-                });
+            () = &mut idle => {
+                if heard.elapsed() >= IDLE {
+                    break Some(Close { last: None, code: close_code::AWAY, reason: "idle for 60 s" });
+                }
+                idle.as_mut().reset(heard + IDLE);
+                continue;
             }
-            Ok(Some(Ok(message))) => message,
-            Ok(Some(Err(err))) => {
+            Some(frame) = inbox.recv() => {
+                match send(&mut socket, frame).await {
+                    Sent::Yes => continue,
+                    Sent::Stuck => break Some(closing_frame(Closing::Overflow)),
+                    Sent::Gone => break None,
+                }
+            }
+            next = socket.next() => next,
+        };
+        heard = Instant::now();
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(err)) => {
                 // tungstenite refuses a frame over the limit before reading it whole.
                 let too_large = err.to_string().contains("too long");
-                break too_large.then_some(Out::Close {
+                break too_large.then_some(Close {
                     last: None,
                     code: close_code::SIZE,
                     reason: "frames are at most 64 KiB",
                 });
             }
-            Ok(None) => break None,
+            None => break None,
         };
         let Message::Text(text) = message else {
             if matches!(message, Message::Close(_)) {
@@ -307,41 +294,67 @@ async fn serve(state: AppState, auth: AuthUser, mut rooms: Vec<String>, socket: 
             }
         });
         let frame = match (ack_id, &outcome) {
-            (Some(id), _) => {
+            // The common answer, written without building a JSON tree.
+            (Some(id), Ok(())) => format!(r#"{{"event":"ack","id":{id},"data":{{"ok":true}}}}"#),
+            (Some(id), Err(_)) => {
                 serde_json::json!({ "event": "ack", "id": id, "data": super::ack_body(&outcome) })
+                    .to_string()
             }
             (None, Err(err)) => {
-                serde_json::json!({ "event": "error", "data": super::error_event(err) })
+                serde_json::json!({ "event": "error", "data": super::error_event(err) }).to_string()
             }
             (None, Ok(())) => continue,
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = outbox.try_send(frame.to_string()) {
-            ending.end(Closing::Overflow);
+        match send(&mut socket, frame).await {
+            Sent::Yes => {}
+            Sent::Stuck => break Some(closing_frame(Closing::Overflow)),
+            Sent::Gone => break None,
         }
     };
     state.realtime.sockets().ws.leave(id, &rooms);
     state.realtime.sessions.close(&auth.claims, session);
-    match close {
-        Some(close) => {
-            // The writer sends the last frames and the close, then ends.
-            let _ = closer.send(close).await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-        }
-        None => writer.abort(),
+    if let Some(Close { last, code, reason }) = close {
+        let goodbye = async {
+            if let Some(last) = last {
+                socket.send(Message::Text(last.into())).await?;
+            }
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            socket.send(Message::Close(Some(frame))).await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), goodbye).await;
+    }
+}
+
+/// How a write went.
+enum Sent {
+    Yes,
+    /// The client has not taken it within `SEND_WITHIN`.
+    Stuck,
+    Gone,
+}
+
+async fn send(socket: &mut WebSocket, frame: String) -> Sent {
+    match tokio::time::timeout(SEND_WITHIN, socket.send(Message::Text(frame.into()))).await {
+        Ok(Ok(())) => Sent::Yes,
+        Ok(Err(_)) => Sent::Gone,
+        Err(_) => Sent::Stuck,
     }
 }
 
 /// The frames that close a connection for `why`.
-fn closing_frame(why: Closing) -> Out {
+fn closing_frame(why: Closing) -> Close {
     match why {
-        Closing::Session(ended) => Out::Close {
+        Closing::Session(ended) => Close {
             last: Some(
                 serde_json::json!({ "event": "session:ended", "data": ended.data() }).to_string(),
             ),
             code: close_code::POLICY,
             reason: ended.reason(),
         },
-        Closing::Overflow => Out::Close {
+        Closing::Overflow => Close {
             last: None,
             code: close_code::POLICY,
             reason: "too slow: events were not read",
@@ -371,12 +384,13 @@ async fn handle(
 async fn dispatch_event(
     state: &AppState,
     auth: &AuthUser,
-    incoming: Incoming,
+    incoming: Incoming<'_>,
 ) -> Result<Option<&'static str>, ApiError> {
-    match incoming.event.as_str() {
+    match incoming.event.as_ref() {
         "rider:location" => {
-            let report: PositionReport = serde_json::from_value(incoming.data)
-                .map_err(|err| ApiError::bad_request(err.to_string()))?;
+            let data = incoming.data.map_or("null", RawValue::get);
+            let report: PositionReport =
+                serde_json::from_str(data).map_err(|err| ApiError::bad_request(err.to_string()))?;
             super::socketio::rider_location(state, auth.claims.clone(), &report)
                 .await
                 .map(|()| None)
