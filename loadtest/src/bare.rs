@@ -12,9 +12,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use futures_util::{SinkExt, StreamExt};
+use std::borrow::Cow;
+
+use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
 
 /// The one token the bare server accepts.
@@ -32,7 +35,7 @@ enum Running {
     /// In this process (the harness used as a library, as the tests do).
     Task(JoinHandle<()>),
     /// A `tomato-load bare-server` process, killed on drop.
-    Process(#[allow(dead_code, reason = "held to be killed on drop")] tokio::process::Child),
+    Process(tokio::process::Child),
 }
 
 impl Drop for Bare {
@@ -47,6 +50,14 @@ impl Bare {
     /// Whether it runs in this process (then it holds the server end of each socket here).
     pub fn in_process(&self) -> bool {
         matches!(self.running, Running::Task(_))
+    }
+
+    /// Its process, when it has one of its own.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.running {
+            Running::Task(_) => None,
+            Running::Process(child) => child.id(),
+        }
     }
 }
 
@@ -88,10 +99,11 @@ struct WsQuery {
 }
 
 #[derive(Debug, Deserialize)]
-struct Frame {
-    event: String,
-    #[serde(default)]
-    data: Value,
+struct Frame<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
     id: Option<u64>,
 }
 
@@ -150,32 +162,42 @@ async fn upgrade(
     if query.token.as_deref() != Some(TOKEN) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    ws.on_upgrade(serve).into_response()
+    // Configured as tomato's `/ws` configures its sockets (a 4 KiB read buffer rather than
+    // tungstenite's 128 KiB, 64 KiB frames), so memory per connection compares too.
+    ws.read_buffer_size(4 * 1024)
+        .max_frame_size(64 * 1024)
+        .max_message_size(64 * 1024)
+        .on_upgrade(serve)
+        .into_response()
 }
 
-async fn serve(socket: WebSocket) {
-    let (mut sink, mut stream) = socket.split();
-    while let Some(Ok(message)) = stream.next().await {
+/// One task per connection, as tomato's `/ws` has: read a frame, parse it, answer on the same
+/// task. The common answer is written without building a JSON tree.
+async fn serve(mut socket: WebSocket) {
+    while let Some(Ok(message)) = socket.next().await {
         let Message::Text(text) = message else {
             continue;
         };
         let answer = match serde_json::from_str::<Frame>(&text) {
             Ok(frame) if frame.event == "rider:location" => {
-                let ok = serde_json::from_value::<Position>(frame.data).is_ok_and(|p| valid(&p));
-                let data = if ok {
-                    json!({ "ok": true })
-                } else {
-                    json!({ "error": { "code": "invalid_input", "message": "bad position" } })
-                };
-                json!({ "event": "ack", "id": frame.id, "data": data })
+                let data = frame.data.map_or("null", RawValue::get);
+                let ok = serde_json::from_str::<Position>(data).is_ok_and(|p| valid(&p));
+                match (frame.id, ok) {
+                    (Some(id), true) => {
+                        format!(r#"{{"event":"ack","id":{id},"data":{{"ok":true}}}}"#)
+                    }
+                    (id, true) => {
+                        json!({ "event": "ack", "id": id, "data": { "ok": true } }).to_string()
+                    }
+                    (id, false) => json!({ "event": "ack", "id": id, "data": {
+                        "error": { "code": "invalid_input", "message": "bad position" }
+                    } })
+                    .to_string(),
+                }
             }
-            _ => json!({ "event": "error", "data": { "code": "invalid_input" } }),
+            _ => json!({ "event": "error", "data": { "code": "invalid_input" } }).to_string(),
         };
-        if sink
-            .send(Message::Text(answer.to_string().into()))
-            .await
-            .is_err()
-        {
+        if socket.send(Message::Text(answer.into())).await.is_err() {
             break;
         }
     }

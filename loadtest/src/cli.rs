@@ -44,6 +44,31 @@ pub enum GeoMode {
     Stream,
 }
 
+/// A side of `geo-compare --mode stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StreamSide {
+    /// The bare ceiling of the stack over `/ws`.
+    BareWs,
+    /// tomato over `/ws`.
+    TomatoWs,
+    /// tomato over Socket.IO.
+    TomatoSocketio,
+    /// Redis `GEOADD` over RESP.
+    Redis,
+}
+
+impl StreamSide {
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamSide::BareWs => "bare-ws",
+            StreamSide::TomatoWs => "tomato-ws",
+            StreamSide::TomatoSocketio => "tomato-socketio",
+            StreamSide::Redis => "redis",
+        }
+    }
+}
+
 /// How riders send their positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -192,6 +217,15 @@ pub struct GeoArgs {
     /// Stream mode: seconds each rate is offered.
     #[arg(long, default_value_t = 10.0)]
     pub step_s: f64,
+    /// Stream mode: the sides to run, in this order (all four by default; one alone is
+    /// handy while profiling a node).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "bare-ws,tomato-ws,tomato-socketio,redis"
+    )]
+    pub sides: Vec<StreamSide>,
     /// Stream mode: loopback source addresses the sockets are spread over.
     #[arg(long, default_value_t = 8)]
     pub source_addrs: u8,
@@ -391,6 +425,9 @@ impl GeoArgs {
         }
         if self.source_addrs == 0 {
             bail!("--source-addrs must be at least 1");
+        }
+        if self.sides.is_empty() {
+            bail!("--sides must name at least one side");
         }
         Ok(())
     }

@@ -21,10 +21,11 @@ use tokio::process::{Child, Command};
 
 use crate::api::{Api, Session};
 use crate::city::Point;
-use crate::cli::{GeoArgs, Transport};
+use crate::cli::{GeoArgs, StreamSide, Transport};
 use crate::conn::Dialer;
 use crate::setup::RiderAccount;
 use crate::stream::{Peer, Streaming};
+use crate::usage::Probe;
 use crate::{bare, record, setup, stream};
 
 const KEY: &str = "tomato-load:riders";
@@ -219,23 +220,35 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
         transport,
         tokens,
     };
+    // The processes behind the sides, for their CPU and memory (the node: whoever listens on
+    // its port, when it is on this machine).
+    let node = base
+        .port_or_known_default()
+        .map_or(Probe::pid(None), Probe::listening_on);
+    let redis_server = Probe::pid(_server.as_ref().and_then(Child::id));
     let mut sides = Vec::new();
-    for (name, peer) in [
-        (
-            "bare-ws",
-            socket(&bare_dialer, Transport::Ws, &bare_tokens[..]),
-        ),
-        (
-            "tomato-ws",
-            socket(&node_dialer, Transport::Ws, &tokens[..]),
-        ),
-        (
-            "tomato-socketio",
-            socket(&node_dialer, Transport::Socketio, &tokens[..]),
-        ),
-        ("redis", Peer::Redis(&spread)),
-    ] {
-        sides.push(stream::side(name, peer, &walkers, &city, &args.rates, step).await);
+    for &side in &args.sides {
+        let (peer, server) = match side {
+            StreamSide::BareWs => (
+                socket(&bare_dialer, Transport::Ws, &bare_tokens[..]),
+                Probe::pid(bare.pid()),
+            ),
+            StreamSide::TomatoWs => (socket(&node_dialer, Transport::Ws, &tokens[..]), node),
+            StreamSide::TomatoSocketio => {
+                (socket(&node_dialer, Transport::Socketio, &tokens[..]), node)
+            }
+            StreamSide::Redis => (Peer::Redis(&spread), redis_server),
+        };
+        let run = stream::side(
+            side.name(),
+            peer,
+            server,
+            &walkers,
+            &city,
+            &args.rates,
+            step,
+        );
+        sides.push(run.await);
     }
     Ok(Streaming {
         riders: riders.len(),
@@ -354,8 +367,21 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
 
 /// A `redis-server` on a free loopback port, killed when the handle drops.
 async fn start_redis() -> anyhow::Result<(String, Child)> {
+    // A port free on 127.0.0.1 may still be the local port of a connection from another
+    // loopback address (a previous run's sockets closing): Redis then cannot bind it and
+    // exits, and another port is tried.
+    for _ in 0..5 {
+        if let Some(started) = try_start_redis().await? {
+            return Ok(started);
+        }
+    }
+    bail!("redis-server did not start on five free ports in a row")
+}
+
+/// One attempt: `None` when redis-server exited at once (its port was taken on an address).
+async fn try_start_redis() -> anyhow::Result<Option<(String, Child)>> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new("redis-server")
+    let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string()])
         // On eight loopback addresses, so that one connection per rider (stream mode) spreads
         // over as many addresses and the local ports of one do not run out.
@@ -372,13 +398,16 @@ async fn start_redis() -> anyhow::Result<(String, Child)> {
     let url = format!("redis://127.0.0.1:{port}/");
     let client = redis::Client::open(url.as_str())?;
     for _ in 0..100 {
+        if child.try_wait()?.is_some() {
+            return Ok(None);
+        }
         if let Ok(mut conn) = client.get_multiplexed_async_connection().await
             && redis::cmd("PING")
                 .query_async::<String>(&mut conn)
                 .await
                 .is_ok()
         {
-            return Ok((url, child));
+            return Ok(Some((url, child)));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

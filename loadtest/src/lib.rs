@@ -15,6 +15,7 @@ pub mod report;
 pub mod run;
 pub mod setup;
 pub mod stream;
+pub mod usage;
 
 pub use cli::{Command, Exit, parse_from, parse_or_exit};
 pub use report::Report;

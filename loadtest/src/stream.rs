@@ -6,7 +6,8 @@
 //! other on the same riders: the bare ceiling over `/ws` (see [`crate::bare`]), tomato over `/ws`
 //! and over Socket.IO, and Redis over RESP (`GEOADD`, one connection per rider). For each side
 //! and step: the rate achieved, p50/p99/p99.9 of the acknowledgement and errors; and the
-//! highest rate each side holds with p99 under 50 ms and no errors.
+//! highest rate each side holds with p99 under 50 ms and no errors. Each rider's first
+//! position on a side goes before the steps, unmeasured (see [`warm_up`]).
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::city::{City, Point, Walker};
 use crate::cli::Transport;
 use crate::conn::{Conn, Dialer, Incoming};
 use crate::record;
+use crate::usage::Probe;
 
 /// A step holds when its p99 stays under this.
 pub const HOLD_P99_MS: f64 = 50.0;
@@ -40,6 +42,12 @@ pub struct Step {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub errors: u64,
+    /// CPU time the side's server process spent per position acknowledged in the step
+    /// (microseconds; all its threads, kernel time included); `None` when its process is not
+    /// known here.
+    pub server_cpu_us_per_position: Option<f64>,
+    /// The same as cores busy on average over the step.
+    pub server_cores: Option<f64>,
 }
 
 impl Step {
@@ -59,6 +67,9 @@ pub struct Side {
     pub holds_per_s: Option<f64>,
     /// Why the side did not run (a peer missing), if it did not.
     pub skipped: Option<String>,
+    /// How much the server's resident memory grew per rider connected (KiB), measured after
+    /// every rider connected and sent its first position; `None` when its process is not known.
+    pub memory_per_rider_kib: Option<f64>,
 }
 
 /// The streaming comparison.
@@ -102,7 +113,7 @@ impl Streaming {
     pub fn text(&self) -> String {
         let mut out = format!(
             "geo-compare --mode stream: {} riders, one connection and one position in flight each, \
-             steps of {:.0} s, open loop\n{:<16} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7}\n",
+             steps of {:.0} s, open loop\n{:<16} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>6}\n",
             self.riders,
             self.step_s,
             "side",
@@ -111,23 +122,30 @@ impl Streaming {
             "p50 ms",
             "p99 ms",
             "p99.9 ms",
-            "errors"
+            "errors",
+            "cpu us/pos",
+            "cores"
         );
         for side in &self.sides {
             if let Some(why) = &side.skipped {
                 out += &format!("{:<16} skipped: {why}\n", side.name);
                 continue;
             }
+            let known = |v: Option<f64>, digits: usize| {
+                v.map_or("-".to_owned(), |v| format!("{v:.digits$}"))
+            };
             for step in &side.steps {
                 out += &format!(
-                    "{:<16} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7}\n",
+                    "{:<16} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>10} {:>6}\n",
                     side.name,
                     step.offered_per_s,
                     step.achieved_per_s,
                     step.p50_ms,
                     step.p99_ms,
                     step.p999_ms,
-                    step.errors
+                    step.errors,
+                    known(step.server_cpu_us_per_position, 1),
+                    known(step.server_cores, 2),
                 );
             }
         }
@@ -137,6 +155,13 @@ impl Streaming {
                 .holds_per_s
                 .map_or("none".to_owned(), |r| format!("{r:.0}/s"));
             out += &format!("  {:<16} {held}\n", side.name);
+        }
+        out += "server memory per connected rider:\n";
+        for side in &self.sides {
+            let kib = side
+                .memory_per_rider_kib
+                .map_or("unknown".to_owned(), |k| format!("{k:.1} KiB"));
+            out += &format!("  {:<16} {kib}\n", side.name);
         }
         for (pair, ratio) in &self.ratios {
             let ratio = ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}"));
@@ -227,11 +252,13 @@ async fn connect(peer: &Peer<'_>, riders: usize) -> anyhow::Result<Vec<Link>> {
 pub async fn side(
     name: &str,
     peer: Peer<'_>,
+    server: Probe,
     walkers: &[Walker],
     city: &City,
     rates: &[f64],
     step: Duration,
 ) -> Side {
+    let before = server.read();
     let mut links = match connect(&peer, walkers.len()).await {
         Ok(links) => links,
         Err(err) => {
@@ -240,13 +267,18 @@ pub async fn side(
                 steps: Vec::new(),
                 holds_per_s: None,
                 skipped: Some(format!("could not connect every rider: {err:#}")),
+                memory_per_rider_kib: None,
             };
         }
     };
+    warm_up(&mut links, walkers).await;
+    let memory_per_rider_kib = before.zip(server.read()).map(|(before, after)| {
+        after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / 1024.0 / links.len().max(1) as f64
+    });
     let mut steps = Vec::new();
     let mut walkers = walkers.to_vec();
     for &rate in rates {
-        let (result, back) = run_step(links, &mut walkers, city, rate, step).await;
+        let (result, back) = run_step(links, &mut walkers, city, rate, step, server).await;
         links = back;
         steps.push(result);
     }
@@ -260,7 +292,19 @@ pub async fn side(
         steps,
         holds_per_s,
         skipped: None,
+        memory_per_rider_kib,
     }
+}
+
+/// Each rider's first position, unmeasured: a node meets a rider once (its actor, its profile,
+/// its token in the cache), and riders that stream met it long ago; the steps measure the
+/// stream, not a node start's herd of first positions.
+async fn warm_up(links: &mut [Link], walkers: &[Walker]) {
+    futures_util::stream::iter(links.iter_mut().zip(walkers))
+        .for_each_concurrent(CONNECTING, |(link, walker)| async move {
+            let _ = link.send(0, walker.at).await;
+        })
+        .await;
 }
 
 /// One step: every link sends on its own schedule for `step`.
@@ -270,7 +314,9 @@ async fn run_step(
     city: &City,
     rate: f64,
     step: Duration,
+    server: Probe,
 ) -> (Step, Vec<Link>) {
+    let cpu_before = server.read();
     let n = links.len().max(1);
     let every = Duration::from_secs_f64(n as f64 / rate.max(1e-9));
     let started = Instant::now();
@@ -286,7 +332,10 @@ async fn run_step(
             let first = started + every.mul_f64(i as f64 / n as f64);
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(i as u64);
-                let mut latency = record::histogram();
+                // Plain samples, merged into one histogram after the step: a histogram per
+                // connection is ~160 KB, 3 GB for 19 000 riders, and allocating that as a
+                // step starts delayed the harness's own sends by seconds.
+                let mut latency = Vec::new();
                 let (mut done, mut errors) = (0_u64, 0_u64);
                 let mut due = first;
                 let mut id = 0_u64;
@@ -298,7 +347,7 @@ async fn run_step(
                         let us = u64::try_from(due.elapsed().as_micros())
                             .unwrap_or(record::HIGHEST_US)
                             .clamp(1, record::HIGHEST_US);
-                        let _ = latency.record(us);
+                        latency.push(us);
                         done += 1;
                     } else {
                         errors += 1;
@@ -316,7 +365,9 @@ async fn run_step(
     for (task, walker) in tasks.into_iter().zip(walkers.iter_mut()) {
         match task.await {
             Ok((link, moved, latency, d, e, finished)) => {
-                let _ = total.add(&latency);
+                for us in latency {
+                    let _ = total.record(us);
+                }
                 done += d;
                 errors += e;
                 last = last.max(finished);
@@ -328,6 +379,9 @@ async fn run_step(
         }
     }
     let elapsed = (last - started).max(step).as_secs_f64();
+    let cpu = cpu_before
+        .zip(server.read())
+        .map(|(before, after)| after.cpu.saturating_sub(before.cpu).as_secs_f64());
     let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
     let result = Step {
         offered_per_s: rate,
@@ -337,6 +391,8 @@ async fn run_step(
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         errors,
+        server_cpu_us_per_position: cpu.map(|s| s * 1e6 / done.max(1) as f64),
+        server_cores: cpu.map(|s| s / elapsed),
     };
     (result, back)
 }
