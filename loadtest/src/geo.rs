@@ -137,7 +137,7 @@ struct Prepared {
     /// Clients of the same Redis on each address it listens on.
     spread: Vec<redis::Client>,
     /// The `redis-server` started here, killed when dropped.
-    _server: Option<Child>,
+    redis_server: Option<Child>,
     admin: Session,
     riders: Vec<RiderAccount>,
 }
@@ -182,7 +182,7 @@ async fn prepare(args: &GeoArgs) -> anyhow::Result<Prepared> {
     Ok(Prepared {
         redis,
         spread,
-        _server: server,
+        redis_server: server,
         admin,
         riders,
     })
@@ -199,7 +199,7 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
     let Prepared {
         redis,
         spread,
-        _server,
+        redis_server,
         riders,
         ..
     } = prepare(&args).await?;
@@ -225,7 +225,7 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
     let node = base
         .port_or_known_default()
         .map_or(Probe::pid(None), Probe::listening_on);
-    let redis_server = Probe::pid(_server.as_ref().and_then(Child::id));
+    let redis_probe = Probe::pid(redis_server.as_ref().and_then(Child::id));
     let mut sides = Vec::new();
     for &side in &args.sides {
         let (peer, server) = match side {
@@ -237,7 +237,7 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
             StreamSide::TomatoSocketio => {
                 (socket(&node_dialer, Transport::Socketio, &tokens[..]), node)
             }
-            StreamSide::Redis => (Peer::Redis(&spread), redis_server),
+            StreamSide::Redis => (Peer::Redis(&spread), redis_probe),
         };
         let run = stream::side(
             side.name(),
@@ -265,7 +265,7 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
     let city = args.area.city();
     let Prepared {
         redis,
-        _server,
+        redis_server: _redis_server,
         admin,
         riders,
         ..

@@ -8,6 +8,9 @@ use uuid::Uuid;
 use crate::{EmbeddedStore, to_millis};
 use tomato_store::{StoreError, TokenStore};
 
+/// Whether one token was revoked: a single check, or each of a batch's.
+const IS_REVOKED: &str = "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?1)";
+
 #[async_trait]
 impl TokenStore for EmbeddedStore {
     async fn revoke(&self, jti: Uuid, expires_at: OffsetDateTime) -> Result<(), StoreError> {
@@ -27,7 +30,7 @@ impl TokenStore for EmbeddedStore {
         self.db
             .read(move |conn| {
                 Ok(conn
-                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?1)")?
+                    .prepare_cached(IS_REVOKED)?
                     .query_row([jti.to_string()], |row| row.get(0))?)
             })
             .await
@@ -40,9 +43,7 @@ impl TokenStore for EmbeddedStore {
         let jtis = jtis.to_vec();
         self.db
             .read(move |conn| {
-                let mut exists = conn.prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?1)",
-                )?;
+                let mut exists = conn.prepare_cached(IS_REVOKED)?;
                 let mut revoked = Vec::new();
                 for jti in &jtis {
                     if exists.query_row([jti.to_string()], |row| row.get::<_, bool>(0))? {
