@@ -15,12 +15,17 @@ pub async fn flush(state: &AppState) -> usize {
     if count == 0 {
         return 0;
     }
+    let started = std::time::Instant::now();
     if let Err(err) = state.stores.riders.save_positions(dirty).await {
         // Soft state: the next reports of these riders carry their positions again.
         tracing::warn!(error = %err, riders = count, "rider position snapshot failed");
         return 0;
     }
-    tracing::debug!(riders = count, "rider positions snapshotted");
+    tracing::debug!(
+        riders = count,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "rider positions snapshotted"
+    );
     count
 }
 

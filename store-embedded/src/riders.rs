@@ -7,7 +7,10 @@ use tomato_domain::{LatLon, OrderId, Rider, RiderId, UserId};
 use crate::{EmbeddedStore, from_millis, parse_col, to_millis};
 use tomato_store::{Conflict, PositionSnapshot, RiderStore, StoreError};
 
-const COLUMNS: &str = "id, user_id, name, phone_number, aadhar_number, driving_license_number, \
+/// Positions written per transaction of a snapshot: 1-2 ms of the writer's time.
+pub(crate) const POSITIONS_PER_WRITE: usize = 400;
+
+pub(crate) const COLUMNS: &str = "id, user_id, name, phone_number, aadhar_number, driving_license_number, \
     picture, is_verified, is_available, lat, lon, last_seen_at, current_order_id, created_at";
 
 fn rider_row(row: &Row<'_>) -> rusqlite::Result<Result<Rider, StoreError>> {
@@ -153,26 +156,40 @@ impl RiderStore for EmbeddedStore {
     }
 
     async fn save_positions(&self, positions: Vec<PositionSnapshot>) -> Result<(), StoreError> {
-        self.db
-            .write(move |conn| {
-                let tx = conn.transaction()?;
-                {
-                    let mut update = tx.prepare_cached(
-                        "UPDATE riders SET lat = ?2, lon = ?3, last_seen_at = ?4 WHERE id = ?1",
-                    )?;
-                    for p in &positions {
-                        update.execute(params![
-                            p.rider.to_string(),
-                            p.location.lat(),
-                            p.location.lon(),
-                            to_millis(p.seen_at)
-                        ])?;
+        // One transaction per chunk, each its own job on the writer: the whole snapshot in one
+        // transaction held the writer ~100 ms at 19 000 riders, and every order move or payment
+        // queued behind it waited that long (the p99.9 of ready -> offered). Between chunks the
+        // writer serves whatever queued meanwhile. In id order, the table's order, a chunk
+        // rewrites a few neighbouring pages instead of one page per rider. A crash part-way
+        // leaves some riders at older positions, which soft state allows.
+        let mut rest = positions;
+        // A UUID's order is the order of its text, the table's key.
+        rest.sort_unstable_by_key(|p| p.rider);
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(POSITIONS_PER_WRITE));
+            let chunk = std::mem::replace(&mut rest, tail);
+            self.db
+                .write(move |conn| {
+                    let tx = conn.transaction()?;
+                    {
+                        let mut update = tx.prepare_cached(
+                            "UPDATE riders SET lat = ?2, lon = ?3, last_seen_at = ?4 WHERE id = ?1",
+                        )?;
+                        for p in &chunk {
+                            update.execute(params![
+                                p.rider.to_string(),
+                                p.location.lat(),
+                                p.location.lon(),
+                                to_millis(p.seen_at)
+                            ])?;
+                        }
                     }
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     async fn all(&self) -> Result<Vec<Rider>, StoreError> {
