@@ -162,9 +162,9 @@ async fn upgrade(
     if query.token.as_deref() != Some(TOKEN) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    // Configured as tomato's `/ws` configures its sockets (a 4 KiB read buffer rather than
+    // Configured as tomato's `/ws` configures its sockets (a 512-byte read buffer rather than
     // tungstenite's 128 KiB, 64 KiB frames), so memory per connection compares too.
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(512)
         .max_frame_size(64 * 1024)
         .max_message_size(64 * 1024)
         .on_upgrade(serve)

@@ -52,7 +52,11 @@ impl std::fmt::Debug for Realtime {
 
 impl Default for Realtime {
     fn default() -> Self {
-        let (layer, io) = SocketIo::builder().build_layer();
+        // Socket.IO's WebSocket transport reads with the same small buffer as `/ws` (its
+        // default, 4 KiB, was most of a rider's memory after the socket itself).
+        let (layer, io) = SocketIo::builder()
+            .ws_read_buffer_size(ws::READ_BUFFER)
+            .build_layer();
         let sockets = Arc::new(LocalSockets {
             io,
             ws: ws::Hub::default(),

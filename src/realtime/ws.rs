@@ -28,11 +28,14 @@ use super::sessions::Ended;
 use crate::auth::AuthUser;
 use crate::auth::extract::authenticate;
 use crate::http::{ApiError, ErrorBody, Query};
+use crate::limits::SocketSlot;
 use crate::riders::PositionReport;
 use crate::state::AppState;
 
-/// Read buffer of a `/ws` connection (it grows for a larger frame, up to the frame limit).
-const WS_READ_BUFFER: usize = 4 * 1024;
+/// Read buffer of a `/ws` connection, held for as long as it is open. A position report is a
+/// frame of ~150 bytes; a larger frame reserves its whole length once its header is read, so
+/// the size only sets how much one read syscall may take.
+pub(super) const READ_BUFFER: usize = 512;
 
 /// Frames waiting for one slow client; when they fill up the connection is closed.
 const OUTBOX: usize = 256;
@@ -177,16 +180,31 @@ pub async fn upgrade(
         .open_socket(auth.user.id)
         .ok_or_else(too_many_sockets)?;
     let rooms = super::rooms_of(&state, &auth).await;
+    let conn = Box::new(Conn {
+        state,
+        auth,
+        rooms,
+        _slot: slot,
+    });
     // tungstenite preallocates a 128 KiB read buffer per connection by default: 2.6 GB for
     // 19 k rider sockets in a load test. Client frames here are position reports of ~100 bytes.
     Ok(upgrade
-        .read_buffer_size(WS_READ_BUFFER)
+        .read_buffer_size(READ_BUFFER)
         .max_frame_size(MAX_FRAME)
         .max_message_size(MAX_FRAME)
-        .on_upgrade(move |socket| async move {
-            serve(state, auth, rooms, socket).await;
-            drop(slot);
-        }))
+        .on_upgrade(move |socket| serve(conn, socket)))
+}
+
+/// What a connection holds for its life besides its socket, in one box: a task's future
+/// stores the values it was handed once per layer of `async` around them (axum's upgrade,
+/// an `async fn`'s arguments and their moved copies), which made a connection's task 5 KB,
+/// most of it the node's state and the user three times over.
+struct Conn {
+    state: AppState,
+    auth: AuthUser,
+    rooms: Vec<String>,
+    /// Its place under `limits.sockets_per_user`, given back when the connection ends.
+    _slot: SocketSlot,
 }
 
 /// A client frame, borrowed from its text: `data` is parsed once, into what its event takes.
@@ -218,82 +236,93 @@ struct Close {
 
 /// One task per connection reads frames, answers them and writes the events of its rooms: the
 /// ack of a position goes out from where it was decided, with no hop to a writer task.
-async fn serve(state: AppState, auth: AuthUser, mut rooms: Vec<String>, mut socket: WebSocket) {
-    let (outbox, mut inbox) = mpsc::channel::<String>(OUTBOX);
-    let ending = Arc::new(Ending::default());
-    let id = state
-        .realtime
-        .sockets()
-        .ws
-        .join(&rooms, outbox.clone(), &ending);
-    let session = {
-        let ending = Arc::clone(&ending);
-        state.realtime.sessions.open(
-            &auth.claims,
-            Arc::new(move |why| ending.end(Closing::Session(why))),
-        )
-    };
-    let left = (auth.claims.refused_from() - time::OffsetDateTime::now_utc())
-        .max(time::Duration::ZERO)
-        .unsigned_abs();
-    let expiry = tokio::time::sleep(left);
-    tokio::pin!(expiry);
-    // One timer for idleness, re-armed when it fires rather than on every frame.
-    let mut heard = Instant::now();
-    let idle = tokio::time::sleep(IDLE);
-    tokio::pin!(idle);
-    let close = loop {
-        let next = tokio::select! {
-            biased;
-            () = ending.rung.notified() => break ending.why().map(closing_frame),
-            () = &mut expiry => break Some(closing_frame(Closing::Session(Ended::TokenExpired))),
-            () = &mut idle => {
-                if heard.elapsed() >= IDLE {
-                    break Some(Close { last: None, code: close_code::AWAY, reason: "idle for 60 s" });
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn's future keeps its arguments twice (as given and moved); the socket is 368 bytes"
+)]
+fn serve(mut conn: Box<Conn>, mut socket: WebSocket) -> impl Future<Output = ()> {
+    async move {
+        let Conn {
+            state, auth, rooms, ..
+        } = &mut *conn;
+        let (state, auth) = (&*state, &*auth);
+        let (outbox, mut inbox) = mpsc::channel::<String>(OUTBOX);
+        let ending = Arc::new(Ending::default());
+        let id = state
+            .realtime
+            .sockets()
+            .ws
+            .join(rooms, outbox.clone(), &ending);
+        let session = {
+            let ending = Arc::clone(&ending);
+            state.realtime.sessions.open(
+                &auth.claims,
+                Arc::new(move |why| ending.end(Closing::Session(why))),
+            )
+        };
+        let left = (auth.claims.refused_from() - time::OffsetDateTime::now_utc())
+            .max(time::Duration::ZERO)
+            .unsigned_abs();
+        let expiry = tokio::time::sleep(left);
+        tokio::pin!(expiry);
+        // One timer for idleness, re-armed when it fires rather than on every frame.
+        let mut heard = Instant::now();
+        let idle = tokio::time::sleep(IDLE);
+        tokio::pin!(idle);
+        let close = loop {
+            let next = tokio::select! {
+                biased;
+                () = ending.rung.notified() => break ending.why().map(closing_frame),
+                () = &mut expiry => break Some(closing_frame(Closing::Session(Ended::TokenExpired))),
+                () = &mut idle => {
+                    if heard.elapsed() >= IDLE {
+                        break Some(Close { last: None, code: close_code::AWAY, reason: "idle for 60 s" });
+                    }
+                    idle.as_mut().reset(heard + IDLE);
+                    continue;
                 }
-                idle.as_mut().reset(heard + IDLE);
+                Some(frame) = inbox.recv() => {
+                    match send(&mut socket, frame).await {
+                        Sent::Yes => continue,
+                        Sent::Stuck => break Some(closing_frame(Closing::Overflow)),
+                        Sent::Gone => break None,
+                    }
+                }
+                next = socket.next() => next,
+            };
+            heard = Instant::now();
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    // tungstenite refuses a frame over the limit before reading it whole.
+                    let too_large = err.to_string().contains("too long");
+                    break too_large.then_some(Close {
+                        last: None,
+                        code: close_code::SIZE,
+                        reason: "frames are at most 64 KiB",
+                    });
+                }
+                None => break None,
+            };
+            let Message::Text(text) = message else {
+                if matches!(message, Message::Close(_)) {
+                    break None;
+                }
                 continue;
-            }
-            Some(frame) = inbox.recv() => {
-                match send(&mut socket, frame).await {
-                    Sent::Yes => continue,
-                    Sent::Stuck => break Some(closing_frame(Closing::Overflow)),
-                    Sent::Gone => break None,
+            };
+            // Boxed: the handler's future is most of this loop's state, and an idle connection
+            // (nearly all of them, between positions) should not carry it.
+            let (ack_id, outcome) = Box::pin(handle(state, auth, &text)).await;
+            let outcome = outcome.map(|joined| {
+                if let Some(room) = joined {
+                    let hub = &state.realtime.sockets().ws;
+                    hub.join_one(id, room, outbox.clone(), &ending);
+                    if !rooms.iter().any(|r| r == room) {
+                        rooms.push(room.to_owned());
+                    }
                 }
-            }
-            next = socket.next() => next,
-        };
-        heard = Instant::now();
-        let message = match next {
-            Some(Ok(message)) => message,
-            Some(Err(err)) => {
-                // tungstenite refuses a frame over the limit before reading it whole.
-                let too_large = err.to_string().contains("too long");
-                break too_large.then_some(Close {
-                    last: None,
-                    code: close_code::SIZE,
-                    reason: "frames are at most 64 KiB",
-                });
-            }
-            None => break None,
-        };
-        let Message::Text(text) = message else {
-            if matches!(message, Message::Close(_)) {
-                break None;
-            }
-            continue;
-        };
-        let (ack_id, outcome) = handle(&state, &auth, &text).await;
-        let outcome = outcome.map(|joined| {
-            if let Some(room) = joined {
-                let hub = &state.realtime.sockets().ws;
-                hub.join_one(id, room, outbox.clone(), &ending);
-                if !rooms.iter().any(|r| r == room) {
-                    rooms.push(room.to_owned());
-                }
-            }
-        });
-        let frame = match (ack_id, &outcome) {
+            });
+            let frame = match (ack_id, &outcome) {
             // The common answer, written without building a JSON tree.
             (Some(id), Ok(())) => format!(r#"{{"event":"ack","id":{id},"data":{{"ok":true}}}}"#),
             (Some(id), Err(_)) => {
@@ -305,26 +334,27 @@ async fn serve(state: AppState, auth: AuthUser, mut rooms: Vec<String>, mut sock
             }
             (None, Ok(())) => continue,
         };
-        match send(&mut socket, frame).await {
-            Sent::Yes => {}
-            Sent::Stuck => break Some(closing_frame(Closing::Overflow)),
-            Sent::Gone => break None,
-        }
-    };
-    state.realtime.sockets().ws.leave(id, &rooms);
-    state.realtime.sessions.close(&auth.claims, session);
-    if let Some(Close { last, code, reason }) = close {
-        let goodbye = async {
-            if let Some(last) = last {
-                socket.send(Message::Text(last.into())).await?;
+            match send(&mut socket, frame).await {
+                Sent::Yes => {}
+                Sent::Stuck => break Some(closing_frame(Closing::Overflow)),
+                Sent::Gone => break None,
             }
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            socket.send(Message::Close(Some(frame))).await
         };
-        let _ = tokio::time::timeout(Duration::from_secs(5), goodbye).await;
+        state.realtime.sockets().ws.leave(id, rooms);
+        state.realtime.sessions.close(&auth.claims, session);
+        if let Some(Close { last, code, reason }) = close {
+            let goodbye = async {
+                if let Some(last) = last {
+                    socket.send(Message::Text(last.into())).await?;
+                }
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                socket.send(Message::Close(Some(frame))).await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), goodbye).await;
+        }
     }
 }
 
