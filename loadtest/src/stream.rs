@@ -235,9 +235,7 @@ async fn connect(peer: &Peer<'_>, riders: usize) -> anyhow::Result<Vec<Link>> {
                     Ok::<Link, anyhow::Error>(Link::Socket(Box::new(conn)))
                 }
                 Peer::Redis(clients) => Ok(Link::Redis(
-                    clients[i % clients.len()]
-                        .get_multiplexed_async_connection()
-                        .await?,
+                    crate::geo::redis_connection(&clients[i % clients.len()]).await?,
                     i,
                 )),
             }
