@@ -322,18 +322,9 @@ fn serve(mut conn: Box<Conn>, mut socket: WebSocket) -> impl Future<Output = ()>
                     }
                 }
             });
-            let frame = match (ack_id, &outcome) {
-            // The common answer, written without building a JSON tree.
-            (Some(id), Ok(())) => format!(r#"{{"event":"ack","id":{id},"data":{{"ok":true}}}}"#),
-            (Some(id), Err(_)) => {
-                serde_json::json!({ "event": "ack", "id": id, "data": super::ack_body(&outcome) })
-                    .to_string()
-            }
-            (None, Err(err)) => {
-                serde_json::json!({ "event": "error", "data": super::error_event(err) }).to_string()
-            }
-            (None, Ok(())) => continue,
-        };
+            let Some(frame) = answer(ack_id, &outcome) else {
+                continue;
+            };
             match send(&mut socket, frame).await {
                 Sent::Yes => {}
                 Sent::Stuck => break Some(closing_frame(Closing::Overflow)),
@@ -356,6 +347,22 @@ fn serve(mut conn: Box<Conn>, mut socket: WebSocket) -> impl Future<Output = ()>
             let _ = tokio::time::timeout(Duration::from_secs(5), goodbye).await;
         }
     }
+}
+
+/// The frame answering a client's frame, if it asked for an ack or was refused.
+fn answer(ack_id: Option<u64>, outcome: &Result<(), ApiError>) -> Option<String> {
+    Some(match (ack_id, outcome) {
+        // The common answer, written without building a JSON tree.
+        (Some(id), Ok(())) => format!(r#"{{"event":"ack","id":{id},"data":{{"ok":true}}}}"#),
+        (Some(id), Err(_)) => {
+            serde_json::json!({ "event": "ack", "id": id, "data": super::ack_body(outcome) })
+                .to_string()
+        }
+        (None, Err(err)) => {
+            serde_json::json!({ "event": "error", "data": super::error_event(err) }).to_string()
+        }
+        (None, Ok(())) => return None,
+    })
 }
 
 /// How a write went.
