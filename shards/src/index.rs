@@ -1,13 +1,18 @@
 //! The in-memory spatial index of riders: the location hot path. Riders sit in buckets by H3
 //! cell (resolution 8, cells of about 0.7 km²); a nearest search walks rings of cells outward
 //! from the searched point and stops as soon as no farther ring can hold anything nearer than
-//! what it has. Positions are kept as unit vectors, so ranking by the squared chord between two
-//! points is exactly ranking by great-circle distance, at the price of a few multiplications
-//! instead of the haversine's trigonometry.
+//! what it has. Within the rings it skips every cell whose nearest possible point (its centre
+//! less its reach) is farther than what it has: in a dense city the five nearest riders are a
+//! few dozen metres away, and most cells around are never opened. Positions are kept as unit
+//! vectors, so ranking by the squared chord between two points is exactly ranking by
+//! great-circle distance, at the price of a few multiplications instead of the haversine's
+//! trigonometry.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
-use h3o::{CellIndex, Resolution};
+use foldhash::HashMap;
+
+use h3o::{CellIndex, LatLng, Resolution};
 use tomato_domain::geo::{covering_k, ring_min_distance_m};
 use tomato_domain::{LatLon, RiderId};
 
@@ -49,22 +54,62 @@ pub enum Placement {
     Moved { from: CellIndex },
 }
 
+/// The riders of one cell, and where the cell lies, so a search can tell whether anything in
+/// it could be near enough to be worth scanning.
+#[derive(Debug)]
+pub struct Bucket {
+    slots: Vec<Slot>,
+    /// Unit vector of the cell's centre.
+    centre: [f64; 3],
+    /// The chord from the centre to the farthest point of the cell, with slack: no point H3
+    /// puts in the cell is farther from its centre.
+    reach: f64,
+}
+
+/// Slack on a cell's reach. A cell's edges are great-circle arcs (H3 draws them straight in a
+/// gnomonic projection), so its farthest points from the centre are vertices; the slack covers
+/// the rounding of both computations, and the property test checks it over the whole globe.
+const REACH_SLACK: f64 = 1.01;
+
+impl Bucket {
+    fn new(cell: CellIndex) -> Self {
+        let centre = unit_vector_of(LatLng::from(cell));
+        let reach = cell
+            .boundary()
+            .iter()
+            .map(|vertex| chord2(centre, unit_vector_of(*vertex)).sqrt())
+            .fold(0.0, f64::max);
+        Self {
+            slots: Vec::new(),
+            centre,
+            reach: reach * REACH_SLACK,
+        }
+    }
+}
+
 /// Where a search finds the riders of a cell: one index, or several shards' indexes.
 pub trait Buckets {
     /// The riders in `cell`, if any.
-    fn bucket(&self, cell: CellIndex) -> Option<&[Slot]>;
+    fn bucket(&self, cell: CellIndex) -> Option<&Bucket>;
 }
 
 /// Riders by cell.
 #[derive(Debug, Default)]
 pub struct SpatialIndex {
-    buckets: HashMap<CellIndex, Vec<Slot>>,
+    buckets: HashMap<CellIndex, Bucket>,
     /// Where each rider's slot is: its cell and position in the bucket.
     places: HashMap<RiderId, (CellIndex, u32)>,
 }
 
 fn unit_vector(at: LatLon) -> [f64; 3] {
-    let (lat, lon) = (at.lat().to_radians(), at.lon().to_radians());
+    unit_vector_rad(at.lat().to_radians(), at.lon().to_radians())
+}
+
+fn unit_vector_of(at: LatLng) -> [f64; 3] {
+    unit_vector_rad(at.lat_radians(), at.lng_radians())
+}
+
+fn unit_vector_rad(lat: f64, lon: f64) -> [f64; 3] {
     [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
 }
 
@@ -158,7 +203,7 @@ impl SpatialIndex {
                 if let Some(existing) = self
                     .buckets
                     .get_mut(&cell)
-                    .and_then(|bucket| bucket.get_mut(index as usize))
+                    .and_then(|bucket| bucket.slots.get_mut(index as usize))
                 {
                     *existing = slot;
                 }
@@ -177,21 +222,25 @@ impl SpatialIndex {
     }
 
     fn insert(&mut self, cell: CellIndex, slot: Slot) {
-        let bucket = self.buckets.entry(cell).or_default();
-        self.places.insert(slot.rider, (cell, bucket.len() as u32));
-        bucket.push(slot);
+        let bucket = self
+            .buckets
+            .entry(cell)
+            .or_insert_with(|| Bucket::new(cell));
+        self.places
+            .insert(slot.rider, (cell, bucket.slots.len() as u32));
+        bucket.slots.push(slot);
     }
 
     /// Takes the rider out; returns where it was and when it was seen.
     pub fn remove(&mut self, rider: RiderId) -> Option<(LatLon, u32, bool)> {
         let (cell, index) = self.places.remove(&rider)?;
         let bucket = self.buckets.get_mut(&cell)?;
-        let slot = bucket.swap_remove(index as usize);
+        let slot = bucket.slots.swap_remove(index as usize);
         // The last slot moved into the hole: tell its rider where it is now.
-        if let Some(moved) = bucket.get(index as usize) {
+        if let Some(moved) = bucket.slots.get(index as usize) {
             self.places.insert(moved.rider, (cell, index));
         }
-        if bucket.is_empty() {
+        if bucket.slots.is_empty() {
             self.buckets.remove(&cell);
         }
         Some((to_latlon(slot.xyz), slot.seen, slot.dispatchable))
@@ -210,7 +259,7 @@ impl SpatialIndex {
         if let Some(slot) = self
             .buckets
             .get_mut(&cell)
-            .and_then(|bucket| bucket.get_mut(index as usize))
+            .and_then(|bucket| bucket.slots.get_mut(index as usize))
         {
             slot.dispatchable = dispatchable;
         }
@@ -220,7 +269,7 @@ impl SpatialIndex {
     /// Where the rider is, when it was seen, and whether it is dispatchable.
     pub fn get(&self, rider: RiderId) -> Option<(LatLon, u32, bool)> {
         let (cell, index) = self.places.get(&rider)?;
-        let slot = self.buckets.get(cell)?.get(*index as usize)?;
+        let slot = self.buckets.get(cell)?.slots.get(*index as usize)?;
         Some((to_latlon(slot.xyz), slot.seen, slot.dispatchable))
     }
 
@@ -245,6 +294,7 @@ impl SpatialIndex {
     ) -> impl Iterator<Item = (CellIndex, usize)> + 'a {
         self.buckets.iter().filter_map(move |(cell, bucket)| {
             let count = bucket
+                .slots
                 .iter()
                 .filter(|slot| filter(slot.seen, slot.dispatchable))
                 .count();
@@ -264,7 +314,7 @@ impl SpatialIndex {
     ) -> usize {
         let stride = stride.max(1);
         let mut passed = 0;
-        for slot in self.buckets.values().flatten() {
+        for slot in self.buckets.values().flat_map(|bucket| &bucket.slots) {
             if !filter(slot.seen, slot.dispatchable) {
                 continue;
             }
@@ -278,13 +328,14 @@ impl SpatialIndex {
 }
 
 impl Buckets for SpatialIndex {
-    fn bucket(&self, cell: CellIndex) -> Option<&[Slot]> {
-        self.buckets.get(&cell).map(Vec::as_slice)
+    fn bucket(&self, cell: CellIndex) -> Option<&Bucket> {
+        self.buckets.get(&cell)
     }
 }
 
 /// Riders in `cell` that pass `filter`, scored against `target` into `best` (a max-heap of at
-/// most `limit`).
+/// most `limit`). A cell that cannot hold anything nearer than the radius, or than the worst
+/// rider kept once `best` is full, is not opened.
 fn scan(
     buckets: &impl Buckets,
     cell: CellIndex,
@@ -297,7 +348,16 @@ fn scan(
     let Some(bucket) = buckets.bucket(cell) else {
         return;
     };
-    for slot in bucket {
+    // Chords are straight lines, so the triangle inequality bounds every point of the cell.
+    let floor = chord2(target, bucket.centre).sqrt() - bucket.reach;
+    if floor > 0.0 {
+        let floor2 = floor * floor;
+        let full = best.len() == limit;
+        if floor2 > max_chord2 || full && best.peek().is_some_and(|worst| floor2 >= worst.0) {
+            return;
+        }
+    }
+    for slot in &bucket.slots {
         if !filter(slot.seen, slot.dispatchable) {
             continue;
         }
@@ -307,9 +367,11 @@ fn scan(
         }
         if best.len() < limit {
             best.push(Candidate(d, *slot));
-        } else if best.peek().is_some_and(|worst| d < worst.0) {
-            best.pop();
-            best.push(Candidate(d, *slot));
+        } else if let Some(mut worst) = best.peek_mut()
+            && d < worst.0
+        {
+            // Replaced in place: one sift down when the guard drops, not a pop and a push.
+            *worst = Candidate(d, *slot);
         }
     }
 }
@@ -442,10 +504,42 @@ mod tests {
         );
     }
 
+    /// What a scan of every rider returns: the `limit` nearest within `radius` passing `filter`.
+    fn brute_force(
+        all: &[(RiderId, LatLon, u32, bool)],
+        centre: LatLon,
+        radius: f64,
+        limit: usize,
+        filter: impl Fn(u32, bool) -> bool,
+    ) -> Vec<RiderId> {
+        let mut expected: Vec<(f64, RiderId)> = all
+            .iter()
+            .filter(|(_, _, seen, ok)| filter(*seen, *ok))
+            .map(|(id, at, _, _)| (centre.distance_m(*at), *id))
+            .filter(|(d, _)| *d <= radius)
+            .collect();
+        expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        expected.into_iter().take(limit).map(|(_, id)| id).collect()
+    }
+
+    /// Indexes the riders; returns the index and what went in.
+    fn indexed(
+        riders: Vec<(f64, f64, u32, bool)>,
+    ) -> (SpatialIndex, Vec<(RiderId, LatLon, u32, bool)>) {
+        let mut index = SpatialIndex::default();
+        let mut all = Vec::new();
+        for (lat, lon, seen, ok) in riders {
+            let id = RiderId::new();
+            index.upsert(id, point(lat, lon), seen, ok);
+            all.push((id, point(lat, lon), seen, ok));
+        }
+        (index, all)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
-        /// The ring search returns exactly what a scan of every rider would.
+        /// The ring search returns exactly what a scan of every rider would, over a city.
         #[test]
         fn ring_search_equals_brute_force(
             riders in prop::collection::vec((12.80f64..13.15, 77.45f64..77.80, 0u32..100, any::<bool>()), 0..400),
@@ -453,25 +547,64 @@ mod tests {
             radius in 100.0f64..20_000.0,
             limit in 1usize..12,
         ) {
-            let mut index = SpatialIndex::default();
-            let mut all = Vec::new();
-            for (rlat, rlon, seen, ok) in riders {
-                let id = RiderId::new();
-                index.upsert(id, point(rlat, rlon), seen, ok);
-                all.push((id, point(rlat, rlon), seen, ok));
-            }
+            let (index, all) = indexed(riders);
             let centre = point(lat, lon);
             let filter = |seen: u32, ok: bool| ok && seen >= 30;
             let found: Vec<RiderId> = index.nearest(centre, radius, limit, filter).iter().map(|f| f.rider).collect();
-            let mut expected: Vec<(f64, RiderId)> = all
-                .iter()
-                .filter(|(_, _, seen, ok)| filter(*seen, *ok))
-                .map(|(id, at, _, _)| (centre.distance_m(*at), *id))
-                .filter(|(d, _)| *d <= radius)
-                .collect();
-            expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            let expected: Vec<RiderId> = expected.into_iter().take(limit).map(|(_, id)| id).collect();
-            prop_assert_eq!(found, expected);
+            prop_assert_eq!(found, brute_force(&all, centre, radius, limit, filter));
+        }
+
+        /// The same where riders are dense (a few km², dozens a cell), so that most cells around
+        /// the searched point are skipped by their bound rather than scanned.
+        #[test]
+        fn dense_ring_search_equals_brute_force(
+            riders in prop::collection::vec((12.95f64..12.99, 77.58f64..77.62, 0u32..100, any::<bool>()), 200..1500),
+            (lat, lon) in (12.94f64..13.00, 77.57f64..77.63),
+            radius in 20.0f64..6_000.0,
+            limit in 1usize..12,
+        ) {
+            let (index, all) = indexed(riders);
+            let centre = point(lat, lon);
+            let filter = |seen: u32, ok: bool| ok && seen >= 30;
+            let found: Vec<RiderId> = index.nearest(centre, radius, limit, filter).iter().map(|f| f.rider).collect();
+            prop_assert_eq!(found, brute_force(&all, centre, radius, limit, filter));
+        }
+
+        /// Every point H3 puts in a cell lies within the cell's reach of its centre, anywhere on
+        /// the globe (the poles, the antimeridian and cells cut by icosahedron faces included).
+        #[test]
+        fn a_cell_reaches_every_point_in_it(lat in -90.0f64..=90.0, lon in -180.0f64..=180.0) {
+            let at = point(lat, lon);
+            let cell = at.cell(INDEX_RESOLUTION);
+            let bucket = Bucket::new(cell);
+            let d = chord2(unit_vector(at), bucket.centre).sqrt();
+            prop_assert!(d <= bucket.reach, "{} > {} in {}", d, bucket.reach, cell);
+        }
+    }
+
+    /// The same around every pentagon, where cells are distorted most: a grid of points over
+    /// each pentagon and its neighbours.
+    #[test]
+    fn cells_around_pentagons_reach_every_point_in_them() {
+        for pentagon in INDEX_RESOLUTION.pentagons() {
+            let centre = LatLng::from(pentagon);
+            for i in -10..=10 {
+                for j in -10..=10 {
+                    let lat = (centre.lat() + f64::from(i) * 0.001).clamp(-90.0, 90.0);
+                    let lon = centre.lng() + f64::from(j) * 0.001;
+                    let lon = if lon > 180.0 {
+                        lon - 360.0
+                    } else if lon < -180.0 {
+                        lon + 360.0
+                    } else {
+                        lon
+                    };
+                    let at = point(lat, lon);
+                    let bucket = Bucket::new(at.cell(INDEX_RESOLUTION));
+                    let d = chord2(unit_vector(at), bucket.centre).sqrt();
+                    assert!(d <= bucket.reach, "{d} > {} near {pentagon}", bucket.reach);
+                }
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use tomato_domain::geo::covering_k;
 use tomato_domain::{LatLon, RiderId};
 use tomato_store::PositionSnapshot;
 
-use crate::index::{self, Buckets, Found, INDEX_RESOLUTION, Slot, SpatialIndex};
+use crate::index::{self, Bucket, Buckets, Found, INDEX_RESOLUTION, SpatialIndex};
 use crate::{ShardId, ShardMap};
 
 /// One shard's part of the index.
@@ -327,7 +327,7 @@ struct View<'a> {
 }
 
 impl Buckets for View<'_> {
-    fn bucket(&self, cell: CellIndex) -> Option<&[Slot]> {
+    fn bucket(&self, cell: CellIndex) -> Option<&Bucket> {
         let shard = self.map.shard_of_cell(cell);
         let (_, guard) = self.guards.iter().find(|(id, _)| *id == shard)?;
         guard.index.bucket(cell)
