@@ -54,11 +54,9 @@ pub(super) fn attach(state: &AppState) {
             Ok::<(), Refused>(())
         }
     };
-    // Each socket's handlers share one copy of the node's state: a clone each (456 bytes) in
-    // every handler of every socket was memory per rider for nothing.
-    let for_connect = Arc::new(state.clone());
+    let for_connect = state.clone();
     let on_connect = move |socket: SocketRef| {
-        let state = Arc::clone(&for_connect);
+        let state = for_connect.clone();
         async move {
             let Some(auth) = socket.extensions.get::<AuthUser>() else {
                 socket.disconnect().ok();
@@ -68,9 +66,9 @@ pub(super) fn attach(state: &AppState) {
                 socket.join(room);
             }
             watch_session(&state, &socket, auth.claims);
-            let on_subscribe = Arc::clone(&state);
+            let on_subscribe = state.clone();
             socket.on("ops:subscribe", move |socket: SocketRef, ack: AckSender| {
-                let state = Arc::clone(&on_subscribe);
+                let state = on_subscribe.clone();
                 async move {
                     let outcome = match socket.extensions.get::<AuthUser>() {
                         Some(auth) => super::ops_subscribe(&state, auth.claims).await,
@@ -88,13 +86,13 @@ pub(super) fn attach(state: &AppState) {
                     }
                 }
             });
-            let on_location = Arc::clone(&state);
+            let on_location = state.clone();
             socket.on(
                 "rider:location",
                 move |socket: SocketRef,
                       TryData(report): TryData<PositionReport>,
                       ack: AckSender| {
-                    let state = Arc::clone(&on_location);
+                    let state = on_location.clone();
                     async move {
                         let outcome = match (socket.extensions.get::<AuthUser>(), report) {
                             (Some(auth), Ok(report)) => {
