@@ -522,10 +522,14 @@ mod tests {
         expected.into_iter().take(limit).map(|(_, id)| id).collect()
     }
 
-    /// Indexes the riders; returns the index and what went in.
-    fn indexed(
+    /// Indexes the riders, searches around `(lat, lon)` for fresh, available riders and returns
+    /// what the ring search found beside what a scan of every rider finds.
+    fn ring_search_and_brute_force(
         riders: Vec<(f64, f64, u32, bool)>,
-    ) -> (SpatialIndex, Vec<(RiderId, LatLon, u32, bool)>) {
+        (lat, lon): (f64, f64),
+        radius: f64,
+        limit: usize,
+    ) -> (Vec<RiderId>, Vec<RiderId>) {
         let mut index = SpatialIndex::default();
         let mut all = Vec::new();
         for (lat, lon, seen, ok) in riders {
@@ -533,7 +537,14 @@ mod tests {
             index.upsert(id, point(lat, lon), seen, ok);
             all.push((id, point(lat, lon), seen, ok));
         }
-        (index, all)
+        let centre = point(lat, lon);
+        let filter = |seen: u32, ok: bool| ok && seen >= 30;
+        let found = index
+            .nearest(centre, radius, limit, filter)
+            .iter()
+            .map(|f| f.rider)
+            .collect();
+        (found, brute_force(&all, centre, radius, limit, filter))
     }
 
     proptest! {
@@ -547,11 +558,8 @@ mod tests {
             radius in 100.0f64..20_000.0,
             limit in 1usize..12,
         ) {
-            let (index, all) = indexed(riders);
-            let centre = point(lat, lon);
-            let filter = |seen: u32, ok: bool| ok && seen >= 30;
-            let found: Vec<RiderId> = index.nearest(centre, radius, limit, filter).iter().map(|f| f.rider).collect();
-            prop_assert_eq!(found, brute_force(&all, centre, radius, limit, filter));
+            let (found, expected) = ring_search_and_brute_force(riders, (lat, lon), radius, limit);
+            prop_assert_eq!(found, expected);
         }
 
         /// The same where riders are dense (a few km², dozens a cell), so that most cells around
@@ -563,11 +571,8 @@ mod tests {
             radius in 20.0f64..6_000.0,
             limit in 1usize..12,
         ) {
-            let (index, all) = indexed(riders);
-            let centre = point(lat, lon);
-            let filter = |seen: u32, ok: bool| ok && seen >= 30;
-            let found: Vec<RiderId> = index.nearest(centre, radius, limit, filter).iter().map(|f| f.rider).collect();
-            prop_assert_eq!(found, brute_force(&all, centre, radius, limit, filter));
+            let (found, expected) = ring_search_and_brute_force(riders, (lat, lon), radius, limit);
+            prop_assert_eq!(found, expected);
         }
 
         /// Every point H3 puts in a cell lies within the cell's reach of its centre, anywhere on
