@@ -44,27 +44,57 @@ pub enum GeoMode {
     Stream,
 }
 
-/// A side of `geo-compare --mode stream`.
+/// A side of `geo-compare`: the batch sides answer HTTP/2 requests (Redis, RESP pipelines), the
+/// stream sides hold one socket per rider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StreamSide {
-    /// The bare ceiling of the stack over `/ws`.
-    BareWs,
-    /// tomato over `/ws`.
-    TomatoWs,
-    /// tomato over Socket.IO.
-    TomatoSocketio,
-    /// Redis `GEOADD` over RESP.
+pub enum GeoSide {
+    /// Redis: `GEOADD` and `GEOSEARCH` over RESP (both modes).
     Redis,
+    /// Batch: tomato's HTTP API.
+    TomatoHttp,
+    /// Batch: the bare ceiling of the stack over HTTP.
+    BareHttp,
+    /// Stream: the bare ceiling of the stack over `/ws`.
+    BareWs,
+    /// Stream: tomato over `/ws`.
+    TomatoWs,
+    /// Stream: tomato over Socket.IO.
+    TomatoSocketio,
 }
 
-impl StreamSide {
+impl GeoSide {
     /// The name reports use.
     pub fn name(self) -> &'static str {
         match self {
-            StreamSide::BareWs => "bare-ws",
-            StreamSide::TomatoWs => "tomato-ws",
-            StreamSide::TomatoSocketio => "tomato-socketio",
-            StreamSide::Redis => "redis",
+            GeoSide::Redis => "redis",
+            GeoSide::TomatoHttp => "tomato-http",
+            GeoSide::BareHttp => "bare-http",
+            GeoSide::BareWs => "bare-ws",
+            GeoSide::TomatoWs => "tomato-ws",
+            GeoSide::TomatoSocketio => "tomato-socketio",
+        }
+    }
+}
+
+impl GeoMode {
+    /// The name `--mode` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            GeoMode::Batch => "batch",
+            GeoMode::Stream => "stream",
+        }
+    }
+
+    /// Every side this mode runs, in the order it runs them.
+    pub fn sides(self) -> &'static [GeoSide] {
+        match self {
+            GeoMode::Batch => &[GeoSide::Redis, GeoSide::TomatoHttp, GeoSide::BareHttp],
+            GeoMode::Stream => &[
+                GeoSide::BareWs,
+                GeoSide::TomatoWs,
+                GeoSide::TomatoSocketio,
+                GeoSide::Redis,
+            ],
         }
     }
 }
@@ -217,15 +247,11 @@ pub struct GeoArgs {
     /// Stream mode: seconds each rate is offered.
     #[arg(long, default_value_t = 10.0)]
     pub step_s: f64,
-    /// Stream mode: the sides to run, in this order (all four by default; one alone is
-    /// handy while profiling a node).
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "bare-ws,tomato-ws,tomato-socketio,redis"
-    )]
-    pub sides: Vec<StreamSide>,
+    /// The sides to run, in this order: all of the mode's by default (batch: redis,
+    /// tomato-http, bare-http; stream: bare-ws, tomato-ws, tomato-socketio, redis). One alone
+    /// is handy while profiling a node.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub sides: Vec<GeoSide>,
     /// Stream mode: loopback source addresses the sockets are spread over.
     #[arg(long, default_value_t = 8)]
     pub source_addrs: u8,
@@ -426,10 +452,31 @@ impl GeoArgs {
         if self.source_addrs == 0 {
             bail!("--source-addrs must be at least 1");
         }
-        if self.sides.is_empty() {
-            bail!("--sides must name at least one side");
+        let mode = self.mode.sides();
+        if let Some(side) = self.sides.iter().find(|side| !mode.contains(side)) {
+            let names: Vec<&str> = mode.iter().map(|side| side.name()).collect();
+            bail!(
+                "--sides: {} is not a side of --mode {}; it has {}",
+                side.name(),
+                self.mode.name(),
+                names.join(", ")
+            );
         }
         Ok(())
+    }
+
+    /// The sides to run: those given, else all of the mode's.
+    pub fn sides(&self) -> Vec<GeoSide> {
+        if self.sides.is_empty() {
+            self.mode.sides().to_vec()
+        } else {
+            self.sides.clone()
+        }
+    }
+
+    /// Whether this run has the side.
+    pub fn has(&self, side: GeoSide) -> bool {
+        self.sides().contains(&side)
     }
 }
 
@@ -490,6 +537,11 @@ mod tests {
         assert!(refused(&["geo-compare", "--rates", "NaN"]).contains("--rates"));
         assert!(refused(&["geo-compare", "--step-s", "0"]).contains("--step-s"));
         assert!(refused(&["geo-compare", "--mode", "fast"]).contains("--mode"));
+        assert!(refused(&["geo-compare", "--sides", "tomato-ws"]).contains("--mode batch"));
+        assert!(
+            refused(&["geo-compare", "--mode", "stream", "--sides", "bare-http"])
+                .contains("bare-ws, tomato-ws, tomato-socketio, redis")
+        );
         assert!(refused(&["run", "--lat", "95"]).contains("--lat"));
     }
 
@@ -506,5 +558,17 @@ mod tests {
             "--allow-remote",
         ])
         .expect("remote with the flag");
+        let sides = |args: &[&str]| match parse_from(args).expect("accepted") {
+            Command::GeoCompare(geo) => geo.sides(),
+            _ => unreachable!("geo-compare"),
+        };
+        assert_eq!(
+            sides(&["tomato-load", "geo-compare", "--sides", "tomato-http"]),
+            [GeoSide::TomatoHttp]
+        );
+        assert_eq!(
+            sides(&["tomato-load", "geo-compare", "--mode", "stream"]),
+            GeoMode::Stream.sides()
+        );
     }
 }

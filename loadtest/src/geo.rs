@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 
 use crate::api::{Api, Session};
 use crate::city::Point;
-use crate::cli::{GeoArgs, StreamSide, Transport};
+use crate::cli::{GeoArgs, GeoSide, Transport};
 use crate::conn::Dialer;
 use crate::setup::RiderAccount;
 use crate::stream::{Peer, Streaming};
@@ -61,23 +61,23 @@ pub struct Side {
     pub queries: Phase,
 }
 
-/// The comparison.
+/// The comparison; a side left out by `--sides` is `None`, and so are the ratios it is in.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Comparison {
     pub riders: usize,
     pub connections: usize,
     pub pipeline: usize,
-    pub redis: Side,
-    pub tomato: Side,
+    pub redis: Option<Side>,
+    pub tomato: Option<Side>,
     /// The same requests on the same stack, answered without any work behind them.
-    pub bare: Side,
+    pub bare: Option<Side>,
     /// tomato's rate over Redis's, per phase (> 1: tomato is faster).
-    pub update_rate_ratio: f64,
-    pub query_rate_ratio: f64,
+    pub update_rate_ratio: Option<f64>,
+    pub query_rate_ratio: Option<f64>,
     /// tomato's rate as a fraction of the bare ceiling's, per phase.
-    pub update_ceiling_fraction: f64,
-    pub query_ceiling_fraction: f64,
+    pub update_ceiling_fraction: Option<f64>,
+    pub query_ceiling_fraction: Option<f64>,
 }
 
 impl Comparison {
@@ -108,32 +108,47 @@ impl Comparison {
             "errors",
             "results"
         );
-        out += &row("redis updates", &self.redis.updates);
-        out += &row("tomato updates", &self.tomato.updates);
-        out += &row("bare updates", &self.bare.updates);
-        out += &row("redis queries", &self.redis.queries);
-        out += &row("tomato queries", &self.tomato.queries);
-        out += &row("bare queries", &self.bare.queries);
-        out += &format!(
-            "ratio tomato/redis: updates {:.2}x, queries {:.2}x (p99 {:.3} vs {:.3} ms, {:.3} vs {:.3} ms)\n",
-            self.update_rate_ratio,
-            self.query_rate_ratio,
-            self.tomato.updates.p99_ms,
-            self.redis.updates.p99_ms,
-            self.tomato.queries.p99_ms,
-            self.redis.queries.p99_ms
-        );
-        out += &format!(
-            "tomato as a fraction of the bare ceiling: updates {:.2}, queries {:.2}\n",
-            self.update_ceiling_fraction, self.query_ceiling_fraction
-        );
+        let sides = [
+            ("redis", &self.redis),
+            ("tomato", &self.tomato),
+            ("bare", &self.bare),
+        ];
+        for (name, side) in sides {
+            if let Some(side) = side {
+                out += &row(&format!("{name} updates"), &side.updates);
+            }
+        }
+        for (name, side) in sides {
+            if let Some(side) = side {
+                out += &row(&format!("{name} queries"), &side.queries);
+            }
+        }
+        if let (Some(tomato), Some(redis)) = (&self.tomato, &self.redis) {
+            out += &format!(
+                "ratio tomato/redis: updates {:.2}x, queries {:.2}x (p99 {:.3} vs {:.3} ms, {:.3} vs {:.3} ms)\n",
+                ratio(&tomato.updates, &redis.updates),
+                ratio(&tomato.queries, &redis.queries),
+                tomato.updates.p99_ms,
+                redis.updates.p99_ms,
+                tomato.queries.p99_ms,
+                redis.queries.p99_ms
+            );
+        }
+        if let (Some(tomato), Some(bare)) = (&self.tomato, &self.bare) {
+            out += &format!(
+                "tomato as a fraction of the bare ceiling: updates {:.2}, queries {:.2}\n",
+                ratio(&tomato.updates, &bare.updates),
+                ratio(&tomato.queries, &bare.queries)
+            );
+        }
         out
     }
 }
 
-/// Redis (started here unless `--redis` names one) and the city's riders, created on the node.
+/// Redis (started here unless `--redis` names one; none when no side is Redis) and the city's
+/// riders, created on the node.
 struct Prepared {
-    redis: redis::Client,
+    redis: Option<redis::Client>,
     /// Clients of the same Redis on each address it listens on.
     spread: Vec<redis::Client>,
     /// The `redis-server` started here, killed when dropped.
@@ -146,23 +161,28 @@ async fn prepare(args: &GeoArgs) -> anyhow::Result<Prepared> {
     let base = args.target.url()?;
     let city = args.area.city();
     // Redis first, so a missing redis-server fails before any rider is created.
-    let (redis_url, server) = match &args.redis {
-        Some(url) => (url.clone(), None),
-        None => {
-            let (url, child) = start_redis().await?;
-            (url, Some(child))
-        }
-    };
-    let redis = redis::Client::open(redis_url.as_str()).context("redis url")?;
-    // The same server on each loopback address it listens on (the one given, for --redis).
-    let spread = if server.is_some() {
-        LOOPBACKS
-            .iter()
-            .map(|n| redis_url.replace("127.0.0.1", &format!("127.0.0.{n}")))
-            .map(|url| redis::Client::open(url.as_str()))
-            .collect::<Result<Vec<_>, _>>()?
+    let (redis, spread, server) = if args.has(GeoSide::Redis) {
+        let (url, server) = match &args.redis {
+            Some(url) => (url.clone(), None),
+            None => {
+                let (url, child) = start_redis().await?;
+                (url, Some(child))
+            }
+        };
+        let redis = redis::Client::open(url.as_str()).context("redis url")?;
+        // The same server on each loopback address it listens on (the one given, for --redis).
+        let spread = if server.is_some() {
+            LOOPBACKS
+                .iter()
+                .map(|n| url.replace("127.0.0.1", &format!("127.0.0.{n}")))
+                .map(|url| redis::Client::open(url.as_str()))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![redis.clone()]
+        };
+        (Some(redis), spread, server)
     } else {
-        vec![redis.clone()]
+        (None, Vec::new(), None)
     };
     let api = Api::new(base.clone())?;
     let admin = setup::admin(&api, &args.target.admin_email).await?;
@@ -209,11 +229,13 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
     let bare_dialer = Dialer::new(&bare_base, args.source_addrs).await?;
     let node_dialer = Dialer::new(&base, args.source_addrs).await?;
     let bare_tokens = [bare::TOKEN.to_owned()];
-    let mut conn = redis_connection(&redis).await?;
-    redis::cmd("DEL")
-        .arg("tomato-load:stream")
-        .query_async::<redis::Value>(&mut conn)
-        .await?;
+    if let Some(redis) = &redis {
+        let mut conn = redis_connection(redis).await?;
+        redis::cmd("DEL")
+            .arg("tomato-load:stream")
+            .query_async::<redis::Value>(&mut conn)
+            .await?;
+    }
     let step = Duration::from_secs_f64(args.step_s);
     let socket = |dialer, transport, tokens| Peer::Socket {
         dialer,
@@ -227,17 +249,20 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
         .map_or(Probe::pid(None), Probe::listening_on);
     let redis_probe = Probe::pid(redis_server.as_ref().and_then(Child::id));
     let mut sides = Vec::new();
-    for &side in &args.sides {
+    for side in args.sides() {
         let (peer, server) = match side {
-            StreamSide::BareWs => (
+            GeoSide::BareWs => (
                 socket(&bare_dialer, Transport::Ws, &bare_tokens[..]),
                 Probe::pid(bare.pid()),
             ),
-            StreamSide::TomatoWs => (socket(&node_dialer, Transport::Ws, &tokens[..]), node),
-            StreamSide::TomatoSocketio => {
+            GeoSide::TomatoWs => (socket(&node_dialer, Transport::Ws, &tokens[..]), node),
+            GeoSide::TomatoSocketio => {
                 (socket(&node_dialer, Transport::Socketio, &tokens[..]), node)
             }
-            StreamSide::Redis => (Peer::Redis(&spread), redis_probe),
+            GeoSide::Redis => (Peer::Redis(&spread), redis_probe),
+            GeoSide::TomatoHttp | GeoSide::BareHttp => {
+                unreachable!("checked with the command line: not a stream side")
+            }
         };
         let run = stream::side(
             side.name(),
@@ -286,83 +311,90 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
         })
         .collect();
 
-    // Both indexes start from the same positions.
-    let mut conn = redis_connection(&redis).await?;
-    redis::cmd("DEL")
-        .arg(KEY)
-        .query_async::<redis::Value>(&mut conn)
-        .await?;
-    for chunk in riders.chunks(1000).enumerate() {
-        let (n, chunk) = chunk;
-        let mut pipe = redis::pipe();
-        for (i, rider) in chunk.iter().enumerate() {
-            pipe.cmd("GEOADD")
+    let tokens: Arc<Vec<String>> =
+        Arc::new(riders.iter().map(|r| r.session.token.clone()).collect());
+    let redis_side = match &redis {
+        Some(redis) => {
+            // Both indexes start from the same positions.
+            let mut conn = redis_connection(redis).await?;
+            redis::cmd("DEL")
                 .arg(KEY)
-                .arg(rider.walker.at.lon)
-                .arg(rider.walker.at.lat)
-                .arg(n * 1000 + i);
+                .query_async::<redis::Value>(&mut conn)
+                .await?;
+            for (n, chunk) in riders.chunks(1000).enumerate() {
+                let mut pipe = redis::pipe();
+                for (i, rider) in chunk.iter().enumerate() {
+                    pipe.cmd("GEOADD")
+                        .arg(KEY)
+                        .arg(rider.walker.at.lon)
+                        .arg(rider.walker.at.lat)
+                        .arg(n * 1000 + i);
+                }
+                pipe.query_async::<redis::Value>(&mut conn).await?;
+            }
+            let mut conns = Vec::new();
+            for _ in 0..args.connections {
+                conns.push(redis_connection(redis).await?);
+            }
+            Some(Side {
+                updates: on_redis(&conns, &updates, args.pipeline).await,
+                queries: on_redis(&conns, &queries, args.pipeline).await,
+            })
         }
-        pipe.query_async::<redis::Value>(&mut conn).await?;
-    }
-
-    let tokens: Arc<Vec<String>> = Arc::new(riders.into_iter().map(|r| r.session.token).collect());
-    let mut redis_conns = Vec::new();
-    for _ in 0..args.connections {
-        redis_conns.push(redis_connection(&redis).await?);
-    }
-    let redis_side = Side {
-        updates: on_redis(&redis_conns, &updates, args.pipeline).await,
-        queries: on_redis(&redis_conns, &queries, args.pipeline).await,
+        None => None,
     };
-    let mut clients = Vec::new();
-    for _ in 0..args.connections {
-        clients.push(Api::http2(base.clone())?);
-    }
-    let admin_token = Arc::new(admin.token);
-    let tomato_side = Side {
-        updates: on_tomato(&clients, &updates, args.pipeline, &tokens, &admin_token).await,
-        queries: on_tomato(&clients, &queries, args.pipeline, &tokens, &admin_token).await,
+    let http_side = |base: reqwest::Url, tokens: Arc<Vec<String>>, admin: Arc<String>| {
+        let (updates, queries) = (&updates, &queries);
+        async move {
+            let clients = (0..args.connections)
+                .map(|_| Api::http2(base.clone()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::Ok(Side {
+                updates: on_tomato(&clients, updates, args.pipeline, &tokens, &admin).await,
+                queries: on_tomato(&clients, queries, args.pipeline, &tokens, &admin).await,
+            })
+        }
+    };
+    let tomato_side = if args.has(GeoSide::TomatoHttp) {
+        Some(http_side(base.clone(), Arc::clone(&tokens), Arc::new(admin.token)).await?)
+    } else {
+        None
     };
     // The ceiling: the same requests, on the same stack, to a server with nothing behind it.
-    let bare = bare::spawn().await?;
-    let bare_base = reqwest::Url::parse(&format!("http://{}", bare.addr))?;
-    let mut bare_clients = Vec::new();
-    for _ in 0..args.connections {
-        bare_clients.push(Api::http2(bare_base.clone())?);
-    }
-    let bare_tokens = Arc::new(vec![bare::TOKEN.to_owned(); tokens.len()]);
-    let bare_token = Arc::new(bare::TOKEN.to_owned());
-    let bare_side = Side {
-        updates: on_tomato(
-            &bare_clients,
-            &updates,
-            args.pipeline,
-            &bare_tokens,
-            &bare_token,
-        )
-        .await,
-        queries: on_tomato(
-            &bare_clients,
-            &queries,
-            args.pipeline,
-            &bare_tokens,
-            &bare_token,
-        )
-        .await,
+    let bare_side = if args.has(GeoSide::BareHttp) {
+        let bare = bare::spawn().await?;
+        let bare_base = reqwest::Url::parse(&format!("http://{}", bare.addr))?;
+        let bare_tokens = Arc::new(vec![bare::TOKEN.to_owned(); tokens.len()]);
+        Some(http_side(bare_base, bare_tokens, Arc::new(bare::TOKEN.to_owned())).await?)
+    } else {
+        None
     };
-    let ratio = |a: &Phase, b: &Phase| a.per_s / b.per_s.max(1e-9);
+    let ratios = |a: &Option<Side>, b: &Option<Side>| match (a, b) {
+        (Some(a), Some(b)) => (
+            Some(ratio(&a.updates, &b.updates)),
+            Some(ratio(&a.queries, &b.queries)),
+        ),
+        _ => (None, None),
+    };
+    let (update_rate_ratio, query_rate_ratio) = ratios(&tomato_side, &redis_side);
+    let (update_ceiling_fraction, query_ceiling_fraction) = ratios(&tomato_side, &bare_side);
     Ok(Comparison {
         riders: tokens.len(),
         connections: args.connections,
         pipeline: args.pipeline,
-        update_rate_ratio: ratio(&tomato_side.updates, &redis_side.updates),
-        query_rate_ratio: ratio(&tomato_side.queries, &redis_side.queries),
-        update_ceiling_fraction: ratio(&tomato_side.updates, &bare_side.updates),
-        query_ceiling_fraction: ratio(&tomato_side.queries, &bare_side.queries),
+        update_rate_ratio,
+        query_rate_ratio,
+        update_ceiling_fraction,
+        query_ceiling_fraction,
         redis: redis_side,
         tomato: tomato_side,
         bare: bare_side,
     })
+}
+
+/// One side's rate over another's (> 1: the first is faster).
+fn ratio(a: &Phase, b: &Phase) -> f64 {
+    a.per_s / b.per_s.max(1e-9)
 }
 
 /// A connection to the Redis side that waits for every answer: redis-rs gives up on one after

@@ -215,11 +215,16 @@ async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
     let comparison = tomato_load::geo::compare(args)
         .await
         .expect("both sides ran");
+    let (Some(redis), Some(tomato), Some(bare)) =
+        (&comparison.redis, &comparison.tomato, &comparison.bare)
+    else {
+        panic!("every side runs by default: {comparison:?}");
+    };
     for (side, phase) in [
-        ("redis updates", &comparison.redis.updates),
-        ("redis queries", &comparison.redis.queries),
-        ("tomato updates", &comparison.tomato.updates),
-        ("tomato queries", &comparison.tomato.queries),
+        ("redis updates", &redis.updates),
+        ("redis queries", &redis.queries),
+        ("tomato updates", &tomato.updates),
+        ("tomato queries", &tomato.queries),
     ] {
         assert_eq!(phase.errors, 0, "{side}");
         assert!(
@@ -227,24 +232,75 @@ async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
             "{side}: {phase:?}"
         );
     }
-    assert_eq!(comparison.redis.updates.ops, 400);
-    assert_eq!(comparison.tomato.queries.ops, 100);
+    assert_eq!(redis.updates.ops, 400);
+    assert_eq!(tomato.queries.ops, 100);
     // 40 riders in a 2 km city: every query finds five, on both sides.
-    assert_eq!(comparison.redis.queries.mean_results, Some(5.0));
-    assert_eq!(comparison.tomato.queries.mean_results, Some(5.0));
-    assert!(comparison.query_rate_ratio.is_finite() && comparison.query_rate_ratio > 0.0);
+    assert_eq!(redis.queries.mean_results, Some(5.0));
+    assert_eq!(tomato.queries.mean_results, Some(5.0));
+    assert_eq!(
+        comparison.query_rate_ratio,
+        Some(tomato.queries.per_s / redis.queries.per_s)
+    );
     assert!(comparison.text().contains("ratio tomato/redis"));
     // The bare ceiling took the same requests, refused none, and the fractions are computed.
-    assert_eq!(comparison.bare.updates.ops, 400);
-    assert_eq!(comparison.bare.updates.errors, 0);
-    assert_eq!(comparison.bare.queries.errors, 0);
-    assert!(
-        comparison.update_ceiling_fraction > 0.0 && comparison.update_ceiling_fraction.is_finite()
+    assert_eq!(bare.updates.ops, 400);
+    assert_eq!(bare.updates.errors, 0);
+    assert_eq!(bare.queries.errors, 0);
+    assert_eq!(
+        comparison.update_ceiling_fraction,
+        Some(tomato.updates.per_s / bare.updates.per_s)
     );
-    assert!(
-        comparison.query_ceiling_fraction > 0.0 && comparison.query_ceiling_fraction.is_finite()
+    assert_eq!(
+        comparison.query_ceiling_fraction,
+        Some(tomato.queries.per_s / bare.queries.per_s)
     );
     assert!(comparison.text().contains("fraction of the bare ceiling"));
+}
+
+/// `--sides` runs only the sides named (here the node alone, as when profiling it): no Redis is
+/// started, and no ratio is made up for the sides left out.
+#[tokio::test]
+async fn geo_compare_runs_only_the_sides_named() {
+    let (_app, target) = unlimited_positions().await;
+    let command = parse_from([
+        "tomato-load",
+        "geo-compare",
+        "--target",
+        &target,
+        "--admin-email",
+        ADMIN_EMAIL,
+        "--radius-km",
+        "2",
+        "--riders",
+        "10",
+        "--updates",
+        "50",
+        "--queries",
+        "20",
+        "--sides",
+        "tomato-http",
+        "--redis",
+        "redis://127.0.0.1:1/",
+    ])
+    .expect("arguments");
+    let Command::GeoCompare(args) = command else {
+        panic!("not geo-compare");
+    };
+    // The Redis given is closed: it is not dialled when Redis is not a side.
+    let comparison = tomato_load::geo::compare(args)
+        .await
+        .expect("the node's side ran");
+    assert!(comparison.redis.is_none() && comparison.bare.is_none());
+    let tomato = comparison.tomato.as_ref().expect("tomato-http ran");
+    assert_eq!((tomato.updates.ops, tomato.updates.errors), (50, 0));
+    assert_eq!((tomato.queries.ops, tomato.queries.errors), (20, 0));
+    assert_eq!(comparison.query_rate_ratio, None);
+    assert_eq!(comparison.query_ceiling_fraction, None);
+    let text = comparison.text();
+    assert!(
+        text.contains("tomato queries") && !text.contains("redis"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
