@@ -26,7 +26,10 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(parts)?;
-        authenticate(state, token).await
+        // Requests come with the same token again and again: its check is remembered. A socket
+        // checks its token once, when it connects, and does not fill the memory with them.
+        let claims = state.tokens.verify_request(token).map_err(refused)?;
+        still_valid(state, claims).await
     }
 }
 
@@ -56,11 +59,15 @@ fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
 /// Checks a token the way every authenticated route does: signature and expiry, revocation,
 /// that the user still exists, and that their role has not changed since it was minted.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
-    let claims = state.tokens.verify(token).map_err(|err| match err {
+    let claims = state.tokens.verify(token).map_err(refused)?;
+    still_valid(state, claims).await
+}
+
+fn refused(err: TokenError) -> ApiError {
+    match err {
         TokenError::Expired => expired(),
         TokenError::Invalid => ApiError::unauthorized("invalid_token", "the token is not valid"),
-    })?;
-    still_valid(state, claims).await
+    }
 }
 
 fn expired() -> ApiError {
