@@ -184,33 +184,43 @@ async fn unlimited_positions() -> (TestApp, String) {
     (app, target)
 }
 
-#[tokio::test]
-async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
-    let (_app, target) = unlimited_positions().await;
-    let command = parse_from([
+/// `geo-compare` against `target` in a 2 km city, with `extra` arguments.
+fn geo_args(target: &str, extra: &[&str]) -> tomato_load::cli::GeoArgs {
+    let mut args = vec![
         "tomato-load",
         "geo-compare",
         "--target",
-        &target,
+        target,
         "--admin-email",
         ADMIN_EMAIL,
         "--radius-km",
         "2",
-        "--riders",
-        "40",
-        "--updates",
-        "400",
-        "--queries",
-        "100",
-        "--connections",
-        "2",
-        "--pipeline",
-        "4",
-    ])
-    .expect("arguments");
-    let Command::GeoCompare(args) = command else {
-        panic!("not geo-compare");
-    };
+    ];
+    args.extend_from_slice(extra);
+    match parse_from(args).expect("arguments") {
+        Command::GeoCompare(args) => args,
+        _ => panic!("not geo-compare"),
+    }
+}
+
+#[tokio::test]
+async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
+    let (_app, target) = unlimited_positions().await;
+    let args = geo_args(
+        &target,
+        &[
+            "--riders",
+            "40",
+            "--updates",
+            "400",
+            "--queries",
+            "100",
+            "--connections",
+            "2",
+            "--pipeline",
+            "4",
+        ],
+    );
     // Its own redis-server on a free port, started and stopped by the harness.
     let comparison = tomato_load::geo::compare(args)
         .await
@@ -262,30 +272,21 @@ async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
 #[tokio::test]
 async fn geo_compare_runs_only_the_sides_named() {
     let (_app, target) = unlimited_positions().await;
-    let command = parse_from([
-        "tomato-load",
-        "geo-compare",
-        "--target",
+    let args = geo_args(
         &target,
-        "--admin-email",
-        ADMIN_EMAIL,
-        "--radius-km",
-        "2",
-        "--riders",
-        "10",
-        "--updates",
-        "50",
-        "--queries",
-        "20",
-        "--sides",
-        "tomato-http",
-        "--redis",
-        "redis://127.0.0.1:1/",
-    ])
-    .expect("arguments");
-    let Command::GeoCompare(args) = command else {
-        panic!("not geo-compare");
-    };
+        &[
+            "--riders",
+            "10",
+            "--updates",
+            "50",
+            "--queries",
+            "20",
+            "--sides",
+            "tomato-http",
+            "--redis",
+            "redis://127.0.0.1:1/",
+        ],
+    );
     // The Redis given is closed: it is not dialled when Redis is not a side.
     let comparison = tomato_load::geo::compare(args)
         .await
@@ -306,28 +307,12 @@ async fn geo_compare_runs_only_the_sides_named() {
 #[tokio::test]
 async fn geo_compare_streams_positions_to_every_side_at_fixed_rates() {
     let (_app, target) = unlimited_positions().await;
-    let command = parse_from([
-        "tomato-load",
-        "geo-compare",
-        "--mode",
-        "stream",
-        "--target",
+    let args = geo_args(
         &target,
-        "--admin-email",
-        ADMIN_EMAIL,
-        "--radius-km",
-        "2",
-        "--riders",
-        "20",
-        "--rates",
-        "20,40",
-        "--step-s",
-        "1",
-    ])
-    .expect("arguments");
-    let Command::GeoCompare(args) = command else {
-        panic!("not geo-compare");
-    };
+        &[
+            "--mode", "stream", "--riders", "20", "--rates", "20,40", "--step-s", "1",
+        ],
+    );
     let streaming = tomato_load::geo::stream(args)
         .await
         .expect("every side ran");
