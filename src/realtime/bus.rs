@@ -80,20 +80,33 @@ pub struct LocalSockets {
 impl LocalSockets {
     /// Whether any of this node's sockets is in `room`.
     pub fn has_members(&self, room: &str) -> bool {
-        self.ws.has_members(room) || !self.io.within(room.to_owned()).sockets().is_empty()
+        self.ws.has_members(room)
+            || self
+                .socket_io()
+                .is_some_and(|io| !io.within(room.to_owned()).sockets().is_empty())
     }
 
     /// Sends the envelope to this node's sockets in its room, over both transports.
     pub fn deliver(&self, envelope: Envelope) {
         let room = envelope.room.to_string();
         self.ws.emit(&room, &envelope.event, &envelope.data);
-        let io = self.io.clone();
+        let Some(io) = self.socket_io() else {
+            return;
+        };
         // Callers run on the edge's runtime or on an actor arbiter's; both are tokio.
         tokio::spawn(async move {
             if let Err(err) = io.to(room).emit(&envelope.event, &envelope.data).await {
                 tracing::debug!(error = %err, event = envelope.event, "socket.io broadcast failed");
             }
         });
+    }
+
+    /// The Socket.IO namespace, once the gateway is attached. Before that no Socket.IO client
+    /// can be connected, yet events already flow: a cluster node hears the others' while it
+    /// joins, and the operations ticker starts before the routes are built. (socketioxide's
+    /// `to`/`within` on the `SocketIo` handle panic when the namespace is missing.)
+    fn socket_io(&self) -> Option<socketioxide::operators::BroadcastOperators> {
+        self.io.of("/")
     }
 }
 
@@ -128,5 +141,17 @@ mod tests {
         );
         let json = serde_json::to_string(&Room::User(user)).expect("json");
         assert_eq!(json, format!("\"user:{user}\""));
+    }
+
+    #[tokio::test]
+    async fn events_before_the_gateway_is_attached_reach_nobody_and_break_nothing() {
+        let realtime = crate::realtime::Realtime::default();
+        let sockets = realtime.local_sockets();
+        assert!(!sockets.has_members("ops"));
+        sockets.deliver(Envelope {
+            room: Room::Named("ops".into()),
+            event: "ops:snapshot".into(),
+            data: serde_json::json!({}),
+        });
     }
 }
