@@ -553,18 +553,35 @@ async fn deliver(world: &World, session: &Session, order: &str) {
     }
 }
 
+/// How often a seller lists its restaurant's open orders, as a dashboard refreshes: an
+/// `order:new` is sent once and lost with the node that owned the order if it dies before
+/// passing the event on, and a step refused while a shard changes hands is tried again.
+const RECHECK_EVERY: Duration = Duration::from_secs(3);
+
+/// The orders a seller has begun cooking. An order goes in once (from its event or from the
+/// list, whichever comes first) and leaves only when a step of it failed, so the next list
+/// resumes it from where it stands.
+type Begun = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
 /// One seller: cooks every paid order (accepted, preparing, ready) and hears the assignment.
 async fn cook(world: Arc<World>, shop: Shop, conn: Conn, mut stop: watch::Receiver<bool>) {
     let mut conn = Some(conn);
     let seller = Arc::new(shop.seller);
+    let begun = Begun::default();
+    let mut recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_EVERY, RECHECK_EVERY);
+    recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            _ = recheck.tick() => {
+                tokio::spawn(resume_open(Arc::clone(&world), Arc::clone(&seller), Arc::clone(&begun)));
+            }
             incoming = next_of(&mut conn) => match incoming {
                 Some(Ok(Incoming::Event(event, data))) => match event.as_str() {
                     "order:new" => {
                         let order = data["order"]["id"].as_str().unwrap_or_default().to_owned();
-                        tokio::spawn(prepare(Arc::clone(&world), Arc::clone(&seller), order));
+                        begin(&world, &seller, &begun, order, "placed");
                     }
                     "order:rider_assigned" => {
                         let order = data["order"]["id"].as_str().unwrap_or_default();
@@ -589,19 +606,63 @@ async fn cook(world: Arc<World>, shop: Shop, conn: Conn, mut stop: watch::Receiv
     }
 }
 
-async fn prepare(world: Arc<World>, seller: Arc<Session>, order: String) {
+/// Starts cooking `order` from `status` unless this seller already began it.
+fn begin(world: &Arc<World>, seller: &Arc<Session>, begun: &Begun, order: String, status: &str) {
+    let fresh = begun
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(order.clone());
+    if fresh {
+        let (world, seller, begun) = (Arc::clone(world), Arc::clone(seller), Arc::clone(begun));
+        let status = status.to_owned();
+        tokio::spawn(async move {
+            if !prepare(&world, &seller, &order, &status).await {
+                begun
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&order);
+            }
+        });
+    }
+}
+
+/// Lists the restaurant's paid orders still in the kitchen and begins those not begun yet.
+async fn resume_open(world: Arc<World>, seller: Arc<Session>, begun: Begun) {
+    let api = world.api_for(&seller.token);
+    for status in ["placed", "accepted", "preparing"] {
+        let path = format!("/api/order/restaurant?status={status}");
+        let Ok(listed) = api.get(&path, Some(&seller.token)).await else {
+            // The dashboard tries again at the next refresh.
+            continue;
+        };
+        for order in listed["orders"].as_array().into_iter().flatten() {
+            if let Some(id) = order["id"].as_str() {
+                begin(&world, &seller, &begun, id.to_owned(), status);
+            }
+        }
+    }
+}
+
+/// Takes `order` from `status` to `ready_for_rider`; false when a step failed (counted).
+async fn prepare(world: &World, seller: &Session, order: &str, status: &str) -> bool {
     let path = format!("/api/order/{order}");
-    for status in ["accepted", "preparing"] {
+    let steps: &[&str] = match status {
+        "placed" => &["accepted", "preparing"],
+        "accepted" => &["preparing"],
+        _ => &[],
+    };
+    for step in steps {
         if let Err(err) = world
             .api_for(&seller.token)
-            .put(&path, &seller.token, &json!({ "status": status }))
+            .put(&path, &seller.token, &json!({ "status": step }))
             .await
         {
-            return world.fail(&err.kind);
+            world.fail(&err.kind);
+            return false;
         }
     }
     tokio::time::sleep(Duration::from_secs_f64(world.args.prep_s)).await;
-    world.orders.entry(order.clone()).or_default().ready_at = Some(Instant::now());
+    world.orders.entry(order.to_owned()).or_default().ready_at = Some(Instant::now());
     match world
         .api_for(&seller.token)
         .put(
@@ -611,8 +672,14 @@ async fn prepare(world: Arc<World>, seller: Arc<Session>, order: String) {
         )
         .await
     {
-        Ok(_) => Counters::bump(&world.recorder.counters.orders_ready),
-        Err(err) => world.fail(&err.kind),
+        Ok(_) => {
+            Counters::bump(&world.recorder.counters.orders_ready);
+            true
+        }
+        Err(err) => {
+            world.fail(&err.kind);
+            false
+        }
     }
 }
 
