@@ -123,22 +123,25 @@ impl Comparison {
                 out += &row(&format!("{name} queries"), &side.queries);
             }
         }
-        if let (Some(tomato), Some(redis)) = (&self.tomato, &self.redis) {
+        if let (Some(tomato), Some(redis), Some(updates), Some(queries)) = (
+            &self.tomato,
+            &self.redis,
+            self.update_rate_ratio,
+            self.query_rate_ratio,
+        ) {
             out += &format!(
-                "ratio tomato/redis: updates {:.2}x, queries {:.2}x (p99 {:.3} vs {:.3} ms, {:.3} vs {:.3} ms)\n",
-                ratio(&tomato.updates, &redis.updates),
-                ratio(&tomato.queries, &redis.queries),
+                "ratio tomato/redis: updates {updates:.2}x, queries {queries:.2}x (p99 {:.3} vs {:.3} ms, {:.3} vs {:.3} ms)\n",
                 tomato.updates.p99_ms,
                 redis.updates.p99_ms,
                 tomato.queries.p99_ms,
                 redis.queries.p99_ms
             );
         }
-        if let (Some(tomato), Some(bare)) = (&self.tomato, &self.bare) {
+        if let (Some(updates), Some(queries)) =
+            (self.update_ceiling_fraction, self.query_ceiling_fraction)
+        {
             out += &format!(
-                "tomato as a fraction of the bare ceiling: updates {:.2}, queries {:.2}\n",
-                ratio(&tomato.updates, &bare.updates),
-                ratio(&tomato.queries, &bare.queries)
+                "tomato as a fraction of the bare ceiling: updates {updates:.2}, queries {queries:.2}\n"
             );
         }
         out
