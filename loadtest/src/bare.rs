@@ -1,7 +1,7 @@
-//! The ceiling of the stack: a server the harness starts in-process on the same axum and
-//! WebSocket stack as tomato, speaking the same frames and requests, that does only what every
-//! server must — read the frame, parse the JSON, check the token, answer — with no index, no
-//! actors and no store. What it sustains on this machine is the most tomato could; `geo-compare`
+//! The ceiling of the stack: a server the harness starts in-process on the same axum, WebSocket
+//! and Socket.IO stack as tomato, speaking the same frames, events and requests, that does only
+//! what every server must — read the frame, parse the JSON, check the token, answer — with no
+//! index, no actors and no store. What it sustains on this machine is the most tomato could; `geo-compare`
 //! prints every tomato figure as a fraction of it.
 
 use std::net::SocketAddr;
@@ -18,6 +18,9 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
 use tokio::task::JoinHandle;
 
 /// The one token the bare server accepts.
@@ -108,6 +111,11 @@ struct Frame<'a> {
 }
 
 #[derive(Debug, Deserialize)]
+struct SocketAuth {
+    token: String,
+}
+
+#[derive(Debug, Deserialize)]
 struct Position {
     lat: f64,
     lon: f64,
@@ -127,11 +135,15 @@ pub async fn start() -> anyhow::Result<Bare> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    // Socket.IO configured as tomato's is (the same small WebSocket read buffer as `/ws`).
+    let (socket_io, io) = SocketIo::builder().ws_read_buffer_size(512).build_layer();
+    io.ns("/", on_socket_io.with(socket_io_token));
     let app = Router::new()
         .route("/ws", get(upgrade))
         .route("/api/rider/location", put(location))
         .route("/api/rider/nearby", get(nearby))
-        .with_state(());
+        .with_state(())
+        .layer(socket_io);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -201,6 +213,28 @@ async fn serve(mut socket: WebSocket) {
             break;
         }
     }
+}
+
+/// The Socket.IO connect check: the token in `auth: {token}`, where tomato checks its JWT.
+async fn socket_io_token(TryData(auth): TryData<SocketAuth>) -> Result<(), &'static str> {
+    match auth {
+        Ok(auth) if auth.token == TOKEN => Ok(()),
+        _ => Err("unauthenticated"),
+    }
+}
+
+/// A Socket.IO rider: `rider:location` answered on its ack, as tomato answers it.
+async fn on_socket_io(socket: SocketRef) {
+    socket.on(
+        "rider:location",
+        async |TryData(position): TryData<Position>, ack: AckSender| {
+            let answer = match position {
+                Ok(p) if valid(&p) => json!({ "ok": true }),
+                _ => json!({ "error": { "code": "invalid_input", "message": "bad position" } }),
+            };
+            let _ = ack.send(&answer);
+        },
+    );
 }
 
 async fn location(headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {

@@ -56,6 +56,8 @@ pub enum GeoSide {
     BareHttp,
     /// Stream: the bare ceiling of the stack over `/ws`.
     BareWs,
+    /// Stream: the bare ceiling of the stack over Socket.IO.
+    BareSocketio,
     /// Stream: tomato over `/ws`.
     TomatoWs,
     /// Stream: tomato over Socket.IO.
@@ -70,6 +72,7 @@ impl GeoSide {
             GeoSide::TomatoHttp => "tomato-http",
             GeoSide::BareHttp => "bare-http",
             GeoSide::BareWs => "bare-ws",
+            GeoSide::BareSocketio => "bare-socketio",
             GeoSide::TomatoWs => "tomato-ws",
             GeoSide::TomatoSocketio => "tomato-socketio",
         }
@@ -92,6 +95,7 @@ impl GeoMode {
             GeoMode::Stream => &[
                 GeoSide::BareWs,
                 GeoSide::TomatoWs,
+                GeoSide::BareSocketio,
                 GeoSide::TomatoSocketio,
                 GeoSide::Redis,
             ],
@@ -248,8 +252,8 @@ pub struct GeoArgs {
     #[arg(long, default_value_t = 10.0)]
     pub step_s: f64,
     /// The sides to run, in this order: all of the mode's by default (batch: redis,
-    /// tomato-http, bare-http; stream: bare-ws, tomato-ws, tomato-socketio, redis). One alone
-    /// is handy while profiling a node.
+    /// tomato-http, bare-http; stream: bare-ws, tomato-ws, bare-socketio, tomato-socketio,
+    /// redis). One alone is handy while profiling a node.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub sides: Vec<GeoSide>,
     /// Stream mode: loopback source addresses the sockets are spread over.
@@ -540,7 +544,7 @@ mod tests {
         assert!(refused(&["geo-compare", "--sides", "tomato-ws"]).contains("--mode batch"));
         assert!(
             refused(&["geo-compare", "--mode", "stream", "--sides", "bare-http"])
-                .contains("bare-ws, tomato-ws, tomato-socketio, redis")
+                .contains("bare-ws, tomato-ws, bare-socketio, tomato-socketio, redis")
         );
         assert!(refused(&["run", "--lat", "95"]).contains("--lat"));
     }

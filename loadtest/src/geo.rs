@@ -258,6 +258,10 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
                 socket(&bare_dialer, Transport::Ws, &bare_tokens[..]),
                 Probe::pid(bare.pid()),
             ),
+            GeoSide::BareSocketio => (
+                socket(&bare_dialer, Transport::Socketio, &bare_tokens[..]),
+                Probe::pid(bare.pid()),
+            ),
             GeoSide::TomatoWs => (socket(&node_dialer, Transport::Ws, &tokens[..]), node),
             GeoSide::TomatoSocketio => {
                 (socket(&node_dialer, Transport::Socketio, &tokens[..]), node)

@@ -96,7 +96,7 @@ impl Streaming {
         let pairs = [
             ("tomato-ws", "bare-ws"),
             ("tomato-ws", "redis"),
-            ("tomato-socketio", "bare-ws"),
+            ("tomato-socketio", "bare-socketio"),
             ("tomato-socketio", "redis"),
         ];
         self.ratios = pairs

@@ -317,7 +317,16 @@ async fn geo_compare_streams_positions_to_every_side_at_fixed_rates() {
         .await
         .expect("every side ran");
     let names: Vec<&str> = streaming.sides.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["bare-ws", "tomato-ws", "tomato-socketio", "redis"]);
+    assert_eq!(
+        names,
+        [
+            "bare-ws",
+            "tomato-ws",
+            "bare-socketio",
+            "tomato-socketio",
+            "redis"
+        ]
+    );
     for side in &streaming.sides {
         assert_eq!(side.skipped, None, "{}", streaming.text());
         assert_eq!(side.steps.len(), 2, "{}", side.name);
@@ -351,5 +360,7 @@ async fn geo_compare_streams_positions_to_every_side_at_fixed_rates() {
         let expected = held(a).zip(held(b)).map(|(a, b)| a / b);
         assert_eq!(*ratio, expected, "{pair}: {}", streaming.text());
     }
-    assert!(streaming.text().contains("tomato-ws / bare-ws"));
+    let text = streaming.text();
+    assert!(text.contains("tomato-ws / bare-ws"), "{text}");
+    assert!(text.contains("tomato-socketio / bare-socketio"), "{text}");
 }
