@@ -36,6 +36,31 @@ fn bench_auth(c: &mut Criterion) {
     c.bench_function("token_verify", |b| {
         b.iter(|| state.tokens.verify(black_box(&token)).expect("verify"))
     });
+    // An HTTP request presenting a token the node has seen: remembered by its text, so only
+    // the clock is read.
+    c.bench_function("token_verify_remembered", |b| {
+        b.iter(|| {
+            state
+                .tokens
+                .verify_request(black_box(&token))
+                .expect("verify")
+        })
+    });
+    // 100 000 riders posting positions over HTTP in turn: more tokens than the memory keeps
+    // (65 536), so some are checked in full every time.
+    let riders: Vec<String> = (0..100_000)
+        .map(|_| state.tokens.issue(&user).expect("issue").0)
+        .collect();
+    let mut turn = 0;
+    c.bench_function("token_verify_100k_riders_in_turn", |b| {
+        b.iter(|| {
+            turn = (turn + 1) % riders.len();
+            state
+                .tokens
+                .verify_request(black_box(&riders[turn]))
+                .expect("verify")
+        })
+    });
     // The usual request: user and token liveness answered by the node's cache.
     c.bench_function("authenticate_cached", |b| {
         b.to_async(&runtime)
