@@ -116,16 +116,8 @@ impl AuthCache {
         self.users.get(&id).map_or(0, |c| c.generation)
     }
 
-    /// Keeps a user a request read from the store, unless it changed since the read began. The
-    /// request counts as a use, so the refresher reads the user again before it lapses: a
-    /// rider posting every 5 s (the TTL) would otherwise find it lapsed at every post and pay
-    /// the store each time.
+    /// Keeps a user read from the store, unless it changed since the read began.
     pub fn put_user(&self, user: &User, generation: u64) {
-        self.keep_user(user, generation, true);
-    }
-
-    /// Keeps a user read from the store (for a request, `used`; for the refresher, not).
-    fn keep_user(&self, user: &User, generation: u64, used: bool) {
         let mut entry = self.users.entry(user.id).or_insert_with(|| CachedUser {
             user: None,
             generation,
@@ -135,9 +127,6 @@ impl AuthCache {
         if entry.generation == generation {
             entry.user = Some(user.clone());
             entry.read_at = Instant::now();
-            if used {
-                entry.used.store(true, Ordering::Relaxed);
-            }
         }
         drop(entry);
         self.inserted();
@@ -207,12 +196,9 @@ impl AuthCache {
         Some(false)
     }
 
-    /// The store said, for a request, that the token is not revoked (a use, as for
-    /// [`AuthCache::put_user`]).
+    /// The store said the token is not revoked.
     pub fn put_live(&self, jti: Uuid) {
-        let live = LiveToken::now();
-        live.used.store(true, Ordering::Relaxed);
-        self.live.insert(jti, live);
+        self.live.insert(jti, LiveToken::now());
         self.inserted();
     }
 
@@ -251,7 +237,7 @@ impl AuthCache {
                         batch.iter().copied().collect();
                     for user in &found {
                         if let Some(generation) = generations.get(&user.id) {
-                            self.keep_user(user, *generation, false);
+                            self.put_user(user, *generation);
                         }
                     }
                 }
@@ -359,12 +345,6 @@ mod tests {
             "not old enough"
         );
         let later = Instant::now() + REFRESH_AT;
-        // The request that read an entry used it: the first refresh reads both again...
-        let first = cache.due(later);
-        assert_eq!((first.users.len(), first.tokens.len()), (2, 2));
-        // ...and from then on only what served since.
-        assert!(cache.user(busy.id).is_some());
-        assert_eq!(cache.revoked(streaming), Some(false));
         let due = cache.due(later);
         assert_eq!(due.users, vec![(busy.id, 0)]);
         assert_eq!(due.tokens, vec![streaming]);
