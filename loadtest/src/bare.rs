@@ -1,8 +1,8 @@
 //! The ceiling of the stack: a server the harness starts in-process on the same axum, WebSocket
 //! and Socket.IO stack as tomato, speaking the same frames, events and requests, that does only
 //! what every server must — read the frame, parse the JSON, check the token, answer — with no
-//! index, no actors and no store. What it sustains on this machine is the most tomato could; `geo-compare`
-//! prints every tomato figure as a fraction of it.
+//! index, no actors and no store. What it sustains on this machine is the most tomato could;
+//! `geo-compare` prints every tomato figure as a fraction of it.
 
 use std::net::SocketAddr;
 
@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 
 /// The one token the bare server accepts.
 pub const TOKEN: &str = "bare-ceiling-token";
+/// The WebSocket read buffer of both transports, as tomato sets it (tungstenite's default is
+/// 128 KiB, most of a connection's memory).
+const READ_BUFFER: usize = 512;
 
 /// A running bare server; stopped when dropped.
 #[derive(Debug)]
@@ -136,7 +139,9 @@ pub async fn start() -> anyhow::Result<Bare> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     // Socket.IO configured as tomato's is (the same small WebSocket read buffer as `/ws`).
-    let (socket_io, io) = SocketIo::builder().ws_read_buffer_size(512).build_layer();
+    let (socket_io, io) = SocketIo::builder()
+        .ws_read_buffer_size(READ_BUFFER)
+        .build_layer();
     io.ns("/", on_socket_io.with(socket_io_token));
     let app = Router::new()
         .route("/ws", get(upgrade))
@@ -176,7 +181,7 @@ async fn upgrade(
     }
     // Configured as tomato's `/ws` configures its sockets (a 512-byte read buffer rather than
     // tungstenite's 128 KiB, 64 KiB frames), so memory per connection compares too.
-    ws.read_buffer_size(512)
+    ws.read_buffer_size(READ_BUFFER)
         .max_frame_size(64 * 1024)
         .max_message_size(64 * 1024)
         .on_upgrade(serve)
@@ -201,10 +206,9 @@ async fn serve(mut socket: WebSocket) {
                     (id, true) => {
                         json!({ "event": "ack", "id": id, "data": { "ok": true } }).to_string()
                     }
-                    (id, false) => json!({ "event": "ack", "id": id, "data": {
-                        "error": { "code": "invalid_input", "message": "bad position" }
-                    } })
-                    .to_string(),
+                    (id, false) => {
+                        json!({ "event": "ack", "id": id, "data": position_refused() }).to_string()
+                    }
                 }
             }
             _ => json!({ "event": "error", "data": { "code": "invalid_input" } }).to_string(),
@@ -213,6 +217,11 @@ async fn serve(mut socket: WebSocket) {
             break;
         }
     }
+}
+
+/// The ack of a position that is not two finite coordinates in range, on both transports.
+fn position_refused() -> serde_json::Value {
+    json!({ "error": { "code": "invalid_input", "message": "bad position" } })
 }
 
 /// The Socket.IO connect check: the token in `auth: {token}`, where tomato checks its JWT.
@@ -230,7 +239,7 @@ async fn on_socket_io(socket: SocketRef) {
         async |TryData(position): TryData<Position>, ack: AckSender| {
             let answer = match position {
                 Ok(p) if valid(&p) => json!({ "ok": true }),
-                _ => json!({ "error": { "code": "invalid_input", "message": "bad position" } }),
+                _ => position_refused(),
             };
             let _ = ack.send(&answer);
         },
