@@ -207,8 +207,14 @@ fn warn_about_dev_settings(settings: &Settings) {
     }
 }
 
+/// How long the authentication change feed is kept: far longer than a cached answer lives while
+/// the feed is followed (minutes), so a node that falls behind misses only changes to answers
+/// it no longer keeps.
+const CHANGES_KEPT: time::Duration = time::Duration::hours(1);
+
 /// Revocations only matter until the token would have expired anyway, and idempotent responses
-/// are replayed for 24 h: forget both after that, and the rate limiters' idle keys.
+/// are replayed for 24 h: forget both after that, the authentication changes older than
+/// `CHANGES_KEPT`, and the rate limiters' idle keys.
 fn spawn_housekeeping(
     stores: Stores,
     limits: std::sync::Arc<crate::limits::Limits>,
@@ -222,6 +228,17 @@ fn spawn_housekeeping(
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "forgot expired token revocations"),
                 Err(err) => tracing::warn!(error = %err, "purging token revocations failed"),
+            }
+            match stores
+                .changes
+                .forget_before(OffsetDateTime::now_utc() - CHANGES_KEPT)
+                .await
+            {
+                Ok(0) => {}
+                Ok(forgot) => tracing::debug!(forgot, "forgot old authentication changes"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "forgetting old authentication changes failed")
+                }
             }
             match stores
                 .idempotency

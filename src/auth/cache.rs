@@ -7,30 +7,41 @@
 //! generation, so a read that raced with it cannot put the old user back. A token whose claims
 //! do not match the cached user is checked against the store again before it is refused, so a
 //! new token works at once. In a cluster every change is also told to the other nodes
-//! ([`AuthCache::tell_peers`]), whose caches apply it at once. Changes made outside any node
-//! (`tomato admin grant` in another process) are seen within `TTL`.
+//! ([`AuthCache::tell_peers`]), whose caches apply it at once.
 //!
-//! What is in use stays cached: a refresher ([`spawn_refresher`]) re-reads, in batches, the
-//! users and tokens that served a request since their last read once they are `REFRESH_AT`
-//! old, so a rider streaming positions over a socket never waits on the store, and 19 000 of
-//! them cost a batch read a second instead of two store round trips each every `TTL`.
+//! Changes made anywhere else (`tomato admin grant` in another process, a message between nodes
+//! that was lost) come through the store's change feed, which the node follows every
+//! `FOLLOW_EVERY` ([`spawn_refresher`]). While it is followed, an answer is kept for
+//! `FOLLOWED_TTL`, since the feed would have told of any change to it: a rider posting every
+//! 10 s costs no store read. When the feed cannot be read for `TTL`, answers fall back to living
+//! `TTL` from their read, so no change goes unseen for longer than that either way.
+//!
+//! What is in use stays cached: the refresher re-reads, in batches, the users and tokens that
+//! served a request since their last read once they are near the end of their life, so a rider
+//! streaming positions over a socket never waits on the store.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use time::OffsetDateTime;
 use tomato_domain::{User, UserId};
-use tomato_store::Stores;
+use tomato_store::{AuthChange, FeedCursor, Stores};
 use uuid::Uuid;
 
-/// How long a store answer is reused.
+/// How long a store answer is reused when the change feed is not being followed, and how stale
+/// the last successful read of the feed may be for it to count as followed.
 const TTL: Duration = Duration::from_secs(5);
-/// An answer in use is read again once this old (well inside `TTL`, so it never lapses).
-const REFRESH_AT: Duration = Duration::from_secs(3);
-/// How often the refresher looks.
+/// How long a store answer is reused while the change feed is followed.
+const FOLLOWED_TTL: Duration = Duration::from_secs(300);
+/// An answer in use is read again once this much of its life is left (well before it ends,
+/// so it never lapses).
+const REFRESH_BEFORE_END: Duration = Duration::from_secs(2);
+/// How often the refresher follows the feed and looks for answers due.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Changes read from the feed per page.
+const FEED_PAGE: usize = 1024;
 /// Reads per batch, so one batch never holds a store reader for long.
 const REFRESH_BATCH: usize = 1024;
 /// Expired entries are swept after this many insertions.
@@ -92,7 +103,13 @@ pub struct AuthCache {
     /// Tokens revoked through this node, until they expire (Unix seconds).
     revoked: DashMap<Uuid, i64>,
     inserts: AtomicU64,
+    /// When the last successful read of the change feed began, in milliseconds after `EPOCH`
+    /// plus one (zero: never).
+    followed_at: AtomicU64,
 }
+
+/// The origin of `followed_at`.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 impl std::fmt::Debug for AuthCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,9 +120,26 @@ impl std::fmt::Debug for AuthCache {
 }
 
 impl AuthCache {
-    /// The user, if read from the store within the TTL.
+    /// How long an answer read now may be reused: `FOLLOWED_TTL` while the change feed is
+    /// followed, `TTL` otherwise.
+    fn ttl(&self, now: Instant) -> Duration {
+        match self.followed_at.load(Ordering::Relaxed).checked_sub(1) {
+            Some(at) if now.saturating_duration_since(*EPOCH + Duration::from_millis(at)) < TTL => {
+                FOLLOWED_TTL
+            }
+            _ => TTL,
+        }
+    }
+
+    /// Whether an answer read at `read_at` may still be reused.
+    fn fresh(&self, read_at: Instant) -> bool {
+        let now = Instant::now();
+        now.saturating_duration_since(read_at) < self.ttl(now)
+    }
+
+    /// The user, if read from the store recently enough.
     pub fn user(&self, id: UserId) -> Option<User> {
-        let cached = self.users.get(&id).filter(|c| c.read_at.elapsed() < TTL)?;
+        let cached = self.users.get(&id).filter(|c| self.fresh(c.read_at))?;
         let user = cached.user.clone()?;
         cached.used.store(true, Ordering::Relaxed);
         Some(user)
@@ -191,7 +225,7 @@ impl AuthCache {
         if self.revoked.contains_key(&jti) {
             return Some(true);
         }
-        let live = self.live.get(&jti).filter(|t| t.read_at.elapsed() < TTL)?;
+        let live = self.live.get(&jti).filter(|t| self.fresh(t.read_at))?;
         live.used.store(true, Ordering::Relaxed);
         Some(false)
     }
@@ -205,8 +239,9 @@ impl AuthCache {
     /// The entries in use that are due for a new read; each is marked unused until it serves
     /// again, so what stops being used expires and is swept.
     fn due(&self, now: Instant) -> Due {
+        let refresh_at = self.ttl(now).saturating_sub(REFRESH_BEFORE_END);
         let due = |read_at: Instant, used: &AtomicBool| {
-            now.saturating_duration_since(read_at) >= REFRESH_AT
+            now.saturating_duration_since(read_at) >= refresh_at
                 && used.swap(false, Ordering::Relaxed)
         };
         Due {
@@ -274,23 +309,66 @@ impl AuthCache {
         self.heard(CacheChange::Revoked { jti, expires_at });
     }
 
+    /// Applies the changes the feed tells of after `cursor` (from the present when there is
+    /// none yet), then counts the feed as followed from when this read began. Returns where
+    /// to read next; on a failure, `cursor` unchanged.
+    pub async fn follow(&self, stores: &Stores, cursor: Option<FeedCursor>) -> Option<FeedCursor> {
+        let began = Instant::now();
+        let mut cursor = cursor;
+        loop {
+            let page = match stores.changes.auth_changes(cursor.clone(), FEED_PAGE).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading the authentication change feed failed");
+                    return cursor;
+                }
+            };
+            let full = page.changes.len() == FEED_PAGE;
+            for change in page.changes {
+                match change {
+                    AuthChange::UserChanged(id) => self.user_changed_here(id),
+                    AuthChange::Revoked { jti, expires_at } => {
+                        // Already known when this node made it, or heard of it from the node
+                        // that did.
+                        if !self.revoked.contains_key(&jti) {
+                            self.revoke_here(jti, expires_at.unix_timestamp());
+                        }
+                    }
+                }
+            }
+            cursor = Some(page.next);
+            if !full {
+                break;
+            }
+        }
+        let since_epoch = began.saturating_duration_since(*EPOCH).as_millis();
+        self.followed_at.store(
+            u64::try_from(since_epoch).unwrap_or(u64::MAX - 1) + 1,
+            Ordering::Relaxed,
+        );
+        cursor
+    }
+
     fn inserted(&self) {
         if self.inserts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             let now = OffsetDateTime::now_utc().unix_timestamp();
-            self.users.retain(|_, c| c.read_at.elapsed() < TTL);
-            self.live.retain(|_, t| t.read_at.elapsed() < TTL);
+            self.users.retain(|_, c| self.fresh(c.read_at));
+            self.live.retain(|_, t| self.fresh(t.read_at));
             self.revoked.retain(|_, expires| *expires > now);
         }
     }
 }
 
-/// Runs [`AuthCache::refresh`] every `REFRESH_EVERY` until aborted.
+/// Follows the change feed ([`AuthCache::follow`]) and runs [`AuthCache::refresh`] every
+/// `REFRESH_EVERY` until aborted.
 pub fn spawn_refresher(cache: Arc<AuthCache>, stores: Stores) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(REFRESH_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cursor = None;
         loop {
             every.tick().await;
+            cursor = cache.follow(&stores, cursor).await;
             cache.refresh(&stores).await;
         }
     })
@@ -344,7 +422,7 @@ mod tests {
             young.users.is_empty() && young.tokens.is_empty(),
             "not old enough"
         );
-        let later = Instant::now() + REFRESH_AT;
+        let later = Instant::now() + TTL - REFRESH_BEFORE_END;
         let due = cache.due(later);
         assert_eq!(due.users, vec![(busy.id, 0)]);
         assert_eq!(due.tokens, vec![streaming]);
@@ -352,6 +430,58 @@ mod tests {
         assert!(
             again.users.is_empty() && again.tokens.is_empty(),
             "until used again"
+        );
+    }
+
+    #[tokio::test]
+    async fn changes_made_elsewhere_come_through_the_feed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let stores = tomato_store_embedded::open(dir.path()).expect("store");
+        let asha = stores
+            .users
+            .sign_in(tomato_store::SignIn {
+                email: Email::parse("asha@x.test").expect("email"),
+                name: PersonName::parse("Asha").expect("name"),
+                image: None,
+                admin: false,
+            })
+            .await
+            .expect("sign in");
+        let cache = AuthCache::default();
+        assert_eq!(cache.ttl(Instant::now()), TTL, "not followed yet");
+        let cursor = cache.follow(&stores, None).await;
+        assert!(cursor.is_some(), "starts at the present");
+        assert_eq!(cache.ttl(Instant::now()), FOLLOWED_TTL);
+        assert_eq!(
+            cache.ttl(Instant::now() + TTL),
+            TTL,
+            "a feed not read for TTL is not followed"
+        );
+
+        cache.put_user(&asha, cache.generation(asha.id));
+        let jti = Uuid::new_v4();
+        cache.put_live(jti);
+        // Another process (`tomato admin`, a node whose message was lost) changes both.
+        stores
+            .users
+            .set_role(asha.id, Role::Rider)
+            .await
+            .expect("role");
+        let expires_at = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        stores.tokens.revoke(jti, expires_at).await.expect("revoke");
+        assert!(cache.user(asha.id).is_some(), "not heard of yet");
+        let cursor = cache.follow(&stores, cursor).await;
+        assert!(
+            cache.user(asha.id).is_none(),
+            "the changed user is read again"
+        );
+        assert_eq!(cache.revoked(jti), Some(true));
+
+        stores.backend.close().await.expect("close");
+        assert_eq!(
+            cache.follow(&stores, cursor.clone()).await,
+            cursor,
+            "a failed read keeps its place"
         );
     }
 

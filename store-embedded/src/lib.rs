@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use tomato_store::{Backend, StoreError, Stores};
 
+mod changes;
 mod db;
 mod marketplace;
 mod orders;
@@ -226,6 +227,18 @@ const MIGRATIONS: &[M<'static>] = &[
     ALTER TABLE riders_by_id RENAME TO riders;
     CREATE INDEX riders_pending ON riders (created_at) WHERE is_verified = 0;",
     ),
+    // The change feed authentication caches follow (see `changes.rs`); `seq` is the order of
+    // commits (AUTOINCREMENT: never reused, even after the newest rows are forgotten).
+    M::up(
+        "CREATE TABLE auth_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        user_id TEXT,
+        jti TEXT,
+        expires_at INTEGER
+    ) STRICT;
+    CREATE INDEX auth_changes_by_time ON auth_changes (at);",
+    ),
 ];
 
 /// Opens (or creates) the embedded store under `data_dir` and migrates it.
@@ -251,6 +264,7 @@ pub fn open(data_dir: &Path) -> Result<Stores, StoreError> {
         riders: store.clone(),
         stats: store.clone(),
         payments: store.clone(),
+        changes: store.clone(),
         backend: store,
     })
 }

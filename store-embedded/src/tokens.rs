@@ -5,8 +5,9 @@ use rusqlite::params;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::changes::record;
 use crate::{EmbeddedStore, to_millis};
-use tomato_store::{StoreError, TokenStore};
+use tomato_store::{AuthChange, StoreError, TokenStore};
 
 /// Whether one token was revoked: a single check, or each of a batch's.
 const IS_REVOKED: &str = "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?1)";
@@ -16,11 +17,16 @@ impl TokenStore for EmbeddedStore {
     async fn revoke(&self, jti: Uuid, expires_at: OffsetDateTime) -> Result<(), StoreError> {
         self.db
             .write(move |conn| {
-                conn.execute(
+                let tx = conn.transaction()?;
+                let new = tx.execute(
                     "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)
                      ON CONFLICT (jti) DO NOTHING",
                     params![jti.to_string(), to_millis(expires_at)],
                 )?;
+                if new == 1 {
+                    record(&tx, AuthChange::Revoked { jti, expires_at })?;
+                }
+                tx.commit()?;
                 Ok(())
             })
             .await

@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tomato_domain::{Email, PersonName, Role, User, UserId};
 
+use crate::changes::record;
 use crate::{EmbeddedStore, from_millis, now_millis, to_millis};
-use tomato_store::{SignIn, StoreError, UserStore};
+use tomato_store::{AuthChange, SignIn, StoreError, UserStore};
 
 const COLUMNS: &str = "id, email, name, image, role, role_version, created_at";
 
@@ -51,6 +52,7 @@ impl UserStore for EmbeddedStore {
                                 user.role_version
                             ],
                         )?;
+                        record(&tx, AuthChange::UserChanged(user.id))?;
                         user
                     }
                     None => {
@@ -132,6 +134,7 @@ impl UserStore for EmbeddedStore {
                         "UPDATE users SET role = ?2, role_version = ?3 WHERE id = ?1",
                         params![id.to_string(), role.as_str(), user.role_version],
                     )?;
+                    record(&tx, AuthChange::UserChanged(id))?;
                 }
                 tx.commit()?;
                 Ok(user)
@@ -161,6 +164,7 @@ impl UserStore for EmbeddedStore {
                             "UPDATE users SET role = 'admin', role_version = ?2 WHERE id = ?1",
                             params![user.id.to_string(), user.role_version],
                         )?;
+                        record(&tx, AuthChange::UserChanged(user.id))?;
                         user
                     }
                     None => {

@@ -40,6 +40,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tomato_store::{Backend, StoreError, Stores};
 
+mod changes;
 mod db;
 mod marketplace;
 mod orders;
@@ -71,6 +72,7 @@ pub async fn open(config: &ScyllaConfig) -> Result<Stores, StoreError> {
         riders: store.clone(),
         stats: store.clone(),
         payments: store.clone(),
+        changes: store.clone(),
         backend: store,
     })
 }

@@ -126,6 +126,13 @@ pub const MIGRATIONS: &[&[&str]] = &[
         // them.
         "CREATE TABLE IF NOT EXISTS config_admins (user_id text PRIMARY KEY)",
     ],
+    &[
+        // The change feed authentication caches follow: a partition per minute, rows in the
+        // writer's clock order, gone after an hour (see `changes.rs`).
+        "CREATE TABLE IF NOT EXISTS auth_changes (
+        minute bigint, at timestamp, id uuid, user_id text, jti uuid, expires_at timestamp,
+        PRIMARY KEY (minute, at, id))",
+    ],
 ];
 
 /// Whether `name` is a keyspace name CQL takes unquoted.

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
 use time::{Duration, OffsetDateTime};
-use tomato_store::{StoreError, TokenStore};
+use tomato_store::{AuthChange, StoreError, TokenStore};
 use uuid::Uuid;
 
 use crate::ScyllaStore;
@@ -46,7 +46,8 @@ impl TokenStore for ScyllaStore {
                 (jti, expires_at, ttl),
             )
             .await?;
-        Ok(())
+        // After the revocation, so a cache that hears of it and asks the store finds it.
+        self.record(AuthChange::Revoked { jti, expires_at }).await
     }
 
     async fn is_revoked(&self, jti: Uuid) -> Result<bool, StoreError> {

@@ -6,7 +6,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use scylla::DeserializeRow;
 use time::OffsetDateTime;
 use tomato_domain::{Email, PersonName, Role, User, UserId};
-use tomato_store::{SignIn, StoreError, UserStore};
+use tomato_store::{AuthChange, SignIn, StoreError, UserStore};
 
 use crate::{ScyllaStore, now_millis, parse_col};
 
@@ -235,6 +235,7 @@ impl UserStore for ScyllaStore {
             user = self.change_role(user, Role::Customer).await?;
             self.mark_config_admin(&user, false).await?;
         }
+        self.record(AuthChange::UserChanged(user.id)).await?;
         Ok(user)
     }
 
@@ -262,7 +263,11 @@ impl UserStore for ScyllaStore {
             .user(&id.to_string())
             .await?
             .ok_or(StoreError::NotFound)?;
-        self.change_role(user, role).await
+        let user = self.change_role(user, role).await?;
+        // Even when nothing changed: a retry after a crash between the change and its record
+        // records it then.
+        self.record(AuthChange::UserChanged(user.id)).await?;
+        Ok(user)
     }
 
     async fn grant_admin(&self, email: &Email) -> Result<User, StoreError> {
@@ -277,6 +282,8 @@ impl UserStore for ScyllaStore {
         };
         // Granted: an admin that outlives the configured list.
         self.mark_config_admin(&user, false).await?;
-        self.change_role(user, Role::Admin).await
+        let user = self.change_role(user, Role::Admin).await?;
+        self.record(AuthChange::UserChanged(user.id)).await?;
+        Ok(user)
     }
 }

@@ -11,8 +11,8 @@ use tomato_domain::{
 use uuid::Uuid;
 
 use crate::{
-    Conflict, Page, PositionSnapshot, Refund, RestaurantOrderFilter, RiderOrder, SaveEffects,
-    SavedResponse, SignIn, StoreError, Stores,
+    AuthChange, Conflict, FeedCursor, Page, PositionSnapshot, Refund, RestaurantOrderFilter,
+    RiderOrder, SaveEffects, SavedResponse, SignIn, StoreError, Stores,
 };
 
 /// Runs every check against `stores`, panicking with a description at the first failure.
@@ -24,6 +24,7 @@ pub async fn run(stores: &Stores) {
     role_changes_bump_the_version(stores).await;
     concurrent_sign_ins_make_one_user(stores).await;
     revocations_are_kept_until_expiry(stores).await;
+    the_change_feed_tells_of_role_changes_logouts_and_sign_ins(stores).await;
     run_marketplace(stores).await;
     run_riders(stores).await;
     run_stats(stores).await;
@@ -319,6 +320,88 @@ async fn revocations_are_kept_until_expiry(stores: &Stores) {
         !stores.tokens.is_revoked(dead).await.expect("check"),
         "expired goes"
     );
+}
+
+/// The changes after `from`, read in pages of `limit`, and where the last page left off.
+async fn changes_after(
+    stores: &Stores,
+    from: FeedCursor,
+    limit: usize,
+) -> (Vec<AuthChange>, FeedCursor) {
+    let mut cursor = from;
+    let mut changes = Vec::new();
+    loop {
+        let page = stores
+            .changes
+            .auth_changes(Some(cursor), limit)
+            .await
+            .expect("read the change feed");
+        let full = page.changes.len() == limit;
+        changes.extend(page.changes);
+        cursor = page.next;
+        if !full {
+            return (changes, cursor);
+        }
+    }
+}
+
+async fn the_change_feed_tells_of_role_changes_logouts_and_sign_ins(stores: &Stores) {
+    let user = stores
+        .users
+        .sign_in(sign_in("followed", "Followed"))
+        .await
+        .expect("sign in");
+    let start = stores
+        .changes
+        .auth_changes(None, 100)
+        .await
+        .expect("start at the present");
+    assert!(start.changes.is_empty(), "the present has no changes yet");
+
+    stores
+        .users
+        .set_role(user.id, Role::Rider)
+        .await
+        .expect("to rider");
+    let jti = Uuid::new_v4();
+    let expires_at =
+        OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp() + 3600)
+            .expect("a time");
+    stores.tokens.revoke(jti, expires_at).await.expect("revoke");
+    stores
+        .users
+        .sign_in(sign_in("followed", "Renamed"))
+        .await
+        .expect("sign in again");
+
+    // In pages of one, so the cursor must carry each page over to the next exactly.
+    let (changes, next) = changes_after(stores, start.next.clone(), 1).await;
+    let role = AuthChange::UserChanged(user.id);
+    let revoked = AuthChange::Revoked { jti, expires_at };
+    assert!(changes.len() >= 3, "every change, got {changes:?}");
+    assert_eq!(changes[0], role, "oldest first");
+    assert_eq!(changes[1], revoked);
+    assert_eq!(changes[2], role, "a sign-in that refreshed the profile");
+    let (whole, _) = changes_after(stores, start.next, 100).await;
+    assert_eq!(whole, changes, "the same changes in one page");
+
+    let (none, next) = changes_after(stores, next, 100).await;
+    assert!(none.is_empty(), "nothing returned twice: {none:?}");
+    stores
+        .users
+        .set_role(user.id, Role::Customer)
+        .await
+        .expect("back");
+    let (later, _) = changes_after(stores, next, 100).await;
+    assert_eq!(later, vec![role], "only what came after");
+
+    stores
+        .changes
+        .forget_before(OffsetDateTime::now_utc() - Duration::hours(2))
+        .await
+        .expect("forget old changes");
+    let (kept, _) = changes_after(stores, FeedCursor::default(), 1000).await;
+    assert!(kept.contains(&revoked), "recent changes stay");
 }
 
 /// Checks of the marketplace and order stores.

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use tomato_domain::{CartRule, Email, ErrorKind, PersonName, Role, User, UserId};
 use uuid::Uuid;
 
+mod changes;
 pub mod conformance;
 mod marketplace;
 mod orders;
@@ -17,6 +18,7 @@ mod payments;
 mod riders;
 mod stats;
 
+pub use changes::{AuthChange, AuthChanges, ChangeFeed, FeedCursor};
 pub use marketplace::{AddressStore, CartStore, MenuStore, RestaurantStore};
 pub use orders::{
     IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
@@ -222,6 +224,7 @@ pub struct Stores {
     pub riders: Arc<dyn RiderStore>,
     pub stats: Arc<dyn StatsStore>,
     pub payments: Arc<dyn PaymentStore>,
+    pub changes: Arc<dyn ChangeFeed>,
     pub backend: Arc<dyn Backend>,
 }
 

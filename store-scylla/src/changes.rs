@@ -1,0 +1,162 @@
+//! The change feed in CQL: a row per change in a partition per minute, ordered by the writer's
+//! clock, expiring by itself after `KEEP`. Without transactions a change is recorded right
+//! after the write it describes, and its clock time comes from whichever node wrote it, so a row
+//! can become visible after a reader has read past its time; every read therefore starts
+//! `OVERLAP` before the present and skips the rows it already returned (the cursor's `seen`).
+//! This assumes a write lands, and nodes' clocks agree, within `OVERLAP`.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use time::{Duration, OffsetDateTime};
+use tomato_store::{AuthChange, AuthChanges, ChangeFeed, FeedCursor, StoreError};
+use uuid::Uuid;
+
+use crate::ScyllaStore;
+use crate::orders::millis;
+
+/// How far behind the present every read starts again.
+const OVERLAP: Duration = Duration::seconds(10);
+/// How long a change is kept (the rows' TTL); a reader further behind starts this far back.
+const KEEP: Duration = Duration::hours(1);
+/// `KEEP` as a CQL TTL.
+const KEEP_TTL_S: i32 = 3600;
+
+type ChangeRow = (
+    OffsetDateTime,
+    Uuid,
+    Option<String>,
+    Option<Uuid>,
+    Option<OffsetDateTime>,
+);
+
+/// The partition of changes made at `at`: whole minutes since the Unix epoch.
+fn minute_of(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp().div_euclid(60)
+}
+
+fn millis_of(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+impl ScyllaStore {
+    /// Records `change`, after the write it describes.
+    pub(crate) async fn record(&self, change: AuthChange) -> Result<(), StoreError> {
+        let at = millis(OffsetDateTime::now_utc());
+        let (user, jti, expires_at) = match change {
+            AuthChange::UserChanged(id) => (Some(id.to_string()), None, None),
+            AuthChange::Revoked { jti, expires_at } => (None, Some(jti), Some(millis(expires_at))),
+        };
+        self.db
+            .run(
+                "INSERT INTO auth_changes (minute, at, id, user_id, jti, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
+                (
+                    minute_of(at),
+                    at,
+                    Uuid::new_v4(),
+                    user,
+                    jti,
+                    expires_at,
+                    KEEP_TTL_S,
+                ),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Every change recorded from `from` on, oldest first (ties by id).
+    async fn changes_from(&self, from: OffsetDateTime) -> Result<Vec<ChangeRow>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut rows: Vec<ChangeRow> = Vec::new();
+        for minute in minute_of(from)..=minute_of(now) {
+            rows.extend(
+                self.db
+                    .rows::<ChangeRow>(
+                        "SELECT at, id, user_id, jti, expires_at FROM auth_changes
+                         WHERE minute = ? AND at >= ?",
+                        (minute, from),
+                    )
+                    .await?,
+            );
+        }
+        rows.sort_by_key(|row| (row.0, row.1));
+        Ok(rows)
+    }
+}
+
+fn change_of(row: &ChangeRow) -> Result<AuthChange, StoreError> {
+    match row {
+        (_, _, Some(user), _, _) => Ok(AuthChange::UserChanged(user.parse().map_err(|err| {
+            StoreError::Corrupt(format!("auth change {}: user {user:?}: {err}", row.1))
+        })?)),
+        (_, _, None, Some(jti), Some(expires_at)) => Ok(AuthChange::Revoked {
+            jti: *jti,
+            expires_at: *expires_at,
+        }),
+        _ => Err(StoreError::Corrupt(format!(
+            "auth change {} names neither a user nor a token",
+            row.1
+        ))),
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for ScyllaStore {
+    async fn auth_changes(
+        &self,
+        after: Option<FeedCursor>,
+        limit: usize,
+    ) -> Result<AuthChanges, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let start = millis_of(now - OVERLAP);
+        let Some(after) = after else {
+            // The present: what is already in the overlap counts as returned.
+            let rows = self.changes_from(now - OVERLAP).await?;
+            return Ok(AuthChanges {
+                changes: Vec::new(),
+                next: FeedCursor {
+                    at: start,
+                    seen: rows.iter().map(|row| row.1).collect(),
+                },
+            });
+        };
+        let from_ms = after.at.max(millis_of(now - KEEP));
+        let from = OffsetDateTime::from_unix_timestamp_nanos(i128::from(from_ms) * 1_000_000)
+            .map_err(|err| StoreError::Invalid(format!("feed cursor {from_ms}: {err}")))?;
+        let rows = self.changes_from(from).await?;
+        let seen: HashSet<Uuid> = after.seen.iter().copied().collect();
+        let fresh: Vec<&ChangeRow> = rows.iter().filter(|row| !seen.contains(&row.1)).collect();
+        let taken = &fresh[..fresh.len().min(limit)];
+        // A full page resumes at its last change; otherwise the next read starts `OVERLAP`
+        // back (never before where this one did).
+        let at = match taken.last() {
+            Some(last) if taken.len() < fresh.len() => millis_of(last.0),
+            _ => start.max(after.at),
+        };
+        let returned: HashSet<Uuid> = taken.iter().map(|row| row.1).collect();
+        let changes = taken
+            .iter()
+            .map(|row| change_of(row))
+            .collect::<Result<_, _>>()?;
+        Ok(AuthChanges {
+            changes,
+            next: FeedCursor {
+                at,
+                seen: rows
+                    .iter()
+                    .filter(|row| {
+                        millis_of(row.0) >= at
+                            && (seen.contains(&row.1) || returned.contains(&row.1))
+                    })
+                    .map(|row| row.1)
+                    .collect(),
+            },
+        })
+    }
+
+    async fn forget_before(&self, _before: OffsetDateTime) -> Result<u64, StoreError> {
+        // The rows' TTL forgets them.
+        Ok(0)
+    }
+}

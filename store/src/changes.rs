@@ -1,0 +1,57 @@
+//! The feed of changes that authentication caches must hear of: a user's row changed (role,
+//! role version, profile), a token was revoked. Every backend records one in the same write as
+//! the change (or, without transactions, right after it), whoever made it: a node, or `tomato
+//! admin` in another process. A node follows the feed so it can keep what it read for minutes
+//! instead of re-reading it every few seconds.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tomato_domain::UserId;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// One change, as a cache applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthChange {
+    /// The user's row changed: what was read of it is stale.
+    UserChanged(UserId),
+    /// The token with this id is revoked until it expires.
+    Revoked {
+        jti: Uuid,
+        expires_at: OffsetDateTime,
+    },
+}
+
+/// Where a reader of the feed stands: made by the backend and handed back to it unchanged.
+/// `at` is a position in the backend's order of changes; `seen` lists changes at or after it
+/// already returned, for a backend whose reads overlap (see `tomato-store-scylla`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedCursor {
+    pub at: i64,
+    pub seen: Vec<Uuid>,
+}
+
+/// Changes after a cursor, and the cursor to ask from next.
+#[derive(Debug, Clone, Default)]
+pub struct AuthChanges {
+    pub changes: Vec<AuthChange>,
+    pub next: FeedCursor,
+}
+
+/// The change feed.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// The changes recorded after `after`, oldest first, at most `limit` of them (ask again
+    /// from `next` while a page comes back full). `None` starts at the present: no changes,
+    /// and the cursor from which later ones will be returned.
+    async fn auth_changes(
+        &self,
+        after: Option<FeedCursor>,
+        limit: usize,
+    ) -> Result<AuthChanges, StoreError>;
+
+    /// Forgets changes recorded before `before` (a backend whose rows expire by themselves
+    /// has nothing to do); returns how many went.
+    async fn forget_before(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+}
