@@ -324,8 +324,10 @@ impl AuthCache {
                 }
             };
             let full = page.changes.len() == FEED_PAGE;
-            for change in page.changes {
-                match change {
+            // This node's own changes were applied as it made them; again would only drop
+            // answers read since.
+            for change in page.changes.iter().filter(|fed| !fed.here) {
+                match change.change {
                     AuthChange::UserChanged(id) => self.user_changed_here(id),
                     AuthChange::Revoked { jti, expires_at } => {
                         // Already known when this node made it, or heard of it from the node
@@ -458,17 +460,36 @@ mod tests {
             "a feed not read for TTL is not followed"
         );
 
+        // A change this node made: applied as it was made (here, by the route), not again.
+        stores
+            .users
+            .set_role(asha.id, Role::Seller)
+            .await
+            .expect("role");
+        cache.user_changed(asha.id);
+        let asha = stores.users.get(asha.id).await.expect("get").expect("asha");
         cache.put_user(&asha, cache.generation(asha.id));
+        let cursor = cache.follow(&stores, cursor).await;
+        assert!(
+            cache.user(asha.id).is_some(),
+            "what was read after its own change stays"
+        );
+
+        // Another process (`tomato admin`, another node whose message was lost) changes both.
+        let elsewhere = tomato_store_embedded::open(dir.path()).expect("a second store");
         let jti = Uuid::new_v4();
         cache.put_live(jti);
-        // Another process (`tomato admin`, a node whose message was lost) changes both.
-        stores
+        elsewhere
             .users
             .set_role(asha.id, Role::Rider)
             .await
             .expect("role");
         let expires_at = OffsetDateTime::now_utc() + time::Duration::hours(1);
-        stores.tokens.revoke(jti, expires_at).await.expect("revoke");
+        elsewhere
+            .tokens
+            .revoke(jti, expires_at)
+            .await
+            .expect("revoke");
         assert!(cache.user(asha.id).is_some(), "not heard of yet");
         let cursor = cache.follow(&stores, cursor).await;
         assert!(
@@ -476,6 +497,7 @@ mod tests {
             "the changed user is read again"
         );
         assert_eq!(cache.revoked(jti), Some(true));
+        elsewhere.backend.close().await.expect("close");
 
         stores.backend.close().await.expect("close");
         assert_eq!(

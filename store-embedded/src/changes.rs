@@ -4,21 +4,28 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
 use time::OffsetDateTime;
-use tomato_store::{AuthChange, AuthChanges, ChangeFeed, FeedCursor, StoreError};
+use tomato_store::{AuthChange, AuthChanges, ChangeFeed, FedChange, FeedCursor, StoreError};
+use uuid::Uuid;
 
 use crate::{EmbeddedStore, from_millis, parse_col, to_millis};
 
-/// Records `change` through `conn` (the writer's transaction that makes it).
-pub(crate) fn record(conn: &Connection, change: AuthChange) -> Result<(), StoreError> {
+/// Records `change`, made through the store stamped `origin`, through `conn` (the writer's
+/// transaction that makes it).
+pub(crate) fn record(
+    conn: &Connection,
+    origin: Uuid,
+    change: AuthChange,
+) -> Result<(), StoreError> {
     let now = to_millis(OffsetDateTime::now_utc());
+    let origin = origin.to_string();
     match change {
         AuthChange::UserChanged(id) => conn.execute(
-            "INSERT INTO auth_changes (at, user_id) VALUES (?1, ?2)",
-            params![now, id.to_string()],
+            "INSERT INTO auth_changes (at, origin, user_id) VALUES (?1, ?2, ?3)",
+            params![now, origin, id.to_string()],
         )?,
         AuthChange::Revoked { jti, expires_at } => conn.execute(
-            "INSERT INTO auth_changes (at, jti, expires_at) VALUES (?1, ?2, ?3)",
-            params![now, jti.to_string(), to_millis(expires_at)],
+            "INSERT INTO auth_changes (at, origin, jti, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![now, origin, jti.to_string(), to_millis(expires_at)],
         )?,
     };
     Ok(())
@@ -31,6 +38,7 @@ impl ChangeFeed for EmbeddedStore {
         after: Option<FeedCursor>,
         limit: usize,
     ) -> Result<AuthChanges, StoreError> {
+        let origin = self.origin.to_string();
         self.db
             .read(move |conn| {
                 let Some(after) = after.clone() else {
@@ -48,23 +56,24 @@ impl ChangeFeed for EmbeddedStore {
                     });
                 };
                 let mut select = conn.prepare_cached(
-                    "SELECT seq, user_id, jti, expires_at FROM auth_changes
+                    "SELECT seq, origin, user_id, jti, expires_at FROM auth_changes
                      WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                 )?;
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 let rows = select.query_map(params![after.at, limit], |row| {
                     Ok((
                         row.get::<_, i64>(0)?,
-                        row.get::<_, Option<String>>(1)?,
+                        row.get::<_, String>(1)?,
                         row.get::<_, Option<String>>(2)?,
-                        row.get::<_, Option<i64>>(3)?,
+                        row.get::<_, Option<String>>(3)?,
+                        row.get::<_, Option<i64>>(4)?,
                     ))
                 })?;
                 let mut next = after;
                 let mut changes = Vec::new();
                 for row in rows {
-                    let (seq, user, jti, expires_at) = row?;
-                    changes.push(match (user, jti, expires_at) {
+                    let (seq, by, user, jti, expires_at) = row?;
+                    let change = match (user, jti, expires_at) {
                         (Some(user), _, _) => {
                             AuthChange::UserChanged(parse_col("user id", &user, str::parse)?)
                         }
@@ -77,6 +86,10 @@ impl ChangeFeed for EmbeddedStore {
                                 "auth change {seq} names neither a user nor a token"
                             )));
                         }
+                    };
+                    changes.push(FedChange {
+                        change,
+                        here: by == origin,
                     });
                     next.at = seq;
                 }

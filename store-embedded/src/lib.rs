@@ -9,6 +9,7 @@ use rusqlite_migration::{M, Migrations};
 use time::OffsetDateTime;
 
 use tomato_store::{Backend, StoreError, Stores};
+use uuid::Uuid;
 
 mod changes;
 mod db;
@@ -233,6 +234,7 @@ const MIGRATIONS: &[M<'static>] = &[
         "CREATE TABLE auth_changes (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         at INTEGER NOT NULL,
+        origin TEXT NOT NULL,
         user_id TEXT,
         jti TEXT,
         expires_at INTEGER
@@ -251,7 +253,10 @@ pub fn open(data_dir: &Path) -> Result<Stores, StoreError> {
             .to_latest(conn)
             .map_err(|err| StoreError::Backend(Box::new(err)))
     })?;
-    let store = Arc::new(EmbeddedStore { db });
+    let store = Arc::new(EmbeddedStore {
+        db,
+        origin: Uuid::new_v4(),
+    });
     Ok(Stores {
         users: store.clone(),
         tokens: store.clone(),
@@ -273,6 +278,8 @@ pub fn open(data_dir: &Path) -> Result<Stores, StoreError> {
 #[derive(Debug)]
 pub(crate) struct EmbeddedStore {
     db: Db,
+    /// Stamped on the changes recorded through this store, so its feed can tell them apart.
+    origin: Uuid,
 }
 
 #[async_trait]

@@ -15,6 +15,7 @@ const IS_REVOKED: &str = "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti 
 #[async_trait]
 impl TokenStore for EmbeddedStore {
     async fn revoke(&self, jti: Uuid, expires_at: OffsetDateTime) -> Result<(), StoreError> {
+        let origin = self.origin;
         self.db
             .write(move |conn| {
                 let tx = conn.transaction()?;
@@ -24,7 +25,7 @@ impl TokenStore for EmbeddedStore {
                     params![jti.to_string(), to_millis(expires_at)],
                 )?;
                 if new == 1 {
-                    record(&tx, AuthChange::Revoked { jti, expires_at })?;
+                    record(&tx, origin, AuthChange::Revoked { jti, expires_at })?;
                 }
                 tx.commit()?;
                 Ok(())

@@ -13,6 +13,7 @@ const COLUMNS: &str = "id, email, name, image, role, role_version, created_at";
 #[async_trait]
 impl UserStore for EmbeddedStore {
     async fn sign_in(&self, sign_in: SignIn) -> Result<User, StoreError> {
+        let origin = self.origin;
         self.db
             .write(move |conn| {
                 let tx = conn.transaction()?;
@@ -52,7 +53,7 @@ impl UserStore for EmbeddedStore {
                                 user.role_version
                             ],
                         )?;
-                        record(&tx, AuthChange::UserChanged(user.id))?;
+                        record(&tx, origin, AuthChange::UserChanged(user.id))?;
                         user
                     }
                     None => {
@@ -118,6 +119,7 @@ impl UserStore for EmbeddedStore {
     }
 
     async fn set_role(&self, id: UserId, role: Role) -> Result<User, StoreError> {
+        let origin = self.origin;
         self.db
             .write(move |conn| {
                 let tx = conn.transaction()?;
@@ -134,7 +136,7 @@ impl UserStore for EmbeddedStore {
                         "UPDATE users SET role = ?2, role_version = ?3 WHERE id = ?1",
                         params![id.to_string(), role.as_str(), user.role_version],
                     )?;
-                    record(&tx, AuthChange::UserChanged(id))?;
+                    record(&tx, origin, AuthChange::UserChanged(id))?;
                 }
                 tx.commit()?;
                 Ok(user)
@@ -144,6 +146,7 @@ impl UserStore for EmbeddedStore {
 
     async fn grant_admin(&self, email: &Email) -> Result<User, StoreError> {
         let email = email.clone();
+        let origin = self.origin;
         self.db
             .write(move |conn| {
                 let tx = conn.transaction()?;
@@ -164,7 +167,7 @@ impl UserStore for EmbeddedStore {
                             "UPDATE users SET role = 'admin', role_version = ?2 WHERE id = ?1",
                             params![user.id.to_string(), user.role_version],
                         )?;
-                        record(&tx, AuthChange::UserChanged(user.id))?;
+                        record(&tx, origin, AuthChange::UserChanged(user.id))?;
                         user
                     }
                     None => {

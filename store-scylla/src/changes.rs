@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
-use tomato_store::{AuthChange, AuthChanges, ChangeFeed, FeedCursor, StoreError};
+use tomato_store::{AuthChange, AuthChanges, ChangeFeed, FedChange, FeedCursor, StoreError};
 use uuid::Uuid;
 
 use crate::ScyllaStore;
@@ -24,6 +24,7 @@ const KEEP_TTL_S: i32 = 3600;
 
 type ChangeRow = (
     OffsetDateTime,
+    Uuid,
     Uuid,
     Option<String>,
     Option<Uuid>,
@@ -49,12 +50,13 @@ impl ScyllaStore {
         };
         self.db
             .run(
-                "INSERT INTO auth_changes (minute, at, id, user_id, jti, expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
+                "INSERT INTO auth_changes (minute, at, id, origin, user_id, jti, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
                 (
                     minute_of(at),
                     at,
                     Uuid::new_v4(),
+                    self.origin,
                     user,
                     jti,
                     expires_at,
@@ -73,7 +75,7 @@ impl ScyllaStore {
             rows.extend(
                 self.db
                     .rows::<ChangeRow>(
-                        "SELECT at, id, user_id, jti, expires_at FROM auth_changes
+                        "SELECT at, id, origin, user_id, jti, expires_at FROM auth_changes
                          WHERE minute = ? AND at >= ?",
                         (minute, from),
                     )
@@ -86,17 +88,17 @@ impl ScyllaStore {
 }
 
 fn change_of(row: &ChangeRow) -> Result<AuthChange, StoreError> {
-    match row {
-        (_, _, Some(user), _, _) => Ok(AuthChange::UserChanged(user.parse().map_err(|err| {
-            StoreError::Corrupt(format!("auth change {}: user {user:?}: {err}", row.1))
+    let (_, id, _, user, jti, expires_at) = row;
+    match (user, jti, expires_at) {
+        (Some(user), _, _) => Ok(AuthChange::UserChanged(user.parse().map_err(|err| {
+            StoreError::Corrupt(format!("auth change {id}: user {user:?}: {err}"))
         })?)),
-        (_, _, None, Some(jti), Some(expires_at)) => Ok(AuthChange::Revoked {
+        (None, Some(jti), Some(expires_at)) => Ok(AuthChange::Revoked {
             jti: *jti,
             expires_at: *expires_at,
         }),
         _ => Err(StoreError::Corrupt(format!(
-            "auth change {} names neither a user nor a token",
-            row.1
+            "auth change {id} names neither a user nor a token"
         ))),
     }
 }
@@ -137,8 +139,13 @@ impl ChangeFeed for ScyllaStore {
         let returned: HashSet<Uuid> = taken.iter().map(|row| row.1).collect();
         let changes = taken
             .iter()
-            .map(|row| change_of(row))
-            .collect::<Result<_, _>>()?;
+            .map(|row| {
+                Ok(FedChange {
+                    change: change_of(row)?,
+                    here: row.2 == self.origin,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(AuthChanges {
             changes,
             next: FeedCursor {

@@ -59,7 +59,10 @@ pub use db::{Consistency, ScyllaConfig};
 pub async fn open(config: &ScyllaConfig) -> Result<Stores, StoreError> {
     let db = Db::connect(config).await?;
     schema::migrate(&db, config).await?;
-    let store = Arc::new(ScyllaStore { db });
+    let store = Arc::new(ScyllaStore {
+        db,
+        origin: uuid::Uuid::new_v4(),
+    });
     Ok(Stores {
         users: store.clone(),
         tokens: store.clone(),
@@ -80,6 +83,8 @@ pub async fn open(config: &ScyllaConfig) -> Result<Stores, StoreError> {
 /// Every store trait over one CQL session.
 pub(crate) struct ScyllaStore {
     db: Db,
+    /// Stamped on the changes recorded through this store, so its feed can tell them apart.
+    origin: uuid::Uuid,
 }
 
 impl std::fmt::Debug for ScyllaStore {

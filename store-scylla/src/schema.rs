@@ -130,7 +130,8 @@ pub const MIGRATIONS: &[&[&str]] = &[
         // The change feed authentication caches follow: a partition per minute, rows in the
         // writer's clock order, gone after an hour (see `changes.rs`).
         "CREATE TABLE IF NOT EXISTS auth_changes (
-        minute bigint, at timestamp, id uuid, user_id text, jti uuid, expires_at timestamp,
+        minute bigint, at timestamp, id uuid, origin uuid, user_id text, jti uuid,
+        expires_at timestamp,
         PRIMARY KEY (minute, at, id))",
     ],
 ];

@@ -2,7 +2,8 @@
 //! role version, profile), a token was revoked. Every backend records one in the same write as
 //! the change (or, without transactions, right after it), whoever made it: a node, or `tomato
 //! admin` in another process. A node follows the feed so it can keep what it read for minutes
-//! instead of re-reading it every few seconds.
+//! instead of re-reading it every few seconds. Each change says whether it was recorded through
+//! the store that reads it, so a node can tell its own changes from everyone else's.
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -32,10 +33,19 @@ pub struct FeedCursor {
     pub seen: Vec<Uuid>,
 }
 
+/// A change as the feed returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FedChange {
+    pub change: AuthChange,
+    /// Recorded through this same store (this process): a node applies its own changes to its
+    /// cache as it makes them, so it skips these and hears only of changes made elsewhere.
+    pub here: bool,
+}
+
 /// Changes after a cursor, and the cursor to ask from next.
 #[derive(Debug, Clone, Default)]
 pub struct AuthChanges {
-    pub changes: Vec<AuthChange>,
+    pub changes: Vec<FedChange>,
     pub next: FeedCursor,
 }
 

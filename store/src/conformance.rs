@@ -322,7 +322,8 @@ async fn revocations_are_kept_until_expiry(stores: &Stores) {
     );
 }
 
-/// The changes after `from`, read in pages of `limit`, and where the last page left off.
+/// The changes after `from` (all made through `stores`), read in pages of `limit`, and where
+/// the last page left off.
 async fn changes_after(
     stores: &Stores,
     from: FeedCursor,
@@ -337,7 +338,10 @@ async fn changes_after(
             .await
             .expect("read the change feed");
         let full = page.changes.len() == limit;
-        changes.extend(page.changes);
+        for fed in page.changes {
+            assert!(fed.here, "made through this store, and said so: {fed:?}");
+            changes.push(fed.change);
+        }
         cursor = page.next;
         if !full {
             return (changes, cursor);
