@@ -174,6 +174,9 @@ pub fn app(state: AppState) -> Router {
         // Outermost: Socket.IO takes its own path before any request layer (its connections
         // are long-lived; the request timeout must not cut them).
         .layer(socket_io)
+        .layer(tower::util::MapRequestLayer::new(
+            crate::realtime::own_socket_io_head,
+        ))
         .with_state(state)
 }
 

@@ -25,6 +25,8 @@ mod bus;
 mod events;
 pub mod sessions;
 mod socketio;
+
+pub(crate) use socketio::own_head as own_socket_io_head;
 pub mod ws;
 
 use std::sync::Arc;
