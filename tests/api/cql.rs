@@ -303,3 +303,52 @@ async fn scylla_store_passes_the_conformance_suite() {
     tomato_store::conformance::run(&stores).await;
     stores.backend.close().await.expect("close");
 }
+
+/// Two nodes on one keyspace: each reads the other's changes in the feed as made elsewhere,
+/// which is how a node's authentication cache hears of them when a message between nodes is
+/// lost.
+#[tokio::test]
+async fn the_change_feed_tells_one_nodes_changes_from_anothers() {
+    let keyspace = keyspace();
+    let one = tomato_store_scylla::open(&config(&keyspace))
+        .await
+        .expect("open the first store");
+    let other = tomato_store_scylla::open(&config(&keyspace))
+        .await
+        .expect("open the second store");
+    let start = one
+        .changes
+        .auth_changes(None, 100)
+        .await
+        .expect("start at the present");
+    let (here, elsewhere) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(
+        time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
+    )
+    .expect("a time");
+    one.tokens
+        .revoke(here, expires_at)
+        .await
+        .expect("revoke here");
+    other
+        .tokens
+        .revoke(elsewhere, expires_at)
+        .await
+        .expect("revoke elsewhere");
+    let page = one
+        .changes
+        .auth_changes(Some(start.next), 100)
+        .await
+        .expect("read the feed");
+    let heard: Vec<(uuid::Uuid, bool)> = page
+        .changes
+        .iter()
+        .filter_map(|fed| match fed.change {
+            tomato_store::AuthChange::Revoked { jti, .. } => Some((jti, fed.here)),
+            tomato_store::AuthChange::UserChanged(_) => None,
+        })
+        .collect();
+    assert_eq!(heard, vec![(here, true), (elsewhere, false)]);
+    one.backend.close().await.expect("close");
+    other.backend.close().await.expect("close");
+}
