@@ -52,6 +52,10 @@ pub struct Phase {
     pub errors: u64,
     /// Queries only: riders returned on average (both sides should agree roughly).
     pub mean_results: Option<f64>,
+    /// What the first failed operation said, when any failed: a count alone does not tell a
+    /// refused token from a timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
 }
 
 /// One side.
@@ -143,6 +147,14 @@ impl Comparison {
             out += &format!(
                 "tomato as a fraction of the bare ceiling: updates {updates:.2}, queries {queries:.2}\n"
             );
+        }
+        for (name, side) in sides {
+            let Some(side) = side else { continue };
+            for (phase, figures) in [("updates", &side.updates), ("queries", &side.queries)] {
+                if let Some(error) = &figures.first_error {
+                    out += &format!("{name} {phase}: first error: {error}\n");
+                }
+            }
         }
         out
     }
@@ -472,6 +484,7 @@ struct Tally {
     errors: AtomicU64,
     results: AtomicU64,
     latency: std::sync::Mutex<Histogram<u64>>,
+    first_error: std::sync::OnceLock<String>,
 }
 
 impl Tally {
@@ -481,7 +494,16 @@ impl Tally {
             errors: AtomicU64::new(0),
             results: AtomicU64::new(0),
             latency: std::sync::Mutex::new(record::histogram()),
+            first_error: std::sync::OnceLock::new(),
         })
+    }
+
+    /// `times` operations failed with `error`; the first error's text is kept.
+    fn failed(&self, error: &dyn std::fmt::Display, times: u64) {
+        self.errors.fetch_add(times, Ordering::Relaxed);
+        if self.first_error.get().is_none() {
+            let _ = self.first_error.set(error.to_string());
+        }
     }
 
     fn took(&self, took: Duration, times: u64) {
@@ -513,6 +535,7 @@ impl Tally {
             errors: self.errors.load(Ordering::Relaxed),
             mean_results: queries
                 .then(|| self.results.load(Ordering::Relaxed) as f64 / (ops.len().max(1) as f64)),
+            first_error: self.first_error.get().cloned(),
         }
     }
 }
@@ -572,11 +595,7 @@ async fn on_redis(
                             }
                         }
                     }
-                    Err(_) => {
-                        tally
-                            .errors
-                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    }
+                    Err(err) => tally.failed(&err, batch.len() as u64),
                 }
             }
         }));
@@ -627,9 +646,7 @@ async fn on_tomato(
                             tally.took(sent.elapsed(), 1);
                             tally.results.fetch_add(found, Ordering::Relaxed);
                         }
-                        Err(_) => {
-                            tally.errors.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Err(err) => tally.failed(&err, 1),
                     }
                 }
             }));
@@ -639,4 +656,52 @@ async fn on_tomato(
         let _ = worker.await;
     }
     tally.phase(&ops, started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(errors: u64, first_error: Option<&str>) -> Phase {
+        Phase {
+            ops: 10,
+            per_s: 100.0,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            errors,
+            mean_results: None,
+            first_error: first_error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_report_says_what_the_first_failure_said() {
+        let comparison = Comparison {
+            riders: 10,
+            connections: 1,
+            pipeline: 1,
+            redis: None,
+            tomato: Some(Side {
+                updates: phase(0, None),
+                queries: phase(3, Some("GET /api/rider/nearby: 401 token_expired")),
+            }),
+            bare: None,
+            update_rate_ratio: None,
+            query_rate_ratio: None,
+            update_ceiling_fraction: None,
+            query_ceiling_fraction: None,
+        };
+        let text = comparison.text();
+        assert!(
+            text.contains("tomato queries: first error: GET /api/rider/nearby: 401 token_expired"),
+            "{text}"
+        );
+        assert!(!text.contains("tomato updates: first error"), "{text}");
+        let json = serde_json::to_value(&comparison).expect("json");
+        assert_eq!(
+            json["tomato"]["queries"]["firstError"],
+            "GET /api/rider/nearby: 401 token_expired"
+        );
+        assert!(json["tomato"]["updates"].get("firstError").is_none());
+    }
 }
