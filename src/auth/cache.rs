@@ -11,7 +11,7 @@
 //!
 //! Changes made anywhere else (`tomato admin grant` in another process, a message between nodes
 //! that was lost) come through the store's change feed, which the node follows every
-//! `FOLLOW_EVERY` ([`spawn_refresher`]). While it is followed, an answer is kept for
+//! `REFRESH_EVERY` ([`spawn_refresher`]). While it is followed, an answer is kept for
 //! `FOLLOWED_TTL`, since the feed would have told of any change to it: a rider posting every
 //! 10 s costs no store read. When the feed cannot be read for `TTL`, answers fall back to living
 //! `TTL` from their read, so no change goes unseen for longer than that either way.
@@ -323,7 +323,9 @@ impl AuthCache {
                     return cursor;
                 }
             };
-            let full = page.changes.len() == FEED_PAGE;
+            // A new reader's first page is empty and its cursor a little in the past: read on
+            // from it at once, before counting the feed as followed.
+            let full = page.changes.len() == FEED_PAGE || cursor.is_none();
             // This node's own changes were applied as it made them; again would only drop
             // answers read since.
             for change in page.changes.iter().filter(|fed| !fed.here) {

@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
 use time::OffsetDateTime;
-use tomato_store::{AuthChange, AuthChanges, ChangeFeed, FedChange, FeedCursor, StoreError};
+use tomato_store::{
+    AuthChange, AuthChanges, ChangeFeed, FedChange, FeedCursor, START_BACK, StoreError,
+};
 use uuid::Uuid;
 
 use crate::{EmbeddedStore, from_millis, parse_col, to_millis};
@@ -42,9 +44,10 @@ impl ChangeFeed for EmbeddedStore {
         self.db
             .read(move |conn| {
                 let Some(after) = after.clone() else {
+                    let since = to_millis(OffsetDateTime::now_utc() - START_BACK);
                     let at: i64 = conn.query_row(
-                        "SELECT coalesce(max(seq), 0) FROM auth_changes",
-                        [],
+                        "SELECT coalesce(max(seq), 0) FROM auth_changes WHERE at < ?1",
+                        [since],
                         |row| row.get(0),
                     )?;
                     return Ok(AuthChanges {

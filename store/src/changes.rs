@@ -12,6 +12,9 @@ use uuid::Uuid;
 
 use crate::StoreError;
 
+/// How far before the present a new reader's cursor starts.
+pub const START_BACK: time::Duration = time::Duration::seconds(10);
+
 /// One change, as a cache applies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthChange {
@@ -53,8 +56,10 @@ pub struct AuthChanges {
 #[async_trait]
 pub trait ChangeFeed: Send + Sync {
     /// The changes recorded after `after`, oldest first, at most `limit` of them (ask again
-    /// from `next` while a page comes back full). `None` starts at the present: no changes,
-    /// and the cursor from which later ones will be returned.
+    /// from `next` while a page comes back full). `None` starts a reader: no changes, and a
+    /// cursor `START_BACK` before the present, so that its first read returns the changes of
+    /// those seconds again, among them any that a read of the store it made while starting
+    /// raced with.
     async fn auth_changes(
         &self,
         after: Option<FeedCursor>,

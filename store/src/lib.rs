@@ -18,7 +18,7 @@ mod payments;
 mod riders;
 mod stats;
 
-pub use changes::{AuthChange, AuthChanges, ChangeFeed, FedChange, FeedCursor};
+pub use changes::{AuthChange, AuthChanges, ChangeFeed, FedChange, FeedCursor, START_BACK};
 pub use marketplace::{AddressStore, CartStore, MenuStore, RestaurantStore};
 pub use orders::{
     IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
