@@ -148,15 +148,19 @@ impl Limits {
         Ok(())
     }
 
-    /// Takes one of `user`'s socket slots, or `None` when all are in use. The slot is given
-    /// back when the returned guard drops.
-    pub fn open_socket(self: &Arc<Self>, user: UserId) -> Option<SocketSlot> {
+    /// Takes one of `user`'s socket slots; when all are in use the connection is refused at
+    /// connect (429), never accepted and dropped. The slot is given back when the returned
+    /// guard drops.
+    pub fn open_socket(self: &Arc<Self>, user: UserId) -> Result<SocketSlot, ApiError> {
         let mut open = self.sockets.entry(user).or_insert(0);
         if *open >= self.max_sockets {
-            return None;
+            return Err(ApiError::rate_limited(
+                "too many open sockets for this user; close one first",
+                Duration::from_secs(5),
+            ));
         }
         *open += 1;
-        Some(SocketSlot {
+        Ok(SocketSlot {
             limits: Arc::clone(self),
             user,
         })

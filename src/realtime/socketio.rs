@@ -70,10 +70,7 @@ pub(super) fn attach(state: &AppState) {
             let auth = auth.map_err(|_| Refused("unauthenticated: pass auth: {token}".into()))?;
             let refused = |err: ApiError| Refused(format!("{}: {}", err.code(), err.message()));
             let user = authenticate(&state, &auth.token).await.map_err(refused)?;
-            let slot = state
-                .limits
-                .open_socket(user.user.id)
-                .ok_or_else(|| refused(super::ws::too_many_sockets()))?;
+            let slot = state.limits.open_socket(user.user.id).map_err(refused)?;
             // Given back when the socket disconnects (or, refused later, is dropped).
             socket
                 .extensions

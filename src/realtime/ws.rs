@@ -175,10 +175,7 @@ pub async fn upgrade(
         .token
         .ok_or_else(|| ApiError::unauthorized("unauthenticated", "pass ?token=<access token>"))?;
     let auth = authenticate(&state, &token).await?;
-    let slot = state
-        .limits
-        .open_socket(auth.user.id)
-        .ok_or_else(too_many_sockets)?;
+    let slot = state.limits.open_socket(auth.user.id)?;
     let rooms = super::rooms_of(&state, &auth).await;
     let conn = Box::new(Conn {
         state,
@@ -217,14 +214,6 @@ struct Incoming<'a> {
     /// Set by a client that wants the outcome back as `{"event":"ack","id",data}`.
     #[serde(default)]
     id: Option<u64>,
-}
-
-/// A user over `limits.sockets_per_user` is refused at connect, never accepted and dropped.
-pub(super) fn too_many_sockets() -> ApiError {
-    ApiError::rate_limited(
-        "too many open sockets for this user; close one first",
-        Duration::from_secs(5),
-    )
 }
 
 /// The last frames before the server closes a connection.
