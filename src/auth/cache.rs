@@ -356,8 +356,12 @@ impl AuthCache {
     fn inserted(&self) {
         if self.inserts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             let now = OffsetDateTime::now_utc().unix_timestamp();
-            self.users.retain(|_, c| self.fresh(c.read_at));
-            self.live.retain(|_, t| self.fresh(t.read_at));
+            // One clock read and one TTL for the whole sweep, not one per entry.
+            let at = Instant::now();
+            let ttl = self.ttl(at);
+            let fresh = |read_at: Instant| at.saturating_duration_since(read_at) < ttl;
+            self.users.retain(|_, c| fresh(c.read_at));
+            self.live.retain(|_, t| fresh(t.read_at));
             self.revoked.retain(|_, expires| *expires > now);
         }
     }

@@ -14,8 +14,8 @@ use tomato_store::{
 };
 use uuid::Uuid;
 
-use crate::ScyllaStore;
 use crate::orders::millis;
+use crate::{ScyllaStore, millis_of};
 
 /// How far behind the present every read starts again.
 const OVERLAP: Duration = Duration::seconds(10);
@@ -36,10 +36,6 @@ type ChangeRow = (
 /// The partition of changes made at `at`: whole minutes since the Unix epoch.
 fn minute_of(at: OffsetDateTime) -> i64 {
     at.unix_timestamp().div_euclid(60)
-}
-
-fn millis_of(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 impl ScyllaStore {

@@ -142,6 +142,11 @@ pub(crate) fn now_millis() -> OffsetDateTime {
         .unwrap_or(now)
 }
 
+/// Milliseconds since the Unix epoch.
+pub(crate) fn millis_of(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 /// Parses a stored value, calling a failure what it is: a corrupt record.
 pub(crate) fn parse_col<T, E: std::fmt::Display>(
     what: &str,

@@ -318,8 +318,7 @@ impl PaymentStore for ScyllaStore {
                     }
                     _ => {}
                 }
-                millis_after =
-                    i64::try_from(created.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+                millis_after = crate::millis_of(created);
                 order_after = order;
                 payment_after = payment;
                 if items.len() > limit {
