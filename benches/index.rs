@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use time::OffsetDateTime;
 use tomato_domain::{LatLon, RiderId};
 use tomato_shards::index::SpatialIndex;
+use tomato_shards::{RiderIndex, ShardId, ShardMap};
 
 /// Counts live heap bytes, to measure the index's footprint.
 struct Counting;
@@ -132,6 +134,27 @@ fn bench_index(c: &mut Criterion) {
                 black_box(index.upsert(id, moved, seen, true))
             })
         });
+
+        // The same search as the node runs it: over the node's shard slices (the default map
+        // of 64 shards over resolution-5 regions), taking their locks.
+        let map = ShardMap::new(5, 64).expect("the default map");
+        let sharded = RiderIndex::new(map);
+        for shard in 0..map.count() {
+            sharded.open(ShardId(shard));
+        }
+        let now = OffsetDateTime::now_utc();
+        for (id, at) in &placed {
+            sharded.update(*id, *at, now, Some(true)).expect("open");
+        }
+        group.bench_function(
+            BenchmarkId::new("nearest_5_within_5km_sharded", riders),
+            |b| {
+                b.iter(|| {
+                    let at = rng.point();
+                    black_box(sharded.nearest(at, 5_000.0, 5, |_, ok| ok))
+                })
+            },
+        );
     }
     group.finish();
 }

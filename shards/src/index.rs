@@ -73,18 +73,49 @@ const REACH_SLACK: f64 = 1.01;
 
 impl Bucket {
     fn new(cell: CellIndex) -> Self {
-        let centre = unit_vector_of(LatLng::from(cell));
-        let reach = cell
-            .boundary()
-            .iter()
-            .map(|vertex| chord2(centre, unit_vector_of(*vertex)).sqrt())
-            .fold(0.0, f64::max);
+        let (centre, reach) = geometry(cell);
         Self {
             slots: Vec::new(),
             centre,
-            reach: reach * REACH_SLACK,
+            reach,
         }
     }
+}
+
+/// How many cells' geometry a thread remembers for [`remembered_geometry`] (about 40 bytes
+/// each, and the map's own).
+const GEOMETRY_REMEMBERED: usize = 4_096;
+
+thread_local! {
+    static GEOMETRY: std::cell::RefCell<HashMap<CellIndex, ([f64; 3], f64)>> =
+        std::cell::RefCell::default();
+}
+
+/// [`geometry`], remembered by the thread: a search places the empty cells around the city's
+/// edge again and again, and H3's boundary of a cell costs about a microsecond. It is a pure
+/// function of the cell, so a thread's memory of it never goes stale; it is forgotten whole
+/// when full.
+fn remembered_geometry(cell: CellIndex) -> ([f64; 3], f64) {
+    GEOMETRY.with_borrow_mut(|remembered| {
+        if let Some(known) = remembered.get(&cell) {
+            return *known;
+        }
+        if remembered.len() >= GEOMETRY_REMEMBERED {
+            remembered.clear();
+        }
+        *remembered.entry(cell).or_insert_with(|| geometry(cell))
+    })
+}
+
+/// A cell's centre as a unit vector, and its reach from there (with the slack).
+fn geometry(cell: CellIndex) -> ([f64; 3], f64) {
+    let centre = unit_vector_of(LatLng::from(cell));
+    let reach = cell
+        .boundary()
+        .iter()
+        .map(|vertex| chord2(centre, unit_vector_of(*vertex)).sqrt())
+        .fold(0.0, f64::max);
+    (centre, reach * REACH_SLACK)
 }
 
 /// Where a search finds the riders of a cell: one index, or several shards' indexes.
@@ -333,51 +364,95 @@ impl Buckets for SpatialIndex {
     }
 }
 
-/// Riders in `cell` that pass `filter`, scored against `target` into `best` (a max-heap of at
-/// most `limit`). A cell that cannot hold anything nearer than the radius, or than the worst
-/// rider kept once `best` is full, is not opened.
+/// The `limit` nearest riders a search has found so far: a max-heap, with its worst distance
+/// kept beside it so that the scan's inner loop compares one number per rider.
+struct Best {
+    heap: BinaryHeap<Candidate>,
+    limit: usize,
+    /// The squared chord a rider must be nearer than to be kept: the radius's until the heap is
+    /// full, then the worst kept's.
+    bound: f64,
+    /// Whether `bound` is the worst kept's (the heap is full) rather than the radius's.
+    full: bool,
+}
+
+impl Best {
+    fn new(limit: usize, max_chord2: f64) -> Self {
+        Self {
+            heap: BinaryHeap::with_capacity(limit + 1),
+            limit,
+            bound: max_chord2,
+            full: false,
+        }
+    }
+
+    /// Keeps `slot` at squared chord `d` if it is among the nearest so far.
+    #[inline]
+    fn offer(&mut self, d: f64, slot: Slot) {
+        if !self.full {
+            // The radius is inclusive.
+            if d <= self.bound {
+                self.heap.push(Candidate(d, slot));
+                if self.heap.len() == self.limit {
+                    self.full = true;
+                    self.bound = self.worst();
+                }
+            }
+        } else if d < self.bound {
+            if let Some(mut worst) = self.heap.peek_mut() {
+                // Replaced in place: one sift down when the guard drops, not a pop and a push.
+                *worst = Candidate(d, slot);
+            }
+            self.bound = self.worst();
+        }
+    }
+
+    fn worst(&self) -> f64 {
+        self.heap.peek().map_or(f64::INFINITY, |worst| worst.0)
+    }
+}
+
+/// Where a cell lies against the searched point: the chord from the point to the nearest place
+/// the cell could hold (0 when the point may be inside it). Chords are straight lines, so the
+/// triangle inequality bounds every point of the cell.
+fn floor(target: [f64; 3], centre: [f64; 3], reach: f64) -> f64 {
+    (chord2(target, centre).sqrt() - reach).max(0.0)
+}
+
+/// Riders in `cell` that pass `filter`, scored against `target` into `best`. A cell that cannot
+/// hold anything nearer than what `best` still takes is not opened. Returns the cell's
+/// [`floor`], or `None` when no rider is in it.
 fn scan(
     buckets: &impl Buckets,
     cell: CellIndex,
     target: [f64; 3],
-    max_chord2: f64,
-    limit: usize,
     filter: &impl Fn(u32, bool) -> bool,
-    best: &mut BinaryHeap<Candidate>,
-) {
-    let Some(bucket) = buckets.bucket(cell) else {
-        return;
-    };
-    // Chords are straight lines, so the triangle inequality bounds every point of the cell.
-    let floor = chord2(target, bucket.centre).sqrt() - bucket.reach;
-    if floor > 0.0 {
-        let floor2 = floor * floor;
-        let full = best.len() == limit;
-        if floor2 > max_chord2 || full && best.peek().is_some_and(|worst| floor2 >= worst.0) {
-            return;
-        }
+    best: &mut Best,
+) -> Option<f64> {
+    let bucket = buckets.bucket(cell)?;
+    let floor = floor(target, bucket.centre, bucket.reach);
+    let floor2 = floor * floor;
+    if floor2 > best.bound || best.full && floor2 >= best.bound {
+        return Some(floor);
     }
     for slot in &bucket.slots {
         if !filter(slot.seen, slot.dispatchable) {
             continue;
         }
-        let d = chord2(target, slot.xyz);
-        if d > max_chord2 {
-            continue;
-        }
-        if best.len() < limit {
-            best.push(Candidate(d, *slot));
-        } else if let Some(mut worst) = best.peek_mut()
-            && d < worst.0
-        {
-            // Replaced in place: one sift down when the guard drops, not a pop and a push.
-            *worst = Candidate(d, *slot);
-        }
+        best.offer(chord2(target, slot.xyz), *slot);
     }
+    Some(floor)
 }
 
 /// The ring search over any [`Buckets`]: the `limit` nearest riders within `radius_m` of `at`
 /// that pass `filter(seen, dispatchable)`, nearest first.
+///
+/// Rings are walked outward from the point's cell. The search stops after ring `k` once it holds
+/// `limit` riders and no cell of ring `k` can hold one nearer than the worst of them: ring `k`
+/// encloses every cell nearer in the grid, so the straight way from the point to anything in a
+/// farther ring crosses a cell of ring `k` first, and is no shorter than the way to that cell.
+/// In a dense city that is after the first ring or the second, where the grid bound alone
+/// ([`ring_min_distance_m`], which must allow for H3's distortion) needs four.
 pub fn nearest(
     buckets: &impl Buckets,
     at: LatLon,
@@ -389,40 +464,50 @@ pub fn nearest(
         return Vec::new();
     }
     let target = unit_vector(at);
-    let max_chord2 = m_to_chord2(radius_m);
     let origin = at.cell(INDEX_RESOLUTION);
     let last_ring = covering_k(radius_m, INDEX_RESOLUTION);
-    let mut best = BinaryHeap::with_capacity(limit + 1);
+    let mut best = Best::new(limit, m_to_chord2(radius_m));
+    let mut ring: Vec<CellIndex> = Vec::new();
+    let mut empty: Vec<CellIndex> = Vec::new();
     for k in 0..=last_ring {
-        let settled = best.len() == limit
-            && best.peek().is_some_and(|worst: &Candidate| {
-                chord2_to_m(worst.0) < ring_min_distance_m(k, INDEX_RESOLUTION)
-            });
-        if settled {
+        if best.full && chord2_to_m(best.bound) < ring_min_distance_m(k, INDEX_RESOLUTION) {
             break;
         }
+        ring.clear();
         if k == 0 {
-            scan(
-                buckets, origin, target, max_chord2, limit, &filter, &mut best,
-            );
-            continue;
-        }
-        let ring: Vec<Option<CellIndex>> = origin.grid_ring_fast(k).collect();
-        if ring.iter().all(Option::is_some) {
-            for cell in ring.into_iter().flatten() {
-                scan(buckets, cell, target, max_chord2, limit, &filter, &mut best);
-            }
-        } else {
+            ring.push(origin);
+        } else if !ring_fast(origin, k, &mut ring) {
             // Near a pentagon the fast ring is undefined; the safe disk walk is not.
-            for (cell, _) in origin
-                .grid_disk_distances_safe(k)
-                .filter(|(_, distance)| *distance == k)
-            {
-                scan(buckets, cell, target, max_chord2, limit, &filter, &mut best);
+            ring.clear();
+            ring.extend(
+                origin
+                    .grid_disk_distances_safe(k)
+                    .filter(|(_, distance)| *distance == k)
+                    .map(|(cell, _)| cell),
+            );
+        }
+        // The nearest any cell of the ring could hold, over the cells with riders; the empty
+        // ones are only placed if that could end the search.
+        let mut ring_floor = f64::INFINITY;
+        empty.clear();
+        for &cell in &ring {
+            match scan(buckets, cell, target, &filter, &mut best) {
+                Some(floor) => ring_floor = ring_floor.min(floor),
+                None => empty.push(cell),
             }
+        }
+        let encloses = |floor: f64| best.full && floor * floor >= best.bound;
+        if encloses(ring_floor)
+            && empty.iter().all(|&cell| {
+                let (centre, reach) = remembered_geometry(cell);
+                encloses(floor(target, centre, reach))
+            })
+        {
+            break;
         }
     }
     let mut found: Vec<Found> = best
+        .heap
         .into_iter()
         .map(|Candidate(d, slot)| Found {
             rider: slot.rider,
@@ -437,6 +522,18 @@ pub fn nearest(
             .then(a.rider.cmp(&b.rider))
     });
     found
+}
+
+/// Ring `k` around `origin` into `ring`, by H3's fast walk; false (with `ring` partly filled)
+/// where that walk is undefined, near a pentagon.
+fn ring_fast(origin: CellIndex, k: u32, ring: &mut Vec<CellIndex>) -> bool {
+    for cell in origin.grid_ring_fast(k) {
+        match cell {
+            Some(cell) => ring.push(cell),
+            None => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -547,6 +644,45 @@ mod tests {
         (found, brute_force(&all, centre, radius, limit, filter))
     }
 
+    /// Many searches over a dense city (about 170 riders a cell) and a sparse one (one rider in
+    /// five cells): each stop a search makes before its last ring is checked against a scan of
+    /// every rider. Points are drawn by a fixed stream, so a failure repeats.
+    #[test]
+    fn searches_stop_only_when_nothing_nearer_is_left() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for (riders, side) in [(2_500, 0.03), (400, 0.3)] {
+            let mut index = SpatialIndex::default();
+            let mut all = Vec::new();
+            for _ in 0..riders {
+                let at = point(12.9 + next() * side, 77.5 + next() * side);
+                let (id, seen, ok) = (RiderId::new(), (next() * 100.0) as u32, next() < 0.9);
+                index.upsert(id, at, seen, ok);
+                all.push((id, at, seen, ok));
+            }
+            let filter = |seen: u32, ok: bool| ok && seen >= 10;
+            for _ in 0..1_000 {
+                let centre = point(12.9 + next() * side, 77.5 + next() * side);
+                let limit = 1 + (next() * 8.0) as usize;
+                let found: Vec<RiderId> = index
+                    .nearest(centre, 5_000.0, limit, filter)
+                    .iter()
+                    .map(|f| f.rider)
+                    .collect();
+                assert_eq!(
+                    found,
+                    brute_force(&all, centre, 5_000.0, limit, filter),
+                    "around {centre}, {riders} riders"
+                );
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -575,6 +711,29 @@ mod tests {
             prop_assert_eq!(found, expected);
         }
 
+        /// The same around the pentagons, where rings are walked the safe way and cells are
+        /// distorted most.
+        #[test]
+        fn ring_search_around_pentagons_equals_brute_force(
+            pentagon in 0usize..12,
+            riders in prop::collection::vec((-0.03f64..0.03, -0.03f64..0.03, 0u32..100, any::<bool>()), 50..600),
+            (dlat, dlon) in (-0.03f64..0.03, -0.03f64..0.03),
+            radius in 20.0f64..6_000.0,
+            limit in 1usize..12,
+        ) {
+            let centre = INDEX_RESOLUTION.pentagons().nth(pentagon).map(LatLng::from).expect("12 pentagons");
+            let riders = riders
+                .into_iter()
+                .map(|(dlat, dlon, seen, ok)| {
+                    let (lat, lon) = offset(centre, dlat, dlon);
+                    (lat, lon, seen, ok)
+                })
+                .collect();
+            let (found, expected) =
+                ring_search_and_brute_force(riders, offset(centre, dlat, dlon), radius, limit);
+            prop_assert_eq!(found, expected);
+        }
+
         /// Every point H3 puts in a cell lies within the cell's reach of its centre, anywhere on
         /// the globe (the poles, the antimeridian and cells cut by icosahedron faces included).
         #[test]
@@ -587,6 +746,20 @@ mod tests {
         }
     }
 
+    /// `centre` moved by the given degrees, kept on the globe.
+    fn offset(centre: LatLng, dlat: f64, dlon: f64) -> (f64, f64) {
+        let lat = (centre.lat() + dlat).clamp(-90.0, 90.0);
+        let lon = centre.lng() + dlon;
+        let lon = if lon > 180.0 {
+            lon - 360.0
+        } else if lon < -180.0 {
+            lon + 360.0
+        } else {
+            lon
+        };
+        (lat, lon)
+    }
+
     /// The same around every pentagon, where cells are distorted most: a grid of points over
     /// each pentagon and its neighbours.
     #[test]
@@ -595,15 +768,7 @@ mod tests {
             let centre = LatLng::from(pentagon);
             for i in -10..=10 {
                 for j in -10..=10 {
-                    let lat = (centre.lat() + f64::from(i) * 0.001).clamp(-90.0, 90.0);
-                    let lon = centre.lng() + f64::from(j) * 0.001;
-                    let lon = if lon > 180.0 {
-                        lon - 360.0
-                    } else if lon < -180.0 {
-                        lon + 360.0
-                    } else {
-                        lon
-                    };
+                    let (lat, lon) = offset(centre, f64::from(i) * 0.001, f64::from(j) * 0.001);
                     let at = point(lat, lon);
                     let bucket = Bucket::new(at.cell(INDEX_RESOLUTION));
                     let d = chord2(unit_vector(at), bucket.centre).sqrt();
