@@ -120,8 +120,9 @@ fn geometry(cell: CellIndex) -> ([f64; 3], f64) {
 
 /// Where a search finds the riders of a cell: one index, or several shards' indexes.
 pub trait Buckets {
-    /// The riders in `cell`, if any.
-    fn bucket(&self, cell: CellIndex) -> Option<&Bucket>;
+    /// `f` of the riders in `cell`, if any. (A visitor rather than a borrow, so that a view
+    /// over several shards may lock a shard the first time the search reaches it.)
+    fn with_bucket<R>(&self, cell: CellIndex, f: impl FnOnce(&Bucket) -> R) -> Option<R>;
 }
 
 /// Riders by cell.
@@ -359,8 +360,8 @@ impl SpatialIndex {
 }
 
 impl Buckets for SpatialIndex {
-    fn bucket(&self, cell: CellIndex) -> Option<&Bucket> {
-        self.buckets.get(&cell)
+    fn with_bucket<R>(&self, cell: CellIndex, f: impl FnOnce(&Bucket) -> R) -> Option<R> {
+        self.buckets.get(&cell).map(f)
     }
 }
 
@@ -429,19 +430,20 @@ fn scan(
     filter: &impl Fn(u32, bool) -> bool,
     best: &mut Best,
 ) -> Option<f64> {
-    let bucket = buckets.bucket(cell)?;
-    let floor = floor(target, bucket.centre, bucket.reach);
-    let floor2 = floor * floor;
-    if floor2 > best.bound || best.full && floor2 >= best.bound {
-        return Some(floor);
-    }
-    for slot in &bucket.slots {
-        if !filter(slot.seen, slot.dispatchable) {
-            continue;
+    buckets.with_bucket(cell, |bucket| {
+        let floor = floor(target, bucket.centre, bucket.reach);
+        let floor2 = floor * floor;
+        if floor2 > best.bound || best.full && floor2 >= best.bound {
+            return floor;
         }
-        best.offer(chord2(target, slot.xyz), *slot);
-    }
-    Some(floor)
+        for slot in &bucket.slots {
+            if !filter(slot.seen, slot.dispatchable) {
+                continue;
+            }
+            best.offer(chord2(target, slot.xyz), *slot);
+        }
+        floor
+    })
 }
 
 /// The ring search over any [`Buckets`]: the `limit` nearest riders within `radius_m` of `at`

@@ -1,7 +1,6 @@
 //! The riders of this node, sharded by region. Each shard's spatial index sits behind its own
 //! lock: a location update takes one shard's write lock (uncontended but for the rare search
-//! that reads the same shard), and a search read-locks only the shards whose regions its disk
-//! touches. Messages to a shard actor would cost a round trip per shard a search spans (several
+//! that reads the same shard), and a search read-locks only the shards whose cells it reaches. Messages to a shard actor would cost a round trip per shard a search spans (several
 //! microseconds each, measured); an uncontended lock costs tens of nanoseconds, and the shard
 //! stays the unit of ownership for routing between nodes.
 //!
@@ -13,8 +12,9 @@
 //! slice, handing back the positions not yet written. The running flag is read under the lock
 //! the update takes anyway, so ownership costs the hot path nothing.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{RwLock, RwLockReadGuard, TryLockError};
 
 use h3o::CellIndex;
 use time::OffsetDateTime;
@@ -212,7 +212,7 @@ impl RiderIndex {
     }
 
     /// The `limit` nearest riders within `radius_m` of `at` passing `filter(seen, dispatchable)`,
-    /// nearest first, across every shard the search disk touches.
+    /// nearest first, across every shard the search reaches.
     pub fn nearest(
         &self,
         at: LatLon,
@@ -220,10 +220,23 @@ impl RiderIndex {
         limit: usize,
         filter: impl Fn(u32, bool) -> bool,
     ) -> Vec<Found> {
-        let touched = self.shards_within(at, radius_m);
-        // Locks are taken in shard order, so two searches can never wait on each other in a
-        // cycle with an update (which holds at most one lock at a time anyway).
-        let guards: Vec<(ShardId, RwLockReadGuard<'_, Slice>)> = touched
+        // A search mostly ends a cell or two from its point, in one shard or two: those are
+        // locked as the search reaches them, where locking every shard the radius could touch
+        // (about 28 of 64 for 5 km) cost a third of a search.
+        let reached = Reached {
+            index: self,
+            held: RefCell::new(Vec::with_capacity(4)),
+            refused: Cell::new(false),
+        };
+        let found = index::nearest(&reached, at, radius_m, limit, &filter);
+        if !reached.refused.get() {
+            return found;
+        }
+        drop(reached);
+        // A shard was busy out of order: start again holding nothing, and take every shard the
+        // radius touches in shard order.
+        let guards: Vec<(ShardId, RwLockReadGuard<'_, Slice>)> = self
+            .shards_within(at, radius_m)
             .into_iter()
             .filter_map(|id| self.shard(id).read().ok().map(|guard| (id, guard)))
             .collect();
@@ -327,10 +340,54 @@ struct View<'a> {
 }
 
 impl Buckets for View<'_> {
-    fn bucket(&self, cell: CellIndex) -> Option<&Bucket> {
+    fn with_bucket<R>(&self, cell: CellIndex, f: impl FnOnce(&Bucket) -> R) -> Option<R> {
         let shard = self.map.shard_of_cell(cell);
         let (_, guard) = self.guards.iter().find(|(id, _)| *id == shard)?;
-        guard.index.bucket(cell)
+        guard.index.with_bucket(cell, f)
+    }
+}
+
+/// The shards of one search, read-locked as the search reaches them.
+///
+/// Deadlock is ruled out by the order locks are waited for: a search waits only for a shard
+/// above every shard it holds, and an update holds one shard at a time. A shard below one it
+/// holds is only tried; if it is busy the search is `refused`, and [`RiderIndex::nearest`]
+/// drops everything and starts again in shard order.
+struct Reached<'a> {
+    index: &'a RiderIndex,
+    held: RefCell<Vec<(ShardId, RwLockReadGuard<'a, Slice>)>>,
+    refused: Cell<bool>,
+}
+
+impl Buckets for Reached<'_> {
+    fn with_bucket<R>(&self, cell: CellIndex, f: impl FnOnce(&Bucket) -> R) -> Option<R> {
+        if self.refused.get() {
+            return None;
+        }
+        let shard = self.index.map.shard_of_cell(cell);
+        let mut held = self.held.borrow_mut();
+        let at = match held.iter().position(|(id, _)| *id == shard) {
+            Some(at) => at,
+            None => {
+                let lock = self.index.shard(shard);
+                let guard = if held.iter().all(|(id, _)| *id < shard) {
+                    // A poisoned slice is left out, as in the ordered search.
+                    lock.read().ok()?
+                } else {
+                    match lock.try_read() {
+                        Ok(guard) => guard,
+                        Err(TryLockError::WouldBlock) => {
+                            self.refused.set(true);
+                            return None;
+                        }
+                        Err(TryLockError::Poisoned(_)) => return None,
+                    }
+                };
+                held.push((shard, guard));
+                held.len() - 1
+            }
+        };
+        held[at].1.index.with_bucket(cell, f)
     }
 }
 
@@ -409,6 +466,85 @@ mod tests {
         // Searches from across the border find it too.
         let found = riders.nearest(start, 25_000.0, 5, |_, ok| ok);
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn a_search_over_many_shards_finds_what_one_index_finds() {
+        // Every index cell is a region of its own, so a search crosses shards at each cell.
+        let riders = open_index(ShardMap::new(8, 16).expect("map"));
+        let mut whole = SpatialIndex::default();
+        let now = OffsetDateTime::now_utc();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for _ in 0..800 {
+            let (rider, at) = (
+                RiderId::new(),
+                point(12.95 + next() * 0.05, 77.58 + next() * 0.05),
+            );
+            riders.update(rider, at, now, Some(true)).expect("open");
+            whole.upsert(rider, at, secs(now), true);
+        }
+        for _ in 0..300 {
+            let at = point(12.94 + next() * 0.07, 77.57 + next() * 0.07);
+            let limit = 1 + (next() * 6.0) as usize;
+            let ids = |found: Vec<Found>| found.into_iter().map(|f| f.rider).collect::<Vec<_>>();
+            assert_eq!(
+                ids(riders.nearest(at, 3_000.0, limit, |_, ok| ok)),
+                ids(whole.nearest(at, 3_000.0, limit, |_, ok| ok)),
+                "around {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_search_meeting_a_busy_shard_out_of_order_starts_again_in_order() {
+        let map = ShardMap::new(8, 16).expect("map");
+        let riders = open_index(map);
+        // A point whose cell's shard is above the shard of a neighbouring cell: the search
+        // holds the first when it reaches the second, so it may only try the second.
+        let (origin, neighbour) = (0..100)
+            .map(|i| point(12.9 + f64::from(i) * 0.01, 77.59).cell(INDEX_RESOLUTION))
+            .find_map(|origin| {
+                let above = map.shard_of_cell(origin);
+                origin
+                    .grid_ring_fast(1)
+                    .flatten()
+                    .find(|cell| map.shard_of_cell(*cell) < above)
+                    .map(|neighbour| (origin, neighbour))
+            })
+            .expect("some neighbour's shard is below");
+        let centre = |cell: CellIndex| {
+            let at = h3o::LatLng::from(cell);
+            point(at.lat(), at.lng())
+        };
+        let rider = RiderId::new();
+        let now = OffsetDateTime::now_utc();
+        riders
+            .update(rider, centre(neighbour), now, Some(true))
+            .expect("open");
+        let busy = riders
+            .shard(map.shard_of_cell(neighbour))
+            .write()
+            .expect("not poisoned");
+        std::thread::scope(|scope| {
+            let search = scope.spawn(|| riders.nearest(centre(origin), 2_000.0, 1, |_, ok| ok));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(
+                !search.is_finished(),
+                "the search waits for the busy shard instead of answering without it"
+            );
+            drop(busy);
+            let found = search.join().expect("the search ends");
+            assert_eq!(
+                found.iter().map(|f| f.rider).collect::<Vec<_>>(),
+                vec![rider]
+            );
+        });
     }
 
     #[test]
