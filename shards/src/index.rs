@@ -651,13 +651,7 @@ mod tests {
     /// every rider. Points are drawn by a fixed stream, so a failure repeats.
     #[test]
     fn searches_stop_only_when_nothing_nearer_is_left() {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = crate::fixed_stream(0x2545_F491_4F6C_DD1D);
         for (riders, side) in [(2_500, 0.03), (400, 0.3)] {
             let mut index = SpatialIndex::default();
             let mut all = Vec::new();

@@ -107,6 +107,17 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A fixed stream of numbers in [0, 1) (xorshift) for tests' cities, so that a failure repeats.
+#[cfg(test)]
+pub(crate) fn fixed_stream(mut state: u64) -> impl FnMut() -> f64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -474,13 +474,7 @@ mod tests {
         let riders = open_index(ShardMap::new(8, 16).expect("map"));
         let mut whole = SpatialIndex::default();
         let now = OffsetDateTime::now_utc();
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = crate::fixed_stream(0x9E37_79B9_7F4A_7C15);
         for _ in 0..800 {
             let (rider, at) = (
                 RiderId::new(),
