@@ -2,7 +2,8 @@
 //! every write goes to one writer thread that owns the only writing connection (SQLite admits one
 //! writer at a time anyway, and a single thread turns lock contention into a queue), and reads run
 //! on the blocking pool over a small set of read-only connections, which WAL lets proceed while
-//! the writer commits.
+//! the writer commits. A third thread moves committed pages from the WAL into the main file
+//! (the checkpoint), so that the fsyncs of that copy never hold up a commit.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,10 @@ const WRITE_QUEUE: usize = 1024;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause between retries of a read told BUSY (0.5, 1, 2 ... 64 ms: 8 tries).
 const READ_RETRY_LIMIT: Duration = Duration::from_millis(64);
+/// How often the checkpointer copies what the WAL holds into the main file. SQLite's own
+/// default checkpoints on the committing connection once the WAL passes 1 000 pages; that
+/// copy and its fsyncs then ran on the writer thread, and every queued order move waited.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -40,6 +45,8 @@ struct Inner {
     path: PathBuf,
     writer: mpsc::Sender<WriterMsg>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Dropping the sender stops the checkpointer.
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
     read_permits: Semaphore,
 }
@@ -75,6 +82,9 @@ impl Db {
         // IMMEDIATE costs nothing.
         conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         prepare(&mut conn)?;
+        // Commits leave the WAL to the checkpointer.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = start_checkpointer(path)?;
 
         let read_conns = (0..readers.max(1))
             .map(|_| {
@@ -98,6 +108,7 @@ impl Db {
                 path: path.to_owned(),
                 writer,
                 writer_thread: Mutex::new(Some(thread)),
+                checkpointer: Mutex::new(Some(checkpointer)),
                 read_permits: Semaphore::new(read_conns.len()),
                 readers: Mutex::new(read_conns),
             }),
@@ -167,6 +178,20 @@ impl Db {
     /// Lets every queued write finish, checkpoints the WAL into the main file, and stops the
     /// writer. Idempotent.
     pub(crate) async fn close(&self) -> Result<(), StoreError> {
+        // The checkpointer stops first, so the writer's last checkpoint does not wait on it.
+        let checkpointer = self
+            .inner
+            .checkpointer
+            .lock()
+            .map_err(|_| StoreError::Backend("checkpointer handle poisoned".into()))?
+            .take();
+        if let Some((stop, thread)) = checkpointer {
+            drop(stop);
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|err| StoreError::Backend(Box::new(err)))?
+                .map_err(|_| StoreError::Backend("checkpointer thread panicked".into()))?;
+        }
         let (done, closed) = oneshot::channel();
         if self.inner.writer.send(WriterMsg::Close(done)).await.is_ok() {
             let _ = closed.await;
@@ -192,6 +217,34 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// Opens the checkpointer's own connection and starts its thread.
+fn start_checkpointer(
+    path: &Path,
+) -> Result<(std::sync::mpsc::Sender<()>, JoinHandle<()>), StoreError> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    // The copy is synced as the writer's commits are: the WAL is reused once it has been copied,
+    // so a copy not on disk could lose acknowledged commits with the power.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("store-checkpointer".into())
+        .spawn(move || {
+            // Woken by the timeout; a message or a dropped sender means stop.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                // PASSIVE copies what no reader still needs and never waits on the writer or
+                // the readers; what it leaves is copied next time.
+                if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %err, "wal checkpoint failed");
+                }
+            }
+        })
+        .map_err(|err| StoreError::Backend(Box::new(err)))?;
+    Ok((stop, thread))
 }
 
 fn run_writer(mut conn: Connection, mut queue: mpsc::Receiver<WriterMsg>) {
@@ -252,5 +305,58 @@ impl Drop for ReaderGuard<'_> {
         if let (Some(conn), Ok(mut pool)) = (self.conn.take(), self.inner.readers.lock()) {
             pool.push(conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commits land in the WAL; only a checkpoint copies them into the main file. Fewer pages
+    /// than SQLite's own threshold (1 000) are written, and the writer's threshold is off, so
+    /// the main file grows only if the checkpointer copies them.
+    #[tokio::test]
+    async fn the_checkpointer_copies_commits_into_the_main_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("checkpoint.db");
+        let db = Db::open(&path, 1, |conn| {
+            conn.execute_batch("CREATE TABLE blobs (b BLOB NOT NULL)")?;
+            Ok(())
+        })
+        .expect("open");
+        let threshold = db
+            .write(|conn| {
+                Ok(conn.query_row("PRAGMA wal_autocheckpoint", [], |row| row.get::<_, i64>(0))?)
+            })
+            .await
+            .expect("read the setting");
+        assert_eq!(threshold, 0, "commits do not checkpoint on the writer");
+        let before = std::fs::metadata(&path).expect("main file").len();
+        for _ in 0..100 {
+            db.write(|conn| {
+                conn.execute("INSERT INTO blobs (b) VALUES (zeroblob(8000))", [])?;
+                Ok(())
+            })
+            .await
+            .expect("write");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = std::fs::metadata(&path).expect("main file").len();
+            if now >= before + 800_000 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the main file stayed at {now} bytes (from {before}) for 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        db.close().await.expect("close");
+        let rows: i64 = Connection::open(&path)
+            .expect("reopen")
+            .query_row("SELECT count(*) FROM blobs", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(rows, 100);
     }
 }
