@@ -712,12 +712,19 @@ mod tests {
         #[test]
         fn ring_search_around_pentagons_equals_brute_force(
             pentagon in 0usize..12,
-            riders in prop::collection::vec((-0.03f64..0.03, -0.03f64..0.03, 0u32..100, any::<bool>()), 50..600),
+            riders in prop::collection::vec(
+                (-0.03f64..0.03, -0.03f64..0.03, 0u32..100, any::<bool>()),
+                50..600,
+            ),
             (dlat, dlon) in (-0.03f64..0.03, -0.03f64..0.03),
             radius in 20.0f64..6_000.0,
             limit in 1usize..12,
         ) {
-            let centre = INDEX_RESOLUTION.pentagons().nth(pentagon).map(LatLng::from).expect("12 pentagons");
+            let centre = INDEX_RESOLUTION
+                .pentagons()
+                .nth(pentagon)
+                .map(LatLng::from)
+                .expect("12 pentagons");
             let riders = riders
                 .into_iter()
                 .map(|(dlat, dlon, seen, ok)| {

@@ -1,6 +1,7 @@
 //! The riders of this node, sharded by region. Each shard's spatial index sits behind its own
 //! lock: a location update takes one shard's write lock (uncontended but for the rare search
-//! that reads the same shard), and a search read-locks only the shards whose cells it reaches. Messages to a shard actor would cost a round trip per shard a search spans (several
+//! that reads the same shard), and a search read-locks only the shards whose cells it reaches.
+//! Messages to a shard actor would cost a round trip per shard a search spans (several
 //! microseconds each, measured); an uncontended lock costs tens of nanoseconds, and the shard
 //! stays the unit of ownership for routing between nodes.
 //!
