@@ -179,38 +179,37 @@ impl Db {
     /// writer. Idempotent.
     pub(crate) async fn close(&self) -> Result<(), StoreError> {
         // The checkpointer stops first, so the writer's last checkpoint does not wait on it.
-        let checkpointer = self
-            .inner
-            .checkpointer
-            .lock()
-            .map_err(|_| StoreError::Backend("checkpointer handle poisoned".into()))?
-            .take();
-        if let Some((stop, thread)) = checkpointer {
+        let checkpointer = take(&self.inner.checkpointer, "checkpointer")?.map(|(stop, thread)| {
             drop(stop);
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .map_err(|err| StoreError::Backend(Box::new(err)))?
-                .map_err(|_| StoreError::Backend("checkpointer thread panicked".into()))?;
-        }
+            thread
+        });
+        join(checkpointer, "checkpointer").await?;
         let (done, closed) = oneshot::channel();
         if self.inner.writer.send(WriterMsg::Close(done)).await.is_ok() {
             let _ = closed.await;
         }
         self.inner.read_permits.close();
-        let thread = self
-            .inner
-            .writer_thread
-            .lock()
-            .map_err(|_| StoreError::Backend("writer handle poisoned".into()))?
-            .take();
-        if let Some(thread) = thread {
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .map_err(|err| StoreError::Backend(Box::new(err)))?
-                .map_err(|_| StoreError::Backend("writer thread panicked".into()))?;
-        }
-        Ok(())
+        join(take(&self.inner.writer_thread, "writer")?, "writer").await
     }
+}
+
+/// What `slot` holds, taken out (once: a second close finds nothing).
+fn take<T>(slot: &Mutex<Option<T>>, what: &str) -> Result<Option<T>, StoreError> {
+    Ok(slot
+        .lock()
+        .map_err(|_| StoreError::Backend(format!("{what} handle poisoned").into()))?
+        .take())
+}
+
+/// Waits for a thread to end, off the async runtime.
+async fn join(thread: Option<JoinHandle<()>>, what: &str) -> Result<(), StoreError> {
+    let Some(thread) = thread else {
+        return Ok(());
+    };
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|err| StoreError::Backend(Box::new(err)))?
+        .map_err(|_| StoreError::Backend(format!("{what} thread panicked").into()))
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
