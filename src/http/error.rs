@@ -20,9 +20,13 @@ pub struct ApiError {
     code: Cow<'static, str>,
     message: Cow<'static, str>,
     cause: Option<anyhow::Error>,
-    /// Seconds to wait before trying again (429), sent as `Retry-After`.
+    /// Seconds to wait before trying again (429, 503), sent as `Retry-After`.
     retry_after: Option<u64>,
 }
+
+/// What a 503 asks a client to wait before trying again: a store that timed out or a shard
+/// being handed over is usually back within a second or two.
+const UNAVAILABLE_RETRY_S: u64 = 2;
 
 /// The cause of a server-side failure, handed from the error to the logging middleware.
 #[derive(Debug, Clone)]
@@ -58,7 +62,7 @@ impl ApiError {
             code: code.into(),
             message: message.into(),
             cause: None,
-            retry_after: None,
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(UNAVAILABLE_RETRY_S),
         }
     }
 

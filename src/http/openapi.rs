@@ -1,6 +1,7 @@
 //! What the edge answers on every route, written into the OpenAPI document once instead of on
 //! each handler: a request whose body is not JSON of the right shape (400, 415, 413), whose path
-//! or query parameters do not parse (400), or that lacks a good token (401). Path ids are
+//! or query parameters do not parse (400), or that lacks a good token (401); every 503 carries
+//! `Retry-After`. Path ids are
 //! UUIDs, an `Idempotency-Key` is 1 to 255 visible ASCII characters, and image references
 //! follow one expression; the document says so, so generated clients and fuzzers send what the
 //! node takes.
@@ -116,6 +117,18 @@ fn complete_operation(path: &str, operation: &mut Map<String, Value>) {
                 "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } }
             })
         });
+    }
+    // Every 503 says when to try again.
+    if let Some(unavailable) = responses.get_mut("503").and_then(Value::as_object_mut) {
+        unavailable.insert(
+            "headers".into(),
+            json!({
+                "Retry-After": {
+                    "description": "Seconds to wait before trying again",
+                    "schema": { "type": "integer", "minimum": 1 }
+                }
+            }),
+        );
     }
 }
 

@@ -39,49 +39,66 @@ fn minute_of(at: OffsetDateTime) -> i64 {
 }
 
 impl ScyllaStore {
-    /// Records `change`, after the write it describes.
-    pub(crate) async fn record(&self, change: AuthChange) -> Result<(), StoreError> {
+    /// Records `change`, after the write it describes. Best effort: the write it tells of has
+    /// succeeded, the node that made it told its own cache and the others directly, and the
+    /// feed is what lets a node that missed that message catch up; a failure is logged.
+    /// The columns a change does not use are left unset, not null: a null is a tombstone,
+    /// and every reader of the minute would step over two of them per row.
+    pub(crate) async fn record(&self, change: AuthChange) {
+        use scylla::value::MaybeUnset::{Set, Unset};
         let at = millis(OffsetDateTime::now_utc());
         let (user, jti, expires_at) = match change {
-            AuthChange::UserChanged(id) => (Some(id.to_string()), None, None),
-            AuthChange::Revoked { jti, expires_at } => (None, Some(jti), Some(millis(expires_at))),
+            AuthChange::UserChanged(id) => (Set(id.to_string()), Unset, Unset),
+            AuthChange::Revoked { jti, expires_at } => (Unset, Set(jti), Set(millis(expires_at))),
         };
-        self.db
-            .run(
-                "INSERT INTO auth_changes (minute, at, id, origin, user_id, jti, expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
-                (
-                    minute_of(at),
-                    at,
-                    Uuid::new_v4(),
-                    self.origin,
-                    user,
-                    jti,
-                    expires_at,
-                    KEEP_TTL_S,
-                ),
-            )
-            .await
-            .map(drop)
+        crate::tidy(
+            "recording an authentication change",
+            self.db
+                .run(
+                    "INSERT INTO auth_changes (minute, at, id, origin, user_id, jti, expires_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+                    (
+                        minute_of(at),
+                        at,
+                        Uuid::new_v4(),
+                        self.origin,
+                        user,
+                        jti,
+                        expires_at,
+                        KEEP_TTL_S,
+                    ),
+                )
+                .await,
+        );
     }
 
-    /// Every change recorded from `from` on, oldest first (ties by id).
-    async fn changes_from(&self, from: OffsetDateTime) -> Result<Vec<ChangeRow>, StoreError> {
+    /// The first `cap` changes recorded from `from` on, oldest first (ties by id), and whether
+    /// there were more. Each minute's partition is read only as far as the cap needs.
+    async fn changes_from(
+        &self,
+        from: OffsetDateTime,
+        cap: usize,
+    ) -> Result<(Vec<ChangeRow>, bool), StoreError> {
         let now = OffsetDateTime::now_utc();
         let mut rows: Vec<ChangeRow> = Vec::new();
         for minute in minute_of(from)..=minute_of(now) {
+            let room = cap.saturating_sub(rows.len());
+            if room == 0 {
+                break;
+            }
             rows.extend(
                 self.db
                     .rows::<ChangeRow>(
                         "SELECT at, id, origin, user_id, jti, expires_at FROM auth_changes
-                         WHERE minute = ? AND at >= ?",
-                        (minute, from),
+                         WHERE minute = ? AND at >= ? LIMIT ?",
+                        (minute, from, i32::try_from(room).unwrap_or(i32::MAX)),
                     )
                     .await?,
             );
         }
+        let more = rows.len() >= cap;
         rows.sort_by_key(|row| (row.0, row.1));
-        Ok(rows)
+        Ok((rows, more))
     }
 }
 
@@ -122,14 +139,16 @@ impl ChangeFeed for ScyllaStore {
         let from_ms = after.at.max(millis_of(now - KEEP));
         let from = OffsetDateTime::from_unix_timestamp_nanos(i128::from(from_ms) * 1_000_000)
             .map_err(|err| StoreError::Invalid(format!("feed cursor {from_ms}: {err}")))?;
-        let rows = self.changes_from(from).await?;
         let seen: HashSet<Uuid> = after.seen.iter().copied().collect();
+        // Enough rows for a page of fresh ones past those already returned, and one more to
+        // tell whether the page is full.
+        let (rows, more) = self.changes_from(from, limit + seen.len() + 1).await?;
         let fresh: Vec<&ChangeRow> = rows.iter().filter(|row| !seen.contains(&row.1)).collect();
         let taken = &fresh[..fresh.len().min(limit)];
         // A full page resumes at its last change; otherwise the next read starts `OVERLAP`
         // back (never before where this one did).
         let at = match taken.last() {
-            Some(last) if taken.len() < fresh.len() => millis_of(last.0),
+            Some(last) if taken.len() < fresh.len() || more => millis_of(last.0),
             _ => start.max(after.at),
         };
         let returned: HashSet<Uuid> = taken.iter().map(|row| row.1).collect();

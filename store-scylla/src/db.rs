@@ -10,7 +10,7 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::deserialize::row::DeserializeRow;
-use scylla::errors::{ExecutionError, RequestAttemptError};
+use scylla::errors::{ExecutionError, PrepareError, RequestAttemptError};
 use scylla::frame::types::{Consistency as CqlConsistency, SerialConsistency};
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
@@ -22,8 +22,12 @@ use tomato_store::StoreError;
 const PREPARED_CACHE: usize = 256;
 /// How long one schema change may take.
 const DDL_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long one statement may take before the caller is told the store is unavailable.
+/// How long one attempt of a statement may take before the driver gives up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one call may take in all, preparing included (the driver's prepare waits on every
+/// node and has no timeout of its own) and a retry of an idempotent statement after a timeout:
+/// past it the caller is told the store is unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// The consistency of reads and writes (`store.scylla.consistency`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,17 +116,49 @@ impl Db {
         Ok(())
     }
 
-    /// Runs one statement (prepared on first use, then from the cache).
+    /// Runs one idempotent statement (a read, or a plain write that may be repeated): the
+    /// driver may retry it after a timeout. Prepared on first use, then from the cache.
     pub(crate) async fn run(
         &self,
         cql: &str,
         values: impl SerializeRow,
     ) -> Result<QueryResult, StoreError> {
+        let mut statement = Statement::new(cql);
+        statement.set_is_idempotent(true);
+        self.execute(statement, values).await
+    }
+
+    /// Runs a statement that must not run twice (a counter update, a lightweight
+    /// transaction): never retried by the driver.
+    pub(crate) async fn run_once(
+        &self,
+        cql: &str,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult, StoreError> {
+        self.execute(Statement::new(cql), values).await
+    }
+
+    async fn execute(
+        &self,
+        statement: Statement,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult, StoreError> {
         self.open()?;
-        self.session
-            .execute_unpaged(cql, values)
-            .await
-            .map_err(store_error)
+        let what = short(&statement.contents);
+        match tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.session.execute_unpaged(statement, values),
+        )
+        .await
+        {
+            Ok(result) => result.map_err(|err| store_error(&what, err)),
+            Err(_) => {
+                tracing::warn!(statement = %what, "the store did not answer in {CALL_TIMEOUT:?}");
+                Err(StoreError::Unavailable(format!(
+                    "the store did not answer in {CALL_TIMEOUT:?}"
+                )))
+            }
+        }
     }
 
     /// Runs a schema statement, unprepared, with the patience schema changes need (a keyspace
@@ -135,7 +171,7 @@ impl Db {
             .query_unpaged(statement, ())
             .await
             .map(drop)
-            .map_err(store_error)
+            .map_err(|err| store_error(&short(cql), err))
     }
 
     /// Every row the statement answers, typed.
@@ -193,15 +229,10 @@ impl Db {
     where
         R: for<'f> DeserializeRow<'f, 'f>,
     {
-        self.open()?;
         let mut statement = Statement::new(cql);
         statement.set_consistency(CqlConsistency::Serial);
-        typed(
-            self.session
-                .execute_unpaged(statement, values)
-                .await
-                .map_err(store_error)?,
-        )
+        statement.set_is_idempotent(true);
+        typed(self.execute(statement, values).await?)
     }
 
     /// Runs a lightweight transaction and says whether it applied. Only `[applied]` (column 0)
@@ -211,7 +242,7 @@ impl Db {
         cql: &str,
         values: impl SerializeRow,
     ) -> Result<bool, StoreError> {
-        let result = self.run(cql, values).await?;
+        let result = self.run_once(cql, values).await?;
         let rows = result.into_rows_result().map_err(backend)?;
         let first = rows
             .rows::<Row>()
@@ -244,15 +275,56 @@ fn backend(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(err))
 }
 
-/// What a driver error means to a caller: the cluster cannot answer now (retry later), or a
-/// failure of ours.
-pub(crate) fn store_error(err: ExecutionError) -> StoreError {
-    use scylla::errors::DbError;
-    let transient = match &err {
+/// The first words of a statement, enough to name it in a log line.
+fn short(cql: &str) -> String {
+    cql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+}
+
+/// What a driver error means to a caller: the cluster cannot answer now (a 503 with
+/// `Retry-After`: try again), or a failure of ours (a 500). Either way the driver's kind of error
+/// and the statement are logged here, since a 5xx body never carries its cause.
+pub(crate) fn store_error(statement: &str, err: ExecutionError) -> StoreError {
+    let transient = is_transient(&err);
+    tracing::warn!(
+        statement,
+        kind = kind_of(&err),
+        transient,
+        error = %err,
+        "a store call failed"
+    );
+    if transient {
+        StoreError::Unavailable(err.to_string())
+    } else {
+        backend(err)
+    }
+}
+
+/// Whether the cluster may answer the same statement later: it was overloaded, short of
+/// replicas, timed out, or could not be reached. A syntax error, an invalid request or a
+/// refused login will not get better by waiting.
+fn is_transient(err: &ExecutionError) -> bool {
+    match err {
         ExecutionError::ConnectionPoolError(_)
         | ExecutionError::RequestTimeout(_)
-        | ExecutionError::EmptyPlan => true,
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+        | ExecutionError::EmptyPlan
+        | ExecutionError::SchemaAgreementError(_)
+        | ExecutionError::MetadataError(_) => true,
+        ExecutionError::PrepareError(prepare) => match prepare {
+            PrepareError::ConnectionPoolError(_) => true,
+            PrepareError::AllAttemptsFailed { first_attempt } => {
+                attempt_is_transient(first_attempt)
+            }
+            _ => false,
+        },
+        ExecutionError::LastAttemptError(attempt) => attempt_is_transient(attempt),
+        _ => false,
+    }
+}
+
+fn attempt_is_transient(attempt: &RequestAttemptError) -> bool {
+    use scylla::errors::DbError;
+    match attempt {
+        RequestAttemptError::DbError(db, _) => matches!(
             db,
             DbError::Unavailable { .. }
                 | DbError::Overloaded
@@ -262,16 +334,26 @@ pub(crate) fn store_error(err: ExecutionError) -> StoreError {
                 | DbError::ReadFailure { .. }
                 | DbError::WriteFailure { .. }
                 | DbError::TruncateError
+                | DbError::ServerError
+                | DbError::RateLimitReached { .. }
         ),
-        ExecutionError::LastAttemptError(
-            RequestAttemptError::BrokenConnectionError(_)
-            | RequestAttemptError::UnableToAllocStreamId,
-        ) => true,
+        RequestAttemptError::BrokenConnectionError(_)
+        | RequestAttemptError::UnableToAllocStreamId => true,
         _ => false,
-    };
-    if transient {
-        StoreError::Unavailable(err.to_string())
-    } else {
-        backend(err)
     }
+}
+
+/// The driver's kind of error, for the log: the name of its variant (`WriteTimeout`,
+/// `Overloaded`, ...), without the details the error's text already carries.
+fn kind_of(err: &ExecutionError) -> String {
+    let debug = match err {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => format!("{db:?}"),
+        ExecutionError::LastAttemptError(attempt) => format!("{attempt:?}"),
+        other => format!("{other:?}"),
+    };
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -10,23 +10,40 @@
 //! - **Uniqueness** (one user per e-mail, one restaurant per seller, one rider profile per user,
 //!   one unpaid order per customer, a provider order linked to one order, provider event ids,
 //!   idempotency keys) is a claim row written with `INSERT .. IF NOT EXISTS`; whoever's claim
-//!   is applied wins, the others read the winner.
+//!   is applied wins, the others read the winner. A profile's row is written before its claim,
+//!   so a claim always points at a row (a row whose claim lost is nobody's, removed at once). An
+//!   unpaid-order claim comes before its order and is stamped: it is taken over only once its
+//!   order moved on, or never came and its writer has certainly given up (see `orders.rs`).
 //! - **An order's version** is a compare-and-set: `UPDATE orders .. IF version = ?`. A rider's
 //!   current order is taken with `IF current_order_id = null` (or from an order that no longer
-//!   holds the rider) and released with `IF current_order_id = <this order>`.
+//!   holds the rider, by the unpaid claim's rule) and released with
+//!   `IF current_order_id = <this order>`.
+//! - **One clock per cell.** Paxos writes and plain writes take their timestamps from different
+//!   clocks, so a plain write can silently win over a later conditional one (ScyllaDB issues
+//!   #7975, #11442). A row that any lightweight transaction writes (users, restaurants, menu
+//!   items, riders, orders, claims) is written only by lightweight transactions, creation
+//!   included; the one exception is a rider's position, soft state a rider re-sends.
 //! - **One change across tables** is written in an order that a replay converges from, because
 //!   there is no transaction to roll back: lookup rows (a customer's orders, a restaurant's, a
-//!   shard's open orders, an unpaid-order claim) are written *before* the row they point to and
-//!   are checked against it on every read, so a crash leaves at most a pointer to nothing or to
-//!   an order that moved on, which reads skip and the next write repairs. The rider's take is
-//!   written before the order (undone if the order's compare-and-set fails), its release before
-//!   the order too; the cart is cleared after the paid order is stored. Whatever a client was
-//!   told was stored is stored: the answer comes after the order's own write.
+//!   shard's open orders) are written *before* the row they point to and are checked against it
+//!   on every read, so a crash leaves at most a pointer to nothing or to an order that moved
+//!   on, which reads skip and the next write repairs. The rider's take is written before the
+//!   order (undone if the order's compare-and-set fails), its release before the order too; the
+//!   cart is cleared after the paid order is stored. Whatever a client was told was stored is
+//!   stored: the answer comes after the order's own write.
+//! - **Bookkeeping after the write a request is about** (a lookup's tidying, the cart cleared
+//!   after payment, a statistics counter, the change feed's record) is best effort: a failure
+//!   is logged and the request's answer stands, since reads check what it tidies.
 //! - **Expiry** is a TTL: revoked tokens (until shortly after the token's own expiry) and
 //!   idempotency keys (a day); the purges the node runs remove what is due before the TTL does.
 //! - **Counts** for the admin statistics are counter columns, kept beside the writes that change
 //!   them. Counters are not idempotent: a node killed between a write and its counter update
-//!   leaves a count one off; the statistics are for watching, not accounting.
+//!   leaves a count one off, and a counter update is never retried; the statistics are for
+//!   watching, not accounting.
+//! - **Errors a client can act on**: what the cluster may answer later (timeouts, overload,
+//!   unavailable replicas, a server error) is `Unavailable`, a 503 with `Retry-After`; every
+//!   failed call logs the driver's kind of error and the statement. Reads and plain writes are
+//!   marked idempotent so the driver may retry them; no call waits longer than 25 s in all.
 //!
 //! ScyllaDB and Cassandra differ in what we rely on in one place: the result of a lightweight
 //! transaction. ScyllaDB always answers `[applied]` with the current row; Cassandra sends the row
@@ -134,12 +151,87 @@ impl ScyllaStore {
     }
 }
 
+impl ScyllaStore {
+    /// Claims `owner`'s one profile for `id` in the claim table `claims` (`owner_col` ->
+    /// `id_col`), the profile's row (in `rows`) being written already. Answers `None` when the
+    /// claim is `id`'s (now, or from an earlier try of the same create), or the id of the
+    /// profile that holds it. Rows are written before their claim, so a claim always points at a
+    /// row; one that does not (left by a version that claimed first, then failed to write) is
+    /// taken over with `IF <id_col> = <holder>`, so an owner is never locked out.
+    pub(crate) async fn claim_profile(
+        &self,
+        (claims, owner_col, id_col): (&str, &str, &str),
+        rows: &str,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        for _ in 0..4 {
+            if self
+                .db
+                .applied(
+                    &format!(
+                        "INSERT INTO {claims} ({owner_col}, {id_col}) VALUES (?, ?) IF NOT EXISTS"
+                    ),
+                    (owner, id),
+                )
+                .await?
+            {
+                return Ok(None);
+            }
+            let holder: Vec<(String,)> = self
+                .db
+                .serial_rows(
+                    &format!("SELECT {id_col} FROM {claims} WHERE {owner_col} = ? /* serial */"),
+                    (owner,),
+                )
+                .await?;
+            let Some((holder,)) = holder.into_iter().next() else {
+                continue;
+            };
+            if holder == id {
+                return Ok(None);
+            }
+            let row: Option<(String,)> = self
+                .db
+                .row(&format!("SELECT id FROM {rows} WHERE id = ?"), (&holder,))
+                .await?;
+            if row.is_some() {
+                return Ok(Some(holder));
+            }
+            if self
+                .db
+                .applied(
+                    &format!(
+                        "UPDATE {claims} SET {id_col} = ? WHERE {owner_col} = ? IF {id_col} = ?"
+                    ),
+                    (id, owner, &holder),
+                )
+                .await?
+            {
+                return Ok(None);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the owner's profile claim keeps changing".into(),
+        ))
+    }
+}
+
 /// Now, at the millisecond precision CQL timestamps keep, so a value handed back after a write
 /// equals what a later read returns.
 pub(crate) fn now_millis() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
         .unwrap_or(now)
+}
+
+/// Bookkeeping after a request's own write has succeeded (a lookup's tidying, a cart cleared
+/// after payment, a change recorded): a failure is logged and the request's answer stands,
+/// since what it tidies is checked on read or repaired by the next write.
+pub(crate) fn tidy<T>(what: &str, result: Result<T, StoreError>) {
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "{what} failed after the write it follows");
+    }
 }
 
 /// Milliseconds since the Unix epoch.

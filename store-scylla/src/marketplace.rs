@@ -71,6 +71,38 @@ impl ScyllaStore {
             .transpose()
     }
 
+    /// Writes the pointer that makes a restaurant found: by its cell once verified, among the
+    /// pending ones before. Idempotent.
+    async fn point_at_restaurant(&self, id: &str) -> Result<(), StoreError> {
+        let row: Option<(i64, bool)> = self
+            .db
+            .row(
+                "SELECT cell, is_verified FROM restaurants WHERE id = ?",
+                (id,),
+            )
+            .await?;
+        match row {
+            Some((cell, true)) => {
+                self.db
+                    .run(
+                        "INSERT INTO restaurants_by_cell (cell, restaurant_id) VALUES (?, ?)",
+                        (cell, id),
+                    )
+                    .await?
+            }
+            Some((_, false)) => {
+                self.db
+                    .run(
+                        "INSERT INTO restaurants_pending (bucket, restaurant_id) VALUES (?, ?)",
+                        (PENDING, id),
+                    )
+                    .await?
+            }
+            None => return Ok(()),
+        };
+        Ok(())
+    }
+
     async fn restaurants(&self, ids: Vec<String>) -> Result<Vec<Restaurant>, StoreError> {
         let found = try_join_all(ids.iter().map(|id| self.restaurant(id))).await?;
         Ok(found.into_iter().flatten().collect())
@@ -88,34 +120,19 @@ impl ScyllaStore {
 #[async_trait]
 impl RestaurantStore for ScyllaStore {
     async fn create(&self, r: &Restaurant, cell: u64) -> Result<(), StoreError> {
-        // The owner's claim first: a second restaurant of one seller never gets a row.
-        if !self
-            .db
-            .applied(
-                "INSERT INTO restaurants_by_owner (owner_id, restaurant_id) VALUES (?, ?) IF NOT EXISTS",
-                (r.owner_id.to_string(), r.id.to_string()),
-            )
-            .await?
-        {
-            // A claim of this very restaurant (a retry after a crash) finishes the creation.
-            let holder: Option<(String,)> = self
-                .db
-                .row(
-                    "SELECT restaurant_id FROM restaurants_by_owner WHERE owner_id = ?",
-                    (r.owner_id.to_string(),),
-                )
-                .await?;
-            if holder.is_none_or(|(id,)| id != r.id.to_string()) {
-                return Err(StoreError::Conflict(Conflict::RestaurantExists));
-            }
-        }
+        // The row first, then the owner's claim, then the pointers that make it found. A crash
+        // before the claim leaves a row nothing points at; after it, a restaurant whose
+        // pointers the owner's next create repairs (it answers 409 all the same). The row is
+        // written conditionally, as every write to it is: Paxos and plain timestamps never
+        // meet on one cell (ScyllaDB issues #7975, #11442).
+        let id = r.id.to_string();
         self.db
-            .run(
+            .applied(
                 "INSERT INTO restaurants (id, owner_id, name, description, image, phone, lat, lon,
                     formatted_address, is_open, is_verified, created_at, cell)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
                 (
-                    r.id.to_string(),
+                    id.as_str(),
                     r.owner_id.to_string(),
                     r.name.as_str(),
                     r.description.as_str(),
@@ -132,22 +149,25 @@ impl RestaurantStore for ScyllaStore {
                 ),
             )
             .await?;
-        if r.is_verified {
+        let claim = ("restaurants_by_owner", "owner_id", "restaurant_id");
+        if let Some(holder) = self
+            .claim_profile(claim, "restaurants", &r.owner_id.to_string(), &id)
+            .await?
+        {
+            // Nobody can reach this row: gone at once. The holder gets its pointers again, in
+            // case its own create stopped before them.
             self.db
-                .run(
-                    "INSERT INTO restaurants_by_cell (cell, restaurant_id) VALUES (?, ?)",
-                    (cell as i64, r.id.to_string()),
+                .applied(
+                    "DELETE FROM restaurants WHERE id = ? IF EXISTS",
+                    (id.as_str(),),
                 )
                 .await?;
-        } else {
-            self.db
-                .run(
-                    "INSERT INTO restaurants_pending (bucket, restaurant_id) VALUES (?, ?)",
-                    (PENDING, r.id.to_string()),
-                )
-                .await?;
+            self.point_at_restaurant(&holder).await?;
+            return Err(StoreError::Conflict(Conflict::RestaurantExists));
         }
-        self.count("restaurants", 1).await
+        self.point_at_restaurant(&id).await?;
+        self.count("restaurants", 1).await;
+        Ok(())
     }
 
     async fn get(&self, id: RestaurantId) -> Result<Option<Restaurant>, StoreError> {
@@ -210,8 +230,8 @@ impl RestaurantStore for ScyllaStore {
             )
             .await?;
         self.db
-            .run(
-                "UPDATE restaurants SET is_verified = true WHERE id = ?",
+            .applied(
+                "UPDATE restaurants SET is_verified = true WHERE id = ? IF EXISTS",
                 (id.to_string(),),
             )
             .await?;
@@ -300,8 +320,9 @@ impl ItemRow {
 const SELECT_ITEM: &str = "SELECT id, restaurant_id, name, description, price, image, category, \
      is_available FROM menu_items WHERE id = ?";
 
+/// Conditional, as every write to an item is (its update and delete): one clock per cell.
 const WRITE_ITEM: &str = "INSERT INTO menu_items (id, restaurant_id, name, description, price, \
-     image, category, is_available) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+     image, category, is_available) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
 
 fn item_values(
     item: &MenuItem,
@@ -331,7 +352,7 @@ fn item_values(
 impl MenuStore for ScyllaStore {
     async fn create(&self, item: &MenuItem) -> Result<(), StoreError> {
         // The item first, then the menu's pointer to it: a pointer never points at nothing.
-        self.db.run(WRITE_ITEM, item_values(item)).await?;
+        self.db.applied(WRITE_ITEM, item_values(item)).await?;
         self.db
             .run(
                 "INSERT INTO menu_by_restaurant (restaurant_id, item_id) VALUES (?, ?)",
@@ -416,14 +437,28 @@ impl MenuStore for ScyllaStore {
             )
             .await?;
         self.db
-            .run("DELETE FROM menu_items WHERE id = ?", (id.to_string(),))
+            .applied(
+                "DELETE FROM menu_items WHERE id = ? IF EXISTS",
+                (id.to_string(),),
+            )
             .await?;
         Ok(())
     }
 }
 
+/// A cart line as stored. A line is always written whole; a row without its item (an update
+/// that raced the cart's clear, written by an older version) is a half row, which reads skip
+/// and remove.
 #[derive(DeserializeRow)]
 pub(crate) struct LineRow {
+    line_id: String,
+    item_id: Option<String>,
+    restaurant_id: Option<String>,
+    quantity: Option<i32>,
+}
+
+/// A whole cart line.
+struct Line {
     line_id: String,
     item_id: String,
     restaurant_id: String,
@@ -431,13 +466,67 @@ pub(crate) struct LineRow {
 }
 
 impl ScyllaStore {
-    async fn cart_rows(&self, user: &str) -> Result<Vec<LineRow>, StoreError> {
-        self.db
+    /// The user's whole lines; half rows are removed on the way.
+    async fn cart_rows(&self, user: &str) -> Result<Vec<Line>, StoreError> {
+        let rows: Vec<LineRow> = self
+            .db
             .rows(
                 "SELECT line_id, item_id, restaurant_id, quantity FROM cart_lines WHERE user_id = ?",
                 (user,),
             )
+            .await?;
+        let mut lines = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row {
+                LineRow {
+                    line_id,
+                    item_id: Some(item_id),
+                    restaurant_id: Some(restaurant_id),
+                    quantity: Some(quantity),
+                } => lines.push(Line {
+                    line_id,
+                    item_id,
+                    restaurant_id,
+                    quantity,
+                }),
+                LineRow { line_id, .. } => crate::tidy(
+                    "removing a half cart line",
+                    self.db
+                        .run(
+                            "DELETE FROM cart_lines WHERE user_id = ? AND line_id = ?",
+                            (user, line_id.as_str()),
+                        )
+                        .await,
+                ),
+            }
+        }
+        Ok(lines)
+    }
+
+    /// Writes a whole line, after the pointer that lets a dish's deletion find the cart: a
+    /// write racing the cart's clear leaves a whole line (the change came last) or none, never
+    /// a half row.
+    async fn write_line(&self, user: &str, line: &Line) -> Result<(), StoreError> {
+        self.db
+            .run(
+                "INSERT INTO carts_by_item (item_id, user_id) VALUES (?, ?)",
+                (line.item_id.as_str(), user),
+            )
+            .await?;
+        self.db
+            .run(
+                "INSERT INTO cart_lines (user_id, line_id, item_id, restaurant_id, quantity)
+                 VALUES (?, ?, ?, ?, ?)",
+                (
+                    user,
+                    line.line_id.as_str(),
+                    line.item_id.as_str(),
+                    line.restaurant_id.as_str(),
+                    line.quantity,
+                ),
+            )
             .await
+            .map(drop)
     }
 
     /// The user's cart, priced from the menu as it is now; lines of dishes gone are left out.
@@ -500,26 +589,16 @@ impl CartStore for ScyllaStore {
             .iter()
             .find(|line| line.item_id == item.id)
             .map_or_else(CartLineId::new, |line| line.id);
-        // Who holds the dish first, so deleting it always finds this cart.
-        self.db
-            .run(
-                "INSERT INTO carts_by_item (item_id, user_id) VALUES (?, ?)",
-                (item.id.to_string(), user.to_string()),
-            )
-            .await?;
-        self.db
-            .run(
-                "INSERT INTO cart_lines (user_id, line_id, item_id, restaurant_id, quantity)
-                 VALUES (?, ?, ?, ?, ?)",
-                (
-                    user.to_string(),
-                    line.to_string(),
-                    item.id.to_string(),
-                    item.restaurant_id.to_string(),
-                    quantity_col(total)?,
-                ),
-            )
-            .await?;
+        self.write_line(
+            &user.to_string(),
+            &Line {
+                line_id: line.to_string(),
+                item_id: item.id.to_string(),
+                restaurant_id: item.restaurant_id.to_string(),
+                quantity: quantity_col(total)?,
+            },
+        )
+        .await?;
         self.read_cart(user).await
     }
 
@@ -530,7 +609,7 @@ impl CartStore for ScyllaStore {
         quantity: u32,
     ) -> Result<Cart, StoreError> {
         let rows = self.cart_rows(&user.to_string()).await?;
-        let Some(row) = rows.iter().find(|row| row.line_id == line.to_string()) else {
+        let Some(row) = rows.into_iter().find(|row| row.line_id == line.to_string()) else {
             return Err(StoreError::NotFound);
         };
         if quantity == 0 {
@@ -547,12 +626,14 @@ impl CartStore for ScyllaStore {
                 )
                 .await?;
         } else {
-            self.db
-                .run(
-                    "UPDATE cart_lines SET quantity = ? WHERE user_id = ? AND line_id = ?",
-                    (quantity_col(quantity)?, user.to_string(), line.to_string()),
-                )
-                .await?;
+            self.write_line(
+                &user.to_string(),
+                &Line {
+                    quantity: quantity_col(quantity)?,
+                    ..row
+                },
+            )
+            .await?;
         }
         self.read_cart(user).await
     }

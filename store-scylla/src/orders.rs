@@ -7,8 +7,14 @@
 //! so a pointer left by a crash is skipped (and, for open orders, removed).
 //!
 //! One unpaid order per customer is a claim row (`unpaid_orders`) taken with `IF NOT EXISTS`
-//! before the order is written. A claim whose order is no longer unpaid (its release was cut
-//! short) is taken over with `IF order_id = <that order>`, so a crash never locks a customer out.
+//! before the order is written, stamped with when it was taken. A claim is taken over (with
+//! `IF order_id = <that order>`) only when its order lets go of it: the order was paid or
+//! cancelled (its release was cut short), or it was never written and its writer has given up
+//! — the claim is older than [`CLAIM_GRACE`] and a serial read, which settles a write still in
+//! flight, finds no unpaid order. A writer gives up by itself: it writes the order only within
+//! [`WRITE_WITHIN`] of its claim. So two checkouts at once make one order, and a crash never
+//! locks a customer out for longer than the grace. A rider's current order is taken the same
+//! way (`current_order_at` stamps the take).
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
@@ -26,6 +32,13 @@ use crate::tokens::{hour_of, ttl_until};
 const IDEMPOTENCY_KEEP: Duration = Duration::hours(25);
 /// How many lost claims of an unpaid order slot are retried before giving up.
 const CLAIM_RETRIES: usize = 4;
+/// How long a claim (an unpaid-order slot, a rider's take) whose order does not show it is
+/// left to its writer before another writer may take it over.
+pub(crate) const CLAIM_GRACE: Duration = Duration::seconds(60);
+/// How long after its claim a writer may still write the order; past it, it gives up without
+/// writing. With the order's own write bounded by the session's call timeout (25 s), nothing
+/// lands after [`CLAIM_GRACE`], when the claim may have been taken over.
+const WRITE_WITHIN: Duration = Duration::seconds(30);
 
 /// `at` at the millisecond precision of CQL timestamps.
 pub(crate) fn millis(at: OffsetDateTime) -> OffsetDateTime {
@@ -79,45 +92,83 @@ impl ScyllaStore {
         row.map(|(data,)| decode(&data)).transpose()
     }
 
-    /// Takes the customer's unpaid-order slot for `order`.
-    async fn claim_unpaid(&self, user: UserId, order: OrderId) -> Result<(), StoreError> {
+    /// The order as a serial read sees it: any lightweight transaction on its row that was
+    /// under way is decided first, so an order not found here can no longer be written by a
+    /// writer that has given up.
+    async fn order_settled(&self, id: &str) -> Result<Option<Order>, StoreError> {
+        let row: Vec<(String,)> = self
+            .db
+            .serial_rows("SELECT data FROM orders WHERE id = ? /* serial */", (id,))
+            .await?;
+        row.into_iter()
+            .next()
+            .map(|(data,)| decode(&data))
+            .transpose()
+    }
+
+    /// Whether a claim made at `claimed_at` for an order that does not show it may be taken
+    /// over: only once its writer has certainly given up (no stamp: a claim from before stamps,
+    /// long given up).
+    fn past_grace(claimed_at: Option<OffsetDateTime>) -> bool {
+        claimed_at.is_none_or(|at| OffsetDateTime::now_utc() - at > CLAIM_GRACE)
+    }
+
+    /// Takes the customer's unpaid-order slot for `order`, answering when the claim was made.
+    async fn claim_unpaid(
+        &self,
+        user: UserId,
+        order: OrderId,
+    ) -> Result<OffsetDateTime, StoreError> {
         for _ in 0..CLAIM_RETRIES {
+            let now = crate::now_millis();
             if self
                 .db
                 .applied(
-                    "INSERT INTO unpaid_orders (user_id, order_id) VALUES (?, ?) IF NOT EXISTS",
-                    (user.to_string(), order.to_string()),
+                    "INSERT INTO unpaid_orders (user_id, order_id, claimed_at) VALUES (?, ?, ?)
+                     IF NOT EXISTS",
+                    (user.to_string(), order.to_string(), now),
                 )
                 .await?
             {
-                return Ok(());
+                return Ok(now);
             }
-            let holder: Vec<(String,)> = self
+            let holder: Vec<(String, Option<OffsetDateTime>)> = self
                 .db
                 .serial_rows(
-                    "SELECT order_id FROM unpaid_orders WHERE user_id = ? /* serial */",
+                    "SELECT order_id, claimed_at FROM unpaid_orders WHERE user_id = ? /* serial */",
                     (user.to_string(),),
                 )
                 .await?;
-            let Some((holder,)) = holder.into_iter().next() else {
+            let Some((holder, claimed_at)) = holder.into_iter().next() else {
                 continue;
             };
             if holder == order.to_string() {
-                return Ok(());
+                return Ok(claimed_at.unwrap_or(now));
             }
-            if self.order(&holder).await?.is_some_and(|o| unpaid(&o)) {
+            let free = match self.order(&holder).await? {
+                Some(held) => !unpaid(&held),
+                // Not written (yet): its writer may still be on its way.
+                None => {
+                    Self::past_grace(claimed_at)
+                        && self
+                            .order_settled(&holder)
+                            .await?
+                            .is_none_or(|o| !unpaid(&o))
+                }
+            };
+            if !free {
                 return Err(StoreError::Conflict(Conflict::UnpaidOrderExists));
             }
-            // The holder was paid, cancelled or never written: the slot is free.
             if self
                 .db
                 .applied(
-                    "UPDATE unpaid_orders SET order_id = ? WHERE user_id = ? IF order_id = ?",
-                    (order.to_string(), user.to_string(), holder.as_str()),
+                    "UPDATE unpaid_orders SET order_id = ?, claimed_at = ? WHERE user_id = ?
+                     IF order_id = ?",
+                    (order.to_string(), now, user.to_string(), holder.as_str()),
                 )
                 .await?
             {
-                return Ok(());
+                return Ok(now);
             }
         }
         Err(StoreError::Unavailable(
@@ -126,53 +177,78 @@ impl ScyllaStore {
     }
 
     /// Makes `rider` carry `order`: from nothing, from this order already, or from an order
-    /// that no longer has the rider (a release a crash cut short). Otherwise `RiderBusy`.
-    /// Answers whether this call took it (and so must give it back if the save fails).
-    async fn take_rider(&self, rider: RiderId, order: OrderId) -> Result<bool, StoreError> {
+    /// that lets go of the rider — finished (a release a crash cut short), or not holding the
+    /// rider past [`CLAIM_GRACE`] (a take whose order's save never came). Otherwise
+    /// `RiderBusy`. Answers when this call took it (it must give it back if the save fails).
+    async fn take_rider(
+        &self,
+        rider: RiderId,
+        order: OrderId,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
         for _ in 0..CLAIM_RETRIES {
+            let now = crate::now_millis();
             if self
                 .db
                 .applied(
-                    "UPDATE riders SET current_order_id = ? WHERE id = ? IF current_order_id = null",
-                    (order.to_string(), rider.to_string()),
+                    "UPDATE riders SET current_order_id = ?, current_order_at = ? WHERE id = ?
+                     IF current_order_id = null",
+                    (order.to_string(), now, rider.to_string()),
                 )
                 .await?
             {
-                return Ok(true);
+                return Ok(Some(now));
             }
-            let held: Vec<(Option<String>,)> = self
+            let held: Vec<(Option<String>, Option<OffsetDateTime>)> = self
                 .db
                 .serial_rows(
-                    "SELECT current_order_id FROM riders WHERE id = ? /* serial */",
+                    "SELECT current_order_id, current_order_at FROM riders WHERE id = ? /* serial */",
                     (rider.to_string(),),
                 )
                 .await?;
-            let Some((held,)) = held.into_iter().next() else {
+            let Some((held, taken_at)) = held.into_iter().next() else {
                 return Err(StoreError::NotFound);
             };
             let Some(held) = held else { continue };
             if held == order.to_string() {
-                return Ok(false);
+                return Ok(None);
             }
-            let still = self
-                .order(&held)
-                .await?
-                .is_some_and(|o| o.rider_id == Some(rider) && !o.status.is_terminal());
-            if still {
+            let holds = |o: &Order| o.rider_id == Some(rider) && !o.status.is_terminal();
+            let free = match self.order(&held).await? {
+                Some(o) if o.status.is_terminal() => true,
+                Some(o) if holds(&o) => false,
+                // The order does not show the take (yet): its save may still be on its way.
+                _ => {
+                    Self::past_grace(taken_at)
+                        && !self.order_settled(&held).await?.is_some_and(|o| holds(&o))
+                }
+            };
+            if !free {
                 return Err(StoreError::RiderBusy);
             }
             if self
                 .db
                 .applied(
-                    "UPDATE riders SET current_order_id = ? WHERE id = ? IF current_order_id = ?",
-                    (order.to_string(), rider.to_string(), held.as_str()),
+                    "UPDATE riders SET current_order_id = ?, current_order_at = ? WHERE id = ?
+                     IF current_order_id = ?",
+                    (order.to_string(), now, rider.to_string(), held.as_str()),
                 )
                 .await?
             {
-                return Ok(true);
+                return Ok(Some(now));
             }
         }
         Err(StoreError::RiderBusy)
+    }
+
+    /// Refuses to write an order whose claim (made at `claimed`) is so old that it may have
+    /// been taken over by now.
+    fn still_in_time(claimed: Option<OffsetDateTime>) -> Result<(), StoreError> {
+        match claimed {
+            Some(at) if OffsetDateTime::now_utc() - at > WRITE_WITHIN => Err(
+                StoreError::Unavailable("the store was too slow to finish the write".into()),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// Points the order's shard at it while it is not finished (before the order is written).
@@ -262,9 +338,11 @@ impl OrderStore for ScyllaStore {
     async fn create(&self, order: &Order) -> Result<(), StoreError> {
         let data = encode(order)?;
         let id = order.id.to_string();
-        if unpaid(order) {
-            self.claim_unpaid(order.user_id, order.id).await?;
-        }
+        let claimed = if unpaid(order) {
+            Some(self.claim_unpaid(order.user_id, order.id).await?)
+        } else {
+            None
+        };
         // Pointers first (reads check them against the order row), then the order.
         self.db
             .run(
@@ -279,6 +357,7 @@ impl OrderStore for ScyllaStore {
             )
             .await?;
         self.mark_open(order).await?;
+        Self::still_in_time(claimed)?;
         let created = self
             .db
             .applied(
@@ -299,9 +378,9 @@ impl OrderStore for ScyllaStore {
             )
             .await?;
         if created {
-            self.count_status(order.status, 1).await?;
+            self.count_status(order.status, 1).await;
             if order.payment_status == PaymentStatus::Paid {
-                self.count_revenue(order, 1).await?;
+                self.count_revenue(order, 1).await;
             }
         }
         Ok(())
@@ -332,7 +411,7 @@ impl OrderStore for ScyllaStore {
             Some(RiderOrder::Take { rider, order }) => self
                 .take_rider(rider, order)
                 .await?
-                .then_some((rider, order)),
+                .map(|at| (rider, order, at)),
             Some(RiderOrder::Release { rider, order }) => {
                 self.release_rider(rider, order).await?;
                 None
@@ -350,6 +429,12 @@ impl OrderStore for ScyllaStore {
                 OffsetDateTime::now_utc(),
             ))
             .await?;
+        }
+        if let Some((rider, taken, at)) = took
+            && let Err(late) = Self::still_in_time(Some(at))
+        {
+            self.release_rider(rider, taken).await?;
+            return Err(late);
         }
         let saved = self
             .db
@@ -369,13 +454,13 @@ impl OrderStore for ScyllaStore {
         if !saved {
             // Undo what was done for a save that did not happen.
             match (took, effects.rider_order) {
-                (Some((rider, taken)), _) => self.release_rider(rider, taken).await?,
+                (Some((rider, taken, _)), _) => self.release_rider(rider, taken).await?,
                 (None, Some(RiderOrder::Release { rider, order })) => {
                     self.db
                         .applied(
-                            "UPDATE riders SET current_order_id = ? WHERE id = ?
-                             IF current_order_id = null",
-                            (order.to_string(), rider.to_string()),
+                            "UPDATE riders SET current_order_id = ?, current_order_at = ?
+                             WHERE id = ? IF current_order_id = null",
+                            (order.to_string(), crate::now_millis(), rider.to_string()),
                         )
                         .await?;
                 }
@@ -383,8 +468,10 @@ impl OrderStore for ScyllaStore {
             }
             return Err(StoreError::Stale);
         }
-        // The order is stored: what follows only tidies lookups, and a crash here leaves
-        // pointers that reads check and skip.
+        // The order is stored and the request has succeeded: what follows only tidies
+        // lookups, which reads check and skip (a claim of an order no longer unpaid is taken
+        // over, an open-order pointer to a finished order is dropped), so a failure here is
+        // logged and the answer stands.
         let old_status: OrderStatus = crate::parse_col("order status", &old_status, str::parse)?;
         let old_payment: PaymentStatus =
             crate::parse_col("payment status", &old_payment, str::parse)?;
@@ -392,34 +479,40 @@ impl OrderStore for ScyllaStore {
             && old_payment == PaymentStatus::Pending
             && !unpaid(order)
         {
-            self.db
-                .applied(
-                    "DELETE FROM unpaid_orders WHERE user_id = ? IF order_id = ?",
-                    (order.user_id.to_string(), id.as_str()),
-                )
-                .await?;
+            crate::tidy(
+                "the unpaid-order claim's release",
+                self.db
+                    .applied(
+                        "DELETE FROM unpaid_orders WHERE user_id = ? IF order_id = ?",
+                        (order.user_id.to_string(), id.as_str()),
+                    )
+                    .await,
+            );
         }
         if order.status.is_terminal() {
-            self.db
-                .run(
-                    "DELETE FROM open_orders WHERE shard = ? AND order_id = ?",
-                    (shard_col(order.shard)?, id.as_str()),
-                )
-                .await?;
+            crate::tidy(
+                "the open-order pointer's removal",
+                self.db
+                    .run(
+                        "DELETE FROM open_orders WHERE shard = ? AND order_id = ?",
+                        (shard_col(order.shard)?, id.as_str()),
+                    )
+                    .await,
+            );
         }
         if let Some(user) = effects.clear_cart_of {
-            self.clear_cart(user).await?;
+            crate::tidy("the paid order's cart clear", self.clear_cart(user).await);
         }
         if old_status != order.status {
-            self.count_status(old_status, -1).await?;
-            self.count_status(order.status, 1).await?;
+            self.count_status(old_status, -1).await;
+            self.count_status(order.status, 1).await;
         }
         match (
             old_payment == PaymentStatus::Paid,
             order.payment_status == PaymentStatus::Paid,
         ) {
-            (false, true) => self.count_revenue(order, 1).await?,
-            (true, false) => self.count_revenue(order, -1).await?,
+            (false, true) => self.count_revenue(order, 1).await,
+            (true, false) => self.count_revenue(order, -1).await,
             _ => {}
         }
         Ok(())
@@ -580,8 +673,9 @@ impl IdempotencyStore for ScyllaStore {
             for (user, route, key, created_at) in due {
                 if created_at < before {
                     self.db
-                        .run(
-                            "DELETE FROM idempotency WHERE user_id = ? AND route = ? AND key = ?",
+                        .applied(
+                            "DELETE FROM idempotency WHERE user_id = ? AND route = ? AND key = ?
+                             IF EXISTS",
                             (user.as_str(), route.as_str(), key.as_str()),
                         )
                         .await?;

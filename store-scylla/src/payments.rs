@@ -367,8 +367,8 @@ impl PaymentStore for ScyllaStore {
         };
         // The row first: a lookup left behind points at nothing and is tidied by reads.
         self.db
-            .run(
-                "DELETE FROM refunds WHERE order_id = ? AND payment = ?",
+            .applied(
+                "DELETE FROM refunds WHERE order_id = ? AND payment = ? IF EXISTS",
                 (order.as_str(), payment),
             )
             .await?;

@@ -1,7 +1,8 @@
 //! Rider profiles over CQL: by id, claimed once per user (`riders_by_user`), the ones waiting
-//! for verification in one small partition. The current order is only ever changed by a
-//! compare-and-set (see `orders.rs`). Positions are plain column writes: soft state, snapshots
-//! of what riders re-send every few seconds.
+//! for verification in one small partition. The profile, its flags and its current order are
+//! only ever written by lightweight transactions (the current order by a compare-and-set, see
+//! `orders.rs`). Positions are plain column writes: soft state, snapshots of what riders re-send
+//! every few seconds; the only write of theirs a Paxos write can meet is the creation's.
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
@@ -68,6 +69,23 @@ impl ScyllaStore {
             .transpose()
     }
 
+    /// Lists a rider among those waiting for verification while it waits. Idempotent.
+    async fn point_at_rider(&self, id: &str) -> Result<(), StoreError> {
+        let row: Option<(bool,)> = self
+            .db
+            .row("SELECT is_verified FROM riders WHERE id = ?", (id,))
+            .await?;
+        if row == Some((false,)) {
+            self.db
+                .run(
+                    "INSERT INTO riders_pending (bucket, rider_id) VALUES (?, ?)",
+                    (PENDING, id),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Sets one flag of an existing rider and returns the profile.
     async fn set_flag(&self, column: &str, id: RiderId, value: bool) -> Result<Rider, StoreError> {
         let applied = self
@@ -89,39 +107,18 @@ impl ScyllaStore {
 #[async_trait]
 impl RiderStore for ScyllaStore {
     async fn create(&self, r: &Rider) -> Result<(), StoreError> {
-        if !self
-            .db
-            .applied(
-                "INSERT INTO riders_by_user (user_id, rider_id) VALUES (?, ?) IF NOT EXISTS",
-                (r.user_id.to_string(), r.id.to_string()),
-            )
-            .await?
-        {
-            let holder: Option<(String,)> = self
-                .db
-                .row(
-                    "SELECT rider_id FROM riders_by_user WHERE user_id = ?",
-                    (r.user_id.to_string(),),
-                )
-                .await?;
-            // A retry of this very profile (after a crash) finishes it; any other is refused.
-            if holder.is_none_or(|(id,)| id != r.id.to_string()) {
-                return Err(StoreError::Conflict(Conflict::RiderExists));
-            }
-        }
-        if !r.is_verified {
-            self.db
-                .run(
-                    "INSERT INTO riders_pending (bucket, rider_id) VALUES (?, ?)",
-                    (PENDING, r.id.to_string()),
-                )
-                .await?;
-        }
+        // As a restaurant's: the row (conditional, like every write to its flags and current
+        // order), then the user's claim, then the pending pointer. A row whose claim is lost
+        // is nobody's: removed at once, and skipped by `all` if a crash left it.
+        let id = r.id.to_string();
         self.db
-            .run(
-                &format!("INSERT INTO riders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            .applied(
+                &format!(
+                    "INSERT INTO riders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     IF NOT EXISTS"
+                ),
                 (
-                    r.id.to_string(),
+                    id.as_str(),
                     r.user_id.to_string(),
                     r.name.as_str(),
                     r.phone_number.as_str(),
@@ -138,7 +135,20 @@ impl RiderStore for ScyllaStore {
                 ),
             )
             .await?;
-        self.count("riders", 1).await
+        let claim = ("riders_by_user", "user_id", "rider_id");
+        if let Some(holder) = self
+            .claim_profile(claim, "riders", &r.user_id.to_string(), &id)
+            .await?
+        {
+            self.db
+                .applied("DELETE FROM riders WHERE id = ? IF EXISTS", (id.as_str(),))
+                .await?;
+            self.point_at_rider(&holder).await?;
+            return Err(StoreError::Conflict(Conflict::RiderExists));
+        }
+        self.point_at_rider(&id).await?;
+        self.count("riders", 1).await;
+        Ok(())
     }
 
     async fn get(&self, id: RiderId) -> Result<Option<Rider>, StoreError> {
@@ -208,11 +218,20 @@ impl RiderStore for ScyllaStore {
     }
 
     async fn all(&self) -> Result<Vec<Rider>, StoreError> {
-        // At node start only, never on a request path: every profile, page by page.
+        // At node start only, never on a request path: every profile, page by page, but the
+        // rows a crash left between a row and its claim (nobody's).
+        let claimed: std::collections::HashSet<String> = self
+            .db
+            .all_rows::<(String,)>("SELECT rider_id FROM riders_by_user")
+            .await?
+            .into_iter()
+            .map(|(id,)| id)
+            .collect();
         self.db
             .all_rows::<RiderRow>(&format!("SELECT {COLUMNS} FROM riders"))
             .await?
             .into_iter()
+            .filter(|row| claimed.contains(&row.id))
             .map(RiderRow::into_rider)
             .collect()
     }

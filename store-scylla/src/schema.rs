@@ -134,6 +134,17 @@ pub const MIGRATIONS: &[&[&str]] = &[
         expires_at timestamp,
         PRIMARY KEY (minute, at, id))",
     ],
+    &[
+        // When a claim was taken: a claim whose order does not show it yet is left to its
+        // writer for a grace period before another may take it over (see `orders.rs`).
+        "ALTER TABLE unpaid_orders ADD claimed_at timestamp",
+        "ALTER TABLE riders ADD current_order_at timestamp",
+        // The change feed's rows all expire an hour after they are written: compacted by time
+        // window, whole expired windows are dropped instead of read past as tombstones.
+        "ALTER TABLE auth_changes WITH default_time_to_live = 3600 AND compaction = {
+        'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'MINUTES',
+        'compaction_window_size': 10}",
+    ],
 ];
 
 /// Whether `name` is a keyspace name CQL takes unquoted.
@@ -212,7 +223,13 @@ async fn apply_missing(db: &Db) -> Result<(), StoreError> {
             continue;
         }
         for statement in *statements {
-            db.ddl(statement).await?;
+            match db.ddl(statement).await {
+                Ok(()) => {}
+                // A column added by a node killed before it recorded the version: CQL has no
+                // `ADD IF NOT EXISTS` on every database we run on.
+                Err(err) if adds_a_column(statement) && names_an_existing_column(&err) => {}
+                Err(err) => return Err(err),
+            }
         }
         agree(db).await?;
         db.run(
@@ -223,6 +240,22 @@ async fn apply_missing(db: &Db) -> Result<(), StoreError> {
         tracing::info!(version, "store schema migrated");
     }
     Ok(())
+}
+
+fn adds_a_column(statement: &str) -> bool {
+    statement.starts_with("ALTER TABLE") && statement.contains(" ADD ")
+}
+
+/// Whether a schema change was refused because the column is there already (Cassandra: "...
+/// already exists"; ScyllaDB: "... conflicts with an existing column").
+fn names_an_existing_column(err: &StoreError) -> bool {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.contains("already exist") || text.contains("existing column")
 }
 
 /// Waits until every node has the same schema, so the next statement finds what was created.

@@ -17,43 +17,42 @@ use crate::{ScyllaStore, parse_col};
 
 impl ScyllaStore {
     /// Adds `delta` to the total `name` (users, restaurants, riders).
-    pub(crate) async fn count(&self, name: &str, delta: i64) -> Result<(), StoreError> {
-        self.db
-            .run(
-                "UPDATE totals SET n = n + ? WHERE name = ?",
-                (Counter(delta), name),
-            )
-            .await
-            .map(drop)
+    pub(crate) async fn count(&self, name: &str, delta: i64) {
+        self.tally(
+            "UPDATE totals SET n = n + ? WHERE name = ?",
+            (Counter(delta), name),
+        )
+        .await;
     }
 
-    pub(crate) async fn count_status(
-        &self,
-        status: OrderStatus,
-        delta: i64,
-    ) -> Result<(), StoreError> {
-        self.db
-            .run(
-                "UPDATE order_counts SET orders = orders + ? WHERE status = ?",
-                (Counter(delta), status.as_str()),
-            )
-            .await
-            .map(drop)
+    pub(crate) async fn count_status(&self, status: OrderStatus, delta: i64) {
+        self.tally(
+            "UPDATE order_counts SET orders = orders + ? WHERE status = ?",
+            (Counter(delta), status.as_str()),
+        )
+        .await;
     }
 
     /// Adds (`sign` 1) or takes back (-1) the order's money in its quarter of placement.
-    pub(crate) async fn count_revenue(&self, order: &Order, sign: i64) -> Result<(), StoreError> {
-        self.db
-            .run(
-                "UPDATE revenue_by_quarter SET total = total + ?, fees = fees + ? WHERE quarter = ?",
-                (
-                    Counter(sign * order.total_amount.minor()),
-                    Counter(sign * order.platform_fee.minor()),
-                    quarter_of(order.created_at),
-                ),
-            )
-            .await
-            .map(drop)
+    pub(crate) async fn count_revenue(&self, order: &Order, sign: i64) {
+        self.tally(
+            "UPDATE revenue_by_quarter SET total = total + ?, fees = fees + ? WHERE quarter = ?",
+            (
+                Counter(sign * order.total_amount.minor()),
+                Counter(sign * order.platform_fee.minor()),
+                quarter_of(order.created_at),
+            ),
+        )
+        .await;
+    }
+
+    /// One counter update, after the write it counts has succeeded: a failure is logged (by
+    /// the session) and the request goes on, since its write stands and a count is for
+    /// watching. Never retried: a counter update is not idempotent.
+    async fn tally(&self, cql: &str, values: impl scylla::serialize::row::SerializeRow) {
+        if self.db.run_once(cql, values).await.is_err() {
+            tracing::warn!("a statistics counter missed an update");
+        }
     }
 }
 

@@ -47,7 +47,8 @@ impl TokenStore for ScyllaStore {
             )
             .await?;
         // After the revocation, so a cache that hears of it and asks the store finds it.
-        self.record(AuthChange::Revoked { jti, expires_at }).await
+        self.record(AuthChange::Revoked { jti, expires_at }).await;
+        Ok(())
     }
 
     async fn is_revoked(&self, jti: Uuid) -> Result<bool, StoreError> {

@@ -87,11 +87,13 @@ impl ScyllaStore {
             created_at: now_millis(),
         };
         // The row first, then the claim: a claim never points at nothing, and a row whose claim
-        // lost is an orphan nobody can reach, removed at once.
+        // lost is an orphan nobody can reach, removed at once. Conditional, as every write of
+        // a user's row is: a role change right after sign-up is a Paxos write on the same
+        // cells, and Paxos and plain timestamps come from different clocks.
         self.db
-            .run(
+            .applied(
                 "INSERT INTO users (id, email, name, image, role, role_version, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
                 (
                     user.id.to_string(),
                     user.email.as_str(),
@@ -111,11 +113,14 @@ impl ScyllaStore {
             )
             .await?
         {
-            self.count("users", 1).await?;
+            self.count("users", 1).await;
             return Ok((user, true));
         }
         self.db
-            .run("DELETE FROM users WHERE id = ?", (user.id.to_string(),))
+            .applied(
+                "DELETE FROM users WHERE id = ? IF EXISTS",
+                (user.id.to_string(),),
+            )
             .await?;
         let winner = self
             .user_by_email(&user.email)
@@ -212,20 +217,24 @@ impl UserStore for ScyllaStore {
             }
         };
         let mut user = existing;
+        let before = user.clone();
         user.name = sign_in.name;
         if sign_in.image.is_some() {
             user.image = sign_in.image;
         }
-        self.db
-            .run(
-                "UPDATE users SET name = ?, image = ? WHERE id = ?",
-                (
-                    user.name.as_str(),
-                    user.image.as_deref(),
-                    user.id.to_string(),
-                ),
-            )
-            .await?;
+        // Most sign-ins change nothing: they write nothing and record nothing in the feed.
+        if (&user.name, &user.image) != (&before.name, &before.image) {
+            self.db
+                .applied(
+                    "UPDATE users SET name = ?, image = ? WHERE id = ? IF EXISTS",
+                    (
+                        user.name.as_str(),
+                        user.image.as_deref(),
+                        user.id.to_string(),
+                    ),
+                )
+                .await?;
+        }
         if sign_in.admin {
             // The mark first: a mark without the role is harmless, demotion checks both.
             self.mark_config_admin(&user, true).await?;
@@ -235,7 +244,9 @@ impl UserStore for ScyllaStore {
             user = self.change_role(user, Role::Customer).await?;
             self.mark_config_admin(&user, false).await?;
         }
-        self.record(AuthChange::UserChanged(user.id)).await?;
+        if user != before {
+            self.record(AuthChange::UserChanged(user.id)).await;
+        }
         Ok(user)
     }
 
@@ -266,7 +277,7 @@ impl UserStore for ScyllaStore {
         let user = self.change_role(user, role).await?;
         // Even when nothing changed: a retry after a crash between the change and its record
         // records it then.
-        self.record(AuthChange::UserChanged(user.id)).await?;
+        self.record(AuthChange::UserChanged(user.id)).await;
         Ok(user)
     }
 
@@ -283,7 +294,7 @@ impl UserStore for ScyllaStore {
         // Granted: an admin that outlives the configured list.
         self.mark_config_admin(&user, false).await?;
         let user = self.change_role(user, Role::Admin).await?;
-        self.record(AuthChange::UserChanged(user.id)).await?;
+        self.record(AuthChange::UserChanged(user.id)).await;
         Ok(user)
     }
 }

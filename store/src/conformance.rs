@@ -10,6 +10,10 @@ use tomato_domain::{
 };
 use uuid::Uuid;
 
+mod races;
+
+pub use races::rider_for;
+
 use crate::{
     AuthChange, Conflict, FeedCursor, Page, PositionSnapshot, Refund, RestaurantOrderFilter,
     RiderOrder, SaveEffects, SavedResponse, SignIn, StoreError, Stores,
@@ -30,13 +34,15 @@ pub async fn run(stores: &Stores) {
     run_stats(stores).await;
     run_payments(stores).await;
     run_fencing(stores).await;
+    races::run(stores).await;
 }
 
 fn email(local: &str) -> Email {
     Email::parse(&format!("{local}@conformance.test")).expect("test email")
 }
 
-fn sign_in(local: &str, name: &str) -> SignIn {
+/// A sign-in of `local`@conformance.test (also a fixture for a backend's own tests).
+pub fn sign_in(local: &str, name: &str) -> SignIn {
     SignIn {
         email: email(local),
         name: PersonName::parse(name).expect("test name"),
@@ -432,7 +438,8 @@ async fn user(stores: &Stores, local: &str) -> tomato_domain::User {
         .expect("sign in")
 }
 
-fn restaurant(owner: UserId, name: &str, lat: f64) -> Restaurant {
+/// An unverified restaurant of `owner` (also a fixture for a backend's own tests).
+pub fn restaurant(owner: UserId, name: &str, lat: f64) -> Restaurant {
     Restaurant {
         id: RestaurantId::new(),
         owner_id: owner,
@@ -712,7 +719,8 @@ async fn addresses_belong_to_their_user(stores: &Stores) {
     );
 }
 
-fn order_for(user: UserId, restaurant: RestaurantId) -> Order {
+/// An unpaid order just placed (also a fixture for a backend's own tests).
+pub fn order_for(user: UserId, restaurant: RestaurantId) -> Order {
     let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
     let here = LatLon::new(12.97, 77.59).expect("point");
     Order {
@@ -1136,7 +1144,7 @@ async fn riders_hold_one_order_at_a_time(stores: &Stores, rider: RiderId) {
 }
 
 /// A paid order, ready for a rider, as stored.
-async fn ready_order(stores: &Stores) -> Order {
+pub async fn ready_order(stores: &Stores) -> Order {
     let mut order = order_for(UserId::new(), RestaurantId::new());
     order.status = OrderStatus::ReadyForRider;
     order.payment_status = PaymentStatus::Paid;
@@ -1144,7 +1152,8 @@ async fn ready_order(stores: &Stores) -> Order {
     order
 }
 
-fn assign(order: &Order, rider: RiderId) -> Order {
+/// `order` assigned to `rider`, as its actor would make it (not stored).
+pub fn assign(order: &Order, rider: RiderId) -> Order {
     order
         .apply(
             OrderCommand::AssignRider {

@@ -352,3 +352,227 @@ async fn the_change_feed_tells_one_nodes_changes_from_anothers() {
     one.backend.close().await.expect("close");
     other.backend.close().await.expect("close");
 }
+
+/// A session of our own on `keyspace`, to leave behind what a crash would.
+async fn raw_session(keyspace: &str) -> scylla::client::session::Session {
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(node())
+        .build()
+        .await
+        .expect("connect to the test CQL database");
+    session
+        .use_keyspace(keyspace, false)
+        .await
+        .expect("use the test keyspace");
+    session
+}
+
+/// What a crash (or a failed write) leaves between a claim and the row it points at, or a row
+/// and its claim, locks nobody out for good; a claim whose writer may still be on its way is
+/// respected until its grace runs out. Each leftover is written here by hand, as the crash
+/// would have left it, and the next request of the same owner is checked.
+#[tokio::test]
+async fn leftovers_of_a_crash_between_claim_and_row_lock_nobody_out() {
+    use time::{Duration, OffsetDateTime};
+    use tomato_store::conformance::{
+        assign, order_for, ready_order, restaurant, rider_for, sign_in,
+    };
+    use tomato_store::{Conflict, RiderOrder, SaveEffects, StoreError};
+
+    let keyspace = keyspace();
+    let stores = tomato_store_scylla::open(&config(&keyspace))
+        .await
+        .expect("open the store");
+    let cql = raw_session(&keyspace).await;
+    let run = |statement: &'static str, values: Vec<scylla::value::CqlValue>| {
+        let cql = &cql;
+        async move {
+            cql.query_unpaged(statement, values)
+                .await
+                .expect("write the leftover");
+        }
+    };
+    use scylla::value::{CqlTimestamp, CqlValue::Text, CqlValue::Timestamp};
+    let stamp = |at: OffsetDateTime| {
+        Timestamp(CqlTimestamp(
+            i64::try_from(at.unix_timestamp_nanos() / 1_000_000).expect("millis"),
+        ))
+    };
+    let long_ago = OffsetDateTime::now_utc() - Duration::minutes(2);
+
+    // A restaurant claim pointing at no row (what claiming before writing left behind): the
+    // seller's create takes it over.
+    let seller = stores
+        .users
+        .sign_in(sign_in("leftover-seller", "Seller"))
+        .await
+        .expect("seller");
+    run(
+        "INSERT INTO restaurants_by_owner (owner_id, restaurant_id) VALUES (?, ?)",
+        vec![
+            Text(seller.id.to_string()),
+            Text(uuid::Uuid::new_v4().to_string()),
+        ],
+    )
+    .await;
+    let shop = restaurant(seller.id, "Leftover", 12.9);
+    stores
+        .restaurants
+        .create(&shop, 11)
+        .await
+        .expect("a claim of nothing is taken over");
+    assert_eq!(
+        stores
+            .restaurants
+            .by_owner(seller.id)
+            .await
+            .expect("by owner"),
+        Some(shop.clone())
+    );
+
+    // Its pending pointer lost (a crash after the claim): the seller's next try is refused, and
+    // puts the restaurant back in the admins' list.
+    run(
+        "DELETE FROM restaurants_pending WHERE bucket = 0 AND restaurant_id = ?",
+        vec![Text(shop.id.to_string())],
+    )
+    .await;
+    let pending = |stores: &tomato_store::Stores| {
+        let restaurants = std::sync::Arc::clone(&stores.restaurants);
+        async move { restaurants.pending().await.expect("pending") }
+    };
+    assert!(!pending(&stores).await.contains(&shop));
+    assert!(matches!(
+        stores
+            .restaurants
+            .create(&restaurant(seller.id, "Again", 12.9), 11)
+            .await,
+        Err(StoreError::Conflict(Conflict::RestaurantExists))
+    ));
+    assert!(
+        pending(&stores).await.contains(&shop),
+        "the pointer is repaired"
+    );
+
+    // A rider's row whose claim never came (a crash between the two): the retry, with a new id,
+    // makes the profile, and the orphan is nobody's.
+    let user = stores
+        .users
+        .sign_in(sign_in("leftover-rider", "Rider"))
+        .await
+        .expect("rider user");
+    let orphan = rider_for(user.id);
+    run(
+        "INSERT INTO riders (id, user_id, name, phone_number, aadhar_number,
+            driving_license_number, is_verified, is_available, lat, lon, last_seen_at, created_at)
+         VALUES (?, ?, 'Orphan', '+919845012345', '123456789012', 'KA0120190001234', false,
+            false, 12.97, 77.59, ?, ?)",
+        vec![
+            Text(orphan.id.to_string()),
+            Text(user.id.to_string()),
+            stamp(orphan.last_seen_at),
+            stamp(orphan.created_at),
+        ],
+    )
+    .await;
+    let rider = rider_for(user.id);
+    stores
+        .riders
+        .create(&rider)
+        .await
+        .expect("the retry makes it");
+    let theirs: Vec<_> = stores
+        .riders
+        .all()
+        .await
+        .expect("all")
+        .into_iter()
+        .filter(|r| r.user_id == user.id)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(theirs, vec![rider.id], "the orphan row is nobody's");
+
+    // An unpaid-order claim whose order is not written: left to its writer while it may still
+    // be on its way, taken over once the grace has run out.
+    let customer = stores
+        .users
+        .sign_in(sign_in("leftover-customer", "Customer"))
+        .await
+        .expect("customer");
+    let claim = |at: OffsetDateTime| {
+        run(
+            "INSERT INTO unpaid_orders (user_id, order_id, claimed_at) VALUES (?, ?, ?)",
+            vec![
+                Text(customer.id.to_string()),
+                Text(tomato_domain::OrderId::new().to_string()),
+                stamp(at),
+            ],
+        )
+    };
+    claim(OffsetDateTime::now_utc()).await;
+    let order = order_for(customer.id, shop.id);
+    assert!(matches!(
+        stores.orders.create(&order).await,
+        Err(StoreError::Conflict(Conflict::UnpaidOrderExists))
+    ));
+    claim(long_ago).await;
+    stores
+        .orders
+        .create(&order)
+        .await
+        .expect("a claim given up is taken over");
+
+    // A rider taken for an order whose save has not come: busy while it may come, free after.
+    let taken = |at: OffsetDateTime| {
+        run(
+            "UPDATE riders SET current_order_id = ?, current_order_at = ? WHERE id = ?",
+            vec![
+                Text(tomato_domain::OrderId::new().to_string()),
+                stamp(at),
+                Text(rider.id.to_string()),
+            ],
+        )
+    };
+    let ready = ready_order(&stores).await;
+    let take = SaveEffects {
+        rider_order: Some(RiderOrder::Take {
+            rider: rider.id,
+            order: ready.id,
+        }),
+        ..SaveEffects::default()
+    };
+    taken(OffsetDateTime::now_utc()).await;
+    assert!(matches!(
+        stores.orders.save(&assign(&ready, rider.id), take).await,
+        Err(StoreError::RiderBusy)
+    ));
+    taken(long_ago).await;
+    stores
+        .orders
+        .save(&assign(&ready, rider.id), take)
+        .await
+        .expect("a take given up is taken over");
+
+    // A cart line written as a bare quantity (an update that raced the cart's clear): the cart
+    // still reads, without it, and the half row is gone.
+    let line = uuid::Uuid::new_v4().to_string();
+    run(
+        "UPDATE cart_lines SET quantity = 2 WHERE user_id = ? AND line_id = ?",
+        vec![Text(customer.id.to_string()), Text(line)],
+    )
+    .await;
+    let cart = stores.carts.get(customer.id).await.expect("the cart reads");
+    assert!(cart.lines.is_empty());
+    let left = cql
+        .query_unpaged(
+            "SELECT line_id FROM cart_lines WHERE user_id = ?",
+            (customer.id.to_string(),),
+        )
+        .await
+        .expect("read the lines")
+        .into_rows_result()
+        .expect("rows")
+        .rows_num();
+    assert_eq!(left, 0, "the half row is removed");
+    stores.backend.close().await.expect("close");
+}
