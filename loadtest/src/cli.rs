@@ -168,6 +168,15 @@ pub struct RunArgs {
     /// Seconds of load; then no new orders, and the run waits for the open ones to be delivered.
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     pub duration_s: f64,
+    /// Apps coming and going during the load: sign-in and logout cycles per second, by
+    /// accounts of their own (`--churn-users` of them, in turn), beside the riders and
+    /// customers; each cycle records a user change or nothing and a revocation in the
+    /// store's change feed that every node follows.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub churn_rate: f64,
+    /// Accounts the churn signs in and out, in turn.
+    #[arg(long, default_value_t = 1000)]
+    pub churn_users: usize,
     /// Stop placing orders after this many, even before the duration ends.
     #[arg(long)]
     pub max_orders: Option<u64>,
@@ -414,6 +423,10 @@ impl RunArgs {
         self.area.check()?;
         amount("interval-s", self.interval_s, true)?;
         amount("order-rate", self.order_rate, false)?;
+        amount("churn-rate", self.churn_rate, false)?;
+        if self.churn_rate > 0.0 && self.churn_users == 0 {
+            bail!("--churn-users must be at least 1 with a --churn-rate");
+        }
         amount("duration-s", self.duration_s, true)?;
         amount("drain-s", self.drain_s, false)?;
         amount("prep-s", self.prep_s, false)?;

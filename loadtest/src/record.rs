@@ -24,13 +24,16 @@ pub enum Path {
     ReadyToAvailable,
     /// The seller's `ready_for_rider` sent until the restaurant heard `order:rider_assigned`.
     ReadyToAssigned,
+    /// One churning app: a sign-in and its logout (`--churn-rate`).
+    SignInOut,
 }
 
-const PATHS: [Path; 4] = [
+const PATHS: [Path; 5] = [
     Path::Ingest,
     Path::Placement,
     Path::ReadyToAvailable,
     Path::ReadyToAssigned,
+    Path::SignInOut,
 ];
 
 impl Path {
@@ -44,6 +47,7 @@ impl Path {
             Path::Placement => "order_placement",
             Path::ReadyToAvailable => "ready_to_available",
             Path::ReadyToAssigned => "ready_to_assigned",
+            Path::SignInOut => "sign_in_and_out",
         }
     }
 }
@@ -76,7 +80,7 @@ impl Counters {
 /// One second of the run.
 #[derive(Debug, Clone)]
 struct Second {
-    counts: [u64; 4],
+    counts: [u64; PATHS.len()],
     ingest: Histogram<u64>,
     placement: Histogram<u64>,
 }
@@ -122,7 +126,7 @@ impl Recorder {
         if let Ok(mut timeline) = self.timeline.lock() {
             while timeline.len() <= second {
                 timeline.push(Second {
-                    counts: [0; 4],
+                    counts: [0; PATHS.len()],
                     ingest: histogram(),
                     placement: histogram(),
                 });

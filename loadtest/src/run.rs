@@ -203,7 +203,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let bar = progress(args.duration().as_secs().max(1), "load");
     let watcher = tokio::spawn(watch_progress(Arc::clone(&world), bar.clone()));
     let shops: Vec<Shop> = shops.into_iter().map(|(shop, _)| shop).collect();
+    let churn = tokio::spawn(churn(Arc::clone(&world), run_id.clone()));
     place_orders(&world, &shops, customers).await;
+    let _ = churn.await;
     let load_s = world.recorder.elapsed().as_secs_f64();
     bar.set_message("load over; delivering the open orders");
     drain(&world).await;
@@ -718,6 +720,54 @@ async fn place_orders(world: &Arc<World>, shops: &[Shop], customers: Vec<Custome
     }
     for flow in flows {
         let _ = flow.await;
+    }
+}
+
+/// Signs accounts of its own in and out at `--churn-rate` cycles a second until the load ends,
+/// each cycle on the node its account's token picks.
+async fn churn(world: Arc<World>, run_id: String) {
+    let args = &world.args;
+    if args.churn_rate <= 0.0 {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + args.duration();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.churn_rate));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut cycles = Vec::new();
+    for turn in 0_usize.. {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tick.tick() => {}
+        }
+        let email = format!(
+            "churn-{run_id}-{}@load.tomato.test",
+            turn % args.churn_users
+        );
+        let world = Arc::clone(&world);
+        cycles.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let session = match world.api.dev_login(&email, "Churning App").await {
+                Ok(session) => session,
+                Err(_) => return world.fail("churn_sign_in"),
+            };
+            let api = world.api_for(&session.token);
+            match api
+                .call(
+                    reqwest::Method::POST,
+                    "/api/auth/logout",
+                    Some(&session.token),
+                    None,
+                )
+                .await
+            {
+                Ok(_) => world.recorder.latency(Path::SignInOut, started.elapsed()),
+                Err(_) => world.fail("churn_logout"),
+            }
+        }));
+        cycles.retain(|cycle| !cycle.is_finished());
+    }
+    for cycle in cycles {
+        let _ = cycle.await;
     }
 }
 

@@ -151,6 +151,12 @@ impl ChangeFeed for ScyllaStore {
             Some(last) if taken.len() < fresh.len() || more => millis_of(last.0),
             _ => start.max(after.at),
         };
+        // What one poll costs the database: the rows it read, against those it returns.
+        tracing::debug!(
+            read = rows.len(),
+            returned = taken.len(),
+            "read the authentication change feed"
+        );
         let returned: HashSet<Uuid> = taken.iter().map(|row| row.1).collect();
         let changes = taken
             .iter()

@@ -186,16 +186,23 @@ impl Db {
         typed(self.run(cql, values).await?)
     }
 
-    /// Every row of a statement that may answer many, fetched page by page.
-    pub(crate) async fn all_rows<R>(&self, cql: &str) -> Result<Vec<R>, StoreError>
+    /// Every row of a statement that may answer many, fetched page by page (so no single
+    /// read of the coordinator's walks a whole partition, tombstones and all).
+    pub(crate) async fn all_rows<R>(
+        &self,
+        cql: &str,
+        values: impl SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
     where
         R: for<'f, 'm> DeserializeRow<'f, 'm> + 'static,
     {
         use futures_util::TryStreamExt;
         self.open()?;
+        let mut statement = Statement::new(cql);
+        statement.set_is_idempotent(true);
         let pager = self
             .session
-            .execute_iter(cql, ())
+            .execute_iter(statement, values)
             .await
             .map_err(|err| StoreError::Unavailable(format!("paging {cql}: {err}")))?;
         pager

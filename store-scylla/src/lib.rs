@@ -145,8 +145,7 @@ impl ScyllaStore {
         Fut: std::future::Future<Output = Result<Option<T>, StoreError>>,
     {
         let ids: Vec<(String,)> = self.db.rows(lookup, key).await?;
-        let found =
-            futures_util::future::try_join_all(ids.into_iter().map(|(id,)| fetch(id))).await?;
+        let found = bounded(ids, |(id,)| fetch(id)).await?;
         Ok(found.into_iter().flatten().collect())
     }
 }
@@ -215,6 +214,26 @@ impl ScyllaStore {
             "the owner's profile claim keeps changing".into(),
         ))
     }
+}
+
+/// At most this many statements of one call in flight at once: a fan-out of thousands (a month
+/// of revenue quarters, a position snapshot of every rider, a long page of orders) would
+/// otherwise queue on the connections and time out together.
+pub(crate) const IN_FLIGHT: usize = 64;
+
+/// Runs `each` over `items`, at most [`IN_FLIGHT`] at once, answering in the items' order.
+pub(crate) async fn bounded<I, T, F, Fut>(items: I, each: F) -> Result<Vec<T>, StoreError>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(items)
+        .map(each)
+        .buffered(IN_FLIGHT)
+        .try_collect()
+        .await
 }
 
 /// Now, at the millisecond precision CQL timestamps keep, so a value handed back after a write

@@ -7,7 +7,6 @@
 //! devices may both land (as two requests would one after the other, but for the rule).
 
 use async_trait::async_trait;
-use futures_util::future::try_join_all;
 use scylla::DeserializeRow;
 use time::OffsetDateTime;
 use tomato_domain::{
@@ -104,7 +103,7 @@ impl ScyllaStore {
     }
 
     async fn restaurants(&self, ids: Vec<String>) -> Result<Vec<Restaurant>, StoreError> {
-        let found = try_join_all(ids.iter().map(|id| self.restaurant(id))).await?;
+        let found = crate::bounded(ids, |id| async move { self.restaurant(&id).await }).await?;
         Ok(found.into_iter().flatten().collect())
     }
 
@@ -251,18 +250,19 @@ impl RestaurantStore for ScyllaStore {
         cells: Vec<u64>,
         search: Option<String>,
     ) -> Result<Vec<Restaurant>, StoreError> {
-        let lookups = cells.iter().map(|cell| {
-            self.db.rows::<(String,)>(
-                "SELECT restaurant_id FROM restaurants_by_cell WHERE cell = ?",
-                (*cell as i64,),
-            )
-        });
-        let ids: Vec<String> = try_join_all(lookups)
-            .await?
-            .into_iter()
-            .flatten()
-            .map(|(id,)| id)
-            .collect();
+        let ids: Vec<String> = crate::bounded(cells, |cell| async move {
+            self.db
+                .rows::<(String,)>(
+                    "SELECT restaurant_id FROM restaurants_by_cell WHERE cell = ?",
+                    (cell as i64,),
+                )
+                .await
+        })
+        .await?
+        .into_iter()
+        .flatten()
+        .map(|(id,)| id)
+        .collect();
         let search = search.map(|s| s.to_lowercase()).unwrap_or_default();
         let mut found: Vec<Restaurant> = self
             .restaurants(ids)
@@ -532,7 +532,8 @@ impl ScyllaStore {
     /// The user's cart, priced from the menu as it is now; lines of dishes gone are left out.
     async fn read_cart(&self, user: UserId) -> Result<Cart, StoreError> {
         let rows = self.cart_rows(&user.to_string()).await?;
-        let items = try_join_all(rows.iter().map(|row| self.item(&row.item_id))).await?;
+        let item_ids: Vec<String> = rows.iter().map(|row| row.item_id.clone()).collect();
+        let items = crate::bounded(item_ids, |id| async move { self.item(&id).await }).await?;
         let mut cart = Cart::default();
         for (row, item) in rows.into_iter().zip(items) {
             let Some(item) = item else { continue };

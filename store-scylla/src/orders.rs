@@ -17,7 +17,6 @@
 //! way (`current_order_at` stamps the take).
 
 use async_trait::async_trait;
-use futures_util::future::try_join_all;
 use time::{Duration, OffsetDateTime};
 use tomato_domain::{Order, OrderId, OrderStatus, PaymentStatus, RestaurantId, RiderId, UserId};
 use tomato_store::{
@@ -314,7 +313,8 @@ impl ScyllaStore {
             };
             let exhausted = ids.len() < batch.unsigned_abs() as usize;
             bound = ids.last().map(|(id,)| id.clone());
-            let orders = try_join_all(ids.iter().map(|(id,)| self.order(id))).await?;
+            let orders =
+                crate::bounded(ids.clone(), |(id,)| async move { self.order(&id).await }).await?;
             found.extend(orders.into_iter().flatten().filter(|o| keep(o)));
             if found.len() > limit || exhausted {
                 break;
@@ -558,14 +558,17 @@ impl OrderStore for ScyllaStore {
     }
 
     async fn open_in_shard(&self, shard: u32) -> Result<Vec<Order>, StoreError> {
+        // Page by page: a busy shard's partition holds a tombstone for each order finished
+        // within `gc_grace_seconds` (an hour, see the schema).
         let ids: Vec<(String,)> = self
             .db
-            .rows(
+            .all_rows(
                 "SELECT order_id FROM open_orders WHERE shard = ?",
                 (shard_col(shard)?,),
             )
             .await?;
-        let orders = try_join_all(ids.iter().map(|(id,)| self.order(id))).await?;
+        let orders =
+            crate::bounded(ids.clone(), |(id,)| async move { self.order(&id).await }).await?;
         let mut open = Vec::new();
         for ((id,), order) in ids.iter().zip(orders) {
             match order {

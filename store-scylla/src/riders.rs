@@ -5,7 +5,6 @@
 //! every few seconds; the only write of theirs a Paxos write can meet is the creation's.
 
 use async_trait::async_trait;
-use futures_util::future::try_join_all;
 use scylla::DeserializeRow;
 use time::OffsetDateTime;
 use tomato_domain::{LatLon, OrderId, Rider, RiderId, UserId};
@@ -202,17 +201,19 @@ impl RiderStore for ScyllaStore {
     async fn save_positions(&self, positions: Vec<PositionSnapshot>) -> Result<(), StoreError> {
         // One write per rider, in parallel, each routed to its replicas; no batch, because a
         // batch over many partitions only adds a coordinator hop.
-        try_join_all(positions.iter().map(|p| {
-            self.db.run(
-                "UPDATE riders SET lat = ?, lon = ?, last_seen_at = ? WHERE id = ?",
-                (
-                    p.location.lat(),
-                    p.location.lon(),
-                    millis(p.seen_at),
-                    p.rider.to_string(),
-                ),
-            )
-        }))
+        crate::bounded(positions, |p| async move {
+            self.db
+                .run(
+                    "UPDATE riders SET lat = ?, lon = ?, last_seen_at = ? WHERE id = ?",
+                    (
+                        p.location.lat(),
+                        p.location.lon(),
+                        millis(p.seen_at),
+                        p.rider.to_string(),
+                    ),
+                )
+                .await
+        })
         .await?;
         Ok(())
     }
@@ -222,13 +223,13 @@ impl RiderStore for ScyllaStore {
         // rows a crash left between a row and its claim (nobody's).
         let claimed: std::collections::HashSet<String> = self
             .db
-            .all_rows::<(String,)>("SELECT rider_id FROM riders_by_user")
+            .all_rows::<(String,)>("SELECT rider_id FROM riders_by_user", ())
             .await?
             .into_iter()
             .map(|(id,)| id)
             .collect();
         self.db
-            .all_rows::<RiderRow>(&format!("SELECT {COLUMNS} FROM riders"))
+            .all_rows::<RiderRow>(&format!("SELECT {COLUMNS} FROM riders"), ())
             .await?
             .into_iter()
             .filter(|row| claimed.contains(&row.id))

@@ -144,6 +144,25 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "ALTER TABLE auth_changes WITH default_time_to_live = 3600 AND compaction = {
         'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'MINUTES',
         'compaction_window_size': 10}",
+        // Queues whose entries are deleted when done, and whose every read checks an entry
+        // against the row it points at (skipping, and removing, one that moved on): a
+        // deletion that a replica missed and that comes back after its tombstone is purged
+        // is harmless there, so their tombstones need not be kept for the default 10 days,
+        // where a shard's takeover or an admin's list would step over all of them.
+        "ALTER TABLE open_orders WITH gc_grace_seconds = 3600",
+        "ALTER TABLE restaurants_pending WITH gc_grace_seconds = 3600",
+        "ALTER TABLE riders_pending WITH gc_grace_seconds = 3600",
+        "ALTER TABLE carts_by_item WITH gc_grace_seconds = 3600",
+        "ALTER TABLE refunds_owed WITH gc_grace_seconds = 3600",
+        // Counters spread over buckets (see `stats.rs`): the unbucketed tables above keep what
+        // was counted before, and reads add both.
+        "CREATE TABLE IF NOT EXISTS totals_by_bucket (
+        name text, bucket int, n counter, PRIMARY KEY ((name, bucket)))",
+        "CREATE TABLE IF NOT EXISTS order_counts_by_bucket (
+        status text, bucket int, orders counter, PRIMARY KEY ((status, bucket)))",
+        "CREATE TABLE IF NOT EXISTS revenue_by_quarter_bucket (
+        quarter timestamp, bucket int, total counter, fees counter,
+        PRIMARY KEY ((quarter, bucket)))",
     ],
 ];
 

@@ -2,33 +2,48 @@
 //! columns kept beside the writes that change them, and revenue is counted per quarter hour of
 //! placement (so "since" is exact to the quarter hour, which local midnights of every time zone
 //! fall on).
+//!
+//! Every write to a counter goes to one of [`BUCKETS`] partitions of its name, status or
+//! quarter, chosen at random: one counter row per status would put every order transition of
+//! the whole service on a handful of partitions (a counter update reads before it writes, on
+//! one replica leader), and a quarter hour's revenue on one. Reads add the buckets up, with the
+//! tables of unbucketed counts that versions before the buckets wrote.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use futures_util::future::try_join_all;
-use scylla::value::Counter;
+use scylla::value::{Counter, CqlValue, Row};
 use time::{Duration, OffsetDateTime};
 use tomato_domain::{Money, Order, OrderStatus};
 use tomato_store::{OrderSummary, StatsStore, StoreError, Totals};
 
+use crate::ScyllaStore;
 use crate::orders::quarter_of;
-use crate::{ScyllaStore, parse_col};
+
+/// Partitions each counter is spread over.
+const BUCKETS: u32 = 16;
+/// Every bucket, as a CQL list.
+const ALL_BUCKETS: &str = "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)";
+
+/// A bucket for one counter update.
+fn bucket() -> i32 {
+    i32::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(BUCKETS)).unwrap_or(0)
+}
 
 impl ScyllaStore {
     /// Adds `delta` to the total `name` (users, restaurants, riders).
     pub(crate) async fn count(&self, name: &str, delta: i64) {
         self.tally(
-            "UPDATE totals SET n = n + ? WHERE name = ?",
-            (Counter(delta), name),
+            "UPDATE totals_by_bucket SET n = n + ? WHERE name = ? AND bucket = ?",
+            (Counter(delta), name, bucket()),
         )
         .await;
     }
 
     pub(crate) async fn count_status(&self, status: OrderStatus, delta: i64) {
         self.tally(
-            "UPDATE order_counts SET orders = orders + ? WHERE status = ?",
-            (Counter(delta), status.as_str()),
+            "UPDATE order_counts_by_bucket SET orders = orders + ? WHERE status = ? AND bucket = ?",
+            (Counter(delta), status.as_str(), bucket()),
         )
         .await;
     }
@@ -36,11 +51,13 @@ impl ScyllaStore {
     /// Adds (`sign` 1) or takes back (-1) the order's money in its quarter of placement.
     pub(crate) async fn count_revenue(&self, order: &Order, sign: i64) {
         self.tally(
-            "UPDATE revenue_by_quarter SET total = total + ?, fees = fees + ? WHERE quarter = ?",
+            "UPDATE revenue_by_quarter_bucket SET total = total + ?, fees = fees + ?
+             WHERE quarter = ? AND bucket = ?",
             (
                 Counter(sign * order.total_amount.minor()),
                 Counter(sign * order.platform_fee.minor()),
                 quarter_of(order.created_at),
+                bucket(),
             ),
         )
         .await;
@@ -54,6 +71,27 @@ impl ScyllaStore {
             tracing::warn!("a statistics counter missed an update");
         }
     }
+
+    /// The sums of the `N` counter columns `cql` answers over every bucket of one key, and of
+    /// the unbucketed `legacy` row of that key.
+    async fn summed<const N: usize>(
+        &self,
+        cql: &str,
+        legacy: &str,
+        key: impl scylla::serialize::row::SerializeRow + Copy,
+    ) -> Result<[i64; N], StoreError> {
+        let mut rows: Vec<Row> = self.db.rows(cql, key).await?;
+        rows.extend(self.db.rows::<Row>(legacy, key).await?);
+        let mut sums = [0i64; N];
+        for row in rows {
+            for (sum, value) in sums.iter_mut().zip(row.columns) {
+                if let Some(CqlValue::Counter(Counter(n))) = value {
+                    *sum += n;
+                }
+            }
+        }
+        Ok(sums)
+    }
 }
 
 fn non_negative(Counter(n): Counter) -> u64 {
@@ -63,41 +101,42 @@ fn non_negative(Counter(n): Counter) -> u64 {
 #[async_trait]
 impl StatsStore for ScyllaStore {
     async fn totals(&self) -> Result<Totals, StoreError> {
-        let rows: Vec<(String, Counter)> = self
-            .db
-            .rows(
-                "SELECT name, n FROM totals WHERE name IN ('users', 'restaurants', 'riders')",
-                (),
-            )
-            .await?;
         let mut totals = Totals::default();
-        for (name, n) in rows {
-            let n = non_negative(n);
-            match name.as_str() {
-                "users" => totals.users = n,
-                "restaurants" => totals.restaurants = n,
-                "riders" => totals.riders = n,
-                _ => {}
-            }
+        for (name, total) in [
+            ("users", &mut totals.users),
+            ("restaurants", &mut totals.restaurants),
+            ("riders", &mut totals.riders),
+        ] {
+            let [n] = self
+                .summed(
+                    &format!(
+                        "SELECT n FROM totals_by_bucket WHERE name = ? AND bucket IN {ALL_BUCKETS}"
+                    ),
+                    "SELECT n FROM totals WHERE name = ?",
+                    (name,),
+                )
+                .await?;
+            *total = non_negative(Counter(n));
         }
         Ok(totals)
     }
 
     async fn orders_since(&self, since: OffsetDateTime) -> Result<OrderSummary, StoreError> {
         let mut by_status = BTreeMap::new();
-        let rows: Vec<(String, Counter)> = self
-            .db
-            .rows(
-                "SELECT status, orders FROM order_counts WHERE status IN \
-                 ('placed', 'accepted', 'preparing', 'ready_for_rider', 'rider_assigned', \
-                  'picked_up', 'delivered', 'cancelled', 'expired')",
-                (),
-            )
-            .await?;
-        for (status, n) in rows {
-            let n = non_negative(n);
+        for &status in OrderStatus::ALL {
+            let [n] = self
+                .summed(
+                    &format!(
+                        "SELECT orders FROM order_counts_by_bucket WHERE status = ? \
+                         AND bucket IN {ALL_BUCKETS}"
+                    ),
+                    "SELECT orders FROM order_counts WHERE status = ?",
+                    (status.as_str(),),
+                )
+                .await?;
+            let n = non_negative(Counter(n));
             if n > 0 {
-                by_status.insert(parse_col("order status", &status, str::parse)?, n);
+                by_status.insert(status, n);
             }
         }
         let now = OffsetDateTime::now_utc();
@@ -112,17 +151,22 @@ impl StatsStore for ScyllaStore {
             quarters.push(quarter);
             quarter += Duration::minutes(15);
         }
-        let sums = try_join_all(quarters.iter().map(|quarter| {
-            self.db.row::<(Option<Counter>, Option<Counter>)>(
+        let sums = crate::bounded(quarters, |quarter| async move {
+            self.summed::<2>(
+                &format!(
+                    "SELECT total, fees FROM revenue_by_quarter_bucket WHERE quarter = ? \
+                     AND bucket IN {ALL_BUCKETS}"
+                ),
                 "SELECT total, fees FROM revenue_by_quarter WHERE quarter = ?",
-                (*quarter,),
+                (quarter,),
             )
-        }))
+            .await
+        })
         .await?;
         let (mut revenue, mut fees) = (0i64, 0i64);
-        for (total, fee) in sums.into_iter().flatten() {
-            revenue += total.map_or(0, |Counter(n)| n);
-            fees += fee.map_or(0, |Counter(n)| n);
+        for [total, fee] in sums {
+            revenue += total;
+            fees += fee;
         }
         Ok(OrderSummary {
             by_status,

@@ -62,7 +62,7 @@ impl TokenStore for ScyllaStore {
     async fn revoked_among(&self, jtis: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         let revoked: Vec<(Uuid, bool)> = futures_util::stream::iter(jtis.to_vec())
             .map(|jti| async move { Ok::<_, StoreError>((jti, self.is_revoked(jti).await?)) })
-            .buffer_unordered(crate::users::BATCH_READS)
+            .buffer_unordered(crate::IN_FLIGHT)
             .try_collect()
             .await?;
         Ok(revoked

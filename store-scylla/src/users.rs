@@ -12,8 +12,6 @@ use crate::{ScyllaStore, now_millis, parse_col};
 
 /// How often a role change retries a lost compare-and-set before giving up.
 const ROLE_RETRIES: usize = 8;
-/// Point reads a batch keeps in flight at once.
-pub(crate) const BATCH_READS: usize = 64;
 
 #[derive(DeserializeRow)]
 struct UserRow {
@@ -259,7 +257,7 @@ impl UserStore for ScyllaStore {
         // `IN` over many partitions would funnel through one coordinator.
         let found: Vec<Option<User>> = futures_util::stream::iter(ids.to_vec())
             .map(|id| self.get(id))
-            .buffer_unordered(BATCH_READS)
+            .buffer_unordered(crate::IN_FLIGHT)
             .try_collect()
             .await?;
         Ok(found.into_iter().flatten().collect())

@@ -206,7 +206,7 @@ async fn google_sign_in_is_a_404_when_not_configured() {
 }
 
 #[tokio::test]
-async fn unreachable_google_keys_are_a_503_without_details() {
+async fn unreachable_google_keys_are_a_503_without_details_and_with_retry_after() {
     // A port nobody listens on: bind one, then free it.
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -218,6 +218,15 @@ async fn unreachable_google_keys_are_a_503_without_details() {
         .post("/api/auth/google", None, &json!({ "idToken": token }))
         .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    assert!(
+        retry_after.is_some_and(|seconds| seconds >= 1),
+        "a 503 says when to try again: {retry_after:?}"
+    );
     let body = response.text().await.expect("body");
     assert!(
         !body.contains("127.0.0.1"),
