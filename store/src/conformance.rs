@@ -12,8 +12,6 @@ use uuid::Uuid;
 
 mod races;
 
-pub use races::rider_for;
-
 use crate::{
     AuthChange, Conflict, FeedCursor, Page, PositionSnapshot, Refund, RestaurantOrderFilter,
     RiderOrder, SaveEffects, SavedResponse, SignIn, StoreError, Stores,
@@ -974,13 +972,12 @@ async fn idempotent_responses_keep_the_first(stores: &Stores) {
     );
 }
 
-/// Checks of the rider store.
-pub async fn run_riders(stores: &Stores) {
-    let user = user(stores, "rider-one").await;
+/// An unverified rider profile of `user` (also a fixture for a backend's own tests).
+pub fn rider_for(user: UserId) -> Rider {
     let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
-    let rider = Rider {
+    Rider {
         id: RiderId::new(),
-        user_id: user.id,
+        user_id: user,
         name: "Ravi".into(),
         phone_number: "+919845012345".into(),
         aadhar_number: "123456789012".into(),
@@ -992,7 +989,14 @@ pub async fn run_riders(stores: &Stores) {
         last_seen_at: at,
         current_order_id: None,
         created_at: at,
-    };
+    }
+}
+
+/// Checks of the rider store.
+pub async fn run_riders(stores: &Stores) {
+    let user = user(stores, "rider-one").await;
+    let rider = rider_for(user.id);
+    let at = rider.last_seen_at;
     stores.riders.create(&rider).await.expect("create");
     assert!(matches!(
         stores

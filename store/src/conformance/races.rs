@@ -6,10 +6,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tomato_domain::{LatLon, Order, Rider, RiderId, Role, UserId};
+use tomato_domain::{Order, Rider, Role};
 use uuid::Uuid;
 
-use super::{assign, item, order_for, ready_order, restaurant, sign_in};
+use super::{assign, item, order_for, ready_order, restaurant, rider_for, sign_in};
 use crate::{Conflict, RiderOrder, SaveEffects, StoreError, Stores};
 
 /// How many times each race is run: enough for a window of a few milliseconds between a
@@ -42,6 +42,24 @@ where
     answers
 }
 
+/// The candidates whose writers won; every other writer must have been refused as `lost`.
+fn winners<'a, C>(
+    round: usize,
+    candidates: &'a [C],
+    answers: &[Result<(), StoreError>],
+    lost: Conflict,
+) -> Vec<&'a C> {
+    candidates
+        .iter()
+        .zip(answers)
+        .filter_map(|(candidate, answer)| match answer {
+            Ok(()) => Some(candidate),
+            Err(StoreError::Conflict(rule)) if *rule == lost => None,
+            Err(other) => panic!("round {round}: a writer failed: {other:?}"),
+        })
+        .collect()
+}
+
 /// A new user of its own for one round.
 async fn fresh_user(stores: &Stores, what: &str) -> tomato_domain::User {
     let local = format!("{what}-{}", Uuid::new_v4().simple());
@@ -66,15 +84,7 @@ async fn concurrent_checkouts_make_one_unpaid_order(stores: &Stores) {
             async move { store.create(&order).await }
         })
         .await;
-        let made: Vec<&Order> = orders
-            .iter()
-            .zip(&answers)
-            .filter_map(|(order, answer)| match answer {
-                Ok(()) => Some(order),
-                Err(StoreError::Conflict(Conflict::UnpaidOrderExists)) => None,
-                Err(other) => panic!("round {round}: a checkout failed: {other:?}"),
-            })
-            .collect();
+        let made = winners(round, &orders, &answers, Conflict::UnpaidOrderExists);
         assert_eq!(
             made.len(),
             1,
@@ -90,26 +100,6 @@ async fn concurrent_checkouts_make_one_unpaid_order(stores: &Stores) {
             vec![made[0].id],
             "round {round}: the store holds the winner alone"
         );
-    }
-}
-
-/// An unverified rider profile of `user` (also a fixture for a backend's own tests).
-pub fn rider_for(user: UserId) -> Rider {
-    let at = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
-    Rider {
-        id: RiderId::new(),
-        user_id: user,
-        name: "Racer".into(),
-        phone_number: "+919845012345".into(),
-        aadhar_number: "123456789012".into(),
-        driving_license_number: "KA0120190001234".into(),
-        picture: None,
-        is_verified: false,
-        is_available: false,
-        location: LatLon::new(12.97, 77.59).expect("point"),
-        last_seen_at: at,
-        current_order_id: None,
-        created_at: at,
     }
 }
 
@@ -191,22 +181,14 @@ async fn concurrent_creates_make_one_profile(stores: &Stores) {
             async move { store.create(&shop, 7).await }
         })
         .await;
-        let made: Vec<_> = shops
-            .iter()
-            .zip(&answers)
-            .filter_map(|(shop, answer)| match answer {
-                Ok(()) => Some(shop.id),
-                Err(StoreError::Conflict(Conflict::RestaurantExists)) => None,
-                Err(other) => panic!("round {round}: a create failed: {other:?}"),
-            })
-            .collect();
+        let made = winners(round, &shops, &answers, Conflict::RestaurantExists);
         assert_eq!(made.len(), 1, "round {round}: one restaurant: {answers:?}");
         let found = stores
             .restaurants
             .by_owner(seller.id)
             .await
             .expect("by owner");
-        assert_eq!(found.map(|r| r.id), Some(made[0]), "round {round}");
+        assert_eq!(found.map(|r| r.id), Some(made[0].id), "round {round}");
         let listed = stores
             .restaurants
             .pending()
@@ -227,18 +209,10 @@ async fn concurrent_creates_make_one_profile(stores: &Stores) {
             async move { store.create(&rider).await }
         })
         .await;
-        let made: Vec<RiderId> = riders
-            .iter()
-            .zip(&answers)
-            .filter_map(|(rider, answer)| match answer {
-                Ok(()) => Some(rider.id),
-                Err(StoreError::Conflict(Conflict::RiderExists)) => None,
-                Err(other) => panic!("round {round}: a rider create failed: {other:?}"),
-            })
-            .collect();
+        let made = winners(round, &riders, &answers, Conflict::RiderExists);
         assert_eq!(made.len(), 1, "round {round}: one rider: {answers:?}");
         let found = stores.riders.by_user(user.id).await.expect("by user");
-        assert_eq!(found.map(|r| r.id), Some(made[0]), "round {round}");
+        assert_eq!(found.map(|r| r.id), Some(made[0].id), "round {round}");
         let everyone = stores.riders.all().await.expect("all riders");
         assert_eq!(
             everyone.iter().filter(|r| r.user_id == user.id).count(),
