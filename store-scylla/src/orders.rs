@@ -250,6 +250,23 @@ impl ScyllaStore {
         }
     }
 
+    /// Points the restaurant's list of the order's status at it (before the order is written
+    /// in that status; the pointer of the status it leaves is removed after).
+    async fn point_at_status(&self, order: &Order) -> Result<(), StoreError> {
+        self.db
+            .run(
+                "INSERT INTO orders_by_restaurant_status (restaurant_id, status, order_id)
+                 VALUES (?, ?, ?)",
+                (
+                    order.restaurant_id.to_string(),
+                    order.status.as_str(),
+                    order.id.to_string(),
+                ),
+            )
+            .await
+            .map(drop)
+    }
+
     /// Points the order's shard at it while it is not finished (before the order is written).
     async fn mark_open(&self, order: &Order) -> Result<(), StoreError> {
         if order.status.is_terminal() {
@@ -277,40 +294,37 @@ impl ScyllaStore {
 
     /// A newest-first page of the orders a lookup partition points at, keeping those `keep`
     /// accepts; pointers to nothing are skipped.
+    /// `partition` names the lookup's partition key columns (`user_id = ?`), bound to `key`.
     async fn page(
         &self,
         table: &str,
-        key_column: &str,
-        key: String,
+        partition: &str,
+        key: &[String],
         cursor: Option<String>,
         limit: usize,
         keep: impl Fn(&Order) -> bool + Send,
     ) -> Result<Page<Order>, StoreError> {
+        use scylla::value::CqlValue::{Int, Text};
         let mut bound = cursor_bound(cursor)?;
         let mut found = Vec::new();
         let batch = i32::try_from(limit.clamp(1, 500) + 1).unwrap_or(i32::MAX);
         loop {
-            let ids: Vec<(String,)> = match &bound {
-                None => {
-                    self.db
-                        .rows(
-                            &format!("SELECT order_id FROM {table} WHERE {key_column} = ? LIMIT ?"),
-                            (key.as_str(), batch),
-                        )
-                        .await?
-                }
+            let mut values: Vec<_> = key.iter().cloned().map(Text).collect();
+            let after = match &bound {
+                None => "",
                 Some(after) => {
-                    self.db
-                        .rows(
-                            &format!(
-                                "SELECT order_id FROM {table} WHERE {key_column} = ? \
-                                 AND order_id < ? LIMIT ?"
-                            ),
-                            (key.as_str(), after.as_str(), batch),
-                        )
-                        .await?
+                    values.push(Text(after.clone()));
+                    "AND order_id < ?"
                 }
             };
+            values.push(Int(batch));
+            let ids: Vec<(String,)> = self
+                .db
+                .rows(
+                    &format!("SELECT order_id FROM {table} WHERE {partition} {after} LIMIT ?"),
+                    values,
+                )
+                .await?;
             let exhausted = ids.len() < batch.unsigned_abs() as usize;
             bound = ids.last().map(|(id,)| id.clone());
             let orders =
@@ -356,6 +370,7 @@ impl OrderStore for ScyllaStore {
                 (order.restaurant_id.to_string(), id.as_str()),
             )
             .await?;
+        self.point_at_status(order).await?;
         self.mark_open(order).await?;
         Self::still_in_time(claimed)?;
         let created = self
@@ -406,7 +421,13 @@ impl OrderStore for ScyllaStore {
         if version != version_col(from)? {
             return Err(StoreError::Stale);
         }
-        // The rider first: a busy rider refuses the whole save before anything is written.
+        // Found in its new status's list before it is in that status (a pointer left by a save
+        // that did not happen is skipped by reads, which check the order).
+        if order.status.as_str() != old_status {
+            self.point_at_status(order).await?;
+        }
+        // The rider before the order: a busy rider refuses the whole save before the order is
+        // written.
         let took = match effects.rider_order {
             Some(RiderOrder::Take { rider, order }) => self
                 .take_rider(rider, order)
@@ -489,6 +510,22 @@ impl OrderStore for ScyllaStore {
                     .await,
             );
         }
+        if old_status != order.status {
+            crate::tidy(
+                "the old status's pointer's removal",
+                self.db
+                    .run(
+                        "DELETE FROM orders_by_restaurant_status
+                         WHERE restaurant_id = ? AND status = ? AND order_id = ?",
+                        (
+                            order.restaurant_id.to_string(),
+                            old_status.as_str(),
+                            id.as_str(),
+                        ),
+                    )
+                    .await,
+            );
+        }
         if order.status.is_terminal() {
             crate::tidy(
                 "the open-order pointer's removal",
@@ -526,8 +563,8 @@ impl OrderStore for ScyllaStore {
     ) -> Result<Page<Order>, StoreError> {
         self.page(
             "orders_by_customer",
-            "user_id",
-            user.to_string(),
+            "user_id = ?",
+            &[user.to_string()],
             cursor,
             limit,
             move |order| order.user_id == user,
@@ -542,19 +579,37 @@ impl OrderStore for ScyllaStore {
         limit: usize,
         cursor: Option<String>,
     ) -> Result<Page<Order>, StoreError> {
-        self.page(
-            "orders_by_restaurant",
-            "restaurant_id",
-            restaurant.to_string(),
-            cursor,
-            limit,
-            move |order| {
-                order.restaurant_id == restaurant
-                    && order.payment_status.succeeded()
-                    && filter.status.is_none_or(|status| order.status == status)
-            },
-        )
-        .await
+        let keep = move |order: &Order| {
+            order.restaurant_id == restaurant
+                && order.payment_status.succeeded()
+                && filter.status.is_none_or(|status| order.status == status)
+        };
+        match filter.status {
+            // A dashboard's list of one status (its open orders, polled every few seconds)
+            // reads that status's own lookup, not the restaurant's whole history.
+            Some(status) => {
+                self.page(
+                    "orders_by_restaurant_status",
+                    "restaurant_id = ? AND status = ?",
+                    &[restaurant.to_string(), status.as_str().to_owned()],
+                    cursor,
+                    limit,
+                    keep,
+                )
+                .await
+            }
+            None => {
+                self.page(
+                    "orders_by_restaurant",
+                    "restaurant_id = ?",
+                    &[restaurant.to_string()],
+                    cursor,
+                    limit,
+                    keep,
+                )
+                .await
+            }
+        }
     }
 
     async fn open_in_shard(&self, shard: u32) -> Result<Vec<Order>, StoreError> {

@@ -154,6 +154,14 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "ALTER TABLE riders_pending WITH gc_grace_seconds = 3600",
         "ALTER TABLE carts_by_item WITH gc_grace_seconds = 3600",
         "ALTER TABLE refunds_owed WITH gc_grace_seconds = 3600",
+        // A restaurant's orders of one status, newest first: what a dashboard polls. Entries
+        // move as orders do and every read checks them against the order, so tombstones
+        // are kept an hour (see above). Filled for the orders already stored when this
+        // version is applied (`backfill`).
+        "CREATE TABLE IF NOT EXISTS orders_by_restaurant_status (
+        restaurant_id text, status text, order_id text,
+        PRIMARY KEY ((restaurant_id, status), order_id))
+        WITH CLUSTERING ORDER BY (order_id DESC) AND gc_grace_seconds = 3600",
         // Counters spread over buckets (see `stats.rs`): the unbucketed tables above keep what
         // was counted before, and reads add both.
         "CREATE TABLE IF NOT EXISTS totals_by_bucket (
@@ -251,6 +259,7 @@ async fn apply_missing(db: &Db) -> Result<(), StoreError> {
             }
         }
         agree(db).await?;
+        backfill(db, version).await?;
         db.run(
             "INSERT INTO schema_versions (version, applied_at) VALUES (?, ?)",
             (version, crate::now_millis()),
@@ -258,6 +267,34 @@ async fn apply_missing(db: &Db) -> Result<(), StoreError> {
         .await?;
         tracing::info!(version, "store schema migrated");
     }
+    Ok(())
+}
+
+/// The version whose `orders_by_restaurant_status` is filled from the orders stored before it.
+pub const STATUS_LISTS: i32 = 5;
+
+/// Fills what a version's new tables need from what is stored already: once, at the upgrade,
+/// under the schema lease, page by page (a node killed half-way fills it again next time; the
+/// writes are idempotent).
+async fn backfill(db: &Db, version: i32) -> Result<(), StoreError> {
+    if version != STATUS_LISTS {
+        return Ok(());
+    }
+    let orders: Vec<(String, Option<String>, Option<String>)> = db
+        .all_rows("SELECT id, restaurant_id, status FROM orders", ())
+        .await?;
+    let listed = orders
+        .into_iter()
+        .filter_map(|(id, restaurant, status)| Some((id, restaurant?, status?)));
+    crate::bounded(listed, |(id, restaurant, status)| async move {
+        db.run(
+            "INSERT INTO orders_by_restaurant_status (restaurant_id, status, order_id)
+             VALUES (?, ?, ?)",
+            (restaurant, status, id),
+        )
+        .await
+    })
+    .await?;
     Ok(())
 }
 

@@ -876,6 +876,24 @@ async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
         .await
         .expect("filtered");
     assert!(filtered.items.is_empty());
+    let in_status = |status: OrderStatus| {
+        let orders = std::sync::Arc::clone(&stores.orders);
+        async move {
+            orders
+                .by_restaurant(
+                    shop.id,
+                    RestaurantOrderFilter {
+                        status: Some(status),
+                    },
+                    50,
+                    None,
+                )
+                .await
+                .expect("filtered")
+                .items
+        }
+    };
+    assert_eq!(in_status(paid.status).await, vec![paid.clone()]);
 
     // Cancelling the paid order owes its money back in the same save.
     let cancelled = paid
@@ -893,6 +911,10 @@ async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
         )
         .await
         .expect("save");
+    assert!(
+        in_status(paid.status).await.is_empty(),
+        "a list of one status loses the order that left it"
+    );
     let owed = stores
         .payments
         .refunds_owed(200, None)

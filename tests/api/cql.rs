@@ -576,3 +576,55 @@ async fn leftovers_of_a_crash_between_claim_and_row_lock_nobody_out() {
     assert_eq!(left, 0, "the half row is removed");
     stores.backend.close().await.expect("close");
 }
+
+/// A store upgraded to the version with restaurants' lists by status finds, in them, the
+/// orders stored before: the upgrade fills the lists (and runs again harmlessly when a node
+/// died before recording it).
+#[tokio::test]
+async fn an_upgrade_fills_the_lists_by_status_from_the_orders_stored_before() {
+    use tomato_domain::{OrderStatus, PaymentStatus};
+    use tomato_store::RestaurantOrderFilter;
+    use tomato_store::conformance::order_for;
+
+    let keyspace = keyspace();
+    let stores = tomato_store_scylla::open(&config(&keyspace))
+        .await
+        .expect("open the store");
+    let mut order = order_for(uuid::Uuid::new_v4().into(), uuid::Uuid::new_v4().into());
+    order.status = OrderStatus::Accepted;
+    order.payment_status = PaymentStatus::Paid;
+    stores.orders.create(&order).await.expect("an order");
+    let accepted = RestaurantOrderFilter {
+        status: Some(OrderStatus::Accepted),
+    };
+    let listed = |stores: &tomato_store::Stores| {
+        let orders = std::sync::Arc::clone(&stores.orders);
+        async move {
+            orders
+                .by_restaurant(order.restaurant_id, accepted, 10, None)
+                .await
+                .expect("list")
+                .items
+                .len()
+        }
+    };
+    assert_eq!(listed(&stores).await, 1);
+    stores.backend.close().await.expect("close");
+
+    // As the store was before the version: no list, and the version not recorded.
+    let cql = raw_session(&keyspace).await;
+    let status_lists = tomato_store_scylla::schema::STATUS_LISTS;
+    for statement in [
+        "TRUNCATE orders_by_restaurant_status".to_owned(),
+        format!("DELETE FROM schema_versions WHERE version = {status_lists}"),
+    ] {
+        cql.query_unpaged(statement, ())
+            .await
+            .expect("undo the version");
+    }
+    let reopened = tomato_store_scylla::open(&config(&keyspace))
+        .await
+        .expect("upgrade again");
+    assert_eq!(listed(&reopened).await, 1, "the upgrade filled the list");
+    reopened.backend.close().await.expect("close");
+}
