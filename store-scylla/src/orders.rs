@@ -33,7 +33,7 @@ const IDEMPOTENCY_KEEP: Duration = Duration::hours(25);
 const CLAIM_RETRIES: usize = 4;
 /// How long a claim (an unpaid-order slot, a rider's take) whose order does not show it is
 /// left to its writer before another writer may take it over.
-pub(crate) const CLAIM_GRACE: Duration = Duration::seconds(60);
+const CLAIM_GRACE: Duration = Duration::seconds(60);
 /// How long after its claim a writer may still write the order; past it, it gives up without
 /// writing. With the order's own write bounded by the session's call timeout (25 s), nothing
 /// lands after [`CLAIM_GRACE`], when the claim may have been taken over.
