@@ -214,7 +214,7 @@ const CHANGES_KEPT: time::Duration = time::Duration::hours(1);
 
 /// Revocations only matter until the token would have expired anyway, and idempotent responses
 /// are replayed for 24 h: forget both after that, the authentication changes older than
-/// `CHANGES_KEPT`, and the rate limiters' idle keys.
+/// `CHANGES_KEPT` (unless the backend expires them itself), and the rate limiters' idle keys.
 fn spawn_housekeeping(
     stores: Stores,
     limits: std::sync::Arc<crate::limits::Limits>,
@@ -224,6 +224,11 @@ fn spawn_housekeeping(
         loop {
             every.tick().await;
             limits.sweep();
+            // A backend whose records expire by a TTL is left to it: a purge would only add
+            // deletes of what is going anyway.
+            if stores.backend.expires_by_itself() {
+                continue;
+            }
             match stores.tokens.purge_expired(OffsetDateTime::now_utc()).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "forgot expired token revocations"),

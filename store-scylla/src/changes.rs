@@ -55,8 +55,8 @@ impl ScyllaStore {
             "recording an authentication change",
             self.db
                 .run(
-                    "INSERT INTO auth_changes (minute, at, id, origin, user_id, jti, expires_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+                    cql!("INSERT INTO auth_changes (minute, at, id, origin, user_id, jti, expires_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"),
                     (
                         minute_of(at),
                         at,
@@ -89,8 +89,10 @@ impl ScyllaStore {
             rows.extend(
                 self.db
                     .rows::<ChangeRow>(
-                        "SELECT at, id, origin, user_id, jti, expires_at FROM auth_changes
-                         WHERE minute = ? AND at >= ? LIMIT ?",
+                        cql!(
+                            "SELECT at, id, origin, user_id, jti, expires_at FROM auth_changes
+                         WHERE minute = ? AND at >= ? LIMIT ?"
+                        ),
                         (minute, from, i32::try_from(room).unwrap_or(i32::MAX)),
                     )
                     .await?,

@@ -1,11 +1,13 @@
-//! The session: connecting, the consistency every statement runs at, running cached prepared
-//! statements, reading typed rows and the outcome of lightweight transactions, and what a
-//! driver error means for a caller.
+//! The session: connecting, the consistency every statement runs at, the catalogue of
+//! statements (each prepared once, before the node serves, with its tables named in full),
+//! reading typed rows and the outcome of lightweight transactions, and what a driver error means
+//! for a caller.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use scylla::client::caching_session::CachingSession;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -14,12 +16,13 @@ use scylla::errors::{ExecutionError, PrepareError, RequestAttemptError};
 use scylla::frame::types::{Consistency as CqlConsistency, SerialConsistency};
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
+use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::unprepared::Statement;
 use scylla::value::{CqlValue, Row};
 use tomato_store::StoreError;
 
-/// How many prepared statements the session keeps.
-const PREPARED_CACHE: usize = 256;
+/// How many statements are prepared at once at start.
+const PREPARING: usize = 16;
 /// How long one schema change may take.
 const DDL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long one attempt of a statement may take before the driver gives up on it.
@@ -28,6 +31,45 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// node and has no timeout of its own) and a retry of an idempotent statement after a timeout:
 /// past it the caller is told the store is unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Every statement the store runs, gathered from where each is written (by [`cql!`]) when the
+/// program is linked, so that a node prepares them all before it serves: a prepare on a request
+/// path waits on every node of the cluster, and a node restarted under load would otherwise
+/// prepare the same statements once per connection that asks first.
+///
+/// The linker section that gathers them is what `unsafe_code` guards against; nothing here
+/// reads it but `linkme`'s slice.
+#[allow(unsafe_code)]
+#[linkme::distributed_slice]
+pub(crate) static STATEMENTS: [&'static str];
+
+/// A statement of the catalogue: the only kind the session runs. Made by [`cql!`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cql(&'static str);
+
+impl Cql {
+    /// Only for [`cql!`], which lists the text in [`STATEMENTS`] too.
+    #[doc(hidden)]
+    pub(crate) const fn listed(text: &'static str) -> Self {
+        Self(text)
+    }
+
+    pub(crate) fn text(self) -> &'static str {
+        self.0
+    }
+}
+
+/// A statement of the catalogue: `cql!("SELECT .. FROM orders WHERE id = ?")`. Tables are named
+/// without their keyspace; the session names them in full when it prepares them. The text must
+/// be a constant (a literal or a `concat!` of them).
+macro_rules! cql {
+    ($text:expr) => {{
+        #[allow(unsafe_code)]
+        #[linkme::distributed_slice($crate::db::STATEMENTS)]
+        static STATEMENT: &str = $text;
+        $crate::db::Cql::listed($text)
+    }};
+}
 
 /// The consistency of reads and writes (`store.scylla.consistency`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +103,17 @@ impl std::fmt::Debug for ScyllaConfig {
 
 /// The session every store shares.
 pub(crate) struct Db {
-    session: CachingSession,
+    session: Session,
+    /// The keyspace every table of a statement is in.
+    keyspace: String,
+    /// The catalogue, prepared (by [`Db::prepare_all`]), by the text it was written with.
+    prepared: OnceLock<HashMap<&'static str, PreparedStatement>>,
     closed: AtomicBool,
 }
 
 impl Db {
-    /// Connects to the contact points; the keyspace is chosen later, once it exists.
+    /// Connects to the contact points. The keyspace need not exist yet: no statement names it
+    /// until the schema made it.
     pub(crate) async fn connect(config: &ScyllaConfig) -> Result<Self, StoreError> {
         let (consistency, serial) = match config.consistency {
             Consistency::LocalQuorum => {
@@ -95,13 +142,45 @@ impl Db {
             ))
         })?;
         Ok(Self {
-            session: CachingSession::from(session, PREPARED_CACHE),
+            session,
+            keyspace: config.keyspace.clone(),
+            prepared: OnceLock::new(),
             closed: AtomicBool::new(false),
         })
     }
 
+    /// Prepares every statement of the catalogue, the schema being in place; the node serves
+    /// only after this.
+    pub(crate) async fn prepare_all(&self) -> Result<(), StoreError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let mut texts: Vec<&'static str> = STATEMENTS.to_vec();
+        texts.sort_unstable();
+        texts.dedup();
+        let prepared: HashMap<&'static str, PreparedStatement> = futures_util::stream::iter(texts)
+            .map(|text| async move {
+                let full = qualify(text, &self.keyspace);
+                let prepared =
+                    tokio::time::timeout(CALL_TIMEOUT, self.session().prepare(full.as_str()))
+                        .await
+                        .map_err(|_| {
+                            StoreError::Unavailable(format!(
+                                "preparing {}: no answer in {CALL_TIMEOUT:?}",
+                                short(text)
+                            ))
+                        })?
+                        .map_err(|err| prepare_error(text, err))?;
+                Ok::<_, StoreError>((text, prepared))
+            })
+            .buffer_unordered(PREPARING)
+            .try_collect()
+            .await?;
+        tracing::debug!(statements = prepared.len(), "store statements prepared");
+        let _ = self.prepared.set(prepared);
+        Ok(())
+    }
+
     pub(crate) fn session(&self) -> &Session {
-        self.session.get_session()
+        &self.session
     }
 
     pub(crate) fn close(&self) {
@@ -117,37 +196,72 @@ impl Db {
     }
 
     /// Runs one idempotent statement (a read, or a plain write that may be repeated): the
-    /// driver may retry it after a timeout. Prepared on first use, then from the cache.
+    /// driver may retry it after a timeout.
     pub(crate) async fn run(
         &self,
-        cql: &str,
+        cql: Cql,
         values: impl SerializeRow,
     ) -> Result<QueryResult, StoreError> {
-        let mut statement = Statement::new(cql);
-        statement.set_is_idempotent(true);
-        self.execute(statement, values).await
+        self.execute(cql, values, |statement| statement.set_is_idempotent(true))
+            .await
     }
 
     /// Runs a statement that must not run twice (a counter update, a lightweight
     /// transaction): never retried by the driver.
     pub(crate) async fn run_once(
         &self,
-        cql: &str,
+        cql: Cql,
         values: impl SerializeRow,
     ) -> Result<QueryResult, StoreError> {
-        self.execute(Statement::new(cql), values).await
+        self.execute(cql, values, |_| {}).await
+    }
+
+    /// The prepared statement of `cql`, `adjust`ed for this call. Before the catalogue is
+    /// prepared (the schema's own statements, run a few times at start) it is prepared here.
+    async fn statement(
+        &self,
+        cql: Cql,
+        adjust: impl FnOnce(&mut PreparedStatement),
+    ) -> Result<PreparedStatement, StoreError> {
+        let mut statement = match self.prepared.get() {
+            Some(catalogue) => match catalogue.get(cql.text()) {
+                Some(prepared) => prepared.clone(),
+                None => {
+                    // Only a statement written without `cql!` gets here.
+                    debug_assert!(false, "not in the catalogue: {}", cql.text());
+                    tracing::warn!(statement = %short(cql.text()), "a statement prepared late");
+                    self.prepare_late(cql).await?
+                }
+            },
+            None => self.prepare_late(cql).await?,
+        };
+        adjust(&mut statement);
+        Ok(statement)
+    }
+
+    async fn prepare_late(&self, cql: Cql) -> Result<PreparedStatement, StoreError> {
+        let full = qualify(cql.text(), &self.keyspace);
+        match tokio::time::timeout(CALL_TIMEOUT, self.session.prepare(full)).await {
+            Ok(result) => result.map_err(|err| prepare_error(cql.text(), err)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "preparing {}: no answer in {CALL_TIMEOUT:?}",
+                short(cql.text())
+            ))),
+        }
     }
 
     async fn execute(
         &self,
-        statement: Statement,
+        cql: Cql,
         values: impl SerializeRow,
+        adjust: impl FnOnce(&mut PreparedStatement),
     ) -> Result<QueryResult, StoreError> {
         self.open()?;
-        let what = short(&statement.contents);
+        let what = short(cql.text());
+        let statement = self.statement(cql, adjust).await?;
         match tokio::time::timeout(
             CALL_TIMEOUT,
-            self.session.execute_unpaged(statement, values),
+            self.session().execute_unpaged(&statement, values),
         )
         .await
         {
@@ -165,7 +279,7 @@ impl Db {
     /// of 30 tables takes seconds on a busy node, and every node must agree).
     pub(crate) async fn ddl(&self, cql: &str) -> Result<(), StoreError> {
         self.open()?;
-        let mut statement = Statement::new(cql);
+        let mut statement = Statement::new(qualify(cql, &self.keyspace));
         statement.set_request_timeout(Some(DDL_TIMEOUT));
         self.session()
             .query_unpaged(statement, ())
@@ -177,7 +291,7 @@ impl Db {
     /// Every row the statement answers, typed.
     pub(crate) async fn rows<R>(
         &self,
-        cql: &str,
+        cql: Cql,
         values: impl SerializeRow,
     ) -> Result<Vec<R>, StoreError>
     where
@@ -190,7 +304,7 @@ impl Db {
     /// read of the coordinator's walks a whole partition, tombstones and all).
     pub(crate) async fn all_rows<R>(
         &self,
-        cql: &str,
+        cql: Cql,
         values: impl SerializeRow,
     ) -> Result<Vec<R>, StoreError>
     where
@@ -198,13 +312,16 @@ impl Db {
     {
         use futures_util::TryStreamExt;
         self.open()?;
-        let mut statement = Statement::new(cql);
-        statement.set_is_idempotent(true);
+        let statement = self
+            .statement(cql, |statement| statement.set_is_idempotent(true))
+            .await?;
         let pager = self
-            .session
+            .session()
             .execute_iter(statement, values)
             .await
-            .map_err(|err| StoreError::Unavailable(format!("paging {cql}: {err}")))?;
+            .map_err(|err| {
+                StoreError::Unavailable(format!("paging {}: {err}", short(cql.text())))
+            })?;
         pager
             .rows_stream::<R>()
             .map_err(backend)?
@@ -216,7 +333,7 @@ impl Db {
     /// The first row the statement answers, if any.
     pub(crate) async fn row<R>(
         &self,
-        cql: &str,
+        cql: Cql,
         values: impl SerializeRow,
     ) -> Result<Option<R>, StoreError>
     where
@@ -226,27 +343,29 @@ impl Db {
     }
 
     /// Rows read at SERIAL consistency: what the last lightweight transaction decided, even one
-    /// still in flight. `cql` must be used only here (the cache keys statements by their text,
-    /// and this one carries its consistency).
+    /// still in flight.
     pub(crate) async fn serial_rows<R>(
         &self,
-        cql: &str,
+        cql: Cql,
         values: impl SerializeRow,
     ) -> Result<Vec<R>, StoreError>
     where
         R: for<'f> DeserializeRow<'f, 'f>,
     {
-        let mut statement = Statement::new(cql);
-        statement.set_consistency(CqlConsistency::Serial);
-        statement.set_is_idempotent(true);
-        typed(self.execute(statement, values).await?)
+        typed(
+            self.execute(cql, values, |statement| {
+                statement.set_consistency(CqlConsistency::Serial);
+                statement.set_is_idempotent(true);
+            })
+            .await?,
+        )
     }
 
     /// Runs a lightweight transaction and says whether it applied. Only `[applied]` (column 0)
     /// is read: ScyllaDB sends the current row with it, Cassandra only when not applied.
     pub(crate) async fn applied(
         &self,
-        cql: &str,
+        cql: Cql,
         values: impl SerializeRow,
     ) -> Result<bool, StoreError> {
         let result = self.run_once(cql, values).await?;
@@ -280,6 +399,49 @@ where
 
 fn backend(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(err))
+}
+
+/// `cql` with every table it names (after `FROM`, `INTO`, `UPDATE` or `TABLE`) named in
+/// `keyspace`, unless it names its keyspace already: Cassandra warns at every prepare made under
+/// `USE`, whose tables depend on the connection's keyspace.
+pub(crate) fn qualify(cql: &str, keyspace: &str) -> String {
+    let mut out = String::with_capacity(cql.len() + 4 * keyspace.len());
+    let mut rest = cql;
+    let mut names_table = false;
+    while let Some(start) = rest.find(|c: char| !c.is_whitespace()) {
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '(' || c == ',' || c == ';')
+            .unwrap_or(rest.len())
+            .max(1);
+        let word = &rest[..end];
+        if names_table
+            && !word.eq_ignore_ascii_case("IF")
+            && !word.eq_ignore_ascii_case("NOT")
+            && !word.eq_ignore_ascii_case("EXISTS")
+        {
+            if !word.contains('.') {
+                out.push_str(keyspace);
+                out.push('.');
+            }
+            names_table = false;
+        } else if ["FROM", "INTO", "UPDATE", "TABLE"]
+            .iter()
+            .any(|keyword| word.eq_ignore_ascii_case(keyword))
+        {
+            names_table = true;
+        }
+        out.push_str(word);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A prepare that failed: the cluster's fault (503) or ours (500), logged as a call's would be.
+fn prepare_error(text: &str, err: PrepareError) -> StoreError {
+    store_error(&short(text), ExecutionError::PrepareError(err))
 }
 
 /// The first words of a statement, enough to name it in a log line.
@@ -363,4 +525,59 @@ fn kind_of(err: &ExecutionError) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_name_their_tables_in_full() {
+        let cases = [
+            (
+                "SELECT a FROM users WHERE id = ?",
+                "SELECT a FROM ks.users WHERE id = ?",
+            ),
+            (
+                "INSERT INTO users (id, a) VALUES (?, ?) IF NOT EXISTS",
+                "INSERT INTO ks.users (id, a) VALUES (?, ?) IF NOT EXISTS",
+            ),
+            (
+                "UPDATE riders SET x = ? WHERE id = ? IF EXISTS",
+                "UPDATE ks.riders SET x = ? WHERE id = ? IF EXISTS",
+            ),
+            (
+                "delete from carts\n  where a = ?",
+                "delete from ks.carts\n  where a = ?",
+            ),
+            (
+                "CREATE TABLE IF NOT EXISTS t(id int PRIMARY KEY)",
+                "CREATE TABLE IF NOT EXISTS ks.t(id int PRIMARY KEY)",
+            ),
+            ("ALTER TABLE t ADD c int", "ALTER TABLE ks.t ADD c int"),
+            (
+                "SELECT release_version FROM system.local",
+                "SELECT release_version FROM system.local",
+            ),
+            (
+                "SELECT updated_at, fromage FROM tables_into",
+                "SELECT updated_at, fromage FROM ks.tables_into",
+            ),
+        ];
+        for (written, full) in cases {
+            assert_eq!(qualify(written, "ks"), full, "{written}");
+        }
+    }
+
+    #[test]
+    fn the_catalogue_holds_every_statement_once_written() {
+        // What `cql!` listed is here, whichever module wrote it.
+        assert!(STATEMENTS.iter().any(|s| s.starts_with("SELECT id, email")));
+        assert!(
+            STATEMENTS
+                .iter()
+                .any(|s| s.contains("riders_by_user (user_id, rider_id)"))
+        );
+        assert!(STATEMENTS.len() > 100, "{} statements", STATEMENTS.len());
+    }
 }

@@ -34,8 +34,10 @@
 //! - **Bookkeeping after the write a request is about** (a lookup's tidying, the cart cleared
 //!   after payment, a statistics counter, the change feed's record) is best effort: a failure
 //!   is logged and the request's answer stands, since reads check what it tidies.
-//! - **Expiry** is a TTL: revoked tokens (until shortly after the token's own expiry) and
-//!   idempotency keys (a day); the purges the node runs remove what is due before the TTL does.
+//! - **Expiry** is a TTL: revoked tokens (until shortly after the token's own expiry),
+//!   idempotency keys (a day) and the change feed (an hour). Nodes run no periodic purge on
+//!   this backend (it would only add a tombstone to each expired cell); the purges work when
+//!   called.
 //! - **Counts** for the admin statistics are counter columns, kept beside the writes that change
 //!   them. Counters are not idempotent: a node killed between a write and its counter update
 //!   leaves a count one off, and a counter update is never retried; the statistics are for
@@ -57,8 +59,10 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tomato_store::{Backend, StoreError, Stores};
 
-mod changes;
+// First, for its `cql!` macro.
+#[macro_use]
 mod db;
+mod changes;
 mod marketplace;
 mod orders;
 mod payments;
@@ -76,6 +80,7 @@ pub use db::{Consistency, ScyllaConfig};
 pub async fn open(config: &ScyllaConfig) -> Result<Stores, StoreError> {
     let db = Db::connect(config).await?;
     schema::migrate(&db, config).await?;
+    db.prepare_all().await?;
     let store = Arc::new(ScyllaStore {
         db,
         origin: uuid::Uuid::new_v4(),
@@ -116,9 +121,14 @@ impl Backend for ScyllaStore {
         "scylla"
     }
 
+    fn expires_by_itself(&self) -> bool {
+        // Revocations, idempotency keys and the feed's rows are all written with a TTL.
+        true
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.db
-            .run("SELECT release_version FROM system.local", ())
+            .run(cql!("SELECT release_version FROM system.local"), ())
             .await
             .map(drop)
     }
@@ -136,7 +146,7 @@ impl ScyllaStore {
     /// by a write a crash cut short) are skipped.
     pub(crate) async fn follow<T, F, Fut>(
         &self,
-        lookup: &str,
+        lookup: db::Cql,
         key: impl scylla::serialize::row::SerializeRow,
         fetch: F,
     ) -> Result<Vec<T>, StoreError>
@@ -151,60 +161,36 @@ impl ScyllaStore {
 }
 
 impl ScyllaStore {
-    /// Claims `owner`'s one profile for `id` in the claim table `claims` (`owner_col` ->
-    /// `id_col`), the profile's row (in `rows`) being written already. Answers `None` when the
+    /// Claims `owner`'s one profile for `id` by the statements of `claim`, the profile's row
+    /// being written already. Answers `None` when the
     /// claim is `id`'s (now, or from an earlier try of the same create), or the id of the
     /// profile that holds it. Rows are written before their claim, so a claim always points at a
     /// row; one that does not (left by a version that claimed first, then failed to write) is
     /// taken over with `IF <id_col> = <holder>`, so an owner is never locked out.
     pub(crate) async fn claim_profile(
         &self,
-        (claims, owner_col, id_col): (&str, &str, &str),
-        rows: &str,
+        claim: &ProfileClaim,
         owner: &str,
         id: &str,
     ) -> Result<Option<String>, StoreError> {
         for _ in 0..4 {
-            if self
-                .db
-                .applied(
-                    &format!(
-                        "INSERT INTO {claims} ({owner_col}, {id_col}) VALUES (?, ?) IF NOT EXISTS"
-                    ),
-                    (owner, id),
-                )
-                .await?
-            {
+            if self.db.applied(claim.insert, (owner, id)).await? {
                 return Ok(None);
             }
-            let holder: Vec<(String,)> = self
-                .db
-                .serial_rows(
-                    &format!("SELECT {id_col} FROM {claims} WHERE {owner_col} = ? /* serial */"),
-                    (owner,),
-                )
-                .await?;
+            let holder: Vec<(String,)> = self.db.serial_rows(claim.holder, (owner,)).await?;
             let Some((holder,)) = holder.into_iter().next() else {
                 continue;
             };
             if holder == id {
                 return Ok(None);
             }
-            let row: Option<(String,)> = self
-                .db
-                .row(&format!("SELECT id FROM {rows} WHERE id = ?"), (&holder,))
-                .await?;
+            let row: Option<(String,)> = self.db.row(claim.row, (&holder,)).await?;
             if row.is_some() {
                 return Ok(Some(holder));
             }
             if self
                 .db
-                .applied(
-                    &format!(
-                        "UPDATE {claims} SET {id_col} = ? WHERE {owner_col} = ? IF {id_col} = ?"
-                    ),
-                    (id, owner, &holder),
-                )
+                .applied(claim.take_over, (id, owner, &holder))
                 .await?
             {
                 return Ok(None);
@@ -214,6 +200,18 @@ impl ScyllaStore {
             "the owner's profile claim keeps changing".into(),
         ))
     }
+}
+
+/// The statements of one kind of profile's claim (one per owner).
+pub(crate) struct ProfileClaim {
+    /// `INSERT INTO <claims> (<owner>, <id>) VALUES (?, ?) IF NOT EXISTS`
+    pub(crate) insert: db::Cql,
+    /// `SELECT <id> FROM <claims> WHERE <owner> = ?`, read at SERIAL.
+    pub(crate) holder: db::Cql,
+    /// `SELECT id FROM <rows> WHERE id = ?`: whether the holder's row exists.
+    pub(crate) row: db::Cql,
+    /// `UPDATE <claims> SET <id> = ? WHERE <owner> = ? IF <id> = ?`
+    pub(crate) take_over: db::Cql,
 }
 
 /// At most this many statements of one call in flight at once: a fan-out of thousands (a month

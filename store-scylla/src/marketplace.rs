@@ -15,6 +15,7 @@ use tomato_domain::{
 };
 use tomato_store::{AddressStore, CartStore, Conflict, MenuStore, RestaurantStore, StoreError};
 
+use crate::db::Cql;
 use crate::{ScyllaStore, parse_col};
 
 /// The one partition of restaurants and riders waiting for verification (a short list).
@@ -58,8 +59,10 @@ impl RestaurantRow {
     }
 }
 
-const SELECT_RESTAURANT: &str = "SELECT id, owner_id, name, description, image, phone, lat, lon, \
-     formatted_address, is_open, is_verified, created_at FROM restaurants WHERE id = ?";
+const SELECT_RESTAURANT: Cql = cql!(
+    "SELECT id, owner_id, name, description, image, phone, lat, lon, \
+     formatted_address, is_open, is_verified, created_at FROM restaurants WHERE id = ?"
+);
 
 impl ScyllaStore {
     async fn restaurant(&self, id: &str) -> Result<Option<Restaurant>, StoreError> {
@@ -76,7 +79,7 @@ impl ScyllaStore {
         let row: Option<(i64, bool)> = self
             .db
             .row(
-                "SELECT cell, is_verified FROM restaurants WHERE id = ?",
+                cql!("SELECT cell, is_verified FROM restaurants WHERE id = ?"),
                 (id,),
             )
             .await?;
@@ -84,7 +87,7 @@ impl ScyllaStore {
             Some((cell, true)) => {
                 self.db
                     .run(
-                        "INSERT INTO restaurants_by_cell (cell, restaurant_id) VALUES (?, ?)",
+                        cql!("INSERT INTO restaurants_by_cell (cell, restaurant_id) VALUES (?, ?)"),
                         (cell, id),
                     )
                     .await?
@@ -92,7 +95,9 @@ impl ScyllaStore {
             Some((_, false)) => {
                 self.db
                     .run(
-                        "INSERT INTO restaurants_pending (bucket, restaurant_id) VALUES (?, ?)",
+                        cql!(
+                            "INSERT INTO restaurants_pending (bucket, restaurant_id) VALUES (?, ?)"
+                        ),
                         (PENDING, id),
                     )
                     .await?
@@ -127,9 +132,9 @@ impl RestaurantStore for ScyllaStore {
         let id = r.id.to_string();
         self.db
             .applied(
-                "INSERT INTO restaurants (id, owner_id, name, description, image, phone, lat, lon,
+                cql!("INSERT INTO restaurants (id, owner_id, name, description, image, phone, lat, lon,
                     formatted_address, is_open, is_verified, created_at, cell)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"),
                 (
                     id.as_str(),
                     r.owner_id.to_string(),
@@ -148,16 +153,27 @@ impl RestaurantStore for ScyllaStore {
                 ),
             )
             .await?;
-        let claim = ("restaurants_by_owner", "owner_id", "restaurant_id");
+        let claim = crate::ProfileClaim {
+            insert: cql!(
+                "INSERT INTO restaurants_by_owner (owner_id, restaurant_id) VALUES (?, ?)
+                 IF NOT EXISTS"
+            ),
+            holder: cql!("SELECT restaurant_id FROM restaurants_by_owner WHERE owner_id = ?"),
+            row: cql!("SELECT id FROM restaurants WHERE id = ?"),
+            take_over: cql!(
+                "UPDATE restaurants_by_owner SET restaurant_id = ? WHERE owner_id = ?
+                 IF restaurant_id = ?"
+            ),
+        };
         if let Some(holder) = self
-            .claim_profile(claim, "restaurants", &r.owner_id.to_string(), &id)
+            .claim_profile(&claim, &r.owner_id.to_string(), &id)
             .await?
         {
             // Nobody can reach this row: gone at once. The holder gets its pointers again, in
             // case its own create stopped before them.
             self.db
                 .applied(
-                    "DELETE FROM restaurants WHERE id = ? IF EXISTS",
+                    cql!("DELETE FROM restaurants WHERE id = ? IF EXISTS"),
                     (id.as_str(),),
                 )
                 .await?;
@@ -177,7 +193,7 @@ impl RestaurantStore for ScyllaStore {
         let claim: Option<(String,)> = self
             .db
             .row(
-                "SELECT restaurant_id FROM restaurants_by_owner WHERE owner_id = ?",
+                cql!("SELECT restaurant_id FROM restaurants_by_owner WHERE owner_id = ?"),
                 (owner.to_string(),),
             )
             .await?;
@@ -192,8 +208,8 @@ impl RestaurantStore for ScyllaStore {
         let applied = self
             .db
             .applied(
-                "UPDATE restaurants SET name = ?, description = ?, image = ?, phone = ?, is_open = ?
-                 WHERE id = ? IF EXISTS",
+                cql!("UPDATE restaurants SET name = ?, description = ?, image = ?, phone = ?, is_open = ?
+                 WHERE id = ? IF EXISTS"),
                 (
                     r.name.as_str(),
                     r.description.as_str(),
@@ -215,7 +231,7 @@ impl RestaurantStore for ScyllaStore {
         let cell: Option<(i64,)> = self
             .db
             .row(
-                "SELECT cell FROM restaurants WHERE id = ?",
+                cql!("SELECT cell FROM restaurants WHERE id = ?"),
                 (id.to_string(),),
             )
             .await?;
@@ -224,19 +240,19 @@ impl RestaurantStore for ScyllaStore {
         // checks against the row (and skips), never a verified restaurant nobody finds.
         self.db
             .run(
-                "INSERT INTO restaurants_by_cell (cell, restaurant_id) VALUES (?, ?)",
+                cql!("INSERT INTO restaurants_by_cell (cell, restaurant_id) VALUES (?, ?)"),
                 (cell, id.to_string()),
             )
             .await?;
         self.db
             .applied(
-                "UPDATE restaurants SET is_verified = true WHERE id = ? IF EXISTS",
+                cql!("UPDATE restaurants SET is_verified = true WHERE id = ? IF EXISTS"),
                 (id.to_string(),),
             )
             .await?;
         self.db
             .run(
-                "DELETE FROM restaurants_pending WHERE bucket = ? AND restaurant_id = ?",
+                cql!("DELETE FROM restaurants_pending WHERE bucket = ? AND restaurant_id = ?"),
                 (PENDING, id.to_string()),
             )
             .await?;
@@ -253,7 +269,7 @@ impl RestaurantStore for ScyllaStore {
         let ids: Vec<String> = crate::bounded(cells, |cell| async move {
             self.db
                 .rows::<(String,)>(
-                    "SELECT restaurant_id FROM restaurants_by_cell WHERE cell = ?",
+                    cql!("SELECT restaurant_id FROM restaurants_by_cell WHERE cell = ?"),
                     (cell as i64,),
                 )
                 .await
@@ -277,7 +293,7 @@ impl RestaurantStore for ScyllaStore {
     async fn pending(&self) -> Result<Vec<Restaurant>, StoreError> {
         let mut found: Vec<Restaurant> = self
             .follow(
-                "SELECT restaurant_id FROM restaurants_pending WHERE bucket = ?",
+                cql!("SELECT restaurant_id FROM restaurants_pending WHERE bucket = ?"),
                 (PENDING,),
                 |id| async move { self.restaurant(&id).await },
             )
@@ -317,12 +333,16 @@ impl ItemRow {
     }
 }
 
-const SELECT_ITEM: &str = "SELECT id, restaurant_id, name, description, price, image, category, \
-     is_available FROM menu_items WHERE id = ?";
+const SELECT_ITEM: Cql = cql!(
+    "SELECT id, restaurant_id, name, description, price, image, category, \
+     is_available FROM menu_items WHERE id = ?"
+);
 
 /// Conditional, as every write to an item is (its update and delete): one clock per cell.
-const WRITE_ITEM: &str = "INSERT INTO menu_items (id, restaurant_id, name, description, price, \
-     image, category, is_available) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+const WRITE_ITEM: Cql = cql!(
+    "INSERT INTO menu_items (id, restaurant_id, name, description, price, \
+     image, category, is_available) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+);
 
 fn item_values(
     item: &MenuItem,
@@ -355,7 +375,7 @@ impl MenuStore for ScyllaStore {
         self.db.applied(WRITE_ITEM, item_values(item)).await?;
         self.db
             .run(
-                "INSERT INTO menu_by_restaurant (restaurant_id, item_id) VALUES (?, ?)",
+                cql!("INSERT INTO menu_by_restaurant (restaurant_id, item_id) VALUES (?, ?)"),
                 (item.restaurant_id.to_string(), item.id.to_string()),
             )
             .await?;
@@ -368,7 +388,7 @@ impl MenuStore for ScyllaStore {
 
     async fn list(&self, restaurant: RestaurantId) -> Result<Vec<MenuItem>, StoreError> {
         self.follow(
-            "SELECT item_id FROM menu_by_restaurant WHERE restaurant_id = ?",
+            cql!("SELECT item_id FROM menu_by_restaurant WHERE restaurant_id = ?"),
             (restaurant.to_string(),),
             |id| async move { self.item(&id).await },
         )
@@ -379,8 +399,10 @@ impl MenuStore for ScyllaStore {
         let applied = self
             .db
             .applied(
-                "UPDATE menu_items SET name = ?, description = ?, price = ?, image = ?,
-                    category = ?, is_available = ? WHERE id = ? IF EXISTS",
+                cql!(
+                    "UPDATE menu_items SET name = ?, description = ?, price = ?, image = ?,
+                    category = ?, is_available = ? WHERE id = ? IF EXISTS"
+                ),
                 (
                     item.name.as_str(),
                     item.description.as_str(),
@@ -408,7 +430,7 @@ impl MenuStore for ScyllaStore {
         let holders: Vec<(String,)> = self
             .db
             .rows(
-                "SELECT user_id FROM carts_by_item WHERE item_id = ?",
+                cql!("SELECT user_id FROM carts_by_item WHERE item_id = ?"),
                 (id.to_string(),),
             )
             .await?;
@@ -417,7 +439,7 @@ impl MenuStore for ScyllaStore {
                 if line.item_id == id.to_string() {
                     self.db
                         .run(
-                            "DELETE FROM cart_lines WHERE user_id = ? AND line_id = ?",
+                            cql!("DELETE FROM cart_lines WHERE user_id = ? AND line_id = ?"),
                             (user.as_str(), line.line_id.as_str()),
                         )
                         .await?;
@@ -426,19 +448,19 @@ impl MenuStore for ScyllaStore {
         }
         self.db
             .run(
-                "DELETE FROM carts_by_item WHERE item_id = ?",
+                cql!("DELETE FROM carts_by_item WHERE item_id = ?"),
                 (id.to_string(),),
             )
             .await?;
         self.db
             .run(
-                "DELETE FROM menu_by_restaurant WHERE restaurant_id = ? AND item_id = ?",
+                cql!("DELETE FROM menu_by_restaurant WHERE restaurant_id = ? AND item_id = ?"),
                 (item.restaurant_id.to_string(), id.to_string()),
             )
             .await?;
         self.db
             .applied(
-                "DELETE FROM menu_items WHERE id = ? IF EXISTS",
+                cql!("DELETE FROM menu_items WHERE id = ? IF EXISTS"),
                 (id.to_string(),),
             )
             .await?;
@@ -471,7 +493,7 @@ impl ScyllaStore {
         let rows: Vec<LineRow> = self
             .db
             .rows(
-                "SELECT line_id, item_id, restaurant_id, quantity FROM cart_lines WHERE user_id = ?",
+                cql!("SELECT line_id, item_id, restaurant_id, quantity FROM cart_lines WHERE user_id = ?"),
                 (user,),
             )
             .await?;
@@ -493,7 +515,7 @@ impl ScyllaStore {
                     "removing a half cart line",
                     self.db
                         .run(
-                            "DELETE FROM cart_lines WHERE user_id = ? AND line_id = ?",
+                            cql!("DELETE FROM cart_lines WHERE user_id = ? AND line_id = ?"),
                             (user, line_id.as_str()),
                         )
                         .await,
@@ -509,14 +531,16 @@ impl ScyllaStore {
     async fn write_line(&self, user: &str, line: &Line) -> Result<(), StoreError> {
         self.db
             .run(
-                "INSERT INTO carts_by_item (item_id, user_id) VALUES (?, ?)",
+                cql!("INSERT INTO carts_by_item (item_id, user_id) VALUES (?, ?)"),
                 (line.item_id.as_str(), user),
             )
             .await?;
         self.db
             .run(
-                "INSERT INTO cart_lines (user_id, line_id, item_id, restaurant_id, quantity)
-                 VALUES (?, ?, ?, ?, ?)",
+                cql!(
+                    "INSERT INTO cart_lines (user_id, line_id, item_id, restaurant_id, quantity)
+                 VALUES (?, ?, ?, ?, ?)"
+                ),
                 (
                     user,
                     line.line_id.as_str(),
@@ -557,14 +581,14 @@ impl ScyllaStore {
         for row in &rows {
             self.db
                 .run(
-                    "DELETE FROM carts_by_item WHERE item_id = ? AND user_id = ?",
+                    cql!("DELETE FROM carts_by_item WHERE item_id = ? AND user_id = ?"),
                     (row.item_id.as_str(), user.to_string()),
                 )
                 .await?;
         }
         self.db
             .run(
-                "DELETE FROM cart_lines WHERE user_id = ?",
+                cql!("DELETE FROM cart_lines WHERE user_id = ?"),
                 (user.to_string(),),
             )
             .await?;
@@ -616,13 +640,13 @@ impl CartStore for ScyllaStore {
         if quantity == 0 {
             self.db
                 .run(
-                    "DELETE FROM cart_lines WHERE user_id = ? AND line_id = ?",
+                    cql!("DELETE FROM cart_lines WHERE user_id = ? AND line_id = ?"),
                     (user.to_string(), line.to_string()),
                 )
                 .await?;
             self.db
                 .run(
-                    "DELETE FROM carts_by_item WHERE item_id = ? AND user_id = ?",
+                    cql!("DELETE FROM carts_by_item WHERE item_id = ? AND user_id = ?"),
                     (row.item_id.as_str(), user.to_string()),
                 )
                 .await?;
@@ -672,8 +696,10 @@ impl ScyllaStore {
     async fn address(&self, id: &str) -> Result<Option<Address>, StoreError> {
         self.db
             .row::<AddressRow>(
-                "SELECT id, user_id, formatted_address, mobile, lat, lon, created_at
-                 FROM addresses WHERE id = ?",
+                cql!(
+                    "SELECT id, user_id, formatted_address, mobile, lat, lon, created_at
+                 FROM addresses WHERE id = ?"
+                ),
                 (id,),
             )
             .await?
@@ -687,8 +713,8 @@ impl AddressStore for ScyllaStore {
     async fn create(&self, a: &Address) -> Result<(), StoreError> {
         self.db
             .run(
-                "INSERT INTO addresses (id, user_id, formatted_address, mobile, lat, lon, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                cql!("INSERT INTO addresses (id, user_id, formatted_address, mobile, lat, lon, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)"),
                 (
                     a.id.to_string(),
                     a.user_id.to_string(),
@@ -702,7 +728,7 @@ impl AddressStore for ScyllaStore {
             .await?;
         self.db
             .run(
-                "INSERT INTO addresses_by_user (user_id, address_id) VALUES (?, ?)",
+                cql!("INSERT INTO addresses_by_user (user_id, address_id) VALUES (?, ?)"),
                 (a.user_id.to_string(), a.id.to_string()),
             )
             .await?;
@@ -715,7 +741,7 @@ impl AddressStore for ScyllaStore {
 
     async fn list(&self, user: UserId) -> Result<Vec<Address>, StoreError> {
         self.follow(
-            "SELECT address_id FROM addresses_by_user WHERE user_id = ?",
+            cql!("SELECT address_id FROM addresses_by_user WHERE user_id = ?"),
             (user.to_string(),),
             |id| async move { self.address(&id).await },
         )
@@ -729,12 +755,15 @@ impl AddressStore for ScyllaStore {
         }
         self.db
             .run(
-                "DELETE FROM addresses_by_user WHERE user_id = ? AND address_id = ?",
+                cql!("DELETE FROM addresses_by_user WHERE user_id = ? AND address_id = ?"),
                 (user.to_string(), id.to_string()),
             )
             .await?;
         self.db
-            .run("DELETE FROM addresses WHERE id = ?", (id.to_string(),))
+            .run(
+                cql!("DELETE FROM addresses WHERE id = ?"),
+                (id.to_string(),),
+            )
             .await?;
         Ok(())
     }

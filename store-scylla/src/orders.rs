@@ -25,6 +25,7 @@ use tomato_store::{
 };
 
 use crate::ScyllaStore;
+use crate::db::Cql;
 use crate::tokens::{hour_of, ttl_until};
 
 /// How long an idempotent response is kept: the node replays them for a day.
@@ -86,7 +87,7 @@ impl ScyllaStore {
     pub(crate) async fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {
         let row: Option<(String,)> = self
             .db
-            .row("SELECT data FROM orders WHERE id = ?", (id,))
+            .row(cql!("SELECT data FROM orders WHERE id = ?"), (id,))
             .await?;
         row.map(|(data,)| decode(&data)).transpose()
     }
@@ -97,7 +98,7 @@ impl ScyllaStore {
     async fn order_settled(&self, id: &str) -> Result<Option<Order>, StoreError> {
         let row: Vec<(String,)> = self
             .db
-            .serial_rows("SELECT data FROM orders WHERE id = ? /* serial */", (id,))
+            .serial_rows(cql!("SELECT data FROM orders WHERE id = ?"), (id,))
             .await?;
         row.into_iter()
             .next()
@@ -123,8 +124,10 @@ impl ScyllaStore {
             if self
                 .db
                 .applied(
-                    "INSERT INTO unpaid_orders (user_id, order_id, claimed_at) VALUES (?, ?, ?)
-                     IF NOT EXISTS",
+                    cql!(
+                        "INSERT INTO unpaid_orders (user_id, order_id, claimed_at) VALUES (?, ?, ?)
+                     IF NOT EXISTS"
+                    ),
                     (user.to_string(), order.to_string(), now),
                 )
                 .await?
@@ -134,7 +137,7 @@ impl ScyllaStore {
             let holder: Vec<(String, Option<OffsetDateTime>)> = self
                 .db
                 .serial_rows(
-                    "SELECT order_id, claimed_at FROM unpaid_orders WHERE user_id = ? /* serial */",
+                    cql!("SELECT order_id, claimed_at FROM unpaid_orders WHERE user_id = ?"),
                     (user.to_string(),),
                 )
                 .await?;
@@ -161,8 +164,10 @@ impl ScyllaStore {
             if self
                 .db
                 .applied(
-                    "UPDATE unpaid_orders SET order_id = ?, claimed_at = ? WHERE user_id = ?
-                     IF order_id = ?",
+                    cql!(
+                        "UPDATE unpaid_orders SET order_id = ?, claimed_at = ? WHERE user_id = ?
+                     IF order_id = ?"
+                    ),
                     (order.to_string(), now, user.to_string(), holder.as_str()),
                 )
                 .await?
@@ -189,8 +194,10 @@ impl ScyllaStore {
             if self
                 .db
                 .applied(
-                    "UPDATE riders SET current_order_id = ?, current_order_at = ? WHERE id = ?
-                     IF current_order_id = null",
+                    cql!(
+                        "UPDATE riders SET current_order_id = ?, current_order_at = ? WHERE id = ?
+                     IF current_order_id = null"
+                    ),
                     (order.to_string(), now, rider.to_string()),
                 )
                 .await?
@@ -200,7 +207,7 @@ impl ScyllaStore {
             let held: Vec<(Option<String>, Option<OffsetDateTime>)> = self
                 .db
                 .serial_rows(
-                    "SELECT current_order_id, current_order_at FROM riders WHERE id = ? /* serial */",
+                    cql!("SELECT current_order_id, current_order_at FROM riders WHERE id = ?"),
                     (rider.to_string(),),
                 )
                 .await?;
@@ -227,8 +234,10 @@ impl ScyllaStore {
             if self
                 .db
                 .applied(
-                    "UPDATE riders SET current_order_id = ?, current_order_at = ? WHERE id = ?
-                     IF current_order_id = ?",
+                    cql!(
+                        "UPDATE riders SET current_order_id = ?, current_order_at = ? WHERE id = ?
+                     IF current_order_id = ?"
+                    ),
                     (order.to_string(), now, rider.to_string(), held.as_str()),
                 )
                 .await?
@@ -255,8 +264,10 @@ impl ScyllaStore {
     async fn point_at_status(&self, order: &Order) -> Result<(), StoreError> {
         self.db
             .run(
-                "INSERT INTO orders_by_restaurant_status (restaurant_id, status, order_id)
-                 VALUES (?, ?, ?)",
+                cql!(
+                    "INSERT INTO orders_by_restaurant_status (restaurant_id, status, order_id)
+                 VALUES (?, ?, ?)"
+                ),
                 (
                     order.restaurant_id.to_string(),
                     order.status.as_str(),
@@ -274,7 +285,7 @@ impl ScyllaStore {
         }
         self.db
             .run(
-                "INSERT INTO open_orders (shard, order_id) VALUES (?, ?)",
+                cql!("INSERT INTO open_orders (shard, order_id) VALUES (?, ?)"),
                 (shard_col(order.shard)?, order.id.to_string()),
             )
             .await
@@ -285,7 +296,9 @@ impl ScyllaStore {
     async fn release_rider(&self, rider: RiderId, order: OrderId) -> Result<(), StoreError> {
         self.db
             .applied(
-                "UPDATE riders SET current_order_id = null WHERE id = ? IF current_order_id = ?",
+                cql!(
+                    "UPDATE riders SET current_order_id = null WHERE id = ? IF current_order_id = ?"
+                ),
                 (rider.to_string(), order.to_string()),
             )
             .await
@@ -293,12 +306,12 @@ impl ScyllaStore {
     }
 
     /// A newest-first page of the orders a lookup partition points at, keeping those `keep`
-    /// accepts; pointers to nothing are skipped.
-    /// `partition` names the lookup's partition key columns (`user_id = ?`), bound to `key`.
+    /// accepts; pointers to nothing are skipped. `lookup` reads the partition's order ids
+    /// (`.. WHERE <partition key> LIMIT ?`) from its start and after a cursor
+    /// (`.. AND order_id < ? LIMIT ?`), its partition key bound to `key`.
     async fn page(
         &self,
-        table: &str,
-        partition: &str,
+        lookup: Lookup,
         key: &[String],
         cursor: Option<String>,
         limit: usize,
@@ -310,21 +323,15 @@ impl ScyllaStore {
         let batch = i32::try_from(limit.clamp(1, 500) + 1).unwrap_or(i32::MAX);
         loop {
             let mut values: Vec<_> = key.iter().cloned().map(Text).collect();
-            let after = match &bound {
-                None => "",
+            let read = match &bound {
+                None => lookup.first,
                 Some(after) => {
                     values.push(Text(after.clone()));
-                    "AND order_id < ?"
+                    lookup.after
                 }
             };
             values.push(Int(batch));
-            let ids: Vec<(String,)> = self
-                .db
-                .rows(
-                    &format!("SELECT order_id FROM {table} WHERE {partition} {after} LIMIT ?"),
-                    values,
-                )
-                .await?;
+            let ids: Vec<(String,)> = self.db.rows(read, values).await?;
             let exhausted = ids.len() < batch.unsigned_abs() as usize;
             bound = ids.last().map(|(id,)| id.clone());
             let orders =
@@ -360,13 +367,13 @@ impl OrderStore for ScyllaStore {
         // Pointers first (reads check them against the order row), then the order.
         self.db
             .run(
-                "INSERT INTO orders_by_customer (user_id, order_id) VALUES (?, ?)",
+                cql!("INSERT INTO orders_by_customer (user_id, order_id) VALUES (?, ?)"),
                 (order.user_id.to_string(), id.as_str()),
             )
             .await?;
         self.db
             .run(
-                "INSERT INTO orders_by_restaurant (restaurant_id, order_id) VALUES (?, ?)",
+                cql!("INSERT INTO orders_by_restaurant (restaurant_id, order_id) VALUES (?, ?)"),
                 (order.restaurant_id.to_string(), id.as_str()),
             )
             .await?;
@@ -376,9 +383,9 @@ impl OrderStore for ScyllaStore {
         let created = self
             .db
             .applied(
-                "INSERT INTO orders (id, user_id, restaurant_id, status, payment_status, version,
+                cql!("INSERT INTO orders (id, user_id, restaurant_id, status, payment_status, version,
                     shard, created_at, data)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"),
                 (
                     id.as_str(),
                     order.user_id.to_string(),
@@ -411,7 +418,7 @@ impl OrderStore for ScyllaStore {
         let stored: Option<(String, String, i64)> = self
             .db
             .row(
-                "SELECT status, payment_status, version FROM orders WHERE id = ?",
+                cql!("SELECT status, payment_status, version FROM orders WHERE id = ?"),
                 (id.as_str(),),
             )
             .await?;
@@ -460,8 +467,10 @@ impl OrderStore for ScyllaStore {
         let saved = self
             .db
             .applied(
-                "UPDATE orders SET status = ?, payment_status = ?, data = ?, version = ?
-                 WHERE id = ? IF version = ?",
+                cql!(
+                    "UPDATE orders SET status = ?, payment_status = ?, data = ?, version = ?
+                 WHERE id = ? IF version = ?"
+                ),
                 (
                     order.status.as_str(),
                     order.payment_status.as_str(),
@@ -479,8 +488,10 @@ impl OrderStore for ScyllaStore {
                 (None, Some(RiderOrder::Release { rider, order })) => {
                     self.db
                         .applied(
-                            "UPDATE riders SET current_order_id = ?, current_order_at = ?
-                             WHERE id = ? IF current_order_id = null",
+                            cql!(
+                                "UPDATE riders SET current_order_id = ?, current_order_at = ?
+                             WHERE id = ? IF current_order_id = null"
+                            ),
                             (order.to_string(), crate::now_millis(), rider.to_string()),
                         )
                         .await?;
@@ -504,7 +515,7 @@ impl OrderStore for ScyllaStore {
                 "the unpaid-order claim's release",
                 self.db
                     .applied(
-                        "DELETE FROM unpaid_orders WHERE user_id = ? IF order_id = ?",
+                        cql!("DELETE FROM unpaid_orders WHERE user_id = ? IF order_id = ?"),
                         (order.user_id.to_string(), id.as_str()),
                     )
                     .await,
@@ -515,8 +526,10 @@ impl OrderStore for ScyllaStore {
                 "the old status's pointer's removal",
                 self.db
                     .run(
-                        "DELETE FROM orders_by_restaurant_status
-                         WHERE restaurant_id = ? AND status = ? AND order_id = ?",
+                        cql!(
+                            "DELETE FROM orders_by_restaurant_status
+                         WHERE restaurant_id = ? AND status = ? AND order_id = ?"
+                        ),
                         (
                             order.restaurant_id.to_string(),
                             old_status.as_str(),
@@ -531,7 +544,7 @@ impl OrderStore for ScyllaStore {
                 "the open-order pointer's removal",
                 self.db
                     .run(
-                        "DELETE FROM open_orders WHERE shard = ? AND order_id = ?",
+                        cql!("DELETE FROM open_orders WHERE shard = ? AND order_id = ?"),
                         (shard_col(order.shard)?, id.as_str()),
                     )
                     .await,
@@ -562,8 +575,13 @@ impl OrderStore for ScyllaStore {
         cursor: Option<String>,
     ) -> Result<Page<Order>, StoreError> {
         self.page(
-            "orders_by_customer",
-            "user_id = ?",
+            Lookup {
+                first: cql!("SELECT order_id FROM orders_by_customer WHERE user_id = ? LIMIT ?"),
+                after: cql!(
+                    "SELECT order_id FROM orders_by_customer WHERE user_id = ? AND order_id < ?
+                     LIMIT ?"
+                ),
+            },
             &[user.to_string()],
             cursor,
             limit,
@@ -589,8 +607,16 @@ impl OrderStore for ScyllaStore {
             // reads that status's own lookup, not the restaurant's whole history.
             Some(status) => {
                 self.page(
-                    "orders_by_restaurant_status",
-                    "restaurant_id = ? AND status = ?",
+                    Lookup {
+                        first: cql!(
+                            "SELECT order_id FROM orders_by_restaurant_status
+                             WHERE restaurant_id = ? AND status = ? LIMIT ?"
+                        ),
+                        after: cql!(
+                            "SELECT order_id FROM orders_by_restaurant_status
+                             WHERE restaurant_id = ? AND status = ? AND order_id < ? LIMIT ?"
+                        ),
+                    },
                     &[restaurant.to_string(), status.as_str().to_owned()],
                     cursor,
                     limit,
@@ -600,8 +626,16 @@ impl OrderStore for ScyllaStore {
             }
             None => {
                 self.page(
-                    "orders_by_restaurant",
-                    "restaurant_id = ?",
+                    Lookup {
+                        first: cql!(
+                            "SELECT order_id FROM orders_by_restaurant WHERE restaurant_id = ?
+                             LIMIT ?"
+                        ),
+                        after: cql!(
+                            "SELECT order_id FROM orders_by_restaurant WHERE restaurant_id = ?
+                             AND order_id < ? LIMIT ?"
+                        ),
+                    },
                     &[restaurant.to_string()],
                     cursor,
                     limit,
@@ -618,7 +652,7 @@ impl OrderStore for ScyllaStore {
         let ids: Vec<(String,)> = self
             .db
             .all_rows(
-                "SELECT order_id FROM open_orders WHERE shard = ?",
+                cql!("SELECT order_id FROM open_orders WHERE shard = ?"),
                 (shard_col(shard)?,),
             )
             .await?;
@@ -634,7 +668,7 @@ impl OrderStore for ScyllaStore {
                 Some(_) => {
                     self.db
                         .run(
-                            "DELETE FROM open_orders WHERE shard = ? AND order_id = ?",
+                            cql!("DELETE FROM open_orders WHERE shard = ? AND order_id = ?"),
                             (shard_col(shard)?, id.as_str()),
                         )
                         .await?;
@@ -657,8 +691,10 @@ impl IdempotencyStore for ScyllaStore {
         let row: Option<(String, i32, String)> = self
             .db
             .row(
-                "SELECT request_hash, status, body FROM idempotency
-                 WHERE user_id = ? AND route = ? AND key = ?",
+                cql!(
+                    "SELECT request_hash, status, body FROM idempotency
+                 WHERE user_id = ? AND route = ? AND key = ?"
+                ),
                 (user.to_string(), route, key),
             )
             .await?;
@@ -676,16 +712,18 @@ impl IdempotencyStore for ScyllaStore {
         let ttl = ttl_until(now + IDEMPOTENCY_KEEP);
         self.db
             .run(
-                "INSERT INTO idempotency_by_hour (hour, user_id, route, key, created_at)
-                 VALUES (?, ?, ?, ?, ?) USING TTL ?",
+                cql!(
+                    "INSERT INTO idempotency_by_hour (hour, user_id, route, key, created_at)
+                 VALUES (?, ?, ?, ?, ?) USING TTL ?"
+                ),
                 (hour_of(now), user.to_string(), route, key, now, ttl),
             )
             .await?;
         let applied = self
             .db
             .applied(
-                "INSERT INTO idempotency (user_id, route, key, request_hash, status, body, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+                cql!("INSERT INTO idempotency (user_id, route, key, request_hash, status, body, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"),
                 (
                     user.to_string(),
                     route,
@@ -704,8 +742,10 @@ impl IdempotencyStore for ScyllaStore {
         let first: Vec<(String, i32, String)> = self
             .db
             .serial_rows(
-                "SELECT request_hash, status, body FROM idempotency
-                 WHERE user_id = ? AND route = ? AND key = ? /* serial */",
+                cql!(
+                    "SELECT request_hash, status, body FROM idempotency
+                 WHERE user_id = ? AND route = ? AND key = ?"
+                ),
                 (user.to_string(), route, key),
             )
             .await?;
@@ -724,7 +764,7 @@ impl IdempotencyStore for ScyllaStore {
             let due: Vec<(String, String, String, OffsetDateTime)> = self
                 .db
                 .rows(
-                    "SELECT user_id, route, key, created_at FROM idempotency_by_hour WHERE hour = ?",
+                    cql!("SELECT user_id, route, key, created_at FROM idempotency_by_hour WHERE hour = ?"),
                     (hour,),
                 )
                 .await?;
@@ -732,15 +772,17 @@ impl IdempotencyStore for ScyllaStore {
                 if created_at < before {
                     self.db
                         .applied(
-                            "DELETE FROM idempotency WHERE user_id = ? AND route = ? AND key = ?
-                             IF EXISTS",
+                            cql!("DELETE FROM idempotency WHERE user_id = ? AND route = ? AND key = ?
+                             IF EXISTS"),
                             (user.as_str(), route.as_str(), key.as_str()),
                         )
                         .await?;
                     self.db
                         .run(
-                            "DELETE FROM idempotency_by_hour
-                             WHERE hour = ? AND user_id = ? AND route = ? AND key = ?",
+                            cql!(
+                                "DELETE FROM idempotency_by_hour
+                             WHERE hour = ? AND user_id = ? AND route = ? AND key = ?"
+                            ),
                             (hour, user.as_str(), route.as_str(), key.as_str()),
                         )
                         .await?;
@@ -760,4 +802,11 @@ fn saved((request_hash, status, body): (String, i32, String)) -> Result<SavedRes
             .map_err(|err| StoreError::Corrupt(format!("saved status: {err}")))?,
         body,
     })
+}
+
+/// The two reads of a lookup partition's order ids, newest first: from its start, and after a
+/// cursor.
+struct Lookup {
+    first: Cql,
+    after: Cql,
 }

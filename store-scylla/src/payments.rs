@@ -37,7 +37,7 @@ impl ScyllaStore {
         let rows: Vec<(String,)> = self
             .db
             .rows(
-                "SELECT provider_order FROM payment_orders_by_order WHERE provider = ? AND order_id = ?",
+                cql!("SELECT provider_order FROM payment_orders_by_order WHERE provider = ? AND order_id = ?"),
                 (provider, order.to_string()),
             )
             .await?;
@@ -56,8 +56,8 @@ impl PaymentStore for ScyllaStore {
         // The lookup first: it is only believed when the claim below names the same order.
         self.db
             .run(
-                "INSERT INTO payment_orders_by_order (provider, order_id, created_at, provider_order)
-                 VALUES (?, ?, ?, ?)",
+                cql!("INSERT INTO payment_orders_by_order (provider, order_id, created_at, provider_order)
+                 VALUES (?, ?, ?, ?)"),
                 (
                     provider,
                     order.to_string(),
@@ -69,8 +69,8 @@ impl PaymentStore for ScyllaStore {
         if self
             .db
             .applied(
-                "INSERT INTO payment_orders (provider, provider_order, order_id) VALUES (?, ?, ?)
-                 IF NOT EXISTS",
+                cql!("INSERT INTO payment_orders (provider, provider_order, order_id) VALUES (?, ?, ?)
+                 IF NOT EXISTS"),
                 (provider, provider_order, order.to_string()),
             )
             .await?
@@ -104,7 +104,9 @@ impl PaymentStore for ScyllaStore {
         let row: Option<(Option<String>,)> = self
             .db
             .row(
-                "SELECT order_id FROM payment_orders WHERE provider = ? AND provider_order = ?",
+                cql!(
+                    "SELECT order_id FROM payment_orders WHERE provider = ? AND provider_order = ?"
+                ),
                 (provider, provider_order),
             )
             .await?;
@@ -122,7 +124,7 @@ impl PaymentStore for ScyllaStore {
         let known: Option<(Option<String>,)> = self
             .db
             .row(
-                "SELECT payment_id FROM payment_orders WHERE provider = ? AND provider_order = ?",
+                cql!("SELECT payment_id FROM payment_orders WHERE provider = ? AND provider_order = ?"),
                 (provider, provider_order),
             )
             .await?;
@@ -132,8 +134,8 @@ impl PaymentStore for ScyllaStore {
         }
         self.db
             .applied(
-                "UPDATE payment_orders SET payment_id = ? WHERE provider = ? AND provider_order = ?
-                 IF payment_id = null",
+                cql!("UPDATE payment_orders SET payment_id = ? WHERE provider = ? AND provider_order = ?
+                 IF payment_id = null"),
                 (payment, provider, provider_order),
             )
             .await?;
@@ -141,7 +143,7 @@ impl PaymentStore for ScyllaStore {
         let rows: Vec<(Option<String>, String)> = self
             .db
             .serial_rows(
-                "SELECT payment_id, order_id FROM payment_orders WHERE provider = ? AND provider_order = ?",
+                cql!("SELECT payment_id, order_id FROM payment_orders WHERE provider = ? AND provider_order = ?"),
                 (provider, provider_order),
             )
             .await?;
@@ -160,8 +162,10 @@ impl PaymentStore for ScyllaStore {
             let row: Option<(Option<String>, Option<String>)> = self
                 .db
                 .row(
-                    "SELECT order_id, payment_id FROM payment_orders
-                     WHERE provider = ? AND provider_order = ?",
+                    cql!(
+                        "SELECT order_id, payment_id FROM payment_orders
+                     WHERE provider = ? AND provider_order = ?"
+                    ),
                     (provider, candidate.as_str()),
                 )
                 .await?;
@@ -177,8 +181,10 @@ impl PaymentStore for ScyllaStore {
     async fn first_time(&self, provider: &str, event: &str) -> Result<bool, StoreError> {
         self.db
             .applied(
-                "INSERT INTO payment_events (provider, event_id, received_at) VALUES (?, ?, ?)
-                 IF NOT EXISTS",
+                cql!(
+                    "INSERT INTO payment_events (provider, event_id, received_at) VALUES (?, ?, ?)
+                 IF NOT EXISTS"
+                ),
                 (provider, event, millis(time::OffsetDateTime::now_utc())),
             )
             .await
@@ -188,7 +194,7 @@ impl PaymentStore for ScyllaStore {
         let row: Option<(String,)> = self
             .db
             .row(
-                "SELECT event_id FROM payment_events WHERE provider = ? AND event_id = ?",
+                cql!("SELECT event_id FROM payment_events WHERE provider = ? AND event_id = ?"),
                 (provider, event),
             )
             .await?;
@@ -204,8 +210,10 @@ impl PaymentStore for ScyllaStore {
         let ttl = i32::try_from(ttl.as_secs().max(1)).unwrap_or(i32::MAX);
         self.db
             .applied(
-                "INSERT INTO payment_openings (provider, order_id, claimed_at) VALUES (?, ?, ?)
-                 IF NOT EXISTS USING TTL ?",
+                cql!(
+                    "INSERT INTO payment_openings (provider, order_id, claimed_at) VALUES (?, ?, ?)
+                 IF NOT EXISTS USING TTL ?"
+                ),
                 (
                     provider,
                     order.to_string(),
@@ -221,7 +229,7 @@ impl PaymentStore for ScyllaStore {
         let (order, payment) = (refund.order_id.to_string(), refund.payment_key());
         self.db
             .run(
-                "INSERT INTO refunds_owed (bucket, created_at, order_id, payment) VALUES (?, ?, ?, ?)",
+                cql!("INSERT INTO refunds_owed (bucket, created_at, order_id, payment) VALUES (?, ?, ?, ?)"),
                 (OWED, created, order.as_str(), payment),
             )
             .await?;
@@ -229,8 +237,8 @@ impl PaymentStore for ScyllaStore {
         let claimed = self
             .db
             .applied(
-                "INSERT INTO refunds (order_id, payment, amount, created_at, attempts, next_attempt_at, last_error)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+                cql!("INSERT INTO refunds (order_id, payment, amount, created_at, attempts, next_attempt_at, last_error)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"),
                 (
                     order.as_str(),
                     payment,
@@ -246,7 +254,7 @@ impl PaymentStore for ScyllaStore {
             // Owed already, under its first creation instant: this lookup points at nothing.
             self.db
                 .run(
-                    "DELETE FROM refunds_owed WHERE bucket = ? AND created_at = ? AND order_id = ? AND payment = ?",
+                    cql!("DELETE FROM refunds_owed WHERE bucket = ? AND created_at = ? AND order_id = ? AND payment = ?"),
                     (OWED, created, order.as_str(), payment),
                 )
                 .await?;
@@ -273,8 +281,10 @@ impl PaymentStore for ScyllaStore {
             let lookups: Vec<(OffsetDateTime, String, String)> = self
                 .db
                 .rows(
-                    "SELECT created_at, order_id, payment FROM refunds_owed
-                     WHERE bucket = ? AND (created_at, order_id, payment) > (?, ?, ?) LIMIT ?",
+                    cql!(
+                        "SELECT created_at, order_id, payment FROM refunds_owed
+                     WHERE bucket = ? AND (created_at, order_id, payment) > (?, ?, ?) LIMIT ?"
+                    ),
                     (
                         OWED,
                         after,
@@ -289,8 +299,10 @@ impl PaymentStore for ScyllaStore {
                 let row: Option<RefundRow> = self
                     .db
                     .row(
-                        "SELECT amount, created_at, attempts, next_attempt_at, last_error
-                         FROM refunds WHERE order_id = ? AND payment = ?",
+                        cql!(
+                            "SELECT amount, created_at, attempts, next_attempt_at, last_error
+                         FROM refunds WHERE order_id = ? AND payment = ?"
+                        ),
                         (order.as_str(), payment.as_str()),
                     )
                     .await?;
@@ -311,7 +323,7 @@ impl PaymentStore for ScyllaStore {
                     _ if now - created > ORPHAN_AFTER => {
                         self.db
                             .run(
-                                "DELETE FROM refunds_owed WHERE bucket = ? AND created_at = ? AND order_id = ? AND payment = ?",
+                                cql!("DELETE FROM refunds_owed WHERE bucket = ? AND created_at = ? AND order_id = ? AND payment = ?"),
                                 (OWED, created, order.as_str(), payment.as_str()),
                             )
                             .await?;
@@ -335,8 +347,10 @@ impl PaymentStore for ScyllaStore {
     async fn refund_attempted(&self, refund: &Refund) -> Result<(), StoreError> {
         self.db
             .applied(
-                "UPDATE refunds SET attempts = ?, next_attempt_at = ?, last_error = ?
-                 WHERE order_id = ? AND payment = ? IF EXISTS",
+                cql!(
+                    "UPDATE refunds SET attempts = ?, next_attempt_at = ?, last_error = ?
+                 WHERE order_id = ? AND payment = ? IF EXISTS"
+                ),
                 (
                     i32::try_from(refund.attempts).unwrap_or(i32::MAX),
                     millis(refund.next_attempt_at),
@@ -358,7 +372,7 @@ impl PaymentStore for ScyllaStore {
         let row: Option<(OffsetDateTime,)> = self
             .db
             .row(
-                "SELECT created_at FROM refunds WHERE order_id = ? AND payment = ?",
+                cql!("SELECT created_at FROM refunds WHERE order_id = ? AND payment = ?"),
                 (order.as_str(), payment),
             )
             .await?;
@@ -368,13 +382,13 @@ impl PaymentStore for ScyllaStore {
         // The row first: a lookup left behind points at nothing and is tidied by reads.
         self.db
             .applied(
-                "DELETE FROM refunds WHERE order_id = ? AND payment = ? IF EXISTS",
+                cql!("DELETE FROM refunds WHERE order_id = ? AND payment = ? IF EXISTS"),
                 (order.as_str(), payment),
             )
             .await?;
         self.db
             .run(
-                "DELETE FROM refunds_owed WHERE bucket = ? AND created_at = ? AND order_id = ? AND payment = ?",
+                cql!("DELETE FROM refunds_owed WHERE bucket = ? AND created_at = ? AND order_id = ? AND payment = ?"),
                 (OWED, created, order.as_str(), payment),
             )
             .await

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use tomato_domain::{LatLon, OrderId, Rider, RiderId, UserId};
 use tomato_store::{Conflict, PositionSnapshot, RiderStore, StoreError};
 
+use crate::db::Cql;
 use crate::marketplace::PENDING;
 use crate::orders::millis;
 use crate::{ScyllaStore, parse_col};
@@ -56,13 +57,21 @@ impl RiderRow {
     }
 }
 
-const COLUMNS: &str = "id, user_id, name, phone_number, aadhar_number, driving_license_number, \
-     picture, is_verified, is_available, lat, lon, last_seen_at, current_order_id, created_at";
+/// A rider row's columns, for the statements that read or write it whole.
+macro_rules! columns {
+    () => {
+        "id, user_id, name, phone_number, aadhar_number, driving_license_number, picture, \
+         is_verified, is_available, lat, lon, last_seen_at, current_order_id, created_at"
+    };
+}
 
 impl ScyllaStore {
     async fn rider(&self, id: &str) -> Result<Option<Rider>, StoreError> {
         self.db
-            .row::<RiderRow>(&format!("SELECT {COLUMNS} FROM riders WHERE id = ?"), (id,))
+            .row::<RiderRow>(
+                cql!(concat!("SELECT ", columns!(), " FROM riders WHERE id = ?")),
+                (id,),
+            )
             .await?
             .map(RiderRow::into_rider)
             .transpose()
@@ -72,12 +81,12 @@ impl ScyllaStore {
     async fn point_at_rider(&self, id: &str) -> Result<(), StoreError> {
         let row: Option<(bool,)> = self
             .db
-            .row("SELECT is_verified FROM riders WHERE id = ?", (id,))
+            .row(cql!("SELECT is_verified FROM riders WHERE id = ?"), (id,))
             .await?;
         if row == Some((false,)) {
             self.db
                 .run(
-                    "INSERT INTO riders_pending (bucket, rider_id) VALUES (?, ?)",
+                    cql!("INSERT INTO riders_pending (bucket, rider_id) VALUES (?, ?)"),
                     (PENDING, id),
                 )
                 .await?;
@@ -85,15 +94,10 @@ impl ScyllaStore {
         Ok(())
     }
 
-    /// Sets one flag of an existing rider and returns the profile.
-    async fn set_flag(&self, column: &str, id: RiderId, value: bool) -> Result<Rider, StoreError> {
-        let applied = self
-            .db
-            .applied(
-                &format!("UPDATE riders SET {column} = ? WHERE id = ? IF EXISTS"),
-                (value, id.to_string()),
-            )
-            .await?;
+    /// Sets one flag of an existing rider (`set`: `UPDATE riders SET <flag> = ? WHERE id = ?
+    /// IF EXISTS`) and returns the profile.
+    async fn set_flag(&self, set: Cql, id: RiderId, value: bool) -> Result<Rider, StoreError> {
+        let applied = self.db.applied(set, (value, id.to_string())).await?;
         if !applied {
             return Err(StoreError::NotFound);
         }
@@ -112,10 +116,11 @@ impl RiderStore for ScyllaStore {
         let id = r.id.to_string();
         self.db
             .applied(
-                &format!(
-                    "INSERT INTO riders ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     IF NOT EXISTS"
-                ),
+                cql!(concat!(
+                    "INSERT INTO riders (",
+                    columns!(),
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+                )),
                 (
                     id.as_str(),
                     r.user_id.to_string(),
@@ -134,13 +139,25 @@ impl RiderStore for ScyllaStore {
                 ),
             )
             .await?;
-        let claim = ("riders_by_user", "user_id", "rider_id");
+        let claim = crate::ProfileClaim {
+            insert: cql!(
+                "INSERT INTO riders_by_user (user_id, rider_id) VALUES (?, ?) IF NOT EXISTS"
+            ),
+            holder: cql!("SELECT rider_id FROM riders_by_user WHERE user_id = ?"),
+            row: cql!("SELECT id FROM riders WHERE id = ?"),
+            take_over: cql!(
+                "UPDATE riders_by_user SET rider_id = ? WHERE user_id = ? IF rider_id = ?"
+            ),
+        };
         if let Some(holder) = self
-            .claim_profile(claim, "riders", &r.user_id.to_string(), &id)
+            .claim_profile(&claim, &r.user_id.to_string(), &id)
             .await?
         {
             self.db
-                .applied("DELETE FROM riders WHERE id = ? IF EXISTS", (id.as_str(),))
+                .applied(
+                    cql!("DELETE FROM riders WHERE id = ? IF EXISTS"),
+                    (id.as_str(),),
+                )
                 .await?;
             self.point_at_rider(&holder).await?;
             return Err(StoreError::Conflict(Conflict::RiderExists));
@@ -158,7 +175,7 @@ impl RiderStore for ScyllaStore {
         let claim: Option<(String,)> = self
             .db
             .row(
-                "SELECT rider_id FROM riders_by_user WHERE user_id = ?",
+                cql!("SELECT rider_id FROM riders_by_user WHERE user_id = ?"),
                 (user.to_string(),),
             )
             .await?;
@@ -171,7 +188,7 @@ impl RiderStore for ScyllaStore {
     async fn pending(&self) -> Result<Vec<Rider>, StoreError> {
         let mut pending: Vec<Rider> = self
             .follow(
-                "SELECT rider_id FROM riders_pending WHERE bucket = ?",
+                cql!("SELECT rider_id FROM riders_pending WHERE bucket = ?"),
                 (PENDING,),
                 |id| async move { self.rider(&id).await },
             )
@@ -184,10 +201,16 @@ impl RiderStore for ScyllaStore {
     }
 
     async fn verify(&self, id: RiderId) -> Result<Rider, StoreError> {
-        let rider = self.set_flag("is_verified", id, true).await?;
+        let rider = self
+            .set_flag(
+                cql!("UPDATE riders SET is_verified = ? WHERE id = ? IF EXISTS"),
+                id,
+                true,
+            )
+            .await?;
         self.db
             .run(
-                "DELETE FROM riders_pending WHERE bucket = ? AND rider_id = ?",
+                cql!("DELETE FROM riders_pending WHERE bucket = ? AND rider_id = ?"),
                 (PENDING, id.to_string()),
             )
             .await?;
@@ -195,7 +218,12 @@ impl RiderStore for ScyllaStore {
     }
 
     async fn set_available(&self, id: RiderId, available: bool) -> Result<Rider, StoreError> {
-        self.set_flag("is_available", id, available).await
+        self.set_flag(
+            cql!("UPDATE riders SET is_available = ? WHERE id = ? IF EXISTS"),
+            id,
+            available,
+        )
+        .await
     }
 
     async fn save_positions(&self, positions: Vec<PositionSnapshot>) -> Result<(), StoreError> {
@@ -204,7 +232,7 @@ impl RiderStore for ScyllaStore {
         crate::bounded(positions, |p| async move {
             self.db
                 .run(
-                    "UPDATE riders SET lat = ?, lon = ?, last_seen_at = ? WHERE id = ?",
+                    cql!("UPDATE riders SET lat = ?, lon = ?, last_seen_at = ? WHERE id = ?"),
                     (
                         p.location.lat(),
                         p.location.lon(),
@@ -223,13 +251,13 @@ impl RiderStore for ScyllaStore {
         // rows a crash left between a row and its claim (nobody's).
         let claimed: std::collections::HashSet<String> = self
             .db
-            .all_rows::<(String,)>("SELECT rider_id FROM riders_by_user", ())
+            .all_rows::<(String,)>(cql!("SELECT rider_id FROM riders_by_user"), ())
             .await?
             .into_iter()
             .map(|(id,)| id)
             .collect();
         self.db
-            .all_rows::<RiderRow>(&format!("SELECT {COLUMNS} FROM riders"), ())
+            .all_rows::<RiderRow>(cql!(concat!("SELECT ", columns!(), " FROM riders")), ())
             .await?
             .into_iter()
             .filter(|row| claimed.contains(&row.id))

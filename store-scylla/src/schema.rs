@@ -181,7 +181,8 @@ pub fn valid_keyspace(name: &str) -> bool {
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
 }
 
-/// Creates the keyspace when missing, makes it the session's, and applies missing migrations.
+/// Creates the keyspace when missing and applies missing migrations. Statements name their
+/// tables in full (the session qualifies them), so no connection needs `USE`.
 pub(crate) async fn migrate(db: &Db, config: &ScyllaConfig) -> Result<(), StoreError> {
     let keyspace = &config.keyspace;
     if !valid_keyspace(keyspace) {
@@ -208,10 +209,6 @@ pub(crate) async fn migrate(db: &Db, config: &ScyllaConfig) -> Result<(), StoreE
     ))
     .await?;
     agree(db).await?;
-    db.session()
-        .use_keyspace(keyspace.as_str(), false)
-        .await
-        .map_err(|err| StoreError::Unavailable(format!("use keyspace {keyspace}: {err}")))?;
     db.ddl("CREATE TABLE IF NOT EXISTS schema_versions (version int PRIMARY KEY, applied_at timestamp)")
         .await?;
     db.ddl("CREATE TABLE IF NOT EXISTS schema_lease (id int PRIMARY KEY, holder uuid)")
@@ -221,7 +218,7 @@ pub(crate) async fn migrate(db: &Db, config: &ScyllaConfig) -> Result<(), StoreE
     let mut waited = Duration::ZERO;
     while !db
         .applied(
-            "INSERT INTO schema_lease (id, holder) VALUES (0, ?) IF NOT EXISTS USING TTL ?",
+            cql!("INSERT INTO schema_lease (id, holder) VALUES (0, ?) IF NOT EXISTS USING TTL ?"),
             (me, LEASE_TTL_S),
         )
         .await?
@@ -237,13 +234,18 @@ pub(crate) async fn migrate(db: &Db, config: &ScyllaConfig) -> Result<(), StoreE
     let outcome = apply_missing(db).await;
     // Let the next node in at once; the TTL frees it anyway if this node dies here.
     let _ = db
-        .applied("DELETE FROM schema_lease WHERE id = 0 IF holder = ?", (me,))
+        .applied(
+            cql!("DELETE FROM schema_lease WHERE id = 0 IF holder = ?"),
+            (me,),
+        )
         .await;
     outcome
 }
 
 async fn apply_missing(db: &Db) -> Result<(), StoreError> {
-    let applied: Vec<(i32,)> = db.rows("SELECT version FROM schema_versions", ()).await?;
+    let applied: Vec<(i32,)> = db
+        .rows(cql!("SELECT version FROM schema_versions"), ())
+        .await?;
     for (index, statements) in MIGRATIONS.iter().enumerate() {
         let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
         if applied.iter().any(|(v,)| *v == version) {
@@ -261,7 +263,7 @@ async fn apply_missing(db: &Db) -> Result<(), StoreError> {
         agree(db).await?;
         backfill(db, version).await?;
         db.run(
-            "INSERT INTO schema_versions (version, applied_at) VALUES (?, ?)",
+            cql!("INSERT INTO schema_versions (version, applied_at) VALUES (?, ?)"),
             (version, crate::now_millis()),
         )
         .await?;
@@ -281,15 +283,17 @@ async fn backfill(db: &Db, version: i32) -> Result<(), StoreError> {
         return Ok(());
     }
     let orders: Vec<(String, Option<String>, Option<String>)> = db
-        .all_rows("SELECT id, restaurant_id, status FROM orders", ())
+        .all_rows(cql!("SELECT id, restaurant_id, status FROM orders"), ())
         .await?;
     let listed = orders
         .into_iter()
         .filter_map(|(id, restaurant, status)| Some((id, restaurant?, status?)));
     crate::bounded(listed, |(id, restaurant, status)| async move {
         db.run(
-            "INSERT INTO orders_by_restaurant_status (restaurant_id, status, order_id)
-             VALUES (?, ?, ?)",
+            cql!(
+                "INSERT INTO orders_by_restaurant_status (restaurant_id, status, order_id)
+             VALUES (?, ?, ?)"
+            ),
             (restaurant, status, id),
         )
         .await

@@ -18,12 +18,17 @@ use tomato_domain::{Money, Order, OrderStatus};
 use tomato_store::{OrderSummary, StatsStore, StoreError, Totals};
 
 use crate::ScyllaStore;
+use crate::db::Cql;
 use crate::orders::quarter_of;
 
 /// Partitions each counter is spread over.
 const BUCKETS: u32 = 16;
 /// Every bucket, as a CQL list.
-const ALL_BUCKETS: &str = "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)";
+macro_rules! all_buckets {
+    () => {
+        "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)"
+    };
+}
 
 /// A bucket for one counter update.
 fn bucket() -> i32 {
@@ -34,7 +39,7 @@ impl ScyllaStore {
     /// Adds `delta` to the total `name` (users, restaurants, riders).
     pub(crate) async fn count(&self, name: &str, delta: i64) {
         self.tally(
-            "UPDATE totals_by_bucket SET n = n + ? WHERE name = ? AND bucket = ?",
+            cql!("UPDATE totals_by_bucket SET n = n + ? WHERE name = ? AND bucket = ?"),
             (Counter(delta), name, bucket()),
         )
         .await;
@@ -42,7 +47,7 @@ impl ScyllaStore {
 
     pub(crate) async fn count_status(&self, status: OrderStatus, delta: i64) {
         self.tally(
-            "UPDATE order_counts_by_bucket SET orders = orders + ? WHERE status = ? AND bucket = ?",
+            cql!("UPDATE order_counts_by_bucket SET orders = orders + ? WHERE status = ? AND bucket = ?"),
             (Counter(delta), status.as_str(), bucket()),
         )
         .await;
@@ -51,8 +56,10 @@ impl ScyllaStore {
     /// Adds (`sign` 1) or takes back (-1) the order's money in its quarter of placement.
     pub(crate) async fn count_revenue(&self, order: &Order, sign: i64) {
         self.tally(
-            "UPDATE revenue_by_quarter_bucket SET total = total + ?, fees = fees + ?
-             WHERE quarter = ? AND bucket = ?",
+            cql!(
+                "UPDATE revenue_by_quarter_bucket SET total = total + ?, fees = fees + ?
+             WHERE quarter = ? AND bucket = ?"
+            ),
             (
                 Counter(sign * order.total_amount.minor()),
                 Counter(sign * order.platform_fee.minor()),
@@ -66,7 +73,7 @@ impl ScyllaStore {
     /// One counter update, after the write it counts has succeeded: a failure is logged (by
     /// the session) and the request goes on, since its write stands and a count is for
     /// watching. Never retried: a counter update is not idempotent.
-    async fn tally(&self, cql: &str, values: impl scylla::serialize::row::SerializeRow) {
+    async fn tally(&self, cql: Cql, values: impl scylla::serialize::row::SerializeRow) {
         if self.db.run_once(cql, values).await.is_err() {
             tracing::warn!("a statistics counter missed an update");
         }
@@ -76,8 +83,8 @@ impl ScyllaStore {
     /// the unbucketed `legacy` row of that key.
     async fn summed<const N: usize>(
         &self,
-        cql: &str,
-        legacy: &str,
+        cql: Cql,
+        legacy: Cql,
         key: impl scylla::serialize::row::SerializeRow + Copy,
     ) -> Result<[i64; N], StoreError> {
         let mut rows: Vec<Row> = self.db.rows(cql, key).await?;
@@ -109,10 +116,11 @@ impl StatsStore for ScyllaStore {
         ] {
             let [n] = self
                 .summed(
-                    &format!(
-                        "SELECT n FROM totals_by_bucket WHERE name = ? AND bucket IN {ALL_BUCKETS}"
-                    ),
-                    "SELECT n FROM totals WHERE name = ?",
+                    cql!(concat!(
+                        "SELECT n FROM totals_by_bucket WHERE name = ? AND bucket IN ",
+                        all_buckets!()
+                    )),
+                    cql!("SELECT n FROM totals WHERE name = ?"),
                     (name,),
                 )
                 .await?;
@@ -126,11 +134,11 @@ impl StatsStore for ScyllaStore {
         for &status in OrderStatus::ALL {
             let [n] = self
                 .summed(
-                    &format!(
-                        "SELECT orders FROM order_counts_by_bucket WHERE status = ? \
-                         AND bucket IN {ALL_BUCKETS}"
-                    ),
-                    "SELECT orders FROM order_counts WHERE status = ?",
+                    cql!(concat!(
+                        "SELECT orders FROM order_counts_by_bucket WHERE status = ? AND bucket IN ",
+                        all_buckets!()
+                    )),
+                    cql!("SELECT orders FROM order_counts WHERE status = ?"),
                     (status.as_str(),),
                 )
                 .await?;
@@ -153,11 +161,12 @@ impl StatsStore for ScyllaStore {
         }
         let sums = crate::bounded(quarters, |quarter| async move {
             self.summed::<2>(
-                &format!(
+                cql!(concat!(
                     "SELECT total, fees FROM revenue_by_quarter_bucket WHERE quarter = ? \
-                     AND bucket IN {ALL_BUCKETS}"
-                ),
-                "SELECT total, fees FROM revenue_by_quarter WHERE quarter = ?",
+                     AND bucket IN ",
+                    all_buckets!()
+                )),
+                cql!("SELECT total, fees FROM revenue_by_quarter WHERE quarter = ?"),
                 (quarter,),
             )
             .await

@@ -36,13 +36,13 @@ impl TokenStore for ScyllaStore {
         let expires_at = crate::orders::millis(expires_at);
         self.db
             .run(
-                "INSERT INTO revoked_by_hour (hour, jti, expires_at) VALUES (?, ?, ?) USING TTL ?",
+                cql!("INSERT INTO revoked_by_hour (hour, jti, expires_at) VALUES (?, ?, ?) USING TTL ?"),
                 (hour_of(expires_at), jti, expires_at, ttl),
             )
             .await?;
         self.db
             .run(
-                "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) USING TTL ?",
+                cql!("INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) USING TTL ?"),
                 (jti, expires_at, ttl),
             )
             .await?;
@@ -54,7 +54,7 @@ impl TokenStore for ScyllaStore {
     async fn is_revoked(&self, jti: Uuid) -> Result<bool, StoreError> {
         let row: Option<(Uuid,)> = self
             .db
-            .row("SELECT jti FROM revoked_tokens WHERE jti = ?", (jti,))
+            .row(cql!("SELECT jti FROM revoked_tokens WHERE jti = ?"), (jti,))
             .await?;
         Ok(row.is_some())
     }
@@ -78,18 +78,18 @@ impl TokenStore for ScyllaStore {
             let due: Vec<(Uuid, OffsetDateTime)> = self
                 .db
                 .rows(
-                    "SELECT jti, expires_at FROM revoked_by_hour WHERE hour = ?",
+                    cql!("SELECT jti, expires_at FROM revoked_by_hour WHERE hour = ?"),
                     (hour,),
                 )
                 .await?;
             for (jti, expires_at) in due {
                 if expires_at < now {
                     self.db
-                        .run("DELETE FROM revoked_tokens WHERE jti = ?", (jti,))
+                        .run(cql!("DELETE FROM revoked_tokens WHERE jti = ?"), (jti,))
                         .await?;
                     self.db
                         .run(
-                            "DELETE FROM revoked_by_hour WHERE hour = ? AND jti = ?",
+                            cql!("DELETE FROM revoked_by_hour WHERE hour = ? AND jti = ?"),
                             (hour, jti),
                         )
                         .await?;

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use tomato_domain::{Email, PersonName, Role, User, UserId};
 use tomato_store::{AuthChange, SignIn, StoreError, UserStore};
 
+use crate::db::Cql;
 use crate::{ScyllaStore, now_millis, parse_col};
 
 /// How often a role change retries a lost compare-and-set before giving up.
@@ -39,8 +40,8 @@ impl UserRow {
     }
 }
 
-const SELECT_USER: &str =
-    "SELECT id, email, name, image, role, role_version, created_at FROM users WHERE id = ?";
+const SELECT_USER: Cql =
+    cql!("SELECT id, email, name, image, role, role_version, created_at FROM users WHERE id = ?");
 
 impl ScyllaStore {
     async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
@@ -57,7 +58,7 @@ impl ScyllaStore {
         let claim: Option<(String,)> = self
             .db
             .row(
-                "SELECT user_id FROM users_by_email WHERE email = ?",
+                cql!("SELECT user_id FROM users_by_email WHERE email = ?"),
                 (email.as_str(),),
             )
             .await?;
@@ -90,8 +91,10 @@ impl ScyllaStore {
         // cells, and Paxos and plain timestamps come from different clocks.
         self.db
             .applied(
-                "INSERT INTO users (id, email, name, image, role, role_version, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+                cql!(
+                    "INSERT INTO users (id, email, name, image, role, role_version, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+                ),
                 (
                     user.id.to_string(),
                     user.email.as_str(),
@@ -106,7 +109,7 @@ impl ScyllaStore {
         if self
             .db
             .applied(
-                "INSERT INTO users_by_email (email, user_id) VALUES (?, ?) IF NOT EXISTS",
+                cql!("INSERT INTO users_by_email (email, user_id) VALUES (?, ?) IF NOT EXISTS"),
                 (user.email.as_str(), user.id.to_string()),
             )
             .await?
@@ -116,7 +119,7 @@ impl ScyllaStore {
         }
         self.db
             .applied(
-                "DELETE FROM users WHERE id = ? IF EXISTS",
+                cql!("DELETE FROM users WHERE id = ? IF EXISTS"),
                 (user.id.to_string(),),
             )
             .await?;
@@ -138,7 +141,7 @@ impl ScyllaStore {
             if self
                 .db
                 .applied(
-                    "UPDATE users SET role = ?, role_version = ? WHERE id = ? IF role_version = ?",
+                    cql!("UPDATE users SET role = ?, role_version = ? WHERE id = ? IF role_version = ?"),
                     (
                         role.as_str(),
                         i64::from(next),
@@ -167,9 +170,9 @@ impl ScyllaStore {
     /// Records (or forgets) that `user` is an admin because `auth.admin_emails` names them.
     async fn mark_config_admin(&self, user: &User, by_config: bool) -> Result<(), StoreError> {
         let cql = if by_config {
-            "INSERT INTO config_admins (user_id) VALUES (?)"
+            cql!("INSERT INTO config_admins (user_id) VALUES (?)")
         } else {
-            "DELETE FROM config_admins WHERE user_id = ?"
+            cql!("DELETE FROM config_admins WHERE user_id = ?")
         };
         self.db.run(cql, (user.id.to_string(),)).await.map(drop)
     }
@@ -178,7 +181,7 @@ impl ScyllaStore {
         let row: Option<(String,)> = self
             .db
             .row(
-                "SELECT user_id FROM config_admins WHERE user_id = ?",
+                cql!("SELECT user_id FROM config_admins WHERE user_id = ?"),
                 (user.id.to_string(),),
             )
             .await?;
@@ -224,7 +227,7 @@ impl UserStore for ScyllaStore {
         if (&user.name, &user.image) != (&before.name, &before.image) {
             self.db
                 .applied(
-                    "UPDATE users SET name = ?, image = ? WHERE id = ? IF EXISTS",
+                    cql!("UPDATE users SET name = ?, image = ? WHERE id = ? IF EXISTS"),
                     (
                         user.name.as_str(),
                         user.image.as_deref(),

@@ -205,6 +205,13 @@ pub trait Backend: Send + Sync {
     /// Cheap round trip proving the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Whether what expires (token revocations, idempotent responses, the change feed) goes by
+    /// itself, by a time to live, so that a node's periodic purge would only repeat it with
+    /// deletes (tombstones, in a CQL database). The purges still work when called.
+    fn expires_by_itself(&self) -> bool {
+        false
+    }
+
     /// Finishes every acknowledged write and releases the backend; later calls fail with
     /// [`StoreError::Closed`].
     async fn close(&self) -> Result<(), StoreError>;
