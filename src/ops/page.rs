@@ -38,6 +38,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("assets/chart.js"),
     ),
+    // Linked from the page, so the browser does not ask for a /favicon.ico nobody serves.
+    ("icon.svg", "image/svg+xml", include_str!("assets/icon.svg")),
 ];
 
 const INDEX: &str = include_str!("assets/index.html");
@@ -83,7 +85,8 @@ async fn page() -> Response {
     served("text/html; charset=utf-8", INDEX)
 }
 
-/// One of the page's files (`ops.css`, `main.js`, `map.js`, `panels.js`, `chart.js`).
+/// One of the page's files (`ops.css`, `main.js`, `map.js`, `panels.js`, `chart.js`,
+/// `icon.svg`).
 #[utoipa::path(
     get,
     path = "/ops/{asset}",
@@ -119,6 +122,12 @@ mod tests {
                 assert!(scripts.contains(&file), "{name} imports {file}, not served");
             }
         }
-        assert!(INDEX.contains("/ops/main.js") && INDEX.contains("/ops/ops.css"));
+        for (name, _, _) in ASSETS.iter().filter(|(name, _, _)| !name.ends_with(".js")) {
+            assert!(
+                INDEX.contains(&format!("/ops/{name}")),
+                "{name} is not linked"
+            );
+        }
+        assert!(INDEX.contains("/ops/main.js"));
     }
 }

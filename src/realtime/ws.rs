@@ -41,6 +41,14 @@ pub(super) const READ_BUFFER: usize = 512;
 const OUTBOX: usize = 256;
 /// The largest frame (and message) a client may send.
 pub const MAX_FRAME: usize = 64 * 1024;
+/// The largest frame read whole before the connection is closed with 1009. A frame refused
+/// before it was read leaves its bytes unread in the socket, and closing a socket with unread
+/// bytes makes the kernel answer with a reset, which loses the close frame: so a frame up to
+/// this size is read, then refused, and only a larger one is cut short.
+const READ_WHOLE: usize = 1024 * 1024;
+/// After its close frame, the connection waits this long for the client's, reading and
+/// dropping whatever else comes, so that the close is a handshake and not a reset.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(60);
 /// A frame the client's socket does not take within this long ends the connection (it stopped
@@ -187,8 +195,8 @@ pub async fn upgrade(
     // 19 k rider sockets in a load test. Client frames here are position reports of ~100 bytes.
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
-        .max_frame_size(MAX_FRAME)
-        .max_message_size(MAX_FRAME)
+        .max_frame_size(READ_WHOLE)
+        .max_message_size(READ_WHOLE)
         .on_upgrade(move |socket| serve(conn, socket)))
 }
 
@@ -281,6 +289,13 @@ fn serve(mut conn: Box<Conn>, mut socket: WebSocket) -> impl Future<Output = ()>
             };
             heard = Instant::now();
             let message = match next {
+                Some(Ok(message)) if size_of_message(&message) > MAX_FRAME => {
+                    break Some(Close {
+                        last: None,
+                        code: close_code::SIZE,
+                        reason: "frames are at most 64 KiB",
+                    });
+                }
                 Some(Ok(message)) => message,
                 Some(Err(err)) => {
                     // tungstenite refuses a frame over the limit before reading it whole.
@@ -331,9 +346,16 @@ fn serve(mut conn: Box<Conn>, mut socket: WebSocket) -> impl Future<Output = ()>
                     code,
                     reason: reason.into(),
                 };
-                socket.send(Message::Close(Some(frame))).await
+                socket.send(Message::Close(Some(frame))).await?;
+                // The client's close (or the end of the stream) ends the handshake.
+                while let Some(Ok(message)) = socket.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+                Ok::<(), axum::Error>(())
             };
-            let _ = tokio::time::timeout(Duration::from_secs(5), goodbye).await;
+            let _ = tokio::time::timeout(CLOSE_WITHIN, goodbye).await;
         }
     }
 }
@@ -352,6 +374,15 @@ fn answer(ack_id: Option<u64>, outcome: &Result<(), ApiError>) -> Option<String>
         }
         (None, Ok(())) => return None,
     })
+}
+
+/// The bytes a client's message carries.
+fn size_of_message(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+        Message::Close(_) => 0,
+    }
 }
 
 /// How a write went.

@@ -160,6 +160,11 @@ async fn the_page_shows_the_city_in_a_browser() {
         )
     });
     assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        report["missing"],
+        json!([]),
+        "every file the page asked for was there"
+    );
     assert_eq!(report["signInFirst"], true, "only the form before a token");
     assert_eq!(report["customerSeesNoData"], true);
     assert!(

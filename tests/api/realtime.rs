@@ -278,4 +278,13 @@ async fn a_websocket_frame_over_64_kib_closes_the_connection() {
     assert_eq!(ws.event("error").await["code"], "invalid_input");
     ws.send_text("a".repeat(65 * 1024)).await;
     assert_eq!(ws.closed().await, 1009);
+    // Every time, and for a frame many times the limit too: the close frame arrives, where a
+    // socket closed with the frame's rest unread would answer with a reset instead.
+    for size in [65 * 1024, 512 * 1024, 1000 * 1024] {
+        for _ in 0..4 {
+            let mut ws = WsClient::connect(&app, &session.token).await.expect("ws");
+            ws.send_text("a".repeat(size)).await;
+            assert_eq!(ws.closed().await, 1009, "a frame of {size} bytes");
+        }
+    }
 }

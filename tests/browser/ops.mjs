@@ -15,6 +15,15 @@ try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const errors = [];
   page.on("pageerror", (err) => errors.push(err.message));
+  // What the page (or the browser for it, a favicon say) asked for and did not get, the data
+  // routes aside (they refuse the customer's token on purpose).
+  const missing = [];
+  page.on("response", (response) => {
+    const path = new URL(response.url()).pathname;
+    if (response.status() >= 400 && !path.startsWith("/api/")) {
+      missing.push(`${response.status()} ${path}`);
+    }
+  });
   await page.goto(`${base}/ops`);
   await page.locator("#signin").waitFor({ state: "visible", timeout: WITHIN });
   report.signInFirst = await page.locator("#app").isHidden();
@@ -69,6 +78,7 @@ try {
   await second.locator("#app").waitFor({ state: "visible", timeout: WITHIN });
   report.fragmentCleared = new URL(second.url()).hash === "";
   report.errors = errors;
+  report.missing = missing;
   report.ok = true;
 } catch (err) {
   report.ok = false;
