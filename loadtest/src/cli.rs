@@ -50,6 +50,9 @@ pub enum GeoMode {
 pub enum GeoSide {
     /// Redis: `GEOADD` and `GEOSEARCH` over RESP (both modes).
     Redis,
+    /// Tile38: `SET .. POINT` and `NEARBY .. LIMIT` over RESP (both modes). Left out of the
+    /// default sides when no `tile38-server` is on the PATH and `--tile38` names none.
+    Tile38,
     /// Batch: tomato's HTTP API.
     TomatoHttp,
     /// Batch: the bare ceiling of the stack over HTTP.
@@ -69,6 +72,7 @@ impl GeoSide {
     pub fn name(self) -> &'static str {
         match self {
             GeoSide::Redis => "redis",
+            GeoSide::Tile38 => "tile38",
             GeoSide::TomatoHttp => "tomato-http",
             GeoSide::BareHttp => "bare-http",
             GeoSide::BareWs => "bare-ws",
@@ -91,13 +95,19 @@ impl GeoMode {
     /// Every side this mode runs, in the order it runs them.
     pub fn sides(self) -> &'static [GeoSide] {
         match self {
-            GeoMode::Batch => &[GeoSide::Redis, GeoSide::TomatoHttp, GeoSide::BareHttp],
+            GeoMode::Batch => &[
+                GeoSide::Redis,
+                GeoSide::Tile38,
+                GeoSide::TomatoHttp,
+                GeoSide::BareHttp,
+            ],
             GeoMode::Stream => &[
                 GeoSide::BareWs,
                 GeoSide::TomatoWs,
                 GeoSide::BareSocketio,
                 GeoSide::TomatoSocketio,
                 GeoSide::Redis,
+                GeoSide::Tile38,
             ],
         }
     }
@@ -242,6 +252,12 @@ pub struct GeoArgs {
     /// A Redis to use instead of starting a `redis-server` on a free port.
     #[arg(long)]
     pub redis: Option<String>,
+    /// A Tile38 (`redis://host:port`, it speaks RESP) to use instead of starting one.
+    #[arg(long)]
+    pub tile38: Option<String>,
+    /// The `tile38-server` to start on a free port (default: the one on the PATH).
+    #[arg(long)]
+    pub tile38_server: Option<std::path::PathBuf>,
     /// Requests in flight while creating the riders.
     #[arg(long, default_value_t = 32)]
     pub setup_concurrency: usize,
@@ -260,9 +276,10 @@ pub struct GeoArgs {
     /// Stream mode: seconds each rate is offered.
     #[arg(long, default_value_t = 10.0)]
     pub step_s: f64,
-    /// The sides to run, in this order: all of the mode's by default (batch: redis,
+    /// The sides to run, in this order: all of the mode's by default (batch: redis, tile38,
     /// tomato-http, bare-http; stream: bare-ws, tomato-ws, bare-socketio, tomato-socketio,
-    /// redis). One alone is handy while profiling a node.
+    /// redis, tile38), tile38 only when there is one. One alone is handy while profiling a
+    /// node.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub sides: Vec<GeoSide>,
     /// Stream mode: loopback source addresses the sockets are spread over.
@@ -482,12 +499,38 @@ impl GeoArgs {
         Ok(())
     }
 
-    /// The sides to run: those given, else all of the mode's.
-    pub fn sides(&self) -> Vec<GeoSide> {
+    /// The sides to run: those given, else all of the mode's (Tile38 only when `tile38` says
+    /// there is one: `--tile38`, or a `tile38-server` on the PATH).
+    pub fn sides_with(&self, tile38: bool) -> Vec<GeoSide> {
         if self.sides.is_empty() {
-            self.mode.sides().to_vec()
+            let mut sides = self.mode.sides().to_vec();
+            sides.retain(|side| tile38 || *side != GeoSide::Tile38);
+            sides
         } else {
             self.sides.clone()
+        }
+    }
+
+    /// The sides to run, Tile38 among them when this machine has one.
+    pub fn sides(&self) -> Vec<GeoSide> {
+        self.sides_with(self.tile38_found())
+    }
+
+    /// Whether there is a Tile38 to run: one named, or a `tile38-server` to start.
+    pub fn tile38_found(&self) -> bool {
+        self.tile38.is_some() || self.tile38_server.is_some() || crate::resp::tile38_installed()
+    }
+
+    /// The default sides left out here, each with why, for the report.
+    pub fn skipped(&self) -> Vec<(GeoSide, &'static str)> {
+        if self.sides.is_empty() && !self.tile38_found() {
+            vec![(
+                GeoSide::Tile38,
+                "no tile38-server on the PATH (build it from github.com/tidwall/tile38; or \
+                 --tile38-server PATH, --tile38 URL)",
+            )]
+        } else {
+            Vec::new()
         }
     }
 
@@ -583,9 +626,15 @@ mod tests {
             sides(&["tomato-load", "geo-compare", "--sides", "tomato-http"]),
             [GeoSide::TomatoHttp]
         );
+        let stream = match parse_from(["tomato-load", "geo-compare", "--mode", "stream"]) {
+            Ok(Command::GeoCompare(geo)) => geo,
+            _ => unreachable!("geo-compare"),
+        };
+        assert_eq!(stream.sides_with(true), GeoMode::Stream.sides());
+        assert!(!stream.sides_with(false).contains(&GeoSide::Tile38));
         assert_eq!(
-            sides(&["tomato-load", "geo-compare", "--mode", "stream"]),
-            GeoMode::Stream.sides()
+            sides(&["tomato-load", "geo-compare", "--sides", "tile38,redis"]),
+            [GeoSide::Tile38, GeoSide::Redis]
         );
     }
 }

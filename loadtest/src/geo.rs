@@ -1,36 +1,35 @@
 //! `tomato-load geo-compare`: one nearest-rider workload — N riders, U position updates, then Q
 //! "nearest 5 within 5 km" queries — played against Redis GEO (GEOADD / GEOSEARCH), against
+//! Tile38 (SET .. POINT / NEARBY .. LIMIT, a geospatial server built for fleets), against
 //! tomato's API (`PUT /api/rider/location`, `GET /api/rider/nearby`) and against the bare
 //! ceiling of the same HTTP stack ([`crate::bare`]), on the same machine, with the same number
-//! of connections and the same depth of requests in flight on each: Redis pipelines P commands
-//! per round trip, tomato and the bare server get P concurrent HTTP/2 streams per connection.
-//! A pipelined command's latency is its pipeline's round trip. `--mode stream` offers positions
+//! of connections and the same depth of requests in flight on each: Redis and Tile38 pipeline
+//! P commands per round trip, tomato and the bare server get P concurrent HTTP/2 streams per
+//! connection. A pipelined command's latency is its pipeline's round trip. `--mode stream` offers positions
 //! the way rider apps send them instead ([`crate::stream`]).
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::api::{Api, Session};
 use crate::city::Point;
 use crate::cli::{GeoArgs, GeoSide, Transport};
 use crate::conn::Dialer;
+use crate::resp::{LOOPBACKS, Resp, redis_connection, start_redis, start_tile38};
 use crate::setup::RiderAccount;
 use crate::stream::{Peer, Streaming};
 use crate::usage::Probe;
 use crate::{bare, record, setup, stream};
 
 const KEY: &str = "tomato-load:riders";
-/// The loopback addresses (127.0.0.n) a `redis-server` started here listens on.
-const LOOPBACKS: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 const RADIUS_M: u32 = 5000;
 const NEAREST: u32 = 5;
 
@@ -73,15 +72,21 @@ pub struct Comparison {
     pub connections: usize,
     pub pipeline: usize,
     pub redis: Option<Side>,
+    pub tile38: Option<Side>,
     pub tomato: Option<Side>,
     /// The same requests on the same stack, answered without any work behind them.
     pub bare: Option<Side>,
     /// tomato's rate over Redis's, per phase (> 1: tomato is faster).
     pub update_rate_ratio: Option<f64>,
     pub query_rate_ratio: Option<f64>,
+    /// tomato's rate over Tile38's, per phase.
+    pub tile38_update_rate_ratio: Option<f64>,
+    pub tile38_query_rate_ratio: Option<f64>,
     /// tomato's rate as a fraction of the bare ceiling's, per phase.
     pub update_ceiling_fraction: Option<f64>,
     pub query_ceiling_fraction: Option<f64>,
+    /// Default sides that could not run here: `<side>: skipped, <why>`.
+    pub skipped: Vec<String>,
 }
 
 impl Comparison {
@@ -114,6 +119,7 @@ impl Comparison {
         );
         let sides = [
             ("redis", &self.redis),
+            ("tile38", &self.tile38),
             ("tomato", &self.tomato),
             ("bare", &self.bare),
         ];
@@ -127,19 +133,32 @@ impl Comparison {
                 out += &row(&format!("{name} queries"), &side.queries);
             }
         }
-        if let (Some(tomato), Some(redis), Some(updates), Some(queries)) = (
-            &self.tomato,
-            &self.redis,
-            self.update_rate_ratio,
-            self.query_rate_ratio,
-        ) {
-            out += &format!(
-                "ratio tomato/redis: updates {updates:.2}x, queries {queries:.2}x (p99 {:.3} vs {:.3} ms, {:.3} vs {:.3} ms)\n",
-                tomato.updates.p99_ms,
-                redis.updates.p99_ms,
-                tomato.queries.p99_ms,
-                redis.queries.p99_ms
-            );
+        let peers = [
+            (
+                "redis",
+                &self.redis,
+                self.update_rate_ratio,
+                self.query_rate_ratio,
+            ),
+            (
+                "tile38",
+                &self.tile38,
+                self.tile38_update_rate_ratio,
+                self.tile38_query_rate_ratio,
+            ),
+        ];
+        for (name, peer, updates, queries) in peers {
+            if let (Some(tomato), Some(peer), Some(updates), Some(queries)) =
+                (&self.tomato, peer, updates, queries)
+            {
+                out += &format!(
+                    "ratio tomato/{name}: updates {updates:.2}x, queries {queries:.2}x (p99 {:.3} vs {:.3} ms, {:.3} vs {:.3} ms)\n",
+                    tomato.updates.p99_ms,
+                    peer.updates.p99_ms,
+                    tomato.queries.p99_ms,
+                    peer.queries.p99_ms
+                );
+            }
         }
         if let (Some(updates), Some(queries)) =
             (self.update_ceiling_fraction, self.query_ceiling_fraction)
@@ -156,11 +175,14 @@ impl Comparison {
                 }
             }
         }
+        for skipped in &self.skipped {
+            out += &format!("{skipped}\n");
+        }
         out
     }
 }
 
-/// Redis (started here unless `--redis` names one; none when no side is Redis) and the city's
+/// Redis and Tile38 (each started here unless named; none when it is not a side) and the city's
 /// riders, created on the node.
 struct Prepared {
     redis: Option<redis::Client>,
@@ -168,6 +190,9 @@ struct Prepared {
     spread: Vec<redis::Client>,
     /// The `redis-server` started here, killed when dropped.
     redis_server: Option<Child>,
+    tile38: Option<redis::Client>,
+    /// The `tile38-server` started here, killed when dropped (with its data directory).
+    tile38_server: Option<(Child, tempfile::TempDir)>,
     admin: Session,
     riders: Vec<RiderAccount>,
 }
@@ -199,6 +224,25 @@ async fn prepare(args: &GeoArgs) -> anyhow::Result<Prepared> {
     } else {
         (None, Vec::new(), None)
     };
+    let (tile38, tile38_server) = if args.has(GeoSide::Tile38) {
+        let (url, server) = match &args.tile38 {
+            Some(url) => (url.clone(), None),
+            None => {
+                let binary = args
+                    .tile38_server
+                    .clone()
+                    .unwrap_or_else(|| "tile38-server".into());
+                let (url, child, dir) = start_tile38(&binary).await?;
+                (url, Some((child, dir)))
+            }
+        };
+        (
+            Some(redis::Client::open(url.as_str()).context("tile38 url")?),
+            server,
+        )
+    } else {
+        (None, None)
+    };
     let api = Api::new(base.clone())?;
     let admin = setup::admin(&api, &args.target.admin_email).await?;
     let bar = indicatif::ProgressBar::new(args.riders as u64);
@@ -218,6 +262,8 @@ async fn prepare(args: &GeoArgs) -> anyhow::Result<Prepared> {
         redis,
         spread,
         redis_server: server,
+        tile38,
+        tile38_server,
         admin,
         riders,
     })
@@ -235,6 +281,8 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
         redis,
         spread,
         redis_server,
+        tile38,
+        tile38_server,
         riders,
         ..
     } = prepare(&args).await?;
@@ -244,13 +292,15 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
     let bare_dialer = Dialer::new(&bare_base, args.source_addrs).await?;
     let node_dialer = Dialer::new(&base, args.source_addrs).await?;
     let bare_tokens = [bare::TOKEN.to_owned()];
-    if let Some(redis) = &redis {
-        let mut conn = redis_connection(redis).await?;
-        redis::cmd("DEL")
-            .arg("tomato-load:stream")
-            .query_async::<redis::Value>(&mut conn)
-            .await?;
+    for (resp, client) in [(Resp::Redis, &redis), (Resp::Tile38, &tile38)] {
+        if let Some(client) = client {
+            let mut conn = redis_connection(client).await?;
+            resp.clear(stream::KEY)
+                .query_async::<redis::Value>(&mut conn)
+                .await?;
+        }
     }
+    let tile38_clients: Vec<redis::Client> = tile38.into_iter().collect();
     let step = Duration::from_secs_f64(args.step_s);
     let socket = |dialer, transport, tokens| Peer::Socket {
         dialer,
@@ -263,6 +313,7 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
         .port_or_known_default()
         .map_or(Probe::pid(None), Probe::listening_on);
     let redis_probe = Probe::pid(redis_server.as_ref().and_then(Child::id));
+    let tile38_probe = Probe::pid(tile38_server.as_ref().and_then(|(child, _)| child.id()));
     let mut sides = Vec::new();
     for side in args.sides() {
         let (peer, server) = match side {
@@ -278,7 +329,8 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
             GeoSide::TomatoSocketio => {
                 (socket(&node_dialer, Transport::Socketio, &tokens[..]), node)
             }
-            GeoSide::Redis => (Peer::Redis(&spread), redis_probe),
+            GeoSide::Redis => (Peer::Resp(Resp::Redis, &spread), redis_probe),
+            GeoSide::Tile38 => (Peer::Resp(Resp::Tile38, &tile38_clients), tile38_probe),
             GeoSide::TomatoHttp | GeoSide::BareHttp => {
                 unreachable!("checked with the command line: not a stream side")
             }
@@ -294,6 +346,11 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
         );
         sides.push(run.await);
     }
+    sides.extend(
+        args.skipped()
+            .into_iter()
+            .map(|(side, why)| stream::Side::skipped(side.name(), why)),
+    );
     Ok(Streaming {
         riders: riders.len(),
         step_s: args.step_s,
@@ -310,6 +367,8 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
     let Prepared {
         redis,
         redis_server: _redis_server,
+        tile38,
+        tile38_server: _tile38_server,
         admin,
         riders,
         ..
@@ -332,36 +391,36 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
 
     let tokens: Arc<Vec<String>> =
         Arc::new(riders.iter().map(|r| r.session.token.clone()).collect());
-    let redis_side = match &redis {
-        Some(redis) => {
-            // Both indexes start from the same positions.
-            let mut conn = redis_connection(redis).await?;
-            redis::cmd("DEL")
-                .arg(KEY)
+    let resp_side = |resp: Resp, client: Option<redis::Client>| {
+        let (riders, updates, queries) = (&riders, &updates, &queries);
+        async move {
+            let Some(client) = client else {
+                return anyhow::Ok(None);
+            };
+            // Every index starts from the same positions.
+            let mut conn = redis_connection(&client).await?;
+            resp.clear(KEY)
                 .query_async::<redis::Value>(&mut conn)
                 .await?;
             for (n, chunk) in riders.chunks(1000).enumerate() {
                 let mut pipe = redis::pipe();
                 for (i, rider) in chunk.iter().enumerate() {
-                    pipe.cmd("GEOADD")
-                        .arg(KEY)
-                        .arg(rider.walker.at.lon)
-                        .arg(rider.walker.at.lat)
-                        .arg(n * 1000 + i);
+                    pipe.add_command(resp.update(KEY, n * 1000 + i, rider.walker.at));
                 }
                 pipe.query_async::<redis::Value>(&mut conn).await?;
             }
             let mut conns = Vec::new();
             for _ in 0..args.connections {
-                conns.push(redis_connection(redis).await?);
+                conns.push(redis_connection(&client).await?);
             }
-            Some(Side {
-                updates: on_redis(&conns, &updates, args.pipeline).await,
-                queries: on_redis(&conns, &queries, args.pipeline).await,
-            })
+            Ok(Some(Side {
+                updates: on_resp(resp, &conns, updates, args.pipeline).await,
+                queries: on_resp(resp, &conns, queries, args.pipeline).await,
+            }))
         }
-        None => None,
     };
+    let redis_side = resp_side(Resp::Redis, redis).await?;
+    let tile38_side = resp_side(Resp::Tile38, tile38).await?;
     let http_side = |base: reqwest::Url, tokens: Arc<Vec<String>>, admin: Arc<String>| {
         let (updates, queries) = (&updates, &queries);
         async move {
@@ -396,6 +455,7 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
         _ => (None, None),
     };
     let (update_rate_ratio, query_rate_ratio) = ratios(&tomato_side, &redis_side);
+    let (tile38_update_rate_ratio, tile38_query_rate_ratio) = ratios(&tomato_side, &tile38_side);
     let (update_ceiling_fraction, query_ceiling_fraction) = ratios(&tomato_side, &bare_side);
     Ok(Comparison {
         riders: tokens.len(),
@@ -403,9 +463,17 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
         pipeline: args.pipeline,
         update_rate_ratio,
         query_rate_ratio,
+        tile38_update_rate_ratio,
+        tile38_query_rate_ratio,
         update_ceiling_fraction,
         query_ceiling_fraction,
+        skipped: args
+            .skipped()
+            .into_iter()
+            .map(|(side, why)| format!("{}: skipped, {why}", side.name()))
+            .collect(),
         redis: redis_side,
+        tile38: tile38_side,
         tomato: tomato_side,
         bare: bare_side,
     })
@@ -414,68 +482,6 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
 /// One side's rate over another's (> 1: the first is faster).
 fn ratio(a: &Phase, b: &Phase) -> f64 {
     a.per_s / b.per_s.max(1e-9)
-}
-
-/// A connection to the Redis side that waits for every answer: redis-rs gives up on one after
-/// 500 ms by default, which at 100 000 riders (a GEOSEARCH walks every member within 5 km)
-/// counted a slow Redis as a failed one, 19 968 errors in 20 000 queries. A slow peer is
-/// measured as slow.
-pub(crate) async fn redis_connection(
-    client: &redis::Client,
-) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-}
-
-/// A `redis-server` on a free loopback port, killed when the handle drops.
-async fn start_redis() -> anyhow::Result<(String, Child)> {
-    // A port free on 127.0.0.1 may still be the local port of a connection from another
-    // loopback address (a previous run's sockets closing): Redis then cannot bind it and
-    // exits, and another port is tried.
-    for _ in 0..5 {
-        if let Some(started) = try_start_redis().await? {
-            return Ok(started);
-        }
-    }
-    bail!("redis-server did not start on five free ports in a row")
-}
-
-/// One attempt: `None` when redis-server exited at once (its port was taken on an address).
-async fn try_start_redis() -> anyhow::Result<Option<(String, Child)>> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string()])
-        // On eight loopback addresses, so that one connection per rider (stream mode) spreads
-        // over as many addresses and the local ports of one do not run out.
-        .arg("--bind")
-        .args(LOOPBACKS.map(|n| format!("127.0.0.{n}")))
-        .args(["--save", "", "--appendonly", "no"])
-        // One connection per rider in stream mode: Redis lowers this to what its open-file
-        // limit allows, rather than refusing clients past its default 10 000.
-        .args(["--maxclients", "100000"])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting redis-server (install it, or pass --redis URL)")?;
-    let url = format!("redis://127.0.0.1:{port}/");
-    let client = redis::Client::open(url.as_str())?;
-    for _ in 0..100 {
-        if child.try_wait()?.is_some() {
-            return Ok(None);
-        }
-        if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-            && redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .is_ok()
-        {
-            return Ok(Some((url, child)));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("redis-server on port {port} did not answer PING within 5 s")
 }
 
 /// Shared tallies of one phase.
@@ -540,7 +546,8 @@ impl Tally {
     }
 }
 
-async fn on_redis(
+async fn on_resp(
+    resp: Resp,
     conns: &[redis::aio::MultiplexedConnection],
     ops: &[Op],
     pipeline: usize,
@@ -560,38 +567,20 @@ async fn on_redis(
                 let batch = &ops[from..(from + pipeline).min(ops.len())];
                 let mut pipe = redis::pipe();
                 for op in batch {
-                    match *op {
-                        Op::Update { rider, at } => {
-                            pipe.cmd("GEOADD")
-                                .arg(KEY)
-                                .arg(at.lon)
-                                .arg(at.lat)
-                                .arg(rider);
-                        }
-                        Op::Query { at } => {
-                            pipe.cmd("GEOSEARCH")
-                                .arg(KEY)
-                                .arg("FROMLONLAT")
-                                .arg(at.lon)
-                                .arg(at.lat)
-                                .arg("BYRADIUS")
-                                .arg(RADIUS_M)
-                                .arg("m")
-                                .arg("ASC")
-                                .arg("COUNT")
-                                .arg(NEAREST);
-                        }
-                    }
+                    pipe.add_command(match *op {
+                        Op::Update { rider, at } => resp.update(KEY, rider, at),
+                        Op::Query { at } => resp.nearest(KEY, at, RADIUS_M, NEAREST),
+                    });
                 }
                 let sent = Instant::now();
                 match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
                     Ok(replies) => {
                         tally.took(sent.elapsed(), batch.len() as u64);
-                        for reply in replies {
-                            if let redis::Value::Array(found) = reply {
+                        for reply in &replies {
+                            if matches!(batch[0], Op::Query { .. }) {
                                 tally
                                     .results
-                                    .fetch_add(found.len() as u64, Ordering::Relaxed);
+                                    .fetch_add(resp.found(reply) as u64, Ordering::Relaxed);
                             }
                         }
                     }
@@ -686,10 +675,14 @@ mod tests {
                 queries: phase(3, Some("GET /api/rider/nearby: 401 token_expired")),
             }),
             bare: None,
+            tile38: None,
             update_rate_ratio: None,
             query_rate_ratio: None,
+            tile38_update_rate_ratio: None,
+            tile38_query_rate_ratio: None,
             update_ceiling_fraction: None,
             query_ceiling_fraction: None,
+            skipped: Vec::new(),
         };
         let text = comparison.text();
         assert!(

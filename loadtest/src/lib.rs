@@ -12,6 +12,7 @@ pub mod conn;
 pub mod geo;
 pub mod record;
 pub mod report;
+pub mod resp;
 pub mod run;
 pub mod setup;
 pub mod stream;

@@ -4,7 +4,8 @@
 //! out on time (its connection still waits for the previous answer) is measured from when it
 //! was due, so a slow side shows its queueing instead of hiding it. The sides, one after the
 //! other on the same riders: the bare ceiling over `/ws` (see [`crate::bare`]), tomato over `/ws`
-//! and over Socket.IO, and Redis over RESP (`GEOADD`, one connection per rider). For each side
+//! and over Socket.IO, Redis over RESP (`GEOADD`, one connection per rider) and Tile38 over
+//! RESP (`SET .. POINT`, the same). For each side
 //! and step: the rate achieved, p50/p99/p99.9 of the acknowledgement and errors; and the
 //! highest rate each side holds with p99 under 50 ms and no errors. Each rider's first
 //! position on a side goes before the steps, unmeasured (see [`warm_up`]).
@@ -22,13 +23,14 @@ use crate::city::{City, Point, Walker};
 use crate::cli::Transport;
 use crate::conn::{Conn, Dialer, Incoming};
 use crate::record;
+use crate::resp::Resp;
 use crate::usage::Probe;
 
 /// A step holds when its p99 stays under this.
 pub const HOLD_P99_MS: f64 = 50.0;
 /// Connections opened at once while a side connects.
 const CONNECTING: usize = 64;
-const KEY: &str = "tomato-load:stream";
+pub(crate) const KEY: &str = "tomato-load:stream";
 
 /// One side at one offered rate.
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +85,19 @@ pub struct Streaming {
     pub ratios: Vec<(String, Option<f64>)>,
 }
 
+impl Side {
+    /// A side that did not run, and why.
+    pub fn skipped(name: &str, why: &str) -> Self {
+        Side {
+            name: name.to_owned(),
+            steps: Vec::new(),
+            holds_per_s: None,
+            skipped: Some(why.to_owned()),
+            memory_per_rider_kib: None,
+        }
+    }
+}
+
 impl Streaming {
     fn held(&self, name: &str) -> Option<f64> {
         self.sides
@@ -98,6 +113,8 @@ impl Streaming {
             ("tomato-ws", "redis"),
             ("tomato-socketio", "bare-socketio"),
             ("tomato-socketio", "redis"),
+            ("tomato-ws", "tile38"),
+            ("tomato-socketio", "tile38"),
         ];
         self.ratios = pairs
             .iter()
@@ -174,7 +191,8 @@ impl Streaming {
 /// One rider's connection on one side.
 enum Link {
     Socket(Box<Conn>),
-    Redis(redis::aio::MultiplexedConnection, usize),
+    /// Redis or Tile38, and the rider's member id.
+    Resp(Resp, redis::aio::MultiplexedConnection, usize),
 }
 
 impl Link {
@@ -195,12 +213,9 @@ impl Link {
                     }
                 }
             }
-            Link::Redis(conn, member) => redis::cmd("GEOADD")
-                .arg(KEY)
-                .arg(at.lon)
-                .arg(at.lat)
-                .arg(*member)
-                .query_async::<i64>(conn)
+            Link::Resp(resp, conn, member) => resp
+                .update(KEY, *member, at)
+                .query_async::<redis::Value>(conn)
                 .await
                 .is_ok(),
         }
@@ -216,8 +231,9 @@ pub enum Peer<'a> {
         transport: Transport,
         tokens: &'a [String],
     },
-    /// Redis, through clients of the same server on different addresses (spread over).
-    Redis(&'a [redis::Client]),
+    /// Redis or Tile38, through clients of the same server on different addresses (spread
+    /// over).
+    Resp(Resp, &'a [redis::Client]),
 }
 
 /// Opens one link per rider.
@@ -234,8 +250,9 @@ async fn connect(peer: &Peer<'_>, riders: usize) -> anyhow::Result<Vec<Link>> {
                     let conn = dialer.connect(*transport, token, i).await?;
                     Ok::<Link, anyhow::Error>(Link::Socket(Box::new(conn)))
                 }
-                Peer::Redis(clients) => Ok(Link::Redis(
-                    crate::geo::redis_connection(&clients[i % clients.len()]).await?,
+                Peer::Resp(resp, clients) => Ok(Link::Resp(
+                    *resp,
+                    crate::resp::redis_connection(&clients[i % clients.len()]).await?,
                     i,
                 )),
             }
@@ -260,13 +277,7 @@ pub async fn side(
     let mut links = match connect(&peer, walkers.len()).await {
         Ok(links) => links,
         Err(err) => {
-            return Side {
-                name: name.to_owned(),
-                steps: Vec::new(),
-                holds_per_s: None,
-                skipped: Some(format!("could not connect every rider: {err:#}")),
-                memory_per_rider_kib: None,
-            };
+            return Side::skipped(name, &format!("could not connect every rider: {err:#}"));
         }
     };
     warm_up(&mut links, walkers).await;
