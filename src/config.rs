@@ -406,14 +406,29 @@ impl Settings {
         })
     }
 
-    /// Checks every rule a value must meet beyond its type.
+    /// Checks every rule a value must meet beyond its type, section by section; the first
+    /// broken rule is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |msg: String| Err(ConfigError::Invalid(msg));
         self.bind_addr()?;
         let unsafe_settings = self.unsafe_for_production();
         if !unsafe_settings.is_empty() {
             return Err(ConfigError::Unsafe(unsafe_settings));
         }
+        self.check_server()?;
+        self.check_log_and_store()?;
+        self.check_auth()?;
+        self.check_payments()?;
+        self.check_cluster()?;
+        self.check_dispatch_and_orders()?;
+        self.check_pricing_and_admin()?;
+        self.check_ops_and_uploads()?;
+        self.check_limits()?;
+        self.check_riders_and_shards()?;
+        Ok(())
+    }
+
+    /// The rules of `[server]`.
+    fn check_server(&self) -> Result<(), ConfigError> {
         let server = &self.server;
         if server.body_limit_bytes < 1024 {
             return fail("server.body_limit_bytes must be at least 1024".into());
@@ -436,6 +451,11 @@ impl Settings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The rules of `[log] and [store]`.
+    fn check_log_and_store(&self) -> Result<(), ConfigError> {
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return fail(format!(
                 "log.filter {:?} is not a valid filter: {err}",
@@ -467,6 +487,11 @@ impl Settings {
                 return fail("store.scylla.replication_factor must be at least 1".into());
             }
         }
+        Ok(())
+    }
+
+    /// The rules of `[auth]`.
+    fn check_auth(&self) -> Result<(), ConfigError> {
         let auth = &self.auth;
         if auth.jwt_secret.expose_secret().len() < 32 {
             return fail("auth.jwt_secret must be at least 32 bytes".into());
@@ -485,6 +510,11 @@ impl Settings {
         if auth.google.jwks_cache_s == 0 {
             return fail("auth.google.jwks_cache_s must be at least 1".into());
         }
+        Ok(())
+    }
+
+    /// The rules of `[payments]`.
+    fn check_payments(&self) -> Result<(), ConfigError> {
         check_url(
             "payments.razorpay.api_base",
             &self.payments.razorpay.api_base,
@@ -498,6 +528,11 @@ impl Settings {
             "payments.stripe.cancel_url",
             &self.payments.stripe.cancel_url,
         )?;
+        Ok(())
+    }
+
+    /// The rules of `[cluster]`.
+    fn check_cluster(&self) -> Result<(), ConfigError> {
         let redis = self.cluster.redis_url.expose_secret();
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return fail("cluster.redis_url must start with redis:// or rediss://".into());
@@ -511,6 +546,11 @@ impl Settings {
         if self.cluster.node_id.contains('/') || self.cluster.node_id.len() > 200 {
             return fail("cluster.node_id must be at most 200 characters, without '/'".into());
         }
+        Ok(())
+    }
+
+    /// The rules of `[dispatch] and [orders]`.
+    fn check_dispatch_and_orders(&self) -> Result<(), ConfigError> {
         let dispatch = &self.dispatch;
         if !(1..=50_000).contains(&dispatch.search_radius_m) {
             return fail("dispatch.search_radius_m must be between 1 and 50000".into());
@@ -529,6 +569,11 @@ impl Settings {
         if self.orders.payment_timeout_s == 0 {
             return fail("orders.payment_timeout_s must be at least 1".into());
         }
+        Ok(())
+    }
+
+    /// The rules of `[pricing] and [admin]`.
+    fn check_pricing_and_admin(&self) -> Result<(), ConfigError> {
         let pricing = &self.pricing;
         if pricing.currency.len() != 3 || !pricing.currency.chars().all(|c| c.is_ascii_uppercase())
         {
@@ -552,6 +597,11 @@ impl Settings {
                 self.admin.timezone
             ));
         }
+        Ok(())
+    }
+
+    /// The rules of `[ops] and [uploads]`.
+    fn check_ops_and_uploads(&self) -> Result<(), ConfigError> {
         if !(5..=10).contains(&self.ops.resolution) {
             return fail("ops.resolution must be between 5 and 10".into());
         }
@@ -572,6 +622,11 @@ impl Settings {
                 check_url("uploads.s3.endpoint", &self.uploads.s3.endpoint)?;
             }
         }
+        Ok(())
+    }
+
+    /// The rules of `[limits]`.
+    fn check_limits(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
         if [
             limits.sign_in_per_minute,
@@ -600,6 +655,11 @@ impl Settings {
                 "limits.upload_bytes_per_day must be at least server.upload_limit_bytes".into(),
             );
         }
+        Ok(())
+    }
+
+    /// The rules of `[riders] and [shards]`.
+    fn check_riders_and_shards(&self) -> Result<(), ConfigError> {
         if self.riders.snapshot_every_s == 0 {
             return fail("riders.snapshot_every_s must be at least 1".into());
         }
@@ -642,6 +702,11 @@ impl Settings {
         }
         problems
     }
+}
+
+/// A broken rule of the configuration, said in one line.
+fn fail(msg: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid(msg))
 }
 
 fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {

@@ -77,7 +77,10 @@ impl DispatchMetrics {
             if recent.len() == ASSIGN_SAMPLES {
                 recent.pop_front();
             }
-            recent.push_back((unix_ms(OffsetDateTime::now_utc()), seconds));
+            recent.push_back((
+                tomato_domain::millis::unix_ms(OffsetDateTime::now_utc()),
+                seconds,
+            ));
         }
     }
 
@@ -122,11 +125,6 @@ impl DispatchTally {
         self.timeouts += other.timeouts;
         self.assign_seconds.extend(other.assign_seconds);
     }
-}
-
-/// `at` in Unix milliseconds.
-pub fn unix_ms(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// The median of `samples`; `None` when there are none.

@@ -3,12 +3,14 @@
 //! start exactly what users start.
 
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod fault;
+pub mod health;
 pub mod http;
 pub mod limits;
 pub mod marketplace;

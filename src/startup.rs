@@ -13,7 +13,6 @@ use tokio::task::JoinHandle;
 use tomato_store::Stores;
 
 use crate::config::{Settings, StoreBackend};
-use crate::http;
 use crate::state::AppState;
 
 /// How often expired token revocations and day-old idempotent responses are forgotten.
@@ -94,7 +93,7 @@ impl Application {
         let refunds = state.refunds.spawn();
         let ops = crate::ops::spawn_ticker(state.clone());
         let last_state = state.clone();
-        let app = http::app(state);
+        let app = crate::app::app(state);
         tracing::info!(addr = %listener.local_addr()?, "serving");
 
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

@@ -211,7 +211,8 @@ impl Coordination {
     }
 }
 
-fn millis(ttl: Duration) -> u64 {
+/// A duration in whole milliseconds, as Redis takes them.
+pub(crate) fn millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -45,7 +45,7 @@ use tomato_shards::{
     NearestQuery, Position, RemoteShards, ShardCommand, ShardId, ShardReply, ShardRouter, clock,
 };
 
-use crate::coordination::{Coordination, Lease, Member};
+use crate::coordination::{Coordination, Lease, Member, millis};
 use crate::transport::{Envelope, Sent, Transport, envelope_of};
 
 /// How often a node beats, reads the live set and renews its leases.
@@ -736,8 +736,4 @@ impl RemoteShards for Cluster {
             None => Box::pin(std::future::ready(Err(OrderError::NotOwner))),
         }
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod geo;
 pub mod ids;
 pub mod marketplace;
+pub mod millis;
 pub mod money;
 pub mod order;
 pub mod rider;

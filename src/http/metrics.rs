@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use dashmap::DashSet;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,9 +15,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use super::error::ApiError;
-use crate::state::AppState;
 
 /// The label for requests that matched no route.
 const UNMATCHED: &str = "unmatched";
@@ -101,7 +97,8 @@ impl Metrics {
         &mut self.registry
     }
 
-    fn render(&self) -> Result<String, std::fmt::Error> {
+    /// Every series as Prometheus/OpenMetrics text, the node's resident memory read now.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
         self.resident.set(resident_bytes().unwrap_or(0));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
@@ -168,25 +165,4 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         })
         .inc();
     response
-}
-
-/// `GET /metrics`: Prometheus text exposition.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses((status = 200, description = "Prometheus/OpenMetrics text", content_type = "application/openmetrics-text"))
-)]
-pub async fn render(State(state): State<AppState>) -> Response {
-    match state.metrics.render() {
-        Ok(body) => (
-            [(
-                CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(err) => ApiError::internal(anyhow::anyhow!("encoding metrics: {err}")).into_response(),
-    }
 }

@@ -11,11 +11,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::restaurants::now_ms;
-use super::{Location, invalid};
 use crate::auth::CustomerUser;
+use crate::http::fields::{Location, invalid};
 use crate::http::{ApiError, ErrorBody, Json, Path};
 use crate::state::AppState;
+use tomato_domain::millis::now_ms;
 
 /// The most addresses one customer keeps.
 const MAX_ADDRESSES: usize = 50;

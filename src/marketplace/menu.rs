@@ -11,8 +11,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::restaurants::load as load_restaurant;
-use super::{image, invalid};
 use crate::auth::{AuthUser, SellerUser};
+use crate::http::fields::{image, invalid};
 use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query};
 use crate::state::AppState;
 

@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Location, image, invalid};
 use crate::auth::{AdminUser, AuthUser, SellerUser};
+use crate::http::fields::{Location, image, invalid};
 use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query};
 use crate::state::AppState;
 
@@ -164,19 +164,12 @@ async fn create(
             .map_err(invalid)?,
         is_open: false,
         is_verified: false,
-        created_at: now_ms(),
+        created_at: tomato_domain::millis::now_ms(),
     };
     let cell = u64::from(restaurant.location.cell(INDEX_RESOLUTION));
     state.stores.restaurants.create(&restaurant, cell).await?;
     tracing::info!(restaurant_id = %restaurant.id, "restaurant created");
     Ok((StatusCode::CREATED, one(restaurant)))
-}
-
-/// Millisecond precision, as stored, so a created resource reads back identically.
-pub(crate) fn now_ms() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
-        .unwrap_or(now)
 }
 
 /// Where and what to search.

@@ -26,10 +26,11 @@ use utoipa_axum::routes;
 use crate::admin::add_all;
 use crate::auth::AdminUser;
 use crate::cluster::{Question, ask_others};
-use crate::dispatch::{DispatchTally, fresh_since, unix_ms};
+use crate::dispatch::{DispatchTally, fresh_since};
 use crate::http::{ApiError, ErrorBody, Json};
 use crate::realtime::{Envelope, Room};
 use crate::state::AppState;
+use tomato_domain::millis::unix_ms;
 
 /// The room of the admins watching the page.
 pub const ROOM: &str = "ops";

@@ -177,7 +177,7 @@ async fn create(
     crate::payments::require_available(state, method)?;
 
     let quote = state.settings.pricing.quote(cart.subtotal(), exact_km);
-    let now = crate::marketplace::now_ms();
+    let now = tomato_domain::millis::now_ms();
     let order = Order {
         id: OrderId::new(),
         user_id: customer.user.id,

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use tomato_domain::{LatLon, Order};
 use utoipa::ToSchema;
 
-use crate::marketplace::Location;
+use crate::http::fields::Location;
 
 /// One dish of an order.
 #[derive(Debug, Serialize, ToSchema)]

@@ -19,10 +19,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{AdminUser, AuthUser, RiderUser};
+use crate::http::fields::{Location, image, invalid};
 use crate::http::{ApiError, ErrorBody, InternalCaller, Json, PageParams, Path, Query};
-use crate::marketplace::{Location, image, invalid, now_ms};
 use crate::orders::OrderResponse;
 use crate::state::AppState;
+use tomato_domain::millis::now_ms;
 
 pub mod snapshots;
 

@@ -302,18 +302,12 @@ impl Backend for EmbeddedStore {
 
 /// Timestamps are stored as Unix milliseconds: compact, ordered, and exact for what we keep.
 fn to_millis(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    tomato_domain::millis::unix_ms(at)
 }
 
 fn from_millis(millis: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .map_err(|err| StoreError::Corrupt(format!("timestamp {millis}: {err}")))
-}
-
-/// Now, at the millisecond precision timestamps are stored with, so a value handed back after a
-/// write equals what a later read returns.
-fn now_millis() -> Result<OffsetDateTime, StoreError> {
-    from_millis(to_millis(OffsetDateTime::now_utc()))
 }
 
 /// Parses a stored value, calling a failure what it is: a corrupt record.

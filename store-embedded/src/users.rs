@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tomato_domain::{Email, PersonName, Role, User, UserId};
 
 use crate::changes::record;
-use crate::{EmbeddedStore, from_millis, now_millis, to_millis};
+use crate::{EmbeddedStore, from_millis, to_millis};
 use tomato_store::{AuthChange, SignIn, StoreError, UserStore};
 
 const COLUMNS: &str = "id, email, name, image, role, role_version, created_at";
@@ -203,7 +203,7 @@ fn insert(
         image,
         role,
         role_version: 0,
-        created_at: now_millis()?,
+        created_at: tomato_domain::millis::now_ms(),
     };
     conn.execute(
         "INSERT INTO users (id, email, name, image, role, role_version, created_at)

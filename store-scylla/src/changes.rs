@@ -14,8 +14,9 @@ use tomato_store::{
 };
 use uuid::Uuid;
 
-use crate::orders::millis;
-use crate::{ScyllaStore, millis_of};
+use tomato_domain::millis::{to_ms, unix_ms};
+
+use crate::ScyllaStore;
 
 /// How far behind the present every read starts again.
 const OVERLAP: Duration = Duration::seconds(10);
@@ -46,10 +47,10 @@ impl ScyllaStore {
     /// and every reader of the minute would step over two of them per row.
     pub(crate) async fn record(&self, change: AuthChange) {
         use scylla::value::MaybeUnset::{Set, Unset};
-        let at = millis(OffsetDateTime::now_utc());
+        let at = to_ms(OffsetDateTime::now_utc());
         let (user, jti, expires_at) = match change {
             AuthChange::UserChanged(id) => (Set(id.to_string()), Unset, Unset),
-            AuthChange::Revoked { jti, expires_at } => (Unset, Set(jti), Set(millis(expires_at))),
+            AuthChange::Revoked { jti, expires_at } => (Unset, Set(jti), Set(to_ms(expires_at))),
         };
         crate::tidy(
             "recording an authentication change",
@@ -128,17 +129,17 @@ impl ChangeFeed for ScyllaStore {
         limit: usize,
     ) -> Result<AuthChanges, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let start = millis_of(now - OVERLAP);
+        let start = unix_ms(now - OVERLAP);
         let Some(after) = after else {
             return Ok(AuthChanges {
                 changes: Vec::new(),
                 next: FeedCursor {
-                    at: millis_of(now - START_BACK),
+                    at: unix_ms(now - START_BACK),
                     seen: Vec::new(),
                 },
             });
         };
-        let from_ms = after.at.max(millis_of(now - KEEP));
+        let from_ms = after.at.max(unix_ms(now - KEEP));
         let from = OffsetDateTime::from_unix_timestamp_nanos(i128::from(from_ms) * 1_000_000)
             .map_err(|err| StoreError::Invalid(format!("feed cursor {from_ms}: {err}")))?;
         let seen: HashSet<Uuid> = after.seen.iter().copied().collect();
@@ -150,7 +151,7 @@ impl ChangeFeed for ScyllaStore {
         // A full page resumes at its last change; otherwise the next read starts `OVERLAP`
         // back (never before where this one did).
         let at = match taken.last() {
-            Some(last) if taken.len() < fresh.len() || more => millis_of(last.0),
+            Some(last) if taken.len() < fresh.len() || more => unix_ms(last.0),
             _ => start.max(after.at),
         };
         // What one poll costs the database: the rows it read, against those it returns.
@@ -176,8 +177,7 @@ impl ChangeFeed for ScyllaStore {
                 seen: rows
                     .iter()
                     .filter(|row| {
-                        millis_of(row.0) >= at
-                            && (seen.contains(&row.1) || returned.contains(&row.1))
+                        unix_ms(row.0) >= at && (seen.contains(&row.1) || returned.contains(&row.1))
                     })
                     .map(|row| row.1)
                     .collect(),

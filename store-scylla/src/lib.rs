@@ -56,7 +56,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
 use tomato_store::{Backend, StoreError, Stores};
 
 // First, for its `cql!` macro.
@@ -234,14 +233,6 @@ where
         .await
 }
 
-/// Now, at the millisecond precision CQL timestamps keep, so a value handed back after a write
-/// equals what a later read returns.
-pub(crate) fn now_millis() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
-        .unwrap_or(now)
-}
-
 /// Bookkeeping after a request's own write has succeeded (a lookup's tidying, a cart cleared
 /// after payment, a change recorded): a failure is logged and the request's answer stands,
 /// since what it tidies is checked on read or repaired by the next write.
@@ -249,11 +240,6 @@ pub(crate) fn tidy<T>(what: &str, result: Result<T, StoreError>) {
     if let Err(err) = result {
         tracing::warn!(error = %err, "{what} failed after the write it follows");
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn millis_of(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// Parses a stored value, calling a failure what it is: a corrupt record.

@@ -147,7 +147,7 @@ impl RestaurantStore for ScyllaStore {
                     r.formatted_address.as_str(),
                     r.is_open,
                     r.is_verified,
-                    crate::orders::millis(r.created_at),
+                    tomato_domain::millis::to_ms(r.created_at),
                     // CQL bigints are signed; the cell's bits are kept as they are.
                     cell as i64,
                 ),
@@ -722,7 +722,7 @@ impl AddressStore for ScyllaStore {
                     a.mobile.as_str(),
                     a.location.lat(),
                     a.location.lon(),
-                    crate::orders::millis(a.created_at),
+                    tomato_domain::millis::to_ms(a.created_at),
                 ),
             )
             .await?;

@@ -40,12 +40,6 @@ const CLAIM_GRACE: Duration = Duration::seconds(60);
 /// lands after [`CLAIM_GRACE`], when the claim may have been taken over.
 const WRITE_WITHIN: Duration = Duration::seconds(30);
 
-/// `at` at the millisecond precision of CQL timestamps.
-pub(crate) fn millis(at: OffsetDateTime) -> OffsetDateTime {
-    at.replace_nanosecond(at.nanosecond() / 1_000_000 * 1_000_000)
-        .unwrap_or(at)
-}
-
 /// The quarter hour `at` falls in: the bucket of the revenue counters.
 pub(crate) fn quarter_of(at: OffsetDateTime) -> OffsetDateTime {
     let hour = hour_of(at);
@@ -120,7 +114,7 @@ impl ScyllaStore {
         order: OrderId,
     ) -> Result<OffsetDateTime, StoreError> {
         for _ in 0..CLAIM_RETRIES {
-            let now = crate::now_millis();
+            let now = tomato_domain::millis::now_ms();
             if self
                 .db
                 .applied(
@@ -190,7 +184,7 @@ impl ScyllaStore {
         order: OrderId,
     ) -> Result<Option<OffsetDateTime>, StoreError> {
         for _ in 0..CLAIM_RETRIES {
-            let now = crate::now_millis();
+            let now = tomato_domain::millis::now_ms();
             if self
                 .db
                 .applied(
@@ -394,7 +388,7 @@ impl OrderStore for ScyllaStore {
                     order.payment_status.as_str(),
                     version_col(order.version)?,
                     shard_col(order.shard)?,
-                    millis(order.created_at),
+                    tomato_domain::millis::to_ms(order.created_at),
                     data,
                 ),
             )
@@ -492,7 +486,11 @@ impl OrderStore for ScyllaStore {
                                 "UPDATE riders SET current_order_id = ?, current_order_at = ?
                              WHERE id = ? IF current_order_id = null"
                             ),
-                            (order.to_string(), crate::now_millis(), rider.to_string()),
+                            (
+                                order.to_string(),
+                                tomato_domain::millis::now_ms(),
+                                rider.to_string(),
+                            ),
                         )
                         .await?;
                 }
@@ -708,7 +706,7 @@ impl IdempotencyStore for ScyllaStore {
         key: &str,
         response: SavedResponse,
     ) -> Result<SavedResponse, StoreError> {
-        let now = millis(OffsetDateTime::now_utc());
+        let now = tomato_domain::millis::now_ms();
         let ttl = ttl_until(now + IDEMPOTENCY_KEEP);
         self.db
             .run(

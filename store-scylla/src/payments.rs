@@ -15,8 +15,8 @@ use tomato_store::{
     Conflict, Page, PaymentStore, Refund, StoreError, parse_refund_cursor, refund_cursor,
 };
 
-use crate::orders::millis;
 use crate::{ScyllaStore, parse_col};
+use tomato_domain::millis::to_ms;
 
 /// The one partition of the owed-refunds lookup.
 const OWED: i32 = 0;
@@ -61,7 +61,7 @@ impl PaymentStore for ScyllaStore {
                 (
                     provider,
                     order.to_string(),
-                    millis(time::OffsetDateTime::now_utc()),
+                    to_ms(time::OffsetDateTime::now_utc()),
                     provider_order,
                 ),
             )
@@ -185,7 +185,7 @@ impl PaymentStore for ScyllaStore {
                     "INSERT INTO payment_events (provider, event_id, received_at) VALUES (?, ?, ?)
                  IF NOT EXISTS"
                 ),
-                (provider, event, millis(time::OffsetDateTime::now_utc())),
+                (provider, event, to_ms(time::OffsetDateTime::now_utc())),
             )
             .await
     }
@@ -217,7 +217,7 @@ impl PaymentStore for ScyllaStore {
                 (
                     provider,
                     order.to_string(),
-                    millis(OffsetDateTime::now_utc()),
+                    to_ms(OffsetDateTime::now_utc()),
                     ttl,
                 ),
             )
@@ -225,7 +225,7 @@ impl PaymentStore for ScyllaStore {
     }
 
     async fn owe_refund(&self, refund: &Refund) -> Result<(), StoreError> {
-        let created = millis(refund.created_at);
+        let created = to_ms(refund.created_at);
         let (order, payment) = (refund.order_id.to_string(), refund.payment_key());
         self.db
             .run(
@@ -245,7 +245,7 @@ impl PaymentStore for ScyllaStore {
                     refund.amount,
                     created,
                     attempts,
-                    millis(refund.next_attempt_at),
+                    to_ms(refund.next_attempt_at),
                     refund.last_error.as_deref(),
                 ),
             )
@@ -330,7 +330,7 @@ impl PaymentStore for ScyllaStore {
                     }
                     _ => {}
                 }
-                millis_after = crate::millis_of(created);
+                millis_after = tomato_domain::millis::unix_ms(created);
                 order_after = order;
                 payment_after = payment;
                 if items.len() > limit {
@@ -353,7 +353,7 @@ impl PaymentStore for ScyllaStore {
                 ),
                 (
                     i32::try_from(refund.attempts).unwrap_or(i32::MAX),
-                    millis(refund.next_attempt_at),
+                    to_ms(refund.next_attempt_at),
                     refund.last_error.as_deref(),
                     refund.order_id.to_string(),
                     refund.payment_key(),

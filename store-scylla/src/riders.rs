@@ -12,8 +12,8 @@ use tomato_store::{Conflict, PositionSnapshot, RiderStore, StoreError};
 
 use crate::db::Cql;
 use crate::marketplace::PENDING;
-use crate::orders::millis;
 use crate::{ScyllaStore, parse_col};
+use tomato_domain::millis::to_ms;
 
 #[derive(DeserializeRow)]
 struct RiderRow {
@@ -133,9 +133,9 @@ impl RiderStore for ScyllaStore {
                     r.is_available,
                     r.location.lat(),
                     r.location.lon(),
-                    millis(r.last_seen_at),
+                    to_ms(r.last_seen_at),
                     r.current_order_id.map(|o| o.to_string()),
-                    millis(r.created_at),
+                    to_ms(r.created_at),
                 ),
             )
             .await?;
@@ -236,7 +236,7 @@ impl RiderStore for ScyllaStore {
                     (
                         p.location.lat(),
                         p.location.lon(),
-                        millis(p.seen_at),
+                        to_ms(p.seen_at),
                         p.rider.to_string(),
                     ),
                 )

@@ -264,7 +264,7 @@ async fn apply_missing(db: &Db) -> Result<(), StoreError> {
         backfill(db, version).await?;
         db.run(
             cql!("INSERT INTO schema_versions (version, applied_at) VALUES (?, ?)"),
-            (version, crate::now_millis()),
+            (version, tomato_domain::millis::now_ms()),
         )
         .await?;
         tracing::info!(version, "store schema migrated");

@@ -33,7 +33,7 @@ pub(crate) fn ttl_until(until: OffsetDateTime) -> i32 {
 impl TokenStore for ScyllaStore {
     async fn revoke(&self, jti: Uuid, expires_at: OffsetDateTime) -> Result<(), StoreError> {
         let ttl = ttl_until(expires_at + GRACE);
-        let expires_at = crate::orders::millis(expires_at);
+        let expires_at = tomato_domain::millis::to_ms(expires_at);
         self.db
             .run(
                 cql!("INSERT INTO revoked_by_hour (hour, jti, expires_at) VALUES (?, ?, ?) USING TTL ?"),

@@ -9,7 +9,9 @@ use tomato_domain::{Email, PersonName, Role, User, UserId};
 use tomato_store::{AuthChange, SignIn, StoreError, UserStore};
 
 use crate::db::Cql;
-use crate::{ScyllaStore, now_millis, parse_col};
+use tomato_domain::millis::now_ms;
+
+use crate::{ScyllaStore, parse_col};
 
 /// How often a role change retries a lost compare-and-set before giving up.
 const ROLE_RETRIES: usize = 8;
@@ -83,7 +85,7 @@ impl ScyllaStore {
             image,
             role,
             role_version: 0,
-            created_at: now_millis(),
+            created_at: now_ms(),
         };
         // The row first, then the claim: a claim never points at nothing, and a row whose claim
         // lost is an orphan nobody can reach, removed at once. Conditional, as every write of

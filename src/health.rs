@@ -1,16 +1,18 @@
-//! Liveness and readiness for orchestrators and load balancers.
+//! Liveness, readiness and metrics, for orchestrators, load balancers and Prometheus.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tomato_domain::ErrorKind;
 
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ErrorBody, Json};
+use crate::http::{ApiError, ErrorBody, Json};
 use crate::state::AppState;
 
 /// How long a dependency may take to answer a readiness probe.
@@ -21,7 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
-        .routes(routes!(super::metrics::render))
+        .routes(routes!(metrics))
 }
 
 /// The answer of a health probe.
@@ -93,5 +95,26 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
                 format!("store ({}) does not answer", backend.name()),
             ))
         }
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus/OpenMetrics text", content_type = "application/openmetrics-text"))
+)]
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render() {
+        Ok(body) => (
+            [(
+                CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(err) => ApiError::internal(anyhow::anyhow!("encoding metrics: {err}")).into_response(),
     }
 }
