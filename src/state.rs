@@ -14,7 +14,7 @@ use crate::auth::{AuthCache, GoogleVerifier, TokenKeys};
 use crate::config::Settings;
 use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort};
 use crate::http::Metrics;
-use crate::http::idempotency::KeyLocks;
+use crate::http::idempotency::{Idempotency, KeyLocks};
 use crate::payments::refunds::{NodeOrderEvents, RefundMetrics, Refunds};
 use crate::payments::{Providers, Razorpay, Stripe};
 use crate::realtime::{Realtime, RealtimeOrderEvents};
@@ -49,7 +49,8 @@ pub struct Services {
     pub actors: Arc<ActorRuntime>,
     /// The shards of this node, and the one way in to their order and rider actors.
     pub shards: Arc<ShardRouter>,
-    pub idempotency_locks: Arc<KeyLocks>,
+    /// Remembered answers of `Idempotency-Key` requests, and this node's per-key locks.
+    pub idempotency: Idempotency,
     /// Every rider's live position, by shard (the running shards' slices), for reads; updates
     /// go through `shards`.
     pub riders: Arc<RiderIndex>,
@@ -73,6 +74,13 @@ pub struct Services {
     pub cluster: Arc<std::sync::OnceLock<Arc<tomato_cluster::Cluster>>>,
     /// Users and token revocations as authentication last read them.
     pub auth_cache: Arc<AuthCache>,
+}
+
+/// What an internal caller must present, for the http kit's extractor.
+impl axum::extract::FromRef<AppState> for crate::http::InternalKey {
+    fn from_ref(state: &AppState) -> Self {
+        Self(state.settings.internal.key.clone())
+    }
 }
 
 impl AppState {
@@ -174,7 +182,10 @@ impl AppState {
             auth_cache: Arc::new(AuthCache::default()),
             actors,
             shards: router,
-            idempotency_locks: Arc::new(KeyLocks::default()),
+            idempotency: Idempotency {
+                store: Arc::clone(&stores.idempotency),
+                locks: Arc::new(KeyLocks::default()),
+            },
             tokens: Arc::new(TokenKeys::new(
                 &settings.auth.jwt_secret,
                 Duration::from_secs(settings.auth.token_ttl_s),

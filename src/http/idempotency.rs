@@ -13,10 +13,9 @@ use dashmap::DashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tomato_domain::UserId;
-use tomato_store::SavedResponse;
+use tomato_store::{IdempotencyStore, SavedResponse};
 
 use super::ApiError;
-use crate::state::AppState;
 
 /// The request header.
 pub const HEADER: &str = "idempotency-key";
@@ -44,12 +43,26 @@ impl KeyLocks {
     }
 }
 
+/// What [`once`] keeps its answers in: the store (every node's memory of a key) and this
+/// node's key locks.
+#[derive(Clone)]
+pub struct Idempotency {
+    pub store: Arc<dyn IdempotencyStore>,
+    pub locks: Arc<KeyLocks>,
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency").finish_non_exhaustive()
+    }
+}
+
 /// Runs `handler` at most once per key: the response is remembered and replayed. With a key,
 /// the handler runs in a task of its own, so a client that goes away (or a request cut by the
 /// timeout) does not cut it half-way: it finishes and stores its response, and the retry gets
 /// that response.
 pub async fn once<B, F, Fut, T>(
-    state: &AppState,
+    idempotency: &Idempotency,
     user: UserId,
     route: &'static str,
     headers: &HeaderMap,
@@ -80,13 +93,12 @@ where
     let request_hash = hex::encode(Sha256::digest(&canonical));
     let request_hash_of_call = request_hash.clone();
     let lock_key = format!("{user}\u{0}{route}\u{0}{key}");
-    let state = state.clone();
+    let idempotency = idempotency.clone();
     let detached = tokio::spawn(async move {
-        let state = &state;
-        state
-            .idempotency_locks
+        let Idempotency { store, locks } = &idempotency;
+        locks
             .serially(lock_key, async {
-                if let Some(saved) = state.stores.idempotency.get(user, route, &key).await? {
+                if let Some(saved) = store.get(user, route, &key).await? {
                     return Ok((saved, true));
                 }
                 let saved = match handler().await {
@@ -111,11 +123,7 @@ where
                     }
                 };
                 // First write wins: a racing node's answer, if it was first, is the one.
-                let kept = state
-                    .stores
-                    .idempotency
-                    .put(user, route, &key, saved.clone())
-                    .await?;
+                let kept = store.put(user, route, &key, saved.clone()).await?;
                 let replayed = kept != saved;
                 Ok((kept, replayed))
             })

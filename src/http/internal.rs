@@ -1,26 +1,34 @@
 //! Service-to-service calls: the `x-internal-key` header must equal `internal.key`, compared in
 //! constant time. With no key configured every internal call is refused.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use crate::state::AppState;
 
 /// The header carrying the key.
 pub const HEADER: &str = "x-internal-key";
+
+/// The key internal callers must present (`internal.key`), taken from the application's state.
+#[derive(Debug, Clone)]
+pub struct InternalKey(pub SecretString);
 
 /// A request from another back-end service.
 #[derive(Debug, Clone, Copy)]
 pub struct InternalCaller;
 
-impl FromRequestParts<AppState> for InternalCaller {
+impl<S> FromRequestParts<S> for InternalCaller
+where
+    InternalKey: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let expected = state.settings.internal.key.expose_secret().as_bytes();
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let InternalKey(key) = InternalKey::from_ref(state);
+        let expected = key.expose_secret().as_bytes();
         let presented = parts
             .headers
             .get(HEADER)

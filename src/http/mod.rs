@@ -14,7 +14,7 @@ pub mod openapi;
 mod params;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use internal::{HEADER as INTERNAL_KEY_HEADER, InternalCaller};
+pub use internal::{HEADER as INTERNAL_KEY_HEADER, InternalCaller, InternalKey};
 pub use json::Json;
 pub use metrics::Metrics;
 pub use params::{PageParams, Path, Query};

@@ -104,7 +104,7 @@ async fn place(
         .parse()
         .map_err(|_| ApiError::bad_request("paymentMethod must be razorpay, stripe or test"))?;
     idempotency::once(
-        &state,
+        &state.idempotency,
         customer.user.id,
         "/api/order/new",
         &headers,

@@ -271,7 +271,7 @@ async fn create_order(
     state.limits.payment(customer.user.id)?;
     let id = order_id(&body.order_id)?;
     idempotency::once(
-        &state,
+        &state.idempotency,
         customer.user.id,
         "/api/payment/create-order",
         &headers,
@@ -358,7 +358,8 @@ async fn record_payment(
     // One at a time per provider order on this node: verify and webhooks race to report the
     // same payment, and on CQL each would otherwise contend for the same lightweight transaction.
     let paying = state
-        .idempotency_locks
+        .idempotency
+        .locks
         .serially(
             format!("payment\u{0}{provider_order}"),
             state
@@ -435,7 +436,7 @@ async fn verify(
     state.limits.payment(customer.user.id)?;
     let id = order_id(&body.order_id)?;
     idempotency::once(
-        &state,
+        &state.idempotency,
         customer.user.id,
         "/api/payment/verify",
         &headers,
