@@ -162,7 +162,7 @@ async fn try_start_redis() -> anyhow::Result<Option<(String, Child)>> {
 }
 
 /// Whether a `tile38-server` is on the PATH.
-pub(crate) fn tile38_installed() -> bool {
+pub fn tile38_installed() -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths).any(|dir| dir.join("tile38-server").is_file())
     })

@@ -265,6 +265,26 @@ async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
         Some(tomato.queries.per_s / bare.queries.per_s)
     );
     assert!(comparison.text().contains("fraction of the bare ceiling"));
+    // Tile38 runs the same workload when this machine has a `tile38-server`; otherwise the
+    // report says in one line that it was left out, and why.
+    if tomato_load::resp::tile38_installed() {
+        let tile38 = comparison.tile38.as_ref().expect("tile38 ran");
+        assert_eq!((tile38.updates.ops, tile38.updates.errors), (400, 0));
+        assert_eq!(tile38.queries.mean_results, Some(5.0));
+        assert_eq!(
+            comparison.tile38_query_rate_ratio,
+            Some(tomato.queries.per_s / tile38.queries.per_s)
+        );
+    } else {
+        assert!(comparison.tile38.is_none());
+        assert!(
+            comparison
+                .text()
+                .contains("tile38: skipped, no tile38-server"),
+            "{}",
+            comparison.text()
+        );
+    }
 }
 
 /// `--sides` runs only the sides named (here the node alone, as when profiling it): no Redis is
@@ -324,10 +344,18 @@ async fn geo_compare_streams_positions_to_every_side_at_fixed_rates() {
             "tomato-ws",
             "bare-socketio",
             "tomato-socketio",
-            "redis"
+            "redis",
+            "tile38"
         ]
     );
+    // Tile38 runs when this machine has a `tile38-server`, else it is listed as skipped.
+    let tile38_installed = tomato_load::resp::tile38_installed();
     for side in &streaming.sides {
+        if side.name == "tile38" && !tile38_installed {
+            let why = side.skipped.as_deref().unwrap_or_default();
+            assert!(why.starts_with("no tile38-server on the PATH"), "{why}");
+            continue;
+        }
         assert_eq!(side.skipped, None, "{}", streaming.text());
         assert_eq!(side.steps.len(), 2, "{}", side.name);
         for step in &side.steps {
@@ -354,7 +382,7 @@ async fn geo_compare_streams_positions_to_every_side_at_fixed_rates() {
             .find(|s| s.name == name)
             .and_then(|s| s.holds_per_s)
     };
-    assert_eq!(streaming.ratios.len(), 4);
+    assert_eq!(streaming.ratios.len(), 6);
     for (pair, ratio) in &streaming.ratios {
         let (a, b) = pair.split_once(" / ").expect("a / b");
         let expected = held(a).zip(held(b)).map(|(a, b)| a / b);
