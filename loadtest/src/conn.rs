@@ -76,8 +76,8 @@ impl Dialer {
         })
     }
 
-    /// Connects the `n`th client with `token`.
-    pub async fn connect(&self, kind: Transport, token: &str, n: usize) -> anyhow::Result<Conn> {
+    /// A TCP connection for the `n`th client, from its source address.
+    pub async fn tcp(&self, n: usize) -> std::io::Result<TcpStream> {
         let socket = if self.server.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -87,7 +87,12 @@ impl Dialer {
             socket.bind(SocketAddr::new(self.sources[n % self.sources.len()], 0))?;
         }
         socket.set_nodelay(true)?;
-        let stream = socket.connect(self.server).await?;
+        socket.connect(self.server).await
+    }
+
+    /// Connects the `n`th client with `token`.
+    pub async fn connect(&self, kind: Transport, token: &str, n: usize) -> anyhow::Result<Conn> {
+        let stream = self.tcp(n).await?;
         let host = self.base.host_str().unwrap_or("127.0.0.1");
         let port = self.server.port();
         let url = match kind {

@@ -23,7 +23,7 @@ use crate::api::{Api, Session};
 use crate::city::Point;
 use crate::cli::{GeoArgs, GeoSide, Transport};
 use crate::conn::Dialer;
-use crate::resp::{LOOPBACKS, Resp, redis_connection, start_redis, start_tile38};
+use crate::resp::{Resp, RespDialer, redis_connection, start_redis, start_tile38};
 use crate::setup::RiderAccount;
 use crate::stream::{Peer, Streaming};
 use crate::usage::Probe;
@@ -185,23 +185,52 @@ impl Comparison {
 /// Redis and Tile38 (each started here unless named; none when it is not a side) and the city's
 /// riders, created on the node.
 struct Prepared {
-    redis: Option<redis::Client>,
-    /// Clients of the same Redis on each address it listens on.
-    spread: Vec<redis::Client>,
+    redis: Option<RespServer>,
     /// The `redis-server` started here, killed when dropped.
     redis_server: Option<Child>,
-    tile38: Option<redis::Client>,
+    tile38: Option<RespServer>,
     /// The `tile38-server` started here, killed when dropped (with its data directory).
     tile38_server: Option<(Child, tempfile::TempDir)>,
     admin: Session,
     riders: Vec<RiderAccount>,
 }
 
+/// The dialer of a RESP side's server, which `prepare` made for every side asked for.
+fn dialer(server: &Option<RespServer>) -> anyhow::Result<&RespDialer> {
+    server
+        .as_ref()
+        .map(|server| &server.dialer)
+        .context("a RESP side without its server")
+}
+
+/// A RESP side's server: one client for the batch mode's few connections, and a dialer for the
+/// stream mode's one per rider.
+struct RespServer {
+    client: redis::Client,
+    dialer: RespDialer,
+}
+
+impl RespServer {
+    /// `started_here`: the harness runs the server, so connections may come from any loopback
+    /// address.
+    async fn new(
+        resp: Resp,
+        url: &str,
+        started_here: bool,
+        args: &GeoArgs,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: redis::Client::open(url).with_context(|| format!("{resp:?} url"))?,
+            dialer: RespDialer::new(resp, url, started_here, args.source_addrs).await?,
+        })
+    }
+}
+
 async fn prepare(args: &GeoArgs) -> anyhow::Result<Prepared> {
     let base = args.target.url()?;
     let city = args.area.city();
     // Redis first, so a missing redis-server fails before any rider is created.
-    let (redis, spread, server) = if args.has(GeoSide::Redis) {
+    let (redis, server) = if args.has(GeoSide::Redis) {
         let (url, server) = match &args.redis {
             Some(url) => (url.clone(), None),
             None => {
@@ -209,20 +238,10 @@ async fn prepare(args: &GeoArgs) -> anyhow::Result<Prepared> {
                 (url, Some(child))
             }
         };
-        let redis = redis::Client::open(url.as_str()).context("redis url")?;
-        // The same server on each loopback address it listens on (the one given, for --redis).
-        let spread = if server.is_some() {
-            LOOPBACKS
-                .iter()
-                .map(|n| url.replace("127.0.0.1", &format!("127.0.0.{n}")))
-                .map(|url| redis::Client::open(url.as_str()))
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            vec![redis.clone()]
-        };
-        (Some(redis), spread, server)
+        let redis = RespServer::new(Resp::Redis, &url, server.is_some(), args).await?;
+        (Some(redis), server)
     } else {
-        (None, Vec::new(), None)
+        (None, None)
     };
     let (tile38, tile38_server) = if args.has(GeoSide::Tile38) {
         let (url, server) = match &args.tile38 {
@@ -236,8 +255,9 @@ async fn prepare(args: &GeoArgs) -> anyhow::Result<Prepared> {
                 (url, Some((child, dir)))
             }
         };
+        let started_here = server.is_some();
         (
-            Some(redis::Client::open(url.as_str()).context("tile38 url")?),
+            Some(RespServer::new(Resp::Tile38, &url, started_here, args).await?),
             server,
         )
     } else {
@@ -260,7 +280,6 @@ async fn prepare(args: &GeoArgs) -> anyhow::Result<Prepared> {
     bar.finish_and_clear();
     Ok(Prepared {
         redis,
-        spread,
         redis_server: server,
         tile38,
         tile38_server,
@@ -279,7 +298,6 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
     let city = args.area.city();
     let Prepared {
         redis,
-        spread,
         redis_server,
         tile38,
         tile38_server,
@@ -292,15 +310,14 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
     let bare_dialer = Dialer::new(&bare_base, args.source_addrs).await?;
     let node_dialer = Dialer::new(&base, args.source_addrs).await?;
     let bare_tokens = [bare::TOKEN.to_owned()];
-    for (resp, client) in [(Resp::Redis, &redis), (Resp::Tile38, &tile38)] {
-        if let Some(client) = client {
-            let mut conn = redis_connection(client).await?;
+    for (resp, server) in [(Resp::Redis, &redis), (Resp::Tile38, &tile38)] {
+        if let Some(server) = server {
+            let mut conn = redis_connection(&server.client).await?;
             resp.clear(stream::KEY)
                 .query_async::<redis::Value>(&mut conn)
                 .await?;
         }
     }
-    let tile38_clients: Vec<redis::Client> = tile38.into_iter().collect();
     let step = Duration::from_secs_f64(args.step_s);
     let socket = |dialer, transport, tokens| Peer::Socket {
         dialer,
@@ -329,8 +346,8 @@ pub async fn stream(args: GeoArgs) -> anyhow::Result<Streaming> {
             GeoSide::TomatoSocketio => {
                 (socket(&node_dialer, Transport::Socketio, &tokens[..]), node)
             }
-            GeoSide::Redis => (Peer::Resp(Resp::Redis, &spread), redis_probe),
-            GeoSide::Tile38 => (Peer::Resp(Resp::Tile38, &tile38_clients), tile38_probe),
+            GeoSide::Redis => (Peer::Resp(Resp::Redis, dialer(&redis)?), redis_probe),
+            GeoSide::Tile38 => (Peer::Resp(Resp::Tile38, dialer(&tile38)?), tile38_probe),
             GeoSide::TomatoHttp | GeoSide::BareHttp => {
                 unreachable!("checked with the command line: not a stream side")
             }
@@ -391,10 +408,10 @@ pub async fn compare(args: GeoArgs) -> anyhow::Result<Comparison> {
 
     let tokens: Arc<Vec<String>> =
         Arc::new(riders.iter().map(|r| r.session.token.clone()).collect());
-    let resp_side = |resp: Resp, client: Option<redis::Client>| {
+    let resp_side = |resp: Resp, server: Option<RespServer>| {
         let (riders, updates, queries) = (&riders, &updates, &queries);
         async move {
-            let Some(client) = client else {
+            let Some(RespServer { client, .. }) = server else {
                 return anyhow::Ok(None);
             };
             // Every index starts from the same positions.

@@ -8,9 +8,7 @@ use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
 use crate::city::Point;
-
-/// The loopback addresses (127.0.0.n) a `redis-server` started here listens on.
-pub(crate) const LOOPBACKS: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
+use crate::conn::Dialer;
 
 /// A geospatial server spoken to over RESP, and how it says "this rider is here" and "the
 /// nearest five within 5 km".
@@ -112,6 +110,57 @@ pub(crate) async fn redis_connection(
         .await
 }
 
+/// Opens one connection per rider to a RESP server. A server started here listens on 127.0.0.1
+/// alone, and the connections come from 127.0.0.1 ..= 127.0.0.n, so that tens of thousands of
+/// them do not run out of the local ports of one source address; a server named by URL is
+/// reached from whatever address the system picks.
+#[derive(Debug)]
+pub struct RespDialer {
+    tcp: Dialer,
+    redis: redis::RedisConnectionInfo,
+}
+
+impl RespDialer {
+    /// For the `resp` server at `url`; `spread` when it was started here.
+    pub(crate) async fn new(
+        resp: Resp,
+        url: &str,
+        spread: bool,
+        source_addrs: u8,
+    ) -> anyhow::Result<Self> {
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .with_context(|| format!("{resp:?} url {url}"))?;
+        let mut parsed = reqwest::Url::parse(url).with_context(|| format!("{resp:?} url {url}"))?;
+        if parsed.port().is_none() {
+            let port = match resp {
+                Resp::Redis => 6379,
+                Resp::Tile38 => 9851,
+            };
+            parsed
+                .set_port(Some(port))
+                .map_err(|()| anyhow::anyhow!("{resp:?} url {url} has no host"))?;
+        }
+        let tcp = Dialer::new(&parsed, if spread { source_addrs } else { 0 }).await?;
+        Ok(Self {
+            tcp,
+            redis: info.redis_settings().clone(),
+        })
+    }
+
+    /// The `n`th rider's connection, waiting for every answer (see [`redis_connection`]).
+    pub(crate) async fn connect(
+        &self,
+        n: usize,
+    ) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        let stream = self.tcp.tcp(n).await?;
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let (conn, driver) =
+            redis::aio::MultiplexedConnection::new_with_config(&self.redis, stream, config).await?;
+        tokio::spawn(driver);
+        Ok(conn)
+    }
+}
+
 /// A `redis-server` on a free loopback port, killed when the handle drops.
 pub(crate) async fn start_redis() -> anyhow::Result<(String, Child)> {
     // A port free on 127.0.0.1 may still be the local port of a connection from another
@@ -129,11 +178,9 @@ pub(crate) async fn start_redis() -> anyhow::Result<(String, Child)> {
 async fn try_start_redis() -> anyhow::Result<Option<(String, Child)>> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string()])
-        // On eight loopback addresses, so that one connection per rider (stream mode) spreads
-        // over as many addresses and the local ports of one do not run out.
-        .arg("--bind")
-        .args(LOOPBACKS.map(|n| format!("127.0.0.{n}")))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        // Connections come from other loopback addresses too (see `RespDialer`).
+        .args(["--protected-mode", "no"])
         .args(["--save", "", "--appendonly", "no"])
         // One connection per rider in stream mode: Redis lowers this to what its open-file
         // limit allows, rather than refusing clients past its default 10 000.
@@ -177,6 +224,9 @@ pub(crate) async fn start_tile38(
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut child = Command::new(binary)
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+        // Protected mode admits 127.0.0.1 alone, and connections come from other loopback
+        // addresses too (see `RespDialer`); listening on 127.0.0.1 keeps it local all the same.
+        .args(["--protected-mode", "no"])
         .arg("-d")
         .arg(dir.path())
         .args(["--appendonly", "no"])

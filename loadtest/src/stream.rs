@@ -23,7 +23,7 @@ use crate::city::{City, Point, Walker};
 use crate::cli::Transport;
 use crate::conn::{Conn, Dialer, Incoming};
 use crate::record;
-use crate::resp::Resp;
+use crate::resp::{Resp, RespDialer};
 use crate::usage::Probe;
 
 /// A step holds when its p99 stays under this.
@@ -231,9 +231,8 @@ pub enum Peer<'a> {
         transport: Transport,
         tokens: &'a [String],
     },
-    /// Redis or Tile38, through clients of the same server on different addresses (spread
-    /// over).
-    Resp(Resp, &'a [redis::Client]),
+    /// Redis or Tile38, one connection per rider.
+    Resp(Resp, &'a RespDialer),
 }
 
 /// Opens one link per rider.
@@ -250,11 +249,7 @@ async fn connect(peer: &Peer<'_>, riders: usize) -> anyhow::Result<Vec<Link>> {
                     let conn = dialer.connect(*transport, token, i).await?;
                     Ok::<Link, anyhow::Error>(Link::Socket(Box::new(conn)))
                 }
-                Peer::Resp(resp, clients) => Ok(Link::Resp(
-                    *resp,
-                    crate::resp::redis_connection(&clients[i % clients.len()]).await?,
-                    i,
-                )),
+                Peer::Resp(resp, dialer) => Ok(Link::Resp(*resp, dialer.connect(i).await?, i)),
             }
         })
         .buffered(CONNECTING)
