@@ -15,9 +15,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AdminUser;
+use crate::cluster::ask::{Question, ask_others};
 use crate::dispatch::{DispatchTally, median};
 use crate::http::{ApiError, ErrorBody, Json};
-use crate::ops::CellCounts;
+use crate::live::{CellCounts, add_all, cell_counts, demand_ratio, open_orders};
 use crate::state::AppState;
 
 /// Supply and demand are reported per H3 cell at this resolution (about 5 km² a cell).
@@ -93,9 +94,9 @@ pub struct Live {
 impl Live {
     /// What this node's memory holds now.
     pub fn here(state: &AppState) -> Live {
-        let open = crate::ops::open_orders(state);
+        let open = open_orders(state);
         Live {
-            cells: crate::ops::cell_counts(state, STATS_RESOLUTION, &open),
+            cells: cell_counts(state, STATS_RESOLUTION, &open),
             dispatch: state.dispatch_metrics.tally(i64::MIN),
         }
     }
@@ -106,24 +107,12 @@ impl Live {
     }
 }
 
-/// Adds `other`'s counts into `into`, key by key (summing what several nodes counted).
-pub(crate) fn add_all<K: Ord, V: std::ops::AddAssign + Default>(
-    into: &mut BTreeMap<K, V>,
-    other: BTreeMap<K, V>,
-) {
-    for (key, n) in other {
-        *into.entry(key).or_default() += n;
-    }
-}
-
 /// This node's live figures plus those of every other node that answers in time; how many
 /// nodes that is.
 async fn live_everywhere(state: &AppState) -> (Live, usize) {
     let mut live = Live::here(state);
     let mut nodes = 1;
-    for other in
-        crate::cluster::ask_others::<Live>(state, crate::cluster::Question::LiveStats).await
-    {
+    for other in ask_others::<Live>(state, Question::LiveStats).await {
         live.add(other);
         nodes += 1;
     }
@@ -174,7 +163,7 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<
                 available_riders: counts.available,
                 open_orders: counts.open,
                 waiting_orders: counts.waiting,
-                demand_ratio: crate::ops::demand_ratio(counts.waiting, counts.available),
+                demand_ratio: demand_ratio(counts.waiting, counts.available),
             })
         })
         .collect();

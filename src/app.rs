@@ -109,7 +109,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole application: routes, docs and the edge layers. Separate from serving, so tests and
 /// tools can drive it without a socket.
 pub fn app(state: AppState) -> Router {
-    crate::realtime::Realtime::attach(&state);
+    crate::realtime::attach(&state);
     let socket_io = state.realtime.layer();
     let (router, openapi) = api(state.settings.server.upload_limit_bytes).split_for_parts();
     let openapi = Arc::new(openapi::complete(openapi));

@@ -19,8 +19,9 @@ use tomato_shards::{OrderRef, Search, ShardId, ShardRouter};
 use tomato_store::Stores;
 
 use crate::config::DispatchSettings;
-use crate::realtime::{Realtime, Room};
-use crate::riders::RiderIds;
+use crate::realtime::bus::Room;
+use crate::realtime::clients::Realtime;
+use crate::riders::ids::RiderIds;
 
 /// How many recent assignments the median assignment time is taken over.
 const ASSIGN_SAMPLES: usize = 1000;

@@ -13,7 +13,9 @@ pub mod fault;
 pub mod health;
 pub mod http;
 pub mod limits;
+pub mod live;
 pub mod marketplace;
+pub mod media;
 pub mod ops;
 pub mod orders;
 pub mod payments;
@@ -23,6 +25,9 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod uploads;
+
+#[cfg(test)]
+mod module_loops;
 
 pub use config::Settings;
 pub use startup::Application;

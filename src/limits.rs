@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
 use dashmap::DashMap;
@@ -21,7 +21,6 @@ use tomato_domain::{ErrorKind, UserId};
 
 use crate::config::{LimitSettings, Settings, UploadStore};
 use crate::http::ApiError;
-use crate::state::AppState;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -79,7 +78,7 @@ impl Limits {
             max_sockets: limits.sockets_per_user,
             address_header: HeaderName::try_from(limits.client_address_header.as_str()).ok(),
             media_dir: (settings.uploads.store == UploadStore::Local)
-                .then(|| settings.store.data_dir.join(crate::uploads::MEDIA_DIR)),
+                .then(|| settings.store.data_dir.join(crate::media::MEDIA_DIR)),
             min_free: limits.upload_min_free_bytes,
         }
     }
@@ -223,15 +222,20 @@ fn limited(what: &'static str, wait: Duration) -> ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddress(pub IpAddr);
 
-impl FromRequestParts<AppState> for ClientAddress {
+impl<S> FromRequestParts<S> for ClientAddress
+where
+    S: Send + Sync,
+    Arc<Limits>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let limits = Arc::<Limits>::from_ref(state);
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| *addr);
-        Ok(Self(state.limits.client_address(&parts.headers, peer)))
+        Ok(Self(limits.client_address(&parts.headers, peer)))
     }
 }
 

@@ -10,15 +10,20 @@ use tomato_actors::{DispatchPolicy, RiderEnv};
 use tomato_shards::{ActorRuntime, OrderPorts, RiderIndex, ShardMap, ShardRouter};
 use tomato_store::Stores;
 
-use crate::auth::{AuthCache, GoogleVerifier, TokenKeys};
+use crate::auth::cache::AuthCache;
+use crate::auth::google::GoogleVerifier;
+use crate::auth::token::TokenKeys;
 use crate::config::Settings;
 use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort};
 use crate::http::Metrics;
 use crate::http::idempotency::{Idempotency, KeyLocks};
+use crate::payments::providers::Providers;
+use crate::payments::razorpay::Razorpay;
 use crate::payments::refunds::{NodeOrderEvents, RefundMetrics, Refunds};
-use crate::payments::{Providers, Razorpay, Stripe};
-use crate::realtime::{Realtime, RealtimeOrderEvents};
-use crate::riders::RiderIds;
+use crate::payments::stripe::Stripe;
+use crate::realtime::clients::Realtime;
+use crate::realtime::events::RealtimeOrderEvents;
+use crate::riders::ids::RiderIds;
 
 /// The longest wait between dispatch rounds when no rider is free.
 const MAX_DISPATCH_BACKOFF_S: u64 = 30;
@@ -74,6 +79,13 @@ pub struct Services {
     pub cluster: Arc<std::sync::OnceLock<Arc<tomato_cluster::Cluster>>>,
     /// Users and token revocations as authentication last read them.
     pub auth_cache: Arc<AuthCache>,
+}
+
+/// The rate limits, for the extractor of a request's client address.
+impl axum::extract::FromRef<AppState> for Arc<crate::limits::Limits> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.limits)
+    }
 }
 
 /// What an internal caller must present, for the http kit's extractor.
@@ -168,7 +180,7 @@ impl AppState {
         let _ = dispatch.shards.set(Arc::downgrade(&router));
         let _ = refunds.orders.set(Arc::downgrade(&router));
         Ok(Self(Arc::new(Services {
-            media: crate::uploads::open_store(&settings)?,
+            media: crate::media::open_store(&settings)?,
             providers,
             refunds,
             limits: Arc::new(crate::limits::Limits::new(&settings)),

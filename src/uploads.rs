@@ -4,20 +4,15 @@
 //! (`<data_dir>/media`) or in any S3-compatible bucket (`uploads.store = "s3"`), and served back
 //! under `/media/` either way.
 
-use std::sync::Arc;
 use tomato_domain::ErrorKind;
 
-use anyhow::Context;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::response::{IntoResponse, Response};
-use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
+use object_store::ObjectStoreExt;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt};
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -25,12 +20,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::config::{Settings, UploadStore};
 use crate::http::{ApiError, ErrorBody, Json, Path};
+use crate::media::MEDIA_DIR;
 use crate::state::AppState;
-
-/// Where uploads live under the data directory, and the URL prefix they are served at.
-pub const MEDIA_DIR: &str = "media";
 
 /// The image kinds accepted: extension and content type, recognised by their first bytes.
 const KINDS: [(&str, &str); 3] = [
@@ -45,38 +37,6 @@ pub fn router(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(upload))
         .layer(DefaultBodyLimit::max(upload_limit))
         .routes(routes!(media))
-}
-
-/// The configured store of uploads.
-pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    match settings.uploads.store {
-        UploadStore::Local => {
-            let dir = settings.store.data_dir.join(MEDIA_DIR);
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            Ok(Arc::new(
-                LocalFileSystem::new_with_prefix(&dir).context("opening the media directory")?,
-            ))
-        }
-        UploadStore::S3 => {
-            let s3 = &settings.uploads.s3;
-            let mut builder = AmazonS3Builder::new()
-                .with_bucket_name(&s3.bucket)
-                .with_region(&s3.region)
-                .with_access_key_id(&s3.access_key_id)
-                .with_secret_access_key(s3.secret_access_key.expose_secret());
-            if !s3.endpoint.is_empty() {
-                // S3-compatible services are usually addressed by path, often over plain HTTP
-                // inside a private network.
-                builder = builder
-                    .with_endpoint(&s3.endpoint)
-                    .with_virtual_hosted_style_request(false)
-                    .with_allow_http(s3.endpoint.starts_with("http://"));
-            }
-            Ok(Arc::new(
-                builder.build().context("configuring the S3 bucket")?,
-            ))
-        }
-    }
 }
 
 /// Where an upload went.

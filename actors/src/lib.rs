@@ -7,13 +7,12 @@
 //! Every message to an actor, every reply and every error is a plain serde type, so the cluster
 //! can carry a command to the node that owns its order or rider unchanged.
 
-pub mod dispatch;
 pub mod order;
 pub mod rider;
+pub mod waves;
 #[cfg(test)]
 mod wire;
 
-pub use dispatch::{DispatchPolicy, DispatchPort, Offer, Withdrawn};
 pub use order::{
     Accept, Apply, ArmFault, OrderActor, OrderEnv, OrderError, OrderEvents, Reject, Retire,
     StoreFault,
@@ -22,3 +21,4 @@ pub use rider::{
     ArmRiderFault, Carried, Carrying, CarryingFlag, Moved, Released, RiderActor, RiderEnv,
     RiderPort, TakeOrder,
 };
+pub use waves::{DispatchPolicy, DispatchPort, Offer, Withdrawn};

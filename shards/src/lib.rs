@@ -13,7 +13,7 @@ use std::fmt;
 use h3o::{CellIndex, Resolution};
 use tomato_domain::LatLon;
 
-mod dispatch;
+mod candidates;
 pub mod index;
 mod offers;
 mod orders;
@@ -24,7 +24,7 @@ pub mod router;
 pub mod runtime;
 pub mod shard;
 
-pub use dispatch::Search;
+pub use candidates::Search;
 pub use remote::{NearestQuery, Position, RemoteShards, ShardCommand, ShardReply};
 pub use riders::{NotRunning, RiderIndex};
 pub use router::{OrderPorts, OrderRef, Route, ShardRouter, Stopped};

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// The header carrying the key.
 pub const HEADER: &str = "x-internal-key";

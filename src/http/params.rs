@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use tomato_domain::ErrorKind;
 use utoipa::IntoParams;
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// `axum::extract::Path`, answering a malformed segment (an id that is not a UUID) with 400.
 #[derive(Debug)]

@@ -17,18 +17,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tomato_domain::{OrderId, OrderStatus};
-use tomato_shards::ShardId;
+use tomato_domain::OrderStatus;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::admin::add_all;
 use crate::auth::AdminUser;
-use crate::cluster::{Question, ask_others};
+use crate::cluster::ask::{Question, ask_others};
 use crate::dispatch::{DispatchTally, fresh_since};
 use crate::http::{ApiError, ErrorBody, Json};
-use crate::realtime::{Envelope, Room};
+use crate::live::{CellCounts, add_all, cell_counts, demand_ratio, open_orders, round2};
+use crate::realtime::bus::{Envelope, Room};
 use crate::state::AppState;
 use tomato_domain::millis::unix_ms;
 
@@ -157,64 +156,6 @@ pub struct Part {
     open_by_status: BTreeMap<String, u64>,
     finished: BTreeMap<String, u64>,
     dispatch: DispatchTally,
-}
-
-/// Supply and demand in one cell as one node counts them; a cluster sums its nodes'.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CellCounts {
-    /// Riders dispatch could offer work to now.
-    pub available: usize,
-    /// Orders picked up here that wait for a rider.
-    pub waiting: usize,
-    /// Unfinished orders picked up here.
-    pub open: usize,
-}
-
-impl std::ops::AddAssign for CellCounts {
-    fn add_assign(&mut self, other: CellCounts) {
-        self.available += other.available;
-        self.waiting += other.waiting;
-        self.open += other.open;
-    }
-}
-
-/// This node's supply and demand per cell at `res` (by the cell's `u64`): its fresh
-/// dispatchable riders, and of `open` (its open orders) those waiting and all.
-pub fn cell_counts(
-    state: &AppState,
-    res: Resolution,
-    open: &[(OrderId, book::Held)],
-) -> BTreeMap<u64, CellCounts> {
-    let fresh = fresh_since(state.settings.dispatch.stale_after_s);
-    let mut cells: BTreeMap<u64, CellCounts> = BTreeMap::new();
-    let available = state
-        .riders
-        .count_by_cell(res, move |seen, ok| ok && seen >= fresh);
-    for (cell, n) in available {
-        cells.entry(u64::from(cell)).or_default().available += n;
-    }
-    for (cell, n) in state.shards.open_by_cell(res) {
-        cells.entry(u64::from(cell)).or_default().open += n;
-    }
-    for (_, held) in open {
-        if held.status == OrderStatus::ReadyForRider {
-            cells
-                .entry(u64::from(held.pickup.cell(res)))
-                .or_default()
-                .waiting += 1;
-        }
-    }
-    cells
-}
-
-/// The open orders of the shards running on this node, from its book.
-pub fn open_orders(state: &AppState) -> Vec<(tomato_domain::OrderId, book::Held)> {
-    let shards = &state.shards;
-    state.ops_book.open(|shard| {
-        shards
-            .shard(ShardId(shard))
-            .is_some_and(|shard| shard.is_running())
-    })
 }
 
 fn resolution(state: &AppState) -> Resolution {
@@ -372,11 +313,6 @@ fn evenly<T: Copy>(items: Vec<T>, max: usize) -> Vec<T> {
     (0..max).map(|i| items[i * len / max]).collect()
 }
 
-/// Waiting orders per available rider, a rider short counted as one.
-pub fn demand_ratio(waiting: usize, available: usize) -> f64 {
-    round2(waiting as f64 / available.max(1) as f64)
-}
-
 /// The `q` quantile of sorted `samples` (nearest rank).
 fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -384,10 +320,6 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     Some(round2(sorted[rank - 1]))
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 fn round6(x: f64) -> f64 {

@@ -22,7 +22,7 @@ use crate::auth::{AuthUser, CustomerUser, SellerUser};
 use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query, idempotency};
 use crate::state::AppState;
 
-mod view;
+pub mod view;
 
 pub use view::{OrderResponse, OrderView, OrdersResponse};
 
@@ -174,7 +174,7 @@ async fn create(
             ),
         ));
     }
-    crate::payments::require_available(state, method)?;
+    state.providers.require(method)?;
 
     let quote = state.settings.pricing.quote(cart.subtotal(), exact_km);
     let now = tomato_domain::millis::now_ms();

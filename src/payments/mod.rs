@@ -25,26 +25,15 @@ use crate::http::{ApiError, ErrorBody, Json, Path, idempotency};
 use crate::orders::{OrderResponse, load_visible};
 use crate::state::AppState;
 
+pub mod providers;
 pub mod razorpay;
 pub mod refunds;
+pub mod signature;
 pub mod stripe;
 
+pub use providers::Providers;
 pub use razorpay::Razorpay;
 pub use stripe::Stripe;
-
-/// `true` when `signature_hex` is the HMAC-SHA256 of `message` under `secret`; the comparison
-/// is constant-time.
-pub fn signed(secret: &[u8], message: &[u8], signature_hex: &str) -> bool {
-    use hmac::{Hmac, Mac};
-    let Ok(signature) = hex::decode(signature_hex.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(message);
-    mac.verify_slice(&signature).is_ok()
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -52,31 +41,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(verify))
         .routes(routes!(webhook))
         .routes(routes!(refunds_pending))
-}
-
-/// The providers this node can take payments with.
-#[derive(Debug, Default)]
-pub struct Providers {
-    pub test: bool,
-    pub razorpay: Option<Razorpay>,
-    pub stripe: Option<Stripe>,
-}
-
-/// Refuses (422 `payment_method_unavailable`) a method this node cannot take payments with.
-pub fn require_available(state: &AppState, method: PaymentMethod) -> Result<(), ApiError> {
-    let available = match method {
-        PaymentMethod::Test => state.providers.test,
-        PaymentMethod::Razorpay => state.providers.razorpay.is_some(),
-        PaymentMethod::Stripe => state.providers.stripe.is_some(),
-    };
-    if available {
-        return Ok(());
-    }
-    Err(ApiError::from_kind(
-        ErrorKind::Unprocessable,
-        "payment_method_unavailable",
-        format!("{method} payments are not available on this node"),
-    ))
 }
 
 fn razorpay(state: &AppState) -> Result<&Razorpay, ApiError> {
@@ -292,7 +256,7 @@ async fn create_order(
                         ),
                     ));
                 }
-                require_available(&state, order.payment_method)?;
+                state.providers.require(order.payment_method)?;
                 Ok((StatusCode::OK, provider_order(&state, &order).await?))
             }
         },
@@ -445,7 +409,7 @@ async fn verify(
             let (state, customer, body) = (state.clone(), customer.clone(), body.clone());
             move || async move {
                 let order = load_visible(&state, &customer, id).await?;
-                require_available(&state, order.payment_method)?;
+                state.providers.require(order.payment_method)?;
                 match order.payment_method {
                     PaymentMethod::Razorpay => {
                         let (provider_order, payment) = razorpay_proof(&state, id, &body).await?;
@@ -703,23 +667,4 @@ async fn refunds_pending(
         refunds,
         next_cursor: owed.next_cursor,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::signed;
-
-    #[test]
-    fn signatures_are_hmac_sha256_hex() {
-        // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog"), a published test
-        // vector.
-        let expected = "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
-        let message = b"The quick brown fox jumps over the lazy dog";
-        assert!(signed(b"key", message, expected));
-        assert!(signed(b"key", message, &expected.to_uppercase()));
-        assert!(!signed(b"key", message, &expected[..62]), "truncated");
-        assert!(!signed(b"other", message, expected), "another secret");
-        assert!(!signed(b"key", b"tampered", expected), "another message");
-        assert!(!signed(b"key", message, "not hex"));
-    }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tomato_domain::Order;
 
-use super::signed;
+use super::signature::signed;
 use crate::config::RazorpaySettings;
 
 /// The provider's name, as orders and bookkeeping spell it.

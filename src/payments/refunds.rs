@@ -24,8 +24,9 @@ use tomato_domain::{Order, OrderCommand, PaymentMethod, PaymentStatus};
 use tomato_shards::{Route, ShardId, ShardRouter};
 use tomato_store::{Refund, StoreError, Stores};
 
-use super::{Providers, razorpay, stripe};
-use crate::realtime::RealtimeOrderEvents;
+use super::providers::Providers;
+use super::{razorpay, stripe};
+use crate::realtime::events::RealtimeOrderEvents;
 
 /// How often the worker looks for refunds due when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);

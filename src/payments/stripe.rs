@@ -8,7 +8,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use tomato_domain::Order;
 
-use super::signed;
+use super::signature::signed;
 use crate::config::StripeSettings;
 
 /// The provider's name, as orders and bookkeeping spell it.

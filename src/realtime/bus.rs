@@ -12,7 +12,7 @@ use serde_json::Value;
 use socketioxide::SocketIo;
 use tomato_domain::{RestaurantId, UserId};
 
-use super::ws::Hub;
+use super::rooms::Hub;
 
 /// A room of realtime clients.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

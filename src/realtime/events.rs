@@ -6,8 +6,9 @@ use serde_json::json;
 use tomato_actors::OrderEvents;
 use tomato_domain::{Order, OrderStatus, PaymentStatus};
 
-use super::{Realtime, Room};
-use crate::orders::OrderView;
+use super::bus::Room;
+use super::clients::Realtime;
+use crate::orders::view::OrderView;
 
 /// Publishes order changes through the realtime gateway.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use tomato_domain::{User, UserId};
 use uuid::Uuid;
 
-use crate::auth::Claims;
+use crate::auth::token::Claims;
 
 /// Why a session ended: the `reason` of `session:ended`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -87,7 +87,7 @@ pub(super) fn attach(state: &AppState) {
                 socket.disconnect().ok();
                 return;
             };
-            for room in super::rooms_of(&state, &auth).await {
+            for room in super::transport::rooms_of(&state, &auth).await {
                 socket.join(room);
             }
             watch_session(&state, &socket, auth.claims);
@@ -96,7 +96,7 @@ pub(super) fn attach(state: &AppState) {
                 let state = on_subscribe.clone();
                 async move {
                     let outcome = match socket.extensions.get::<AuthUser>() {
-                        Some(auth) => super::ops_subscribe(&state, auth.claims).await,
+                        Some(auth) => super::transport::ops_subscribe(&state, auth.claims).await,
                         None => Err(ApiError::unauthorized(
                             "unauthenticated",
                             "this connection is not authenticated",
@@ -105,9 +105,9 @@ pub(super) fn attach(state: &AppState) {
                     if outcome.is_ok() {
                         socket.join(crate::ops::ROOM);
                     }
-                    let _ = ack.send(&super::ack_body(&outcome));
+                    let _ = ack.send(&super::transport::ack_body(&outcome));
                     if let Err(err) = outcome {
-                        let _ = socket.emit("error", &super::error_event(&err));
+                        let _ = socket.emit("error", &super::transport::error_event(&err));
                     }
                 }
             });
@@ -133,9 +133,9 @@ pub(super) fn attach(state: &AppState) {
                         };
                         // A client that asked for an ack (`emitWithAck`) learns the outcome
                         // there; the `error` event stays for clients that did not ask.
-                        let _ = ack.send(&super::ack_body(&outcome));
+                        let _ = ack.send(&super::transport::ack_body(&outcome));
                         if let Err(err) = outcome {
-                            let _ = socket.emit("error", &super::error_event(&err));
+                            let _ = socket.emit("error", &super::transport::error_event(&err));
                         }
                     }
                 },

@@ -8,9 +8,7 @@
 //! forever.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -18,12 +16,13 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::response::Response;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use utoipa::IntoParams;
 
+use super::clients::READ_BUFFER;
+use super::rooms::{Closing, Ending};
 use super::sessions::Ended;
 use crate::auth::AuthUser;
 use crate::auth::extract::authenticate;
@@ -31,11 +30,6 @@ use crate::http::{ApiError, ErrorBody, Query};
 use crate::limits::SocketSlot;
 use crate::riders::PositionReport;
 use crate::state::AppState;
-
-/// Read buffer of a `/ws` connection, held for as long as it is open. A position report is a
-/// frame of ~150 bytes; a larger frame reserves its whole length once its header is read, so
-/// the size only sets how much one read syscall may take.
-pub(super) const READ_BUFFER: usize = 512;
 
 /// Frames waiting for one slow client; when they fill up the connection is closed.
 const OUTBOX: usize = 256;
@@ -54,100 +48,6 @@ const IDLE: Duration = Duration::from_secs(60);
 /// A frame the client's socket does not take within this long ends the connection (it stopped
 /// reading); the timer only starts when a write has to wait.
 const SEND_WITHIN: Duration = Duration::from_secs(10);
-
-/// Why the server closes a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Closing {
-    Session(Ended),
-    /// Its outbox stayed full: the client is not reading.
-    Overflow,
-}
-
-/// The signal that ends a connection from outside its task (a session ended, an overflow).
-#[derive(Debug, Default)]
-struct Ending {
-    why: Mutex<Option<Closing>>,
-    rung: Notify,
-}
-
-impl Ending {
-    fn end(&self, why: Closing) {
-        if let Ok(mut slot) = self.why.lock() {
-            slot.get_or_insert(why);
-        }
-        self.rung.notify_one();
-    }
-
-    fn why(&self) -> Option<Closing> {
-        self.why.lock().ok().and_then(|slot| *slot)
-    }
-}
-
-/// A connection in a room: its id, its outbox and its end.
-type Member = (u64, mpsc::Sender<String>, Arc<Ending>);
-
-/// Rooms of plain WebSocket connections.
-#[derive(Debug, Default)]
-pub struct Hub {
-    next: AtomicU64,
-    rooms: Mutex<HashMap<String, Vec<Member>>>,
-}
-
-impl Hub {
-    fn join(&self, rooms: &[String], outbox: mpsc::Sender<String>, ending: &Arc<Ending>) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut all) = self.rooms.lock() {
-            for room in rooms {
-                all.entry(room.clone())
-                    .or_default()
-                    .push((id, outbox.clone(), Arc::clone(ending)));
-            }
-        }
-        id
-    }
-
-    fn leave(&self, id: u64, rooms: &[String]) {
-        if let Ok(mut all) = self.rooms.lock() {
-            for room in rooms {
-                if let Some(members) = all.get_mut(room) {
-                    members.retain(|(member, _, _)| *member != id);
-                    if members.is_empty() {
-                        all.remove(room);
-                    }
-                }
-            }
-        }
-    }
-
-    pub(super) fn has_members(&self, room: &str) -> bool {
-        self.rooms
-            .lock()
-            .is_ok_and(|all| all.get(room).is_some_and(|members| !members.is_empty()))
-    }
-
-    /// Adds connection `id` (which joined before) to `room`.
-    fn join_one(&self, id: u64, room: &str, outbox: mpsc::Sender<String>, ending: &Arc<Ending>) {
-        if let Ok(mut all) = self.rooms.lock() {
-            let members = all.entry(room.to_owned()).or_default();
-            if !members.iter().any(|(member, _, _)| *member == id) {
-                members.push((id, outbox, Arc::clone(ending)));
-            }
-        }
-    }
-
-    pub(super) fn emit(&self, room: &str, event: &str, data: &Value) {
-        let Ok(all) = self.rooms.lock() else { return };
-        let Some(members) = all.get(room) else { return };
-        let frame = serde_json::json!({ "event": event, "data": data }).to_string();
-        for (_, outbox, ending) in members {
-            // A full outbox means the client is not reading: never block the emitter; close
-            // the connection rather than let it miss events without knowing.
-            if let Err(mpsc::error::TrySendError::Full(_)) = outbox.try_send(frame.clone()) {
-                ending.end(Closing::Overflow);
-            }
-        }
-    }
-}
 
 /// The token, since browsers cannot set headers on a WebSocket.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -184,7 +84,7 @@ pub async fn upgrade(
         .ok_or_else(|| ApiError::unauthorized("unauthenticated", "pass ?token=<access token>"))?;
     let auth = authenticate(&state, &token).await?;
     let slot = state.limits.open_socket(auth.user.id)?;
-    let rooms = super::rooms_of(&state, &auth).await;
+    let rooms = super::transport::rooms_of(&state, &auth).await;
     let conn = Box::new(Conn {
         state,
         auth,
@@ -366,11 +266,11 @@ fn answer(ack_id: Option<u64>, outcome: &Result<(), ApiError>) -> Option<String>
         // The common answer, written without building a JSON tree.
         (Some(id), Ok(())) => format!(r#"{{"event":"ack","id":{id},"data":{{"ok":true}}}}"#),
         (Some(id), Err(_)) => {
-            serde_json::json!({ "event": "ack", "id": id, "data": super::ack_body(outcome) })
+            serde_json::json!({ "event": "ack", "id": id, "data": super::transport::ack_body(outcome) })
                 .to_string()
         }
         (None, Err(err)) => {
-            serde_json::json!({ "event": "error", "data": super::error_event(err) }).to_string()
+            serde_json::json!({ "event": "error", "data": super::transport::error_event(err) }).to_string()
         }
         (None, Ok(())) => return None,
     })
@@ -452,7 +352,7 @@ async fn dispatch_event(
                 .await
                 .map(|()| None)
         }
-        "ops:subscribe" => super::ops_subscribe(state, auth.claims.clone())
+        "ops:subscribe" => super::transport::ops_subscribe(state, auth.claims.clone())
             .await
             .map(|()| Some(crate::ops::ROOM)),
         other => Err(ApiError::bad_request(format!("unknown event {other:?}"))),

@@ -5,13 +5,12 @@
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tomato_domain::ErrorKind;
 use tomato_domain::marketplace::phone;
 use tomato_domain::rider::{aadhar, driving_license, mask};
-use tomato_domain::{LatLon, OrderCommand, OrderId, OrderStatus, Rider, RiderId, UserId};
+use tomato_domain::{LatLon, OrderCommand, OrderId, OrderStatus, Rider, RiderId};
 use tomato_shards::OrderRef;
 use tomato_shards::index::INDEX_RESOLUTION;
 use utoipa::{IntoParams, ToSchema};
@@ -25,7 +24,10 @@ use crate::orders::OrderResponse;
 use crate::state::AppState;
 use tomato_domain::millis::now_ms;
 
+pub mod ids;
 pub mod snapshots;
+
+pub use ids::RiderIds;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -41,41 +43,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(nearby))
         .routes(routes!(pending))
         .routes(routes!(verify))
-}
-
-/// Which rider profile each user has (and whose each profile is), so the location hot path and
-/// dispatch do not ask the store.
-#[derive(Debug, Default)]
-pub struct RiderIds {
-    riders: DashMap<UserId, RiderId>,
-    users: DashMap<RiderId, UserId>,
-}
-
-impl RiderIds {
-    pub(crate) fn remember(&self, user: UserId, rider: RiderId) {
-        self.riders.insert(user, rider);
-        self.users.insert(rider, user);
-    }
-
-    /// The user whose profile this is.
-    pub fn user_of(&self, rider: RiderId) -> Option<UserId> {
-        self.users.get(&rider).map(|user| *user)
-    }
-
-    /// The user's rider profile id, from memory or (once) from the store.
-    async fn of(&self, state: &AppState, user: UserId) -> Result<RiderId, ApiError> {
-        if let Some(id) = self.riders.get(&user) {
-            return Ok(*id);
-        }
-        let rider = state
-            .stores
-            .riders
-            .by_user(user)
-            .await?
-            .ok_or_else(|| ApiError::not_found("create your rider profile first"))?;
-        self.remember(user, rider.id);
-        Ok(rider.id)
-    }
 }
 
 /// A rider as clients see it. `aadharNumber` and `drivingLicenseNumber` appear, masked to their
@@ -214,7 +181,7 @@ async fn create(
 }
 
 async fn own_profile(state: &AppState, auth: &AuthUser) -> Result<Rider, ApiError> {
-    let id = state.rider_ids.of(state, auth.user.id).await?;
+    let id = state.rider_ids.of(&state.stores, auth.user.id).await?;
     state
         .stores
         .riders
@@ -300,7 +267,7 @@ pub async fn apply_position(
     // HTTP and sockets alike: one rider's flood is refused before it costs anything.
     state.limits.position(auth.user.id)?;
     let at = report.validate()?;
-    let rider = state.rider_ids.of(state, auth.user.id).await?;
+    let rider = state.rider_ids.of(&state.stores, auth.user.id).await?;
     let now = OffsetDateTime::now_utc();
     // Into the index, and to the rider's actor (on the update's shard, handed off if it
     // changed), which tells a watching customer.
@@ -443,7 +410,7 @@ async fn offers(
     State(state): State<AppState>,
     RiderUser(auth): RiderUser,
 ) -> Result<Json<HeldOffers>, ApiError> {
-    let rider = state.rider_ids.of(&state, auth.user.id).await?;
+    let rider = state.rider_ids.of(&state.stores, auth.user.id).await?;
     Ok(Json(HeldOffers {
         offers: state.shards.offers_of(rider),
     }))
@@ -510,7 +477,7 @@ async fn reject(
     RiderUser(auth): RiderUser,
     Path(id): Path<OrderId>,
 ) -> Result<StatusCode, ApiError> {
-    let rider = state.rider_ids.of(&state, auth.user.id).await?;
+    let rider = state.rider_ids.of(&state.stores, auth.user.id).await?;
     let order = crate::orders::load(&state, id).await?;
     state.shards.reject((&order).into(), rider).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -557,7 +524,7 @@ async fn set_status(
             ));
         }
     };
-    let rider = state.rider_ids.of(&state, auth.user.id).await?;
+    let rider = state.rider_ids.of(&state.stores, auth.user.id).await?;
     let order = crate::orders::load(&state, id).await?;
     if order.rider_id != Some(rider) {
         return Err(ApiError::forbidden(

@@ -257,21 +257,7 @@ pub fn open(data_dir: &Path) -> Result<Stores, StoreError> {
         db,
         origin: Uuid::new_v4(),
     });
-    Ok(Stores {
-        users: store.clone(),
-        tokens: store.clone(),
-        restaurants: store.clone(),
-        menu: store.clone(),
-        carts: store.clone(),
-        addresses: store.clone(),
-        orders: store.clone(),
-        idempotency: store.clone(),
-        riders: store.clone(),
-        stats: store.clone(),
-        payments: store.clone(),
-        changes: store.clone(),
-        backend: store,
-    })
+    Ok(Stores::over(store))
 }
 
 /// Every store trait implemented over one SQLite database.

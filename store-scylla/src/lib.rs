@@ -84,21 +84,7 @@ pub async fn open(config: &ScyllaConfig) -> Result<Stores, StoreError> {
         db,
         origin: uuid::Uuid::new_v4(),
     });
-    Ok(Stores {
-        users: store.clone(),
-        tokens: store.clone(),
-        restaurants: store.clone(),
-        menu: store.clone(),
-        carts: store.clone(),
-        addresses: store.clone(),
-        orders: store.clone(),
-        idempotency: store.clone(),
-        riders: store.clone(),
-        stats: store.clone(),
-        payments: store.clone(),
-        changes: store.clone(),
-        backend: store,
-    })
+    Ok(Stores::over(store))
 }
 
 /// Every store trait over one CQL session.

@@ -235,6 +235,43 @@ pub struct Stores {
     pub backend: Arc<dyn Backend>,
 }
 
+impl Stores {
+    /// Every handle over one value that implements every store trait, as each backend does.
+    pub fn over<S>(store: Arc<S>) -> Self
+    where
+        S: UserStore
+            + TokenStore
+            + RestaurantStore
+            + MenuStore
+            + CartStore
+            + AddressStore
+            + OrderStore
+            + IdempotencyStore
+            + RiderStore
+            + StatsStore
+            + PaymentStore
+            + ChangeFeed
+            + Backend
+            + 'static,
+    {
+        Self {
+            users: store.clone(),
+            tokens: store.clone(),
+            restaurants: store.clone(),
+            menu: store.clone(),
+            carts: store.clone(),
+            addresses: store.clone(),
+            orders: store.clone(),
+            idempotency: store.clone(),
+            riders: store.clone(),
+            stats: store.clone(),
+            payments: store.clone(),
+            changes: store.clone(),
+            backend: store,
+        }
+    }
+}
+
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stores")

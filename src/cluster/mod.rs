@@ -6,7 +6,6 @@
 //! and the leases as it last read them from Redis (at most a second old).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use secrecy::ExposeSecret;
@@ -24,6 +23,10 @@ use crate::http::{ErrorBody, Json};
 use crate::realtime::{Envelope, LocalSockets, RealtimeBus};
 use crate::state::AppState;
 
+pub mod ask;
+
+use ask::Question;
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(cluster))
 }
@@ -36,50 +39,14 @@ enum NodeEvent {
     Auth { change: CacheChange },
 }
 
-/// What one node asks the others about what only their memory holds.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Question {
-    /// Their part of `/api/admin/stats`'s live figures ([`crate::admin::Live`]).
-    LiveStats,
-    /// Their part of the operations page's snapshot ([`crate::ops::Part`]).
-    Ops,
-}
-
-/// How long a question waits for the other nodes: past it, a node is left out.
-const ANSWER_WITHIN: Duration = Duration::from_secs(1);
-
-impl Question {
-    async fn answer(self, state: &AppState) -> String {
-        match self {
-            Question::LiveStats => {
-                serde_json::to_string(&crate::admin::Live::here(state)).unwrap_or_default()
-            }
-            Question::Ops => {
-                serde_json::to_string(&crate::ops::Part::here(state)).unwrap_or_default()
-            }
+/// What this node answers to `question`.
+async fn answer(question: Question, state: &AppState) -> String {
+    match question {
+        Question::LiveStats => {
+            serde_json::to_string(&crate::admin::Live::here(state)).unwrap_or_default()
         }
+        Question::Ops => serde_json::to_string(&crate::ops::Part::here(state)).unwrap_or_default(),
     }
-}
-
-/// The answers of the other nodes of the cluster to `question` (none on a single node); a node
-/// that does not answer within a second, or answers what cannot be read, is left out.
-pub async fn ask_others<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    question: Question,
-) -> Vec<T> {
-    let Some(cluster) = state.cluster.get() else {
-        return Vec::new();
-    };
-    let Ok(asked) = serde_json::to_string(&question) else {
-        return Vec::new();
-    };
-    cluster
-        .ask_others(&asked, ANSWER_WITHIN)
-        .await
-        .iter()
-        .filter_map(|answer| serde_json::from_str(answer).ok())
-        .collect()
 }
 
 /// The realtime bus of a cluster: this node's sockets at once, the other nodes' through Redis.
@@ -124,7 +91,7 @@ pub fn wire(state: &AppState, cluster: &Arc<Cluster>) {
         let state = answering.clone();
         Box::pin(async move {
             match serde_json::from_str::<Question>(&asked) {
-                Ok(question) => question.answer(&state).await,
+                Ok(question) => answer(question, &state).await,
                 Err(err) => {
                     tracing::warn!(error = %err, "unreadable question from another node");
                     String::new()

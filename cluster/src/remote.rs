@@ -1,0 +1,303 @@
+//! Remote calls: commands to the owner of a shard (request and reply, re-sent until answered),
+//! positions batched to their owners, nearest-rider searches over other nodes' shards, events
+//! every node hears and questions every node answers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_core::future::BoxFuture;
+use tomato_actors::OrderError;
+use tomato_domain::RiderId;
+use tomato_shards::index::Found;
+use tomato_shards::{NearestQuery, Position, RemoteShards, ShardCommand, ShardId, ShardReply};
+
+use crate::Cluster;
+use crate::transport::{Envelope, Sent};
+
+/// How long one send of a command waits for the owner's answer before sending it again.
+const CALL_WITHIN: Duration = Duration::from_secs(3);
+/// How long a command keeps looking for an owner that answers while its shard moves: past a
+/// takeover (a dead owner's shards have a new one within ~8 s) and short of the edge's timeout.
+const COMMAND_WITHIN: Duration = Duration::from_secs(15);
+/// How long a search waits for other nodes' riders: past it, the answer is what came.
+const SEARCH_WITHIN: Duration = Duration::from_millis(300);
+/// How often positions for other nodes go out, batched per node.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(20);
+
+/// What answers other nodes' questions about this one.
+pub(crate) type Answerer = Box<dyn Fn(String) -> BoxFuture<'static, String> + Send + Sync>;
+
+impl Cluster {
+    /// A message on this node's inbox: a command to run here, or the reply to one of ours.
+    pub(crate) fn received(self: Arc<Self>, envelope: Envelope) {
+        match envelope {
+            Envelope::Call {
+                id,
+                from,
+                shard,
+                command,
+            } => {
+                tokio::spawn(async move {
+                    let result = self.router.execute_here(command).await;
+                    if result.is_err() {
+                        tracing::debug!(shard = shard.0, %from, "remote command refused here");
+                    }
+                    let drop = self
+                        .drop_replies
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                        .is_ok();
+                    if drop {
+                        tracing::warn!(shard = shard.0, %from, id, "reply dropped (fault drill)");
+                        return;
+                    }
+                    self.transport.reply(&from, id, result).await;
+                });
+            }
+            Envelope::Reply { id, result } => self.transport.answered(id, result),
+            Envelope::Positions { positions } => {
+                tokio::spawn(async move {
+                    for p in positions {
+                        // Not ours any more: dropped, the rider's next position finds the owner.
+                        let _ = self.router.moved_here(p.rider, p.at, p.seen_at).await;
+                    }
+                });
+            }
+            Envelope::Ask { id, from, question } => {
+                if let Some(answerer) = self.questions.get() {
+                    let answering = answerer(question);
+                    tokio::spawn(async move {
+                        let answer = answering.await;
+                        self.transport.answer(&from, id, answer).await;
+                    });
+                }
+            }
+            Envelope::Answer { id, answer } => self.transport.told(id, answer),
+            Envelope::Dispatchable {
+                from,
+                rider,
+                dispatchable,
+            } => {
+                if from != self.config.node_id {
+                    self.router.dispatchable_heard(rider, dispatchable);
+                }
+            }
+            Envelope::Event { from, payload } => {
+                if from != self.config.node_id
+                    && let Some(handler) = self.events.get()
+                {
+                    handler(payload);
+                }
+            }
+        }
+    }
+
+    /// Sends `payload` to every other node (fire-and-forget: pub/sub may drop it while Redis
+    /// is out of reach; realtime clients resynchronise on reconnect).
+    pub fn broadcast(&self, payload: String) {
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move { me.transport.broadcast(payload).await });
+        }
+    }
+
+    /// Sets who hears what other nodes broadcast (once).
+    pub fn on_event(&self, handler: impl Fn(String) + Send + Sync + 'static) {
+        let _ = self.events.set(Box::new(handler));
+    }
+
+    /// Sets who answers the questions other nodes ask about this one (once).
+    pub fn on_question(
+        &self,
+        answerer: impl Fn(String) -> BoxFuture<'static, String> + Send + Sync + 'static,
+    ) {
+        let _ = self.questions.set(Box::new(answerer));
+    }
+
+    /// Asks every other live node `question` in parallel; the answers that came within
+    /// `within` (a node that is slow or gone is left out).
+    pub async fn ask_others(&self, question: &str, within: Duration) -> Vec<String> {
+        let others: Vec<String> = self
+            .view()
+            .nodes
+            .into_iter()
+            .map(|member| member.id)
+            .filter(|id| *id != self.config.node_id)
+            .collect();
+        let asks = others
+            .iter()
+            .map(|node| self.transport.ask(node, question, within));
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Sends the positions waiting for other nodes, one message per node.
+    pub(crate) async fn flush_positions(&self) {
+        let batches: Vec<(String, Vec<Position>)> = match self.outbox.lock() {
+            Ok(mut outbox) => outbox.drain().collect(),
+            Err(_) => return,
+        };
+        for (node, positions) in batches {
+            self.metrics
+                .forwarded_positions
+                .inc_by(u64::try_from(positions.len()).unwrap_or(u64::MAX));
+            self.transport.positions(&node, positions).await;
+        }
+    }
+
+    /// Who holds `shard`'s lease, as last read.
+    fn owner_of(&self, shard: ShardId) -> Option<String> {
+        let view = self.view.lock().ok()?;
+        view.leases
+            .get(shard.0 as usize)
+            .and_then(|lease| lease.as_ref())
+            .map(|lease| lease.node.clone())
+    }
+
+    /// Runs `command` wherever `shard` runs: on its owner, waiting out a move for a while.
+    ///
+    /// A send that was certainly not run (nobody listened, or the node does not own the shard)
+    /// is simply sent again to whoever owns the shard by then. A send that got no answer may
+    /// have run: it is sent again with the same call id (a late answer to the first send still
+    /// counts) and marked [`ShardCommand::again`], so an order that already shows its effect
+    /// answers "done" instead of refusing it. Either way the command runs at most once: the
+    /// actor serialises commands on its order, and the store's version check keeps a former
+    /// owner's copy from writing.
+    async fn call_owner(
+        self: Arc<Self>,
+        shard: ShardId,
+        mut command: ShardCommand,
+    ) -> Result<ShardReply, OrderError> {
+        let started = tokio::time::Instant::now();
+        let id = self.transport.call_id();
+        loop {
+            let sent = match self.owner_of(shard) {
+                Some(owner) if owner == self.config.node_id => {
+                    // Ours by the last reading: it may be starting here right now.
+                    Sent::Answered(self.router.execute_here(command.clone()).await)
+                }
+                Some(owner) => {
+                    let sent = self
+                        .transport
+                        .call(&owner, id, shard, command.clone(), CALL_WITHIN)
+                        .await;
+                    let counter = match &sent {
+                        Sent::Answered(Ok(_)) => Some(&self.metrics.remote_ok),
+                        Sent::Answered(Err(_)) => Some(&self.metrics.remote_refused),
+                        Sent::NoReply => Some(&self.metrics.remote_unanswered),
+                        Sent::NobodyThere => None,
+                    };
+                    if let Some(counter) = counter {
+                        counter.inc();
+                    }
+                    sent
+                }
+                None => Sent::Answered(Err(OrderError::NotOwner)),
+            };
+            let in_time = started.elapsed() < COMMAND_WITHIN;
+            match sent {
+                // The shard moves: look for its owner again, for a while.
+                Sent::Answered(Err(OrderError::NotOwner)) | Sent::NobodyThere if in_time => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                // Maybe run, maybe not: the owner may have died with it, or the answer was lost.
+                Sent::NoReply if in_time => command = command.again(),
+                Sent::Answered(Err(OrderError::NotOwner)) | Sent::NobodyThere => {
+                    self.metrics.remote_failed.inc();
+                    return Err(OrderError::NotOwner);
+                }
+                Sent::NoReply => {
+                    self.metrics.remote_failed.inc();
+                    return Err(OrderError::Unavailable);
+                }
+                Sent::Answered(done) => return done,
+            }
+        }
+    }
+
+    /// Fault drill: the next `count` commands other nodes send here run, but their replies
+    /// are dropped, as a reply lost on the way would be.
+    pub fn drop_next_replies(&self, count: u32) {
+        self.drop_replies.store(count, Ordering::Release);
+    }
+}
+
+impl RemoteShards for Cluster {
+    fn forward_position(&self, shard: ShardId, position: Position) {
+        // Soft state: with no owner known, the position is dropped and the next one tries again.
+        let Some(owner) = self.owner_of(shard) else {
+            return;
+        };
+        if owner == self.config.node_id {
+            // Ours by the last reading, though not running yet: it starts within a tick.
+            return;
+        }
+        if let Ok(mut outbox) = self.outbox.lock() {
+            outbox.entry(owner).or_default().push(position);
+        }
+    }
+
+    fn nearest(&self, shards: Vec<ShardId>, query: NearestQuery) -> BoxFuture<'static, Vec<Found>> {
+        let mut owners: HashMap<String, ShardId> = HashMap::new();
+        for shard in shards {
+            if let Some(owner) = self.owner_of(shard)
+                && owner != self.config.node_id
+            {
+                owners.entry(owner).or_insert(shard);
+            }
+        }
+        let Some(me) = self.me.upgrade() else {
+            return Box::pin(std::future::ready(Vec::new()));
+        };
+        Box::pin(async move {
+            let asks = owners.into_iter().map(|(owner, shard)| {
+                let me = Arc::clone(&me);
+                async move {
+                    let id = me.transport.call_id();
+                    match me
+                        .transport
+                        .call(
+                            &owner,
+                            id,
+                            shard,
+                            ShardCommand::Nearest { query },
+                            SEARCH_WITHIN,
+                        )
+                        .await
+                    {
+                        Sent::Answered(Ok(ShardReply::Found(found))) => found,
+                        _ => {
+                            me.metrics.remote_failed.inc();
+                            Vec::new()
+                        }
+                    }
+                }
+            });
+            futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        })
+    }
+
+    fn dispatchable(&self, rider: RiderId, dispatchable: bool) {
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move { me.transport.dispatchable(rider, dispatchable).await });
+        }
+    }
+
+    fn call(
+        &self,
+        shard: ShardId,
+        command: ShardCommand,
+    ) -> BoxFuture<'static, Result<ShardReply, OrderError>> {
+        match self.me.upgrade() {
+            Some(me) => Box::pin(me.call_owner(shard, command)),
+            None => Box::pin(std::future::ready(Err(OrderError::NotOwner))),
+        }
+    }
+}
