@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use crate::auth::AdminUser;
 use crate::cluster::ask::{Question, ask_others};
 use crate::dispatch::{DispatchTally, median};
+use crate::http::responses::Unauthorized;
 use crate::http::{ApiError, ErrorBody, Json};
 use crate::live::{CellCounts, add_all, cell_counts, demand_ratio, open_orders};
 use crate::state::AppState;
@@ -143,7 +144,7 @@ pub fn start_of_day(now: OffsetDateTime, zone: &jiff::tz::TimeZone) -> OffsetDat
     security(("bearer" = [])),
     responses(
         (status = 200, body = Stats),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not an admin", body = ErrorBody),
     )
 )]

@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
+use crate::http::responses::{RateLimited, Unauthorized};
 use crate::http::{ApiError, ErrorBody, Json, Path};
 use crate::media::MEDIA_DIR;
 use crate::state::AppState;
@@ -106,11 +107,11 @@ pub struct UploadForm {
     responses(
         (status = 201, body = Uploaded),
         (status = 400, description = "No `file` field, or a malformed body", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 413, description = "Larger than the upload limit", body = ErrorBody),
         (status = 415, description = "Not a PNG, JPEG or WebP image, or not multipart", body = ErrorBody),
         (status = 503, description = "The upload store is unreachable, or (`storage_full`) its disk is short of space", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
+        RateLimited,
     )
 )]
 async fn upload(

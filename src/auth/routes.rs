@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::extract::AuthUser;
 use super::google::GoogleError;
+use crate::http::responses::{RateLimited, Unauthorized};
 use crate::http::{ApiError, ErrorBody, Json};
 use crate::limits::ClientAddress;
 use crate::state::AppState;
@@ -145,7 +146,7 @@ async fn sign_in(
         (status = 401, description = "The ID token is invalid, expired, for another client, from another issuer, or signed with an unknown key", body = ErrorBody),
         (status = 404, description = "Google sign-in is not configured (auth.google.client_ids is empty)", body = ErrorBody),
         (status = 503, description = "Google's signing keys could not be fetched", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
+        RateLimited,
     )
 )]
 async fn google(
@@ -188,7 +189,7 @@ async fn google(
         (status = 200, body = SessionResponse),
         (status = 400, description = "Invalid e-mail or name (1 to 100 characters)", body = ErrorBody),
         (status = 404, description = "auth.dev_login is off", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
+        RateLimited,
     )
 )]
 async fn dev_login(
@@ -213,7 +214,7 @@ async fn dev_login(
     security(("bearer" = [])),
     responses(
         (status = 200, body = MeResponse),
-        (status = 401, description = "Missing, malformed, expired, revoked or stale token", body = ErrorBody),
+        Unauthorized,
     )
 )]
 async fn me(auth: AuthUser) -> Json<MeResponse> {
@@ -234,7 +235,7 @@ async fn me(auth: AuthUser) -> Json<MeResponse> {
     responses(
         (status = 200, body = SessionResponse),
         (status = 400, description = "Not a role", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Asked for admin", body = ErrorBody),
     )
 )]
@@ -264,7 +265,7 @@ async fn set_role(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Logged out"),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
     )
 )]
 async fn logout(State(state): State<AppState>, auth: AuthUser) -> Result<StatusCode, ApiError> {

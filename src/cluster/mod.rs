@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 
 use crate::auth::AdminUser;
 use crate::auth::cache::CacheChange;
+use crate::http::responses::Unauthorized;
 use crate::http::{ErrorBody, Json};
 use crate::realtime::{Envelope, LocalSockets, RealtimeBus};
 use crate::state::AppState;
@@ -152,7 +153,7 @@ const HEARTBEAT_TTL_MS: i64 = 5_000;
     security(("bearer" = [])),
     responses(
         (status = 200, body = ClusterView),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not an admin", body = ErrorBody),
     )
 )]

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 mod params;
+pub mod responses;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use internal::{HEADER as INTERNAL_KEY_HEADER, InternalCaller, InternalKey};

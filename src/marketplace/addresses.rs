@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use crate::auth::CustomerUser;
 use crate::http::fields::{Location, invalid};
+use crate::http::responses::Unauthorized;
 use crate::http::{ApiError, ErrorBody, Json, Path};
 use crate::state::AppState;
 use tomato_domain::millis::now_ms;
@@ -73,7 +74,7 @@ pub struct AddressesResponse {
     security(("bearer" = [])),
     responses(
         (status = 200, body = AddressesResponse),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
     )
 )]
@@ -114,7 +115,7 @@ pub struct NewAddress {
     responses(
         (status = 201, body = AddressResponse),
         (status = 400, description = "Invalid address (1-500 characters), mobile or coordinates", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 409, description = "Already 50 addresses (`address_limit`)", body = ErrorBody),
     )
@@ -158,7 +159,7 @@ async fn create(
     params(("id" = String, Path, description = "Address id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such address of this customer", body = ErrorBody),
     )

@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::CustomerUser;
+use crate::http::responses::Unauthorized;
 use crate::http::{ApiError, ErrorBody, Json, Path};
 use crate::state::AppState;
 
@@ -88,7 +89,7 @@ fn respond(cart: Cart) -> Json<CartResponse> {
     security(("bearer" = [])),
     responses(
         (status = 200, body = CartResponse),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
     )
 )]
@@ -130,7 +131,7 @@ fn quantity(raw: i64, min: i64) -> Result<u32, ApiError> {
     responses(
         (status = 200, body = CartResponse),
         (status = 400, description = "Quantity outside 1-50, or not an item id", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such item", body = ErrorBody),
         (status = 409, description = "`cart_other_restaurant`: the cart holds another restaurant's dishes; `item_unavailable`; `quantity_limit`: the line would exceed 50", body = ErrorBody),
@@ -188,7 +189,7 @@ pub struct SetQuantity {
     responses(
         (status = 200, body = CartResponse),
         (status = 400, description = "Quantity outside 0-50", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such line in this customer's cart", body = ErrorBody),
     )
@@ -218,7 +219,7 @@ async fn set_quantity(
     params(("lineId" = String, Path, description = "Cart line id")),
     responses(
         (status = 200, body = CartResponse),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such line in this customer's cart", body = ErrorBody),
     )
@@ -245,7 +246,7 @@ async fn remove_line(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Emptied"),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
     )
 )]

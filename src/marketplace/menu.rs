@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use super::restaurants::load as load_restaurant;
 use crate::auth::{AuthUser, SellerUser};
 use crate::http::fields::{image, invalid};
+use crate::http::responses::Unauthorized;
 use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query};
 use crate::state::AppState;
 
@@ -79,7 +80,7 @@ pub struct ItemsResponse {
     responses(
         (status = 200, body = ItemsResponse),
         (status = 400, description = "limit outside 1-200 or bad cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 404, description = "No such restaurant", body = ErrorBody),
     )
 )]
@@ -139,7 +140,7 @@ fn category(raw: &str) -> Result<String, ApiError> {
     responses(
         (status = 201, body = ItemResponse),
         (status = 400, description = "Invalid field (name 1-100, description up to 1000, price 1-10000000, category 1-50)", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a seller", body = ErrorBody),
         (status = 409, description = "The seller has no restaurant yet (`no_restaurant`)", body = ErrorBody),
     )
@@ -242,7 +243,7 @@ async fn own_item(
     responses(
         (status = 200, body = ItemResponse),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a seller, or another restaurant's item", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
@@ -301,7 +302,7 @@ async fn update(
     params(("id" = String, Path, description = "Item id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a seller, or another restaurant's item", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )

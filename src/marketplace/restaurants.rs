@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{AdminUser, AuthUser, SellerUser};
 use crate::http::fields::{Location, image, invalid};
+use crate::http::responses::Unauthorized;
 use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query};
 use crate::state::AppState;
 
@@ -142,7 +143,7 @@ pub struct NewRestaurant {
     responses(
         (status = 201, body = RestaurantResponse),
         (status = 400, description = "Invalid field (name 1-100, description up to 1000, phone 7-15 digits, address 1-500, coordinates in range)", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a seller", body = ErrorBody),
         (status = 409, description = "The seller already has a restaurant (`restaurant_exists`)", body = ErrorBody),
     )
@@ -201,7 +202,7 @@ pub struct NearbyQuery {
     responses(
         (status = 200, body = NearbyResponse),
         (status = 400, description = "Missing or out-of-range lat, lon, radius or limit; bad cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
     )
 )]
 async fn nearby(
@@ -275,7 +276,7 @@ async fn nearby(
     security(("bearer" = [])),
     responses(
         (status = 200, body = RestaurantResponse),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a seller", body = ErrorBody),
         (status = 404, description = "No restaurant yet", body = ErrorBody),
     )
@@ -313,7 +314,7 @@ pub(crate) async fn load(state: &AppState, id: RestaurantId) -> Result<Restauran
     responses(
         (status = 200, body = RestaurantResponse),
         (status = 400, description = "Not an id", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 404, body = ErrorBody),
     )
 )]
@@ -354,7 +355,7 @@ pub struct RestaurantChanges {
     responses(
         (status = 200, body = RestaurantResponse),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a seller, or not this restaurant's owner", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
@@ -422,7 +423,7 @@ async fn update(
     responses(
         (status = 200, body = RestaurantsResponse),
         (status = 400, description = "limit outside 1-200 or bad cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not an admin", body = ErrorBody),
     )
 )]
@@ -449,7 +450,7 @@ async fn pending(
     params(("id" = String, Path, description = "Restaurant id")),
     responses(
         (status = 200, body = RestaurantResponse),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )

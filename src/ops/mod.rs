@@ -25,6 +25,7 @@ use utoipa_axum::routes;
 use crate::auth::AdminUser;
 use crate::cluster::ask::{Question, ask_others};
 use crate::dispatch::{DispatchTally, fresh_since};
+use crate::http::responses::Unauthorized;
 use crate::http::{ApiError, ErrorBody, Json};
 use crate::live::{CellCounts, add_all, cell_counts, demand_ratio, open_orders, round2};
 use crate::realtime::bus::{Envelope, Room};
@@ -347,7 +348,7 @@ pub async fn snapshot(state: &AppState) -> OpsSnapshot {
     security(("bearer" = [])),
     responses(
         (status = 200, body = OpsSnapshot),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not an admin", body = ErrorBody),
     )
 )]

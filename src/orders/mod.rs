@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{AuthUser, CustomerUser, SellerUser};
+use crate::http::responses::{RateLimited, ShardMoving, Unauthorized};
 use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query, idempotency};
 use crate::state::AppState;
 
@@ -78,13 +79,13 @@ pub struct NewOrder {
     responses(
         (status = 201, body = OrderResponse),
         (status = 400, description = "Not an address id, or unknown payment method", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such address of this customer", body = ErrorBody),
         (status = 409, description = "`unpaid_order_exists`, `restaurant_closed`, `restaurant_unverified`, `item_unavailable`, `idempotency_key_reused`", body = ErrorBody),
         (status = 422, description = "`empty_cart`, `address_out_of_range` (beyond dispatch.max_delivery_km), `payment_method_unavailable` (provider not enabled on this node)", body = ErrorBody),
-        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
+        ShardMoving,
+        RateLimited,
     )
 )]
 async fn place(
@@ -246,7 +247,7 @@ fn payment_window(state: &AppState) -> Duration {
     responses(
         (status = 200, body = OrdersResponse),
         (status = 400, description = "limit outside 1-200 or bad cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
     )
 )]
@@ -289,7 +290,7 @@ pub struct RestaurantOrdersQuery {
     responses(
         (status = 200, body = OrdersResponse),
         (status = 400, description = "Unknown status, limit outside 1-200, or bad cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a seller", body = ErrorBody),
         (status = 404, description = "The seller has no restaurant", body = ErrorBody),
     )
@@ -382,7 +383,7 @@ pub(crate) async fn load_visible(
     responses(
         (status = 200, body = OrderResponse),
         (status = 400, description = "Not an id", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 404, description = "No such order, or not one this user may see", body = ErrorBody),
     )
 )]
@@ -418,11 +419,11 @@ pub struct StatusChange {
     responses(
         (status = 200, body = OrderResponse),
         (status = 400, description = "A status the seller cannot set", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a seller", body = ErrorBody),
         (status = 404, description = "No such order of this seller's restaurant", body = ErrorBody),
         (status = 409, description = "Not allowed from the current status (`invalid_transition`)", body = ErrorBody),
-        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
+        ShardMoving,
     )
 )]
 async fn set_status(
@@ -462,11 +463,11 @@ async fn set_status(
     params(("id" = String, Path, description = "Order id")),
     responses(
         (status = 200, body = OrderResponse),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such order of this customer", body = ErrorBody),
         (status = 409, description = "Already accepted, or finished (`invalid_transition`)", body = ErrorBody),
-        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
+        ShardMoving,
     )
 )]
 async fn cancel(

@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::CustomerUser;
+use crate::http::responses::{RateLimited, ShardMoving, Unauthorized};
 use crate::http::{ApiError, ErrorBody, Json, Path, idempotency};
 use crate::orders::{OrderResponse, load_visible};
 use crate::state::AppState;
@@ -217,13 +218,13 @@ async fn provider_order(state: &AppState, order: &Order) -> Result<ProviderOrder
     responses(
         (status = 200, body = ProviderOrder),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such order of this customer", body = ErrorBody),
         (status = 409, description = "Already paid, cancelled or expired (`not_payable`)", body = ErrorBody),
         (status = 422, description = "The order's payment method is not available on this node", body = ErrorBody),
         (status = 503, description = "The provider could not be reached", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
+        RateLimited,
     )
 )]
 async fn create_order(
@@ -382,13 +383,13 @@ async fn stripe_proof(state: &AppState, order: OrderId) -> Result<(), ApiError> 
     responses(
         (status = 200, body = OrderResponse),
         (status = 400, description = "Missing proof, `bad_signature`, or `order_mismatch`; the order is unchanged", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such order of this customer", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`: the key was used with another body", body = ErrorBody),
         (status = 422, description = "The order's payment method is not available on this node", body = ErrorBody),
-        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
+        ShardMoving,
+        RateLimited,
     )
 )]
 async fn verify(
@@ -451,7 +452,7 @@ pub struct WebhookOutcome {
         (status = 200, body = WebhookOutcome),
         (status = 400, description = "Missing or wrong signature, or not JSON; nothing changes", body = ErrorBody),
         (status = 404, description = "The provider is not configured", body = ErrorBody),
-        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
+        ShardMoving,
     )
 )]
 async fn webhook(
@@ -630,7 +631,7 @@ pub struct PendingRefunds {
     responses(
         (status = 200, body = PendingRefunds),
         (status = 400, description = "limit outside 1-200 or bad cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not an admin", body = ErrorBody),
     )
 )]

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{AdminUser, AuthUser, RiderUser};
 use crate::http::fields::{Location, image, invalid};
+use crate::http::responses::{RateLimited, ShardMoving, Unauthorized};
 use crate::http::{ApiError, ErrorBody, InternalCaller, Json, PageParams, Path, Query};
 use crate::orders::OrderResponse;
 use crate::state::AppState;
@@ -142,7 +143,7 @@ pub struct NewRider {
     responses(
         (status = 201, body = RiderResponse),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 409, description = "The user already has a profile (`rider_exists`)", body = ErrorBody),
     )
@@ -198,7 +199,7 @@ async fn own_profile(state: &AppState, auth: &AuthUser) -> Result<Rider, ApiErro
     security(("bearer" = [])),
     responses(
         (status = 200, body = RiderResponse),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 404, description = "No profile yet", body = ErrorBody),
     )
@@ -286,11 +287,11 @@ pub async fn apply_position(
     responses(
         (status = 204, description = "Applied"),
         (status = 400, description = "Coordinates out of range or not finite, bad heading, speed or timestamp", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 404, description = "No rider profile yet", body = ErrorBody),
-        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over a limit of `[limits]`; `Retry-After` says when to try again", body = ErrorBody),
+        ShardMoving,
+        RateLimited,
     )
 )]
 async fn location(
@@ -319,7 +320,7 @@ pub struct Availability {
     responses(
         (status = 200, body = RiderResponse),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a rider, or going online unverified (`rider_not_verified`)", body = ErrorBody),
         (status = 404, description = "No rider profile yet", body = ErrorBody),
     )
@@ -362,7 +363,7 @@ pub struct CurrentOrder {
     security(("bearer" = [])),
     responses(
         (status = 200, body = CurrentOrder),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 404, description = "No rider profile yet", body = ErrorBody),
     )
@@ -401,7 +402,7 @@ pub struct HeldOffers {
     security(("bearer" = [])),
     responses(
         (status = 200, body = HeldOffers),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 404, description = "No rider profile yet", body = ErrorBody),
     )
@@ -426,11 +427,11 @@ async fn offers(
     params(("id" = String, Path, description = "Order id")),
     responses(
         (status = 200, body = OrderResponse),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 404, description = "No such order, or no rider profile", body = ErrorBody),
         (status = 409, description = "`offer_not_held` (never offered, expired or rejected), `already_taken`, `rider_busy` (already carrying an order)", body = ErrorBody),
-        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
+        ShardMoving,
     )
 )]
 async fn accept(
@@ -465,11 +466,11 @@ async fn accept(
     params(("id" = String, Path, description = "Order id")),
     responses(
         (status = 204, description = "Rejected"),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a rider", body = ErrorBody),
         (status = 404, description = "No such order, or no rider profile", body = ErrorBody),
         (status = 409, description = "No live offer of this order (`offer_not_held`)", body = ErrorBody),
-        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
+        ShardMoving,
     )
 )]
 async fn reject(
@@ -503,11 +504,11 @@ pub struct RiderStatus {
     responses(
         (status = 200, body = OrderResponse),
         (status = 400, description = "A status other than picked_up or delivered", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not a rider, or not the order's assigned rider", body = ErrorBody),
         (status = 404, description = "No such order, or no rider profile", body = ErrorBody),
         (status = 409, description = "Not allowed from the current status (`invalid_transition`)", body = ErrorBody),
-        (status = 503, description = "`shard_moving`: the order's (or the rider's) shard is moving between nodes; nothing changed, retry shortly", body = ErrorBody),
+        ShardMoving,
     )
 )]
 async fn set_status(
@@ -602,7 +603,7 @@ pub struct NearbyRidersResponse {
     responses(
         (status = 200, body = NearbyRidersResponse),
         (status = 400, description = "Coordinates, radius or limit out of range", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Neither an admin nor a valid x-internal-key", body = ErrorBody),
     )
 )]
@@ -659,7 +660,7 @@ async fn nearby(
     responses(
         (status = 200, body = RidersResponse),
         (status = 400, description = "limit outside 1-200 or bad cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not an admin", body = ErrorBody),
     )
 )]
@@ -688,7 +689,7 @@ async fn pending(
     params(("id" = String, Path, description = "Rider id")),
     responses(
         (status = 200, body = RiderResponse),
-        (status = 401, body = ErrorBody),
+        Unauthorized,
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
