@@ -137,7 +137,7 @@ fn bench_index(c: &mut Criterion) {
 
         // The same search as the node runs it: over the node's shard slices (the default map
         // of 64 shards over resolution-5 regions), taking their locks.
-        let map = ShardMap::new(5, 64).expect("the default map");
+        let map = ShardMap::new(5, 5, 64).expect("the default map");
         let sharded = RiderIndex::new(map);
         for shard in 0..map.count() {
             sharded.open(ShardId(shard));

@@ -96,7 +96,7 @@ fn bench_transition(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let stores = tomato_store_embedded::open(dir.path()).expect("store");
     let actors = Arc::new(ActorRuntime::start(1).expect("actors"));
-    let map = ShardMap::new(5, 64).expect("map");
+    let map = ShardMap::new(5, 5, 64).expect("map");
     let router = ShardRouter::new(
         Arc::clone(&actors),
         map,

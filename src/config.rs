@@ -269,6 +269,7 @@ pub struct OrderSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardSettings {
+    pub zone_resolution: u8,
     pub region_resolution: u8,
     pub count: u32,
     pub arbiters: usize,
@@ -672,9 +673,11 @@ impl Settings {
         if self.riders.snapshot_every_s == 0 {
             return fail("riders.snapshot_every_s must be at least 1".into());
         }
-        if let Err(err) =
-            tomato_shards::ShardMap::new(self.shards.region_resolution, self.shards.count)
-        {
+        if let Err(err) = tomato_shards::ShardMap::new(
+            self.shards.zone_resolution,
+            self.shards.region_resolution,
+            self.shards.count,
+        ) {
             return fail(err.to_string());
         }
         Ok(())
@@ -1008,6 +1011,21 @@ mod tests {
             ("TOMATO_PRICING__CURRENCY", "rupees", "pricing.currency"),
             ("TOMATO_PRICING__PLATFORM_FEE", "-1", "pricing amounts"),
             ("TOMATO_SHARDS__COUNT", "0", "shards.count"),
+            (
+                "TOMATO_SHARDS__ZONE_RESOLUTION",
+                "4",
+                "shards.zone_resolution",
+            ),
+            (
+                "TOMATO_SHARDS__ZONE_RESOLUTION",
+                "10",
+                "shards.zone_resolution",
+            ),
+            (
+                "TOMATO_SHARDS__REGION_RESOLUTION",
+                "12",
+                "shards.region_resolution",
+            ),
             (
                 "TOMATO_RIDERS__SNAPSHOT_EVERY_S",
                 "0",

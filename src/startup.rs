@@ -41,8 +41,6 @@ impl Application {
             let config = tomato_cluster::ClusterConfig {
                 redis_url: state.settings.cluster.redis_url.expose_secret().to_owned(),
                 node_id,
-                shard_count: state.settings.shards.count,
-                region_resolution: state.settings.shards.region_resolution,
             };
             let (cluster, _ticking) = tomato_cluster::Cluster::join(
                 config,

@@ -102,8 +102,12 @@ impl AppState {
             .user_agent(concat!("tomato/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the http client")?;
-        let shards = ShardMap::new(settings.shards.region_resolution, settings.shards.count)
-            .context("building the shard map")?;
+        let shards = ShardMap::new(
+            settings.shards.zone_resolution,
+            settings.shards.region_resolution,
+            settings.shards.count,
+        )
+        .context("building the shard map")?;
         let arbiters = match settings.shards.arbiters {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,

@@ -61,7 +61,7 @@ impl Cluster {
             }
         };
         let names: Vec<String> = live.iter().map(|m| m.id.clone()).collect();
-        for shard in 0..self.config.shard_count {
+        for shard in 0..self.router.map().count() {
             let mine = rendezvous::owner(shard, &names) == Some(self.config.node_id.as_str());
             match (held.get(&shard), mine) {
                 (Some(h), true) => {
@@ -126,7 +126,7 @@ impl Cluster {
         self.metrics
             .shards_owned
             .set(i64::try_from(held.len()).unwrap_or(i64::MAX));
-        let leases = self.redis.leases(self.config.shard_count).await.ok();
+        let leases = self.redis.leases(self.router.map().count()).await.ok();
         self.set_view(|view| {
             view.nodes = live;
             if let Some(leases) = leases {

@@ -50,8 +50,6 @@ use crate::transport::{Transport, envelope_of};
 pub struct ClusterConfig {
     pub redis_url: String,
     pub node_id: String,
-    pub shard_count: u32,
-    pub region_resolution: u8,
 }
 
 /// Why a node could not join.
@@ -60,7 +58,7 @@ pub enum ClusterError {
     #[error("cannot reach Redis at the configured cluster.redis_url: {0}")]
     Redis(#[from] redis::RedisError),
     #[error(
-        "this node's shards ({ours}) differ from the cluster's ({theirs}); every node must use the same shards.count and shards.region_resolution"
+        "this node's shards ({ours}) differ from the cluster's ({theirs}); every node must use the same shards.count, shards.zone_resolution and shards.region_resolution"
     )]
     Layout { ours: String, theirs: String },
 }
@@ -192,10 +190,8 @@ impl Cluster {
         metrics: ClusterMetrics,
     ) -> Result<(Arc<Self>, JoinHandle<()>), ClusterError> {
         let redis = Coordination::connect(&config.redis_url).await?;
-        let ours = format!(
-            "shards.count={} shards.region_resolution={}",
-            config.shard_count, config.region_resolution
-        );
+        // The router's map is the one owner of the layout.
+        let ours = router.map().layout();
         let theirs = redis.layout(&ours).await?;
         if theirs != ours {
             return Err(ClusterError::Layout { ours, theirs });

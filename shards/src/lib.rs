@@ -1,8 +1,10 @@
-//! Location sharding. The world is cut into regions (H3 cells at a coarse resolution), and each
-//! region is hashed onto one of a fixed number of shards; a shard's actors live on one arbiter
-//! (a thread of the actor runtime). An order belongs to the shard of its restaurant's cell, a
-//! rider to the shard of its current cell. The mapping is a pure function of the cell, the same
+//! Location sharding. The world is cut into zones (H3 cells at `shards.zone_resolution`), and
+//! each zone is hashed onto one of a fixed number of shards; a shard's actors live on one arbiter
+//! (a thread of the actor runtime). An order belongs to the shard of its restaurant's zone, a
+//! rider to the shard of its current zone. The mapping is a pure function of the cell, the same
 //! on every node, so any node can tell which shard (and, in a cluster, which node) owns a point.
+//! Zones lie inside regions (coarser cells at `shards.region_resolution`), the unit in which
+//! positions are shared between nodes.
 //!
 //! A shard is the unit a node owns: [`ShardRouter::start`] and [`ShardRouter::stop`] bring all of
 //! one shard (its order and rider actors, its slice of the rider index) up and down, and every
@@ -48,26 +50,69 @@ impl fmt::Display for ShardId {
 pub enum ShardMapError {
     #[error("shards.count must be at least 1")]
     NoShards,
-    #[error("shards.region_resolution must be between 0 and 15")]
+    #[error("shards.region_resolution must be between 0 and {MAX_ZONE_RESOLUTION}")]
     BadResolution,
+    #[error(
+        "shards.zone_resolution must be between shards.region_resolution and {MAX_ZONE_RESOLUTION} (a zone lies inside one region)"
+    )]
+    BadZone,
 }
 
-/// Cell -> shard: the cell's parent at the region resolution, hashed onto `count` shards.
+/// The finest zone: an order's or rider's zone is read from its index cell (resolution 8) or
+/// finer, and a search covers a radius in zones, which grow 7x in number per resolution.
+pub const MAX_ZONE_RESOLUTION: u8 = 9;
+
+/// Cell -> shard: the cell's parent at the zone resolution, hashed onto `count` shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardMap {
+    zone: Resolution,
     region: Resolution,
     count: u32,
 }
 
 impl ShardMap {
-    /// A map of `count` shards over regions at `region_resolution`.
-    pub fn new(region_resolution: u8, count: u32) -> Result<Self, ShardMapError> {
-        let region =
-            Resolution::try_from(region_resolution).map_err(|_| ShardMapError::BadResolution)?;
+    /// A map of `count` shards over zones at `zone_resolution`, inside regions at
+    /// `region_resolution`.
+    pub fn new(
+        zone_resolution: u8,
+        region_resolution: u8,
+        count: u32,
+    ) -> Result<Self, ShardMapError> {
+        if region_resolution > MAX_ZONE_RESOLUTION {
+            return Err(ShardMapError::BadResolution);
+        }
+        if !(region_resolution..=MAX_ZONE_RESOLUTION).contains(&zone_resolution) {
+            return Err(ShardMapError::BadZone);
+        }
+        let resolution = |n: u8| Resolution::try_from(n).map_err(|_| ShardMapError::BadResolution);
         if count == 0 {
             return Err(ShardMapError::NoShards);
         }
-        Ok(Self { region, count })
+        Ok(Self {
+            zone: resolution(zone_resolution)?,
+            region: resolution(region_resolution)?,
+            count,
+        })
+    }
+
+    /// What every node of a cluster must agree on, as one line.
+    pub fn layout(&self) -> String {
+        format!(
+            "shards.count={} shards.zone_resolution={} shards.region_resolution={}",
+            self.count,
+            u8::from(self.zone),
+            u8::from(self.region)
+        )
+    }
+
+    /// The zone resolution.
+    pub fn zone_resolution(&self) -> Resolution {
+        self.zone
+    }
+
+    /// The zone a cell lies in (the cell itself when it is coarser than a zone).
+    pub fn zone_of(&self, cell: CellIndex) -> CellIndex {
+        cell.parent(self.zone).unwrap_or(cell)
     }
 
     /// How many shards there are.
@@ -87,15 +132,15 @@ impl ShardMap {
 
     /// The shard owning `cell`.
     pub fn shard_of_cell(&self, cell: CellIndex) -> ShardId {
-        let region = u64::from(self.region_of(cell));
+        let zone = u64::from(self.zone_of(cell));
         // A fixed mixer, not the std hasher: the mapping must agree across processes, versions
         // and nodes.
-        ShardId((splitmix64(region) % u64::from(self.count)) as u32)
+        ShardId((splitmix64(zone) % u64::from(self.count)) as u32)
     }
 
     /// The shard owning a point.
     pub fn shard_of(&self, point: LatLon) -> ShardId {
-        self.shard_of_cell(point.cell(self.region))
+        self.shard_of_cell(point.cell(self.zone))
     }
 }
 
@@ -131,15 +176,33 @@ mod tests {
 
     #[test]
     fn bad_maps_are_refused() {
-        assert!(ShardMap::new(5, 0).is_err());
-        assert!(ShardMap::new(16, 4).is_err());
-        assert!(ShardMap::new(5, 1).is_ok());
+        assert!(ShardMap::new(5, 5, 0).is_err());
+        assert!(ShardMap::new(16, 16, 4).is_err());
+        assert!(matches!(
+            ShardMap::new(4, 5, 4),
+            Err(ShardMapError::BadZone)
+        ));
+        assert!(matches!(
+            ShardMap::new(10, 5, 4),
+            Err(ShardMapError::BadZone)
+        ));
+        assert!(ShardMap::new(5, 5, 1).is_ok());
+        assert!(ShardMap::new(9, 5, 64).is_ok());
+    }
+
+    #[test]
+    fn the_layout_names_both_resolutions_and_the_count() {
+        let map = ShardMap::new(7, 5, 64).expect("map");
+        assert_eq!(
+            map.layout(),
+            "shards.count=64 shards.zone_resolution=7 shards.region_resolution=5"
+        );
     }
 
     #[test]
     fn the_mapping_is_fixed() {
         // Nodes of different builds must agree: pin one value.
-        let map = ShardMap::new(5, 64).expect("map");
+        let map = ShardMap::new(5, 5, 64).expect("map");
         let bengaluru = LatLon::new(12.9716, 77.5946).expect("point");
         let shard = map.shard_of(bengaluru);
         assert_eq!(shard, map.shard_of(bengaluru));
@@ -148,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_city_spreads_over_several_shards() {
-        let map = ShardMap::new(7, 16).expect("map");
+        let map = ShardMap::new(7, 5, 16).expect("map");
         let mut shards = std::collections::BTreeSet::new();
         for i in 0..20 {
             for j in 0..20 {
@@ -167,19 +230,21 @@ mod tests {
     proptest! {
         #[test]
         fn every_point_maps_to_a_shard_in_range(p in point(), count in 1u32..512, res in 0u8..=9) {
-            let map = ShardMap::new(res, count).expect("map");
+            let map = ShardMap::new(res, res.min(5), count).expect("map");
             prop_assert!(map.shard_of(p).0 < count);
         }
 
         #[test]
-        fn all_cells_of_a_region_share_its_shard(p in point(), fine in 6u8..=12) {
-            let map = ShardMap::new(5, 64).expect("map");
+        fn all_cells_of_a_zone_share_its_shard(p in point(), zone in 5u8..=9, fine in 9u8..=12) {
+            let map = ShardMap::new(zone, 5, 64).expect("map");
             let cell = p.cell(Resolution::try_from(fine).expect("res"));
-            let region = map.region_of(cell);
-            prop_assert_eq!(map.shard_of_cell(cell), map.shard_of_cell(region));
-            for child in region.children(Resolution::Seven).take(50) {
-                prop_assert_eq!(map.shard_of_cell(child), map.shard_of_cell(region));
+            let zone_cell = map.zone_of(cell);
+            prop_assert_eq!(map.shard_of_cell(cell), map.shard_of_cell(zone_cell));
+            for child in zone_cell.children(Resolution::Ten).take(50) {
+                prop_assert_eq!(map.shard_of_cell(child), map.shard_of_cell(zone_cell));
             }
+            // A zone lies inside one region.
+            prop_assert_eq!(map.region_of(zone_cell), map.region_of(cell));
         }
     }
 }

@@ -248,12 +248,12 @@ impl RiderIndex {
         index::nearest(&view, at, radius_m, limit, filter)
     }
 
-    /// The shards whose regions a search of `radius_m` around `at` covers, in order.
+    /// The shards whose zones a search of `radius_m` around `at` covers, in order.
     pub fn shards_within(&self, at: LatLon, radius_m: f64) -> Vec<ShardId> {
-        let region = self.map.region_resolution();
+        let zone = self.map.zone_resolution();
         let mut touched: Vec<ShardId> = at
-            .cell(region)
-            .grid_disk::<Vec<_>>(covering_k(radius_m, region))
+            .cell(zone)
+            .grid_disk::<Vec<_>>(covering_k(radius_m, zone))
             .into_iter()
             .map(|cell| self.map.shard_of_cell(cell))
             .collect();
@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_closed_slice_refuses_updates_and_gives_back_unsaved_positions() {
-        let map = ShardMap::new(5, 4).expect("map");
+        let map = ShardMap::new(5, 5, 4).expect("map");
         let riders = open_index(map);
         let (a, b) = (RiderId::new(), RiderId::new());
         let now = OffsetDateTime::now_utc();
@@ -437,7 +437,7 @@ mod tests {
     #[test]
     fn a_rider_crossing_a_shard_border_is_handed_off_and_still_found() {
         // Small regions and many shards, so a short ride crosses a border.
-        let map = ShardMap::new(7, 64).expect("map");
+        let map = ShardMap::new(7, 5, 64).expect("map");
         let riders = open_index(map);
         let rider = RiderId::new();
         let now = OffsetDateTime::now_utc();
@@ -472,7 +472,7 @@ mod tests {
     #[test]
     fn a_search_over_many_shards_finds_what_one_index_finds() {
         // Every index cell is a region of its own, so a search crosses shards at each cell.
-        let riders = open_index(ShardMap::new(8, 16).expect("map"));
+        let riders = open_index(ShardMap::new(8, 5, 16).expect("map"));
         let mut whole = SpatialIndex::default();
         let now = OffsetDateTime::now_utc();
         let mut next = crate::fixed_stream(0x9E37_79B9_7F4A_7C15);
@@ -498,7 +498,7 @@ mod tests {
 
     #[test]
     fn a_search_meeting_a_busy_shard_out_of_order_starts_again_in_order() {
-        let map = ShardMap::new(8, 16).expect("map");
+        let map = ShardMap::new(8, 5, 16).expect("map");
         let riders = open_index(map);
         // A point whose cell's shard is above the shard of a neighbouring cell: the search
         // holds the first when it reaches the second, so it may only try the second.
@@ -544,7 +544,7 @@ mod tests {
 
     #[test]
     fn snapshots_take_each_moved_rider_once() {
-        let riders = open_index(ShardMap::new(5, 8).expect("map"));
+        let riders = open_index(ShardMap::new(5, 5, 8).expect("map"));
         let (a, b) = (RiderId::new(), RiderId::new());
         let now = OffsetDateTime::now_utc();
         for (rider, lat) in [(a, 12.97), (a, 12.98), (b, 12.99)] {

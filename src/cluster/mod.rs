@@ -1,26 +1,29 @@
 //! The node's side of a cluster: what it tells the other nodes (every realtime event, so a
 //! socket on any node hears its rooms; every revocation and role change, so each node's
 //! authentication cache stays exact), the questions one node asks the others about their
-//! memory (live statistics), and `GET /api/admin/cluster`: which node serves which
-//! shard now. A single node owns every shard it runs; a cluster node answers with the live set
-//! and the leases as it last read them from Redis (at most a second old).
+//! memory (live statistics), `GET /api/admin/cluster`: which node serves which shard now, and
+//! `GET /api/admin/cluster/owner`: which zone a point is in and who serves it. A single node
+//! owns every shard it runs; a cluster node answers with the live set and the leases as it last
+//! read them from Redis (at most a second old).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use secrecy::ExposeSecret;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tomato_cluster::Cluster;
-use utoipa::ToSchema;
+use tomato_domain::LatLon;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AdminUser;
 use crate::auth::cache::CacheChange;
+use crate::http::fields::invalid;
 use crate::http::responses::Unauthorized;
-use crate::http::{ErrorBody, Json};
+use crate::http::{ApiError, ErrorBody, Json, Query};
 use crate::realtime::{Envelope, LocalSockets, RealtimeBus};
 use crate::state::AppState;
 
@@ -29,7 +32,9 @@ pub mod ask;
 use ask::Question;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(cluster))
+    OpenApiRouter::new()
+        .routes(routes!(cluster))
+        .routes(routes!(owner))
 }
 
 /// What one node tells all the others.
@@ -159,11 +164,7 @@ const HEARTBEAT_TTL_MS: i64 = 5_000;
 )]
 async fn cluster(State(state): State<AppState>, _admin: AdminUser) -> Json<ClusterView> {
     let Some(cluster) = state.cluster.get() else {
-        let node_id = if state.settings.cluster.node_id.is_empty() {
-            "single".to_owned()
-        } else {
-            state.settings.cluster.node_id.clone()
-        };
+        let node_id = single_node_id(&state);
         let shards: Vec<ShardView> = state
             .shards
             .shards()
@@ -222,4 +223,89 @@ async fn cluster(State(state): State<AppState>, _admin: AdminUser) -> Json<Clust
         nodes,
         shards,
     })
+}
+
+/// A node outside a cluster: its configured id, or `single`.
+fn single_node_id(state: &AppState) -> String {
+    if state.settings.cluster.node_id.is_empty() {
+        "single".to_owned()
+    } else {
+        state.settings.cluster.node_id.clone()
+    }
+}
+
+/// A point, for `GET /api/admin/cluster/owner`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OwnerQuery {
+    #[param(minimum = -90, maximum = 90)]
+    pub lat: f64,
+    #[param(minimum = -180, maximum = 180)]
+    pub lon: f64,
+}
+
+/// Who serves a point.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerView {
+    /// The zone the point is in: an H3 cell at `shards.zone_resolution`, as hex.
+    #[schema(example = "8760145b4ffffff")]
+    pub zone: String,
+    /// The shard the zone hashes onto.
+    pub shard: u32,
+    /// The node serving the shard; null while it moves.
+    pub owner: Option<String>,
+    /// The shard lease's epoch (1 on a single node; 0 while it moves).
+    pub epoch: u64,
+}
+
+/// Which zone a point is in, the shard it hashes onto, and the node that owns it now (admin).
+#[utoipa::path(
+    get,
+    path = "/api/admin/cluster/owner",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(OwnerQuery),
+    responses(
+        (status = 200, body = OwnerView),
+        Unauthorized,
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    )
+)]
+async fn owner(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Query(query): Query<OwnerQuery>,
+) -> Result<Json<OwnerView>, ApiError> {
+    let at = LatLon::new(query.lat, query.lon).map_err(invalid)?;
+    let map = state.shards.map();
+    let zone = at.cell(map.zone_resolution());
+    let shard = map.shard_of_cell(zone);
+    let (owner, epoch) = match state.cluster.get() {
+        None => {
+            let running = state
+                .shards
+                .shard(shard)
+                .is_some_and(|running| running.is_running());
+            (running.then(|| single_node_id(&state)), u64::from(running))
+        }
+        Some(cluster) => {
+            let lease = cluster
+                .view()
+                .leases
+                .get(shard.0 as usize)
+                .cloned()
+                .flatten();
+            (
+                lease.as_ref().map(|lease| lease.node.clone()),
+                lease.map_or(0, |lease| lease.epoch),
+            )
+        }
+    };
+    Ok(Json(OwnerView {
+        zone: zone.to_string(),
+        shard: shard.0,
+        owner,
+        epoch,
+    }))
 }

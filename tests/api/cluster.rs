@@ -171,12 +171,14 @@ impl ClusterEnv {
     }
 
     /// Runs a node that must refuse to start; its one line of error.
-    fn refused(&self, id: &str, shards: u32, dir: &Path) -> String {
-        let shards = shards.to_string();
+    /// Runs a node with `layout` over the shard settings the others have; its error line.
+    fn refused(&self, id: &str, layout: &[(&str, &str)], dir: &Path) -> String {
+        let shards = SHARDS.to_string();
         let output = tomato(dir)
             .arg("serve")
             .env("TOMATO_SERVER__BIND", "127.0.0.1:0")
             .envs(self.env(id, &shards))
+            .envs(layout.iter().copied())
             .output()
             .expect("run tomato");
         assert!(!output.status.success(), "the node started");
@@ -284,13 +286,27 @@ async fn shards_spread_over_the_nodes_and_move_when_one_dies_joins_or_leaves() {
     let handover = settled(&a, &token, &["node-a", "node-d"], Duration::from_secs(4)).await;
     eprintln!("hand-over after SIGTERM: {handover:?}");
 
-    // A node with another shard layout is refused, with one line.
-    let dir = tempfile::tempdir().expect("dir");
-    let refused = cluster.refused("node-e", SHARDS * 2, dir.path());
-    assert!(
-        refused.contains("differ from the cluster's"),
-        "refused with: {refused}"
-    );
+    // A node with another shard layout (more shards, or other zones) is refused, with one line.
+    let twice = (SHARDS * 2).to_string();
+    for layout in [
+        [("TOMATO_SHARDS__COUNT", twice.as_str())],
+        [("TOMATO_SHARDS__ZONE_RESOLUTION", "6")],
+    ] {
+        let dir = tempfile::tempdir().expect("dir");
+        let refused = cluster.refused("node-e", &layout, dir.path());
+        assert!(
+            refused.contains("differ from the cluster's") && !refused.contains('\n'),
+            "refused with: {refused}"
+        );
+        let (variable, value) = layout[0];
+        let setting = variable
+            .trim_start_matches("TOMATO_SHARDS__")
+            .to_lowercase();
+        assert!(
+            refused.contains(&format!("shards.{setting}={value}")),
+            "the line names the differing setting: {refused}"
+        );
+    }
     drop(d);
     a.terminate();
 }
@@ -389,7 +405,7 @@ fn a_cluster_on_the_embedded_store_is_refused() {
 
 /// The shard of an order picked up at `at` (the shop's location), as every node maps it.
 fn shard_at(at: (f64, f64)) -> u64 {
-    let map = tomato_shards::ShardMap::new(5, SHARDS).expect("map");
+    let map = tomato_shards::ShardMap::new(5, 5, SHARDS).expect("map");
     let point = tomato_domain::LatLon::new(at.0, at.1).expect("point");
     u64::from(map.shard_of(point).0)
 }

@@ -331,10 +331,10 @@ async fn stale_riders_are_never_offered_and_nobody_means_dispatch_pending() {
 
 #[tokio::test]
 async fn a_rider_crossing_a_shard_border_keeps_its_order() {
-    // Small regions: a ride of a few kilometres crosses several shard borders.
+    // Small zones: a ride of a few kilometres crosses several shard borders.
     // The ride is replayed faster than a rider moves: above the default position rate.
     let app = spawn_app_with(&[
-        ("TOMATO_SHARDS__REGION_RESOLUTION", "7"),
+        ("TOMATO_SHARDS__ZONE_RESOLUTION", "7"),
         ("TOMATO_LIMITS__POSITIONS_PER_SECOND", "1000"),
         ("TOMATO_LIMITS__POSITIONS_BURST", "1000"),
     ])

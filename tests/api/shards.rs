@@ -279,3 +279,53 @@ async fn shard_drills_need_fault_injection_and_a_real_shard() {
         .expect("send");
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn the_owner_of_a_point_names_its_zone_shard_and_node() {
+    let app = spawn_app_with(&[
+        ("TOMATO_TESTING__FAULT_INJECTION", "true"),
+        ("TOMATO_SHARDS__COUNT", &SHARDS.to_string()),
+        ("TOMATO_SHARDS__ZONE_RESOLUTION", "7"),
+    ])
+    .await;
+    let admin = app.admin().await;
+    let owner_of = |(lat, lon): (f64, f64)| format!("/api/admin/cluster/owner?lat={lat}&lon={lon}");
+    let at = tomato_domain::LatLon::new(SHOP_AT.0, SHOP_AT.1).expect("point");
+    let map = tomato_shards::ShardMap::new(7, 5, SHARDS).expect("map");
+    let zone = at.cell(h3o::Resolution::Seven);
+
+    let owner = json_ok(app.get(&owner_of(SHOP_AT), Some(&admin.token)).await).await;
+    assert_eq!(
+        owner,
+        json!({ "zone": zone.to_string(), "shard": map.shard_of(at).0, "owner": "single", "epoch": 1 })
+    );
+    // Another zone of the same city: another cell, its own shard by the same map.
+    let across = (SHOP_AT.0 + 0.05, SHOP_AT.1 + 0.05);
+    let far = tomato_domain::LatLon::new(across.0, across.1).expect("point");
+    let other = json_ok(app.get(&owner_of(across), Some(&admin.token)).await).await;
+    assert_ne!(other["zone"], owner["zone"]);
+    assert_eq!(other["shard"], map.shard_of(far).0);
+
+    // While the shard is stopped nobody serves it.
+    drill(&app, map.shard_of(at).0, "stop").await;
+    let moving = json_ok(app.get(&owner_of(SHOP_AT), Some(&admin.token)).await).await;
+    assert_eq!(
+        (&moving["owner"], &moving["epoch"]),
+        (&Value::Null, &json!(0))
+    );
+    drill(&app, map.shard_of(at).0, "start").await;
+
+    for bad in [
+        "/api/admin/cluster/owner?lat=91&lon=77.6",
+        "/api/admin/cluster/owner?lat=NaN&lon=77.6",
+        "/api/admin/cluster/owner?lat=12.9",
+    ] {
+        let response = app.get(bad, Some(&admin.token)).await;
+        error_code(response, StatusCode::BAD_REQUEST).await;
+    }
+    let buyer = app.dev_login("owner-buyer@s.test", "Buyer").await;
+    let response = app.get(&owner_of(SHOP_AT), Some(&buyer.token)).await;
+    error_code(response, StatusCode::FORBIDDEN).await;
+    let response = app.get(&owner_of(SHOP_AT), None).await;
+    error_code(response, StatusCode::UNAUTHORIZED).await;
+}
