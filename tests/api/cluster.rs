@@ -265,6 +265,26 @@ async fn shards_spread_over_the_nodes_and_move_when_one_dies_joins_or_leaves() {
         let ready = reqwest::get(node.url("/readyz")).await.expect("readyz");
         assert_eq!(ready.status(), StatusCode::OK, "{} is ready", node.id);
     }
+    // Every node names the same owner for a point as the shard table does.
+    let shard_owners = owners(&a, &token).await;
+    for node in [&a, &b, &c] {
+        let owner: Value = reqwest::Client::new()
+            .get(node.url("/api/admin/cluster/owner?lat=12.9716&lon=77.5946"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        let shard = owner["shard"].as_u64().expect("shard");
+        assert_eq!(
+            owner["owner"].as_str(),
+            shard_owners[&shard].as_deref(),
+            "{owner}"
+        );
+        assert!(owner["epoch"].as_u64().expect("epoch") >= 1, "{owner}");
+    }
 
     // kill -9: the dead node's shards have live owners within 10 s.
     b.kill9();
