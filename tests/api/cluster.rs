@@ -199,16 +199,21 @@ async fn admin_token(node: &Node) -> String {
     body["token"].as_str().expect("token").to_owned()
 }
 
-/// Shard -> owner, as `node` sees it now.
-async fn owners(node: &Node, token: &str) -> BTreeMap<u64, Option<String>> {
+/// `GET path` on `node` as the admin: the JSON of a 200.
+async fn admin_get(node: &Node, token: &str, path: &str) -> Value {
     let response = reqwest::Client::new()
-        .get(node.url("/api/admin/cluster"))
+        .get(node.url(path))
         .bearer_auth(token)
         .send()
         .await
         .expect("send");
-    assert_eq!(response.status(), StatusCode::OK);
-    let view: Value = response.json().await.expect("json");
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.json().await.expect("json")
+}
+
+/// Shard -> owner, as `node` sees it now.
+async fn owners(node: &Node, token: &str) -> BTreeMap<u64, Option<String>> {
+    let view = admin_get(node, token, "/api/admin/cluster").await;
     assert_eq!(view["mode"], "cluster");
     view["shards"]
         .as_array()
@@ -268,15 +273,12 @@ async fn shards_spread_over_the_nodes_and_move_when_one_dies_joins_or_leaves() {
     // Every node names the same owner for a point as the shard table does.
     let shard_owners = owners(&a, &token).await;
     for node in [&a, &b, &c] {
-        let owner: Value = reqwest::Client::new()
-            .get(node.url("/api/admin/cluster/owner?lat=12.9716&lon=77.5946"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let owner = admin_get(
+            node,
+            &token,
+            "/api/admin/cluster/owner?lat=12.9716&lon=77.5946",
+        )
+        .await;
         let shard = owner["shard"].as_u64().expect("shard");
         assert_eq!(
             owner["owner"].as_str(),
