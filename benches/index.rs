@@ -135,26 +135,29 @@ fn bench_index(c: &mut Criterion) {
             })
         });
 
-        // The same search as the node runs it: over the node's shard slices (the default map
-        // of 64 shards over resolution-5 regions), taking their locks.
-        let map = ShardMap::new(5, 5, 64).expect("the default map");
-        let sharded = RiderIndex::new(map);
-        for shard in 0..map.count() {
-            sharded.open(ShardId(shard));
+        // The same search as the node runs it: over the node's shard slices (64 shards over
+        // zones at resolution 5, the default, and at the finer 7 and 8 that spread a city over
+        // shards), taking their locks.
+        for zone in [5u8, 7, 8] {
+            let map = ShardMap::new(zone, 5, 64).expect("a map");
+            let sharded = RiderIndex::new(map);
+            for shard in 0..map.count() {
+                sharded.open(ShardId(shard));
+            }
+            let now = OffsetDateTime::now_utc();
+            for (id, at) in &placed {
+                sharded.update(*id, *at, now, Some(true)).expect("open");
+            }
+            group.bench_function(
+                BenchmarkId::new(format!("nearest_5_within_5km_zones_{zone}"), riders),
+                |b| {
+                    b.iter(|| {
+                        let at = rng.point();
+                        black_box(sharded.nearest(at, 5_000.0, 5, |_, ok| ok))
+                    })
+                },
+            );
         }
-        let now = OffsetDateTime::now_utc();
-        for (id, at) in &placed {
-            sharded.update(*id, *at, now, Some(true)).expect("open");
-        }
-        group.bench_function(
-            BenchmarkId::new("nearest_5_within_5km_sharded", riders),
-            |b| {
-                b.iter(|| {
-                    let at = rng.point();
-                    black_box(sharded.nearest(at, 5_000.0, 5, |_, ok| ok))
-                })
-            },
-        );
     }
     group.finish();
 }
