@@ -5,21 +5,21 @@
 //!
 //! Run with `cargo bench --bench orders`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use futures_core::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use time::{Duration, OffsetDateTime};
-use tomato_actors::RiderEnv;
-use tomato_actors::{DispatchPolicy, DispatchPort, Offer, Withdrawn};
+use tomato_actors::{DispatchPolicy, Offer, Withdrawn};
 use tomato_domain::{
     DeliveryAddress, HistoryEntry, LatLon, MenuItemId, Money, Order, OrderCommand, OrderId,
     OrderLine, OrderStatus, PaymentMethod, PaymentStatus, RestaurantId, RiderId, UserId,
 };
-use tomato_shards::{ActorRuntime, OrderPorts, OrderRef, RiderIndex, ShardMap, ShardRouter};
+use tomato_shards::{
+    ActorRuntime, DispatchHook, OrderPorts, OrderRef, RiderIndex, SearchSettings, ShardMap,
+    ShardRouter,
+};
 
 /// Nobody listens, and there are no riders, in the benchmark.
 struct Nobody;
@@ -28,21 +28,12 @@ impl tomato_actors::OrderEvents for Nobody {
     fn changed(&self, _before: &Order, _after: &Order) {}
 }
 
-impl DispatchPort for Nobody {
-    fn candidates(
-        &self,
-        _: LatLon,
-        _: HashSet<RiderId>,
-        _: usize,
-    ) -> BoxFuture<'static, Vec<RiderId>> {
-        Box::pin(std::future::ready(Vec::new()))
-    }
-    fn offer(&self, _: &Order, _: &Offer, _: &[RiderId]) {}
+impl DispatchHook for Nobody {
+    fn offered(&self, _: &Order, _: &Offer, _: &[RiderId]) {}
     fn pending(&self, _: &Order, _: u32) {}
     fn withdrawn(&self, _: &Order, _: RiderId, _: Withdrawn) {}
-    fn ended(&self, _: &Order) {}
     fn assigned(&self, _: &Order, _: RiderId) {}
-    fn released(&self, _: &Order, _: RiderId) {}
+    fn moved(&self, _: OrderId, _: UserId, _: LatLon, _: OffsetDateTime) {}
 }
 
 fn unpaid_order() -> Order {
@@ -104,17 +95,18 @@ fn bench_transition(c: &mut Criterion) {
         OrderPorts {
             store: Arc::clone(&stores.orders),
             events: Arc::new(Nobody),
-            dispatch: Arc::new(Nobody),
+            hook: Arc::new(Nobody),
+            search: SearchSettings {
+                radius_m: 5_000.0,
+                stale_after_s: 60,
+            },
             policy: DispatchPolicy {
                 batch: 3,
                 offer_ttl: std::time::Duration::from_secs(15),
                 max_backoff: std::time::Duration::from_secs(30),
             },
             restarts: Counter::default(),
-        },
-        RiderEnv {
-            port: Arc::new(Nobody),
-            restarts: Counter::default(),
+            rider_restarts: Counter::default(),
         },
         Arc::clone(&stores.riders),
     );
@@ -143,26 +135,6 @@ fn bench_transition(c: &mut Criterion) {
     });
     actors.stop();
     runtime.block_on(stores.backend.close()).expect("close");
-}
-
-/// Rider actors are not exercised here; the port only has to exist.
-impl tomato_actors::RiderPort for Nobody {
-    fn moved(&self, _: OrderId, _: UserId, _: LatLon, _: OffsetDateTime) {}
-    fn accept(
-        &self,
-        _: OrderId,
-        _: u32,
-        _: RiderId,
-        _: String,
-        _: String,
-    ) -> BoxFuture<'static, Result<Order, tomato_actors::OrderError>> {
-        Box::pin(std::future::ready(Err(
-            tomato_actors::OrderError::Unavailable,
-        )))
-    }
-    fn carried(&self, _: RiderId) -> BoxFuture<'static, tomato_actors::Carried> {
-        Box::pin(std::future::ready(None))
-    }
 }
 
 criterion_group!(benches, bench_transition);

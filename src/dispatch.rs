@@ -1,24 +1,22 @@
-//! The node's side of dispatch: the adapter from the order actors' dispatch port to the shards
-//! (candidate search, standing offers, the riders' flag) and to realtime events (riders' user
-//! rooms, the restaurant's room); plus the dispatch counters of `/metrics` and the admin
-//! statistics.
+//! The node's side of dispatch: the hook through which the shards tell it what dispatch did
+//! (offers to announce in riders' user rooms, nobody free in the restaurant's room, a carried
+//! order's rider moving in the customer's room), and the dispatch counters of `/metrics` and the
+//! admin statistics. The search, the offers and the accept itself stay in the shards.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use futures_core::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tomato_actors::{Carried, DispatchPort, Offer, OrderError, RiderPort, Withdrawn};
+use tomato_actors::{Offer, Withdrawn};
 use tomato_domain::{LatLon, Order, OrderId, OrderStatus, RiderId, UserId};
-use tomato_shards::{OrderRef, Search, ShardId, ShardRouter};
+use tomato_shards::DispatchHook;
+pub use tomato_shards::fresh_since;
 use tomato_store::Stores;
 
-use crate::config::DispatchSettings;
 use crate::realtime::bus::Room;
 use crate::realtime::clients::Realtime;
 use crate::riders::ids::RiderIds;
@@ -142,15 +140,12 @@ pub fn median(mut samples: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// Dispatch over this node's riders and sockets.
+/// What this node does when the shards say dispatch did something: tell riders, restaurants
+/// and customers through the realtime gateway, and count.
 pub struct NodeDispatch {
     pub rider_ids: Arc<RiderIds>,
     pub realtime: Arc<Realtime>,
     pub stores: Stores,
-    pub settings: DispatchSettings,
-    /// Set once the router exists (it is built after its dispatch port); weak, so the two do
-    /// not keep each other alive.
-    pub shards: std::sync::OnceLock<std::sync::Weak<ShardRouter>>,
     pub metrics: DispatchMetrics,
 }
 
@@ -160,42 +155,8 @@ impl std::fmt::Debug for NodeDispatch {
     }
 }
 
-/// Riders seen before this (Unix seconds) are invisible to dispatch.
-pub fn fresh_since(stale_after_s: u64) -> u32 {
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    let stale = i64::try_from(stale_after_s).unwrap_or(i64::MAX);
-    u32::try_from(now.saturating_sub(stale)).unwrap_or(0)
-}
-
-impl NodeDispatch {
-    fn shards(&self) -> Option<Arc<ShardRouter>> {
-        self.shards.get().and_then(std::sync::Weak::upgrade)
-    }
-}
-
-impl DispatchPort for NodeDispatch {
-    fn candidates(
-        &self,
-        pickup: LatLon,
-        exclude: HashSet<RiderId>,
-        limit: usize,
-    ) -> BoxFuture<'static, Vec<RiderId>> {
-        // On a single node the answer is at hand; in a cluster the owners of the other shards
-        // the search covers are asked, and this is a real wait.
-        let search = Search {
-            radius_m: f64::from(self.settings.search_radius_m),
-            fresh_since: fresh_since(self.settings.stale_after_s),
-        };
-        match self.shards() {
-            Some(shards) => shards.candidates(pickup, exclude, limit, search),
-            None => Box::pin(std::future::ready(Vec::new())),
-        }
-    }
-
-    fn offer(&self, order: &Order, offer: &Offer, riders: &[RiderId]) {
-        if let Some(shards) = self.shards() {
-            shards.offers_made(order, offer, riders);
-        }
+impl DispatchHook for NodeDispatch {
+    fn offered(&self, _order: &Order, offer: &Offer, riders: &[RiderId]) {
         let offer = json!(offer);
         let mut strangers = Vec::new();
         for rider in riders {
@@ -240,25 +201,13 @@ impl DispatchPort for NodeDispatch {
         );
     }
 
-    fn withdrawn(&self, order: &Order, rider: RiderId, why: Withdrawn) {
-        if let Some(shards) = self.shards() {
-            shards.offer_withdrawn(order, rider);
-        }
+    fn withdrawn(&self, _order: &Order, _rider: RiderId, why: Withdrawn) {
         if why == Withdrawn::Expired {
             self.metrics.timeouts.inc();
         }
     }
 
-    fn ended(&self, order: &Order) {
-        if let Some(shards) = self.shards() {
-            shards.offers_ended(order);
-        }
-    }
-
-    fn assigned(&self, order: &Order, rider: RiderId) {
-        if let Some(shards) = self.shards() {
-            shards.rider_assigned(rider);
-        }
+    fn assigned(&self, order: &Order, _rider: RiderId) {
         self.metrics.accepts.inc();
         let ready = order
             .history
@@ -272,86 +221,16 @@ impl DispatchPort for NodeDispatch {
         }
     }
 
-    fn released(&self, _order: &Order, rider: RiderId) {
-        let Some(shards) = self.shards() else {
-            return;
-        };
-        shards.released(rider);
-        let store = Arc::clone(&self.stores.riders);
-        // Free again if the rider is still online and verified (the store knows).
-        tokio::spawn(async move {
-            if let Ok(Some(profile)) = store.get(rider).await {
-                shards.rider_changed(&profile);
-            }
-        });
-    }
-}
-
-/// How rider actors reach the node: the customer's room, the order's actor, the store.
-#[derive(Default)]
-pub struct NodeRiderPort {
-    pub realtime: std::sync::OnceLock<Arc<Realtime>>,
-    /// Set once the router exists (it is built after the rider actors' port); weak, so the two
-    /// do not keep each other alive.
-    pub shards: std::sync::OnceLock<std::sync::Weak<ShardRouter>>,
-    pub stores: std::sync::OnceLock<Stores>,
-}
-
-impl std::fmt::Debug for NodeRiderPort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeRiderPort").finish_non_exhaustive()
-    }
-}
-
-impl RiderPort for NodeRiderPort {
     fn moved(&self, order: OrderId, customer: UserId, at: LatLon, seen_at: OffsetDateTime) {
-        if let Some(realtime) = self.realtime.get() {
-            realtime.emit(
-                Room::User(customer),
-                "rider:location",
-                &json!({
-                    "orderId": order.to_string(),
-                    "lat": at.lat(),
-                    "lon": at.lon(),
-                    "at": seen_at.format(&Rfc3339).unwrap_or_default(),
-                }),
-            );
-        }
-    }
-
-    fn accept(
-        &self,
-        order: OrderId,
-        shard: u32,
-        rider: RiderId,
-        name: String,
-        phone: String,
-    ) -> BoxFuture<'static, Result<Order, OrderError>> {
-        let shards = self.shards.get().and_then(std::sync::Weak::upgrade);
-        let order = OrderRef {
-            id: order,
-            shard: ShardId(shard),
-        };
-        Box::pin(async move {
-            match shards {
-                Some(shards) => shards.accept(order, rider, name, phone).await,
-                None => Err(OrderError::Unavailable),
-            }
-        })
-    }
-
-    fn carried(&self, rider: RiderId) -> BoxFuture<'static, Carried> {
-        let stores = self.stores.get().cloned();
-        Box::pin(async move {
-            let stores = stores?;
-            let profile = stores.riders.get(rider).await.ok().flatten()?;
-            let order = stores
-                .orders
-                .get(profile.current_order_id?)
-                .await
-                .ok()
-                .flatten()?;
-            Some((order.id, order.user_id))
-        })
+        self.realtime.emit(
+            Room::User(customer),
+            "rider:location",
+            &json!({
+                "orderId": order.to_string(),
+                "lat": at.lat(),
+                "lon": at.lon(),
+                "at": seen_at.format(&Rfc3339).unwrap_or_default(),
+            }),
+        );
     }
 }

@@ -6,15 +6,15 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 
-use tomato_actors::{DispatchPolicy, RiderEnv};
-use tomato_shards::{ActorRuntime, OrderPorts, RiderIndex, ShardMap, ShardRouter};
+use tomato_actors::DispatchPolicy;
+use tomato_shards::{ActorRuntime, OrderPorts, RiderIndex, SearchSettings, ShardMap, ShardRouter};
 use tomato_store::Stores;
 
 use crate::auth::cache::AuthCache;
 use crate::auth::google::GoogleVerifier;
 use crate::auth::token::TokenKeys;
 use crate::config::Settings;
-use crate::dispatch::{DispatchMetrics, NodeDispatch, NodeRiderPort};
+use crate::dispatch::{DispatchMetrics, NodeDispatch};
 use crate::http::Metrics;
 use crate::http::idempotency::{Idempotency, KeyLocks};
 use crate::payments::providers::Providers;
@@ -131,13 +131,10 @@ impl AppState {
             "Rider actors restarted by their supervisor after a crash",
             rider_restarts.clone(),
         );
-        let rider_port = Arc::new(NodeRiderPort::default());
         let dispatch = Arc::new(NodeDispatch {
             rider_ids: Arc::clone(&rider_ids),
             realtime: Arc::clone(&realtime),
             stores: stores.clone(),
-            settings: settings.dispatch.clone(),
-            shards: std::sync::OnceLock::new(),
             metrics: dispatch_metrics.clone(),
         });
         let providers = Arc::new(Providers {
@@ -163,25 +160,22 @@ impl AppState {
                     refunds: Arc::clone(&refunds),
                     ops: Arc::clone(&ops_book),
                 }),
-                dispatch: Arc::clone(&dispatch) as Arc<dyn tomato_actors::DispatchPort>,
+                hook: dispatch,
+                search: SearchSettings {
+                    radius_m: f64::from(settings.dispatch.search_radius_m),
+                    stale_after_s: settings.dispatch.stale_after_s,
+                },
                 policy: DispatchPolicy {
                     batch: settings.dispatch.offer_batch as usize,
                     offer_ttl: Duration::from_secs(settings.dispatch.offer_ttl_s),
                     max_backoff: Duration::from_secs(MAX_DISPATCH_BACKOFF_S),
                 },
                 restarts,
-            },
-            RiderEnv {
-                port: Arc::clone(&rider_port) as Arc<dyn tomato_actors::RiderPort>,
-                restarts: rider_restarts,
+                rider_restarts,
             },
             Arc::clone(&stores.riders),
         );
-        // The actors' ports are built first; now they can reach what came after them.
-        let _ = rider_port.realtime.set(Arc::clone(&realtime));
-        let _ = rider_port.shards.set(Arc::downgrade(&router));
-        let _ = rider_port.stores.set(stores.clone());
-        let _ = dispatch.shards.set(Arc::downgrade(&router));
+        // Refunds are built before the router (its order events hold them) and reach it after.
         let _ = refunds.orders.set(Arc::downgrade(&router));
         Ok(Self(Arc::new(Services {
             media: crate::media::open_store(&settings)?,

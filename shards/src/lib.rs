@@ -19,6 +19,7 @@ mod candidates;
 pub mod index;
 mod offers;
 mod orders;
+mod ports;
 pub mod remote;
 mod rider_actors;
 pub mod riders;
@@ -27,6 +28,7 @@ pub mod runtime;
 pub mod shard;
 
 pub use candidates::Search;
+pub use ports::{DispatchHook, SearchSettings};
 pub use remote::{NearestQuery, Position, RemoteShards, ShardCommand, ShardReply};
 pub use riders::{NotRunning, RiderIndex};
 pub use router::{OrderPorts, OrderRef, Route, ShardRouter, Stopped};
@@ -142,6 +144,13 @@ impl ShardMap {
     pub fn shard_of(&self, point: LatLon) -> ShardId {
         self.shard_of_cell(point.cell(self.zone))
     }
+}
+
+/// Riders seen before this (Unix seconds) are invisible to dispatch.
+pub fn fresh_since(stale_after_s: u64) -> u32 {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let stale = i64::try_from(stale_after_s).unwrap_or(i64::MAX);
+    u32::try_from(now.saturating_sub(stale)).unwrap_or(0)
 }
 
 /// SplitMix64's finaliser: spreads neighbouring cell ids evenly over the shards.

@@ -15,13 +15,13 @@ use actix::{Addr, Supervisor};
 use h3o::CellIndex;
 use prometheus_client::metrics::counter::Counter;
 use tomato_actors::{
-    DispatchPolicy, DispatchPort, OrderActor, OrderEnv, OrderError, OrderEvents, Retire,
-    RiderActor, RiderEnv,
+    DispatchPolicy, OrderActor, OrderEnv, OrderError, OrderEvents, Retire, RiderActor, RiderEnv,
 };
 use tomato_domain::{Order, OrderId, RiderId};
 use tomato_store::{OrderStore, RiderStore, StoreError};
 
 use crate::index::INDEX_RESOLUTION;
+use crate::ports::{DispatchHook, RouterDispatch, RouterRiders, SearchSettings};
 use crate::shard::{Entered, RiderHandle, Shard};
 use crate::{ActorRuntime, RiderIndex, ShardId, ShardMap};
 
@@ -32,9 +32,14 @@ const RETIRE_WITHIN: Duration = Duration::from_secs(5);
 pub struct OrderPorts {
     pub store: Arc<dyn OrderStore>,
     pub events: Arc<dyn OrderEvents>,
-    pub dispatch: Arc<dyn DispatchPort>,
+    /// What the node hears of dispatch; the dispatch port itself is the router's.
+    pub hook: Arc<dyn DispatchHook>,
+    pub search: SearchSettings,
     pub policy: DispatchPolicy,
+    /// Counts restarts of order actors, for `/metrics`.
     pub restarts: Counter,
+    /// Counts restarts of rider actors, for `/metrics`.
+    pub rider_restarts: Counter,
 }
 
 impl std::fmt::Debug for OrderPorts {
@@ -109,15 +114,29 @@ impl ShardRouter {
         map: ShardMap,
         index: Arc<RiderIndex>,
         orders: OrderPorts,
-        riders: RiderEnv,
         positions: Arc<dyn RiderStore>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me: &Weak<ShardRouter>| {
+            let dispatch = Arc::new(RouterDispatch {
+                router: me.clone(),
+                hook: Arc::clone(&orders.hook),
+                search: orders.search,
+                riders: Arc::clone(&positions),
+            });
+            let riders = RiderEnv {
+                port: Arc::new(RouterRiders {
+                    router: me.clone(),
+                    hook: orders.hook,
+                    riders: Arc::clone(&positions),
+                    orders: Arc::clone(&orders.store),
+                }),
+                restarts: orders.rider_restarts,
+            };
             let me = me.clone();
             let orders_env = Arc::new(OrderEnv {
                 store: orders.store,
                 events: orders.events,
-                dispatch: orders.dispatch,
+                dispatch,
                 policy: orders.policy,
                 restarts: orders.restarts,
                 passivate: Box::new(move |id, shard| {
