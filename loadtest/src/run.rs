@@ -693,7 +693,10 @@ async fn place_orders(world: &Arc<World>, shops: &[Shop], customers: Vec<Custome
         tokio::time::sleep_until(deadline).await;
         return;
     }
-    let idle = Arc::new(Mutex::new(customers));
+    // First in, first out: each customer orders at the run's rate over the customers, as a city's
+    // would, and not the one who just finished over and over (which the node's per-user order
+    // limit refused: 2 311 of 2 400 orders in a 120 s run at 20 orders/s).
+    let idle = Arc::new(Mutex::new(std::collections::VecDeque::from(customers)));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.order_rate));
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0x0_4d);
@@ -704,7 +707,7 @@ async fn place_orders(world: &Arc<World>, shops: &[Shop], customers: Vec<Custome
             _ = tokio::time::sleep_until(deadline) => break,
             _ = tick.tick() => {}
         }
-        let Some(customer) = idle.lock().await.pop() else {
+        let Some(customer) = idle.lock().await.pop_front() else {
             world.fail("no_idle_customer");
             continue;
         };
@@ -715,7 +718,7 @@ async fn place_orders(world: &Arc<World>, shops: &[Shop], customers: Vec<Custome
         let (world, idle) = (Arc::clone(world), Arc::clone(&idle));
         flows.push(tokio::spawn(async move {
             order_and_pay(&world, &customer, &item, quantity).await;
-            idle.lock().await.push(customer);
+            idle.lock().await.push_back(customer);
         }));
     }
     for flow in flows {
