@@ -17,6 +17,7 @@ use tomato_domain::LatLon;
 
 mod candidates;
 pub mod index;
+pub mod matching;
 mod offers;
 mod orders;
 mod ports;
