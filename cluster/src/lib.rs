@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tomato_shards::{Position, RemoteShards, ShardRouter};
@@ -64,7 +65,7 @@ pub enum ClusterError {
 }
 
 /// The cluster's counters in `/metrics`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClusterMetrics {
     pub shards_owned: Gauge,
     pub leases_won: Counter,
@@ -79,6 +80,30 @@ pub struct ClusterMetrics {
     pub remote_failed: Counter,
     /// Sends of a command that got no answer in time (it is sent again).
     pub remote_unanswered: Counter,
+    /// Waits of 250 ms for a shard's owner (nobody owned it, or its owner said it does not).
+    pub owner_waits: Counter,
+    /// Seconds a command for another node's shard took, re-sends and waits included.
+    pub command_seconds: Histogram,
+}
+
+impl Default for ClusterMetrics {
+    fn default() -> Self {
+        Self {
+            shards_owned: Gauge::default(),
+            leases_won: Counter::default(),
+            leases_lost: Counter::default(),
+            handed_over: Counter::default(),
+            redis_errors: Counter::default(),
+            forwarded_positions: Counter::default(),
+            remote_ok: Counter::default(),
+            remote_refused: Counter::default(),
+            remote_failed: Counter::default(),
+            remote_unanswered: Counter::default(),
+            owner_waits: Counter::default(),
+            // 1 ms to 16 s: a command's retry budget is 15 s.
+            command_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+        }
+    }
 }
 
 impl ClusterMetrics {
@@ -133,6 +158,16 @@ impl ClusterMetrics {
             "cluster_remote_calls_unanswered",
             "Sends of a command to another node that got no answer in time (sent again)",
             metrics.remote_unanswered.clone(),
+        );
+        registry.register(
+            "cluster_owner_waits",
+            "Waits of 250 ms for a shard's owner while a command looked for it",
+            metrics.owner_waits.clone(),
+        );
+        registry.register(
+            "cluster_command_seconds",
+            "Seconds a command for another node's shard took, re-sends and waits included",
+            metrics.command_seconds.clone(),
         );
         metrics
     }

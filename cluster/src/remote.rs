@@ -169,6 +169,20 @@ impl Cluster {
     async fn call_owner(
         self: Arc<Self>,
         shard: ShardId,
+        command: ShardCommand,
+    ) -> Result<ShardReply, OrderError> {
+        let started = tokio::time::Instant::now();
+        let done = self.call_owner_until_answered(shard, command).await;
+        self.metrics
+            .command_seconds
+            .observe(started.elapsed().as_secs_f64());
+        done
+    }
+
+    /// [`Cluster::call_owner`] without the timing.
+    async fn call_owner_until_answered(
+        &self,
+        shard: ShardId,
         mut command: ShardCommand,
     ) -> Result<ShardReply, OrderError> {
         let started = tokio::time::Instant::now();
@@ -201,6 +215,7 @@ impl Cluster {
             match sent {
                 // The shard moves: look for its owner again, for a while.
                 Sent::Answered(Err(OrderError::NotOwner)) | Sent::NobodyThere if in_time => {
+                    self.metrics.owner_waits.inc();
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 // Maybe run, maybe not: the owner may have died with it, or the answer was lost.

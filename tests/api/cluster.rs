@@ -526,6 +526,14 @@ async fn an_order_moves_through_every_node_and_a_paused_owner_writes_nothing() {
         1,
         "the first reply was lost"
     );
+    // And the command's time, re-send included, is in the histogram of command times.
+    let metrics = y.get("/metrics", None).await.text().await.expect("metrics");
+    let waited: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("tomato_cluster_command_seconds_sum "))
+        .and_then(|sum| sum.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no command seconds in {metrics}"));
+    assert!(waited >= 3.0, "a re-send waits 3 s first: {waited}");
     // The owner's actor told the customer's socket on another node.
     loop {
         let update = watching.event("order:update").await;
