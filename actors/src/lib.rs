@@ -18,7 +18,7 @@ pub use order::{
     StoreFault,
 };
 pub use rider::{
-    ArmRiderFault, Carried, Carrying, CarryingFlag, Moved, Released, RiderActor, RiderEnv,
-    RiderPort, TakeOrder,
+    ArmRiderFault, Carried, Carry, Carrying, CarryingFlag, Moved, RiderActor, RiderEnv, RiderPort,
+    TakeOrder,
 };
 pub use waves::{DispatchPolicy, DispatchPort, Offer, Withdrawn};

@@ -236,16 +236,18 @@ impl Handler<TakeOrder> for RiderActor {
     }
 }
 
-/// The order the rider carried is finished (or reassigned): it carries nothing now.
+/// What the rider carries now, as its order's actor decided it: an assignment (the rider took
+/// the order through another node, which its actor here did not see) or the end of one
+/// (delivered, or reassigned: nothing).
 #[derive(Debug, Clone, Copy, Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
-pub struct Released;
+pub struct Carry(pub Carried);
 
-impl Handler<Released> for RiderActor {
+impl Handler<Carry> for RiderActor {
     type Result = ();
 
-    fn handle(&mut self, _: Released, _: &mut Context<Self>) {
-        self.carry(None);
+    fn handle(&mut self, msg: Carry, _: &mut Context<Self>) {
+        self.carry(msg.0);
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_core::future::BoxFuture;
-use tomato_actors::OrderError;
+use tomato_actors::{Carried, OrderError};
 use tomato_domain::RiderId;
 use tomato_shards::index::Found;
 use tomato_shards::{NearestQuery, Position, RemoteShards, ShardCommand, ShardId, ShardReply};
@@ -81,6 +81,15 @@ impl Cluster {
             } => {
                 if from != self.config.node_id {
                     self.router.dispatchable_heard(rider, dispatchable);
+                }
+            }
+            Envelope::Carried {
+                from,
+                rider,
+                carried,
+            } => {
+                if from != self.config.node_id {
+                    self.router.carried_heard(rider, carried);
                 }
             }
             Envelope::Event { from, payload } => {
@@ -302,6 +311,12 @@ impl RemoteShards for Cluster {
     fn dispatchable(&self, rider: RiderId, dispatchable: bool) {
         if let Some(me) = self.me.upgrade() {
             tokio::spawn(async move { me.transport.dispatchable(rider, dispatchable).await });
+        }
+    }
+
+    fn carried(&self, rider: RiderId, carried: Carried) {
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move { me.transport.carried(rider, carried).await });
         }
     }
 

@@ -17,7 +17,7 @@ use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tomato_actors::OrderError;
-use tomato_domain::RiderId;
+use tomato_domain::{OrderId, RiderId, UserId};
 use tomato_shards::{Position, ShardCommand, ShardId, ShardReply};
 
 /// What travels between nodes.
@@ -58,6 +58,13 @@ pub enum Envelope {
         from: String,
         rider: RiderId,
         dispatchable: bool,
+    },
+    /// What a rider carries now (an order and its customer, or nothing), decided by its order's
+    /// actor on the sender, for the node where the rider's actor lives.
+    Carried {
+        from: String,
+        rider: RiderId,
+        carried: Option<(OrderId, UserId)>,
     },
 }
 
@@ -241,6 +248,16 @@ impl Transport {
             from: self.node.clone(),
             rider,
             dispatchable,
+        };
+        self.publish_on(EVENTS, &envelope).await;
+    }
+
+    /// Tells every node (this one included; it skips its own) what a rider carries now.
+    pub async fn carried(&self, rider: RiderId, carried: Option<(OrderId, UserId)>) {
+        let envelope = Envelope::Carried {
+            from: self.node.clone(),
+            rider,
+            carried,
         };
         self.publish_on(EVENTS, &envelope).await;
     }

@@ -103,6 +103,7 @@ impl DispatchPort for RouterDispatch {
     fn assigned(&self, order: &Order, rider: RiderId) {
         if let Some(router) = self.router() {
             router.rider_assigned(rider);
+            router.rider_carries(rider, Some((order.id, order.user_id)));
         }
         self.hook.assigned(order, rider);
     }
@@ -111,7 +112,7 @@ impl DispatchPort for RouterDispatch {
         let Some(router) = self.router() else {
             return;
         };
-        router.released(rider);
+        router.rider_carries(rider, None);
         let riders = Arc::clone(&self.riders);
         // Free again if the rider is still online and verified (the store knows).
         tokio::spawn(async move {

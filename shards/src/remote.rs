@@ -112,6 +112,10 @@ pub trait RemoteShards: Send + Sync + 'static {
     /// ([`ShardRouter::dispatchable_heard`]). Sent when a rider's profile changes or it is
     /// assigned on a node that does not hold it.
     fn dispatchable(&self, rider: RiderId, dispatchable: bool);
+
+    /// Tells every other node what `rider` carries now, fire-and-forget: the node whose actor
+    /// speaks for the rider applies it ([`ShardRouter::carried_heard`]).
+    fn carried(&self, rider: RiderId, carried: tomato_actors::Carried);
 }
 
 impl ShardRouter {

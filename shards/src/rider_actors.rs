@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tomato_actors::{
-    ArmRiderFault, Carried, Carrying, Moved, OrderError, Released, RiderActor, TakeOrder,
+    ArmRiderFault, Carried, Carry, Carrying, Moved, OrderError, RiderActor, TakeOrder,
 };
 use tomato_domain::{LatLon, Order, RiderId};
 
@@ -163,14 +163,26 @@ impl ShardRouter {
         }
     }
 
-    /// The order the rider carried is finished.
-    pub fn released(&self, rider: RiderId) {
+    /// What the rider carries now, as its order's actor decided it (taken, or finished): its
+    /// actor here hears it, and in a cluster so does every other node, since the rider's actor
+    /// lives where its positions go, which need not be where the order was taken. Without
+    /// this, a rider who took an order through another node was never tracked for its
+    /// customer, and one whose order ended elsewhere kept being tracked.
+    pub fn rider_carries(&self, rider: RiderId, carried: Carried) {
+        self.carried_heard(rider, carried);
+        if let Some(remote) = self.remote() {
+            remote.carried(rider, carried);
+        }
+    }
+
+    /// Another node's [`ShardRouter::rider_carries`]: the rider's actor here, if any, takes it.
+    pub fn carried_heard(&self, rider: RiderId, carried: Carried) {
         let home = self.rider_homes().get(&rider).map(|home| *home);
         if let Some(addr) = home
             .and_then(|home| self.shard(home))
             .and_then(|shard| shard.riders.get(&rider).map(|handle| handle.addr.clone()))
         {
-            addr.do_send(Released);
+            addr.do_send(Carry(carried));
         }
     }
 

@@ -761,8 +761,42 @@ async fn a_delivery_where_every_party_talks_to_another_node() {
     let assigned = watching.event("order:rider_assigned").await;
     assert_eq!(assigned["order"]["id"], order.as_str());
     json_ok(rider_status(riders_node, &ravi.token, &order, "picked_up").await).await;
+    // Live tracking across nodes: the rider's positions go to its node, on to the owner of its
+    // shard (whose rider actor never saw the accept, made through another node), and out to the
+    // customer's socket on the third.
+    let on_the_way = (SHOP_AT.0 - 0.002, SHOP_AT.1 + 0.002);
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            move_to(riders_node, &ravi, on_the_way).await;
+            if let Ok(location) =
+                tokio::time::timeout(Duration::from_secs(1), watching.event("rider:location")).await
+            {
+                return location;
+            }
+        }
+    })
+    .await
+    .expect("the customer tracks the rider from another node");
+    assert_eq!(heard["orderId"], order.as_str());
     let done = json_ok(rider_status(riders_node, &ravi.token, &order, "delivered").await).await;
     assert_eq!(done["order"]["status"], "delivered");
+    // Delivered: the customer stops hearing where the rider is, on every node.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = HOME_AT;
+    let tracked_after = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            move_to(riders_node, &ravi, after).await;
+            let location = watching.event("rider:location").await;
+            if location["lat"].as_f64() == Some(after.0) {
+                return location;
+            }
+        }
+    })
+    .await;
+    assert!(
+        tracked_after.is_err(),
+        "still tracked after delivery: {tracked_after:?}"
+    );
 }
 
 #[tokio::test]
