@@ -7,12 +7,14 @@
 //! Every message to an actor, every reply and every error is a plain serde type, so the cluster
 //! can carry a command to the node that owns its order or rider unchanged.
 
+pub mod dispatch_port;
 pub mod order;
 pub mod rider;
 pub mod waves;
 #[cfg(test)]
 mod wire;
 
+pub use dispatch_port::{DispatchPolicy, DispatchPort, Offer, Withdrawn};
 pub use order::{
     Accept, Apply, ArmFault, OrderActor, OrderEnv, OrderError, OrderEvents, Reject, Retire,
     StoreFault,
@@ -21,4 +23,3 @@ pub use rider::{
     ArmRiderFault, Carried, Carry, Carrying, CarryingFlag, Moved, RiderActor, RiderEnv, RiderPort,
     TakeOrder,
 };
-pub use waves::{DispatchPolicy, DispatchPort, Offer, Withdrawn};

@@ -26,7 +26,7 @@ use tomato_domain::{
 };
 use tomato_store::{OrderStore, RiderOrder, SaveEffects, StoreError};
 
-use crate::waves::{DispatchPolicy, DispatchPort, Dispatching};
+use crate::dispatch_port::{DispatchPolicy, DispatchPort, Dispatching};
 
 /// Commands waiting for one order; a full mailbox makes senders wait.
 const MAILBOX: usize = 64;

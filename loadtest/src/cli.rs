@@ -518,7 +518,7 @@ impl GeoArgs {
 
     /// Whether there is a Tile38 to run: one named, or a `tile38-server` to start.
     pub fn tile38_found(&self) -> bool {
-        self.tile38.is_some() || self.tile38_server.is_some() || crate::resp::tile38_installed()
+        self.tile38.is_some() || self.tile38_server.is_some() || tile38_installed()
     }
 
     /// The default sides left out here, each with why, for the report.
@@ -538,6 +538,13 @@ impl GeoArgs {
     pub fn has(&self, side: GeoSide) -> bool {
         self.sides().contains(&side)
     }
+}
+
+/// Whether a `tile38-server` is on the PATH.
+pub fn tile38_installed() -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join("tile38-server").is_file())
+    })
 }
 
 #[cfg(test)]

@@ -208,13 +208,6 @@ async fn try_start_redis() -> anyhow::Result<Option<(String, Child)>> {
     bail!("redis-server on port {port} did not answer PING within 5 s")
 }
 
-/// Whether a `tile38-server` is on the PATH.
-pub fn tile38_installed() -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join("tile38-server").is_file())
-    })
-}
-
 /// `binary` (a `tile38-server`) on a free loopback port, with a data directory of its own and
 /// no append-only file (Redis runs without persistence too), killed when the handle drops.
 pub(crate) async fn start_tile38(

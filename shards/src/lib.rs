@@ -29,10 +29,10 @@ pub mod runtime;
 pub mod shard;
 
 pub use candidates::Search;
-pub use ports::{DispatchHook, SearchSettings};
+pub use ports::{DispatchHook, OrderPorts, SearchSettings};
 pub use remote::{NearestQuery, Position, RemoteShards, ShardCommand, ShardReply};
 pub use riders::{NotRunning, RiderIndex};
-pub use router::{OrderPorts, OrderRef, Route, ShardRouter, Stopped};
+pub use router::{OrderRef, Route, ShardRouter, Stopped};
 pub use runtime::ActorRuntime;
 pub use shard::{Shard, clock};
 

@@ -2,21 +2,25 @@
 //! shards (the candidate search, the standing offers, the riders' dispatchable flag, a rider's
 //! accept reaching the order's actor) stays down here; what the node must hear (riders to tell
 //! of an offer, a restaurant to tell nobody is free, the counters, a carried order's rider
-//! moving) goes up through one narrow hook, [`DispatchHook`]. The router builds both ports
-//! itself, so nothing is wired in after construction.
+//! moving) goes up through one narrow hook, [`DispatchHook`]. The router is built here, with
+//! both ports around it ([`ShardRouter::new`]), so nothing is wired in after construction.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 
 use futures_core::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
 use time::OffsetDateTime;
-use tomato_actors::{Carried, DispatchPort, Offer, OrderError, RiderPort, Withdrawn};
+use tomato_actors::{
+    Carried, DispatchPolicy, DispatchPort, Offer, OrderEnv, OrderError, OrderEvents, RiderEnv,
+    RiderPort, Withdrawn,
+};
 use tomato_domain::{LatLon, Order, OrderId, RiderId, UserId};
 use tomato_store::{OrderStore, RiderStore};
 
 use crate::candidates::Search;
 use crate::router::{OrderRef, ShardRouter};
-use crate::{ShardId, fresh_since};
+use crate::{ActorRuntime, RiderIndex, ShardId, ShardMap, fresh_since};
 
 /// What the node hears of dispatch and of carried orders.
 pub trait DispatchHook: Send + Sync + 'static {
@@ -42,6 +46,72 @@ pub struct SearchSettings {
     pub radius_m: f64,
     /// Riders not seen for this long are not offered anything.
     pub stale_after_s: u64,
+}
+
+/// What the order actors of a node share (see [`OrderEnv`]).
+pub struct OrderPorts {
+    pub store: Arc<dyn OrderStore>,
+    pub events: Arc<dyn OrderEvents>,
+    /// What the node hears of dispatch; the dispatch port itself is the router's.
+    pub hook: Arc<dyn DispatchHook>,
+    pub search: SearchSettings,
+    pub policy: DispatchPolicy,
+    /// Counts restarts of order actors, for `/metrics`.
+    pub restarts: Counter,
+    /// Counts restarts of rider actors, for `/metrics`.
+    pub rider_restarts: Counter,
+}
+
+impl std::fmt::Debug for OrderPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderPorts")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardRouter {
+    /// A router over `map`'s shards, none of them started, with the ports its order and rider
+    /// actors reach dispatch and the node through.
+    pub fn new(
+        runtime: Arc<ActorRuntime>,
+        map: ShardMap,
+        index: Arc<RiderIndex>,
+        orders: OrderPorts,
+        positions: Arc<dyn RiderStore>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me: &Weak<ShardRouter>| {
+            let dispatch = Arc::new(RouterDispatch {
+                router: me.clone(),
+                hook: Arc::clone(&orders.hook),
+                search: orders.search,
+                riders: Arc::clone(&positions),
+            });
+            let riders = RiderEnv {
+                port: Arc::new(RouterRiders {
+                    router: me.clone(),
+                    hook: orders.hook,
+                    riders: Arc::clone(&positions),
+                    orders: Arc::clone(&orders.store),
+                }),
+                restarts: orders.rider_restarts,
+            };
+            let me = me.clone();
+            let orders_env = Arc::new(OrderEnv {
+                store: orders.store,
+                events: orders.events,
+                dispatch,
+                policy: orders.policy,
+                restarts: orders.restarts,
+                passivate: Box::new(move |id, shard| {
+                    if let Some(router) = me.upgrade() {
+                        router.passivated(id, shard);
+                    }
+                }),
+            });
+            ShardRouter::assemble(runtime, map, index, orders_env, riders, positions)
+        })
+    }
 }
 
 /// The order actors' dispatch port: down into the shards, up through the hook.

@@ -8,47 +8,21 @@
 //! boot and shutdown of a node as much as when a cluster moves a shard between nodes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Addr, Supervisor};
 use h3o::CellIndex;
-use prometheus_client::metrics::counter::Counter;
-use tomato_actors::{
-    DispatchPolicy, OrderActor, OrderEnv, OrderError, OrderEvents, Retire, RiderActor, RiderEnv,
-};
+use tomato_actors::{OrderActor, OrderEnv, OrderError, Retire, RiderActor, RiderEnv};
 use tomato_domain::{Order, OrderId, RiderId};
-use tomato_store::{OrderStore, RiderStore, StoreError};
+use tomato_store::{RiderStore, StoreError};
 
 use crate::index::INDEX_RESOLUTION;
-use crate::ports::{DispatchHook, RouterDispatch, RouterRiders, SearchSettings};
 use crate::shard::{Entered, RiderHandle, Shard};
 use crate::{ActorRuntime, RiderIndex, ShardId, ShardMap};
 
 /// How long a stopping shard waits for one order actor to retire.
 const RETIRE_WITHIN: Duration = Duration::from_secs(5);
-
-/// What the order actors of a node share (see [`OrderEnv`]).
-pub struct OrderPorts {
-    pub store: Arc<dyn OrderStore>,
-    pub events: Arc<dyn OrderEvents>,
-    /// What the node hears of dispatch; the dispatch port itself is the router's.
-    pub hook: Arc<dyn DispatchHook>,
-    pub search: SearchSettings,
-    pub policy: DispatchPolicy,
-    /// Counts restarts of order actors, for `/metrics`.
-    pub restarts: Counter,
-    /// Counts restarts of rider actors, for `/metrics`.
-    pub rider_restarts: Counter,
-}
-
-impl std::fmt::Debug for OrderPorts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrderPorts")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
 
 /// An order as routing needs it: its id and the shard recorded on it at placement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -108,58 +82,35 @@ impl std::fmt::Debug for ShardRouter {
 }
 
 impl ShardRouter {
-    /// A router over `map`'s shards, none of them started.
-    pub fn new(
+    /// A router over `map`'s shards, none of them started, around its actors' shared parts
+    /// (which [`ShardRouter::new`] builds with their ports).
+    pub(crate) fn assemble(
         runtime: Arc<ActorRuntime>,
         map: ShardMap,
         index: Arc<RiderIndex>,
-        orders: OrderPorts,
+        orders_env: Arc<OrderEnv>,
+        riders_env: RiderEnv,
         positions: Arc<dyn RiderStore>,
-    ) -> Arc<Self> {
-        Arc::new_cyclic(|me: &Weak<ShardRouter>| {
-            let dispatch = Arc::new(RouterDispatch {
-                router: me.clone(),
-                hook: Arc::clone(&orders.hook),
-                search: orders.search,
-                riders: Arc::clone(&positions),
-            });
-            let riders = RiderEnv {
-                port: Arc::new(RouterRiders {
-                    router: me.clone(),
-                    hook: orders.hook,
-                    riders: Arc::clone(&positions),
-                    orders: Arc::clone(&orders.store),
-                }),
-                restarts: orders.rider_restarts,
-            };
-            let me = me.clone();
-            let orders_env = Arc::new(OrderEnv {
-                store: orders.store,
-                events: orders.events,
-                dispatch,
-                policy: orders.policy,
-                restarts: orders.restarts,
-                passivate: Box::new(move |id, shard| {
-                    if let Some(router) = me.upgrade()
-                        && let Some(shard) = router.shards.get(shard as usize)
-                    {
-                        shard.orders.remove(&id);
-                        shard.open.remove(&id);
-                    }
-                }),
-            });
-            Self {
-                map,
-                runtime,
-                shards: (0..map.count()).map(|id| Shard::new(ShardId(id))).collect(),
-                index,
-                rider_homes: dashmap::DashMap::new(),
-                orders_env,
-                riders_env: Arc::new(riders),
-                positions,
-                remote: std::sync::OnceLock::new(),
-            }
-        })
+    ) -> Self {
+        Self {
+            map,
+            runtime,
+            shards: (0..map.count()).map(|id| Shard::new(ShardId(id))).collect(),
+            index,
+            rider_homes: dashmap::DashMap::new(),
+            orders_env,
+            riders_env: Arc::new(riders_env),
+            positions,
+            remote: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// An order actor ended by itself (idle, or its order finished): its shard forgets it.
+    pub(crate) fn passivated(&self, id: OrderId, shard: u32) {
+        if let Some(shard) = self.shards.get(shard as usize) {
+            shard.orders.remove(&id);
+            shard.open.remove(&id);
+        }
     }
 
     /// The cell -> shard map.

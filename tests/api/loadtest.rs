@@ -267,7 +267,7 @@ async fn geo_compare_runs_one_workload_on_redis_and_on_the_node() {
     assert!(comparison.text().contains("fraction of the bare ceiling"));
     // Tile38 runs the same workload when this machine has a `tile38-server`; otherwise the
     // report says in one line that it was left out, and why.
-    if tomato_load::resp::tile38_installed() {
+    if tomato_load::cli::tile38_installed() {
         let tile38 = comparison.tile38.as_ref().expect("tile38 ran");
         assert_eq!((tile38.updates.ops, tile38.updates.errors), (400, 0));
         assert_eq!(tile38.queries.mean_results, Some(5.0));
@@ -349,7 +349,7 @@ async fn geo_compare_streams_positions_to_every_side_at_fixed_rates() {
         ]
     );
     // Tile38 runs when this machine has a `tile38-server`, else it is listed as skipped.
-    let tile38_installed = tomato_load::resp::tile38_installed();
+    let tile38_installed = tomato_load::cli::tile38_installed();
     for side in &streaming.sides {
         if side.name == "tile38" && !tile38_installed {
             let why = side.skipped.as_deref().unwrap_or_default();
