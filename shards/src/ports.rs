@@ -48,7 +48,8 @@ pub struct SearchSettings {
     pub stale_after_s: u64,
 }
 
-/// What the order actors of a node share (see [`OrderEnv`]).
+/// What the router's actors need from the node: the order store and events, the hook and the
+/// search of dispatch, its policy, and the counters of actor restarts.
 pub struct OrderPorts {
     pub store: Arc<dyn OrderStore>,
     pub events: Arc<dyn OrderEvents>,
