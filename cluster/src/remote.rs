@@ -181,20 +181,22 @@ impl Cluster {
         command: ShardCommand,
     ) -> Result<ShardReply, OrderError> {
         let started = tokio::time::Instant::now();
-        let done = self.call_owner_until_answered(shard, command).await;
+        let done = self
+            .call_owner_until_answered(shard, command, started)
+            .await;
         self.metrics
             .command_seconds
             .observe(started.elapsed().as_secs_f64());
         done
     }
 
-    /// [`Cluster::call_owner`] without the timing.
+    /// [`Cluster::call_owner`]'s loop, its budget counted from `started`.
     async fn call_owner_until_answered(
         &self,
         shard: ShardId,
         mut command: ShardCommand,
+        started: tokio::time::Instant,
     ) -> Result<ShardReply, OrderError> {
-        let started = tokio::time::Instant::now();
         let id = self.transport.call_id();
         loop {
             let sent = match self.owner_of(shard) {

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use actix::Addr;
 use time::OffsetDateTime;
 use tomato_actors::{
     ArmRiderFault, Carried, Carry, Carrying, Moved, OrderError, RiderActor, TakeOrder,
@@ -177,24 +178,24 @@ impl ShardRouter {
 
     /// Another node's [`ShardRouter::rider_carries`]: the rider's actor here, if any, takes it.
     pub fn carried_heard(&self, rider: RiderId, carried: Carried) {
-        let home = self.rider_homes().get(&rider).map(|home| *home);
-        if let Some(addr) = home
-            .and_then(|home| self.shard(home))
-            .and_then(|shard| shard.riders.get(&rider).map(|handle| handle.addr.clone()))
-        {
+        if let Some(addr) = self.live_actor(rider) {
             addr.do_send(Carry(carried));
         }
     }
 
     /// What the rider's actor carries, if it runs here.
     pub async fn carried(&self, rider: RiderId) -> Carried {
+        let addr = self.live_actor(rider)?;
+        addr.send(Carrying).await.ok().flatten()
+    }
+
+    /// The rider's actor, if one is alive on this node (none is started for it).
+    fn live_actor(&self, rider: RiderId) -> Option<Addr<RiderActor>> {
         let home = self.rider_homes().get(&rider).map(|home| *home)?;
-        let addr = self
-            .shard(home)?
+        self.shard(home)?
             .riders
             .get(&rider)
-            .map(|handle| handle.addr.clone())?;
-        addr.send(Carrying).await.ok().flatten()
+            .map(|handle| handle.addr.clone())
     }
 
     /// Makes the rider actor's next message panic (fault injection).

@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tomato_cluster::Cluster;
+use tomato_cluster::{Cluster, View};
 use tomato_domain::LatLon;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -163,18 +163,10 @@ const HEARTBEAT_TTL_MS: i64 = 5_000;
     )
 )]
 async fn cluster(State(state): State<AppState>, _admin: AdminUser) -> Json<ClusterView> {
-    let Some(cluster) = state.cluster.get() else {
+    let view = state.cluster.get().map(|cluster| cluster.view());
+    let shards = shard_views(&state, view.as_ref());
+    let (Some(cluster), Some(view)) = (state.cluster.get(), view) else {
         let node_id = single_node_id(&state);
-        let shards: Vec<ShardView> = state
-            .shards
-            .shards()
-            .filter(|shard| shard.is_running())
-            .map(|shard| ShardView {
-                id: shard.id().0,
-                owner: Some(node_id.clone()),
-                epoch: 1,
-            })
-            .collect();
         return Json(ClusterView {
             mode: "single",
             nodes: vec![NodeView {
@@ -189,17 +181,6 @@ async fn cluster(State(state): State<AppState>, _admin: AdminUser) -> Json<Clust
         });
     };
     debug_assert!(!state.settings.cluster.redis_url.expose_secret().is_empty());
-    let view = cluster.view();
-    let shards: Vec<ShardView> = view
-        .leases
-        .iter()
-        .enumerate()
-        .map(|(id, lease)| ShardView {
-            id: u32::try_from(id).unwrap_or(u32::MAX),
-            owner: lease.as_ref().map(|l| l.node.clone()),
-            epoch: lease.as_ref().map_or(0, |l| l.epoch),
-        })
-        .collect();
     let nodes = view
         .nodes
         .iter()
@@ -223,6 +204,36 @@ async fn cluster(State(state): State<AppState>, _admin: AdminUser) -> Json<Clust
         nodes,
         shards,
     })
+}
+
+/// Who serves each shard now, as this node sees it: on a single node the shards it runs (epoch
+/// 1), in a cluster every shard by its lease in `view` (no owner, epoch 0, while it moves).
+fn shard_views(state: &AppState, view: Option<&View>) -> Vec<ShardView> {
+    match view {
+        None => {
+            let node_id = single_node_id(state);
+            state
+                .shards
+                .shards()
+                .filter(|shard| shard.is_running())
+                .map(|shard| ShardView {
+                    id: shard.id().0,
+                    owner: Some(node_id.clone()),
+                    epoch: 1,
+                })
+                .collect()
+        }
+        Some(view) => view
+            .leases
+            .iter()
+            .enumerate()
+            .map(|(id, lease)| ShardView {
+                id: u32::try_from(id).unwrap_or(u32::MAX),
+                owner: lease.as_ref().map(|l| l.node.clone()),
+                epoch: lease.as_ref().map_or(0, |l| l.epoch),
+            })
+            .collect(),
+    }
 }
 
 /// A node outside a cluster: its configured id, or `single`.
@@ -281,31 +292,14 @@ async fn owner(
     let map = state.shards.map();
     let zone = at.cell(map.zone_resolution());
     let shard = map.shard_of_cell(zone);
-    let (owner, epoch) = match state.cluster.get() {
-        None => {
-            let running = state
-                .shards
-                .shard(shard)
-                .is_some_and(|running| running.is_running());
-            (running.then(|| single_node_id(&state)), u64::from(running))
-        }
-        Some(cluster) => {
-            let lease = cluster
-                .view()
-                .leases
-                .get(shard.0 as usize)
-                .cloned()
-                .flatten();
-            (
-                lease.as_ref().map(|lease| lease.node.clone()),
-                lease.map_or(0, |lease| lease.epoch),
-            )
-        }
-    };
+    let view = state.cluster.get().map(|cluster| cluster.view());
+    let served = shard_views(&state, view.as_ref())
+        .into_iter()
+        .find(|served| served.id == shard.0);
     Ok(Json(OwnerView {
         zone: zone.to_string(),
         shard: shard.0,
-        owner,
-        epoch,
+        owner: served.as_ref().and_then(|served| served.owner.clone()),
+        epoch: served.map_or(0, |served| served.epoch),
     }))
 }
