@@ -17,8 +17,8 @@ use tomato_domain::{
     OrderLine, OrderStatus, PaymentMethod, PaymentStatus, RestaurantId, RiderId, UserId,
 };
 use tomato_shards::{
-    ActorRuntime, DispatchHook, OrderPorts, OrderRef, RiderIndex, SearchSettings, ShardMap,
-    ShardRouter,
+    ActorRuntime, DispatchHook, MatchingSettings, OrderPorts, OrderRef, RiderIndex, SearchSettings,
+    ShardMap, ShardRouter, WindowReport,
 };
 
 /// Nobody listens, and there are no riders, in the benchmark.
@@ -33,6 +33,8 @@ impl DispatchHook for Nobody {
     fn pending(&self, _: &Order, _: u32) {}
     fn withdrawn(&self, _: &Order, _: RiderId, _: Withdrawn) {}
     fn assigned(&self, _: &Order, _: RiderId) {}
+    fn window(&self, _: &WindowReport) {}
+    fn unmatched(&self, _: &Order) {}
     fn moved(&self, _: OrderId, _: UserId, _: LatLon, _: OffsetDateTime) {}
 }
 
@@ -104,6 +106,11 @@ fn bench_transition(c: &mut Criterion) {
                 batch: 3,
                 offer_ttl: std::time::Duration::from_secs(15),
                 max_backoff: std::time::Duration::from_secs(30),
+                matched_ttl: None,
+            },
+            matching: MatchingSettings {
+                window: std::time::Duration::from_secs(1),
+                candidates: 8,
             },
             restarts: Counter::default(),
             rider_restarts: Counter::default(),

@@ -256,6 +256,19 @@ pub struct DispatchSettings {
     pub offer_ttl_s: u64,
     pub stale_after_s: u64,
     pub max_delivery_km: f64,
+    pub mode: DispatchMode,
+    pub batch_window_ms: u64,
+    pub candidates: u32,
+}
+
+/// How ready orders find riders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DispatchMode {
+    /// Each order offered to its nearest riders in waves.
+    Greedy,
+    /// The waiting orders matched with riders together every window.
+    Batched,
 }
 
 /// Order lifecycle.
@@ -573,6 +586,12 @@ impl Settings {
                 "dispatch.offer_ttl_s and dispatch.stale_after_s must be at least 1".into(),
             );
         }
+        if !(50..=60_000).contains(&dispatch.batch_window_ms) {
+            return fail("dispatch.batch_window_ms must be between 50 and 60000".into());
+        }
+        if !(1..=64).contains(&dispatch.candidates) {
+            return fail("dispatch.candidates must be between 1 and 64".into());
+        }
         if !(dispatch.max_delivery_km.is_finite() && dispatch.max_delivery_km > 0.0) {
             return fail("dispatch.max_delivery_km must be a positive number".into());
         }
@@ -882,6 +901,8 @@ mod tests {
         assert_eq!(settings.dispatch.offer_ttl_s, 15);
         assert_eq!(settings.dispatch.stale_after_s, 30);
         assert_eq!(settings.dispatch.max_delivery_km, 15.0);
+        assert_eq!(settings.dispatch.batch_window_ms, 1000);
+        assert_eq!(settings.dispatch.candidates, 8);
         assert_eq!(settings.orders.payment_timeout_s, 900);
         assert_eq!(settings.pricing, Pricing::default());
         assert!(!settings.testing.fault_injection);
@@ -993,6 +1014,13 @@ mod tests {
             ("TOMATO_STORE__BACKEND", "postgres", "store.backend"),
             ("TOMATO_LOG__FORMAT", "xml", "log.format"),
             ("TOMATO_DISPATCH__OFFER_BATCH", "0", "dispatch.offer_batch"),
+            ("TOMATO_DISPATCH__MODE", "fastest", "dispatch.mode"),
+            (
+                "TOMATO_DISPATCH__BATCH_WINDOW_MS",
+                "10",
+                "dispatch.batch_window_ms",
+            ),
+            ("TOMATO_DISPATCH__CANDIDATES", "0", "dispatch.candidates"),
             (
                 "TOMATO_DISPATCH__MAX_DELIVERY_KM",
                 "NaN",

@@ -1,7 +1,8 @@
 //! The node's side of dispatch: the hook through which the shards tell it what dispatch did
 //! (offers to announce in riders' user rooms, nobody free in the restaurant's room, a carried
 //! order's rider moving in the customer's room), and the dispatch counters of `/metrics` and the
-//! admin statistics. The search, the offers and the accept itself stay in the shards.
+//! admin statistics, with the latest batched windows for the operations page. The search, the
+//! offers and the accept itself stay in the shards.
 
 use std::sync::Arc;
 
@@ -13,8 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tomato_actors::{Offer, Withdrawn};
 use tomato_domain::{LatLon, Order, OrderId, OrderStatus, RiderId, UserId};
-use tomato_shards::DispatchHook;
 pub use tomato_shards::fresh_since;
+use tomato_shards::{DispatchHook, WindowReport};
 use tomato_store::Stores;
 
 use crate::realtime::bus::Room;
@@ -23,6 +24,8 @@ use crate::riders::ids::RiderIds;
 
 /// How many recent assignments the median assignment time is taken over.
 const ASSIGN_SAMPLES: usize = 1000;
+/// How many of the latest batched windows a node keeps for the operations page.
+pub const RECENT_WINDOWS: usize = 20;
 
 /// Dispatch's counters.
 #[derive(Debug, Clone)]
@@ -32,9 +35,39 @@ pub struct DispatchMetrics {
     pub timeouts: Counter,
     /// Seconds from `ready_for_rider` to `rider_assigned`.
     pub assign_seconds: Histogram,
+    /// Batched dispatch: seconds each window's assignment took to solve.
+    pub window_solve_seconds: Histogram,
+    /// Batched dispatch: orders matched with a rider by a window.
+    pub window_matched: Counter,
+    /// Batched dispatch: windows whose solve ran past its budget (matched nearest-first).
+    pub window_over_budget: Counter,
+    /// Batched dispatch: orders no match was taken for in time, offered in waves after.
+    pub unmatched: Counter,
     /// The latest assignment times, for a median (a histogram only has buckets), with when
     /// they happened (Unix milliseconds).
     recent: Arc<std::sync::Mutex<std::collections::VecDeque<(i64, f64)>>>,
+    /// The latest batched windows, newest last.
+    windows: Arc<std::sync::Mutex<std::collections::VecDeque<WindowTally>>>,
+}
+
+/// One batched window as the operations page shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowTally {
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// Orders it took.
+    pub orders: usize,
+    /// Distinct riders among their candidates.
+    pub riders: usize,
+    /// Orders matched with a rider.
+    pub matched: usize,
+    /// Mean pickup distance of the matches, metres.
+    pub mean_pickup_m: f64,
+    /// How long the assignment took, milliseconds.
+    pub solve_ms: f64,
+    /// The solve ran past half the window: matched nearest-first.
+    pub over_budget: bool,
 }
 
 impl DispatchMetrics {
@@ -45,7 +78,12 @@ impl DispatchMetrics {
             accepts: Counter::default(),
             timeouts: Counter::default(),
             assign_seconds: Histogram::new(exponential_buckets(0.25, 2.0, 12)),
+            window_solve_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            window_matched: Counter::default(),
+            window_over_budget: Counter::default(),
+            unmatched: Counter::default(),
             recent: Arc::default(),
+            windows: Arc::default(),
         };
         registry.register(
             "dispatch_offers",
@@ -67,7 +105,51 @@ impl DispatchMetrics {
             "Seconds from ready_for_rider to rider_assigned",
             metrics.assign_seconds.clone(),
         );
+        registry.register(
+            "dispatch_window_solve_seconds",
+            "Batched dispatch: seconds each window's assignment took",
+            metrics.window_solve_seconds.clone(),
+        );
+        registry.register(
+            "dispatch_window_matched",
+            "Batched dispatch: orders matched with a rider by a window",
+            metrics.window_matched.clone(),
+        );
+        registry.register(
+            "dispatch_window_over_budget",
+            "Batched dispatch: windows matched nearest-first because the solve ran past its budget",
+            metrics.window_over_budget.clone(),
+        );
+        registry.register(
+            "dispatch_unmatched",
+            "Batched dispatch: orders offered in waves after no match was taken in time",
+            metrics.unmatched.clone(),
+        );
         metrics
+    }
+
+    fn window_ran(&self, report: &WindowReport) {
+        self.window_solve_seconds
+            .observe(report.solve.as_secs_f64());
+        self.window_matched.inc_by(report.matched as u64);
+        if report.over_budget {
+            self.window_over_budget.inc();
+        }
+        let tally = WindowTally {
+            at: report.at.format(&Rfc3339).unwrap_or_default(),
+            orders: report.orders,
+            riders: report.riders,
+            matched: report.matched,
+            mean_pickup_m: report.mean_pickup_m.round(),
+            solve_ms: (report.solve.as_secs_f64() * 1e5).round() / 100.0,
+            over_budget: report.over_budget,
+        };
+        if let Ok(mut windows) = self.windows.lock() {
+            if windows.len() == RECENT_WINDOWS {
+                windows.pop_front();
+            }
+            windows.push_back(tally);
+        }
     }
 
     fn assigned_after(&self, seconds: f64) {
@@ -97,11 +179,17 @@ impl DispatchMetrics {
                     .collect()
             })
             .unwrap_or_default();
+        let windows = self
+            .windows
+            .lock()
+            .map(|windows| windows.iter().cloned().collect())
+            .unwrap_or_default();
         DispatchTally {
             offers: self.offers.get(),
             accepts: self.accepts.get(),
             timeouts: self.timeouts.get(),
             assign_seconds,
+            windows,
         }
     }
 }
@@ -115,6 +203,9 @@ pub struct DispatchTally {
     pub timeouts: u64,
     /// Assignment times (seconds), for percentiles over every node's.
     pub assign_seconds: Vec<f64>,
+    /// The latest batched windows, oldest first.
+    #[serde(default)]
+    pub windows: Vec<WindowTally>,
 }
 
 impl DispatchTally {
@@ -123,6 +214,11 @@ impl DispatchTally {
         self.accepts += other.accepts;
         self.timeouts += other.timeouts;
         self.assign_seconds.extend(other.assign_seconds);
+        // Every node's windows, the latest kept (RFC 3339 in UTC sorts by time).
+        self.windows.extend(other.windows);
+        self.windows.sort_by(|a, b| a.at.cmp(&b.at));
+        let surplus = self.windows.len().saturating_sub(RECENT_WINDOWS);
+        self.windows.drain(..surplus);
     }
 }
 
@@ -219,6 +315,14 @@ impl DispatchHook for NodeDispatch {
             self.metrics
                 .assigned_after((order.updated_at - ready).as_seconds_f64().max(0.0));
         }
+    }
+
+    fn window(&self, report: &WindowReport) {
+        self.metrics.window_ran(report);
+    }
+
+    fn unmatched(&self, _order: &Order) {
+        self.metrics.unmatched.inc();
     }
 
     fn moved(&self, order: OrderId, customer: UserId, at: LatLon, seen_at: OffsetDateTime) {

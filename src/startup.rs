@@ -90,6 +90,7 @@ impl Application {
         );
         let refunds = state.refunds.spawn();
         let ops = crate::ops::spawn_ticker(state.clone());
+        let windows = state.shards.spawn_windows();
         let last_state = state.clone();
         let app = crate::app::app(state);
         tracing::info!(addr = %listener.local_addr()?, "serving");
@@ -119,6 +120,9 @@ impl Application {
         auth_refresher.abort();
         refunds.abort();
         ops.abort();
+        if let Some(windows) = windows {
+            windows.abort();
+        }
         let flushed = crate::riders::snapshots::flush(&last_state).await;
         tracing::info!(riders = flushed, "rider positions flushed");
         // Every shard stops through the path a cluster hands a shard over by; a cluster node

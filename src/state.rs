@@ -7,7 +7,9 @@ use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 
 use tomato_actors::DispatchPolicy;
-use tomato_shards::{ActorRuntime, OrderPorts, RiderIndex, SearchSettings, ShardMap, ShardRouter};
+use tomato_shards::{
+    ActorRuntime, MatchingSettings, OrderPorts, RiderIndex, SearchSettings, ShardMap, ShardRouter,
+};
 use tomato_store::Stores;
 
 use crate::auth::cache::AuthCache;
@@ -165,10 +167,10 @@ impl AppState {
                     radius_m: f64::from(settings.dispatch.search_radius_m),
                     stale_after_s: settings.dispatch.stale_after_s,
                 },
-                policy: DispatchPolicy {
-                    batch: settings.dispatch.offer_batch as usize,
-                    offer_ttl: Duration::from_secs(settings.dispatch.offer_ttl_s),
-                    max_backoff: Duration::from_secs(MAX_DISPATCH_BACKOFF_S),
+                policy: dispatch_policy(&settings.dispatch),
+                matching: MatchingSettings {
+                    window: Duration::from_millis(settings.dispatch.batch_window_ms),
+                    candidates: settings.dispatch.candidates as usize,
                 },
                 restarts,
                 rider_restarts,
@@ -208,5 +210,19 @@ impl AppState {
             stores,
             settings: Arc::new(settings),
         })))
+    }
+}
+
+/// Dispatch's policy from `[dispatch]`: in batched mode an offer to a matched rider stands a
+/// third of `offer_ttl_s` (at least a second), so an order gets up to three matches before it
+/// is offered in waves.
+fn dispatch_policy(settings: &crate::config::DispatchSettings) -> DispatchPolicy {
+    let offer_ttl = Duration::from_secs(settings.offer_ttl_s);
+    DispatchPolicy {
+        batch: settings.offer_batch as usize,
+        offer_ttl,
+        max_backoff: Duration::from_secs(MAX_DISPATCH_BACKOFF_S),
+        matched_ttl: (settings.mode == crate::config::DispatchMode::Batched)
+            .then(|| (offer_ttl / 3).max(Duration::from_secs(1))),
     }
 }

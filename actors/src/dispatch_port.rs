@@ -1,10 +1,10 @@
 //! Dispatch as the order actor sees it from outside: the port it reaches dispatch through
 //! ([`DispatchPort`], implemented by the shards), its tuning, the offer riders see, why an
 //! offer ends, and the state of a dispatch in progress. The waves themselves are
-//! [`crate::waves`].
+//! [`crate::waves`]; batched dispatch's side of the order is [`crate::matched`].
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_core::future::BoxFuture;
@@ -76,6 +76,15 @@ pub trait DispatchPort: Send + Sync + 'static {
     /// `rider`'s offer of `order` no longer stands.
     fn withdrawn(&self, order: &Order, rider: RiderId, why: Withdrawn);
 
+    /// Batched dispatch: `order` waits for the node's next matching window; the rider it is
+    /// matched with comes back to `queued.to` as [`MatchedRider`]. It stays queued until it is
+    /// matched, `queued.until` passes, or [`Self::ended`].
+    fn queue(&self, order: &Order, queued: Queued);
+
+    /// Batched dispatch gave up on `order` (nobody took a match within `offer_ttl`): it is
+    /// offered in waves from now on.
+    fn unmatched(&self, order: &Order);
+
     /// The order stopped being dispatched (a rider took it, it left `ready_for_rider`, or its
     /// actor retired): none of its offers stands any more.
     fn ended(&self, order: &Order);
@@ -96,6 +105,29 @@ pub struct DispatchPolicy {
     pub offer_ttl: Duration,
     /// The longest wait between rounds when nobody is free.
     pub max_backoff: Duration,
+    /// Batched dispatch: how long the offer to a matched rider stands. `None`: greedy waves
+    /// from the start.
+    pub matched_ttl: Option<Duration>,
+}
+
+/// An order waiting for a matching window: what the node's batch needs of it.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Riders not to match it with (let an offer of it expire, or turned it down).
+    pub exclude: HashSet<RiderId>,
+    /// When it became ready for a rider: older orders win ties.
+    pub ready_at: OffsetDateTime,
+    /// Past this, it is offered in waves and no window takes it.
+    pub until: Instant,
+    pub to: Recipient<MatchedRider>,
+}
+
+/// A window matched the order with `rider`, `distance_m` from its pickup.
+#[derive(Debug, Clone, Copy, PartialEq, Message)]
+#[rtype(result = "()")]
+pub struct MatchedRider {
+    pub rider: RiderId,
+    pub distance_m: f64,
 }
 
 /// The offers of an order being dispatched.
@@ -110,4 +142,9 @@ pub(crate) struct Dispatching {
     /// Rounds in which nobody could be offered.
     pub(crate) attempts: u32,
     pub(crate) timer: Option<SpawnHandle>,
+    /// Batched dispatch: windows may match the order until this instant, then waves take over.
+    /// `None` in waves.
+    pub(crate) matching_until: Option<Instant>,
+    /// Batched dispatch: when the offer to the matched rider runs out.
+    pub(crate) matched_timer: Option<SpawnHandle>,
 }

@@ -8,13 +8,14 @@
 //! can carry a command to the node that owns its order or rider unchanged.
 
 pub mod dispatch_port;
+pub mod matched;
 pub mod order;
 pub mod rider;
 pub mod waves;
 #[cfg(test)]
 mod wire;
 
-pub use dispatch_port::{DispatchPolicy, DispatchPort, Offer, Withdrawn};
+pub use dispatch_port::{DispatchPolicy, DispatchPort, MatchedRider, Offer, Queued, Withdrawn};
 pub use order::{
     Accept, Apply, ArmFault, OrderActor, OrderEnv, OrderError, OrderEvents, Reject, Retire,
     StoreFault,

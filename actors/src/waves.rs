@@ -3,7 +3,8 @@
 //! or are rejected the next wave goes to the next-nearest riders not tried yet; when nobody is
 //! left the restaurant hears `order:dispatch_pending`, and after a backoff (doubling up to
 //! `max_backoff`) everyone but those who rejected may be offered again. Dispatch state is soft:
-//! a restarted actor (or node) starts it over from the stored order.
+//! a restarted actor (or node) starts it over from the stored order. In batched mode the waves
+//! start only after the order's matching time ([`crate::matched`]).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -18,14 +19,21 @@ use crate::order::OrderActor;
 impl OrderActor {
     pub(crate) fn start_dispatch(&mut self, ctx: &mut Context<Self>) {
         self.dispatching = Some(Dispatching::default());
-        self.wave(ctx);
+        if self.env().policy.matched_ttl.is_some() {
+            self.start_matching(ctx);
+        } else {
+            self.wave(ctx);
+        }
     }
 
     pub(crate) fn stop_dispatch(&mut self, ctx: &mut Context<Self>) {
         let Some(dispatching) = self.dispatching.take() else {
             return;
         };
-        if let Some(timer) = dispatching.timer {
+        for timer in [dispatching.timer, dispatching.matched_timer]
+            .into_iter()
+            .flatten()
+        {
             ctx.cancel_future(timer);
         }
         self.env().dispatch.ended(self.order());
@@ -48,6 +56,14 @@ impl OrderActor {
         dispatching.live.remove(&rider);
         port.withdrawn(&order, rider, Withdrawn::Rejected);
         dispatching.rejected.insert(rider);
+        if dispatching.matching_until.is_some() {
+            // Back to the next window, without the rider who said no.
+            if let Some(timer) = dispatching.matched_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.queue_for_window(ctx);
+            return;
+        }
         if dispatching.live.is_empty() {
             if let Some(timer) = dispatching.timer.take() {
                 ctx.cancel_future(timer);
@@ -58,7 +74,7 @@ impl OrderActor {
 
     /// Lets expired offers go and searches for riders to fill the wave; the offers go out when
     /// the search answers ([`Self::offer_wave`]).
-    fn wave(&mut self, ctx: &mut Context<Self>) {
+    pub(crate) fn wave(&mut self, ctx: &mut Context<Self>) {
         let policy = self.env().policy;
         let (order, port) = (
             self.order().clone(),

@@ -120,7 +120,7 @@ impl ShardRouter {
         offers
     }
 
-    fn holds_offer(&self, rider: RiderId) -> bool {
+    pub(crate) fn holds_offer(&self, rider: RiderId) -> bool {
         self.shards().any(|shard| shard.offers.holds_any(rider))
     }
 

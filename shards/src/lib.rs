@@ -27,6 +27,7 @@ pub mod riders;
 pub mod router;
 pub mod runtime;
 pub mod shard;
+pub mod windows;
 
 pub use candidates::Search;
 pub use ports::{DispatchHook, OrderPorts, SearchSettings};
@@ -35,6 +36,7 @@ pub use riders::{NotRunning, RiderIndex};
 pub use router::{OrderRef, Route, ShardRouter, Stopped};
 pub use runtime::ActorRuntime;
 pub use shard::{Shard, clock};
+pub use windows::{MatchingSettings, WindowReport};
 
 /// A shard, numbered from 0.
 #[derive(

@@ -128,6 +128,29 @@ pub fn assign(waiting: &[Waiting], costs: Costs) -> Vec<Matched> {
         .collect()
 }
 
+/// Nearest-first, for a window whose solve ran past its budget: each order in turn (the
+/// caller lists them oldest first) takes its nearest rider not taken yet.
+pub fn nearest_first(waiting: &[Waiting]) -> Vec<Matched> {
+    let mut taken = std::collections::HashSet::new();
+    let mut matched = Vec::new();
+    for order in waiting {
+        let nearest = order
+            .riders
+            .iter()
+            .filter(|reach| pickup_m(reach.distance_m).is_some() && !taken.contains(&reach.rider))
+            .min_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+        if let Some(reach) = nearest {
+            taken.insert(reach.rider);
+            matched.push(Matched {
+                order: order.order,
+                rider: reach.rider,
+                distance_m: reach.distance_m,
+            });
+        }
+    }
+    matched
+}
+
 /// A pickup distance in whole metres, or `None` for one that is not a finite, non-negative
 /// number.
 fn pickup_m(distance_m: f64) -> Option<i64> {
@@ -162,6 +185,47 @@ mod tests {
     const NO_CREDIT: Costs = Costs {
         credit_m_per_s: 0.0,
     };
+
+    #[test]
+    fn nearest_first_serves_the_oldest_first_and_never_a_rider_twice() {
+        let reach = |rider_n, distance_m| Reach {
+            rider: rider(rider_n),
+            distance_m,
+        };
+        let waiting = [
+            Waiting {
+                order: order(1),
+                waited_s: 9.0,
+                riders: vec![reach(1, 100.0), reach(2, f64::NAN), reach(3, 300.0)],
+            },
+            Waiting {
+                order: order(2),
+                waited_s: 1.0,
+                riders: vec![reach(1, 50.0), reach(2, f64::INFINITY)],
+            },
+            Waiting {
+                order: order(3),
+                waited_s: 0.0,
+                riders: vec![reach(3, 10.0)],
+            },
+        ];
+        let matched = nearest_first(&waiting);
+        assert_eq!(
+            matched,
+            [
+                Matched {
+                    order: order(1),
+                    rider: rider(1),
+                    distance_m: 100.0,
+                },
+                Matched {
+                    order: order(3),
+                    rider: rider(3),
+                    distance_m: 10.0,
+                }
+            ]
+        );
+    }
 
     #[test]
     fn the_rider_nearest_to_both_orders_goes_where_the_total_is_least() {

@@ -12,14 +12,15 @@ use futures_core::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use time::OffsetDateTime;
 use tomato_actors::{
-    Carried, DispatchPolicy, DispatchPort, Offer, OrderEnv, OrderError, OrderEvents, RiderEnv,
-    RiderPort, Withdrawn,
+    Carried, DispatchPolicy, DispatchPort, Offer, OrderEnv, OrderError, OrderEvents, Queued,
+    RiderEnv, RiderPort, Withdrawn,
 };
 use tomato_domain::{LatLon, Order, OrderId, RiderId, UserId};
 use tomato_store::{OrderStore, RiderStore};
 
 use crate::candidates::Search;
 use crate::router::{OrderRef, ShardRouter};
+use crate::windows::{MatchingSettings, WindowReport, Windows};
 use crate::{ActorRuntime, RiderIndex, ShardId, ShardMap, fresh_since};
 
 /// What the node hears of dispatch and of carried orders.
@@ -35,6 +36,12 @@ pub trait DispatchHook: Send + Sync + 'static {
 
     /// `rider` took `order` (persisted).
     fn assigned(&self, order: &Order, rider: RiderId);
+
+    /// A batched dispatch window ran (one that had orders to match).
+    fn window(&self, report: &WindowReport);
+
+    /// Batched dispatch gave up matching `order`: it is offered in waves from now on.
+    fn unmatched(&self, order: &Order);
 
     /// The rider carrying `order` moved: its `customer` may watch (`rider:location`).
     fn moved(&self, order: OrderId, customer: UserId, at: LatLon, seen_at: OffsetDateTime);
@@ -56,7 +63,10 @@ pub struct OrderPorts {
     /// What the node hears of dispatch; the dispatch port itself is the router's.
     pub hook: Arc<dyn DispatchHook>,
     pub search: SearchSettings,
+    /// Dispatch's policy; batched when it gives a `matched_ttl`.
     pub policy: DispatchPolicy,
+    /// How batched dispatch's windows run (unused when dispatch is greedy).
+    pub matching: MatchingSettings,
     /// Counts restarts of order actors, for `/metrics`.
     pub restarts: Counter,
     /// Counts restarts of rider actors, for `/metrics`.
@@ -81,12 +91,20 @@ impl ShardRouter {
         orders: OrderPorts,
         positions: Arc<dyn RiderStore>,
     ) -> Arc<Self> {
+        let windows = orders.policy.matched_ttl.map(|_| {
+            Arc::new(Windows::new(
+                orders.matching,
+                orders.search,
+                Arc::clone(&orders.hook),
+            ))
+        });
         Arc::new_cyclic(|me: &Weak<ShardRouter>| {
             let dispatch = Arc::new(RouterDispatch {
                 router: me.clone(),
                 hook: Arc::clone(&orders.hook),
                 search: orders.search,
                 riders: Arc::clone(&positions),
+                windows: windows.clone(),
             });
             let riders = RiderEnv {
                 port: Arc::new(RouterRiders {
@@ -110,7 +128,7 @@ impl ShardRouter {
                     }
                 }),
             });
-            ShardRouter::assemble(runtime, map, index, orders_env, riders, positions)
+            ShardRouter::assemble(runtime, map, index, orders_env, riders, positions, windows)
         })
     }
 }
@@ -122,6 +140,8 @@ pub(crate) struct RouterDispatch {
     pub(crate) search: SearchSettings,
     /// Where a freed rider's profile is read, to tell whether it may be offered work again.
     pub(crate) riders: Arc<dyn RiderStore>,
+    /// Batched dispatch's queue; `None` when dispatch is greedy.
+    pub(crate) windows: Option<Arc<Windows>>,
 }
 
 impl RouterDispatch {
@@ -165,7 +185,23 @@ impl DispatchPort for RouterDispatch {
         self.hook.withdrawn(order, rider, why);
     }
 
+    fn queue(&self, order: &Order, queued: Queued) {
+        if let Some(windows) = &self.windows {
+            windows.queue(order, queued);
+        }
+    }
+
+    fn unmatched(&self, order: &Order) {
+        if let Some(windows) = &self.windows {
+            windows.forget(order.id);
+        }
+        self.hook.unmatched(order);
+    }
+
     fn ended(&self, order: &Order) {
+        if let Some(windows) = &self.windows {
+            windows.forget(order.id);
+        }
         if let Some(router) = self.router() {
             router.offers_ended(order);
         }

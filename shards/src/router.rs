@@ -71,6 +71,8 @@ pub struct ShardRouter {
     positions: Arc<dyn RiderStore>,
     /// Where commands for shards that do not run here go (a cluster's transport).
     remote: std::sync::OnceLock<Arc<dyn crate::RemoteShards>>,
+    /// Batched dispatch's queue and windows; `None` when dispatch is greedy.
+    windows: Option<Arc<crate::windows::Windows>>,
 }
 
 impl std::fmt::Debug for ShardRouter {
@@ -91,6 +93,7 @@ impl ShardRouter {
         orders_env: Arc<OrderEnv>,
         riders_env: RiderEnv,
         positions: Arc<dyn RiderStore>,
+        windows: Option<Arc<crate::windows::Windows>>,
     ) -> Self {
         Self {
             map,
@@ -102,6 +105,7 @@ impl ShardRouter {
             riders_env: Arc::new(riders_env),
             positions,
             remote: std::sync::OnceLock::new(),
+            windows,
         }
     }
 
@@ -122,6 +126,11 @@ impl ShardRouter {
     /// once, by a node joining a cluster).
     pub fn set_remote(&self, remote: Arc<dyn crate::RemoteShards>) {
         let _ = self.remote.set(remote);
+    }
+
+    /// Batched dispatch's queue and windows; `None` when dispatch is greedy.
+    pub fn windows(&self) -> Option<&Arc<crate::windows::Windows>> {
+        self.windows.as_ref()
     }
 
     pub(crate) fn remote(&self) -> Option<&Arc<dyn crate::RemoteShards>> {

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 
 use crate::auth::AdminUser;
 use crate::cluster::ask::{Question, ask_others};
-use crate::dispatch::{DispatchTally, fresh_since};
+use crate::dispatch::{DispatchTally, WindowTally, fresh_since};
 use crate::http::responses::Unauthorized;
 use crate::http::{ApiError, ErrorBody, Json};
 use crate::live::{CellCounts, add_all, cell_counts, demand_ratio, open_orders, round2};
@@ -144,6 +144,9 @@ pub struct OpsSnapshot {
     pub waiting_total: usize,
     /// The longest waiting first, at most 100.
     pub waiting: Vec<OpsWaiting>,
+    /// Batched dispatch: the latest windows of every node, oldest first, at most 20; empty
+    /// when dispatch is greedy.
+    pub windows: Vec<WindowTally>,
 }
 
 /// One node's part of a snapshot (what another node answers when asked).
@@ -232,6 +235,7 @@ impl Part {
         let riders_online = self.cells.values().map(|c| c.available).sum();
         let cells = cells_of(self.cells);
         let dispatch = self.dispatch;
+        let windows = dispatch.windows;
         let mut assign = dispatch.assign_seconds;
         assign.sort_by(f64::total_cmp);
         OpsSnapshot {
@@ -265,6 +269,7 @@ impl Part {
             },
             waiting_total,
             waiting: self.waiting,
+            windows,
         }
     }
 }

@@ -394,7 +394,10 @@ pub struct HeldOffers {
 /// The live offers this rider holds (not yet accepted, rejected or expired): the same data as
 /// the `order:available` events, for apps that poll instead of keeping a socket, or that missed
 /// events while reconnecting. An offer of an order someone else took meanwhile may still show
-/// until it expires; accepting it answers 409 `already_taken`.
+/// until it expires; accepting it answers 409 `already_taken`. With `dispatch.mode =
+/// "batched"` an offer goes to the one rider a window matched the order with and stands a
+/// third of `dispatch.offer_ttl_s` (at least 1 s); an order nobody took within
+/// `dispatch.offer_ttl_s` is then offered in waves, as in greedy mode.
 #[utoipa::path(
     get,
     path = "/api/rider/offers",

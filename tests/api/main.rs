@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod batched;
 mod cli;
 mod cluster;
 mod contract;

@@ -48,6 +48,27 @@ export function showCounters(snapshot) {
     : `The map shows all ${r.total} riders.`;
 }
 
+// The latest batched windows, newest first; the panel shows only when dispatch is batched.
+export function showWindows(snapshot) {
+  const windows = snapshot.windows ?? [];
+  $('windows-panel').hidden = windows.length === 0;
+  const body = $('windows').tBodies[0];
+  body.replaceChildren();
+  for (const w of [...windows].reverse()) {
+    const row = body.insertRow();
+    const cells = [
+      new Date(w.at).toLocaleTimeString(),
+      w.orders,
+      w.matched,
+      w.meanPickupM,
+      w.overBudget ? `${w.solveMs} (nearest-first)` : w.solveMs,
+    ];
+    for (const value of cells) {
+      row.insertCell().textContent = String(value);
+    }
+  }
+}
+
 export function showWaiting(snapshot) {
   setText('waiting-count', snapshot.waitingTotal);
   const list = $('waiting');
