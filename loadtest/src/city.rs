@@ -1,5 +1,6 @@
 //! The simulated city: a disc on the map, random places in it, and riders moving between
-//! random waypoints at street speeds. Pure and seeded, so a run can be repeated.
+//! random waypoints at street speeds, or straight to a restaurant and on to a customer while
+//! they carry an order. Pure and seeded, so a run can be repeated.
 
 use rand::Rng;
 
@@ -64,6 +65,8 @@ pub struct Walker {
     pub at: Point,
     target: Point,
     speed_mps: f64,
+    /// Where it is riding with an order, and how fast; it roams when there is none.
+    errand: Option<(Point, f64)>,
 }
 
 impl Walker {
@@ -73,7 +76,27 @@ impl Walker {
             at: city.random_point(rng),
             target: city.random_point(rng),
             speed_mps: rng.random_range(SPEEDS),
+            errand: None,
         }
+    }
+
+    /// Rides straight to `to` at `speed_mps` from now on, and stays there once it arrives.
+    /// Returns the distance to ride, in metres.
+    pub fn ride_to(&mut self, to: Point, speed_mps: f64) -> f64 {
+        self.errand = Some((to, speed_mps));
+        self.at.distance_m(to)
+    }
+
+    /// It is where its errand leads (the caller timed the ride), whatever the ticks moved.
+    pub fn arrive(&mut self) {
+        if let Some((to, _)) = self.errand {
+            self.at = to;
+        }
+    }
+
+    /// Back to roaming between random waypoints.
+    pub fn roam(&mut self) {
+        self.errand = None;
     }
 
     /// The speed it moves at.
@@ -81,8 +104,16 @@ impl Walker {
         self.speed_mps
     }
 
-    /// Moves for `seconds`; on reaching its target it picks a new one in the city.
+    /// Moves for `seconds`: towards its errand, or, roaming, towards its target, picking a new
+    /// one in the city on reaching it.
     pub fn step(&mut self, seconds: f64, city: &City, rng: &mut impl Rng) -> Point {
+        if let Some((to, speed_mps)) = self.errand {
+            let (east, north) = self.at.offset_to(to);
+            let to_go = east.hypot(north);
+            let k = (speed_mps * seconds / to_go.max(f64::MIN_POSITIVE)).min(1.0);
+            self.at = self.at.moved(east * k, north * k);
+            return self.at;
+        }
         let mut left = self.speed_mps * seconds;
         loop {
             let (east, north) = self.at.offset_to(self.target);
@@ -140,5 +171,26 @@ mod tests {
                 assert!(city.centre.distance_m(after) <= city.radius_m + 1.0);
             }
         }
+    }
+
+    #[test]
+    fn a_rider_on_an_errand_rides_straight_there_and_stays() {
+        let (city, mut rng) = (city(), StdRng::seed_from_u64(3));
+        let mut walker = Walker::new(&city, &mut rng);
+        let to = city.random_point(&mut rng);
+        let far = walker.ride_to(to, 10.0);
+        // 10 m/s for 5 s: 50 m nearer each tick, until there.
+        let mut left = far;
+        while left > 0.0 {
+            walker.step(5.0, &city, &mut rng);
+            left = (left - 50.0).max(0.0);
+            let now = walker.at.distance_m(to);
+            assert!((now - left).abs() < 0.5, "{now} m to go, expected {left}");
+        }
+        walker.step(5.0, &city, &mut rng);
+        assert!(walker.at.distance_m(to) < 0.01, "it stays where it arrived");
+        walker.roam();
+        walker.step(5.0, &city, &mut rng);
+        assert!(walker.at.distance_m(to) > 1.0, "then roams again");
     }
 }

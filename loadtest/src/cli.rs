@@ -205,9 +205,13 @@ pub struct RunArgs {
     /// Seconds a rider thinks before accepting an offer.
     #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     pub think_s: f64,
-    /// Seconds from assignment to pick-up, and again from pick-up to delivery.
+    /// How fast a rider with an order rides, straight to the restaurant and on to the customer
+    /// (km/h; a street speed by default, a higher one compresses a run's time).
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
+    pub speed_kmh: f64,
+    /// Seconds a rider spends at the restaurant picking up, and again handing over.
     #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
-    pub ride_s: f64,
+    pub handover_s: f64,
     /// Requests in flight while creating the city.
     #[arg(long, default_value_t = 32)]
     pub setup_concurrency: usize,
@@ -448,7 +452,8 @@ impl RunArgs {
         amount("drain-s", self.drain_s, false)?;
         amount("prep-s", self.prep_s, false)?;
         amount("think-s", self.think_s, false)?;
-        amount("ride-s", self.ride_s, false)?;
+        amount("speed-kmh", self.speed_kmh, true)?;
+        amount("handover-s", self.handover_s, false)?;
         if self.riders == 0 {
             bail!("--riders must be at least 1");
         }
@@ -459,6 +464,11 @@ impl RunArgs {
             bail!("--setup-concurrency and --source-addrs must be at least 1");
         }
         Ok(())
+    }
+
+    /// A rider's speed with an order, m/s.
+    pub fn speed_mps(&self) -> f64 {
+        self.speed_kmh / 3.6
     }
 
     /// The load phase's length.

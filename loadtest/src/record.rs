@@ -1,5 +1,6 @@
-//! What a run measures while it runs: latency histograms (HDR, microseconds) for the four
-//! paths the report names, counters, errors by kind, and a per-second timeline for the plots.
+//! What a run measures while it runs: latency histograms (HDR, microseconds) for the paths the
+//! report names, the deliveries' rides (HDR, metres and milliseconds), counters, errors by kind,
+//! and a per-second timeline for the plots.
 //! Recording is a short lock per sample; the harness records a few thousand samples a second.
 
 use std::collections::BTreeMap;
@@ -52,6 +53,50 @@ impl Path {
     }
 }
 
+/// A measured part of the deliveries (minutes long, so kept apart from the latencies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ride {
+    /// How far the rider was from the restaurant when it won the order, metres.
+    PickupDistance,
+    /// From the accept until the rider is at the restaurant.
+    PickupTime,
+    /// The seller's `ready_for_rider` until the rider's `picked_up`.
+    ReadyToPickedUp,
+    /// The seller's `ready_for_rider` until the rider's `delivered`.
+    ReadyToDelivered,
+}
+
+const RIDES: [Ride; 4] = [
+    Ride::PickupDistance,
+    Ride::PickupTime,
+    Ride::ReadyToPickedUp,
+    Ride::ReadyToDelivered,
+];
+
+impl Ride {
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its name in the report, with its unit.
+    fn name(self) -> &'static str {
+        match self {
+            Ride::PickupDistance => "pickup_m",
+            Ride::PickupTime => "pickup_s",
+            Ride::ReadyToPickedUp => "ready_to_picked_up_s",
+            Ride::ReadyToDelivered => "ready_to_delivered_s",
+        }
+    }
+
+    /// What one recorded unit is in the reported unit (times are kept in milliseconds).
+    fn scale(self) -> f64 {
+        match self {
+            Ride::PickupDistance => 1.0,
+            _ => 0.001,
+        }
+    }
+}
+
 /// Event counters.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -64,6 +109,8 @@ pub struct Counters {
     pub accepts_lost: AtomicU64,
     pub picked_up: AtomicU64,
     pub delivered: AtomicU64,
+    /// Milliseconds riders spent with an order, accept to delivery, summed.
+    pub busy_ms: AtomicU64,
 }
 
 impl Counters {
@@ -90,9 +137,18 @@ struct Second {
 pub struct Recorder {
     started: Instant,
     histograms: Mutex<Vec<Histogram<u64>>>,
+    rides: Mutex<Vec<Histogram<u64>>>,
     timeline: Mutex<Vec<Second>>,
     errors: Mutex<BTreeMap<String, u64>>,
     pub counters: Counters,
+}
+
+/// Rides are kept up to a day (in ms) or 86 400 km.
+const HIGHEST_RIDE: u64 = 86_400_000;
+
+/// A ride histogram: 1 to [`HIGHEST_RIDE`] with 3 significant digits.
+fn ride_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST_RIDE, 3).expect("valid histogram bounds")
 }
 
 /// A latency histogram in microseconds, 1 µs to 10 min.
@@ -108,6 +164,7 @@ impl Recorder {
         Self {
             started: Instant::now(),
             histograms: Mutex::new(PATHS.iter().map(|_| histogram()).collect()),
+            rides: Mutex::new(RIDES.iter().map(|_| ride_histogram()).collect()),
             timeline: Mutex::new(Vec::new()),
             errors: Mutex::new(BTreeMap::new()),
             counters: Counters::default(),
@@ -142,6 +199,17 @@ impl Recorder {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Records one ride sample: metres for [`Ride::PickupDistance`], a duration otherwise.
+    pub fn ride(&self, what: Ride, metres: f64, took: Duration) {
+        let value = match what {
+            Ride::PickupDistance => metres.round() as u64,
+            _ => u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        };
+        if let Ok(mut all) = self.rides.lock() {
+            let _ = all[what.index()].record(value.clamp(1, HIGHEST_RIDE));
         }
     }
 
@@ -200,7 +268,18 @@ impl Recorder {
                     .collect()
             })
             .unwrap_or_default();
+        let rides = self
+            .rides
+            .lock()
+            .map(|all| {
+                RIDES
+                    .iter()
+                    .map(|r| (r.name().to_owned(), Spread::of(&all[r.index()], r.scale())))
+                    .collect()
+            })
+            .unwrap_or_default();
         Measured {
+            rides,
             counts: Counts {
                 locations_sent: Counters::get(&c.locations_sent),
                 locations_acknowledged: self.samples(Path::Ingest),
@@ -212,6 +291,7 @@ impl Recorder {
                 accepts_lost: Counters::get(&c.accepts_lost),
                 picked_up: Counters::get(&c.picked_up),
                 delivered: Counters::get(&c.delivered),
+                busy_s: Counters::get(&c.busy_ms) as f64 / 1000.0,
             },
             latency_ms,
             errors: self.errors.lock().map(|e| e.clone()).unwrap_or_default(),
@@ -255,6 +335,31 @@ impl Percentiles {
     }
 }
 
+/// The spread of one ride measure, in its unit (metres or seconds).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Spread {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(h: &Histogram<u64>, scale: f64) -> Self {
+        let at = |q: f64| h.value_at_quantile(q) as f64 * scale;
+        Self {
+            count: h.len(),
+            mean: h.mean() * scale,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: h.max() as f64 * scale,
+        }
+    }
+}
+
 /// Counters at the end of a run.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -270,6 +375,9 @@ pub struct Counts {
     pub accepts_lost: u64,
     pub picked_up: u64,
     pub delivered: u64,
+    /// Seconds riders spent with an order (accept to delivery), summed over riders.
+    #[serde(default)]
+    pub busy_s: f64,
 }
 
 /// One second of the timeline.
@@ -290,6 +398,10 @@ pub struct Measured {
     pub counts: Counts,
     /// By path: `location_ingest`, `order_placement`, `ready_to_available`, `ready_to_assigned`.
     pub latency_ms: BTreeMap<String, Percentiles>,
+    /// The deliveries' rides: `pickup_m` (distance at the accept), `pickup_s`,
+    /// `ready_to_picked_up_s`, `ready_to_delivered_s`.
+    #[serde(default)]
+    pub rides: BTreeMap<String, Spread>,
     pub errors: BTreeMap<String, u64>,
     pub timeline: Vec<TimelinePoint>,
 }

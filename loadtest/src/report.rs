@@ -52,6 +52,12 @@ pub struct Report {
     pub customers: usize,
     pub interval_s: f64,
     pub order_rate: f64,
+    /// How fast riders ride with an order, km/h.
+    #[serde(default)]
+    pub speed_kmh: f64,
+    /// The city's seed: runs with the same seed play the same city.
+    #[serde(default)]
+    pub seed: u64,
     /// Creating the city and connecting the sockets.
     pub setup_s: f64,
     /// The load phase (orders placed during it).
@@ -84,6 +90,18 @@ impl Report {
     /// Orders placed per second of the load phase.
     pub fn order_rate_achieved(&self) -> f64 {
         self.measured.counts.orders_placed as f64 / self.load_s.max(0.001)
+    }
+
+    /// Orders delivered per hour a rider was on the road (load and draining).
+    pub fn delivered_per_rider_hour(&self) -> f64 {
+        let rider_hours = self.riders as f64 * self.total_s / 3600.0;
+        self.measured.counts.delivered as f64 / rider_hours.max(f64::MIN_POSITIVE)
+    }
+
+    /// The share of the riders' time on the road without an order.
+    pub fn idle_share(&self) -> f64 {
+        let on_road = self.riders as f64 * self.total_s;
+        (1.0 - self.measured.counts.busy_s / on_road.max(f64::MIN_POSITIVE)).clamp(0.0, 1.0)
     }
 
     /// The report for people.
@@ -145,6 +163,25 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{name:<20} {count:>8} {p50:>9.2} {p90:>9.2} {p99:>9.2} {p999:>9.2} {max:>9.2}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "rides at {} km/h: {:.1} orders delivered per rider-hour, riders idle {:.0} % of the time",
+            self.speed_kmh,
+            self.delivered_per_rider_hour(),
+            self.idle_share() * 100.0
+        );
+        let _ = writeln!(
+            out,
+            "{:<22} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "ride", "count", "mean", "p50", "p90", "p99", "max"
+        );
+        for (name, s) in &self.measured.rides {
+            let _ = writeln!(
+                out,
+                "{name:<22} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                s.count, s.mean, s.p50, s.p90, s.p99, s.max
             );
         }
         if self.measured.errors.is_empty() {

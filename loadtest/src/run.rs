@@ -1,6 +1,8 @@
 //! `tomato-load run`: creates the city, then plays it for the duration — riders streaming
 //! positions and taking offers, customers ordering and paying at the set rate, sellers cooking
-//! what was paid for — then waits for the open orders to be delivered and reports.
+//! what was paid for — then waits for the open orders to be delivered and reports. A rider who
+//! wins an order rides to the restaurant and on to the customer at `--speed-kmh`, streaming its
+//! positions on the way, then roams again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,12 +20,22 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::api::{Api, Session};
-use crate::city::City;
+use crate::city::{City, Point, Walker};
 use crate::cli::{RunArgs, Transport};
 use crate::conn::{Conn, Dialer, Incoming};
-use crate::record::{Counters, Path, Recorder};
+use crate::record::{Counters, Path, Recorder, Ride};
 use crate::report::{NodeSide, Report, ServerSide};
 use crate::setup::{self, Customer, RiderAccount, Shop};
+
+/// A rider's movement, shared by its position ticks and the delivery it rides.
+type Wheels = Arc<std::sync::Mutex<Walker>>;
+
+fn wheels(wheels: &Wheels) -> std::sync::MutexGuard<'_, Walker> {
+    // A walker is plain numbers, whole after any panic.
+    wheels
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Acks not back after this long are counted as lost.
 const ACK_PATIENCE: Duration = Duration::from_secs(30);
@@ -50,6 +62,8 @@ struct World {
     city: City,
     recorder: Recorder,
     orders: DashMap<String, Track>,
+    /// Each offered order's pickup and drop-off, from its offer: where a rider who wins it rides.
+    places: DashMap<String, (Point, Point)>,
     /// Every order the node acknowledged (placed), paid or not, for audits.
     placed: std::sync::Mutex<Vec<String>>,
     interval: Duration,
@@ -67,9 +81,32 @@ impl World {
         self.recorder.error(kind);
     }
 
+    /// Offers heard by a rider: each counted, and their orders' ids.
+    fn heard(&self, offers: &[serde_json::Value]) -> Vec<String> {
+        offers
+            .iter()
+            .filter_map(|offer| match offer["orderId"].as_str() {
+                Some(order) => {
+                    self.offer_heard(order, offer);
+                    Some(order.to_owned())
+                }
+                None => {
+                    self.fail("offer_without_order");
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// The first offer of an order heard by any rider marks ready -> available.
-    fn offer_heard(&self, order: &str) {
+    fn offer_heard(&self, order: &str, offer: &serde_json::Value) {
         Counters::bump(&self.recorder.counters.offers_heard);
+        if !self.places.contains_key(order)
+            && let (Some(pickup), Some(dropoff)) =
+                (point_of(&offer["pickup"]), point_of(&offer["dropoff"]))
+        {
+            self.places.insert(order.to_owned(), (pickup, dropoff));
+        }
         if let Some(mut track) = self.orders.get_mut(order)
             && !track.offered
         {
@@ -176,6 +213,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         city,
         recorder: Recorder::new(),
         orders: DashMap::new(),
+        places: DashMap::new(),
         placed: std::sync::Mutex::default(),
         memory_peak: AtomicU64::new(memory_start.unwrap_or(0)),
     });
@@ -253,6 +291,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         customers: args.customers,
         interval_s: args.interval_s,
         order_rate: args.order_rate,
+        speed_kmh: args.speed_kmh,
+        seed: args.seed,
         setup_s,
         load_s,
         total_s: world.recorder.elapsed().as_secs_f64(),
@@ -362,11 +402,9 @@ async fn ride(
     mut rng: StdRng,
     mut stop: watch::Receiver<bool>,
 ) {
-    let RiderAccount {
-        session,
-        mut walker,
-    } = account;
+    let RiderAccount { session, walker } = account;
     let session = Arc::new(session);
+    let walker: Wheels = Arc::new(std::sync::Mutex::new(walker));
     // Spread the riders' ticks over the interval, as real apps are.
     let offset = world.interval.mul_f64(rng.random::<f64>());
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, world.interval);
@@ -378,7 +416,7 @@ async fn ride(
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {
-                let at = walker.step(world.args.interval_s, &world.city, &mut rng);
+                let at = wheels(&walker).step(world.args.interval_s, &world.city, &mut rng);
                 Counters::bump(&world.recorder.counters.locations_sent);
                 let free = job.as_ref().is_none_or(JoinHandle::is_finished);
                 match conn.as_mut() {
@@ -403,7 +441,7 @@ async fn ride(
                             Err(err) => world.fail(&err.kind),
                         }
                         if free {
-                            poll_offers(&world, &session, &mut job).await;
+                            poll_offers(&world, &session, &walker, &mut job).await;
                         }
                     }
                 }
@@ -420,10 +458,7 @@ async fn ride(
                     }
                 }
                 Some(Ok(Incoming::Event(event, data))) if event == "order:available" => {
-                    match data["orderId"].as_str() {
-                        Some(order) => take_one(&world, &session, vec![order.to_owned()], &mut job),
-                        None => world.fail("offer_without_order"),
-                    }
+                    take_one(&world, &session, &walker, vec![data], &mut job);
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
@@ -444,29 +479,27 @@ async fn ride(
 }
 
 /// HTTP riders read the offers they hold after each position.
-async fn poll_offers(world: &Arc<World>, session: &Arc<Session>, job: &mut Option<JoinHandle<()>>) {
+async fn poll_offers(
+    world: &Arc<World>,
+    session: &Arc<Session>,
+    walker: &Wheels,
+    job: &mut Option<JoinHandle<()>>,
+) {
     if let Some(orders) = held_offers(world, session).await
         && !orders.is_empty()
     {
-        take_one(world, session, orders, job);
+        take_one(world, session, walker, orders, job);
     }
 }
 
-/// The orders this rider holds offers of, from `GET /api/rider/offers`.
-async fn held_offers(world: &World, session: &Session) -> Option<Vec<String>> {
+/// The offers this rider holds, from `GET /api/rider/offers`.
+async fn held_offers(world: &World, session: &Session) -> Option<Vec<serde_json::Value>> {
     match world
         .api_for(&session.token)
         .get("/api/rider/offers", Some(&session.token))
         .await
     {
-        Ok(held) => Some(
-            held["offers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|o| o["orderId"].as_str().map(str::to_owned))
-                .collect(),
-        ),
+        Ok(held) => Some(held["offers"].as_array().cloned().unwrap_or_default()),
         Err(err) => {
             world.fail(&err.kind);
             None
@@ -479,27 +512,28 @@ async fn held_offers(world: &World, session: &Session) -> Option<Vec<String>> {
 fn take_one(
     world: &Arc<World>,
     session: &Arc<Session>,
-    orders: Vec<String>,
+    walker: &Wheels,
+    offers: Vec<serde_json::Value>,
     job: &mut Option<JoinHandle<()>>,
 ) {
-    for order in &orders {
-        world.offer_heard(order);
-    }
+    let orders = world.heard(&offers);
     if job.as_ref().is_some_and(|j| !j.is_finished()) {
         return;
     }
-    let (world, session) = (Arc::clone(world), Arc::clone(session));
+    let (world, session, walker) = (Arc::clone(world), Arc::clone(session), Arc::clone(walker));
     *job = Some(tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs_f64(world.args.think_s)).await;
-        if try_orders(&world, &session, &orders).await == Some(false) {
+        if try_orders(&world, &session, &walker, &orders).await == Some(false) {
             // Beaten to every one: look at what else was offered meanwhile (events that came
             // while this rider was busy deciding), as an app's offer list would show.
             if let Some(mut more) = held_offers(&world, &session).await {
-                more.retain(|o| !orders.contains(o));
-                for order in &more {
-                    world.offer_heard(order);
-                }
-                try_orders(&world, &session, &more).await;
+                more.retain(|o| {
+                    o["orderId"]
+                        .as_str()
+                        .is_some_and(|id| !orders.iter().any(|t| t == id))
+                });
+                let more = world.heard(&more);
+                try_orders(&world, &session, &walker, &more).await;
             }
         }
     }));
@@ -507,7 +541,12 @@ fn take_one(
 
 /// Accepts the first of `orders` this rider wins and delivers it: `Some(true)` when one was
 /// won, `Some(false)` when others were faster to all, `None` on an error.
-async fn try_orders(world: &World, session: &Session, orders: &[String]) -> Option<bool> {
+async fn try_orders(
+    world: &World,
+    session: &Session,
+    walker: &Wheels,
+    orders: &[String],
+) -> Option<bool> {
     for order in orders {
         let path = format!("/api/rider/orders/{order}/accept");
         let accepted = world
@@ -517,7 +556,14 @@ async fn try_orders(world: &World, session: &Session, orders: &[String]) -> Opti
         match accepted {
             Ok(_) => {
                 Counters::bump(&world.recorder.counters.accepts);
-                deliver(world, session, order).await;
+                let taken = Instant::now();
+                deliver(world, session, walker, order).await;
+                let busy = u64::try_from(taken.elapsed().as_millis()).unwrap_or(u64::MAX);
+                world
+                    .recorder
+                    .counters
+                    .busy_ms
+                    .fetch_add(busy, Ordering::Relaxed);
                 return Some(true);
             }
             Err(err) if err.status == Some(reqwest::StatusCode::CONFLICT) => {
@@ -532,25 +578,64 @@ async fn try_orders(world: &World, session: &Session, orders: &[String]) -> Opti
     Some(false)
 }
 
-/// The assigned rider rides to the restaurant and on to the customer.
-async fn deliver(world: &World, session: &Session, order: &str) {
-    let ride = Duration::from_secs_f64(world.args.ride_s);
-    let status = format!("/api/rider/orders/{order}/status");
-    for (next, counter) in [
-        ("picked_up", &world.recorder.counters.picked_up),
-        ("delivered", &world.recorder.counters.delivered),
+/// A point of the API's JSON (`{lat, lon}`).
+fn point_of(json: &serde_json::Value) -> Option<Point> {
+    Some(Point {
+        lat: json["lat"].as_f64()?,
+        lon: json["lon"].as_f64()?,
+    })
+}
+
+/// The assigned rider rides to the restaurant, picks up, rides to the customer and hands over,
+/// then roams again.
+async fn deliver(world: &World, session: &Session, walker: &Wheels, id: &str) {
+    let Some((pickup, dropoff)) = world.places.get(id).map(|places| *places) else {
+        return world.fail("won_order_never_offered");
+    };
+    let speed = world.args.speed_mps();
+    let handover = Duration::from_secs_f64(world.args.handover_s);
+    let ready_at = world.orders.get(id).and_then(|track| track.ready_at);
+    let status = format!("/api/rider/orders/{id}/status");
+    let accepted = Instant::now();
+    for (to, next, counter) in [
+        (pickup, "picked_up", &world.recorder.counters.picked_up),
+        (dropoff, "delivered", &world.recorder.counters.delivered),
     ] {
-        tokio::time::sleep(ride).await;
+        let metres = wheels(walker).ride_to(to, speed);
+        tokio::time::sleep(Duration::from_secs_f64(metres / speed)).await;
+        wheels(walker).arrive();
+        if next == "picked_up" {
+            world
+                .recorder
+                .ride(Ride::PickupDistance, metres, Duration::ZERO);
+            world
+                .recorder
+                .ride(Ride::PickupTime, 0.0, accepted.elapsed());
+        }
+        tokio::time::sleep(handover).await;
         match world
             .api_for(&session.token)
             .put(&status, &session.token, &json!({ "status": next }))
             .await
         {
             Ok(_) => Counters::bump(counter),
-            Err(err) => return world.fail(&err.kind),
+            Err(err) => {
+                wheels(walker).roam();
+                return world.fail(&err.kind);
+            }
+        }
+        if let Some(ready) = ready_at {
+            let path = if next == "picked_up" {
+                Ride::ReadyToPickedUp
+            } else {
+                Ride::ReadyToDelivered
+            };
+            world.recorder.ride(path, 0.0, ready.elapsed());
         }
     }
-    if let Some(mut track) = world.orders.get_mut(order) {
+    wheels(walker).roam();
+    world.places.remove(id);
+    if let Some(mut track) = world.orders.get_mut(id) {
         track.delivered = true;
     }
 }

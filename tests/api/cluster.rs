@@ -848,8 +848,10 @@ async fn a_city_played_on_two_nodes_keeps_delivering_when_the_third_dies() {
         "0.2",
         "--think-s",
         "0.1",
-        "--ride-s",
-        "0.2",
+        "--speed-kmh",
+        "3600",
+        "--handover-s",
+        "0.1",
         "--drain-s",
         "60",
     ])

@@ -32,8 +32,10 @@ async fn play_as(app: &TestApp, admin: &str, extra: &[&str]) -> anyhow::Result<R
         "0.2",
         "--think-s",
         "0.1",
-        "--ride-s",
-        "0.2",
+        "--speed-kmh",
+        "3600",
+        "--handover-s",
+        "0.1",
         "--drain-s",
         "30",
     ];
@@ -75,6 +77,28 @@ fn assert_all_delivered(report: &Report, riders: i64) {
         );
     }
     assert!(report.server.memory_peak_bytes.unwrap_or(0) > 1_000_000);
+    // Riders really rode: one ride per delivery, pickups no farther than across the 3 km city.
+    let rides = &report.measured.rides;
+    for ride in [
+        "pickup_m",
+        "pickup_s",
+        "ready_to_picked_up_s",
+        "ready_to_delivered_s",
+    ] {
+        assert_eq!(rides[ride].count, c.delivered, "{ride}: {}", report.text());
+    }
+    assert!(rides["pickup_m"].max <= 3_100.0, "{}", report.text());
+    assert!(
+        rides["ready_to_picked_up_s"].p50 <= rides["ready_to_delivered_s"].p50,
+        "{}",
+        report.text()
+    );
+    assert!(
+        c.busy_s > 0.0 && report.idle_share() < 1.0,
+        "{}",
+        report.text()
+    );
+    assert!(report.delivered_per_rider_hour() > 0.0);
 }
 
 #[tokio::test]
@@ -124,8 +148,12 @@ async fn a_ten_second_city_over_socketio_delivers_every_order() {
 }
 
 #[tokio::test]
-async fn plain_websocket_and_http_riders_deliver_too() {
-    let app = spawn_app().await;
+async fn plain_websocket_and_http_riders_deliver_too_with_batched_dispatch() {
+    let app = spawn_app_with(&[
+        ("TOMATO_DISPATCH__MODE", "batched"),
+        ("TOMATO_DISPATCH__BATCH_WINDOW_MS", "250"),
+    ])
+    .await;
     let ws = play(
         &app,
         &[
