@@ -148,3 +148,15 @@ pub(crate) struct Dispatching {
     /// Batched dispatch: when the offer to the matched rider runs out.
     pub(crate) matched_timer: Option<SpawnHandle>,
 }
+
+impl Dispatching {
+    /// Riders not to look for: offered now, let it run out this round, or said no.
+    pub(crate) fn left_out(&self) -> HashSet<RiderId> {
+        self.live
+            .keys()
+            .chain(&self.tried)
+            .chain(&self.rejected)
+            .copied()
+            .collect()
+    }
+}

@@ -6,7 +6,6 @@
 //! the windows stop taking it and it is offered in waves ([`crate::waves`]), so no order starves
 //! behind the optimiser.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,13 +36,7 @@ impl OrderActor {
         let Some(until) = dispatching.matching_until else {
             return;
         };
-        let exclude: HashSet<RiderId> = dispatching
-            .live
-            .keys()
-            .chain(&dispatching.tried)
-            .chain(&dispatching.rejected)
-            .copied()
-            .collect();
+        let exclude = dispatching.left_out();
         let order = self.order();
         let ready_at = order
             .history

@@ -6,7 +6,6 @@
 //! a restarted actor (or node) starts it over from the stored order. In batched mode the waves
 //! start only after the order's matching time ([`crate::matched`]).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -101,13 +100,7 @@ impl OrderActor {
             self.offer_wave(Vec::new(), ctx);
             return;
         }
-        let exclude: HashSet<RiderId> = dispatching
-            .live
-            .keys()
-            .chain(&dispatching.tried)
-            .chain(&dispatching.rejected)
-            .copied()
-            .collect();
+        let exclude = dispatching.left_out();
         let search = port.candidates(pickup, exclude, wanted);
         // Spawned, not waited on: accepts of standing offers are served while the search runs.
         // Its handle is the pending step, so stopping dispatch cancels it.

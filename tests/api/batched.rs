@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::json;
 
 use crate::dispatch::{accept, make_ready};
-use crate::helpers::{Session, TestApp, json_ok, spawn_app_with};
-use crate::riders::{move_to, rider};
+use crate::helpers::{TestApp, json_ok, spawn_app_with};
+use crate::riders::{on_duty, rider};
 use crate::sockets::SocketIoClient;
 use crate::world::{SHOP_AT, open_shop, paid_order};
 
@@ -25,30 +24,6 @@ async fn batched(extra: &[(&str, &str)]) -> TestApp {
     ];
     settings.extend_from_slice(extra);
     spawn_app_with(&settings).await
-}
-
-/// Verifies the rider, puts it on duty, and reports it at `at`.
-async fn on_duty(app: &TestApp, rider: &Session, id: &str, at: (f64, f64)) {
-    let admin = app.admin().await;
-    json_ok(
-        app.put(
-            &format!("/api/admin/rider/verify/{id}"),
-            Some(&admin.token),
-            &json!({}),
-        )
-        .await,
-    )
-    .await;
-    json_ok(
-        app.put(
-            "/api/rider/availability",
-            Some(&rider.token),
-            &json!({ "available": true }),
-        )
-        .await,
-    )
-    .await;
-    move_to(app, rider, at).await;
 }
 
 #[tokio::test]

@@ -32,28 +32,33 @@ pub async fn rider(app: &TestApp, email: &str, at: (f64, f64), online: bool) -> 
         .expect("id")
         .to_owned();
     if online {
-        let admin = app.admin().await;
-        json_ok(
-            app.put(
-                &format!("/api/admin/rider/verify/{id}"),
-                Some(&admin.token),
-                &json!({}),
-            )
-            .await,
-        )
-        .await;
-        json_ok(
-            app.put(
-                "/api/rider/availability",
-                Some(&session.token),
-                &json!({ "available": true }),
-            )
-            .await,
-        )
-        .await;
-        move_to(app, &session, at).await;
+        on_duty(app, &session, &id, at).await;
     }
     (session, id)
+}
+
+/// Verifies the rider `id`, puts it on duty, and reports it at `at`.
+pub async fn on_duty(app: &TestApp, rider: &Session, id: &str, at: (f64, f64)) {
+    let admin = app.admin().await;
+    json_ok(
+        app.put(
+            &format!("/api/admin/rider/verify/{id}"),
+            Some(&admin.token),
+            &json!({}),
+        )
+        .await,
+    )
+    .await;
+    json_ok(
+        app.put(
+            "/api/rider/availability",
+            Some(&rider.token),
+            &json!({ "available": true }),
+        )
+        .await,
+    )
+    .await;
+    move_to(app, rider, at).await;
 }
 
 pub async fn move_to(app: &TestApp, rider: &Session, at: (f64, f64)) {
