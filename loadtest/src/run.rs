@@ -597,14 +597,24 @@ async fn deliver(world: &World, session: &Session, walker: &Wheels, id: &str) {
     let ready_at = world.orders.get(id).and_then(|track| track.ready_at);
     let status = format!("/api/rider/orders/{id}/status");
     let accepted = Instant::now();
-    for (to, next, counter) in [
-        (pickup, "picked_up", &world.recorder.counters.picked_up),
-        (dropoff, "delivered", &world.recorder.counters.delivered),
+    for (to, next, counter, since_ready) in [
+        (
+            pickup,
+            "picked_up",
+            &world.recorder.counters.picked_up,
+            Ride::ReadyToPickedUp,
+        ),
+        (
+            dropoff,
+            "delivered",
+            &world.recorder.counters.delivered,
+            Ride::ReadyToDelivered,
+        ),
     ] {
         let metres = wheels(walker).ride_to(to, speed);
         tokio::time::sleep(Duration::from_secs_f64(metres / speed)).await;
         wheels(walker).arrive();
-        if next == "picked_up" {
+        if since_ready == Ride::ReadyToPickedUp {
             world
                 .recorder
                 .ride(Ride::PickupDistance, metres, Duration::ZERO);
@@ -625,12 +635,7 @@ async fn deliver(world: &World, session: &Session, walker: &Wheels, id: &str) {
             }
         }
         if let Some(ready) = ready_at {
-            let path = if next == "picked_up" {
-                Ride::ReadyToPickedUp
-            } else {
-                Ride::ReadyToDelivered
-            };
-            world.recorder.ride(path, 0.0, ready.elapsed());
+            world.recorder.ride(since_ready, 0.0, ready.elapsed());
         }
     }
     wheels(walker).roam();

@@ -104,7 +104,6 @@ impl ShardRouter {
                 hook: Arc::clone(&orders.hook),
                 search: orders.search,
                 riders: Arc::clone(&positions),
-                windows: windows.clone(),
             });
             let riders = RiderEnv {
                 port: Arc::new(RouterRiders {
@@ -140,13 +139,16 @@ pub(crate) struct RouterDispatch {
     pub(crate) search: SearchSettings,
     /// Where a freed rider's profile is read, to tell whether it may be offered work again.
     pub(crate) riders: Arc<dyn RiderStore>,
-    /// Batched dispatch's queue; `None` when dispatch is greedy.
-    pub(crate) windows: Option<Arc<Windows>>,
 }
 
 impl RouterDispatch {
     fn router(&self) -> Option<Arc<ShardRouter>> {
         self.router.upgrade()
+    }
+
+    /// Batched dispatch's queue, which the router owns; `None` when dispatch is greedy.
+    fn windows(&self) -> Option<Arc<Windows>> {
+        self.router()?.windows().cloned()
     }
 }
 
@@ -186,20 +188,20 @@ impl DispatchPort for RouterDispatch {
     }
 
     fn queue(&self, order: &Order, queued: Queued) {
-        if let Some(windows) = &self.windows {
+        if let Some(windows) = self.windows() {
             windows.queue(order, queued);
         }
     }
 
     fn unmatched(&self, order: &Order) {
-        if let Some(windows) = &self.windows {
+        if let Some(windows) = self.windows() {
             windows.forget(order.id);
         }
         self.hook.unmatched(order);
     }
 
     fn ended(&self, order: &Order) {
-        if let Some(windows) = &self.windows {
+        if let Some(windows) = self.windows() {
             windows.forget(order.id);
         }
         if let Some(router) = self.router() {

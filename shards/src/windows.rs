@@ -108,11 +108,6 @@ impl Windows {
         self.lock().remove(&order);
     }
 
-    /// How many orders wait for a window now.
-    pub fn waiting(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, Entry>> {
         // A panic while holding the queue cannot leave it half-written: every change is one
         // insert or remove.
@@ -243,27 +238,30 @@ impl ShardRouter {
 /// The window's assignment, off the async threads; nearest-first when it does not finish
 /// within `budget` (the solve still ends in the background, its answer unused).
 async fn solve(waiting: Vec<Waiting>, budget: Duration) -> (Vec<Matched>, bool) {
-    let fallback = matching::nearest_first(&waiting);
-    let solving = tokio::task::spawn_blocking(move || {
-        matching::assign(
-            &waiting,
-            Costs {
-                credit_m_per_s: CREDIT_M_PER_S,
-            },
-        )
+    let waiting = Arc::new(waiting);
+    let solving = tokio::task::spawn_blocking({
+        let waiting = Arc::clone(&waiting);
+        move || {
+            matching::assign(
+                &waiting,
+                Costs {
+                    credit_m_per_s: CREDIT_M_PER_S,
+                },
+            )
+        }
     });
     match tokio::time::timeout(budget, solving).await {
-        Ok(Ok(matched)) => (matched, false),
+        Ok(Ok(matched)) => return (matched, false),
         Ok(Err(err)) => {
             tracing::error!(error = %err, "matching failed, nearest-first this window");
-            (fallback, true)
         }
         Err(_) => {
             tracing::warn!(
                 budget_ms = budget.as_millis(),
                 "matching past its budget, nearest-first this window"
             );
-            (fallback, true)
         }
     }
+    // Only now: most windows never need it.
+    (matching::nearest_first(&waiting), true)
 }
