@@ -13,7 +13,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tomato_actors::{Offer, Withdrawn};
-use tomato_domain::{LatLon, Order, OrderId, OrderStatus, RiderId, UserId};
+use tomato_domain::{LatLon, Order, OrderId, RiderId, UserId};
 pub use tomato_shards::fresh_since;
 use tomato_shards::{DispatchHook, WindowReport};
 use tomato_store::Stores;
@@ -305,12 +305,7 @@ impl DispatchHook for NodeDispatch {
 
     fn assigned(&self, order: &Order, _rider: RiderId) {
         self.metrics.accepts.inc();
-        let ready = order
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.status == OrderStatus::ReadyForRider)
-            .map(|h| h.at);
+        let ready = order.ready_since();
         if let Some(ready) = ready {
             self.metrics
                 .assigned_after((order.updated_at - ready).as_seconds_f64().max(0.0));

@@ -38,12 +38,7 @@ impl OrderActor {
         };
         let exclude = dispatching.left_out();
         let order = self.order();
-        let ready_at = order
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.status == OrderStatus::ReadyForRider)
-            .map_or(order.updated_at, |h| h.at);
+        let ready_at = order.ready_since().unwrap_or(order.updated_at);
         let queued = Queued {
             exclude,
             ready_at,

@@ -319,6 +319,15 @@ impl Order {
 }
 
 impl Order {
+    /// When the order last became `ready_for_rider` (dispatch's start), if it ever did.
+    pub fn ready_since(&self) -> Option<OffsetDateTime> {
+        self.history
+            .iter()
+            .rev()
+            .find(|h| h.status == OrderStatus::ReadyForRider)
+            .map(|h| h.at)
+    }
+
     /// Whether the order already carries what `command` would do: a command sent again after
     /// its answer was lost (the node that ran it died, or the reply went astray) finds its own
     /// effect and counts as done instead of being refused as a transition from the new state.

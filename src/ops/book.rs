@@ -46,14 +46,7 @@ impl OpsBook {
             return;
         }
         let ready_at = (order.status == OrderStatus::ReadyForRider)
-            .then(|| {
-                order
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|h| h.status == OrderStatus::ReadyForRider)
-                    .map(|h| h.at)
-            })
+            .then(|| order.ready_since())
             .flatten();
         self.open.insert(
             order.id,
