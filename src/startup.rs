@@ -41,6 +41,7 @@ impl Application {
             let config = tomato_cluster::ClusterConfig {
                 redis_url: state.settings.cluster.redis_url.expose_secret().to_owned(),
                 node_id,
+                search_radius_m: f64::from(state.settings.dispatch.search_radius_m),
             };
             let (cluster, _ticking) = tomato_cluster::Cluster::join(
                 config,

@@ -1,10 +1,13 @@
 //! What the nodes share in Redis, and the only code that touches it: the cluster's layout (shard
 //! count and region resolution, which every node must share), the live set (a sorted set of
-//! heartbeats, expired by Redis's own clock), and one lease per shard with an epoch that grows on
-//! every grant. Each operation is one Lua script, so it is atomic on the server.
+//! heartbeats, expired by Redis's own clock), one lease per shard with an epoch that grows on
+//! every grant, and the regions where riders report (a sorted set by when a node last said so,
+//! on Redis's clock), from which each node works out the regions it copies. Each operation is
+//! one command or one Lua script, so it is atomic on the server.
 
 use std::time::Duration;
 
+use h3o::CellIndex;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
@@ -12,6 +15,7 @@ use redis::{AsyncCommands, Script};
 const LAYOUT: &str = "tomato:cluster:layout";
 const NODES: &str = "tomato:cluster:nodes";
 const EPOCHS: &str = "tomato:cluster:epochs";
+const REGIONS: &str = "tomato:cluster:regions";
 
 fn lease_key(shard: u32) -> String {
     format!("tomato:cluster:lease:{shard}")
@@ -25,6 +29,20 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+";
+
+/// Marks the regions of ARGV as reported in now (Redis's clock, seconds).
+const ANNOUNCE: &str = r"
+local now = tonumber(redis.call('TIME')[1])
+for _, region in ipairs(ARGV) do redis.call('ZADD', KEYS[1], now, region) end
+return 0
+";
+
+/// Forgets the regions nobody reported in for ARGV[1] seconds and answers the others.
+const ACTIVE: &str = r"
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
 /// Grants the lease if nobody holds it, with the next epoch; answers the epoch, or 0.
@@ -89,6 +107,8 @@ pub struct Coordination {
     acquire: Script,
     renew: Script,
     release: Script,
+    announce: Script,
+    active: Script,
 }
 
 impl std::fmt::Debug for Coordination {
@@ -112,7 +132,34 @@ impl Coordination {
             acquire: Script::new(ACQUIRE),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
+            announce: Script::new(ANNOUNCE),
+            active: Script::new(ACTIVE),
         })
+    }
+
+    /// Says that riders report in these regions now.
+    pub async fn announce_regions(&self, regions: &[CellIndex]) -> redis::RedisResult<()> {
+        let mut redis = self.redis.clone();
+        let mut script = self.announce.key(REGIONS);
+        for region in regions {
+            script.arg(region.to_string());
+        }
+        script.invoke_async::<()>(&mut redis).await
+    }
+
+    /// The regions some node said riders report in, within the last `within`.
+    pub async fn active_regions(&self, within: Duration) -> redis::RedisResult<Vec<CellIndex>> {
+        let mut redis = self.redis.clone();
+        let regions: Vec<String> = self
+            .active
+            .key(REGIONS)
+            .arg(within.as_secs())
+            .invoke_async(&mut redis)
+            .await?;
+        Ok(regions
+            .iter()
+            .filter_map(|region| region.parse().ok())
+            .collect())
     }
 
     /// Records `layout` as the cluster's if it has none yet, and answers the cluster's.

@@ -2,6 +2,7 @@
 //! each shard's lease so that every shard has one live owner, which serves it only while its
 //! lease holds on its own clock.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -61,8 +62,13 @@ impl Cluster {
             }
         };
         let names: Vec<String> = live.iter().map(|m| m.id.clone()).collect();
+        // The shards this node holds or is about to: it copies the regions their searches reach.
+        let mut owned: HashSet<ShardId> = held.keys().map(|shard| ShardId(*shard)).collect();
         for shard in 0..self.router.map().count() {
             let mine = rendezvous::owner(shard, &names) == Some(self.config.node_id.as_str());
+            if mine {
+                owned.insert(ShardId(shard));
+            }
             match (held.get(&shard), mine) {
                 (Some(h), true) => {
                     let asked = clock();
@@ -126,6 +132,8 @@ impl Cluster {
         self.metrics
             .shards_owned
             .set(i64::try_from(held.len()).unwrap_or(i64::MAX));
+        drop(held);
+        self.copy_what_is_needed(&owned).await;
         let leases = self.redis.leases(self.router.map().count()).await.ok();
         self.set_view(|view| {
             view.nodes = live;

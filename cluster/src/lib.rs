@@ -28,6 +28,7 @@ pub mod coordination;
 mod leases;
 mod remote;
 pub mod rendezvous;
+mod replication;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -39,11 +40,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
-use tomato_shards::{Position, RemoteShards, ShardRouter};
+use tomato_shards::regions::Reach;
+use tomato_shards::{RemoteShards, ShardRouter};
 
 use crate::coordination::{Coordination, Lease, Member};
 use crate::leases::{Held, TICK};
-use crate::remote::{Answerer, FLUSH_EVERY};
+use crate::remote::Answerer;
+use crate::replication::{FLUSH_EVERY, Replication};
 use crate::transport::{Transport, envelope_of};
 
 /// What a node needs to take part.
@@ -51,6 +54,9 @@ use crate::transport::{Transport, envelope_of};
 pub struct ClusterConfig {
     pub redis_url: String,
     pub node_id: String,
+    /// How far dispatch searches (`dispatch.search_radius_m`): a node copies the regions its
+    /// zones' searches reach.
+    pub search_radius_m: f64,
 }
 
 /// Why a node could not join.
@@ -72,8 +78,17 @@ pub struct ClusterMetrics {
     pub leases_lost: Counter,
     pub handed_over: Counter,
     pub redis_errors: Counter,
-    /// Positions handed to the node that owns their shard.
+    /// Positions handed to the node that owns their shard directly (a region's first seconds).
     pub forwarded_positions: Counter,
+    /// Positions this node published on their region's channel, the messages and bytes that
+    /// carried them.
+    pub replicated_positions: Counter,
+    pub replication_messages: Counter,
+    pub replication_bytes: Counter,
+    /// Regions whose positions this node copies.
+    pub regions_copied: Gauge,
+    /// Searches that had to ask other nodes (a region they reach is not copied here).
+    pub remote_searches: Counter,
     /// Commands sent to other nodes, by outcome.
     pub remote_ok: Counter,
     pub remote_refused: Counter,
@@ -95,6 +110,11 @@ impl Default for ClusterMetrics {
             handed_over: Counter::default(),
             redis_errors: Counter::default(),
             forwarded_positions: Counter::default(),
+            replicated_positions: Counter::default(),
+            replication_messages: Counter::default(),
+            replication_bytes: Counter::default(),
+            regions_copied: Gauge::default(),
+            remote_searches: Counter::default(),
             remote_ok: Counter::default(),
             remote_refused: Counter::default(),
             remote_failed: Counter::default(),
@@ -136,8 +156,33 @@ impl ClusterMetrics {
         );
         registry.register(
             "cluster_forwarded_positions",
-            "Positions handed to the node that owns their shard",
+            "Positions handed to the node that owns their shard directly, in a region's first seconds",
             metrics.forwarded_positions.clone(),
+        );
+        registry.register(
+            "cluster_replicated_positions",
+            "Positions this node published on their region's channel",
+            metrics.replicated_positions.clone(),
+        );
+        registry.register(
+            "cluster_replication_messages",
+            "Messages that carried this node's positions to their regions' channels",
+            metrics.replication_messages.clone(),
+        );
+        registry.register(
+            "cluster_replication_bytes",
+            "Bytes of the messages that carried this node's positions",
+            metrics.replication_bytes.clone(),
+        );
+        registry.register(
+            "cluster_regions_copied",
+            "Regions whose riders' positions this node copies",
+            metrics.regions_copied.clone(),
+        );
+        registry.register(
+            "cluster_remote_searches",
+            "Nearest-rider searches that asked other nodes (a region they reach is not copied here)",
+            metrics.remote_searches.clone(),
         );
         registry.register(
             "cluster_remote_calls_ok",
@@ -202,8 +247,8 @@ pub struct Cluster {
     events: std::sync::OnceLock<Box<dyn Fn(String) + Send + Sync>>,
     /// Who answers the questions other nodes ask about this one.
     questions: std::sync::OnceLock<Answerer>,
-    /// Positions waiting to go to the nodes that own their shards.
-    outbox: Mutex<HashMap<String, Vec<Position>>>,
+    /// Positions waiting to go out, and the regions this node copies.
+    replication: Mutex<Replication>,
     /// Replies to drop after running their command (a fault drill: a reply lost on the way).
     drop_replies: AtomicU32,
 }
@@ -232,6 +277,7 @@ impl Cluster {
             return Err(ClusterError::Layout { ours, theirs });
         }
         let (transport, mut inbox) = Transport::connect(&config.redis_url, &config.node_id).await?;
+        let reach = Reach::new(router.map(), config.search_radius_m);
         let cluster = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             config,
@@ -244,7 +290,7 @@ impl Cluster {
             metrics,
             events: std::sync::OnceLock::new(),
             questions: std::sync::OnceLock::new(),
-            outbox: Mutex::new(HashMap::new()),
+            replication: Mutex::new(Replication::new(reach)),
             drop_replies: AtomicU32::new(0),
         });
         let ticking = Arc::clone(&cluster);

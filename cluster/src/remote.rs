@@ -1,6 +1,7 @@
 //! Remote calls: commands to the owner of a shard (request and reply, re-sent until answered),
-//! positions batched to their owners, nearest-rider searches over other nodes' shards, events
-//! every node hears and questions every node answers.
+//! nearest-rider searches over other nodes' shards whose regions are not copied here, events
+//! every node hears and questions every node answers. Positions go by region
+//! ([`crate::replication`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use futures_core::future::BoxFuture;
 use tomato_actors::{Carried, OrderError};
 use tomato_domain::RiderId;
-use tomato_shards::index::Found;
+use tomato_shards::index::{Found, INDEX_RESOLUTION};
 use tomato_shards::{NearestQuery, Position, RemoteShards, ShardCommand, ShardId, ShardReply};
 
 use crate::Cluster;
@@ -23,8 +24,6 @@ const CALL_WITHIN: Duration = Duration::from_secs(3);
 const COMMAND_WITHIN: Duration = Duration::from_secs(15);
 /// How long a search waits for other nodes' riders: past it, the answer is what came.
 const SEARCH_WITHIN: Duration = Duration::from_millis(300);
-/// How often positions for other nodes go out, batched per node.
-pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
 /// What answers other nodes' questions about this one.
 pub(crate) type Answerer = Box<dyn Fn(String) -> BoxFuture<'static, String> + Send + Sync>;
@@ -56,13 +55,11 @@ impl Cluster {
                 });
             }
             Envelope::Reply { id, result } => self.transport.answered(id, result),
-            Envelope::Positions { positions } => {
-                tokio::spawn(async move {
-                    for p in positions {
-                        // Not ours any more: dropped, the rider's next position finds the owner.
-                        let _ = self.router.moved_here(p.rider, p.at, p.seen_at).await;
-                    }
-                });
+            Envelope::Positions { from, positions } => {
+                // Our own, heard back on a region's channel: already applied when ingested.
+                if from != self.config.node_id {
+                    tokio::spawn(async move { self.router.replicated_heard(positions).await });
+                }
             }
             Envelope::Ask { id, from, question } => {
                 if let Some(answerer) = self.questions.get() {
@@ -143,22 +140,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Sends the positions waiting for other nodes, one message per node.
-    pub(crate) async fn flush_positions(&self) {
-        let batches: Vec<(String, Vec<Position>)> = match self.outbox.lock() {
-            Ok(mut outbox) => outbox.drain().collect(),
-            Err(_) => return,
-        };
-        for (node, positions) in batches {
-            self.metrics
-                .forwarded_positions
-                .inc_by(u64::try_from(positions.len()).unwrap_or(u64::MAX));
-            self.transport.positions(&node, positions).await;
-        }
-    }
-
     /// Who holds `shard`'s lease, as last read.
-    fn owner_of(&self, shard: ShardId) -> Option<String> {
+    pub(crate) fn owner_of(&self, shard: ShardId) -> Option<String> {
         let view = self.view.lock().ok()?;
         view.leases
             .get(shard.0 as usize)
@@ -252,17 +235,13 @@ impl Cluster {
 }
 
 impl RemoteShards for Cluster {
-    fn forward_position(&self, shard: ShardId, position: Position) {
-        // Soft state: with no owner known, the position is dropped and the next one tries again.
-        let Some(owner) = self.owner_of(shard) else {
-            return;
-        };
-        if owner == self.config.node_id {
-            // Ours by the last reading, though not running yet: it starts within a tick.
-            return;
-        }
-        if let Ok(mut outbox) = self.outbox.lock() {
-            outbox.entry(owner).or_default().push(position);
+    fn replicate(&self, position: Position) {
+        let region = self
+            .router
+            .map()
+            .region_of(position.at.cell(INDEX_RESOLUTION));
+        if let Ok(mut replication) = self.replication.lock() {
+            replication.push(region, position);
         }
     }
 
@@ -278,6 +257,7 @@ impl RemoteShards for Cluster {
         let Some(me) = self.me.upgrade() else {
             return Box::pin(std::future::ready(Vec::new()));
         };
+        self.metrics.remote_searches.inc();
         Box::pin(async move {
             let asks = owners.into_iter().map(|(owner, shard)| {
                 let me = Arc::clone(&me);

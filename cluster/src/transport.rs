@@ -1,6 +1,8 @@
 //! Request and reply between nodes over Redis pub/sub: each node listens on a channel of its
 //! own; a call carries an id and the caller's node id, and the reply comes back on the caller's
-//! channel. `PUBLISH` answers how many listened, so a call to a node that is gone is noticed at
+//! channel. Positions go on a channel per region (`tomato:positions:{<region>}`, the region in
+//! braces so that Redis Cluster's sharded pub/sub would hash it alone), which only the nodes
+//! that copy the region listen to. `PUBLISH` answers how many listened, so a call to a node that is gone is noticed at
 //! once (and sent again to whoever owns the shard by then).
 //!
 //! Pub/sub delivers at most once, and a node may die between running a call and answering it.
@@ -12,6 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use h3o::CellIndex;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
@@ -39,8 +42,10 @@ pub enum Envelope {
         from: String,
         payload: String,
     },
-    /// Riders' positions for shards the receiver owns, batched per receiver.
+    /// Riders' positions, batched per region (on the region's channel) or per receiver (to a
+    /// shard's owner, while a region is new).
     Positions {
+        from: String,
         positions: Vec<Position>,
     },
     /// A question about the receiving node itself (its live figures, say), opaque here.
@@ -74,6 +79,11 @@ pub const EVENTS: &str = "tomato:cluster:events";
 /// The channel a node listens on.
 pub fn inbox(node: &str) -> String {
     format!("tomato:cluster:inbox:{node}")
+}
+
+/// The channel of a region's positions.
+pub fn region_channel(region: CellIndex) -> String {
+    format!("tomato:positions:{{{region}}}")
 }
 
 /// One node's end of the transport.
@@ -230,7 +240,55 @@ impl Transport {
 
     /// Sends a batch of positions to `node`, fire-and-forget.
     pub async fn positions(&self, node: &str, positions: Vec<Position>) {
-        self.publish(node, &Envelope::Positions { positions }).await;
+        let envelope = Envelope::Positions {
+            from: self.node.clone(),
+            positions,
+        };
+        self.publish(node, &envelope).await;
+    }
+
+    /// Publishes a batch of one region's positions on its channel, fire-and-forget; the bytes
+    /// sent, for the metrics (0 when it did not go).
+    pub async fn region_positions(&self, region: CellIndex, positions: Vec<Position>) -> usize {
+        let envelope = Envelope::Positions {
+            from: self.node.clone(),
+            positions,
+        };
+        let Ok(payload) = serde_json::to_string(&envelope) else {
+            return 0;
+        };
+        let bytes = payload.len();
+        let mut redis = self.redis.clone();
+        match redis
+            .publish::<_, _, usize>(region_channel(region), payload)
+            .await
+        {
+            Ok(_) => bytes,
+            Err(err) => {
+                tracing::warn!(%region, error = %err, "positions not published");
+                0
+            }
+        }
+    }
+
+    /// Starts listening to the positions of `regions`.
+    pub async fn listen_to(&self, regions: &[CellIndex]) -> redis::RedisResult<()> {
+        if regions.is_empty() {
+            return Ok(());
+        }
+        let channels: Vec<String> = regions.iter().map(|r| region_channel(*r)).collect();
+        let mut redis = self.redis.clone();
+        redis.subscribe(&channels).await
+    }
+
+    /// Stops listening to the positions of `regions`.
+    pub async fn stop_listening_to(&self, regions: &[CellIndex]) -> redis::RedisResult<()> {
+        if regions.is_empty() {
+            return Ok(());
+        }
+        let channels: Vec<String> = regions.iter().map(|r| region_channel(*r)).collect();
+        let mut redis = self.redis.clone();
+        redis.unsubscribe(&channels).await
     }
 
     /// Tells every node (this one included; it skips its own).
@@ -296,7 +354,7 @@ impl Transport {
     }
 }
 
-/// The envelope a push carries, if it is a message on an inbox.
+/// The envelope a push carries, if it is a message on a channel this node listens to.
 pub fn envelope_of(push: PushInfo) -> Option<Envelope> {
     if push.kind != PushKind::Message {
         return None;

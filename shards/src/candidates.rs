@@ -12,7 +12,7 @@ use tomato_domain::{LatLon, Order, Rider, RiderId};
 use crate::index::Found;
 use crate::remote::NearestQuery;
 use crate::router::ShardRouter;
-use crate::{RiderIndex, Shard, ShardId};
+use crate::{RiderIndex, ShardId};
 
 /// What the candidate search looks through.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,9 +59,10 @@ impl ShardRouter {
         })
     }
 
-    /// The nearest dispatchable, fresh riders around `query.at`, nearest first: from the shards
-    /// running here at once, and in a cluster from the owners of the other shards the search
-    /// covers (asked in parallel within a deadline; a slow node costs a partial answer).
+    /// The nearest dispatchable, fresh riders around `query.at`, nearest first: from this node's
+    /// index and copy at once, and in a cluster from the owners of the shards the search covers
+    /// whose riders this node does not copy (asked in parallel within a deadline; a slow node
+    /// costs a partial answer). A node that copies every region the search reaches asks nobody.
     pub fn nearest_everywhere(&self, query: NearestQuery) -> BoxFuture<'static, Vec<Found>> {
         let local = self.nearest_here(query);
         // A node alone runs every shard: the shards around are only listed when others may
@@ -69,20 +70,18 @@ impl ShardRouter {
         let Some(remote) = self.remote() else {
             return Box::pin(std::future::ready(local));
         };
-        let elsewhere: Vec<ShardId> = self
-            .index()
-            .shards_within(query.at, query.radius_m)
-            .into_iter()
-            .filter(|id| !self.shard(*id).is_some_and(Shard::is_running))
-            .collect();
-        if elsewhere.is_empty() {
+        let unseen = self.index().shards_unseen(query.at, query.radius_m);
+        if unseen.is_empty() {
             return Box::pin(std::future::ready(local));
         }
-        let remote = remote.nearest(elsewhere, query);
+        let remote = remote.nearest(unseen, query);
         Box::pin(async move {
             let mut found = local;
             found.extend(remote.await);
             found.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+            // A rider copied here may also come from its owner: once, the nearer.
+            let mut seen = HashSet::new();
+            found.retain(|f| seen.insert(f.rider));
             found.truncate(query.limit);
             found
         })
@@ -130,16 +129,11 @@ impl ShardRouter {
         self.flag_everywhere(rider.id, rider.is_dispatchable());
     }
 
-    /// Sets the rider's flag here and, when the rider's shard does not run here (the rider
-    /// streams to another node of a cluster, or this node only served the request), on the
-    /// node whose index holds it.
+    /// Sets the rider's flag here and, in a cluster, on every other node: the owner of the
+    /// rider's shard and every node that copies its region search it.
     fn flag_everywhere(&self, rider: RiderId, dispatchable: bool) {
         set_dispatchable(self.index(), rider, dispatchable);
-        let held_here = self
-            .index()
-            .home(rider)
-            .is_some_and(|home| self.running(home).is_ok());
-        if !held_here && let Some(remote) = self.remote() {
+        if let Some(remote) = self.remote() {
             remote.dispatchable(rider, dispatchable);
         }
     }

@@ -21,6 +21,7 @@ pub mod matching;
 mod offers;
 mod orders;
 mod ports;
+pub mod regions;
 pub mod remote;
 mod rider_actors;
 pub mod riders;

@@ -13,7 +13,8 @@ use crate::ShardId;
 use crate::index::Found;
 use crate::router::{OrderRef, ShardRouter};
 
-/// A rider's position on its way to the node that owns its shard.
+/// A rider's position on its way to the nodes that copy its region (its shard's owner among
+/// them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Position {
     pub rider: RiderId,
@@ -99,18 +100,20 @@ pub trait RemoteShards: Send + Sync + 'static {
         command: ShardCommand,
     ) -> BoxFuture<'static, Result<ShardReply, OrderError>>;
 
-    /// Hands a position to the node that owns `shard`, fire-and-forget (the next one comes in
-    /// seconds).
-    fn forward_position(&self, shard: ShardId, position: Position);
+    /// Replicates a position ingested here to the nodes that copy its region, the owner of its
+    /// shard among them, fire-and-forget (the next one comes in seconds): they apply it with
+    /// [`ShardRouter::replicated_heard`].
+    fn replicate(&self, position: Position);
 
-    /// The nearest riders in `shards` (none of them running here), asked of their owners in
-    /// parallel within a short deadline: a slow node costs a partial answer.
+    /// The nearest riders in `shards` (none of them running here, their regions not copied
+    /// here), asked of their owners in parallel within a short deadline: a slow node costs a
+    /// partial answer.
     fn nearest(&self, shards: Vec<ShardId>, query: NearestQuery) -> BoxFuture<'static, Vec<Found>>;
 
     /// Tells every other node that `rider` may (or may not) be offered work now, fire-and-forget:
-    /// the node whose index holds the rider applies it
+    /// every node whose index or copy holds the rider applies it
     /// ([`ShardRouter::dispatchable_heard`]). Sent when a rider's profile changes or it is
-    /// assigned on a node that does not hold it.
+    /// assigned.
     fn dispatchable(&self, rider: RiderId, dispatchable: bool);
 
     /// Tells every other node what `rider` carries now, fire-and-forget: the node whose actor

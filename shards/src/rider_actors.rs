@@ -65,25 +65,44 @@ impl ShardRouter {
     }
 
     /// Applies a position to the index and tells the rider's actor (which tells a watching
-    /// customer). Refused when the position's shard does not run here.
+    /// customer). Refused when the position's shard does not run here and this node is alone.
+    /// In a cluster every position ingested here is also replicated to the nodes that copy its
+    /// region, the shard's owner among them: a position for a shard another node runs only
+    /// updates this node's copy.
     pub async fn moved(
         &self,
         rider: RiderId,
         at: LatLon,
         seen_at: OffsetDateTime,
     ) -> Result<(), OrderError> {
-        match self.moved_here(rider, at, seen_at).await {
-            Err(OrderError::NotOwner) => {
-                let Some(remote) = self.remote() else {
-                    return Err(OrderError::NotOwner);
-                };
-                let shard = self.map().shard_of(at);
-                // Owned by another node: its index and the rider's actor live there. A copy of
-                // the rider left here from when its shard was ours goes stale and is skipped.
-                remote.forward_position(shard, Position { rider, at, seen_at });
-                Ok(())
+        let here = self.moved_here(rider, at, seen_at).await;
+        let Some(remote) = self.remote() else {
+            return here.map(drop);
+        };
+        match here {
+            Ok(_) => {}
+            Err(OrderError::NotOwner) => self.copy_here(rider, at, seen_at),
+            Err(err) => return Err(err),
+        }
+        remote.replicate(Position { rider, at, seen_at });
+        Ok(())
+    }
+
+    /// Positions another node ingested and replicated: the owner's path for the shards running
+    /// here, the copy for the others.
+    pub async fn replicated_heard(&self, positions: Vec<Position>) {
+        for p in positions {
+            if let Err(OrderError::NotOwner) = self.moved_here(p.rider, p.at, p.seen_at).await {
+                self.copy_here(p.rider, p.at, p.seen_at);
             }
-            done => done.map(drop),
+        }
+    }
+
+    /// Applies a position to this node's copy; a rider new to it has its dispatchable flag
+    /// read from its profile (the flag's changes are heard from whichever node makes them).
+    fn copy_here(&self, rider: RiderId, at: LatLon, seen_at: OffsetDateTime) {
+        if self.index().copy(rider, at, seen_at) == Some(true) {
+            self.refresh_rider(rider);
         }
     }
 

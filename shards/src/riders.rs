@@ -8,13 +8,19 @@
 //! Positions are soft state: each shard remembers which riders moved since the last snapshot,
 //! and [`RiderIndex::take_dirty`] hands them to the writer that persists them in batches.
 //!
-//! A slice serves only while its shard runs on this node ([`RiderIndex::open`]); an update
-//! for a closed slice is refused with [`NotRunning`], and [`RiderIndex::close`] empties the
-//! slice, handing back the positions not yet written. The running flag is read under the lock
-//! the update takes anyway, so ownership costs the hot path nothing.
+//! A slice is this node's own while its shard runs here ([`RiderIndex::open`]): it takes
+//! [`RiderIndex::update`], remembers what to snapshot, and its riders have actors. In a cluster
+//! the slices of shards other nodes run hold a read-only *copy*: the positions of the riders in
+//! the regions this node copies ([`RiderIndex::copy_regions`]), replicated from whichever node
+//! ingested them ([`RiderIndex::copy`]), so that searches read memory and never another node.
+//! An owner's update for a slice that does not run here is refused with [`NotRunning`];
+//! [`RiderIndex::close`] turns the slice into a copy (keeping the riders of copied regions, so a
+//! shard's next owner, which copied them too, starts with every rider in view) and hands back
+//! the positions not yet written. The running flag is read under the lock the update takes
+//! anyway, so ownership costs the hot path nothing.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{RwLock, RwLockReadGuard, TryLockError};
 
 use h3o::CellIndex;
@@ -49,6 +55,17 @@ pub struct RiderIndex {
     shards: Vec<RwLock<Slice>>,
     /// Which shard holds each rider, so a rider crossing a border is found and handed off.
     homes: dashmap::DashMap<RiderId, ShardId>,
+    /// The regions whose riders the slices of other nodes' shards copy, and the regions where
+    /// riders report at all (a cluster's node sets both; a node alone runs every shard and
+    /// copies nothing).
+    copied: RwLock<Copied>,
+}
+
+/// Which regions a node copies, out of those where riders report.
+#[derive(Debug, Default)]
+struct Copied {
+    regions: HashSet<CellIndex>,
+    active: HashSet<CellIndex>,
 }
 
 /// Where an update left the rider.
@@ -73,7 +90,101 @@ impl RiderIndex {
             map,
             shards: (0..map.count()).map(|_| RwLock::default()).collect(),
             homes: dashmap::DashMap::new(),
+            copied: RwLock::default(),
         }
+    }
+
+    /// Whether the riders of `region` are copied here.
+    fn is_copied(&self, region: CellIndex) -> bool {
+        self.copied
+            .read()
+            .map(|copied| copied.regions.contains(&region))
+            .unwrap_or(false)
+    }
+
+    /// Whether this node sees every rider of `region` without asking: it copies the region, or
+    /// nobody reports there (as of the last reading of the active regions).
+    fn sees(&self, region: CellIndex) -> bool {
+        self.copied
+            .read()
+            .map(|copied| copied.regions.contains(&region) || !copied.active.contains(&region))
+            .unwrap_or(false)
+    }
+
+    /// Sets the regions whose riders this node copies, out of the `active` ones where riders
+    /// report. The copies of regions left out are dropped: nothing keeps them fresh any more.
+    pub fn copy_regions(&self, regions: HashSet<CellIndex>, active: HashSet<CellIndex>) {
+        let dropped: HashSet<CellIndex> = match self.copied.write() {
+            Ok(mut copied) => {
+                let dropped = copied.regions.difference(&regions).copied().collect();
+                *copied = Copied { regions, active };
+                dropped
+            }
+            Err(_) => return,
+        };
+        if dropped.is_empty() {
+            return;
+        }
+        for (id, slice) in self.shards.iter().enumerate() {
+            let Ok(mut slice) = slice.write() else {
+                continue;
+            };
+            if slice.running {
+                continue;
+            }
+            let gone: Vec<RiderId> = slice
+                .index
+                .riders()
+                .filter(|rider| {
+                    slice.index.get(*rider).is_some_and(|(at, _, _)| {
+                        dropped.contains(&self.map.region_of(at.cell(INDEX_RESOLUTION)))
+                    })
+                })
+                .collect();
+            for rider in gone {
+                slice.index.remove(rider);
+                self.homes
+                    .remove_if(&rider, |_, home| *home == ShardId(id as u32));
+            }
+        }
+    }
+
+    /// Applies a position another node ingested (or this one, for a shard it does not run) to
+    /// the copy. Returns whether the rider is new to this index (its flag starts false); `None`
+    /// when the position's region is not copied here, or its shard runs here (then the owner's
+    /// [`RiderIndex::update`] applies it).
+    pub fn copy(&self, rider: RiderId, at: LatLon, seen_at: OffsetDateTime) -> Option<bool> {
+        let cell = at.cell(INDEX_RESOLUTION);
+        if !self.is_copied(self.map.region_of(cell)) {
+            return None;
+        }
+        let shard = self.map.shard_of_cell(cell);
+        let home = self.homes.get(&rider).map(|home| *home);
+        let mut flag = None;
+        if let Some(old) = home
+            && old != shard
+        {
+            if self.is_open(shard) {
+                return None;
+            }
+            if let Ok(mut old_shard) = self.shard(old).write()
+                && let Some((_, _, was)) = old_shard.index.remove(rider)
+            {
+                old_shard.dirty.remove(&rider);
+                flag = Some(was);
+            }
+        }
+        let mut target = self.shard(shard).write().ok()?;
+        if target.running {
+            return None;
+        }
+        let keep = flag
+            .or_else(|| target.index.get(rider).map(|(_, _, d)| d))
+            .unwrap_or(false);
+        target.index.upsert_in(cell, rider, at, secs(seen_at), keep);
+        drop(target);
+        self.homes.insert(rider, shard);
+        Some(home.is_none())
     }
 
     fn shard(&self, id: ShardId) -> &RwLock<Slice> {
@@ -95,17 +206,27 @@ impl RiderIndex {
             .unwrap_or(false)
     }
 
-    /// Closes the shard's slice and empties it; returns the positions not yet snapshotted, for
-    /// the caller to write before the shard is given up.
+    /// Closes the shard's slice: it keeps the riders of the regions copied here, as a copy,
+    /// and drops the others; returns the positions not yet snapshotted, for the caller to write
+    /// before the shard is given up.
     pub fn close(&self, shard: ShardId) -> Vec<PositionSnapshot> {
         let Ok(mut slice) = self.shard(shard).write() else {
             return Vec::new();
         };
         slice.running = false;
-        for rider in slice.index.riders() {
+        let gone: Vec<RiderId> = slice
+            .index
+            .riders()
+            .filter(|rider| {
+                !slice.index.get(*rider).is_some_and(|(at, _, _)| {
+                    self.is_copied(self.map.region_of(at.cell(INDEX_RESOLUTION)))
+                })
+            })
+            .collect();
+        for rider in gone {
+            slice.index.remove(rider);
             self.homes.remove_if(&rider, |_, home| *home == shard);
         }
-        slice.index = SpatialIndex::default();
         std::mem::take(&mut slice.dirty).into_values().collect()
     }
 
@@ -250,11 +371,30 @@ impl RiderIndex {
 
     /// The shards whose zones a search of `radius_m` around `at` covers, in order.
     pub fn shards_within(&self, at: LatLon, radius_m: f64) -> Vec<ShardId> {
+        self.shards_of_zones(at, radius_m, |_| true)
+    }
+
+    /// The shards of the zones a search of `radius_m` around `at` covers whose riders this node
+    /// does not see: their shard runs elsewhere, and riders report in their region, which is not
+    /// copied here. A search must ask those shards' owners.
+    pub fn shards_unseen(&self, at: LatLon, radius_m: f64) -> Vec<ShardId> {
+        self.shards_of_zones(at, radius_m, |zone| {
+            !self.is_open(self.map.shard_of_cell(zone)) && !self.sees(self.map.region_of(zone))
+        })
+    }
+
+    fn shards_of_zones(
+        &self,
+        at: LatLon,
+        radius_m: f64,
+        keep: impl Fn(CellIndex) -> bool,
+    ) -> Vec<ShardId> {
         let zone = self.map.zone_resolution();
         let mut touched: Vec<ShardId> = at
             .cell(zone)
             .grid_disk::<Vec<_>>(covering_k(radius_m, zone))
             .into_iter()
+            .filter(|zone| keep(*zone))
             .map(|cell| self.map.shard_of_cell(cell))
             .collect();
         touched.sort_unstable();
@@ -276,7 +416,8 @@ impl RiderIndex {
     }
 
     /// Riders passing `filter(seen, dispatchable)` per cell at `resolution` (coarser than the
-    /// index's), for statistics. Walks the whole index, in memory.
+    /// index's), in the running shards (a copy is counted by its owner), for statistics. Walks
+    /// the whole index, in memory.
     pub fn count_by_cell(
         &self,
         resolution: h3o::Resolution,
@@ -285,6 +426,9 @@ impl RiderIndex {
         let mut counts = HashMap::new();
         for shard in &self.shards {
             let Ok(shard) = shard.read() else { continue };
+            if !shard.running {
+                continue;
+            }
             for (cell, count) in shard.index.count_by_cell(filter) {
                 *counts
                     .entry(cell.parent(resolution).unwrap_or(cell))
@@ -431,6 +575,53 @@ mod tests {
         assert!(
             !riders.get(a).expect("indexed").2,
             "a fresh start knows no flag"
+        );
+    }
+
+    #[test]
+    fn a_copy_holds_other_nodes_riders_of_copied_regions_only() {
+        let map = ShardMap::new(7, 5, 16).expect("map");
+        let riders = RiderIndex::new(map);
+        let now = OffsetDateTime::now_utc();
+        let here = point(12.97, 77.59);
+        let far = point(28.61, 77.21);
+        let region = map.region_of(here.cell(INDEX_RESOLUTION));
+        riders.copy_regions(HashSet::from([region]), HashSet::from([region]));
+        let (a, b) = (RiderId::new(), RiderId::new());
+        assert_eq!(riders.copy(a, here, now), Some(true), "new to the copy");
+        assert_eq!(riders.copy(a, here, now), Some(false));
+        assert_eq!(riders.copy(b, far, now), None, "not a copied region");
+        assert!(riders.set_dispatchable(a, true));
+        let found = riders.nearest(here, 500.0, 5, |_, ok| ok);
+        assert_eq!(found.iter().map(|f| f.rider).collect::<Vec<_>>(), vec![a]);
+        assert!(
+            riders.take_dirty().is_empty(),
+            "a copy is not snapshotted here"
+        );
+        assert!(
+            riders
+                .count_by_cell(map.region_resolution(), |_, _| true)
+                .is_empty()
+        );
+
+        // Its shard starts here: the copy is the new owner's index, flag and all; the owner's
+        // updates apply, the copy's refuse.
+        let shard = map.shard_of(here);
+        riders.open(shard);
+        assert!(riders.get(a).expect("kept").2);
+        assert_eq!(riders.copy(a, here, now), None);
+        assert!(!riders.update(a, here, now, None).expect("open").entered);
+        // Stopped again: the rider stays in view as a copy; the snapshot is handed back.
+        assert_eq!(riders.close(shard).len(), 1);
+        assert_eq!(riders.nearest(here, 500.0, 5, |_, ok| ok).len(), 1);
+        // The region is no longer copied: its riders go.
+        riders.copy_regions(HashSet::new(), HashSet::from([region]));
+        assert!(riders.get(a).is_none() && riders.is_empty());
+        assert!(riders.shards_unseen(here, 100.0).contains(&shard));
+        riders.copy_regions(HashSet::new(), HashSet::new());
+        assert!(
+            riders.shards_unseen(here, 100.0).is_empty(),
+            "nobody reports there: nothing to ask for"
         );
     }
 

@@ -631,7 +631,8 @@ async fn nearby(
         Some(_) => return Err(ApiError::bad_request("limit must be between 1 and 100")),
     };
     let fresh_since = crate::dispatch::fresh_since(state.settings.dispatch.stale_after_s);
-    // Every node's riders, in a cluster: the owners of the shards around are asked.
+    // Every node's riders, in a cluster: from this node's copy of the regions around, and the
+    // owners of any shard around whose region it does not copy are asked.
     let riders = state
         .shards
         .nearest_everywhere(tomato_shards::NearestQuery {

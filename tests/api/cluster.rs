@@ -159,9 +159,16 @@ impl ClusterEnv {
     }
 
     fn start_with(&self, id: &str, shards: u32) -> Node {
+        self.start_setting(id, shards, &[])
+    }
+
+    /// A node with `extra` settings over the cluster's.
+    fn start_setting(&self, id: &str, shards: u32, extra: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().expect("dir");
         let shards = shards.to_string();
-        let (child, addr) = start_node_with(dir.path(), &self.env(id, &shards));
+        let mut env = self.env(id, &shards);
+        env.extend_from_slice(extra);
+        let (child, addr) = start_node_with(dir.path(), &env);
         Node {
             id: id.to_owned(),
             addr,
@@ -915,6 +922,141 @@ async fn a_city_played_on_two_nodes_keeps_delivering_when_the_third_dies() {
         assert_eq!(
             order.version, 7,
             "order {id} was written more often than it moved"
+        );
+    }
+}
+
+/// The riders `app` finds within 1 km of `at`, by id.
+async fn nearby_ids(app: &TestApp, token: &str, at: (f64, f64)) -> BTreeSet<String> {
+    let path = format!(
+        "/api/rider/nearby?lat={}&lon={}&radius=1000&limit=20",
+        at.0, at.1
+    );
+    json_ok(app.get(&path, Some(token)).await).await["riders"]
+        .as_array()
+        .expect("riders")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_city_spreads_over_three_nodes_and_each_searches_its_own_copy() {
+    let redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    // Zones of about 0.7 km², so that a city a few km across has dozens of them.
+    let zoned = [("TOMATO_SHARDS__ZONE_RESOLUTION", "8")];
+    let mut nodes = [
+        cluster.start_setting("node-a", SHARDS, &zoned),
+        cluster.start_setting("node-b", SHARDS, &zoned),
+        cluster.start_setting("node-c", SHARDS, &zoned),
+    ];
+    let token = admin_token(&nodes[0]).await;
+    let all = ["node-a", "node-b", "node-c"];
+    settled(&nodes[0], &token, &all, Duration::from_secs(20)).await;
+    let apps: Vec<TestApp> = nodes
+        .iter()
+        .map(|n| TestApp::attached(n.addr.parse().expect("addr")))
+        .collect();
+
+    // The city's zones, 3 km across, are owned by all three nodes: a point of each node's.
+    let mut points: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for i in 0..6 {
+        for j in 0..6 {
+            let at = (
+                SHOP_AT.0 - 0.0135 + f64::from(i) * 0.0054,
+                SHOP_AT.1 - 0.0135 + f64::from(j) * 0.0054,
+            );
+            let path = format!("/api/admin/cluster/owner?lat={}&lon={}", at.0, at.1);
+            let owner = admin_get(&nodes[0], &token, &path).await["owner"]
+                .as_str()
+                .expect("owned")
+                .to_owned();
+            points.entry(owner).or_insert(at);
+        }
+    }
+    assert_eq!(
+        points.keys().map(String::as_str).collect::<Vec<_>>(),
+        all,
+        "the city's zones land on every node"
+    );
+
+    // One rider per node, each streaming to the next node from where its zone's owner is:
+    // every position reaches one node, and every node must see every rider.
+    let mut riders = Vec::new();
+    for (n, (owner, at)) in points.iter().enumerate() {
+        let streams_to = (all.iter().position(|id| id == owner).expect("a node") + 1) % 3;
+        let app = &apps[streams_to];
+        let (session, id) = rider(app, &format!("copy-{n}@c.test"), *at, false).await;
+        crate::riders::on_duty(app, &session, &id, (at.0 + 0.0001, at.1)).await;
+        riders.push((session, id, *at, streams_to));
+    }
+    // Every node copies the city's region once a tick has read where riders report.
+    let started = Instant::now();
+    for app in &apps {
+        while app.metric("tomato_cluster_regions_copied").await == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no region copied"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut asked = Vec::new();
+    for app in &apps {
+        asked.push(app.metric("tomato_cluster_remote_searches_total").await);
+    }
+    for (session, id, at, streams_to) in &riders {
+        // A move the others have not seen: found by every node within a second of reaching one.
+        let moved = (at.0 - 0.0002, at.1);
+        move_to(&apps[*streams_to], session, moved).await;
+        let sent = Instant::now();
+        for (n, app) in apps.iter().enumerate() {
+            loop {
+                let found = nearby_ids(app, &token, moved).await;
+                if found.contains(id) {
+                    break;
+                }
+                assert!(
+                    sent.elapsed() < Duration::from_secs(1),
+                    "node {n} did not see rider {id} within a second: {found:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // Every one of those searches read the node's own memory.
+    for (app, before) in apps.iter().zip(asked) {
+        assert_eq!(
+            app.metric("tomato_cluster_remote_searches_total").await,
+            before,
+            "a search asked another node"
+        );
+    }
+
+    // kill -9 of the node owning the first rider's zone: the others still find that rider
+    // while its zones have no owner, and after they are taken over, without a new position.
+    let (_, id, at, _) = &riders[0];
+    let dead = all
+        .iter()
+        .position(|n| *n == points.keys().next().expect("an owner"))
+        .expect("a node");
+    nodes[dead].kill9();
+    let survivors: Vec<usize> = (0..3).filter(|n| *n != dead).collect();
+    let moved = (at.0 - 0.0002, at.1);
+    for n in &survivors {
+        assert!(
+            nearby_ids(&apps[*n], &token, moved).await.contains(id),
+            "node {n} lost rider {id} when its owner died"
+        );
+    }
+    let alive: Vec<&str> = survivors.iter().map(|n| all[*n]).collect();
+    let observer = &nodes[survivors[0]];
+    settled(observer, &token, &alive, Duration::from_secs(15)).await;
+    for n in &survivors {
+        assert!(
+            nearby_ids(&apps[*n], &token, moved).await.contains(id),
+            "node {n} lost rider {id} when it took over its zones"
         );
     }
 }

@@ -1,0 +1,199 @@
+//! Positions replicated by region. Every position a node ingests goes, batched every
+//! [`FLUSH_EVERY`], once on its region's channel; every node that copies the region listens
+//! there, the owner of the rider's shard among them, and applies it as owner or to its copy
+//! ([`ShardRouter::replicated_heard`](tomato_shards::ShardRouter::replicated_heard)). So a
+//! search reads the node's own memory, and a region's positions reach only the nodes whose zones
+//! can search it.
+//!
+//! Which regions a node copies follows from the regions where riders report (announced in
+//! Redis by the nodes that ingest them) and the shards it owns or is about to own
+//! ([`tomato_shards::regions::Reach`]), worked out again every tick. A region new to the
+//! cluster has nobody listening for up to a tick: for its first seconds, the node that
+//! announced it also hands its positions to their shards' owners directly.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use h3o::CellIndex;
+use tomato_shards::regions::Reach;
+use tomato_shards::{Position, ShardId};
+
+use crate::Cluster;
+
+/// How often positions go out, batched per region.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// How often a node says again that riders report in a region it ingests.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
+/// A region nobody announced for this long is no longer copied.
+const ACTIVE_FOR: Duration = Duration::from_secs(300);
+/// How long after announcing a region a node also hands its positions to their owners: past
+/// the owners' next tick, when they listen to its channel.
+const NEW_FOR: Duration = Duration::from_secs(3);
+
+/// What a node replicates and copies.
+#[derive(Debug)]
+pub(crate) struct Replication {
+    /// Positions waiting to go out, by region.
+    outbox: HashMap<CellIndex, Vec<Position>>,
+    /// When this node first and last announced each region it ingests positions in.
+    announced: HashMap<CellIndex, (Instant, Instant)>,
+    /// The regions whose channels this node listens to (and so copies).
+    copied: HashSet<CellIndex>,
+    reach: Reach,
+}
+
+impl Replication {
+    pub(crate) fn new(reach: Reach) -> Self {
+        Self {
+            outbox: HashMap::new(),
+            announced: HashMap::new(),
+            copied: HashSet::new(),
+            reach,
+        }
+    }
+
+    pub(crate) fn push(&mut self, region: CellIndex, position: Position) {
+        self.outbox.entry(region).or_default().push(position);
+    }
+}
+
+/// One flush: the batches, the regions to announce, and those new enough to also go to owners.
+struct Flush {
+    batches: Vec<(CellIndex, Vec<Position>)>,
+    announce: Vec<CellIndex>,
+    new: HashSet<CellIndex>,
+}
+
+impl Cluster {
+    /// Sends the positions waiting, one message per region.
+    pub(crate) async fn flush_positions(&self) {
+        let Some(flush) = self.take_flush() else {
+            return;
+        };
+        if !flush.announce.is_empty()
+            && let Err(err) = self.redis.announce_regions(&flush.announce).await
+        {
+            tracing::warn!(error = %err, "regions not announced; said again at the next flush");
+            if let Ok(mut replication) = self.replication.lock() {
+                for region in &flush.announce {
+                    replication.announced.remove(region);
+                }
+            }
+        }
+        let mut to_owners: HashMap<String, Vec<Position>> = HashMap::new();
+        for (region, positions) in flush.batches {
+            if flush.new.contains(&region) {
+                for position in &positions {
+                    let shard = self.router.map().shard_of(position.at);
+                    if let Some(owner) = self.owner_of(shard)
+                        && owner != self.config.node_id
+                    {
+                        to_owners.entry(owner).or_default().push(*position);
+                    }
+                }
+            }
+            let count = u64::try_from(positions.len()).unwrap_or(u64::MAX);
+            let bytes = self.transport.region_positions(region, positions).await;
+            if bytes > 0 {
+                self.metrics.replicated_positions.inc_by(count);
+                self.metrics.replication_messages.inc();
+                self.metrics
+                    .replication_bytes
+                    .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
+            }
+        }
+        for (owner, positions) in to_owners {
+            self.metrics
+                .forwarded_positions
+                .inc_by(u64::try_from(positions.len()).unwrap_or(u64::MAX));
+            self.transport.positions(&owner, positions).await;
+        }
+    }
+
+    fn take_flush(&self) -> Option<Flush> {
+        let mut replication = self.replication.lock().ok()?;
+        if replication.outbox.is_empty() {
+            return None;
+        }
+        let batches: Vec<(CellIndex, Vec<Position>)> = replication.outbox.drain().collect();
+        let now = Instant::now();
+        let mut announce = Vec::new();
+        let mut new = HashSet::new();
+        for (region, _) in &batches {
+            let (first, last) = replication
+                .announced
+                .get(region)
+                .copied()
+                .unwrap_or((now, now - 2 * ANNOUNCE_EVERY));
+            if now.duration_since(last) >= ANNOUNCE_EVERY {
+                announce.push(*region);
+                replication.announced.insert(*region, (first, now));
+            }
+            if now.duration_since(first) < NEW_FOR {
+                new.insert(*region);
+            }
+        }
+        Some(Flush {
+            batches,
+            announce,
+            new,
+        })
+    }
+
+    /// Listens to the regions this node needs now and to no others: those where riders report
+    /// that a search from a zone of `owned` can reach. Part of every tick.
+    pub(crate) async fn copy_what_is_needed(&self, owned: &HashSet<ShardId>) {
+        let active = match self.redis.active_regions(ACTIVE_FOR).await {
+            Ok(active) => active,
+            Err(err) => {
+                tracing::warn!(error = %err, "active regions not read; copies kept as they are");
+                return;
+            }
+        };
+        let (start, stop, needed) = {
+            let Ok(mut replication) = self.replication.lock() else {
+                return;
+            };
+            let needed = replication
+                .reach
+                .needed(active.iter().copied(), |shard| owned.contains(&shard));
+            let start: Vec<CellIndex> = needed.difference(&replication.copied).copied().collect();
+            let stop: Vec<CellIndex> = replication.copied.difference(&needed).copied().collect();
+            (start, stop, needed)
+        };
+        let active: HashSet<CellIndex> = active.into_iter().collect();
+        if start.is_empty() && stop.is_empty() {
+            self.router.index().copy_regions(needed, active);
+            return;
+        }
+        // Listen before copying, so no position of a new region is missed between the two; stop
+        // listening after, so a dropped copy is not refilled.
+        if let Err(err) = self.transport.listen_to(&start).await {
+            tracing::warn!(error = %err, "region channels not listened to; tried again next tick");
+            return;
+        }
+        self.router.index().copy_regions(needed.clone(), active);
+        if let Err(err) = self.transport.stop_listening_to(&stop).await {
+            tracing::warn!(error = %err, "region channels not left");
+        }
+        self.metrics
+            .regions_copied
+            .set(i64::try_from(needed.len()).unwrap_or(i64::MAX));
+        if let Ok(mut replication) = self.replication.lock() {
+            replication.copied = needed;
+        }
+        tracing::info!(
+            started = start.len(),
+            stopped = stop.len(),
+            "regions copied changed"
+        );
+    }
+
+    /// The regions this node copies now.
+    pub fn regions_copied(&self) -> Vec<CellIndex> {
+        self.replication
+            .lock()
+            .map(|replication| replication.copied.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
