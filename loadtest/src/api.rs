@@ -160,14 +160,18 @@ impl Api {
         self.metric("tomato_process_resident_memory_bytes").await
     }
 
-    /// A counter or gauge of the node's `/metrics`, by its full name.
+    /// A counter or gauge of the node's `/metrics`, by its full name, in whole units.
     pub async fn metric(&self, name: &str) -> Option<u64> {
+        self.metric_f64(name).await.map(|n| n as u64)
+    }
+
+    /// A counter or gauge of the node's `/metrics`, by its full name.
+    pub async fn metric_f64(&self, name: &str) -> Option<f64> {
         let url = self.base.join("/metrics").ok()?;
         let text = self.client.get(url).send().await.ok()?.text().await.ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|n| n.trim().parse::<f64>().ok())
-            .map(|n| n as u64)
     }
 
     /// The node's base URL.

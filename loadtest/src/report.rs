@@ -22,7 +22,8 @@ pub struct ServerSide {
     /// `GET /api/admin/stats` before the city was created and after the run.
     pub stats_before: Value,
     pub stats_after: Value,
-    /// Each node's cluster counters over the run (empty for a single node).
+    /// Each node's CPU and cluster counters over the run (a single node's cluster counters are
+    /// zeros).
     #[serde(default)]
     pub nodes: Vec<NodeSide>,
 }
@@ -33,12 +34,61 @@ pub struct ServerSide {
 pub struct NodeSide {
     pub target: String,
     pub shards_owned: u64,
+    /// CPU seconds the node process used.
+    #[serde(default)]
+    pub cpu_s: f64,
+    /// Positions it published on their regions' channels, and the bytes that carried them.
+    #[serde(default)]
+    pub replicated_positions: u64,
+    #[serde(default)]
+    pub replication_bytes: u64,
+    /// Regions it copies at the end.
+    #[serde(default)]
+    pub regions_copied: u64,
+    /// Searches that asked other nodes (a region they reach was not copied there).
+    #[serde(default)]
+    pub remote_searches: u64,
     pub forwarded_positions: u64,
     pub remote_calls_ok: u64,
+    #[serde(default)]
+    pub remote_calls_refused: u64,
     pub remote_calls_failed: u64,
+    #[serde(default)]
+    pub remote_calls_unanswered: u64,
+    #[serde(default)]
+    pub owner_waits: u64,
     pub leases_won: u64,
     pub leases_lost: u64,
     pub handed_over: u64,
+}
+
+impl NodeSide {
+    /// What the node did between `start` and `self` (counters subtracted; the shards owned and
+    /// regions copied as at the end).
+    pub fn since(&self, start: &NodeSide) -> NodeSide {
+        let d = |end: u64, start: u64| end - start.min(end);
+        NodeSide {
+            target: self.target.clone(),
+            shards_owned: self.shards_owned,
+            cpu_s: (self.cpu_s - start.cpu_s).max(0.0),
+            replicated_positions: d(self.replicated_positions, start.replicated_positions),
+            replication_bytes: d(self.replication_bytes, start.replication_bytes),
+            regions_copied: self.regions_copied,
+            remote_searches: d(self.remote_searches, start.remote_searches),
+            forwarded_positions: d(self.forwarded_positions, start.forwarded_positions),
+            remote_calls_ok: d(self.remote_calls_ok, start.remote_calls_ok),
+            remote_calls_refused: d(self.remote_calls_refused, start.remote_calls_refused),
+            remote_calls_failed: d(self.remote_calls_failed, start.remote_calls_failed),
+            remote_calls_unanswered: d(
+                self.remote_calls_unanswered,
+                start.remote_calls_unanswered,
+            ),
+            owner_waits: d(self.owner_waits, start.owner_waits),
+            leases_won: d(self.leases_won, start.leases_won),
+            leases_lost: d(self.leases_lost, start.leases_lost),
+            handed_over: d(self.handed_over, start.handed_over),
+        }
+    }
 }
 
 /// A whole run.
@@ -208,17 +258,30 @@ impl Report {
             s.stats_before["ordersByStatus"]["delivered"],
             s.stats_after["dispatch"]
         );
+        let cpu_total: f64 = s.nodes.iter().map(|node| node.cpu_s).sum();
         for node in &s.nodes {
+            let per_s = |n: u64| n as f64 / self.total_s.max(0.001);
             let _ = writeln!(
                 out,
-                "node {}: {} shards; forwarded {} positions ({:.0}/s), remote calls {} ok / {} failed; \
-                 leases won {}, lost {}, handed over {}",
+                "node {}: {} shards, CPU {:.1} s ({:.0} % of the nodes'); replicated {} positions \
+                 ({:.0}/s, {:.0} B each), {} regions copied, forwarded {}, {} searches asked \
+                 others; remote calls {} ok / {} refused / {} unanswered / {} failed, {} owner \
+                 waits; leases won {}, lost {}, handed over {}",
                 node.target,
                 node.shards_owned,
+                node.cpu_s,
+                100.0 * node.cpu_s / cpu_total.max(0.001),
+                node.replicated_positions,
+                per_s(node.replicated_positions),
+                node.replication_bytes as f64 / node.replicated_positions.max(1) as f64,
+                node.regions_copied,
                 node.forwarded_positions,
-                node.forwarded_positions as f64 / self.total_s.max(0.001),
+                node.remote_searches,
                 node.remote_calls_ok,
+                node.remote_calls_refused,
+                node.remote_calls_unanswered,
                 node.remote_calls_failed,
+                node.owner_waits,
                 node.leases_won,
                 node.leases_lost,
                 node.handed_over

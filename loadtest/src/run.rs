@@ -257,27 +257,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let after = api.get("/api/admin/stats", Some(&admin.token)).await?;
     let memory_end = api.server_memory().await;
     let nodes_end = cluster_counters(&world.apis).await;
-    let nodes = if world.apis.len() > 1 {
-        nodes_start
-            .iter()
-            .zip(&nodes_end)
-            .map(|(start, end)| NodeSide {
-                target: end.target.clone(),
-                shards_owned: end.shards_owned,
-                forwarded_positions: end.forwarded_positions
-                    - start.forwarded_positions.min(end.forwarded_positions),
-                remote_calls_ok: end.remote_calls_ok
-                    - start.remote_calls_ok.min(end.remote_calls_ok),
-                remote_calls_failed: end.remote_calls_failed
-                    - start.remote_calls_failed.min(end.remote_calls_failed),
-                leases_won: end.leases_won - start.leases_won.min(end.leases_won),
-                leases_lost: end.leases_lost - start.leases_lost.min(end.leases_lost),
-                handed_over: end.handed_over - start.handed_over.min(end.handed_over),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let nodes = nodes_start
+        .iter()
+        .zip(&nodes_end)
+        .map(|(start, end)| end.since(start))
+        .collect();
     let peak = world
         .memory_peak
         .load(Ordering::Relaxed)
@@ -322,9 +306,20 @@ async fn cluster_counters(apis: &[Api]) -> Vec<NodeSide> {
         nodes.push(NodeSide {
             target: api.base().to_string(),
             shards_owned: read("tomato_cluster_shards_owned").await,
+            cpu_s: api
+                .metric_f64("tomato_process_cpu_seconds")
+                .await
+                .unwrap_or(0.0),
+            replicated_positions: read("tomato_cluster_replicated_positions_total").await,
+            replication_bytes: read("tomato_cluster_replication_bytes_total").await,
+            regions_copied: read("tomato_cluster_regions_copied").await,
+            remote_searches: read("tomato_cluster_remote_searches_total").await,
             forwarded_positions: read("tomato_cluster_forwarded_positions_total").await,
             remote_calls_ok: read("tomato_cluster_remote_calls_ok_total").await,
+            remote_calls_refused: read("tomato_cluster_remote_calls_refused_total").await,
             remote_calls_failed: read("tomato_cluster_remote_calls_failed_total").await,
+            remote_calls_unanswered: read("tomato_cluster_remote_calls_unanswered_total").await,
+            owner_waits: read("tomato_cluster_owner_waits_total").await,
             leases_won: read("tomato_cluster_leases_won_total").await,
             leases_lost: read("tomato_cluster_leases_lost_total").await,
             handed_over: read("tomato_cluster_handed_over_total").await,
