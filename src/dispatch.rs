@@ -43,6 +43,9 @@ pub struct DispatchMetrics {
     pub window_over_budget: Counter,
     /// Batched dispatch: orders no match was taken for in time, offered in waves after.
     pub unmatched: Counter,
+    /// Accepts refused because the rider already holds an order: an offer made from a copy of
+    /// the rider that lagged its assignment elsewhere, taken up.
+    pub busy_claims: Counter,
     /// The latest assignment times, for a median (a histogram only has buckets), with when
     /// they happened (Unix milliseconds).
     recent: Arc<std::sync::Mutex<std::collections::VecDeque<(i64, f64)>>>,
@@ -82,6 +85,7 @@ impl DispatchMetrics {
             window_matched: Counter::default(),
             window_over_budget: Counter::default(),
             unmatched: Counter::default(),
+            busy_claims: Counter::default(),
             recent: Arc::default(),
             windows: Arc::default(),
         };
@@ -124,6 +128,11 @@ impl DispatchMetrics {
             "dispatch_unmatched",
             "Batched dispatch: orders offered in waves after no match was taken in time",
             metrics.unmatched.clone(),
+        );
+        registry.register(
+            "dispatch_busy_claims",
+            "Accepts refused because the rider already holds an order (an offer from a lagging copy, taken up)",
+            metrics.busy_claims.clone(),
         );
         metrics
     }

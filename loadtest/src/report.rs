@@ -79,10 +79,7 @@ impl NodeSide {
             remote_calls_ok: d(self.remote_calls_ok, start.remote_calls_ok),
             remote_calls_refused: d(self.remote_calls_refused, start.remote_calls_refused),
             remote_calls_failed: d(self.remote_calls_failed, start.remote_calls_failed),
-            remote_calls_unanswered: d(
-                self.remote_calls_unanswered,
-                start.remote_calls_unanswered,
-            ),
+            remote_calls_unanswered: d(self.remote_calls_unanswered, start.remote_calls_unanswered),
             owner_waits: d(self.owner_waits, start.owner_waits),
             leases_won: d(self.leases_won, start.leases_won),
             leases_lost: d(self.leases_lost, start.leases_lost),

@@ -455,7 +455,12 @@ async fn accept(
     let order = state
         .shards
         .take(rider.id, order, rider.name, rider.phone_number)
-        .await?;
+        .await
+        .inspect_err(|err| {
+            if matches!(err, tomato_actors::OrderError::RiderBusy) {
+                state.dispatch_metrics.busy_claims.inc();
+            }
+        })?;
     tracing::info!(order_id = %id, rider_id = %rider.id, "offer accepted");
     Ok(Json(order.into()))
 }

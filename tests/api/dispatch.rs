@@ -463,6 +463,7 @@ async fn a_busy_rider_cannot_take_a_second_order(store: Store) {
         error_code(refused, StatusCode::CONFLICT).await,
         "rider_busy"
     );
+    assert_eq!(app.metric("tomato_dispatch_busy_claims_total").await, 1);
 }
 
 #[tokio::test]
