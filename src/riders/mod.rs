@@ -415,9 +415,17 @@ async fn offers(
     RiderUser(auth): RiderUser,
 ) -> Result<Json<HeldOffers>, ApiError> {
     let rider = state.rider_ids.of(&state.stores, auth.user.id).await?;
-    Ok(Json(HeldOffers {
-        offers: state.shards.offers_of(rider),
-    }))
+    let mut offers = state.shards.offers_of(rider);
+    // In a cluster an offer stands on the node that owns its order's shard, which need not be
+    // this one: the others are asked (a node that does not answer within a second is left out).
+    let question = crate::cluster::ask::Question::OffersOf { rider };
+    for theirs in
+        crate::cluster::ask::ask_others::<Vec<tomato_actors::Offer>>(&state, question).await
+    {
+        offers.extend(theirs);
+    }
+    offers.sort_by_key(|offer| offer.expires_at);
+    Ok(Json(HeldOffers { offers }))
 }
 
 /// Accept an offer. Exactly one rider wins; the order becomes `rider_assigned` and the rider

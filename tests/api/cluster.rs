@@ -747,6 +747,15 @@ async fn a_delivery_where_every_party_talks_to_another_node() {
     .await
     .expect("the rider heard the offer");
     assert_eq!(offered["orderId"], order.as_str());
+    // An app that missed the event reads its offers from its own node, which does not own the
+    // order: the node asks the one that does.
+    let held = json_ok(
+        riders_node
+            .get("/api/rider/offers", Some(&ravi.token))
+            .await,
+    )
+    .await;
+    assert_eq!(held["offers"][0]["orderId"], order.as_str(), "{held}");
 
     // The rider keeps reporting (through its node, forwarded to the shard's owner) until the
     // order's offer reaches it, and takes it through its own node.
