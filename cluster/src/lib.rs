@@ -30,6 +30,7 @@ mod remote;
 pub mod rendezvous;
 mod replication;
 pub mod transport;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -46,7 +47,7 @@ use tomato_shards::{RemoteShards, ShardRouter};
 use crate::coordination::{Coordination, Lease, Member};
 use crate::leases::{Held, TICK};
 use crate::remote::Answerer;
-use crate::replication::{FLUSH_EVERY, Replication};
+use crate::replication::{FLUSH_EVERY, Outbox, Replication};
 use crate::transport::{Transport, envelope_of};
 
 /// What a node needs to take part.
@@ -91,7 +92,10 @@ pub struct ClusterMetrics {
     pub remote_searches: Counter,
     /// Commands sent to other nodes, by outcome.
     pub remote_ok: Counter,
+    /// Refused for what the command asked (a lost accept race, a status that moved on).
     pub remote_refused: Counter,
+    /// Refused because the node asked no longer (or not yet) runs the shard.
+    pub remote_not_owner: Counter,
     pub remote_failed: Counter,
     /// Sends of a command that got no answer in time (it is sent again).
     pub remote_unanswered: Counter,
@@ -117,6 +121,7 @@ impl Default for ClusterMetrics {
             remote_searches: Counter::default(),
             remote_ok: Counter::default(),
             remote_refused: Counter::default(),
+            remote_not_owner: Counter::default(),
             remote_failed: Counter::default(),
             remote_unanswered: Counter::default(),
             owner_waits: Counter::default(),
@@ -191,8 +196,13 @@ impl ClusterMetrics {
         );
         registry.register(
             "cluster_remote_calls_refused",
-            "Commands another node answered with a refusal (not owner, conflict, ...)",
+            "Commands another node refused for what they asked (a lost accept race, ...)",
             metrics.remote_refused.clone(),
+        );
+        registry.register(
+            "cluster_remote_calls_not_owner",
+            "Commands another node refused because it does not run the shard (it moves)",
+            metrics.remote_not_owner.clone(),
         );
         registry.register(
             "cluster_remote_calls_failed",
@@ -247,7 +257,9 @@ pub struct Cluster {
     events: std::sync::OnceLock<Box<dyn Fn(String) + Send + Sync>>,
     /// Who answers the questions other nodes ask about this one.
     questions: std::sync::OnceLock<Answerer>,
-    /// Positions waiting to go out, and the regions this node copies.
+    /// Positions waiting to go out.
+    outbox: Outbox,
+    /// What the flusher and the tick remember about regions.
     replication: Mutex<Replication>,
     /// Replies to drop after running their command (a fault drill: a reply lost on the way).
     drop_replies: AtomicU32,
@@ -290,6 +302,7 @@ impl Cluster {
             metrics,
             events: std::sync::OnceLock::new(),
             questions: std::sync::OnceLock::new(),
+            outbox: Outbox::new(),
             replication: Mutex::new(Replication::new(reach)),
             drop_replies: AtomicU32::new(0),
         });

@@ -11,8 +11,10 @@ use std::time::Duration;
 use futures_core::future::BoxFuture;
 use tomato_actors::{Carried, OrderError};
 use tomato_domain::RiderId;
-use tomato_shards::index::{Found, INDEX_RESOLUTION};
-use tomato_shards::{NearestQuery, Position, RemoteShards, ShardCommand, ShardId, ShardReply};
+use tomato_shards::index::Found;
+use tomato_shards::{
+    NearestQuery, OfferChange, Position, RemoteShards, ShardCommand, ShardId, ShardReply,
+};
 
 use crate::Cluster;
 use crate::transport::{Envelope, Sent};
@@ -78,6 +80,11 @@ impl Cluster {
             } => {
                 if from != self.config.node_id {
                     self.router.dispatchable_heard(rider, dispatchable);
+                }
+            }
+            Envelope::Offers { from, change } => {
+                if from != self.config.node_id {
+                    self.router.offers_heard(change);
                 }
             }
             Envelope::Carried {
@@ -194,6 +201,9 @@ impl Cluster {
                         .await;
                     let counter = match &sent {
                         Sent::Answered(Ok(_)) => Some(&self.metrics.remote_ok),
+                        Sent::Answered(Err(OrderError::NotOwner)) => {
+                            Some(&self.metrics.remote_not_owner)
+                        }
                         Sent::Answered(Err(_)) => Some(&self.metrics.remote_refused),
                         Sent::NoReply => Some(&self.metrics.remote_unanswered),
                         Sent::NobodyThere => None,
@@ -236,13 +246,7 @@ impl Cluster {
 
 impl RemoteShards for Cluster {
     fn replicate(&self, position: Position) {
-        let region = self
-            .router
-            .map()
-            .region_of(position.at.cell(INDEX_RESOLUTION));
-        if let Ok(mut replication) = self.replication.lock() {
-            replication.push(region, position);
-        }
+        self.outbox.push(position);
     }
 
     fn nearest(&self, shards: Vec<ShardId>, query: NearestQuery) -> BoxFuture<'static, Vec<Found>> {
@@ -293,6 +297,12 @@ impl RemoteShards for Cluster {
     fn dispatchable(&self, rider: RiderId, dispatchable: bool) {
         if let Some(me) = self.me.upgrade() {
             tokio::spawn(async move { me.transport.dispatchable(rider, dispatchable).await });
+        }
+    }
+
+    fn offers_changed(&self, change: OfferChange) {
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move { me.transport.offers(change).await });
         }
     }
 

@@ -12,9 +12,12 @@
 //! announced it also hands its positions to their shards' owners directly.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use h3o::CellIndex;
+use tokio::sync::mpsc;
+use tomato_shards::index::INDEX_RESOLUTION;
 use tomato_shards::regions::Reach;
 use tomato_shards::{Position, ShardId};
 
@@ -30,30 +33,54 @@ const ACTIVE_FOR: Duration = Duration::from_secs(300);
 /// the owners' next tick, when they listen to its channel.
 const NEW_FOR: Duration = Duration::from_secs(3);
 
-/// What a node replicates and copies.
+/// What the flusher remembers between flushes.
 #[derive(Debug)]
 pub(crate) struct Replication {
-    /// Positions waiting to go out, by region.
-    outbox: HashMap<CellIndex, Vec<Position>>,
     /// When this node first and last announced each region it ingests positions in.
     announced: HashMap<CellIndex, (Instant, Instant)>,
-    /// The regions whose channels this node listens to (and so copies).
-    copied: HashSet<CellIndex>,
     reach: Reach,
 }
 
 impl Replication {
     pub(crate) fn new(reach: Reach) -> Self {
         Self {
-            outbox: HashMap::new(),
             announced: HashMap::new(),
-            copied: HashSet::new(),
             reach,
         }
     }
+}
 
-    pub(crate) fn push(&mut self, region: CellIndex, position: Position) {
-        self.outbox.entry(region).or_default().push(position);
+/// Where the location path drops positions for the flusher: a channel, so that ingesting a
+/// position takes no lock another thread holds.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    sender: mpsc::UnboundedSender<Position>,
+    receiver: Mutex<mpsc::UnboundedReceiver<Position>>,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self {
+            sender,
+            receiver: Mutex::new(receiver),
+        }
+    }
+
+    pub(crate) fn push(&self, position: Position) {
+        // The receiver lives as long as the sender: both are the cluster's.
+        let _ = self.sender.send(position);
+    }
+
+    /// Everything waiting now (only the flusher takes).
+    fn take(&self) -> Vec<Position> {
+        let mut taken = Vec::new();
+        if let Ok(mut receiver) = self.receiver.lock() {
+            while let Ok(position) = receiver.try_recv() {
+                taken.push(position);
+            }
+        }
+        taken
     }
 }
 
@@ -93,7 +120,7 @@ impl Cluster {
                 }
             }
             let count = u64::try_from(positions.len()).unwrap_or(u64::MAX);
-            let bytes = self.transport.region_positions(region, positions).await;
+            let bytes = self.transport.region_positions(region, &positions).await;
             if bytes > 0 {
                 self.metrics.replicated_positions.inc_by(count);
                 self.metrics.replication_messages.inc();
@@ -111,11 +138,20 @@ impl Cluster {
     }
 
     fn take_flush(&self) -> Option<Flush> {
-        let mut replication = self.replication.lock().ok()?;
-        if replication.outbox.is_empty() {
+        let waiting = self.outbox.take();
+        if waiting.is_empty() {
             return None;
         }
-        let batches: Vec<(CellIndex, Vec<Position>)> = replication.outbox.drain().collect();
+        let mut by_region: HashMap<CellIndex, Vec<Position>> = HashMap::new();
+        for position in waiting {
+            let region = self
+                .router
+                .map()
+                .region_of(position.at.cell(INDEX_RESOLUTION));
+            by_region.entry(region).or_default().push(position);
+        }
+        let batches: Vec<(CellIndex, Vec<Position>)> = by_region.into_iter().collect();
+        let mut replication = self.replication.lock().ok()?;
         let now = Instant::now();
         let mut announce = Vec::new();
         let mut new = HashSet::new();
@@ -150,20 +186,20 @@ impl Cluster {
                 return;
             }
         };
-        let (start, stop, needed) = {
+        let copied = self.router.index().regions_copied();
+        let needed = {
             let Ok(mut replication) = self.replication.lock() else {
                 return;
             };
-            let needed = replication
+            replication
                 .reach
-                .needed(active.iter().copied(), |shard| owned.contains(&shard));
-            let start: Vec<CellIndex> = needed.difference(&replication.copied).copied().collect();
-            let stop: Vec<CellIndex> = replication.copied.difference(&needed).copied().collect();
-            (start, stop, needed)
+                .needed(active.iter().copied(), |shard| owned.contains(&shard))
         };
+        let start: Vec<CellIndex> = needed.difference(&copied).copied().collect();
+        let stop: Vec<CellIndex> = copied.difference(&needed).copied().collect();
         let active: HashSet<CellIndex> = active.into_iter().collect();
         if start.is_empty() && stop.is_empty() {
-            self.router.index().copy_regions(needed, active);
+            self.router.index().set_active_regions(active);
             return;
         }
         // Listen before copying, so no position of a new region is missed between the two; stop
@@ -172,16 +208,14 @@ impl Cluster {
             tracing::warn!(error = %err, "region channels not listened to; tried again next tick");
             return;
         }
-        self.router.index().copy_regions(needed.clone(), active);
+        let count = needed.len();
+        self.router.index().copy_regions(needed, active);
         if let Err(err) = self.transport.stop_listening_to(&stop).await {
             tracing::warn!(error = %err, "region channels not left");
         }
         self.metrics
             .regions_copied
-            .set(i64::try_from(needed.len()).unwrap_or(i64::MAX));
-        if let Ok(mut replication) = self.replication.lock() {
-            replication.copied = needed;
-        }
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
         tracing::info!(
             started = start.len(),
             stopped = stop.len(),
@@ -191,9 +225,6 @@ impl Cluster {
 
     /// The regions this node copies now.
     pub fn regions_copied(&self) -> Vec<CellIndex> {
-        self.replication
-            .lock()
-            .map(|replication| replication.copied.iter().copied().collect())
-            .unwrap_or_default()
+        self.router.index().regions_copied().into_iter().collect()
     }
 }

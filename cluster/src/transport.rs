@@ -1,9 +1,9 @@
 //! Request and reply between nodes over Redis pub/sub: each node listens on a channel of its
 //! own; a call carries an id and the caller's node id, and the reply comes back on the caller's
 //! channel. Positions go on a channel per region (`tomato:positions:{<region>}`, the region in
-//! braces so that Redis Cluster's sharded pub/sub would hash it alone), which only the nodes
-//! that copy the region listen to. `PUBLISH` answers how many listened, so a call to a node that is gone is noticed at
-//! once (and sent again to whoever owns the shard by then).
+//! braces so that Redis Cluster's sharded pub/sub would hash it alone), in binary, which only
+//! the nodes that copy the region listen to. `PUBLISH` answers how many listened, so a call to
+//! a node that is gone is noticed at once (and sent again to whoever owns the shard by then).
 //!
 //! Pub/sub delivers at most once, and a node may die between running a call and answering it.
 //! A call keeps its id when it is sent again, so a late answer to an earlier send still answers
@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tomato_actors::OrderError;
 use tomato_domain::{OrderId, RiderId, UserId};
-use tomato_shards::{Position, ShardCommand, ShardId, ShardReply};
+use tomato_shards::{OfferChange, Position, ShardCommand, ShardId, ShardReply};
+
+use crate::wire;
 
 /// What travels between nodes.
 #[derive(Debug, Serialize, Deserialize)]
@@ -64,6 +66,11 @@ pub enum Envelope {
         rider: RiderId,
         dispatchable: bool,
     },
+    /// What became of an order's offers on the sender, for every node to mirror.
+    Offers {
+        from: String,
+        change: OfferChange,
+    },
     /// What a rider carries now (an order and its customer, or nothing), decided by its order's
     /// actor on the sender, for the node where the rider's actor lives.
     Carried {
@@ -81,9 +88,19 @@ pub fn inbox(node: &str) -> String {
     format!("tomato:cluster:inbox:{node}")
 }
 
+/// What the channels of regions' positions begin with.
+const POSITIONS: &str = "tomato:positions:";
+
 /// The channel of a region's positions.
 pub fn region_channel(region: CellIndex) -> String {
-    format!("tomato:positions:{{{region}}}")
+    format!("{POSITIONS}{{{region}}}")
+}
+
+fn region_channels(regions: &[CellIndex]) -> Vec<String> {
+    regions
+        .iter()
+        .map(|region| region_channel(*region))
+        .collect()
 }
 
 /// One node's end of the transport.
@@ -249,12 +266,8 @@ impl Transport {
 
     /// Publishes a batch of one region's positions on its channel, fire-and-forget; the bytes
     /// sent, for the metrics (0 when it did not go).
-    pub async fn region_positions(&self, region: CellIndex, positions: Vec<Position>) -> usize {
-        let envelope = Envelope::Positions {
-            from: self.node.clone(),
-            positions,
-        };
-        let Ok(payload) = serde_json::to_string(&envelope) else {
+    pub async fn region_positions(&self, region: CellIndex, positions: &[Position]) -> usize {
+        let Some(payload) = wire::encode(&self.node, positions) else {
             return 0;
         };
         let bytes = payload.len();
@@ -276,9 +289,10 @@ impl Transport {
         if regions.is_empty() {
             return Ok(());
         }
-        let channels: Vec<String> = regions.iter().map(|r| region_channel(*r)).collect();
-        let mut redis = self.redis.clone();
-        redis.subscribe(&channels).await
+        self.redis
+            .clone()
+            .subscribe(&region_channels(regions))
+            .await
     }
 
     /// Stops listening to the positions of `regions`.
@@ -286,9 +300,10 @@ impl Transport {
         if regions.is_empty() {
             return Ok(());
         }
-        let channels: Vec<String> = regions.iter().map(|r| region_channel(*r)).collect();
-        let mut redis = self.redis.clone();
-        redis.unsubscribe(&channels).await
+        self.redis
+            .clone()
+            .unsubscribe(&region_channels(regions))
+            .await
     }
 
     /// Tells every node (this one included; it skips its own).
@@ -316,6 +331,15 @@ impl Transport {
             from: self.node.clone(),
             rider,
             carried,
+        };
+        self.publish_on(EVENTS, &envelope).await;
+    }
+
+    /// Tells every node (this one included; it skips its own) what became of an order's offers.
+    pub async fn offers(&self, change: OfferChange) {
+        let envelope = Envelope::Offers {
+            from: self.node.clone(),
+            change,
         };
         self.publish_on(EVENTS, &envelope).await;
     }
@@ -354,15 +378,26 @@ impl Transport {
     }
 }
 
-/// The envelope a push carries, if it is a message on a channel this node listens to.
+/// The envelope a push carries, if it is a message on a channel this node listens to: a
+/// region's positions in their binary form ([`wire`]), anything else as JSON.
 pub fn envelope_of(push: PushInfo) -> Option<Envelope> {
     if push.kind != PushKind::Message {
         return None;
     }
-    let payload = match push.data.get(1)? {
-        Value::BulkString(bytes) => bytes.clone(),
-        Value::SimpleString(text) => text.clone().into_bytes(),
-        _ => return None,
-    };
+    let mut data = push.data.into_iter();
+    let channel = bytes_of(data.next()?)?;
+    let payload = bytes_of(data.next()?)?;
+    if channel.starts_with(POSITIONS.as_bytes()) {
+        let (from, positions) = wire::decode(&payload)?;
+        return Some(Envelope::Positions { from, positions });
+    }
     serde_json::from_slice(&payload).ok()
+}
+
+fn bytes_of(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
+        _ => None,
+    }
 }

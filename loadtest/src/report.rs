@@ -52,6 +52,7 @@ pub struct NodeSide {
     pub remote_calls_ok: u64,
     #[serde(default)]
     pub remote_calls_refused: u64,
+    pub remote_calls_not_owner: u64,
     pub remote_calls_failed: u64,
     #[serde(default)]
     pub remote_calls_unanswered: u64,
@@ -78,6 +79,7 @@ impl NodeSide {
             forwarded_positions: d(self.forwarded_positions, start.forwarded_positions),
             remote_calls_ok: d(self.remote_calls_ok, start.remote_calls_ok),
             remote_calls_refused: d(self.remote_calls_refused, start.remote_calls_refused),
+            remote_calls_not_owner: d(self.remote_calls_not_owner, start.remote_calls_not_owner),
             remote_calls_failed: d(self.remote_calls_failed, start.remote_calls_failed),
             remote_calls_unanswered: d(self.remote_calls_unanswered, start.remote_calls_unanswered),
             owner_waits: d(self.owner_waits, start.owner_waits),
@@ -262,7 +264,7 @@ impl Report {
                 out,
                 "node {}: {} shards, CPU {:.1} s ({:.0} % of the nodes'); replicated {} positions \
                  ({:.0}/s, {:.0} B each), {} regions copied, forwarded {}, {} searches asked \
-                 others; remote calls {} ok / {} refused / {} unanswered / {} failed, {} owner \
+                 others; remote calls {} ok / {} refused / {} not owner / {} unanswered / {} failed, {} owner \
                  waits; leases won {}, lost {}, handed over {}",
                 node.target,
                 node.shards_owned,
@@ -276,6 +278,7 @@ impl Report {
                 node.remote_searches,
                 node.remote_calls_ok,
                 node.remote_calls_refused,
+                node.remote_calls_not_owner,
                 node.remote_calls_unanswered,
                 node.remote_calls_failed,
                 node.owner_waits,

@@ -317,6 +317,7 @@ async fn cluster_counters(apis: &[Api]) -> Vec<NodeSide> {
             forwarded_positions: read("tomato_cluster_forwarded_positions_total").await,
             remote_calls_ok: read("tomato_cluster_remote_calls_ok_total").await,
             remote_calls_refused: read("tomato_cluster_remote_calls_refused_total").await,
+            remote_calls_not_owner: read("tomato_cluster_remote_calls_not_owner_total").await,
             remote_calls_failed: read("tomato_cluster_remote_calls_failed_total").await,
             remote_calls_unanswered: read("tomato_cluster_remote_calls_unanswered_total").await,
             owner_waits: read("tomato_cluster_owner_waits_total").await,

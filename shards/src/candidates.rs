@@ -4,13 +4,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_core::future::BoxFuture;
 use tomato_actors::Offer;
 use tomato_domain::{LatLon, Order, Rider, RiderId};
 
 use crate::index::Found;
-use crate::remote::NearestQuery;
+use crate::remote::{NearestQuery, OfferChange};
 use crate::router::ShardRouter;
 use crate::{RiderIndex, ShardId};
 
@@ -21,6 +22,9 @@ pub struct Search {
     /// Riders seen before this (Unix seconds) are not offered anything.
     pub fresh_since: u32,
 }
+
+/// How many offers heard from other nodes between two prunings of their book.
+const PRUNE_HEARD_EVERY: u32 = 512;
 
 impl ShardRouter {
     /// The nearest dispatchable riders, none in `exclude`, riders holding another live offer
@@ -92,6 +96,10 @@ impl ShardRouter {
         if let Some(shard) = self.shard(ShardId(order.shard)) {
             shard.offers.hold(offer, riders);
         }
+        self.tell_others(|| OfferChange::Made {
+            offer: offer.clone(),
+            riders: riders.to_vec(),
+        });
     }
 
     /// `rider`'s offer of `order` no longer stands.
@@ -99,6 +107,10 @@ impl ShardRouter {
         if let Some(shard) = self.shard(ShardId(order.shard)) {
             shard.offers.forget(rider, order.id);
         }
+        self.tell_others(|| OfferChange::Withdrawn {
+            order: order.id,
+            rider,
+        });
     }
 
     /// `order` stopped being dispatched: none of its offers stands.
@@ -106,21 +118,52 @@ impl ShardRouter {
         if let Some(shard) = self.shard(ShardId(order.shard)) {
             shard.offers.end(order.id);
         }
+        self.tell_others(|| OfferChange::Ended { order: order.id });
     }
 
-    /// The live offers `rider` holds, of every shard running here, oldest first.
+    fn tell_others(&self, change: impl FnOnce() -> OfferChange) {
+        if let Some(remote) = self.remote() {
+            remote.offers_changed(change());
+        }
+    }
+
+    /// What another node's order actor did with its offers, mirrored here.
+    pub fn offers_heard(&self, change: OfferChange) {
+        match change {
+            OfferChange::Made { offer, riders } => {
+                self.heard.hold(&offer, &riders);
+                // Now and then: an end lost on the way leaves offers that only expiry removes.
+                if (self.heard_made.fetch_add(1, Ordering::Relaxed))
+                    .is_multiple_of(PRUNE_HEARD_EVERY)
+                {
+                    self.heard.prune();
+                }
+            }
+            OfferChange::Withdrawn { order, rider } => self.heard.forget(rider, order),
+            OfferChange::Ended { order } => self.heard.end(order),
+        }
+    }
+
+    /// The live offers `rider` holds, of every shard running here and, in a cluster, of every
+    /// other node's (as they told this one), oldest first.
     pub fn offers_of(&self, rider: RiderId) -> Vec<Offer> {
         let mut offers: Vec<Offer> = self
             .shards()
             .filter(|shard| shard.is_running())
             .flat_map(|shard| shard.offers.of(rider))
             .collect();
+        // A shard that moved here may still be in the heard book: once, the running one's.
+        for offer in self.heard.of(rider) {
+            if !offers.iter().any(|o| o.order_id == offer.order_id) {
+                offers.push(offer);
+            }
+        }
         offers.sort_by_key(|offer| offer.expires_at);
         offers
     }
 
     pub(crate) fn holds_offer(&self, rider: RiderId) -> bool {
-        self.shards().any(|shard| shard.offers.holds_any(rider))
+        self.shards().any(|shard| shard.offers.holds_any(rider)) || self.heard.holds_any(rider)
     }
 
     /// The rider's profile changed (verified, online or offline, an order taken or finished):

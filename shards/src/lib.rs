@@ -32,7 +32,7 @@ pub mod windows;
 
 pub use candidates::Search;
 pub use ports::{DispatchHook, OrderPorts, SearchSettings};
-pub use remote::{NearestQuery, Position, RemoteShards, ShardCommand, ShardReply};
+pub use remote::{NearestQuery, OfferChange, Position, RemoteShards, ShardCommand, ShardReply};
 pub use riders::{NotRunning, RiderIndex};
 pub use router::{OrderRef, Route, ShardRouter, Stopped};
 pub use runtime::ActorRuntime;

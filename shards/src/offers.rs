@@ -70,6 +70,24 @@ impl OfferBook {
         live
     }
 
+    /// Drops every expired offer, and the orders nobody holds an offer of any more: for a book
+    /// whose ends may be lost on the way (another node's offers, as it told them).
+    pub(crate) fn prune(&self) {
+        let now = OffsetDateTime::now_utc();
+        self.held.retain(|_, held| {
+            held.retain(|h| h.expires_at > now);
+            !held.is_empty()
+        });
+        self.offered_to.retain(|order, riders| {
+            riders.retain(|rider| {
+                self.held
+                    .get(rider)
+                    .is_some_and(|held| held.iter().any(|h| h.order_id == *order))
+            });
+            !riders.is_empty()
+        });
+    }
+
     pub(crate) fn clear(&self) {
         self.held.clear();
         self.offered_to.clear();
@@ -77,5 +95,43 @@ impl OfferBook {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.held.is_empty() && self.offered_to.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+    use tomato_domain::{LatLon, RestaurantId};
+
+    use super::*;
+
+    fn offer(expires_in: Duration) -> Offer {
+        let at = LatLon::new(12.97, 77.59).expect("a point");
+        Offer {
+            order_id: OrderId::new(),
+            restaurant_id: RestaurantId::new(),
+            restaurant_name: "Kitchen".into(),
+            pickup: at,
+            dropoff: at,
+            distance_km: 1.0,
+            rider_amount: 3000,
+            expires_at: OffsetDateTime::now_utc() + expires_in,
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_live_offers_and_drops_expired_ones_and_their_orders() {
+        let book = OfferBook::default();
+        let (ravi, sita) = (RiderId::new(), RiderId::new());
+        let live = offer(Duration::seconds(30));
+        let gone = offer(Duration::seconds(-1));
+        book.hold(&live, &[ravi]);
+        book.hold(&gone, &[ravi, sita]);
+        book.prune();
+        assert_eq!(book.of(ravi), vec![live.clone()]);
+        assert!(book.of(sita).is_empty());
+        assert_eq!(book.offered_to.len(), 1, "the expired order is forgotten");
+        book.end(live.order_id);
+        assert!(book.is_empty());
     }
 }

@@ -6,8 +6,8 @@
 use futures_core::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tomato_actors::{Accept, Apply, OrderError, Reject};
-use tomato_domain::{LatLon, Order, OrderCommand, RiderId};
+use tomato_actors::{Accept, Apply, Offer, OrderError, Reject};
+use tomato_domain::{LatLon, Order, OrderCommand, OrderId, RiderId};
 
 use crate::ShardId;
 use crate::index::Found;
@@ -21,6 +21,24 @@ pub struct Position {
     pub at: LatLon,
     #[serde(with = "time::serde::rfc3339")]
     pub seen_at: OffsetDateTime,
+}
+
+/// What became of an order's offers, as the node running the order tells the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferChange {
+    Made {
+        offer: Offer,
+        riders: Vec<RiderId>,
+    },
+    Withdrawn {
+        order: OrderId,
+        rider: RiderId,
+    },
+    /// The order stopped being dispatched: none of its offers stands.
+    Ended {
+        order: OrderId,
+    },
 }
 
 /// A nearest-rider search as another node runs it over the shards it owns.
@@ -119,6 +137,11 @@ pub trait RemoteShards: Send + Sync + 'static {
     /// Tells every other node what `rider` carries now, fire-and-forget: the node whose actor
     /// speaks for the rider applies it ([`ShardRouter::carried_heard`]).
     fn carried(&self, rider: RiderId, carried: tomato_actors::Carried);
+
+    /// Tells every other node what became of an order's offers, fire-and-forget: each mirrors
+    /// it ([`ShardRouter::offers_heard`]), so a rider's offers are read on the node it talks
+    /// to. A change lost on the way is bounded by the offer's expiry.
+    fn offers_changed(&self, change: OfferChange);
 }
 
 impl ShardRouter {

@@ -68,6 +68,13 @@ struct Copied {
     active: HashSet<CellIndex>,
 }
 
+/// Who places a position: the shard's owner, or this node's copy of another node's shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hand {
+    Owner,
+    Copy,
+}
+
 /// Where an update left the rider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Update {
@@ -111,6 +118,14 @@ impl RiderIndex {
             .unwrap_or(false)
     }
 
+    /// The regions whose riders this node copies.
+    pub fn regions_copied(&self) -> HashSet<CellIndex> {
+        self.copied
+            .read()
+            .map(|copied| copied.regions.clone())
+            .unwrap_or_default()
+    }
+
     /// Sets the regions whose riders this node copies, out of the `active` ones where riders
     /// report. The copies of regions left out are dropped: nothing keeps them fresh any more.
     pub fn copy_regions(&self, regions: HashSet<CellIndex>, active: HashSet<CellIndex>) {
@@ -129,23 +144,36 @@ impl RiderIndex {
             let Ok(mut slice) = slice.write() else {
                 continue;
             };
-            if slice.running {
-                continue;
+            if !slice.running {
+                self.drop_riders(ShardId(id as u32), &mut slice, |region| {
+                    dropped.contains(&region)
+                });
             }
-            let gone: Vec<RiderId> = slice
-                .index
-                .riders()
-                .filter(|rider| {
-                    slice.index.get(*rider).is_some_and(|(at, _, _)| {
-                        dropped.contains(&self.map.region_of(at.cell(INDEX_RESOLUTION)))
-                    })
-                })
-                .collect();
-            for rider in gone {
-                slice.index.remove(rider);
-                self.homes
-                    .remove_if(&rider, |_, home| *home == ShardId(id as u32));
-            }
+        }
+    }
+
+    /// Sets the regions where riders report, the copied ones staying as they are.
+    pub fn set_active_regions(&self, active: HashSet<CellIndex>) {
+        if let Ok(mut copied) = self.copied.write() {
+            copied.active = active;
+        }
+    }
+
+    /// Drops from shard `id`'s slice the riders of the regions `drop` picks.
+    fn drop_riders(&self, id: ShardId, slice: &mut Slice, drop: impl Fn(CellIndex) -> bool) {
+        let gone: Vec<RiderId> = slice
+            .index
+            .riders()
+            .filter(|rider| {
+                slice
+                    .index
+                    .get(*rider)
+                    .is_some_and(|(at, _, _)| drop(self.map.region_of(at.cell(INDEX_RESOLUTION))))
+            })
+            .collect();
+        for rider in gone {
+            slice.index.remove(rider);
+            self.homes.remove_if(&rider, |_, home| *home == id);
         }
     }
 
@@ -158,33 +186,9 @@ impl RiderIndex {
         if !self.is_copied(self.map.region_of(cell)) {
             return None;
         }
-        let shard = self.map.shard_of_cell(cell);
-        let home = self.homes.get(&rider).map(|home| *home);
-        let mut flag = None;
-        if let Some(old) = home
-            && old != shard
-        {
-            if self.is_open(shard) {
-                return None;
-            }
-            if let Ok(mut old_shard) = self.shard(old).write()
-                && let Some((_, _, was)) = old_shard.index.remove(rider)
-            {
-                old_shard.dirty.remove(&rider);
-                flag = Some(was);
-            }
-        }
-        let mut target = self.shard(shard).write().ok()?;
-        if target.running {
-            return None;
-        }
-        let keep = flag
-            .or_else(|| target.index.get(rider).map(|(_, _, d)| d))
-            .unwrap_or(false);
-        target.index.upsert_in(cell, rider, at, secs(seen_at), keep);
-        drop(target);
-        self.homes.insert(rider, shard);
-        Some(home.is_none())
+        self.place(rider, cell, at, seen_at, None, Hand::Copy)
+            .ok()
+            .map(|update| update.entered)
     }
 
     fn shard(&self, id: ShardId) -> &RwLock<Slice> {
@@ -214,19 +218,7 @@ impl RiderIndex {
             return Vec::new();
         };
         slice.running = false;
-        let gone: Vec<RiderId> = slice
-            .index
-            .riders()
-            .filter(|rider| {
-                !slice.index.get(*rider).is_some_and(|(at, _, _)| {
-                    self.is_copied(self.map.region_of(at.cell(INDEX_RESOLUTION)))
-                })
-            })
-            .collect();
-        for rider in gone {
-            slice.index.remove(rider);
-            self.homes.remove_if(&rider, |_, home| *home == shard);
-        }
+        self.drop_riders(shard, &mut slice, |region| !self.is_copied(region));
         std::mem::take(&mut slice.dirty).into_values().collect()
     }
 
@@ -250,34 +242,48 @@ impl RiderIndex {
         dispatchable: Option<bool>,
     ) -> Result<Update, NotRunning> {
         let cell = at.cell(INDEX_RESOLUTION);
+        self.place(rider, cell, at, seen_at, dispatchable, Hand::Owner)
+    }
+
+    /// Puts a rider at `cell`, by the shard's owner (the slice must run here, and remembers
+    /// the position for the next snapshot) or into the copy (the slice must not run here). A
+    /// rider whose cell lies in another shard than before is handed off, keeping its flag.
+    fn place(
+        &self,
+        rider: RiderId,
+        cell: CellIndex,
+        at: LatLon,
+        seen_at: OffsetDateTime,
+        dispatchable: Option<bool>,
+        hand: Hand,
+    ) -> Result<Update, NotRunning> {
+        let owner = hand == Hand::Owner;
         let shard = self.map.shard_of_cell(cell);
-        let seen = secs(seen_at);
-        let mut handed_off = false;
         let mut flag = dispatchable;
         let home = self.homes.get(&rider).map(|home| *home);
+        let handed_off = home.is_some_and(|old| old != shard);
         if let Some(old) = home
-            && old != shard
+            && handed_off
         {
-            if !self.is_open(shard) {
+            if self.is_open(shard) != owner {
                 return Err(NotRunning(shard));
             }
-            // Hand-off: out of the old shard (keeping its flag), into the new one.
             if let Ok(mut old_shard) = self.shard(old).write()
                 && let Some((_, _, was)) = old_shard.index.remove(rider)
             {
                 old_shard.dirty.remove(&rider);
                 flag = flag.or(Some(was));
             }
-            handed_off = true;
         }
-        if let Ok(mut target) = self.shard(shard).write() {
-            if !target.running {
-                return Err(NotRunning(shard));
-            }
-            let keep = flag
-                .or_else(|| target.index.get(rider).map(|(_, _, d)| d))
-                .unwrap_or(false);
-            target.index.upsert_in(cell, rider, at, seen, keep);
+        let mut target = self.shard(shard).write().map_err(|_| NotRunning(shard))?;
+        if target.running != owner {
+            return Err(NotRunning(shard));
+        }
+        let keep = flag
+            .or_else(|| target.index.get(rider).map(|(_, _, d)| d))
+            .unwrap_or(false);
+        target.index.upsert_in(cell, rider, at, secs(seen_at), keep);
+        if owner {
             target.dirty.insert(
                 rider,
                 PositionSnapshot {
@@ -287,6 +293,7 @@ impl RiderIndex {
                 },
             );
         }
+        drop(target);
         self.homes.insert(rider, shard);
         Ok(Update {
             shard,

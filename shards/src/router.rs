@@ -73,6 +73,10 @@ pub struct ShardRouter {
     remote: std::sync::OnceLock<Arc<dyn crate::RemoteShards>>,
     /// Batched dispatch's queue and windows; `None` when dispatch is greedy.
     windows: Option<Arc<crate::windows::Windows>>,
+    /// The offers other nodes' order actors made, as they told this one: so a rider's offers
+    /// are read here without asking them, and its search ranks riders holding theirs last.
+    pub(crate) heard: crate::offers::OfferBook,
+    pub(crate) heard_made: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for ShardRouter {
@@ -106,6 +110,8 @@ impl ShardRouter {
             positions,
             remote: std::sync::OnceLock::new(),
             windows,
+            heard: crate::offers::OfferBook::default(),
+            heard_made: std::sync::atomic::AtomicU32::new(0),
         }
     }
 

@@ -13,9 +13,6 @@ pub enum Question {
     LiveStats,
     /// Their part of the operations page's snapshot ([`crate::ops::Part`]).
     Ops,
-    /// The live offers `rider` holds of the orders their shards run (offers live with the
-    /// order's actor, on the node that owns its shard).
-    OffersOf { rider: tomato_domain::RiderId },
 }
 
 /// How long a question waits for the other nodes: past it, a node is left out.

@@ -52,9 +52,6 @@ async fn answer(question: Question, state: &AppState) -> String {
             serde_json::to_string(&crate::admin::Live::here(state)).unwrap_or_default()
         }
         Question::Ops => serde_json::to_string(&crate::ops::Part::here(state)).unwrap_or_default(),
-        Question::OffersOf { rider } => {
-            serde_json::to_string(&state.shards.offers_of(rider)).unwrap_or_default()
-        }
     }
 }
 

@@ -415,16 +415,9 @@ async fn offers(
     RiderUser(auth): RiderUser,
 ) -> Result<Json<HeldOffers>, ApiError> {
     let rider = state.rider_ids.of(&state.stores, auth.user.id).await?;
-    let mut offers = state.shards.offers_of(rider);
-    // In a cluster an offer stands on the node that owns its order's shard, which need not be
-    // this one: the others are asked (a node that does not answer within a second is left out).
-    let question = crate::cluster::ask::Question::OffersOf { rider };
-    for theirs in
-        crate::cluster::ask::ask_others::<Vec<tomato_actors::Offer>>(&state, question).await
-    {
-        offers.extend(theirs);
-    }
-    offers.sort_by_key(|offer| offer.expires_at);
+    // In a cluster an offer stands on the node that owns its order's shard, which tells every
+    // other node: the rider's offers are read here, from memory.
+    let offers = state.shards.offers_of(rider);
     Ok(Json(HeldOffers { offers }))
 }
 

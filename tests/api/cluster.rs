@@ -14,7 +14,7 @@ use tempfile::TempDir;
 
 use crate::cli::{start_node_with, tomato};
 use crate::dispatch::{accept, make_ready, rider_status};
-use crate::helpers::{ADMIN_EMAIL, INTERNAL_KEY, TestApp, json_ok};
+use crate::helpers::{ADMIN_EMAIL, INTERNAL_KEY, TestApp, error_code, json_ok};
 use crate::riders::{move_to, rider};
 use crate::sockets::WsClient;
 use crate::world::{HOME_AT, SHOP_AT, customer, open_shop};
@@ -1067,5 +1067,176 @@ async fn one_city_spreads_over_three_nodes_and_each_searches_its_own_copy() {
             nearby_ids(&apps[*n], &token, moved).await.contains(id),
             "node {n} lost rider {id} when it took over its zones"
         );
+    }
+}
+
+/// The live offers the rider holds, by order id (any node answers for every node's orders).
+async fn offered_to(app: &TestApp, token: &str) -> BTreeSet<String> {
+    json_ok(app.get("/api/rider/offers", Some(token)).await).await["offers"]
+        .as_array()
+        .expect("offers")
+        .iter()
+        .map(|o| o["orderId"].as_str().expect("orderId").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_rider_nearest_to_two_orders_of_two_nodes_takes_one_and_the_other_goes_on() {
+    let redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    // Fine zones, so that two shops a few hundred metres apart are owned by two nodes; each
+    // order is offered to its nearest rider alone, and an offer not taken lapses quickly.
+    let settings = [
+        ("TOMATO_SHARDS__ZONE_RESOLUTION", "8"),
+        ("TOMATO_DISPATCH__MODE", "greedy"),
+        ("TOMATO_DISPATCH__OFFER_BATCH", "1"),
+        ("TOMATO_DISPATCH__OFFER_TTL_S", "3"),
+    ];
+    let _nodes = [
+        cluster.start_setting("node-a", SHARDS, &settings),
+        cluster.start_setting("node-b", SHARDS, &settings),
+        cluster.start_setting("node-c", SHARDS, &settings),
+    ];
+    let token = admin_token(&_nodes[0]).await;
+    let all = ["node-a", "node-b", "node-c"];
+    settled(&_nodes[0], &token, &all, Duration::from_secs(20)).await;
+    let apps: Vec<TestApp> = _nodes
+        .iter()
+        .map(|n| TestApp::attached(n.addr.parse().expect("addr")))
+        .collect();
+    let owner_at = |at: (f64, f64)| {
+        let path = format!("/api/admin/cluster/owner?lat={}&lon={}", at.0, at.1);
+        let (node, token) = (&_nodes[0], token.clone());
+        async move {
+            admin_get(node, &token, &path).await["owner"]
+                .as_str()
+                .expect("owned")
+                .to_owned()
+        }
+    };
+    // Two shops 600 m apart (east-west) whose zones two different nodes own.
+    let mut shops = None;
+    'search: for i in 0..8 {
+        for j in 0..8 {
+            let west = (
+                SHOP_AT.0 - 0.01 + f64::from(i) * 0.0025,
+                SHOP_AT.1 - 0.01 + f64::from(j) * 0.0025,
+            );
+            let east = (west.0, west.1 + 0.0055);
+            let (a, b) = (owner_at(west).await, owner_at(east).await);
+            if a != b {
+                shops = Some(((west, a), (east, b)));
+                break 'search;
+            }
+        }
+    }
+    let ((west, west_owner), (east, east_owner)) = shops.expect("two zones of two nodes");
+    let node_of = |id: &str| all.iter().position(|n| *n == id).expect("a node");
+    let (west_node, east_node) = (node_of(&west_owner), node_of(&east_owner));
+    // Each kitchen and its customer talk to the node owning the shop's zone.
+    let west_shop = open_shop(&apps[west_node], "two-w@c.test", "West Kitchen", west).await;
+    let east_shop = open_shop(&apps[east_node], "two-e@c.test", "East Kitchen", east).await;
+
+    // Ravi stands halfway, nearest to both; Sita 1.5 km south, farther from both.
+    let middle = (west.0, (west.1 + east.1) / 2.0);
+    let far = (middle.0 - 0.0135, middle.1);
+    let (ravi, ravi_id) = rider(&apps[0], "two-ravi@c.test", middle, true).await;
+    let (sita, sita_id) = rider(&apps[1], "two-sita@c.test", far, true).await;
+    // Both riders are in view of both shops' nodes before the orders are ready (a node copies
+    // the city's region from its first tick after riders report there, and from then on sees
+    // each new position).
+    for node in [west_node, east_node] {
+        let started = Instant::now();
+        loop {
+            move_to(&apps[0], &ravi, middle).await;
+            move_to(&apps[1], &sita, far).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let near_west = nearby_ids(&apps[node], &token, west).await;
+            let found = nearby_ids(&apps[node], &token, far).await;
+            if near_west.contains(&ravi_id) && found.contains(&sita_id) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "node {node} does not see both riders"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    let mut orders = Vec::new();
+    for (n, (node, shop)) in [(west_node, &west_shop), (east_node, &east_shop)]
+        .into_iter()
+        .enumerate()
+    {
+        let buyer = customer(&apps[node], &format!("two-buyer-{n}@c.test"), HOME_AT).await;
+        buyer.add(&apps[node], &shop.items[0], 1).await;
+        let order = buyer.order(&apps[node]).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        buyer.pay(&apps[node], &order).await;
+        orders.push(order);
+    }
+    // Ready at the same moment, on two nodes: each offers its order to Ravi, its nearest.
+    tokio::join!(
+        make_ready(&apps[west_node], &west_shop, &orders[0]),
+        make_ready(&apps[east_node], &east_shop, &orders[1]),
+    );
+    // Both nodes offer Ravi their order, or the later one, hearing Ravi holds the other's
+    // offer, ranks him last and offers Sita: either way every order is offered.
+    let both: BTreeSet<String> = orders.iter().cloned().collect();
+    let started = Instant::now();
+    loop {
+        let held = offered_to(&apps[0], &ravi.token).await;
+        let mut all_offered = held.clone();
+        all_offered.extend(offered_to(&apps[1], &sita.token).await);
+        if !held.is_empty() && all_offered.is_superset(&both) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the orders were not offered: Ravi holds {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Ravi accepts both at once, each through the node owning the order: one wins.
+    let (first, second) = tokio::join!(
+        accept(&apps[west_node], &ravi.token, &orders[0]),
+        accept(&apps[east_node], &ravi.token, &orders[1]),
+    );
+    let statuses = [first.status(), second.status()];
+    let won = match statuses {
+        [StatusCode::OK, StatusCode::CONFLICT] => 0,
+        [StatusCode::CONFLICT, StatusCode::OK] => 1,
+        other => panic!("one accept must win and one be refused: {other:?}"),
+    };
+    let refused = if won == 0 { second } else { first };
+    let code = error_code(refused, StatusCode::CONFLICT).await;
+    assert!(
+        ["rider_busy", "offer_not_held"].contains(&code.as_str()),
+        "{code}"
+    );
+    let other = &orders[1 - won];
+    // The other order goes on to Sita once Ravi's offer lapses; Ravi is never given it.
+    let started = Instant::now();
+    loop {
+        if offered_to(&apps[1], &sita.token).await.contains(other) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the other order was never offered to Sita"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let taken = json_ok(accept(&apps[1], &sita.token, other).await).await;
+    assert_eq!(taken["order"]["riderId"], sita_id.as_str());
+    let again = accept(&apps[0], &ravi.token, other).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    for (n, order) in orders.iter().enumerate() {
+        let stored = status_of(&apps[2], Some(&token), order).await;
+        let expected = if n == won { &ravi_id } else { &sita_id };
+        assert_eq!(stored["riderId"], expected.as_str(), "{stored}");
     }
 }
