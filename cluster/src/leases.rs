@@ -32,6 +32,7 @@ impl Cluster {
         if self.leaving.load(Ordering::Acquire) {
             return;
         }
+        self.router.prune_heard_offers();
         // First what this node's own clock says: a lease that ran out (a pause, or Redis out
         // of reach for too long) is lost, whatever Redis would answer now.
         let now = clock();

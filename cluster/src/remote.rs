@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_core::future::BoxFuture;
+use h3o::CellIndex;
 use tomato_actors::{Carried, OrderError};
 use tomato_domain::RiderId;
 use tomato_shards::index::Found;
@@ -109,9 +110,7 @@ impl Cluster {
     /// Sends `payload` to every other node (fire-and-forget: pub/sub may drop it while Redis
     /// is out of reach; realtime clients resynchronise on reconnect).
     pub fn broadcast(&self, payload: String) {
-        if let Some(me) = self.me.upgrade() {
-            tokio::spawn(async move { me.transport.broadcast(payload).await });
-        }
+        self.transport.broadcast(payload);
     }
 
     /// Sets who hears what other nodes broadcast (once).
@@ -245,8 +244,8 @@ impl Cluster {
 }
 
 impl RemoteShards for Cluster {
-    fn replicate(&self, position: Position) {
-        self.outbox.push(position);
+    fn replicate(&self, region: CellIndex, position: Position) {
+        self.outbox.push(region, position);
     }
 
     fn nearest(&self, shards: Vec<ShardId>, query: NearestQuery) -> BoxFuture<'static, Vec<Found>> {
@@ -295,21 +294,15 @@ impl RemoteShards for Cluster {
     }
 
     fn dispatchable(&self, rider: RiderId, dispatchable: bool) {
-        if let Some(me) = self.me.upgrade() {
-            tokio::spawn(async move { me.transport.dispatchable(rider, dispatchable).await });
-        }
+        self.transport.dispatchable(rider, dispatchable);
     }
 
     fn offers_changed(&self, change: OfferChange) {
-        if let Some(me) = self.me.upgrade() {
-            tokio::spawn(async move { me.transport.offers(change).await });
-        }
+        self.transport.offers(change);
     }
 
     fn carried(&self, rider: RiderId, carried: Carried) {
-        if let Some(me) = self.me.upgrade() {
-            tokio::spawn(async move { me.transport.carried(rider, carried).await });
-        }
+        self.transport.carried(rider, carried);
     }
 
     fn call(

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use h3o::CellIndex;
 use tokio::sync::mpsc;
-use tomato_shards::index::INDEX_RESOLUTION;
 use tomato_shards::regions::Reach;
 use tomato_shards::{Position, ShardId};
 
@@ -54,8 +53,8 @@ impl Replication {
 /// position takes no lock another thread holds.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    sender: mpsc::UnboundedSender<Position>,
-    receiver: Mutex<mpsc::UnboundedReceiver<Position>>,
+    sender: mpsc::UnboundedSender<(CellIndex, Position)>,
+    receiver: Mutex<mpsc::UnboundedReceiver<(CellIndex, Position)>>,
 }
 
 impl Outbox {
@@ -67,17 +66,18 @@ impl Outbox {
         }
     }
 
-    pub(crate) fn push(&self, position: Position) {
+    /// Queues `position`, whose region the caller has already worked out.
+    pub(crate) fn push(&self, region: CellIndex, position: Position) {
         // The receiver lives as long as the sender: both are the cluster's.
-        let _ = self.sender.send(position);
+        let _ = self.sender.send((region, position));
     }
 
-    /// Everything waiting now (only the flusher takes).
-    fn take(&self) -> Vec<Position> {
-        let mut taken = Vec::new();
+    /// Everything waiting now, grouped by region (only the flusher takes).
+    fn take(&self) -> HashMap<CellIndex, Vec<Position>> {
+        let mut taken: HashMap<CellIndex, Vec<Position>> = HashMap::new();
         if let Ok(mut receiver) = self.receiver.lock() {
-            while let Ok(position) = receiver.try_recv() {
-                taken.push(position);
+            while let Ok((region, position)) = receiver.try_recv() {
+                taken.entry(region).or_default().push(position);
             }
         }
         taken
@@ -138,17 +138,9 @@ impl Cluster {
     }
 
     fn take_flush(&self) -> Option<Flush> {
-        let waiting = self.outbox.take();
-        if waiting.is_empty() {
+        let by_region = self.outbox.take();
+        if by_region.is_empty() {
             return None;
-        }
-        let mut by_region: HashMap<CellIndex, Vec<Position>> = HashMap::new();
-        for position in waiting {
-            let region = self
-                .router
-                .map()
-                .region_of(position.at.cell(INDEX_RESOLUTION));
-            by_region.entry(region).or_default().push(position);
         }
         let batches: Vec<(CellIndex, Vec<Position>)> = by_region.into_iter().collect();
         let mut replication = self.replication.lock().ok()?;

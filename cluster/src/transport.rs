@@ -110,6 +110,10 @@ pub struct Transport {
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<ShardReply, OrderError>>>>,
     asked: Mutex<HashMap<u64, oneshot::Sender<String>>>,
     next: AtomicU64,
+    /// What goes to every node, drained in order by one task: two changes of one order (its
+    /// offer made, then ended) reach the others in the order they were made here, which tasks
+    /// spawned per message did not promise.
+    to_all: mpsc::UnboundedSender<Envelope>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -156,6 +160,8 @@ impl Transport {
             .get_connection_manager_with_config(config)
             .await?;
         redis.subscribe(&[inbox(node), EVENTS.to_owned()]).await?;
+        let (to_all, queue) = mpsc::unbounded_channel();
+        tokio::spawn(tell_all_in_order(redis.clone(), queue));
         Ok((
             Self {
                 node: node.to_owned(),
@@ -163,6 +169,7 @@ impl Transport {
                 pending: Mutex::new(HashMap::new()),
                 asked: Mutex::new(HashMap::new()),
                 next: AtomicU64::new(1),
+                to_all,
             },
             rx,
         ))
@@ -307,41 +314,44 @@ impl Transport {
     }
 
     /// Tells every node (this one included; it skips its own).
-    pub async fn broadcast(&self, payload: String) {
-        let envelope = Envelope::Event {
+    pub fn broadcast(&self, payload: String) {
+        self.tell_all(Envelope::Event {
             from: self.node.clone(),
             payload,
-        };
-        self.publish_on(EVENTS, &envelope).await;
+        });
     }
 
     /// Tells every node (this one included; it skips its own) a rider's new dispatchable flag.
-    pub async fn dispatchable(&self, rider: RiderId, dispatchable: bool) {
-        let envelope = Envelope::Dispatchable {
+    pub fn dispatchable(&self, rider: RiderId, dispatchable: bool) {
+        self.tell_all(Envelope::Dispatchable {
             from: self.node.clone(),
             rider,
             dispatchable,
-        };
-        self.publish_on(EVENTS, &envelope).await;
+        });
     }
 
     /// Tells every node (this one included; it skips its own) what a rider carries now.
-    pub async fn carried(&self, rider: RiderId, carried: Option<(OrderId, UserId)>) {
-        let envelope = Envelope::Carried {
+    pub fn carried(&self, rider: RiderId, carried: Option<(OrderId, UserId)>) {
+        self.tell_all(Envelope::Carried {
             from: self.node.clone(),
             rider,
             carried,
-        };
-        self.publish_on(EVENTS, &envelope).await;
+        });
     }
 
     /// Tells every node (this one included; it skips its own) what became of an order's offers.
-    pub async fn offers(&self, change: OfferChange) {
-        let envelope = Envelope::Offers {
+    pub fn offers(&self, change: OfferChange) {
+        self.tell_all(Envelope::Offers {
             from: self.node.clone(),
             change,
-        };
-        self.publish_on(EVENTS, &envelope).await;
+        });
+    }
+
+    /// Queues `envelope` for every node, fire-and-forget (pub/sub may drop it while Redis is
+    /// out of reach).
+    fn tell_all(&self, envelope: Envelope) {
+        // The task lives as long as this sender.
+        let _ = self.to_all.send(envelope);
     }
 
     /// Publishes to `node`'s inbox; how many listened (`None` when Redis did not answer).
@@ -399,5 +409,32 @@ fn bytes_of(value: Value) -> Option<Vec<u8>> {
         Value::BulkString(bytes) => Some(bytes),
         Value::SimpleString(text) => Some(text.into_bytes()),
         _ => None,
+    }
+}
+
+/// How many queued messages for every node go out in one pipeline at most.
+const TELL_ALL_BATCH: usize = 256;
+
+/// Publishes what is queued for every node, in order: whatever waits goes out in one pipeline
+/// (one round trip, its commands run in order on the one connection), so a burst costs one
+/// wait on Redis rather than one per message. Ends when the transport is dropped.
+async fn tell_all_in_order(
+    mut redis: ConnectionManager,
+    mut queue: mpsc::UnboundedReceiver<Envelope>,
+) {
+    let mut waiting = Vec::with_capacity(TELL_ALL_BATCH);
+    while queue.recv_many(&mut waiting, TELL_ALL_BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for envelope in waiting.drain(..) {
+            match serde_json::to_string(&envelope) {
+                Ok(payload) => {
+                    pipe.publish(EVENTS, payload).ignore();
+                }
+                Err(err) => tracing::warn!(error = %err, "cluster message not encoded"),
+            }
+        }
+        if let Err(err) = pipe.query_async::<()>(&mut redis).await {
+            tracing::warn!(channel = EVENTS, error = %err, "cluster messages not published");
+        }
     }
 }

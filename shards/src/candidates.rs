@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures_core::future::BoxFuture;
 use tomato_actors::Offer;
@@ -22,9 +21,6 @@ pub struct Search {
     /// Riders seen before this (Unix seconds) are not offered anything.
     pub fresh_since: u32,
 }
-
-/// How many offers heard from other nodes between two prunings of their book.
-const PRUNE_HEARD_EVERY: u32 = 512;
 
 impl ShardRouter {
     /// The nearest dispatchable riders, none in `exclude`, riders holding another live offer
@@ -130,18 +126,16 @@ impl ShardRouter {
     /// What another node's order actor did with its offers, mirrored here.
     pub fn offers_heard(&self, change: OfferChange) {
         match change {
-            OfferChange::Made { offer, riders } => {
-                self.heard.hold(&offer, &riders);
-                // Now and then: an end lost on the way leaves offers that only expiry removes.
-                if (self.heard_made.fetch_add(1, Ordering::Relaxed))
-                    .is_multiple_of(PRUNE_HEARD_EVERY)
-                {
-                    self.heard.prune();
-                }
-            }
+            OfferChange::Made { offer, riders } => self.heard.hold(&offer, &riders),
             OfferChange::Withdrawn { order, rider } => self.heard.forget(rider, order),
             OfferChange::Ended { order } => self.heard.end(order),
         }
+    }
+
+    /// Drops the expired offers other nodes told of: an end lost on the way leaves an offer
+    /// that only its expiry removes. The cluster's tick calls it.
+    pub fn prune_heard_offers(&self) {
+        self.heard.prune();
     }
 
     /// The live offers `rider` holds, of every shard running here and, in a cluster, of every

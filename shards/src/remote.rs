@@ -4,6 +4,7 @@
 //! node has no remote: such a command is refused `NotOwner`.
 
 use futures_core::future::BoxFuture;
+use h3o::CellIndex;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tomato_actors::{Accept, Apply, Offer, OrderError, Reject};
@@ -120,8 +121,8 @@ pub trait RemoteShards: Send + Sync + 'static {
 
     /// Replicates a position ingested here to the nodes that copy its region, the owner of its
     /// shard among them, fire-and-forget (the next one comes in seconds): they apply it with
-    /// [`ShardRouter::replicated_heard`].
-    fn replicate(&self, position: Position);
+    /// [`ShardRouter::replicated_heard`]. `region` is the position's, worked out by the caller.
+    fn replicate(&self, region: CellIndex, position: Position);
 
     /// The nearest riders in `shards` (none of them running here, their regions not copied
     /// here), asked of their owners in parallel within a short deadline: a slow node costs a

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use actix::Addr;
+use h3o::CellIndex;
 use time::OffsetDateTime;
 use tomato_actors::{
     ArmRiderFault, Carried, Carry, Carrying, Moved, OrderError, RiderActor, TakeOrder,
@@ -15,6 +16,7 @@ use tomato_actors::{
 use tomato_domain::{LatLon, Order, RiderId};
 
 use crate::ShardId;
+use crate::index::INDEX_RESOLUTION;
 use crate::remote::Position;
 use crate::router::{OrderRef, ShardRouter, spawn_rider};
 use crate::shard::{RiderHandle, Shard};
@@ -75,48 +77,62 @@ impl ShardRouter {
         at: LatLon,
         seen_at: OffsetDateTime,
     ) -> Result<(), OrderError> {
-        let here = self.moved_here(rider, at, seen_at).await;
+        // The cell is worked out once for the index, the copy and the region's channel: the
+        // hot path's one H3 computation.
+        let cell = at.cell(INDEX_RESOLUTION);
+        let here = self.moved_at(rider, cell, at, seen_at).await;
         let Some(remote) = self.remote() else {
-            return here.map(drop);
+            return here;
         };
         match here {
-            Ok(_) => {}
-            Err(OrderError::NotOwner) => self.copy_here(rider, at, seen_at),
+            Ok(()) => {}
+            Err(OrderError::NotOwner) => self.copy_here(rider, cell, at, seen_at),
             Err(err) => return Err(err),
         }
-        remote.replicate(Position { rider, at, seen_at });
+        remote.replicate(self.map().region_of(cell), Position { rider, at, seen_at });
         Ok(())
     }
 
     /// Positions another node ingested and replicated: the owner's path for the shards running
-    /// here, the copy for the others.
+    /// here, the copy for the others. Most of what a node hears is for its copy, so the shard
+    /// is looked at first rather than the owner's path tried and refused.
     pub async fn replicated_heard(&self, positions: Vec<Position>) {
-        for p in positions {
-            if let Err(OrderError::NotOwner) = self.moved_here(p.rider, p.at, p.seen_at).await {
-                self.copy_here(p.rider, p.at, p.seen_at);
+        for Position { rider, at, seen_at } in positions {
+            let cell = at.cell(INDEX_RESOLUTION);
+            let owned = self.index().is_open(self.map().shard_of_cell(cell));
+            // A shard opened or closed in between is refused by the one path and taken by the
+            // other.
+            if !owned
+                || matches!(
+                    self.moved_at(rider, cell, at, seen_at).await,
+                    Err(OrderError::NotOwner)
+                )
+            {
+                self.copy_here(rider, cell, at, seen_at);
             }
         }
     }
 
     /// Applies a position to this node's copy; a rider new to it has its dispatchable flag
     /// read from its profile (the flag's changes are heard from whichever node makes them).
-    fn copy_here(&self, rider: RiderId, at: LatLon, seen_at: OffsetDateTime) {
-        if self.index().copy(rider, at, seen_at) == Some(true) {
+    fn copy_here(&self, rider: RiderId, cell: CellIndex, at: LatLon, seen_at: OffsetDateTime) {
+        if self.index().copy_at(rider, cell, at, seen_at) == Some(true) {
             self.refresh_rider(rider);
         }
     }
 
-    /// [`ShardRouter::moved`] on this node only: refused when the position's shard does not run
-    /// here.
-    pub async fn moved_here(
+    /// [`ShardRouter::moved`] on this node only, `cell` being `at`'s at the index's resolution:
+    /// refused when the position's shard does not run here.
+    async fn moved_at(
         &self,
         rider: RiderId,
+        cell: CellIndex,
         at: LatLon,
         seen_at: OffsetDateTime,
-    ) -> Result<crate::riders::Update, OrderError> {
+    ) -> Result<(), OrderError> {
         let update = self
             .index()
-            .update(rider, at, seen_at, None)
+            .update_at(rider, cell, at, seen_at, None)
             .map_err(|_| OrderError::NotOwner)?;
         // The index just took the position, so the shard runs here: no second check on the
         // hot path.
@@ -147,7 +163,7 @@ impl ShardRouter {
             // may be offered work is in its profile. Off the hot path: once per entry.
             self.refresh_rider(rider);
         }
-        Ok(update)
+        Ok(())
     }
 
     /// The rider takes an offered order, through its actor (one order at a time).

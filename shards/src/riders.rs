@@ -180,9 +180,15 @@ impl RiderIndex {
     /// Applies a position another node ingested (or this one, for a shard it does not run) to
     /// the copy. Returns whether the rider is new to this index (its flag starts false); `None`
     /// when the position's region is not copied here, or its shard runs here (then the owner's
-    /// [`RiderIndex::update`] applies it).
-    pub fn copy(&self, rider: RiderId, at: LatLon, seen_at: OffsetDateTime) -> Option<bool> {
-        let cell = at.cell(INDEX_RESOLUTION);
+    /// [`RiderIndex::update_at`] applies it). `cell` is `at`'s at [`INDEX_RESOLUTION`], which
+    /// the caller has already worked out.
+    pub fn copy_at(
+        &self,
+        rider: RiderId,
+        cell: CellIndex,
+        at: LatLon,
+        seen_at: OffsetDateTime,
+    ) -> Option<bool> {
         if !self.is_copied(self.map.region_of(cell)) {
             return None;
         }
@@ -241,7 +247,18 @@ impl RiderIndex {
         seen_at: OffsetDateTime,
         dispatchable: Option<bool>,
     ) -> Result<Update, NotRunning> {
-        let cell = at.cell(INDEX_RESOLUTION);
+        self.update_at(rider, at.cell(INDEX_RESOLUTION), at, seen_at, dispatchable)
+    }
+
+    /// [`RiderIndex::update`] with `at`'s cell at [`INDEX_RESOLUTION`] already worked out.
+    pub fn update_at(
+        &self,
+        rider: RiderId,
+        cell: CellIndex,
+        at: LatLon,
+        seen_at: OffsetDateTime,
+        dispatchable: Option<bool>,
+    ) -> Result<Update, NotRunning> {
         self.place(rider, cell, at, seen_at, dispatchable, Hand::Owner)
     }
 
@@ -595,9 +612,20 @@ mod tests {
         let region = map.region_of(here.cell(INDEX_RESOLUTION));
         riders.copy_regions(HashSet::from([region]), HashSet::from([region]));
         let (a, b) = (RiderId::new(), RiderId::new());
-        assert_eq!(riders.copy(a, here, now), Some(true), "new to the copy");
-        assert_eq!(riders.copy(a, here, now), Some(false));
-        assert_eq!(riders.copy(b, far, now), None, "not a copied region");
+        assert_eq!(
+            riders.copy_at(a, here.cell(INDEX_RESOLUTION), here, now),
+            Some(true),
+            "new to the copy"
+        );
+        assert_eq!(
+            riders.copy_at(a, here.cell(INDEX_RESOLUTION), here, now),
+            Some(false)
+        );
+        assert_eq!(
+            riders.copy_at(b, far.cell(INDEX_RESOLUTION), far, now),
+            None,
+            "not a copied region"
+        );
         assert!(riders.set_dispatchable(a, true));
         let found = riders.nearest(here, 500.0, 5, |_, ok| ok);
         assert_eq!(found.iter().map(|f| f.rider).collect::<Vec<_>>(), vec![a]);
@@ -616,7 +644,10 @@ mod tests {
         let shard = map.shard_of(here);
         riders.open(shard);
         assert!(riders.get(a).expect("kept").2);
-        assert_eq!(riders.copy(a, here, now), None);
+        assert_eq!(
+            riders.copy_at(a, here.cell(INDEX_RESOLUTION), here, now),
+            None
+        );
         assert!(!riders.update(a, here, now, None).expect("open").entered);
         // Stopped again: the rider stays in view as a copy; the snapshot is handed back.
         assert_eq!(riders.close(shard).len(), 1);

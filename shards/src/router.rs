@@ -76,7 +76,6 @@ pub struct ShardRouter {
     /// The offers other nodes' order actors made, as they told this one: so a rider's offers
     /// are read here without asking them, and its search ranks riders holding theirs last.
     pub(crate) heard: crate::offers::OfferBook,
-    pub(crate) heard_made: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for ShardRouter {
@@ -111,7 +110,6 @@ impl ShardRouter {
             remote: std::sync::OnceLock::new(),
             windows,
             heard: crate::offers::OfferBook::default(),
-            heard_made: std::sync::atomic::AtomicU32::new(0),
         }
     }
 

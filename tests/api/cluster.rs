@@ -454,26 +454,29 @@ struct Three {
     owner: usize,
 }
 
-async fn three_nodes() -> Three {
-    let redis = Redis::start();
-    let cluster = ClusterEnv::new(&redis);
-    let nodes = [
-        cluster.start("node-a"),
-        cluster.start("node-b"),
-        cluster.start("node-c"),
-    ];
+/// The three nodes' ids.
+const THREE: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+/// Three node processes started with `settings` and settled, an app on each, and an admin's
+/// token.
+async fn three_settled(
+    cluster: &ClusterEnv,
+    settings: &[(&str, &str)],
+) -> ([Node; 3], Vec<TestApp>, String) {
+    let nodes = THREE.map(|id| cluster.start_setting(id, SHARDS, settings));
     let token = admin_token(&nodes[0]).await;
-    settled(
-        &nodes[0],
-        &token,
-        &["node-a", "node-b", "node-c"],
-        Duration::from_secs(20),
-    )
-    .await;
-    let apps: Vec<TestApp> = nodes
+    settled(&nodes[0], &token, &THREE, Duration::from_secs(20)).await;
+    let apps = nodes
         .iter()
         .map(|n| TestApp::attached(n.addr.parse().expect("addr")))
         .collect();
+    (nodes, apps, token)
+}
+
+async fn three_nodes() -> Three {
+    let redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    let (nodes, apps, token) = three_settled(&cluster, &[]).await;
     let shard = shard_at(SHOP_AT);
     let owner_id = owners(&nodes[0], &token).await[&shard]
         .clone()
@@ -949,24 +952,23 @@ async fn nearby_ids(app: &TestApp, token: &str, at: (f64, f64)) -> BTreeSet<Stri
         .collect()
 }
 
+/// Which node owns the zone of `at`, as `node` answers.
+async fn owner_at(node: &Node, token: &str, at: (f64, f64)) -> String {
+    let path = format!("/api/admin/cluster/owner?lat={}&lon={}", at.0, at.1);
+    admin_get(node, token, &path).await["owner"]
+        .as_str()
+        .expect("owned")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn one_city_spreads_over_three_nodes_and_each_searches_its_own_copy() {
     let redis = Redis::start();
     let cluster = ClusterEnv::new(&redis);
     // Zones of about 0.7 km², so that a city a few km across has dozens of them.
-    let zoned = [("TOMATO_SHARDS__ZONE_RESOLUTION", "8")];
-    let mut nodes = [
-        cluster.start_setting("node-a", SHARDS, &zoned),
-        cluster.start_setting("node-b", SHARDS, &zoned),
-        cluster.start_setting("node-c", SHARDS, &zoned),
-    ];
-    let token = admin_token(&nodes[0]).await;
-    let all = ["node-a", "node-b", "node-c"];
-    settled(&nodes[0], &token, &all, Duration::from_secs(20)).await;
-    let apps: Vec<TestApp> = nodes
-        .iter()
-        .map(|n| TestApp::attached(n.addr.parse().expect("addr")))
-        .collect();
+    let (mut nodes, apps, token) =
+        three_settled(&cluster, &[("TOMATO_SHARDS__ZONE_RESOLUTION", "8")]).await;
+    let all = THREE;
 
     // The city's zones, 3 km across, are owned by all three nodes: a point of each node's.
     let mut points: BTreeMap<String, (f64, f64)> = BTreeMap::new();
@@ -976,11 +978,7 @@ async fn one_city_spreads_over_three_nodes_and_each_searches_its_own_copy() {
                 SHOP_AT.0 - 0.0135 + f64::from(i) * 0.0054,
                 SHOP_AT.1 - 0.0135 + f64::from(j) * 0.0054,
             );
-            let path = format!("/api/admin/cluster/owner?lat={}&lon={}", at.0, at.1);
-            let owner = admin_get(&nodes[0], &token, &path).await["owner"]
-                .as_str()
-                .expect("owned")
-                .to_owned();
+            let owner = owner_at(&nodes[0], &token, at).await;
             points.entry(owner).or_insert(at);
         }
     }
@@ -1092,28 +1090,8 @@ async fn one_rider_nearest_to_two_orders_of_two_nodes_takes_one_and_the_other_go
         ("TOMATO_DISPATCH__OFFER_BATCH", "1"),
         ("TOMATO_DISPATCH__OFFER_TTL_S", "3"),
     ];
-    let _nodes = [
-        cluster.start_setting("node-a", SHARDS, &settings),
-        cluster.start_setting("node-b", SHARDS, &settings),
-        cluster.start_setting("node-c", SHARDS, &settings),
-    ];
-    let token = admin_token(&_nodes[0]).await;
-    let all = ["node-a", "node-b", "node-c"];
-    settled(&_nodes[0], &token, &all, Duration::from_secs(20)).await;
-    let apps: Vec<TestApp> = _nodes
-        .iter()
-        .map(|n| TestApp::attached(n.addr.parse().expect("addr")))
-        .collect();
-    let owner_at = |at: (f64, f64)| {
-        let path = format!("/api/admin/cluster/owner?lat={}&lon={}", at.0, at.1);
-        let (node, token) = (&_nodes[0], token.clone());
-        async move {
-            admin_get(node, &token, &path).await["owner"]
-                .as_str()
-                .expect("owned")
-                .to_owned()
-        }
-    };
+    let (nodes, apps, token) = three_settled(&cluster, &settings).await;
+    let all = THREE;
     // Two shops 600 m apart (east-west) whose zones two different nodes own.
     let mut shops = None;
     'search: for i in 0..8 {
@@ -1123,7 +1101,10 @@ async fn one_rider_nearest_to_two_orders_of_two_nodes_takes_one_and_the_other_go
                 SHOP_AT.1 - 0.01 + f64::from(j) * 0.0025,
             );
             let east = (west.0, west.1 + 0.0055);
-            let (a, b) = (owner_at(west).await, owner_at(east).await);
+            let (a, b) = (
+                owner_at(&nodes[0], &token, west).await,
+                owner_at(&nodes[0], &token, east).await,
+            );
             if a != b {
                 shops = Some(((west, a), (east, b)));
                 break 'search;
