@@ -1,5 +1,5 @@
-//! The command line: `serve` (the default), `config check`, `admin grant EMAIL` and
-//! `admin revoke EMAIL`.
+//! The command line: `serve` (the default), `config check`, `admin grant EMAIL`,
+//! `admin revoke EMAIL` and `audit FILE`.
 
 use std::path::PathBuf;
 
@@ -32,6 +32,13 @@ pub enum Command {
     /// Administer users.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Audit the store after a fault drill: every order id in FILE (one per line, as
+    /// `tomato-load run --orders-out` writes them) must be stored, paid and delivered, each
+    /// step once and in time order. Exits non-zero, listing what is wrong, otherwise.
+    Audit {
+        /// The acknowledged orders' ids, one per line.
+        file: PathBuf,
+    },
 }
 
 /// `tomato config ...`
@@ -112,6 +119,41 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             stores.backend.close().await?;
             outcome
         }
+        Command::Audit { file } => audit(&settings, &file).await,
+    }
+}
+
+/// `tomato audit FILE`: prints what is wrong with each order, then the count.
+async fn audit(settings: &Settings, file: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", file.display()))?;
+    let mut ids = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let id = line.parse().map_err(|err| {
+            anyhow::anyhow!("{}:{}: not an order id: {err}", file.display(), n + 1)
+        })?;
+        ids.push(id);
+    }
+    let stores = crate::startup::open_store(settings).await?;
+    let audit = crate::orders::audit::audit(stores.orders.as_ref(), &ids).await;
+    stores.backend.close().await?;
+    let audit = audit?;
+    for (id, finding) in &audit.findings {
+        println!("order {id}: {finding}");
+    }
+    if audit.is_clean() {
+        println!("{} orders audited: every one delivered once", audit.audited);
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} orders audited: {} findings",
+            audit.audited,
+            audit.findings.len()
+        )
     }
 }
 

@@ -225,6 +225,10 @@ pub struct RunArgs {
     /// Write latency and rate plots (SVG) into this directory.
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
+    /// Write the id of every order a node acknowledged (placed) into this file, one per line,
+    /// for `tomato audit` to check against the store after a fault drill.
+    #[arg(long, value_name = "FILE")]
+    pub orders_out: Option<PathBuf>,
     /// Random seed for the city (positions, speeds, choices).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,

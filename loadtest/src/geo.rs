@@ -268,7 +268,7 @@ async fn prepare(args: &GeoArgs) -> anyhow::Result<Prepared> {
     let bar = indicatif::ProgressBar::new(args.riders as u64);
     let run_id = setup::run_id();
     let riders = setup::riders(
-        &api,
+        std::slice::from_ref(&api),
         &admin,
         &city,
         (&run_id, args.seed),

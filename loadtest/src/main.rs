@@ -37,9 +37,16 @@ async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
             let (json, plots) = (args.json, args.plots.clone());
+            let orders_out = args.orders_out.clone();
             let report = run::run(args).await?;
             if let Some(dir) = plots {
                 report.plot(&dir)?;
+            }
+            if let Some(file) = orders_out {
+                let mut ids = report.acknowledged_orders.join("\n");
+                ids.push('\n');
+                std::fs::write(&file, ids)
+                    .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", file.display()))?;
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -147,7 +147,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let total = (args.restaurants + args.customers + args.riders) as u64;
     let bar = progress(total, "creating the city");
     let shops = setup::shops(
-        &api,
+        &apis,
         &admin,
         &city,
         &run_id,
@@ -157,7 +157,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     )
     .await?;
     let customers = setup::customers(
-        &api,
+        &apis,
         &city,
         &run_id,
         args.customers,
@@ -166,7 +166,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     )
     .await?;
     let riders = setup::riders(
-        &api,
+        &apis,
         &admin,
         &city,
         (&run_id, args.seed),

@@ -81,7 +81,7 @@ where
 
 /// Restaurants with three dishes each, verified by the admin and open.
 pub async fn shops(
-    api: &Api,
+    apis: &[Api],
     admin: &Session,
     city: &City,
     run: &str,
@@ -93,6 +93,7 @@ pub async fn shops(
     let places: Vec<Point> = (0..count).map(|_| city.random_point(&mut rng)).collect();
     many(count, concurrency, bar, |i| {
         let at = places[i];
+        let api = spread(apis, i);
         async move {
             let login = api
                 .dev_login(
@@ -146,7 +147,7 @@ pub async fn shops(
 
 /// Customers, each with one delivery address in the city.
 pub async fn customers(
-    api: &Api,
+    apis: &[Api],
     city: &City,
     run: &str,
     count: usize,
@@ -157,6 +158,7 @@ pub async fn customers(
     let homes: Vec<Point> = (0..count).map(|_| city.random_point(&mut rng)).collect();
     many(count, concurrency, bar, |i| {
         let home = homes[i];
+        let api = spread(apis, i);
         async move {
             let session = api
                 .dev_login(
@@ -186,7 +188,7 @@ pub async fn customers(
 
 /// Riders: profile, verified by the admin, a first position, online.
 pub async fn riders(
-    api: &Api,
+    apis: &[Api],
     admin: &Session,
     city: &City,
     (run, seed): (&str, u64),
@@ -198,6 +200,7 @@ pub async fn riders(
     let walkers: Vec<Walker> = (0..count).map(|_| Walker::new(city, &mut rng)).collect();
     many(count, concurrency, bar, |i| {
         let walker = walkers[i].clone();
+        let api = spread(apis, i);
         async move {
             let login = api
                 .dev_login(
@@ -237,6 +240,13 @@ pub async fn riders(
         }
     })
     .await
+}
+
+/// The node that creates party `i`: setup goes round the nodes, so that creating the city
+/// (thousands of sign-ins, profiles and verifications) weighs on each alike and a run's CPU
+/// per node compares their play, not who did the setup.
+fn spread(apis: &[Api], i: usize) -> &Api {
+    &apis[i % apis.len()]
 }
 
 fn id_of(value: &Value) -> String {

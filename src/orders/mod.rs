@@ -23,6 +23,7 @@ use crate::http::responses::{RateLimited, ShardMoving, Unauthorized};
 use crate::http::{ApiError, ErrorBody, Json, PageParams, Path, Query, idempotency};
 use crate::state::AppState;
 
+pub mod audit;
 pub mod view;
 
 pub use view::{OrderResponse, OrderView, OrdersResponse};

@@ -6,6 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::helpers::{ADMIN_EMAIL, TestApp};
+use crate::world::{SHOP_AT, open_shop, paid_order};
+
 /// The binary with a clean environment: no `TOMATO_*` from the caller leaks in.
 pub(crate) fn tomato(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tomato"));
@@ -226,6 +229,49 @@ async fn admin_grant_makes_an_admin_that_signs_in_as_one() {
         .await
         .expect("json");
     assert_eq!(again["user"]["role"], "customer");
+    stop_node(&mut child);
+}
+
+#[tokio::test]
+async fn audit_names_each_acknowledged_order_not_delivered_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut child, addr) =
+        start_node_with(dir.path(), &[("TOMATO_AUTH__ADMIN_EMAILS", ADMIN_EMAIL)]);
+    let app = TestApp::attached(addr.parse().expect("addr"));
+    let shop = open_shop(&app, "audit-shop@c.test", "Audit Kitchen", SHOP_AT).await;
+    // Paid but never delivered, and one the store never held.
+    let (_, paid) = paid_order(&app, &shop, "audit@c.test").await;
+    let lost = tomato_domain::OrderId::new().to_string();
+    let ids = dir.path().join("orders.txt");
+    std::fs::write(&ids, format!("{paid}\n\n{lost}\n")).expect("write");
+    let output = tomato(dir.path())
+        .arg("audit")
+        .arg(&ids)
+        .output()
+        .expect("run");
+    assert!(!output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    assert!(
+        stdout.contains(&format!("order {paid}: steps placed\n")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("order {lost}: not in the store")),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8(output.stderr).expect("utf-8");
+    assert!(stderr.contains("2 orders audited: 2 findings"), "{stderr}");
+
+    // A line that is no order id stops the audit before it reads anything, naming the line.
+    std::fs::write(&ids, format!("{paid}\nnot-an-id\n")).expect("write");
+    let output = tomato(dir.path())
+        .arg("audit")
+        .arg(&ids)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).expect("utf-8");
+    assert!(stderr.contains("orders.txt:2: not an order id"), "{stderr}");
     stop_node(&mut child);
 }
 
