@@ -29,10 +29,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$cql" ] || { echo "soak: --cql HOST:PORT of a ScyllaDB or Cassandra is required" >&2; exit 2; }
-for b in tomato tomato-load; do
-  [ -x "$bin/$b" ] || { echo "soak: $bin/$b missing: cargo build --release -p tomato -p tomato-load" >&2; exit 2; }
-done
-command -v redis-server >/dev/null || { echo "soak: redis-server is not on the PATH (Debian: redis-server)" >&2; exit 2; }
+. loadtest/nodes.sh
+nodes_check
 
 out=$(mktemp -d -t tomato-soak.XXXXXX)
 keyspace="soak_$(date +%s)"
@@ -42,34 +40,11 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
 
-redis-server --port "$redis_port" --save '' --appendonly no > "$out/redis.log" 2>&1 &
-pids+=($!)
-
-# The environment every node shares: the store, the cluster, zones fine enough that a city's
-# zones land on every node, the harness's account as admin and the limits a load test exceeds.
-export TOMATO_STORE__BACKEND=scylla TOMATO_STORE__SCYLLA__NODES=$cql \
-  TOMATO_STORE__SCYLLA__KEYSPACE=$keyspace \
-  TOMATO_CLUSTER__REDIS_URL=redis://127.0.0.1:$redis_port TOMATO_SHARDS__ZONE_RESOLUTION=7 \
-  TOMATO_AUTH__ADMIN_EMAILS=admin@load.tomato.test TOMATO_LIMITS__SIGN_IN_PER_MINUTE=1000000 \
-  TOMATO_LIMITS__POSITIONS_PER_SECOND=1000000 TOMATO_LIMITS__POSITIONS_BURST=1000000 \
-  TOMATO_LIMITS__ORDERS_PER_MINUTE=1000000 TOMATO_LIMITS__PAYMENTS_PER_MINUTE=1000000 \
-  TOMATO_LOG__FILTER=warn
-
-# Starts node $1 on port $2 (appending to its log) and waits until it is ready.
-start() {
-  TOMATO_CLUSTER__NODE_ID=node-$1 TOMATO_SERVER__BIND=127.0.0.1:$2 \
-    TOMATO_STORE__DATA_DIR=$out/data-$1 "$bin/tomato" serve >> "$out/node-$1.log" 2>&1 &
-  node_pid=$!
-  for _ in $(seq 1 60); do
-    curl -sf "http://127.0.0.1:$2/readyz" > /dev/null && return 0
-    sleep 1
-  done
-  echo "soak: node $1 did not get ready; see $out/node-$1.log" >&2
-  exit 1
-}
-start a 18081; pids+=("$node_pid")
-start b 18082; pids+=("$node_pid")
-start c 18083; c_pid=$node_pid
+nodes_redis "$redis_port"; pids+=("$redis_pid")
+nodes_env "$keyspace" "$redis_port"
+nodes_start a 18081; pids+=("$node_pid")
+nodes_start b 18082; pids+=("$node_pid")
+nodes_start c 18083; c_pid=$node_pid
 
 "$bin/tomato-load" run --target http://127.0.0.1:18081 --target http://127.0.0.1:18082 \
   --duration-s $((minutes * 60)) --orders-out "$out/orders.txt" --json "$@" \
@@ -83,7 +58,7 @@ while kill -0 "$harness" 2>/dev/null && [ $((elapsed + every)) -le $((minutes * 
   kill -9 "$c_pid"; kills=$((kills + 1))
   echo "soak: $(date +%T) node c killed (kill -9 number $kills)"
   sleep "$down"; elapsed=$((elapsed + down))
-  start c 18083; c_pid=$node_pid
+  nodes_start c 18083; c_pid=$node_pid
   echo "soak: $(date +%T) node c started again"
 done
 pids+=("$c_pid")

@@ -100,8 +100,9 @@ impl ShardRouter {
         for Position { rider, at, seen_at } in positions {
             let cell = at.cell(INDEX_RESOLUTION);
             let owned = self.index().is_open(self.map().shard_of_cell(cell));
-            // A shard opened or closed in between is refused by the one path and taken by the
-            // other.
+            // A shard that closed in between refuses the owner's path and the copy takes the
+            // position; one that opened in between refuses the copy, and the rider's next
+            // position (5 s later) reaches its new owner.
             if !owned
                 || matches!(
                     self.moved_at(rider, cell, at, seen_at).await,

@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tomato_cluster::{Cluster, View};
+use tomato_cluster::Cluster;
 use tomato_domain::LatLon;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -28,8 +28,10 @@ use crate::realtime::{Envelope, LocalSockets, RealtimeBus};
 use crate::state::AppState;
 
 pub mod ask;
+pub mod served;
 
 use ask::Question;
+use served::{ShardView, shard_views, shards_now, single_node_id};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -123,18 +125,6 @@ pub struct NodeView {
     pub shards: usize,
 }
 
-/// A shard and its owner.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ShardView {
-    pub id: u32,
-    /// The node serving it; null while it moves.
-    pub owner: Option<String>,
-    /// Grows with every grant of the shard's lease (1 on a single node); restarts if Redis
-    /// loses its data.
-    pub epoch: u64,
-}
-
 /// The cluster as this node sees it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -206,45 +196,6 @@ async fn cluster(State(state): State<AppState>, _admin: AdminUser) -> Json<Clust
     })
 }
 
-/// Who serves each shard now, as this node sees it: on a single node the shards it runs (epoch
-/// 1), in a cluster every shard by its lease in `view` (no owner, epoch 0, while it moves).
-fn shard_views(state: &AppState, view: Option<&View>) -> Vec<ShardView> {
-    match view {
-        None => {
-            let node_id = single_node_id(state);
-            state
-                .shards
-                .shards()
-                .filter(|shard| shard.is_running())
-                .map(|shard| ShardView {
-                    id: shard.id().0,
-                    owner: Some(node_id.clone()),
-                    epoch: 1,
-                })
-                .collect()
-        }
-        Some(view) => view
-            .leases
-            .iter()
-            .enumerate()
-            .map(|(id, lease)| ShardView {
-                id: u32::try_from(id).unwrap_or(u32::MAX),
-                owner: lease.as_ref().map(|l| l.node.clone()),
-                epoch: lease.as_ref().map_or(0, |l| l.epoch),
-            })
-            .collect(),
-    }
-}
-
-/// A node outside a cluster: its configured id, or `single`.
-fn single_node_id(state: &AppState) -> String {
-    if state.settings.cluster.node_id.is_empty() {
-        "single".to_owned()
-    } else {
-        state.settings.cluster.node_id.clone()
-    }
-}
-
 /// A point, for `GET /api/admin/cluster/owner`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -292,8 +243,7 @@ async fn owner(
     let map = state.shards.map();
     let zone = at.cell(map.zone_resolution());
     let shard = map.shard_of_cell(zone);
-    let view = state.cluster.get().map(|cluster| cluster.view());
-    let served = shard_views(&state, view.as_ref())
+    let served = shards_now(&state)
         .into_iter()
         .find(|served| served.id == shard.0);
     Ok(Json(OwnerView {

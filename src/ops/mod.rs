@@ -8,7 +8,7 @@
 pub mod book;
 mod page;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -18,12 +18,14 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tomato_domain::OrderStatus;
+use tomato_shards::ShardMap;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AdminUser;
 use crate::cluster::ask::{Question, ask_others};
+use crate::cluster::served::{ShardView, shards_now};
 use crate::dispatch::{DispatchTally, WindowTally, fresh_since};
 use crate::http::responses::Unauthorized;
 use crate::http::{ApiError, ErrorBody, Json};
@@ -36,6 +38,8 @@ use tomato_domain::millis::unix_ms;
 pub const ROOM: &str = "ops";
 /// Cells in a snapshot at most (the busiest).
 const MAX_CELLS: usize = 2000;
+/// Zones in a snapshot at most.
+const MAX_ZONES: usize = 1000;
 /// Waiting orders in a snapshot at most (the longest waiting).
 const MAX_WAITING: usize = 100;
 /// The window of the assignment latency figures.
@@ -64,6 +68,21 @@ pub struct OpsCell {
     /// Waiting orders per available rider (divided by 1 when no rider is available): above 1,
     /// riders are short; the basis of surge pricing.
     pub demand_ratio: f64,
+}
+
+/// A zone under the shown cells, and the node that owns it now.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpsZone {
+    /// H3 cell at `shards.zone_resolution`, as hex.
+    #[schema(example = "8760145b4ffffff")]
+    pub zone: String,
+    /// The shard (the leased unit) the zone hashes onto.
+    pub shard: u32,
+    /// The node serving it; null while it moves (or, on a single node, before it first runs).
+    pub owner: Option<String>,
+    /// The zone's corners, `[lat, lon]`, in order.
+    pub boundary: Vec<[f64; 2]>,
 }
 
 /// Riders on the map.
@@ -139,6 +158,11 @@ pub struct OpsSnapshot {
     pub assign: OpsAssign,
     /// Cells with riders or open orders, the highest demand ratio first, at most 2000.
     pub cells: Vec<OpsCell>,
+    /// The zones' H3 resolution (`shards.zone_resolution`).
+    pub zone_resolution: u8,
+    /// The zones that hold the shown cells, each with its owner as the serving node sees the
+    /// cluster, at most 1000.
+    pub zones: Vec<OpsZone>,
     pub riders: OpsRiders,
     /// How many orders wait for a rider.
     pub waiting_total: usize,
@@ -233,6 +257,8 @@ impl Part {
         });
         self.waiting.truncate(MAX_WAITING);
         let riders_online = self.cells.values().map(|c| c.available).sum();
+        let map = state.shards.map();
+        let zones = zones_of(self.cells.keys().copied(), &map, shards_now(state));
         let cells = cells_of(self.cells);
         let dispatch = self.dispatch;
         let windows = dispatch.windows;
@@ -262,6 +288,8 @@ impl Part {
                 p99_s: quantile(&assign, 0.99),
             },
             cells,
+            zone_resolution: u8::from(map.zone_resolution()),
+            zones,
             riders: OpsRiders {
                 total: self.riders_total,
                 shown: self.riders.len(),
@@ -288,11 +316,7 @@ fn cells_of(counts: BTreeMap<u64, CellCounts>) -> Vec<OpsCell> {
             let cell = CellIndex::try_from(cell).ok()?;
             Some(OpsCell {
                 cell: cell.to_string(),
-                boundary: cell
-                    .boundary()
-                    .iter()
-                    .map(|corner| [round6(corner.lat()), round6(corner.lng())])
-                    .collect(),
+                boundary: corners(cell),
                 available_riders: available,
                 waiting_orders: waiting,
                 open_orders: open,
@@ -308,6 +332,49 @@ fn cells_of(counts: BTreeMap<u64, CellCounts>) -> Vec<OpsCell> {
     });
     cells.truncate(MAX_CELLS);
     cells
+}
+
+/// The zones that hold `cells` (a cell coarser than a zone holds several), with their corners and
+/// owners, at most [`MAX_ZONES`].
+fn zones_of(
+    cells: impl Iterator<Item = u64>,
+    map: &ShardMap,
+    served: Vec<ShardView>,
+) -> Vec<OpsZone> {
+    let res = map.zone_resolution();
+    let mut zones = BTreeSet::new();
+    for cell in cells.filter_map(|cell| CellIndex::try_from(cell).ok()) {
+        if zones.len() >= MAX_ZONES {
+            break;
+        }
+        match cell.parent(res) {
+            Some(zone) => {
+                zones.insert(zone);
+            }
+            None => zones.extend(cell.children(res).take(MAX_ZONES - zones.len())),
+        }
+    }
+    let served: BTreeMap<u32, ShardView> = served.into_iter().map(|s| (s.id, s)).collect();
+    zones
+        .into_iter()
+        .map(|zone| {
+            let shard = map.shard_of_cell(zone).0;
+            OpsZone {
+                zone: zone.to_string(),
+                shard,
+                owner: served.get(&shard).and_then(|s| s.owner.clone()),
+                boundary: corners(zone),
+            }
+        })
+        .collect()
+}
+
+/// A cell's corners, `[lat, lon]`, rounded to about 10 cm.
+fn corners(cell: CellIndex) -> Vec<[f64; 2]> {
+    cell.boundary()
+        .iter()
+        .map(|corner| [round6(corner.lat()), round6(corner.lng())])
+        .collect()
 }
 
 /// At most `max` of `items`, evenly spaced.
@@ -449,6 +516,49 @@ mod tests {
             let corner = tomato_domain::LatLon::new(*lat, *lon).expect("corner");
             assert!(corner.distance_m(here) < 1500.0);
         }
+    }
+
+    #[test]
+    fn zones_hold_the_cells_and_carry_their_owners() {
+        let map = ShardMap::new(7, 5, 64).expect("map");
+        let here = tomato_domain::LatLon::new(12.9716, 77.5946).expect("point");
+        let fine = here.cell(Resolution::Eight);
+        let zone = fine.parent(Resolution::Seven).expect("parent");
+        let shard = map.shard_of_cell(zone).0;
+        let served = vec![ShardView {
+            id: shard,
+            owner: Some("node-b".into()),
+            epoch: 3,
+        }];
+        // Two fine cells of one zone make one zone, owned as the lease says.
+        let siblings = [
+            fine,
+            fine.center_child(Resolution::Nine)
+                .expect("child")
+                .parent(Resolution::Eight)
+                .expect("cell"),
+        ];
+        let zones = zones_of(siblings.iter().map(|c| u64::from(*c)), &map, served);
+        assert_eq!(zones.len(), 1);
+        assert_eq!(zones[0].zone, zone.to_string());
+        assert_eq!(
+            (zones[0].shard, zones[0].owner.as_deref()),
+            (shard, Some("node-b"))
+        );
+        assert_eq!(zones[0].boundary.len(), 6);
+        // A cell coarser than a zone holds 49 zones two resolutions down; no lease, no owner.
+        let coarse = here.cell(Resolution::Five);
+        let zones = zones_of(std::iter::once(u64::from(coarse)), &map, Vec::new());
+        assert_eq!(zones.len(), 49);
+        assert!(zones.iter().all(|z| z.owner.is_none()));
+        // Many cells stay bounded.
+        let many = here.cell(Resolution::Nine).grid_disk::<Vec<_>>(60);
+        let zones = zones_of(many.into_iter().map(u64::from), &map, Vec::new());
+        assert!(
+            zones.len() <= MAX_ZONES && zones.len() > 1,
+            "{}",
+            zones.len()
+        );
     }
 
     #[test]

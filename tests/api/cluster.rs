@@ -1021,6 +1021,34 @@ async fn one_city_spreads_over_three_nodes_and_each_searches_its_own_copy() {
         );
     }
 
+    // The operations page outlines the riders' zones by owner: all three nodes, each zone's
+    // owner the one the owner route names for a point inside it.
+    let ops = admin_get(&nodes[1], &token, "/api/admin/ops").await;
+    let zones = ops["zones"].as_array().expect("zones");
+    let mut zone_owners = BTreeSet::new();
+    for zone in zones {
+        let corners = zone["boundary"].as_array().expect("corners");
+        let mean = |k: usize| {
+            corners
+                .iter()
+                .map(|c| c[k].as_f64().expect("a number"))
+                .sum::<f64>()
+                / corners.len() as f64
+        };
+        let path = format!("/api/admin/cluster/owner?lat={}&lon={}", mean(0), mean(1));
+        let owner = admin_get(&nodes[0], &token, &path).await;
+        assert_eq!(
+            (&zone["zone"], &zone["owner"]),
+            (&owner["zone"], &owner["owner"])
+        );
+        zone_owners.insert(zone["owner"].as_str().expect("owned").to_owned());
+    }
+    assert_eq!(
+        zone_owners.iter().map(String::as_str).collect::<Vec<_>>(),
+        all,
+        "{ops}"
+    );
+
     // kill -9 of the node owning the first rider's zone: the others still find that rider
     // while its zones have no owner, and after they are taken over, without a new position.
     let (_, id, at, _) = &riders[0];

@@ -69,6 +69,15 @@ async fn city() -> City {
     }
 }
 
+/// `GET /api/admin/cluster/owner` of the shop.
+async fn shop_zone(app: &TestApp, admin: &str) -> Value {
+    let path = format!(
+        "/api/admin/cluster/owner?lat={}&lon={}",
+        SHOP_AT.0, SHOP_AT.1
+    );
+    json_ok(app.get(&path, Some(admin)).await).await
+}
+
 #[tokio::test]
 async fn the_snapshot_counts_the_city_and_admins_alone_get_it() {
     let City {
@@ -103,6 +112,23 @@ async fn the_snapshot_counts_the_city_and_admins_alone_get_it() {
         (&json!(3), &json!(1), &json!(1), &json!(0.33))
     );
     assert_eq!(cell["boundary"].as_array().map(Vec::len), Some(6));
+    // The zone under it, and its owner, as the cluster's owner route tells them.
+    let owner = shop_zone(&app, &admin).await;
+    assert_eq!(
+        snapshot["zones"].as_array().map(Vec::len),
+        Some(1),
+        "{snapshot}"
+    );
+    let zone = &snapshot["zones"][0];
+    assert_eq!(
+        (&zone["zone"], &zone["shard"], &zone["owner"]),
+        (&owner["zone"], &owner["shard"], &owner["owner"])
+    );
+    assert!(
+        zone["owner"].is_string(),
+        "a single node owns its zones: {zone}"
+    );
+    assert_eq!(zone["boundary"].as_array().map(Vec::len), Some(6));
 
     let refused = app.get("/api/admin/ops", Some(&customer)).await;
     assert_eq!(
@@ -134,6 +160,7 @@ async fn the_page_shows_the_city_in_a_browser() {
         customer,
         ..
     } = city().await;
+    let owner = shop_zone(&app, &admin).await["owner"].clone();
     ensure_installed();
     let chromium = chromium();
     let screenshot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ops-page.png");
@@ -181,6 +208,12 @@ async fn the_page_shows_the_city_in_a_browser() {
     assert_eq!(report["openReady"], "1");
     assert!(report["cells"].as_u64().is_some_and(|n| n >= 1), "{report}");
     assert_eq!(report["sampleNote"], "The map shows all 3 riders.");
+    let owner = owner.as_str().expect("an owner");
+    assert_eq!(
+        report["zoneOwners"],
+        json!([format!("{owner} 1")]),
+        "{report}"
+    );
     assert!(
         report["scale"]
             .as_str()

@@ -58,6 +58,7 @@ try {
   report.openReady = await page.locator('#open-by-status dd[data-status="ready_for_rider"]').textContent();
   report.sampleNote = await text(page, "sample-note");
   report.scale = await text(page, "scale-label");
+  report.zoneOwners = await page.locator("#zone-owners .zone-owner").allTextContents();
   // The coordinates under the pointer, over the middle of the map.
   const map = await page.locator("#map").boundingBox();
   await page.mouse.move(map.x + map.width / 2, map.y + map.height / 2);

@@ -2,7 +2,7 @@
 // storage), the first paint from GET /api/admin/ops, then ops:snapshot events over /ws.
 
 import { CityMap } from './map.js';
-import { showCounters, showWaiting, showWindows } from './panels.js';
+import { showCounters, showOwners, showWaiting, showWindows } from './panels.js';
 import { LatencyChart } from './chart.js';
 
 const KEY = 'tomato.ops.token';
@@ -98,6 +98,7 @@ async function start(token) {
     showCounters(s);
     showWaiting(s);
     showWindows(s);
+    showOwners(s);
   };
   render(snapshot);
   listen(token, render);

@@ -1,5 +1,6 @@
 // The city on a canvas, in Web Mercator (so a base map's tiles line up): cells shaded by their
-// demand ratio, riders as points, waiting orders as squares; a scale bar, north up, and the
+// demand ratio, zones outlined in their owning node's colour, riders as points, waiting orders
+// as squares; a scale bar, north up, and the
 // coordinates under the pointer. Drag to pan, wheel to zoom. The cells' corners come from the
 // node (H3), so no geometry is computed here beyond the projection.
 
@@ -22,6 +23,17 @@ function shade(ratio) {
   if (ratio < 1) return 'rgba(160, 190, 40, 0.45)';
   if (ratio < 2) return 'rgba(230, 180, 20, 0.55)';
   return 'rgba(210, 40, 40, 0.65)';
+}
+
+/** Outline colours of the nodes, told apart at a glance (a ninth node reuses the first). */
+const NODE_COLOURS = ['#7b1fa2', '#ef6c00', '#00838f', '#c2185b', '#558b2f', '#283593', '#6d4c41', '#f9a825'];
+/** A zone whose lease is moving. */
+const UNOWNED = '#616161';
+
+/** Each owner of the snapshot's zones and its colour, owners in name order (stable per city). */
+export function ownerColours(zones) {
+  const owners = [...new Set(zones.map((z) => z.owner).filter((o) => o !== null))].sort();
+  return new Map(owners.map((owner, i) => [owner, NODE_COLOURS[i % NODE_COLOURS.length]]));
 }
 
 /** A round distance (1, 2 or 5 times a power of ten) of at most `max` metres. */
@@ -96,17 +108,23 @@ export class CityMap {
     ctx.fillRect(0, 0, this.width, this.height);
     if (snapshot.tileUrl) this.drawTiles(snapshot.tileUrl);
     for (const cell of snapshot.cells) {
-      ctx.beginPath();
-      cell.boundary.forEach(([lat, lon], i) => {
-        const [x, y] = this.project(lat, lon);
-        if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
-      });
-      ctx.closePath();
+      this.trace(cell.boundary);
       ctx.fillStyle = shade(cell.demandRatio);
       ctx.fill();
       ctx.strokeStyle = 'rgba(0, 0, 0, 0.15)';
       ctx.stroke();
     }
+    // Zones over the cells, dashed while their lease moves.
+    const colours = ownerColours(snapshot.zones);
+    ctx.lineWidth = 2;
+    for (const zone of snapshot.zones) {
+      this.trace(zone.boundary);
+      ctx.setLineDash(zone.owner === null ? [4, 4] : []);
+      ctx.strokeStyle = zone.owner === null ? UNOWNED : colours.get(zone.owner);
+      ctx.stroke();
+    }
+    ctx.setLineDash([]);
+    ctx.lineWidth = 1;
     for (const [lat, lon, available] of snapshot.riders.points) {
       const [x, y] = this.project(lat, lon);
       ctx.fillStyle = available ? '#1565c0' : '#888';
@@ -121,6 +139,17 @@ export class CityMap {
     }
     ctx.lineWidth = 1;
     this.drawScale();
+  }
+
+  /** Starts a closed path along `[lat, lon]` corners. */
+  trace(corners) {
+    const { ctx } = this;
+    ctx.beginPath();
+    corners.forEach(([lat, lon], i) => {
+      const [x, y] = this.project(lat, lon);
+      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    ctx.closePath();
   }
 
   drawTiles(template) {

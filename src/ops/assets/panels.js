@@ -1,5 +1,7 @@
-// The side panels: counters, orders by status, and the orders waiting for a rider, written
-// from a snapshot into the elements the page declares.
+// The side panels: counters, orders by status, the orders waiting for a rider and the zones'
+// owners, written from a snapshot into the elements the page declares.
+
+import { ownerColours } from './map.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -84,5 +86,24 @@ export function showWaiting(snapshot) {
     more.className = 'hint';
     more.textContent = `and ${snapshot.waitingTotal - snapshot.waiting.length} more`;
     list.append(more);
+  }
+}
+
+/** The legend of the zones' outlines: each owning node, its colour and how many shown zones it owns. */
+export function showOwners(snapshot) {
+  const list = $('zone-owners');
+  list.replaceChildren();
+  const colours = ownerColours(snapshot.zones);
+  const owned = (owner) => snapshot.zones.filter((z) => z.owner === owner).length;
+  const entries = [...colours].map(([owner, colour]) => [owner, colour, owned(owner)]);
+  const moving = owned(null);
+  if (moving > 0) entries.push(['moving', null, moving]);
+  for (const [owner, colour, n] of entries) {
+    const item = document.createElement('span');
+    item.className = colour ? 'zone-owner' : 'zone-owner moving';
+    if (colour) item.style.borderColor = colour;
+    item.dataset.owner = owner;
+    item.textContent = `${owner} ${n}`;
+    list.append(item);
   }
 }
