@@ -111,6 +111,7 @@ fn bench_transition(c: &mut Criterion) {
             matching: MatchingSettings {
                 window: std::time::Duration::from_secs(1),
                 candidates: 8,
+                hold_m: 0,
             },
             restarts: Counter::default(),
             rider_restarts: Counter::default(),

@@ -259,6 +259,7 @@ pub struct DispatchSettings {
     pub mode: DispatchMode,
     pub batch_window_ms: u64,
     pub candidates: u32,
+    pub batch_hold_m: u32,
 }
 
 /// How ready orders find riders.
@@ -592,6 +593,9 @@ impl Settings {
         if !(1..=64).contains(&dispatch.candidates) {
             return fail("dispatch.candidates must be between 1 and 64".into());
         }
+        if dispatch.batch_hold_m > 50_000 {
+            return fail("dispatch.batch_hold_m must be between 0 and 50000".into());
+        }
         if !(dispatch.max_delivery_km.is_finite() && dispatch.max_delivery_km > 0.0) {
             return fail("dispatch.max_delivery_km must be a positive number".into());
         }
@@ -903,6 +907,7 @@ mod tests {
         assert_eq!(settings.dispatch.max_delivery_km, 15.0);
         assert_eq!(settings.dispatch.batch_window_ms, 1000);
         assert_eq!(settings.dispatch.candidates, 8);
+        assert_eq!(settings.dispatch.batch_hold_m, 0);
         assert_eq!(settings.orders.payment_timeout_s, 900);
         assert_eq!(settings.pricing, Pricing::default());
         assert!(!settings.testing.fault_injection);

@@ -171,6 +171,7 @@ impl AppState {
                 matching: MatchingSettings {
                     window: Duration::from_millis(settings.dispatch.batch_window_ms),
                     candidates: settings.dispatch.candidates as usize,
+                    hold_m: settings.dispatch.batch_hold_m,
                 },
                 restarts,
                 rider_restarts,

@@ -6,11 +6,16 @@
 //!
 //! The assignment is Kuhn-Munkres (the Hungarian algorithm, from `pathfinding`) over integer
 //! costs in metres. Every order has a column of its own meaning "no rider this window", so there
-//! are never more rows than columns, and that column costs more than any real pickup, so the
-//! solver first matches as many orders as it can. An order's real costs are lowered by a credit
-//! for how long it has waited, so that when riders are short the older order wins a tie. Costs
-//! are bounded before they reach the solver: a distance that is not a finite, non-negative number
-//! leaves that rider out, and a total never overflows.
+//! are never more rows than columns. By default that column costs more than any real pickup, so
+//! the solver first matches as many orders as it can. With a hold (`Costs::hold_m`) it costs the
+//! order's hold reach instead: an order then waits for the next window rather than take a rider
+//! beyond that reach, or one whose taking would push other orders' pickups out by more — matching
+//! everyone at once is what makes a window send far riders when riders are scarce, while a rider
+//! freed a second later is often nearer. The reach grows with the wait, so no order holds long.
+//! An order's real costs are lowered by a credit for how long it has waited, so that when riders
+//! are short the older order wins a tie. Costs are bounded before they reach the solver: a
+//! distance that is not a finite, non-negative number leaves that rider out, and a total never
+//! overflows.
 //!
 //! The solve is O(n²·m) for n orders and m columns; the caller bounds n per window.
 
@@ -57,19 +62,46 @@ pub struct Matched {
 pub struct Costs {
     /// Metres of pickup that one second of waiting is worth.
     pub credit_m_per_s: f64,
+    /// An order would rather wait for the next window than take a rider farther than this many
+    /// metres times (1 + the seconds it has waited); 0 (or not a positive number) never holds.
+    pub hold_m: f64,
+}
+
+impl Costs {
+    /// How far a rider may be for `waited_s` to be worth taking it now, in whole metres; `None`
+    /// when orders never hold.
+    fn hold_reach_m(self, waited_s: f64) -> Option<i64> {
+        if !(self.hold_m.is_finite() && self.hold_m > 0.0) {
+            return None;
+        }
+        let reach = self.hold_m * (1.0 + waited_s.max(0.0));
+        Some(if reach.is_finite() {
+            reach.min(MAX_DISTANCE_M).round() as i64
+        } else {
+            MAX_DISTANCE_M as i64
+        })
+    }
 }
 
 /// The window's assignment: each order at most one rider, each rider at most one order, as
-/// many orders matched as the candidates allow, and of those the least total pickup distance
-/// less the waiting credit. Orders left out wait for the next window.
+/// many orders matched as the candidates allow (with a hold: those worth matching now), and of
+/// those the least total pickup distance less the waiting credit. Orders left out wait for the
+/// next window.
 pub fn assign(waiting: &[Waiting], costs: Costs) -> Vec<Matched> {
     let mut columns: Vec<RiderId> = Vec::new();
     let mut column_of: HashMap<RiderId, usize> = HashMap::new();
     // Per order: column -> (cost, distance), the nearest reach of each rider kept.
     let waiting = &waiting[..waiting.len().min(MAX_ORDERS)];
     let mut reaches: Vec<HashMap<usize, (i64, f64)>> = Vec::with_capacity(waiting.len());
+    // Per order: what leaving it for the next window costs, when it holds.
+    let mut held: Vec<Option<i64>> = Vec::with_capacity(waiting.len());
     for order in waiting {
         let credit = credit_m(order.waited_s, costs.credit_m_per_s);
+        held.push(
+            costs
+                .hold_reach_m(order.waited_s)
+                .map(|reach| reach - credit),
+        );
         let mut own: HashMap<usize, (i64, f64)> = HashMap::new();
         for reach in &order.riders {
             let Some(metres) = pickup_m(reach.distance_m) else {
@@ -95,8 +127,9 @@ pub fn assign(waiting: &[Waiting], costs: Costs) -> Vec<Matched> {
     }
     let riders = columns.len();
     // "No rider this window" costs more than the most that matching one more order can add to
-    // the other orders' pickups, so the solver matches as many orders as it can; a rider the
-    // order cannot have (not among its candidates) costs more than every order unmatched.
+    // the other orders' pickups, so the solver matches as many orders as it can (unless the order
+    // holds, when it costs the order's reach, less than that bound); a rider the order cannot
+    // have (not among its candidates) costs more than every order unmatched.
     let span = (MAX_DISTANCE_M + MAX_CREDIT_M) as i64;
     let unmatched = (waiting.len() as i64 + 1) * span;
     let forbidden = (waiting.len() as i64 + 1) * unmatched;
@@ -104,7 +137,7 @@ pub fn assign(waiting: &[Waiting], costs: Costs) -> Vec<Matched> {
         if column >= riders {
             // The order's own "no rider" column; another order's is never worth taking.
             return if column - riders == row {
-                unmatched
+                held[row].map_or(unmatched, |left| left.min(unmatched))
             } else {
                 forbidden
             };
@@ -129,15 +162,20 @@ pub fn assign(waiting: &[Waiting], costs: Costs) -> Vec<Matched> {
 }
 
 /// Nearest-first, for a window whose solve ran past its budget: each order in turn (the
-/// caller lists them oldest first) takes its nearest rider not taken yet.
-pub fn nearest_first(waiting: &[Waiting]) -> Vec<Matched> {
+/// caller lists them oldest first) takes its nearest rider not taken yet (within its hold
+/// reach, when it holds).
+pub fn nearest_first(waiting: &[Waiting], costs: Costs) -> Vec<Matched> {
     let mut taken = std::collections::HashSet::new();
     let mut matched = Vec::new();
     for order in waiting {
+        let reach = costs.hold_reach_m(order.waited_s);
         let nearest = order
             .riders
             .iter()
-            .filter(|reach| pickup_m(reach.distance_m).is_some() && !taken.contains(&reach.rider))
+            .filter(|r| {
+                pickup_m(r.distance_m).is_some_and(|m| reach.is_none_or(|reach| m <= reach))
+                    && !taken.contains(&r.rider)
+            })
             .min_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
         if let Some(reach) = nearest {
             taken.insert(reach.rider);
@@ -184,6 +222,7 @@ mod tests {
 
     const NO_CREDIT: Costs = Costs {
         credit_m_per_s: 0.0,
+        hold_m: 0.0,
     };
 
     #[test]
@@ -209,7 +248,7 @@ mod tests {
                 riders: vec![reach(3, 10.0)],
             },
         ];
-        let matched = nearest_first(&waiting);
+        let matched = nearest_first(&waiting, NO_CREDIT);
         assert_eq!(
             matched,
             [
@@ -295,6 +334,7 @@ mod tests {
             &[one_rider(1, 5.0), one_rider(2, 60.0), one_rider(3, 30.0)],
             Costs {
                 credit_m_per_s: 1.0,
+                hold_m: 0.0,
             },
         );
         assert_eq!(matched.len(), 1);
@@ -369,6 +409,83 @@ mod tests {
     }
 
     #[test]
+    fn an_order_that_holds_waits_for_a_nearer_rider_until_its_reach_grows() {
+        let far = |waited_s| Waiting {
+            order: order(1),
+            waited_s,
+            riders: vec![Reach {
+                rider: rider(1),
+                distance_m: 800.0,
+            }],
+        };
+        let hold = Costs {
+            credit_m_per_s: 0.0,
+            hold_m: 500.0,
+        };
+        // Fresh, its reach is 500 m: the rider 800 m away is left for a nearer one.
+        assert!(assign(&[far(0.0)], hold).is_empty());
+        assert!(nearest_first(&[far(0.0)], hold).is_empty());
+        // After a second its reach is 1 km, and without a hold it takes anyone.
+        assert_eq!(assign(&[far(1.0)], hold).len(), 1);
+        assert_eq!(nearest_first(&[far(1.0)], hold).len(), 1);
+        assert_eq!(assign(&[far(0.0)], NO_CREDIT).len(), 1);
+        // A hold that is not a positive number never holds.
+        for hold_m in [f64::NAN, -1.0, f64::INFINITY] {
+            let costs = Costs {
+                credit_m_per_s: 0.0,
+                hold_m,
+            };
+            assert_eq!(assign(&[far(f64::INFINITY)], costs).len(), 1, "{hold_m}");
+        }
+    }
+
+    #[test]
+    fn a_holding_window_does_not_send_a_far_rider_to_match_one_more_order() {
+        // Rider 1 is 100 m from order A and 150 m from order B; rider 2 is 3 km from A only.
+        // Matching both sends rider 2 3 km; with a 1 km hold, A takes rider 1 and B waits.
+        let waiting = [
+            Waiting {
+                order: order(1),
+                waited_s: 0.0,
+                riders: vec![
+                    Reach {
+                        rider: rider(1),
+                        distance_m: 100.0,
+                    },
+                    Reach {
+                        rider: rider(2),
+                        distance_m: 3_000.0,
+                    },
+                ],
+            },
+            Waiting {
+                order: order(2),
+                waited_s: 0.0,
+                riders: vec![Reach {
+                    rider: rider(1),
+                    distance_m: 150.0,
+                }],
+            },
+        ];
+        assert_eq!(assign(&waiting, NO_CREDIT).len(), 2);
+        let held = assign(
+            &waiting,
+            Costs {
+                credit_m_per_s: 0.0,
+                hold_m: 1_000.0,
+            },
+        );
+        assert_eq!(
+            held,
+            [Matched {
+                order: order(1),
+                rider: rider(1),
+                distance_m: 100.0
+            }]
+        );
+    }
+
+    #[test]
     fn distances_that_are_not_numbers_are_left_out_and_huge_ones_do_not_overflow() {
         let waiting = [Waiting {
             order: order(1),
@@ -396,6 +513,7 @@ mod tests {
             &waiting,
             Costs {
                 credit_m_per_s: f64::MAX,
+                hold_m: 0.0,
             },
         );
         assert_eq!(matched.len(), 1);
@@ -454,7 +572,76 @@ mod tests {
         best
     }
 
+    /// The least total over every way to give orders distinct riders, an order left out costing
+    /// its `held` amount, by trying them all.
+    fn brute_force_held(costs: &[Vec<Option<i64>>], riders: usize, held: &[i64]) -> i64 {
+        fn go(row: usize, costs: &[Vec<Option<i64>>], held: &[i64], taken: &mut Vec<bool>) -> i64 {
+            if row == costs.len() {
+                return 0;
+            }
+            let mut best = held[row] + go(row + 1, costs, held, taken);
+            for (column, reach) in costs[row].iter().enumerate() {
+                if let Some(c) = reach
+                    && !taken[column]
+                {
+                    taken[column] = true;
+                    best = best.min(c + go(row + 1, costs, held, taken));
+                    taken[column] = false;
+                }
+            }
+            best
+        }
+        go(0, costs, held, &mut vec![false; riders])
+    }
+
     proptest! {
+        #[test]
+        fn a_holding_window_reaches_the_least_total_of_brute_force(
+            grid in prop::collection::vec(
+                prop::collection::vec(prop::option::of(0u32..5_000), 1..6),
+                0..6,
+            ),
+            waits in prop::collection::vec(0u32..4, 6),
+        ) {
+            let riders = grid.iter().map(Vec::len).max().unwrap_or(0);
+            let costs = Costs { credit_m_per_s: 0.0, hold_m: 1_000.0 };
+            let waiting: Vec<Waiting> = grid
+                .iter()
+                .enumerate()
+                .map(|(i, row)| Waiting {
+                    order: order(i as u128),
+                    waited_s: f64::from(waits[i]),
+                    riders: row
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(j, d)| d.map(|d| Reach {
+                            rider: rider(j as u128),
+                            distance_m: f64::from(d),
+                        }))
+                        .collect(),
+                })
+                .collect();
+            let full: Vec<Vec<Option<i64>>> = grid
+                .iter()
+                .map(|row| {
+                    let mut full: Vec<Option<i64>> =
+                        row.iter().map(|d| d.map(i64::from)).collect();
+                    full.resize(riders, None);
+                    full
+                })
+                .collect();
+            let held: Vec<i64> = (0..grid.len()).map(|i| 1_000 * (1 + i64::from(waits[i]))).collect();
+            let matched = assign(&waiting, costs);
+            let mut total: i64 = held.iter().sum();
+            for m in &matched {
+                let i = waiting.iter().position(|w| w.order == m.order).expect("an order asked");
+                total += m.distance_m as i64 - held[i];
+            }
+            prop_assert_eq!(total, brute_force_held(&full, riders, &held));
+            let riders_used: std::collections::HashSet<_> = matched.iter().map(|m| m.rider).collect();
+            prop_assert_eq!(riders_used.len(), matched.len());
+        }
+
         #[test]
         fn the_assignment_matches_as_many_as_brute_force_at_the_same_least_cost(
             grid in prop::collection::vec(
@@ -464,7 +651,7 @@ mod tests {
             waits in prop::collection::vec(0u32..120, 6),
         ) {
             let riders = grid.iter().map(Vec::len).max().unwrap_or(0);
-            let costs = Costs { credit_m_per_s: 2.0 };
+            let costs = Costs { credit_m_per_s: 2.0, hold_m: 0.0 };
             let waiting: Vec<Waiting> = grid
                 .iter()
                 .enumerate()

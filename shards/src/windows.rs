@@ -40,6 +40,9 @@ pub struct MatchingSettings {
     pub window: Duration,
     /// The nearest riders considered per order.
     pub candidates: usize,
+    /// An order is left for the next window rather than given a rider farther than this many
+    /// metres times (1 + the seconds it has waited); 0 matches every order it can.
+    pub hold_m: u32,
 }
 
 /// What one window did, for the node's metrics and the operations page.
@@ -164,7 +167,11 @@ impl ShardRouter {
             .collect();
         let budget = windows.settings.window / 2;
         let started = Instant::now();
-        let (matched, over_budget) = solve(waiting, budget).await;
+        let costs = Costs {
+            credit_m_per_s: CREDIT_M_PER_S,
+            hold_m: f64::from(windows.settings.hold_m),
+        };
+        let (matched, over_budget) = solve(waiting, costs, budget).await;
         let solve = started.elapsed();
         let to: HashMap<OrderId, &Queued> = due.iter().map(|(id, _, q)| (*id, q)).collect();
         for pair in &matched {
@@ -237,18 +244,11 @@ impl ShardRouter {
 
 /// The window's assignment, off the async threads; nearest-first when it does not finish
 /// within `budget` (the solve still ends in the background, its answer unused).
-async fn solve(waiting: Vec<Waiting>, budget: Duration) -> (Vec<Matched>, bool) {
+async fn solve(waiting: Vec<Waiting>, costs: Costs, budget: Duration) -> (Vec<Matched>, bool) {
     let waiting = Arc::new(waiting);
     let solving = tokio::task::spawn_blocking({
         let waiting = Arc::clone(&waiting);
-        move || {
-            matching::assign(
-                &waiting,
-                Costs {
-                    credit_m_per_s: CREDIT_M_PER_S,
-                },
-            )
-        }
+        move || matching::assign(&waiting, costs)
     });
     match tokio::time::timeout(budget, solving).await {
         Ok(Ok(matched)) => return (matched, false),
@@ -263,5 +263,5 @@ async fn solve(waiting: Vec<Waiting>, budget: Duration) -> (Vec<Matched>, bool) 
         }
     }
     // Only now: most windows never need it.
-    (matching::nearest_first(&waiting), true)
+    (matching::nearest_first(&waiting, costs), true)
 }

@@ -1,6 +1,7 @@
 //! Batched dispatch end to end (`dispatch.mode = "batched"`): a window gives each order the rider
 //! of the least total pickup where nearest-first would not, a rider who took one order is never
-//! offered the other, and an order nobody takes within `offer_ttl_s` is offered in waves.
+//! offered the other, an order that holds (`dispatch.batch_hold_m`) waits for a nearer rider
+//! rather than take a far one, and an order nobody takes within `offer_ttl_s` is offered in waves.
 
 use std::time::Duration;
 
@@ -116,4 +117,42 @@ async fn an_order_nobody_takes_in_time_is_offered_in_waves() {
     assert_eq!(app.metric("tomato_dispatch_unmatched_total").await, 1);
     let won = json_ok(accept(&app, &only.token, &order).await).await;
     assert_eq!(won["order"]["status"], "rider_assigned");
+}
+
+#[tokio::test]
+async fn an_order_that_holds_waits_for_a_nearer_rider_than_the_far_free_one() {
+    // A 500 m hold: a fresh order takes riders within 500 m, after a second 1 km, ... so the
+    // rider 4.5 km away is worth taking only after about 8 s of waiting.
+    let app = batched(&[("TOMATO_DISPATCH__BATCH_HOLD_M", "500")]).await;
+    let shop = open_shop(&app, "hold-seller@b.test", "Holding Kitchen", SHOP_AT).await;
+    let (_, order) = paid_order(&app, &shop, "hold-buyer@b.test").await;
+    let far_at = north(SHOP_AT, 4_500.0);
+    let (far, _) = rider(&app, "far@b.test", far_at, true).await;
+    let mut far_app = SocketIoClient::connect(&app, Some(&far.token));
+    far_app.connected().await;
+
+    make_ready(&app, &shop, &order).await;
+    assert_eq!(
+        far_app
+            .count("order:available", Duration::from_millis(2_000))
+            .await,
+        0,
+        "the far rider is left for a nearer one"
+    );
+    let near_at = north(SHOP_AT, 300.0);
+    let (near, near_id) = rider(&app, "near@b.test", near_at, false).await;
+    let mut near_app = SocketIoClient::connect(&app, Some(&near.token));
+    near_app.connected().await;
+    on_duty(&app, &near, &near_id, near_at).await;
+    let offer = near_app.event("order:available").await;
+    assert_eq!(offer["orderId"], order.as_str(), "{offer}");
+    let won = json_ok(accept(&app, &near.token, &order).await).await;
+    assert_eq!(won["order"]["riderId"], near_id.as_str());
+    assert_eq!(
+        far_app
+            .count("order:available", Duration::from_millis(500))
+            .await,
+        0,
+        "the far rider was never offered it"
+    );
 }
