@@ -196,6 +196,11 @@ pub struct RunArgs {
     /// Restaurants, each with a small menu.
     #[arg(long, default_value_t = 20)]
     pub restaurants: usize,
+    /// How far the nodes deliver (their `dispatch.max_delivery_km`): a customer orders only from
+    /// the restaurants this close, as a customer app lists them (a node refuses a farther one
+    /// with `address_out_of_range`).
+    #[arg(long, default_value_t = 15.0, allow_negative_numbers = true)]
+    pub delivery_km: f64,
     /// Customers; each holds at most one unpaid order, so this bounds orders in flight.
     #[arg(long, default_value_t = 100)]
     pub customers: usize,
@@ -457,6 +462,7 @@ impl RunArgs {
         amount("prep-s", self.prep_s, false)?;
         amount("think-s", self.think_s, false)?;
         amount("speed-kmh", self.speed_kmh, true)?;
+        amount("delivery-km", self.delivery_km, true)?;
         amount("handover-s", self.handover_s, false)?;
         if self.riders == 0 {
             bail!("--riders must be at least 1");

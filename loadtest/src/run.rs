@@ -240,7 +240,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
 
     let bar = progress(args.duration().as_secs().max(1), "load");
     let watcher = tokio::spawn(watch_progress(Arc::clone(&world), bar.clone()));
-    let shops: Vec<Shop> = shops.into_iter().map(|(shop, _)| shop).collect();
     let churn = tokio::spawn(churn(Arc::clone(&world), run_id.clone()));
     place_orders(&world, &shops, customers).await;
     let _ = churn.await;
@@ -772,7 +771,7 @@ async fn prepare(world: &World, seller: &Session, order: &str, status: &str) -> 
 }
 
 /// Customers place and pay orders at the set rate until the duration or the count is reached.
-async fn place_orders(world: &Arc<World>, shops: &[Shop], customers: Vec<Customer>) {
+async fn place_orders(world: &Arc<World>, shops: &[(Shop, Point)], customers: Vec<Customer>) {
     let args = &world.args;
     let deadline = tokio::time::Instant::now() + args.duration();
     if args.order_rate <= 0.0 {
@@ -797,8 +796,12 @@ async fn place_orders(world: &Arc<World>, shops: &[Shop], customers: Vec<Custome
             world.fail("no_idle_customer");
             continue;
         };
+        let Some(shop) = shop_in_reach(shops, customer.home, args.delivery_km, &mut rng) else {
+            world.fail("no_restaurant_in_reach");
+            idle.lock().await.push_back(customer);
+            continue;
+        };
         placed += 1;
-        let shop = &shops[rng.random_range(0..shops.len())];
         let item = shop.items[rng.random_range(0..shop.items.len())].clone();
         let quantity = rng.random_range(1..=3);
         let (world, idle) = (Arc::clone(world), Arc::clone(&idle));
@@ -810,6 +813,23 @@ async fn place_orders(world: &Arc<World>, shops: &[Shop], customers: Vec<Custome
     for flow in flows {
         let _ = flow.await;
     }
+}
+
+/// A restaurant delivering to `home`, at random among those within `delivery_km` (less a
+/// margin: the harness measures on a flat map, the node on the sphere).
+fn shop_in_reach<'a>(
+    shops: &'a [(Shop, Point)],
+    home: Point,
+    delivery_km: f64,
+    rng: &mut impl Rng,
+) -> Option<&'a Shop> {
+    let reach_m = delivery_km * 1000.0 * 0.98;
+    let near: Vec<&Shop> = shops
+        .iter()
+        .filter(|(_, at)| at.distance_m(home) <= reach_m)
+        .map(|(shop, _)| shop)
+        .collect();
+    (!near.is_empty()).then(|| near[rng.random_range(0..near.len())])
 }
 
 /// Signs accounts of its own in and out at `--churn-rate` cycles a second until the load ends,
@@ -946,5 +966,55 @@ async fn watch_progress(world: Arc<World>, bar: ProgressBar) {
         {
             world.memory_peak.fetch_max(memory, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customers_order_only_from_restaurants_that_deliver_to_them() {
+        let city = City {
+            centre: Point {
+                lat: 12.9716,
+                lon: 77.5946,
+            },
+            radius_m: 10_000.0,
+        };
+        let mut rng = StdRng::seed_from_u64(7);
+        let shops: Vec<(Shop, Point)> = (0..50)
+            .map(|i| {
+                let shop = Shop {
+                    seller: Session {
+                        token: format!("t{i}"),
+                        user_id: format!("u{i}"),
+                    },
+                    id: format!("shop{i}"),
+                    items: vec![format!("item{i}")],
+                };
+                (shop, city.random_point(&mut rng))
+            })
+            .collect();
+        for _ in 0..200 {
+            let home = city.random_point(&mut rng);
+            if let Some(shop) = shop_in_reach(&shops, home, 5.0, &mut rng) {
+                let (_, at) = shops.iter().find(|(s, _)| s.id == shop.id).expect("a shop");
+                assert!(at.distance_m(home) <= 5_000.0);
+            }
+        }
+        // A customer beyond every restaurant's reach orders nothing.
+        let far = Point {
+            lat: 13.5,
+            lon: 77.5946,
+        };
+        assert!(shop_in_reach(&shops, far, 15.0, &mut rng).is_none());
+        // Within reach of all, every restaurant gets chosen in time.
+        let mut chosen = std::collections::HashSet::new();
+        for _ in 0..2_000 {
+            let shop = shop_in_reach(&shops, city.centre, 50.0, &mut rng).expect("in reach");
+            chosen.insert(shop.id.clone());
+        }
+        assert_eq!(chosen.len(), shops.len());
     }
 }

@@ -26,6 +26,7 @@ pub struct Shop {
 pub struct Customer {
     pub session: Session,
     pub address_id: String,
+    pub home: Point,
 }
 
 /// A rider of the run, online and verified, with where it starts.
@@ -180,6 +181,7 @@ pub async fn customers(
             Ok(Customer {
                 session,
                 address_id: id_of(&address["address"]),
+                home,
             })
         }
     })
