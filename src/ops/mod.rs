@@ -258,8 +258,9 @@ impl Part {
         self.waiting.truncate(MAX_WAITING);
         let riders_online = self.cells.values().map(|c| c.available).sum();
         let map = state.shards.map();
-        let zones = zones_of(self.cells.keys().copied(), &map, shards_now(state));
         let cells = cells_of(self.cells);
+        let shown = cells.iter().filter_map(|c| c.cell.parse().ok());
+        let zones = zones_of(shown, &map, shards_now(state));
         let dispatch = self.dispatch;
         let windows = dispatch.windows;
         let mut assign = dispatch.assign_seconds;
@@ -337,13 +338,13 @@ fn cells_of(counts: BTreeMap<u64, CellCounts>) -> Vec<OpsCell> {
 /// The zones that hold `cells` (a cell coarser than a zone holds several), with their corners and
 /// owners, at most [`MAX_ZONES`].
 fn zones_of(
-    cells: impl Iterator<Item = u64>,
+    cells: impl Iterator<Item = CellIndex>,
     map: &ShardMap,
     served: Vec<ShardView>,
 ) -> Vec<OpsZone> {
     let res = map.zone_resolution();
     let mut zones = BTreeSet::new();
-    for cell in cells.filter_map(|cell| CellIndex::try_from(cell).ok()) {
+    for cell in cells {
         if zones.len() >= MAX_ZONES {
             break;
         }
@@ -538,7 +539,7 @@ mod tests {
                 .parent(Resolution::Eight)
                 .expect("cell"),
         ];
-        let zones = zones_of(siblings.iter().map(|c| u64::from(*c)), &map, served);
+        let zones = zones_of(siblings.into_iter(), &map, served);
         assert_eq!(zones.len(), 1);
         assert_eq!(zones[0].zone, zone.to_string());
         assert_eq!(
@@ -548,12 +549,12 @@ mod tests {
         assert_eq!(zones[0].boundary.len(), 6);
         // A cell coarser than a zone holds 49 zones two resolutions down; no lease, no owner.
         let coarse = here.cell(Resolution::Five);
-        let zones = zones_of(std::iter::once(u64::from(coarse)), &map, Vec::new());
+        let zones = zones_of(std::iter::once(coarse), &map, Vec::new());
         assert_eq!(zones.len(), 49);
         assert!(zones.iter().all(|z| z.owner.is_none()));
         // Many cells stay bounded.
         let many = here.cell(Resolution::Nine).grid_disk::<Vec<_>>(60);
-        let zones = zones_of(many.into_iter().map(u64::from), &map, Vec::new());
+        let zones = zones_of(many.into_iter(), &map, Vec::new());
         assert!(
             zones.len() <= MAX_ZONES && zones.len() > 1,
             "{}",
