@@ -136,8 +136,8 @@ fn bench_index(c: &mut Criterion) {
         });
 
         // The same search as the node runs it: over the node's shard slices (64 shards over
-        // zones at resolution 5, the default, and at the finer 7 and 8 that spread a city over
-        // shards), taking their locks.
+        // zones at resolution 5, at 7, the default that spreads a city over shards, and at the
+        // finer 8), taking their locks.
         for zone in [5u8, 7, 8] {
             let map = ShardMap::new(zone, 5, 64).expect("a map");
             let sharded = RiderIndex::new(map);

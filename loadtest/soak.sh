@@ -32,13 +32,7 @@ done
 . loadtest/nodes.sh
 nodes_check
 
-out=$(mktemp -d -t tomato-soak.XXXXXX)
-keyspace="soak_$(date +%s)"
-echo "soak: logs, report and order ids in $out; keyspace $keyspace"
-ulimit -n "$(ulimit -Hn)"
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
-trap cleanup EXIT
+nodes_out soak
 
 nodes_redis "$redis_port"; pids+=("$redis_pid")
 nodes_env "$keyspace" "$redis_port"

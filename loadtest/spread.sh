@@ -9,8 +9,8 @@
 #   loadtest/spread.sh --cql 127.0.0.1:9042 --nodes 3 [--redis-port 6392] \
 #     [-- more tomato-load run arguments]
 #
-# TOMATO_SHARDS__ZONE_RESOLUTION (default 7 here) and any other TOMATO_ setting pass through to
-# the nodes. The logs, the harness's JSON report and `cpu.txt` go to a new directory it names.
+# TOMATO_SHARDS__ZONE_RESOLUTION and any other TOMATO_ setting pass through to the nodes. The
+# logs, the harness's JSON report and `cpu.txt` go to a new directory it names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,13 +30,7 @@ done
 . loadtest/nodes.sh
 nodes_check
 
-out=$(mktemp -d -t tomato-spread.XXXXXX)
-keyspace="spread_$(date +%s)"
-echo "spread: $count node(s); logs, report and cpu.txt in $out; keyspace $keyspace"
-ulimit -n "$(ulimit -Hn)"
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
-trap cleanup EXIT
+nodes_out spread
 
 redis_pid=""
 if [ "$count" -gt 1 ]; then

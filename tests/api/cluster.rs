@@ -432,9 +432,10 @@ fn a_cluster_on_the_embedded_store_is_refused() {
     );
 }
 
-/// The shard of an order picked up at `at` (the shop's location), as every node maps it.
+/// The shard of an order picked up at `at` (the shop's location), as every node maps it (the
+/// shipped zone and region resolutions).
 fn shard_at(at: (f64, f64)) -> u64 {
-    let map = tomato_shards::ShardMap::new(5, 5, SHARDS).expect("map");
+    let map = tomato_shards::ShardMap::new(7, 5, SHARDS).expect("map");
     let point = tomato_domain::LatLon::new(at.0, at.1).expect("point");
     u64::from(map.shard_of(point).0)
 }
