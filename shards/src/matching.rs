@@ -594,6 +594,27 @@ mod tests {
         go(0, costs, held, &mut vec![false; riders])
     }
 
+    /// A window from a grid of distances (order i, rider j; `None` out of reach) and waits.
+    fn window_of(grid: &[Vec<Option<u32>>], waits: &[u32]) -> Vec<Waiting> {
+        grid.iter()
+            .enumerate()
+            .map(|(i, row)| Waiting {
+                order: order(i as u128),
+                waited_s: f64::from(waits[i]),
+                riders: row
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, d)| {
+                        d.map(|d| Reach {
+                            rider: rider(j as u128),
+                            distance_m: f64::from(d),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn a_holding_window_reaches_the_least_total_of_brute_force(
@@ -605,22 +626,7 @@ mod tests {
         ) {
             let riders = grid.iter().map(Vec::len).max().unwrap_or(0);
             let costs = Costs { credit_m_per_s: 0.0, hold_m: 1_000.0 };
-            let waiting: Vec<Waiting> = grid
-                .iter()
-                .enumerate()
-                .map(|(i, row)| Waiting {
-                    order: order(i as u128),
-                    waited_s: f64::from(waits[i]),
-                    riders: row
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(j, d)| d.map(|d| Reach {
-                            rider: rider(j as u128),
-                            distance_m: f64::from(d),
-                        }))
-                        .collect(),
-                })
-                .collect();
+            let waiting = window_of(&grid, &waits);
             let full: Vec<Vec<Option<i64>>> = grid
                 .iter()
                 .map(|row| {
@@ -652,22 +658,7 @@ mod tests {
         ) {
             let riders = grid.iter().map(Vec::len).max().unwrap_or(0);
             let costs = Costs { credit_m_per_s: 2.0, hold_m: 0.0 };
-            let waiting: Vec<Waiting> = grid
-                .iter()
-                .enumerate()
-                .map(|(i, row)| Waiting {
-                    order: order(i as u128),
-                    waited_s: f64::from(waits[i]),
-                    riders: row
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(j, d)| d.map(|d| Reach {
-                            rider: rider(j as u128),
-                            distance_m: f64::from(d),
-                        }))
-                        .collect(),
-                })
-                .collect();
+            let waiting = window_of(&grid, &waits);
             let credited: Vec<Vec<Option<i64>>> = grid
                 .iter()
                 .enumerate()
