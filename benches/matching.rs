@@ -41,6 +41,7 @@ fn bench_matching(c: &mut Criterion) {
     let mut group = c.benchmark_group("matching");
     let costs = Costs {
         credit_m_per_s: 10.0,
+        hold_m: 0.0,
     };
     for orders in [10usize, 50, 200] {
         for (pool, riders) in [("scarce", orders), ("plentiful", orders * 4)] {
