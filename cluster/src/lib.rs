@@ -29,6 +29,7 @@ mod leases;
 mod remote;
 pub mod rendezvous;
 mod replication;
+mod rooms;
 pub mod transport;
 mod wire;
 
@@ -88,6 +89,8 @@ pub struct ClusterMetrics {
     pub replication_bytes: Counter,
     /// Regions whose positions this node copies.
     pub regions_copied: Gauge,
+    /// Realtime rooms whose events this node listens to (those its clients are in).
+    pub rooms_listened: Gauge,
     /// Searches that had to ask other nodes (a region they reach is not copied here).
     pub remote_searches: Counter,
     /// Commands sent to other nodes, by outcome.
@@ -118,6 +121,7 @@ impl Default for ClusterMetrics {
             replication_messages: Counter::default(),
             replication_bytes: Counter::default(),
             regions_copied: Gauge::default(),
+            rooms_listened: Gauge::default(),
             remote_searches: Counter::default(),
             remote_ok: Counter::default(),
             remote_refused: Counter::default(),
@@ -183,6 +187,11 @@ impl ClusterMetrics {
             "cluster_regions_copied",
             "Regions whose riders' positions this node copies",
             metrics.regions_copied.clone(),
+        );
+        registry.register(
+            "cluster_rooms_listened",
+            "Realtime rooms whose events this node listens to (those its clients are in)",
+            metrics.rooms_listened.clone(),
         );
         registry.register(
             "cluster_remote_searches",
@@ -261,6 +270,8 @@ pub struct Cluster {
     outbox: Outbox,
     /// What the flusher and the tick remember about regions.
     replication: Mutex<Replication>,
+    /// The realtime rooms this node listens to.
+    rooms: rooms::Rooms,
     /// Replies to drop after running their command (a fault drill: a reply lost on the way).
     drop_replies: AtomicU32,
 }
@@ -304,6 +315,7 @@ impl Cluster {
             questions: std::sync::OnceLock::new(),
             outbox: Outbox::new(),
             replication: Mutex::new(Replication::new(reach)),
+            rooms: rooms::Rooms::default(),
             drop_replies: AtomicU32::new(0),
         });
         let ticking = Arc::clone(&cluster);

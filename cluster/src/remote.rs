@@ -1,6 +1,7 @@
 //! Remote calls: commands to the owner of a shard (request and reply, re-sent until answered),
 //! nearest-rider searches over other nodes' shards whose regions are not copied here, events
-//! every node hears and questions every node answers. Positions go by region
+//! every node hears, realtime events for the nodes with a client in their room, and questions
+//! every node answers. Positions go by region
 //! ([`crate::replication`]).
 
 use std::collections::HashMap;
@@ -113,7 +114,41 @@ impl Cluster {
         self.transport.broadcast(payload);
     }
 
-    /// Sets who hears what other nodes broadcast (once).
+    /// Sends `payload` to the other nodes with a client in `room` (fire-and-forget, in order with
+    /// what this node broadcasts); [`Cluster::on_event`] hears it there.
+    pub fn to_room(&self, room: &str, payload: &str) {
+        self.transport.to_room(room, payload);
+    }
+
+    /// Listens to the events other nodes send to `rooms`; call it before a client of this node
+    /// joins them, and the client misses none sent after it joined.
+    pub async fn listen_to_rooms(&self, rooms: &[String]) {
+        self.rooms.want(&self.transport, rooms).await;
+    }
+
+    /// Stops listening, every 10 s, to the rooms that no client here is in
+    /// (`held` answers, for a list of rooms, whether this node's clients are in each) and that
+    /// nobody asked for lately. Call once.
+    pub fn sweep_rooms(&self, held: impl Fn(&[String]) -> Vec<bool> + Send + Sync + 'static) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::rooms::SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(cluster) = me.upgrade() else {
+                    break;
+                };
+                let left = cluster.rooms.sweep(&cluster.transport, &held).await;
+                cluster
+                    .metrics
+                    .rooms_listened
+                    .set(i64::try_from(left).unwrap_or(i64::MAX));
+            }
+        });
+    }
+
+    /// Sets who hears what other nodes broadcast or send to this node's rooms (once).
     pub fn on_event(&self, handler: impl Fn(String) + Send + Sync + 'static) {
         let _ = self.events.set(Box::new(handler));
     }

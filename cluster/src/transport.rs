@@ -2,7 +2,9 @@
 //! own; a call carries an id and the caller's node id, and the reply comes back on the caller's
 //! channel. Positions go on a channel per region (`tomato:positions:{<region>}`, the region in
 //! braces so that Redis Cluster's sharded pub/sub would hash it alone), in binary, which only
-//! the nodes that copy the region listen to. `PUBLISH` answers how many listened, so a call to
+//! the nodes that copy the region listen to. A realtime event goes on its room's channel
+//! (`tomato:room:{<room>}`), which only the nodes with a client in the room listen to
+//! ([`crate::rooms`]). `PUBLISH` answers how many listened, so a call to
 //! a node that is gone is noticed at once (and sent again to whoever owns the shard by then).
 //!
 //! Pub/sub delivers at most once, and a node may die between running a call and answering it.
@@ -39,7 +41,8 @@ pub enum Envelope {
         id: u64,
         result: Result<ShardReply, OrderError>,
     },
-    /// Something every node hears (a realtime event, a revoked token), opaque here.
+    /// Something every node hears (a revoked token), or the nodes with a client in a room (a
+    /// realtime event), opaque here.
     Event {
         from: String,
         payload: String,
@@ -96,6 +99,19 @@ pub fn region_channel(region: CellIndex) -> String {
     format!("{POSITIONS}{{{region}}}")
 }
 
+/// What the channels of rooms' events begin with.
+const ROOMS: &str = "tomato:room:";
+
+/// The channel of a realtime room's events (the room in braces: Redis Cluster would hash it
+/// alone).
+pub fn room_channel(room: &str) -> String {
+    format!("{ROOMS}{{{room}}}")
+}
+
+fn room_channels(rooms: &[String]) -> Vec<String> {
+    rooms.iter().map(|room| room_channel(room)).collect()
+}
+
 fn region_channels(regions: &[CellIndex]) -> Vec<String> {
     regions
         .iter()
@@ -110,10 +126,10 @@ pub struct Transport {
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<ShardReply, OrderError>>>>,
     asked: Mutex<HashMap<u64, oneshot::Sender<String>>>,
     next: AtomicU64,
-    /// What goes to every node, drained in order by one task: two changes of one order (its
-    /// offer made, then ended) reach the others in the order they were made here, which tasks
-    /// spawned per message did not promise.
-    to_all: mpsc::UnboundedSender<Envelope>,
+    /// What goes to every node or to a room's nodes, drained in order by one task: two changes
+    /// of one order (its offer made, then ended) reach the others in the order they were made
+    /// here, which tasks spawned per message did not promise, and so do an order's events.
+    to_all: mpsc::UnboundedSender<Outgoing>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -302,6 +318,30 @@ impl Transport {
             .await
     }
 
+    /// Starts listening to the events of `rooms`.
+    pub async fn listen_to_rooms(&self, rooms: &[String]) -> redis::RedisResult<()> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        self.redis.clone().subscribe(&room_channels(rooms)).await
+    }
+
+    /// Stops listening to the events of `rooms`.
+    pub async fn stop_listening_to_rooms(&self, rooms: &[String]) -> redis::RedisResult<()> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        self.redis.clone().unsubscribe(&room_channels(rooms)).await
+    }
+
+    /// Sends `payload` to the nodes listening to `room`, after whatever was queued before it,
+    /// fire-and-forget.
+    pub fn to_room(&self, room: &str, payload: &str) {
+        if let Some(bytes) = wire::encode_event(&self.node, payload) {
+            let _ = self.to_all.send(Outgoing::Room(room_channel(room), bytes));
+        }
+    }
+
     /// Stops listening to the positions of `regions`.
     pub async fn stop_listening_to(&self, regions: &[CellIndex]) -> redis::RedisResult<()> {
         if regions.is_empty() {
@@ -351,7 +391,7 @@ impl Transport {
     /// out of reach).
     fn tell_all(&self, envelope: Envelope) {
         // The task lives as long as this sender.
-        let _ = self.to_all.send(envelope);
+        let _ = self.to_all.send(Outgoing::All(envelope));
     }
 
     /// Publishes to `node`'s inbox; how many listened (`None` when Redis did not answer).
@@ -389,7 +429,8 @@ impl Transport {
 }
 
 /// The envelope a push carries, if it is a message on a channel this node listens to: a
-/// region's positions in their binary form ([`wire`]), anything else as JSON.
+/// region's positions and a room's events in their binary form ([`wire`]), anything else as
+/// JSON.
 pub fn envelope_of(push: PushInfo) -> Option<Envelope> {
     if push.kind != PushKind::Message {
         return None;
@@ -400,6 +441,10 @@ pub fn envelope_of(push: PushInfo) -> Option<Envelope> {
     if channel.starts_with(POSITIONS.as_bytes()) {
         let (from, positions) = wire::decode(&payload)?;
         return Some(Envelope::Positions { from, positions });
+    }
+    if channel.starts_with(ROOMS.as_bytes()) {
+        let (from, payload) = wire::decode_event(&payload)?;
+        return Some(Envelope::Event { from, payload });
     }
     serde_json::from_slice(&payload).ok()
 }
@@ -412,29 +457,43 @@ fn bytes_of(value: Value) -> Option<Vec<u8>> {
     }
 }
 
-/// How many queued messages for every node go out in one pipeline at most.
+/// A message waiting to go out in order.
+enum Outgoing {
+    /// For every node, on [`EVENTS`].
+    All(Envelope),
+    /// A room's event, in its binary form, for the nodes listening on the room's channel.
+    Room(String, Vec<u8>),
+}
+
+/// How many queued messages go out in one pipeline at most.
 const TELL_ALL_BATCH: usize = 256;
 
-/// Publishes what is queued for every node, in order: whatever waits goes out in one pipeline
-/// (one round trip, its commands run in order on the one connection), so a burst costs one
-/// wait on Redis rather than one per message. Ends when the transport is dropped.
+/// Publishes what is queued for every node or a room's nodes, in order: whatever waits goes
+/// out in one pipeline (one round trip, its commands run in order on the one connection), so a
+/// burst costs one wait on Redis rather than one per message. Ends when the transport is
+/// dropped.
 async fn tell_all_in_order(
     mut redis: ConnectionManager,
-    mut queue: mpsc::UnboundedReceiver<Envelope>,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let mut waiting = Vec::with_capacity(TELL_ALL_BATCH);
     while queue.recv_many(&mut waiting, TELL_ALL_BATCH).await > 0 {
         let mut pipe = redis::pipe();
-        for envelope in waiting.drain(..) {
-            match serde_json::to_string(&envelope) {
-                Ok(payload) => {
-                    pipe.publish(EVENTS, payload).ignore();
+        for outgoing in waiting.drain(..) {
+            match outgoing {
+                Outgoing::All(envelope) => match serde_json::to_string(&envelope) {
+                    Ok(payload) => {
+                        pipe.publish(EVENTS, payload).ignore();
+                    }
+                    Err(err) => tracing::warn!(error = %err, "cluster message not encoded"),
+                },
+                Outgoing::Room(channel, bytes) => {
+                    pipe.publish(channel, bytes).ignore();
                 }
-                Err(err) => tracing::warn!(error = %err, "cluster message not encoded"),
             }
         }
         if let Err(err) = pipe.query_async::<()>(&mut redis).await {
-            tracing::warn!(channel = EVENTS, error = %err, "cluster messages not published");
+            tracing::warn!(error = %err, "cluster messages not published");
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The node's side of a cluster: what it tells the other nodes (every realtime event, so a
-//! socket on any node hears its rooms; every revocation and role change, so each node's
+//! The node's side of a cluster: what it tells the other nodes (each realtime event, to the
+//! nodes with a socket in its room; every revocation and role change, so each node's
 //! authentication cache stays exact), the questions one node asks the others about their
 //! memory (live statistics), `GET /api/admin/cluster`: which node serves which shard now, and
 //! `GET /api/admin/cluster/owner`: which zone a point is in and who serves it. A single node
@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use futures_core::future::BoxFuture;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -65,12 +66,18 @@ struct ClusterBus {
 
 impl RealtimeBus for ClusterBus {
     fn publish(&self, envelope: Envelope) {
+        let room = envelope.room.to_string();
         if let Ok(payload) = serde_json::to_string(&NodeEvent::Realtime {
             envelope: envelope.clone(),
         }) {
-            self.cluster.broadcast(payload);
+            self.cluster.to_room(&room, &payload);
         }
         self.local.deliver(envelope);
+    }
+
+    fn listen_to(&self, rooms: &[String]) -> BoxFuture<'static, ()> {
+        let (cluster, rooms) = (Arc::clone(&self.cluster), rooms.to_vec());
+        Box::pin(async move { cluster.listen_to_rooms(&rooms).await })
     }
 }
 
@@ -90,6 +97,8 @@ pub fn wire(state: &AppState, cluster: &Arc<Cluster>) {
             cluster.broadcast(payload);
         }
     });
+    let held = state.realtime.local_sockets();
+    cluster.sweep_rooms(move |rooms| held.holding(rooms));
     let (sockets, cache) = (
         state.realtime.local_sockets(),
         Arc::clone(&state.auth_cache),

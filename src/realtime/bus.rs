@@ -7,6 +7,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use futures_core::future::BoxFuture;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use socketioxide::SocketIo;
@@ -68,6 +70,14 @@ pub struct Envelope {
 pub trait RealtimeBus: Send + Sync + 'static {
     /// Fire-and-forget: a slow or gone client never holds the caller up.
     fn publish(&self, envelope: Envelope);
+
+    /// Readies delivery to `rooms` before a client of this node joins them: once it is done,
+    /// every event published to them anywhere reaches this node. A single node has nothing
+    /// to do.
+    fn listen_to(&self, rooms: &[String]) -> BoxFuture<'static, ()> {
+        let _ = rooms;
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// This node's sockets: Socket.IO and the plain WebSocket.
@@ -84,6 +94,11 @@ impl LocalSockets {
             || self
                 .socket_io()
                 .is_some_and(|io| !io.within(room.to_owned()).sockets().is_empty())
+    }
+
+    /// For each of `rooms`, whether any of this node's sockets is in it.
+    pub fn holding(&self, rooms: &[String]) -> Vec<bool> {
+        rooms.iter().map(|room| self.has_members(room)).collect()
     }
 
     /// Sends the envelope to this node's sockets in its room, over both transports.

@@ -72,6 +72,13 @@ impl Realtime {
         });
     }
 
+    /// Readies delivery to `rooms` before a client of this node joins them (see
+    /// [`RealtimeBus::listen_to`]).
+    pub(crate) async fn listen_to(&self, rooms: &[String]) {
+        let bus = self.cluster_bus.get().unwrap_or(&self.bus);
+        bus.listen_to(rooms).await;
+    }
+
     /// This node's sockets.
     pub(crate) fn sockets(&self) -> &LocalSockets {
         &self.sockets

@@ -52,6 +52,10 @@ struct SocketAuth {
     token: String,
 }
 
+/// The rooms a connection joins, found when it is authenticated.
+#[derive(Debug, Clone)]
+struct Rooms(Vec<String>);
+
 /// Why a connection was refused; its text is what the client's `connect_error` carries.
 #[derive(Debug)]
 struct Refused(String);
@@ -75,6 +79,11 @@ pub(super) fn attach(state: &AppState) {
             socket
                 .extensions
                 .insert(Arc::new(std::sync::Mutex::new(Some(slot))));
+            // Before the connect is answered: an event sent once the client is connected
+            // reaches it.
+            let rooms = super::transport::rooms_of(&state, &user).await;
+            state.realtime.listen_to(&rooms).await;
+            socket.extensions.insert(Rooms(rooms));
             socket.extensions.insert(user);
             Ok::<(), Refused>(())
         }
@@ -87,8 +96,10 @@ pub(super) fn attach(state: &AppState) {
                 socket.disconnect().ok();
                 return;
             };
-            for room in super::transport::rooms_of(&state, &auth).await {
-                socket.join(room);
+            if let Some(Rooms(rooms)) = socket.extensions.get::<Rooms>() {
+                for room in rooms {
+                    socket.join(room);
+                }
             }
             watch_session(&state, &socket, auth.claims);
             let on_subscribe = state.clone();
@@ -103,6 +114,10 @@ pub(super) fn attach(state: &AppState) {
                         )),
                     };
                     if outcome.is_ok() {
+                        state
+                            .realtime
+                            .listen_to(&[crate::ops::ROOM.to_owned()])
+                            .await;
                         socket.join(crate::ops::ROOM);
                     }
                     let _ = ack.send(&super::transport::ack_body(&outcome));

@@ -85,6 +85,8 @@ pub async fn upgrade(
     let auth = authenticate(&state, &token).await?;
     let slot = state.limits.open_socket(auth.user.id)?;
     let rooms = super::transport::rooms_of(&state, &auth).await;
+    // Before the upgrade is answered: an event sent once the client is connected reaches it.
+    state.realtime.listen_to(&rooms).await;
     let conn = Box::new(Conn {
         state,
         auth,
@@ -217,6 +219,10 @@ fn serve(mut conn: Box<Conn>, mut socket: WebSocket) -> impl Future<Output = ()>
             // Boxed: the handler's future is most of this loop's state, and an idle connection
             // (nearly all of them, between positions) should not carry it.
             let (ack_id, outcome) = Box::pin(handle(state, auth, &text)).await;
+            if let Ok(Some(room)) = &outcome {
+                // Before the ack: an event sent once the client heard it reaches it.
+                state.realtime.listen_to(&[(*room).to_owned()]).await;
+            }
             let outcome = outcome.map(|joined| {
                 if let Some(room) = joined {
                     let hub = &state.realtime.sockets().ws;
