@@ -91,6 +91,8 @@ pub struct ClusterMetrics {
     pub regions_copied: Gauge,
     /// Realtime rooms whose events this node listens to (those its clients are in).
     pub rooms_listened: Gauge,
+    /// Realtime events other nodes sent to rooms this node listens to.
+    pub room_events_heard: Counter,
     /// Searches that had to ask other nodes (a region they reach is not copied here).
     pub remote_searches: Counter,
     /// Commands sent to other nodes, by outcome.
@@ -122,6 +124,7 @@ impl Default for ClusterMetrics {
             replication_bytes: Counter::default(),
             regions_copied: Gauge::default(),
             rooms_listened: Gauge::default(),
+            room_events_heard: Counter::default(),
             remote_searches: Counter::default(),
             remote_ok: Counter::default(),
             remote_refused: Counter::default(),
@@ -192,6 +195,11 @@ impl ClusterMetrics {
             "cluster_rooms_listened",
             "Realtime rooms whose events this node listens to (those its clients are in)",
             metrics.rooms_listened.clone(),
+        );
+        registry.register(
+            "cluster_room_events_heard",
+            "Realtime events other nodes sent to rooms a client of this node is in",
+            metrics.room_events_heard.clone(),
         );
         registry.register(
             "cluster_remote_searches",

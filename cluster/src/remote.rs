@@ -105,6 +105,16 @@ impl Cluster {
                     handler(payload);
                 }
             }
+            Envelope::RoomEvent { from, payload } => {
+                // Our own, heard back because a client here is in the room too: already
+                // delivered here when published.
+                if from != self.config.node_id
+                    && let Some(handler) = self.events.get()
+                {
+                    self.metrics.room_events_heard.inc();
+                    handler(payload);
+                }
+            }
         }
     }
 

@@ -41,9 +41,15 @@ pub enum Envelope {
         id: u64,
         result: Result<ShardReply, OrderError>,
     },
-    /// Something every node hears (a revoked token), or the nodes with a client in a room (a
-    /// realtime event), opaque here.
+    /// Something every node hears (a revoked token), opaque here.
     Event {
+        from: String,
+        payload: String,
+    },
+    /// A realtime event heard on a room's channel, where it travels in binary ([`wire`]),
+    /// never as JSON.
+    #[serde(skip)]
+    RoomEvent {
         from: String,
         payload: String,
     },
@@ -444,7 +450,7 @@ pub fn envelope_of(push: PushInfo) -> Option<Envelope> {
     }
     if channel.starts_with(ROOMS.as_bytes()) {
         let (from, payload) = wire::decode_event(&payload)?;
-        return Some(Envelope::Event { from, payload });
+        return Some(Envelope::RoomEvent { from, payload });
     }
     serde_json::from_slice(&payload).ok()
 }

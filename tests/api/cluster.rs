@@ -817,6 +817,22 @@ async fn a_delivery_where_every_party_talks_to_another_node() {
         tracked_after.is_err(),
         "still tracked after delivery: {tracked_after:?}"
     );
+    // Events went only where a client was: the customer's and the rider's nodes heard the
+    // order's events from the node that made them; that node, with no client at all, listens
+    // to no room and heard none.
+    for (node, name) in [(customers_node, "customer's"), (riders_node, "rider's")] {
+        assert!(
+            node.metric("tomato_cluster_room_events_heard_total").await > 0,
+            "the {name} node heard no event of its client's room"
+        );
+    }
+    assert_eq!(
+        kitchens_node
+            .metric("tomato_cluster_room_events_heard_total")
+            .await,
+        0,
+        "a node without clients heard events of others' rooms"
+    );
 }
 
 #[tokio::test]
