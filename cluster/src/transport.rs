@@ -27,9 +27,11 @@ use tomato_shards::{OfferChange, Position, ShardCommand, ShardId, ShardReply};
 
 use crate::wire;
 
-/// What travels between nodes.
+/// What travels between nodes. Externally tagged (`{"call":{...}}`): serde reads an internally
+/// tagged enum (`{"kind":"call",...}`) by buffering the whole object first: a third of the time
+/// three nodes spent reading JSON, in a profile of a load test.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Envelope {
     Call {
         id: u64,

@@ -40,9 +40,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(owner))
 }
 
-/// What one node tells all the others.
+/// What one node tells the others (externally tagged, which serde reads without buffering).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 enum NodeEvent {
     Realtime { envelope: Envelope },
     Auth { change: CacheChange },
