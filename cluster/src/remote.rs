@@ -133,7 +133,10 @@ impl Cluster {
     /// Listens to the events other nodes send to `rooms`; call it before a client of this node
     /// joins them, and the client misses none sent after it joined.
     pub async fn listen_to_rooms(&self, rooms: &[String]) {
-        self.rooms.want(&self.transport, rooms).await;
+        let count = self.rooms.want(&self.transport, rooms).await;
+        self.metrics
+            .rooms_listened
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Stops listening, every 10 s, to the rooms that no client here is in

@@ -60,24 +60,26 @@ pub(crate) struct Rooms {
 
 impl Rooms {
     /// Listens to `rooms`, returning once every one is subscribed (or Redis refused: then the
-    /// client hears this node's events only, until a later ask subscribes the room).
-    pub(crate) async fn want(&self, transport: &Transport, rooms: &[String]) {
+    /// client hears this node's events only, until a later ask subscribes the room); how many
+    /// rooms are listened to now.
+    pub(crate) async fn want(&self, transport: &Transport, rooms: &[String]) -> usize {
         let now = Instant::now();
-        let pending: Vec<(String, Arc<Listened>)> = {
+        let (pending, count): (Vec<(String, Arc<Listened>)>, usize) = {
             let Ok(mut listened) = self.listened.lock() else {
-                return;
+                return 0;
             };
-            rooms
+            let pending = rooms
                 .iter()
                 .filter_map(|room| {
                     let entry = listened.entry(room.clone()).or_default();
                     entry.ask(now);
                     (!entry.subscribed.initialized()).then(|| (room.clone(), Arc::clone(entry)))
                 })
-                .collect()
+                .collect();
+            (pending, listened.len())
         };
         if pending.is_empty() {
-            return;
+            return count;
         }
         let _shared = self.order.read().await;
         for (room, entry) in pending {
@@ -91,6 +93,7 @@ impl Rooms {
                 tracing::warn!(%room, error = %err, "realtime room not subscribed");
             }
         }
+        count
     }
 
     /// Drops the rooms no client asked for within [`GRACE`] and `held` says no client of this

@@ -833,6 +833,21 @@ async fn a_delivery_where_every_party_talks_to_another_node() {
         0,
         "a node without clients heard events of others' rooms"
     );
+    // The customer's node stops listening to the customer's room once its socket is gone
+    // (a sweep every 10 s drops rooms nobody holds or asked for in 10 s).
+    assert!(
+        customers_node.metric("tomato_cluster_rooms_listened").await > 0,
+        "the customer's node does not listen to its client's room"
+    );
+    drop(watching);
+    let started = Instant::now();
+    while customers_node.metric("tomato_cluster_rooms_listened").await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the customer's node still listens to a room no client holds"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test]
