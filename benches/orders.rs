@@ -115,6 +115,7 @@ fn bench_transition(c: &mut Criterion) {
             },
             restarts: Counter::default(),
             rider_restarts: Counter::default(),
+            entry_reads: Counter::default(),
         },
         Arc::clone(&stores.riders),
     );

@@ -133,6 +133,12 @@ impl AppState {
             "Rider actors restarted by their supervisor after a crash",
             rider_restarts.clone(),
         );
+        let entry_reads = Counter::default();
+        metrics.registry_mut().register(
+            "rider_entry_reads",
+            "Rider profiles read because the rider was new to this node's index or copy",
+            entry_reads.clone(),
+        );
         let dispatch = Arc::new(NodeDispatch {
             rider_ids: Arc::clone(&rider_ids),
             realtime: Arc::clone(&realtime),
@@ -175,6 +181,7 @@ impl AppState {
                 },
                 restarts,
                 rider_restarts,
+                entry_reads,
             },
             Arc::clone(&stores.riders),
         );

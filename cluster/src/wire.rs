@@ -1,5 +1,5 @@
 //! The binary form of a region's batch of positions, the one message every copying node decodes
-//! for every position of its regions. postcard (varints, no field names): a position takes 42
+//! for every position of its regions. postcard (varints, no field names): a position takes 43
 //! bytes or less where the JSON envelope took 165, and decoding it parses no text (no UUID or
 //! RFC 3339 strings). A room's event travels as its sender and its JSON side by side, so a node
 //! that hears its own event back skips it without parsing the JSON, and the JSON is not escaped
@@ -18,13 +18,15 @@ struct Batch<'a> {
     positions: Vec<Wire>,
 }
 
-/// A position as it travels: the rider's UUID as 16 bytes, the time as Unix nanoseconds.
+/// A position as it travels: the rider's UUID as 16 bytes, the time as Unix nanoseconds, the
+/// rider's dispatchable flag as one byte (0 unknown, 1 no, 2 yes).
 #[derive(Serialize, Deserialize)]
 struct Wire {
     rider: RiderId,
     lat: f64,
     lon: f64,
     seen_at_ns: i64,
+    flag: u8,
 }
 
 /// The bytes of `from`'s batch of `positions`.
@@ -37,6 +39,11 @@ pub(crate) fn encode(from: &str, positions: &[Position]) -> Option<Vec<u8>> {
             lon: p.at.lon(),
             // Unix nanoseconds fit an i64 until 2262.
             seen_at_ns: i64::try_from(p.seen_at.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+            flag: match p.dispatchable {
+                None => 0,
+                Some(false) => 1,
+                Some(true) => 2,
+            },
         })
         .collect();
     postcard::to_allocvec(&Batch { from, positions }).ok()
@@ -55,6 +62,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(String, Vec<Position>)> {
                 at: LatLon::new(w.lat, w.lon).ok()?,
                 seen_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(w.seen_at_ns))
                     .ok()?,
+                dispatchable: match w.flag {
+                    1 => Some(false),
+                    2 => Some(true),
+                    _ => None,
+                },
             })
         })
         .collect();
@@ -90,6 +102,11 @@ mod tests {
             rider: RiderId::new(),
             at: LatLon::new(lat, lon).expect("a point"),
             seen_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).expect("a time"),
+            dispatchable: match nanos % 3 {
+                0 => None,
+                1 => Some(false),
+                _ => Some(true),
+            },
         }
     }
 
@@ -104,13 +121,13 @@ mod tests {
             let sent: Vec<Position> =
                 points.iter().map(|(lat, lon, ns)| position(*lat, *lon, *ns)).collect();
             let bytes = encode("node-a", &sent).expect("encoded");
-            prop_assert!(bytes.len() <= 8 + 42 * sent.len());
+            prop_assert!(bytes.len() <= 8 + 43 * sent.len());
             prop_assert_eq!(decode(&bytes), Some(("node-a".to_owned(), sent)));
         }
     }
 
     #[test]
-    fn a_position_of_today_takes_42_bytes_or_less() {
+    fn a_position_of_today_takes_43_bytes_or_less() {
         let one =
             encode("n", &[position(12.97, 77.59, 1_796_000_000_123_456_789)]).expect("encoded");
         let two = encode(
@@ -122,7 +139,7 @@ mod tests {
         )
         .expect("encoded");
         assert!(
-            two.len() - one.len() <= 42,
+            two.len() - one.len() <= 43,
             "{} bytes",
             two.len() - one.len()
         );
@@ -146,12 +163,14 @@ mod tests {
                     lat: f64::NAN,
                     lon: 0.0,
                     seen_at_ns: 0,
+                    flag: 0,
                 },
                 Wire {
                     rider: RiderId::new(),
                     lat: 10.0,
                     lon: 200.0,
                     seen_at_ns: 0,
+                    flag: 0,
                 },
             ],
         })

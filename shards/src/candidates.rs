@@ -183,6 +183,7 @@ impl ShardRouter {
 
     /// Reads the rider's profile and sets its flag from it, in the background.
     pub(crate) fn refresh_rider(&self, rider: RiderId) {
+        self.entry_reads.inc();
         let (store, index) = (Arc::clone(self.rider_store()), Arc::clone(self.index()));
         tokio::spawn(async move {
             match store.get(rider).await {

@@ -71,6 +71,9 @@ pub struct OrderPorts {
     pub restarts: Counter,
     /// Counts restarts of rider actors, for `/metrics`.
     pub rider_restarts: Counter,
+    /// Counts the rider profiles read because a rider was new to this node's index or copy
+    /// (to learn whether it may be offered work), for `/metrics`.
+    pub entry_reads: Counter,
 }
 
 impl std::fmt::Debug for OrderPorts {
@@ -127,7 +130,10 @@ impl ShardRouter {
                     }
                 }),
             });
-            ShardRouter::assemble(runtime, map, index, orders_env, riders, positions, windows)
+            let mut router =
+                ShardRouter::assemble(runtime, map, index, orders_env, riders, positions, windows);
+            router.entry_reads = orders.entry_reads;
+            router
         })
     }
 }

@@ -22,6 +22,11 @@ pub struct Position {
     pub at: LatLon,
     #[serde(with = "time::serde::rfc3339")]
     pub seen_at: OffsetDateTime,
+    /// Whether dispatch may offer the rider work, as the ingesting node knew it (`None` when
+    /// it did not yet): a node whose copy meets the rider for the first time takes it instead
+    /// of reading the rider's profile.
+    #[serde(default)]
+    pub dispatchable: Option<bool>,
 }
 
 /// What became of an order's offers, as the node running the order tells the others.

@@ -82,14 +82,20 @@ impl ShardRouter {
         let cell = at.cell(INDEX_RESOLUTION);
         let here = self.moved_at(rider, cell, at, seen_at).await;
         let Some(remote) = self.remote() else {
-            return here;
+            return here.map(|_| ());
         };
-        match here {
-            Ok(()) => {}
-            Err(OrderError::NotOwner) => self.copy_here(rider, cell, at, seen_at),
+        let dispatchable = match here {
+            Ok(flag) => flag,
+            Err(OrderError::NotOwner) => self.copy_here(rider, cell, at, seen_at, None),
             Err(err) => return Err(err),
-        }
-        remote.replicate(self.map().region_of(cell), Position { rider, at, seen_at });
+        };
+        let position = Position {
+            rider,
+            at,
+            seen_at,
+            dispatchable,
+        };
+        remote.replicate(self.map().region_of(cell), position);
         Ok(())
     }
 
@@ -97,7 +103,10 @@ impl ShardRouter {
     /// here, the copy for the others. Most of what a node hears is for its copy, so the shard
     /// is looked at first rather than the owner's path tried and refused.
     pub async fn replicated_heard(&self, positions: Vec<Position>) {
-        for Position { rider, at, seen_at } in positions {
+        for position in positions {
+            let Position {
+                rider, at, seen_at, ..
+            } = position;
             let cell = at.cell(INDEX_RESOLUTION);
             let owned = self.index().is_open(self.map().shard_of_cell(cell));
             // A shard that closed in between refuses the owner's path and the copy takes the
@@ -109,28 +118,41 @@ impl ShardRouter {
                     Err(OrderError::NotOwner)
                 )
             {
-                self.copy_here(rider, cell, at, seen_at);
+                self.copy_here(rider, cell, at, seen_at, position.dispatchable);
             }
         }
     }
 
-    /// Applies a position to this node's copy; a rider new to it has its dispatchable flag
-    /// read from its profile (the flag's changes are heard from whichever node makes them).
-    fn copy_here(&self, rider: RiderId, cell: CellIndex, at: LatLon, seen_at: OffsetDateTime) {
-        if self.index().copy_at(rider, cell, at, seen_at) == Some(true) {
+    /// Applies a position to this node's copy and returns the rider's flag there, if known. A
+    /// rider new to the copy takes the flag its position carried (`carried`), or, without
+    /// one, has it read from its profile (the flag's changes are heard from whichever node
+    /// makes them).
+    fn copy_here(
+        &self,
+        rider: RiderId,
+        cell: CellIndex,
+        at: LatLon,
+        seen_at: OffsetDateTime,
+        carried: Option<bool>,
+    ) -> Option<bool> {
+        let update = self.index().copy_at(rider, cell, at, seen_at, carried)?;
+        if update.entered && carried.is_none() {
             self.refresh_rider(rider);
+            return None;
         }
+        Some(update.dispatchable)
     }
 
     /// [`ShardRouter::moved`] on this node only, `cell` being `at`'s at the index's resolution:
-    /// refused when the position's shard does not run here.
+    /// refused when the position's shard does not run here. Returns the rider's dispatchable
+    /// flag, `None` for a rider new to the index (its profile is being read).
     async fn moved_at(
         &self,
         rider: RiderId,
         cell: CellIndex,
         at: LatLon,
         seen_at: OffsetDateTime,
-    ) -> Result<(), OrderError> {
+    ) -> Result<Option<bool>, OrderError> {
         let update = self
             .index()
             .update_at(rider, cell, at, seen_at, None)
@@ -163,8 +185,9 @@ impl ShardRouter {
             // New to the index (its shard was handed over, or it was never loaded): whether it
             // may be offered work is in its profile. Off the hot path: once per entry.
             self.refresh_rider(rider);
+            return Ok(None);
         }
-        Ok(())
+        Ok(Some(update.dispatchable))
     }
 
     /// The rider takes an offered order, through its actor (one order at a time).

@@ -68,11 +68,12 @@ struct Copied {
     active: HashSet<CellIndex>,
 }
 
-/// Who places a position: the shard's owner, or this node's copy of another node's shard.
+/// Who places a position: the shard's owner, or this node's copy of another node's shard,
+/// with the flag the ingesting node gave a rider the copy meets for the first time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hand {
     Owner,
-    Copy,
+    Copy { newcomer: Option<bool> },
 }
 
 /// Where an update left the rider.
@@ -83,8 +84,10 @@ pub struct Update {
     /// The rider changed shards with this update.
     pub handed_off: bool,
     /// The rider was not in the index before this update (first report since it started, or
-    /// since its shard was handed over): its dispatchable flag starts false.
+    /// since its shard was handed over): its dispatchable flag starts false unless given.
     pub entered: bool,
+    /// The rider's dispatchable flag after the update.
+    pub dispatchable: bool,
 }
 
 fn secs(at: OffsetDateTime) -> u32 {
@@ -178,7 +181,9 @@ impl RiderIndex {
     }
 
     /// Applies a position another node ingested (or this one, for a shard it does not run) to
-    /// the copy. Returns whether the rider is new to this index (its flag starts false); `None`
+    /// the copy. `newcomer` is the rider's dispatchable flag as the ingesting node knew it: a
+    /// rider new to the copy starts with it (false when `None`), a known rider keeps the flag
+    /// heard for it (a flag carried by an older position must not undo a newer change). `None`
     /// when the position's region is not copied here, or its shard runs here (then the owner's
     /// [`RiderIndex::update_at`] applies it). `cell` is `at`'s at [`INDEX_RESOLUTION`], which
     /// the caller has already worked out.
@@ -188,13 +193,13 @@ impl RiderIndex {
         cell: CellIndex,
         at: LatLon,
         seen_at: OffsetDateTime,
-    ) -> Option<bool> {
+        newcomer: Option<bool>,
+    ) -> Option<Update> {
         if !self.is_copied(self.map.region_of(cell)) {
             return None;
         }
-        self.place(rider, cell, at, seen_at, None, Hand::Copy)
+        self.place(rider, cell, at, seen_at, None, Hand::Copy { newcomer })
             .ok()
-            .map(|update| update.entered)
     }
 
     fn shard(&self, id: ShardId) -> &RwLock<Slice> {
@@ -274,7 +279,10 @@ impl RiderIndex {
         dispatchable: Option<bool>,
         hand: Hand,
     ) -> Result<Update, NotRunning> {
-        let owner = hand == Hand::Owner;
+        let (owner, newcomer) = match hand {
+            Hand::Owner => (true, None),
+            Hand::Copy { newcomer } => (false, newcomer),
+        };
         let shard = self.map.shard_of_cell(cell);
         let mut flag = dispatchable;
         let home = self.homes.get(&rider).map(|home| *home);
@@ -298,6 +306,7 @@ impl RiderIndex {
         }
         let keep = flag
             .or_else(|| target.index.get(rider).map(|(_, _, d)| d))
+            .or(if home.is_none() { newcomer } else { None })
             .unwrap_or(false);
         target.index.upsert_in(cell, rider, at, secs(seen_at), keep);
         if owner {
@@ -317,6 +326,7 @@ impl RiderIndex {
             cell,
             handed_off,
             entered: home.is_none(),
+            dispatchable: keep,
         })
     }
 
@@ -612,20 +622,18 @@ mod tests {
         let region = map.region_of(here.cell(INDEX_RESOLUTION));
         riders.copy_regions(HashSet::from([region]), HashSet::from([region]));
         let (a, b) = (RiderId::new(), RiderId::new());
+        let copy = |rider, at: LatLon, newcomer| {
+            riders
+                .copy_at(rider, at.cell(INDEX_RESOLUTION), at, now, newcomer)
+                .map(|update| (update.entered, update.dispatchable))
+        };
+        assert_eq!(copy(a, here, None), Some((true, false)), "new to the copy");
         assert_eq!(
-            riders.copy_at(a, here.cell(INDEX_RESOLUTION), here, now),
-            Some(true),
-            "new to the copy"
+            copy(a, here, Some(true)),
+            Some((false, false)),
+            "a known rider keeps the flag heard for it"
         );
-        assert_eq!(
-            riders.copy_at(a, here.cell(INDEX_RESOLUTION), here, now),
-            Some(false)
-        );
-        assert_eq!(
-            riders.copy_at(b, far.cell(INDEX_RESOLUTION), far, now),
-            None,
-            "not a copied region"
-        );
+        assert_eq!(copy(b, far, Some(true)), None, "not a copied region");
         assert!(riders.set_dispatchable(a, true));
         let found = riders.nearest(here, 500.0, 5, |_, ok| ok);
         assert_eq!(found.iter().map(|f| f.rider).collect::<Vec<_>>(), vec![a]);
@@ -644,10 +652,7 @@ mod tests {
         let shard = map.shard_of(here);
         riders.open(shard);
         assert!(riders.get(a).expect("kept").2);
-        assert_eq!(
-            riders.copy_at(a, here.cell(INDEX_RESOLUTION), here, now),
-            None
-        );
+        assert_eq!(copy(a, here, None), None);
         assert!(!riders.update(a, here, now, None).expect("open").entered);
         // Stopped again: the rider stays in view as a copy; the snapshot is handed back.
         assert_eq!(riders.close(shard).len(), 1);
@@ -661,6 +666,32 @@ mod tests {
             riders.shards_unseen(here, 100.0).is_empty(),
             "nobody reports there: nothing to ask for"
         );
+    }
+
+    #[test]
+    fn a_rider_new_to_a_copy_starts_with_the_flag_its_position_carried() {
+        let map = ShardMap::new(7, 5, 16).expect("map");
+        let riders = RiderIndex::new(map);
+        let now = OffsetDateTime::now_utc();
+        let here = point(12.97, 77.59);
+        let region = map.region_of(here.cell(INDEX_RESOLUTION));
+        riders.copy_regions(HashSet::from([region]), HashSet::from([region]));
+        let rider = RiderId::new();
+        let update = riders
+            .copy_at(rider, here.cell(INDEX_RESOLUTION), here, now, Some(true))
+            .expect("copied");
+        assert!(update.entered && update.dispatchable);
+        let found = riders.nearest(here, 500.0, 5, |_, ok| ok);
+        assert_eq!(
+            found.iter().map(|f| f.rider).collect::<Vec<_>>(),
+            vec![rider]
+        );
+        // A change heard later wins over what an older position carried.
+        assert!(riders.set_dispatchable(rider, false));
+        let update = riders
+            .copy_at(rider, here.cell(INDEX_RESOLUTION), here, now, Some(true))
+            .expect("copied");
+        assert!(!update.entered && !update.dispatchable);
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct ShardRouter {
     /// The offers other nodes' order actors made, as they told this one: so a rider's offers
     /// are read here without asking them, and its search ranks riders holding theirs last.
     pub(crate) heard: crate::offers::OfferBook,
+    /// Rider profiles read because a rider was new to the index or the copy.
+    pub(crate) entry_reads: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for ShardRouter {
@@ -110,6 +112,7 @@ impl ShardRouter {
             remote: std::sync::OnceLock::new(),
             windows,
             heard: crate::offers::OfferBook::default(),
+            entry_reads: Default::default(),
         }
     }
 
