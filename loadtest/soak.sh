@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The soak drill: three nodes of one city over Redis, on a ScyllaDB (or Apache Cassandra) store;
-# the harness plays the city against nodes a and b for --minutes while node c is killed
-# (kill -9) every --every-s seconds and started again --down-s later, so c's zones are taken
-# over by a and b and handed back to c, again and again, under load. Then `tomato audit` checks
-# every order a node acknowledged against the store: stored, paid, delivered, each step once.
+# the harness plays the city against all three for --minutes while one of them is killed
+# (kill -9) every --every-s seconds, c, then b, then a, and so on, and started again --down-s
+# later: the dead node's zones are taken over by the others and handed back, its riders' and
+# sellers' sockets dial another node, and its parties' calls go to the next node (a call whose
+# answer died with the node is tried again where that is safe), again and again, under load.
+# Then `tomato audit` checks every order a node acknowledged against the store: stored, paid,
+# delivered, each step once.
 #
 #   cargo build --release -p tomato -p tomato-load
 #   loadtest/soak.sh --cql 127.0.0.1:9042 [--minutes 10] [--every-s 120] [--down-s 20] \
@@ -36,29 +39,32 @@ nodes_out soak
 
 nodes_redis "$redis_port"; pids+=("$redis_pid")
 nodes_env "$keyspace" "$redis_port"
-nodes_start a 18081; pids+=("$node_pid")
-nodes_start b 18082; pids+=("$node_pid")
-nodes_start c 18083; c_pid=$node_pid
+names=(a b c) ports=(18081 18082 18083) node_pids=()
+trap 'kill "${pids[@]}" "${node_pids[@]}" 2>/dev/null || true' EXIT
+for i in 0 1 2; do
+  nodes_start "${names[$i]}" "${ports[$i]}"; node_pids+=("$node_pid")
+done
 
 "$bin/tomato-load" run --target http://127.0.0.1:18081 --target http://127.0.0.1:18082 \
+  --target http://127.0.0.1:18083 \
   --duration-s $((minutes * 60)) --orders-out "$out/orders.txt" --json "$@" \
   > "$out/report.json" 2> "$out/harness.log" &
 harness=$!
 
-# Kill node c every $every seconds, and start it again $down seconds later.
+# Every $every seconds kill the next node (c, b, a, c, ...) and start it again $down seconds later.
 elapsed=0 kills=0
 while kill -0 "$harness" 2>/dev/null && [ $((elapsed + every)) -le $((minutes * 60)) ]; do
   sleep "$every"; elapsed=$((elapsed + every))
-  kill -9 "$c_pid"; kills=$((kills + 1))
-  echo "soak: $(date +%T) node c killed (kill -9 number $kills)"
+  i=$(( (2 - kills % 3) ))
+  kill -9 "${node_pids[$i]}"; kills=$((kills + 1))
+  echo "soak: $(date +%T) node ${names[$i]} killed (kill -9 number $kills)"
   sleep "$down"; elapsed=$((elapsed + down))
-  nodes_start c 18083; c_pid=$node_pid
-  echo "soak: $(date +%T) node c started again"
+  nodes_start "${names[$i]}" "${ports[$i]}"; node_pids[$i]=$node_pid
+  echo "soak: $(date +%T) node ${names[$i]} started again"
 done
-pids+=("$c_pid")
 harness_rc=0
 wait "$harness" || harness_rc=$?
-echo "soak: harness exited $harness_rc after $kills kills of node c; report in $out/report.json"
+echo "soak: harness exited $harness_rc after $kills kills; report in $out/report.json"
 
 if ! grep -q '"undelivered": 0,' "$out/report.json"; then
   echo "soak: orders left undelivered; see $out/report.json" >&2

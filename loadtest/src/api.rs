@@ -69,11 +69,24 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Result<Value, CallError> {
+        self.call_keyed(method, path, token, body, None).await
+    }
+
+    /// [`Api::call`] with an `Idempotency-Key`, which the routes creating money-bearing things
+    /// honour: the same key and body replays the first answer.
+    pub async fn call_keyed(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<Value, CallError> {
         // A shard moving between nodes answers 503 `shard_moving` (nothing was done): a client
         // tries again shortly, as API.md asks; a takeover lasts seconds.
         let mut attempts = 0;
         loop {
-            match self.call_once(method.clone(), path, token, body).await {
+            match self.call_once(method.clone(), path, token, body, key).await {
                 Err(err)
                     if err.kind == "http_503_shard_moving" && attempts < SHARD_MOVING_RETRIES =>
                 {
@@ -91,6 +104,7 @@ impl Api {
         path: &str,
         token: Option<&str>,
         body: Option<&Value>,
+        key: Option<&str>,
     ) -> Result<Value, CallError> {
         let url = self.base.join(path).map_err(|err| CallError {
             kind: "bad_url".into(),
@@ -103,6 +117,9 @@ impl Api {
         }
         if let Some(body) = body {
             request = request.json(body);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
         }
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();

@@ -10,6 +10,7 @@ pub mod city;
 pub mod cli;
 pub mod conn;
 pub mod geo;
+pub mod nodes;
 pub mod record;
 pub mod report;
 pub mod resp;

@@ -111,6 +111,8 @@ pub struct Counters {
     pub delivered: AtomicU64,
     /// Milliseconds riders spent with an order, accept to delivery, summed.
     pub busy_ms: AtomicU64,
+    /// Sockets dialled again after their node closed them (killed, in a soak).
+    pub redials: AtomicU64,
 }
 
 impl Counters {
@@ -292,6 +294,7 @@ impl Recorder {
                 picked_up: Counters::get(&c.picked_up),
                 delivered: Counters::get(&c.delivered),
                 busy_s: Counters::get(&c.busy_ms) as f64 / 1000.0,
+                redials: Counters::get(&c.redials),
             },
             latency_ms,
             errors: self.errors.lock().map(|e| e.clone()).unwrap_or_default(),
@@ -378,6 +381,9 @@ pub struct Counts {
     /// Seconds riders spent with an order (accept to delivery), summed over riders.
     #[serde(default)]
     pub busy_s: f64,
+    /// Sockets dialled again after their node closed them.
+    #[serde(default)]
+    pub redials: u64,
 }
 
 /// One second of the timeline.

@@ -195,6 +195,13 @@ impl Report {
             c.offers_heard,
             c.accepts_lost
         );
+        if c.redials > 0 {
+            let _ = writeln!(
+                out,
+                "sockets dialled again after their node closed them: {}",
+                c.redials
+            );
+        }
         let _ = writeln!(
             out,
             "{:<20} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",

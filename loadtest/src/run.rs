@@ -19,10 +19,11 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::api::{Api, Session};
+use crate::api::{Api, CallError, Session};
 use crate::city::{City, Point, Walker};
 use crate::cli::{RunArgs, Transport};
 use crate::conn::{Conn, Dialer, Incoming};
+use crate::nodes::{Nodes, PATIENCE, Retry, node_of};
 use crate::record::{Counters, Path, Recorder, Ride};
 use crate::report::{NodeSide, Report, ServerSide};
 use crate::setup::{self, Customer, RiderAccount, Shop};
@@ -55,10 +56,11 @@ struct Track {
 #[derive(Debug)]
 struct World {
     args: RunArgs,
-    /// The first node: statistics and memory are read there.
-    api: Api,
-    /// Every node; each party talks to the one its token picks (see [`node_of`]).
-    apis: Vec<Api>,
+    /// Every node; each party talks to the one its token picks (see [`node_of`]), and to the
+    /// next while that one is down. Statistics and memory are read on the first.
+    nodes: Nodes,
+    /// Where each node's sockets are opened, in the order of `nodes`.
+    dialers: Vec<Dialer>,
     city: City,
     recorder: Recorder,
     orders: DashMap<String, Track>,
@@ -72,11 +74,6 @@ struct World {
 }
 
 impl World {
-    /// The node this party talks to.
-    fn api_for(&self, token: &str) -> &Api {
-        &self.apis[node_of(token, self.apis.len())]
-    }
-
     fn fail(&self, kind: &str) {
         self.recorder.error(kind);
     }
@@ -126,7 +123,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         .iter()
         .map(|base| Api::new(base.clone()))
         .collect::<anyhow::Result<Vec<Api>>>()?;
-    let api = apis[0].clone();
+    let nodes = Nodes::new(apis);
+    let api = nodes.first().clone();
+    let apis = nodes.all();
     let sockets = match args.transport {
         Transport::Http => args.restaurants,
         Transport::Socketio | Transport::Ws => args.riders + args.restaurants,
@@ -141,13 +140,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     }
     let before = api.get("/api/admin/stats", Some(&admin.token)).await?;
     let memory_start = api.server_memory().await;
-    let nodes_start = cluster_counters(&apis).await;
+    let nodes_start = cluster_counters(apis).await;
 
     let run_id = setup::run_id();
     let total = (args.restaurants + args.customers + args.riders) as u64;
     let bar = progress(total, "creating the city");
     let shops = setup::shops(
-        &apis,
+        apis,
         &admin,
         &city,
         &run_id,
@@ -157,7 +156,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     )
     .await?;
     let customers = setup::customers(
-        &apis,
+        apis,
         &city,
         &run_id,
         args.customers,
@@ -166,7 +165,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     )
     .await?;
     let riders = setup::riders(
-        &apis,
+        apis,
         &admin,
         &city,
         (&run_id, args.seed),
@@ -181,10 +180,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     for base in &bases {
         dialers.push(Dialer::new(base, args.source_addrs).await?);
     }
-    let seller_kind = match args.transport {
-        Transport::Http => Transport::Ws,
-        other => other,
-    };
+    let seller_kind = seller_transport(args.transport);
     let rider_conns: Vec<Option<Conn>> = match args.transport {
         Transport::Http => riders.iter().map(|_| None).collect(),
         kind => {
@@ -208,8 +204,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let world = Arc::new(World {
         interval: Duration::from_secs_f64(args.interval_s),
         args: args.clone(),
-        api: api.clone(),
-        apis,
+        nodes,
+        dialers,
         city,
         recorder: Recorder::new(),
         orders: DashMap::new(),
@@ -223,16 +219,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         let rng = StdRng::seed_from_u64(args.seed.wrapping_add(i as u64));
         tasks.push(tokio::spawn(ride(
             Arc::clone(&world),
-            account,
+            (account, i),
             conn,
             rng,
             stop.clone(),
         )));
     }
-    for ((shop, _), conn) in shops.iter().cloned().zip(seller_conns) {
+    for (i, ((shop, _), conn)) in shops.iter().cloned().zip(seller_conns).enumerate() {
         tasks.push(tokio::spawn(cook(
             Arc::clone(&world),
-            shop,
+            (shop, i),
             conn,
             stop.clone(),
         )));
@@ -255,7 +251,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
 
     let after = api.get("/api/admin/stats", Some(&admin.token)).await?;
     let memory_end = api.server_memory().await;
-    let nodes_end = cluster_counters(&world.apis).await;
+    let nodes_end = cluster_counters(world.nodes.all()).await;
     let nodes = nodes_start
         .iter()
         .zip(&nodes_end)
@@ -328,13 +324,62 @@ async fn cluster_counters(apis: &[Api]) -> Vec<NodeSide> {
     nodes
 }
 
-/// The node (of `nodes`) a party talks to, chosen by its token: riders, sellers and customers
-/// spread over every node, and the parties of one order mostly talk to different ones.
-fn node_of(token: &str, nodes: usize) -> usize {
-    let hash = token.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
-    usize::try_from(hash % nodes.max(1) as u64).unwrap_or(0)
+/// Sellers' dashboards hold a socket even when riders speak HTTP.
+fn seller_transport(riders: Transport) -> Transport {
+    match riders {
+        Transport::Http => Transport::Ws,
+        other => other,
+    }
+}
+
+/// A party's socket again after its node closed it (the `n`th client's): to the node its token
+/// picks or, while that one is down, the next ones in turn; `None` when none answered in
+/// [`PATIENCE`].
+async fn redial(world: &World, token: &str, kind: Transport, n: usize) -> Option<Conn> {
+    let count = world.dialers.len();
+    let home = node_of(token, count);
+    let started = Instant::now();
+    for turn in 0.. {
+        if started.elapsed() >= PATIENCE {
+            break;
+        }
+        if let Ok(conn) = world.dialers[(home + turn) % count]
+            .connect(kind, token, n)
+            .await
+        {
+            Counters::bump(&world.recorder.counters.redials);
+            return Some(conn);
+        }
+        if (turn + 1) % count == 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    None
+}
+
+/// The answer to a call that changes something never came back whole (its node died with it
+/// in hand, or could not do it then).
+fn answer_lost(err: &CallError) -> bool {
+    err.status
+        .is_none_or(|status| status == reqwest::StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// An accept whose answer was lost may still have won: the rider's current order says.
+async fn won_anyway(
+    world: &World,
+    session: &Session,
+    order: &str,
+    lost: CallError,
+) -> Result<serde_json::Value, CallError> {
+    let current = world
+        .nodes
+        .get(&session.token, "/api/rider/orders/current")
+        .await?;
+    if current["order"]["id"].as_str() == Some(order) {
+        Ok(current)
+    } else {
+        Err(lost)
+    }
 }
 
 /// The process may need one descriptor per socket; raise the soft limit and check it fits.
@@ -392,7 +437,7 @@ async fn next_of(conn: &mut Option<Conn>) -> Option<anyhow::Result<Incoming>> {
 /// One rider: moves, reports its position every interval, takes an offer when free.
 async fn ride(
     world: Arc<World>,
-    account: RiderAccount,
+    (account, n): (RiderAccount, usize),
     mut conn: Option<Conn>,
     mut rng: StdRng,
     mut stop: watch::Receiver<bool>,
@@ -431,7 +476,15 @@ async fn ride(
                     }
                     None => {
                         let sent = Instant::now();
-                        match world.api_for(&session.token).put("/api/rider/location", &session.token, &at.json()).await {
+                        let body = at.json();
+                        let put = world.nodes.call(
+                            &session.token,
+                            reqwest::Method::PUT,
+                            "/api/rider/location",
+                            Some(&body),
+                            (Retry::Never, None),
+                        );
+                        match put.await {
                             Ok(_) => world.recorder.latency(Path::Ingest, sent.elapsed()),
                             Err(err) => world.fail(&err.kind),
                         }
@@ -457,11 +510,18 @@ async fn ride(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
-                    world.fail("socket_closed");
                     conn = None;
-                    if !*stop.borrow() {
-                        // Without its socket the rider cannot hear offers: stop it like an app
-                        // that lost its connection, rather than silently going on.
+                    pending.clear();
+                    if *stop.borrow() {
+                        continue;
+                    }
+                    world.fail("socket_closed");
+                    // Its node went away: the app dials the next. Without a socket the rider
+                    // cannot hear offers: one that finds no node in time stops, rather than
+                    // silently going on.
+                    conn = redial(&world, &session.token, world.args.transport, n).await;
+                    if conn.is_none() {
+                        world.fail("socket_not_redialled");
                         break;
                     }
                 }
@@ -489,11 +549,7 @@ async fn poll_offers(
 
 /// The offers this rider holds, from `GET /api/rider/offers`.
 async fn held_offers(world: &World, session: &Session) -> Option<Vec<serde_json::Value>> {
-    match world
-        .api_for(&session.token)
-        .get("/api/rider/offers", Some(&session.token))
-        .await
-    {
+    match world.nodes.get(&session.token, "/api/rider/offers").await {
         Ok(held) => Some(held["offers"].as_array().cloned().unwrap_or_default()),
         Err(err) => {
             world.fail(&err.kind);
@@ -545,9 +601,19 @@ async fn try_orders(
     for order in orders {
         let path = format!("/api/rider/orders/{order}/accept");
         let accepted = world
-            .api_for(&session.token)
-            .call(reqwest::Method::POST, &path, Some(&session.token), None)
+            .nodes
+            .call(
+                &session.token,
+                reqwest::Method::POST,
+                &path,
+                None,
+                (Retry::Never, None),
+            )
             .await;
+        let accepted = match accepted {
+            Err(err) if answer_lost(&err) => won_anyway(world, session, order, err).await,
+            answered => answered,
+        };
         match accepted {
             Ok(_) => {
                 Counters::bump(&world.recorder.counters.accepts);
@@ -619,8 +685,8 @@ async fn deliver(world: &World, session: &Session, walker: &Wheels, id: &str) {
         }
         tokio::time::sleep(handover).await;
         match world
-            .api_for(&session.token)
-            .put(&status, &session.token, &json!({ "status": next }))
+            .nodes
+            .step(&session.token, &status, &json!({ "status": next }))
             .await
         {
             Ok(_) => Counters::bump(counter),
@@ -651,7 +717,12 @@ const RECHECK_EVERY: Duration = Duration::from_secs(3);
 type Begun = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
 
 /// One seller: cooks every paid order (accepted, preparing, ready) and hears the assignment.
-async fn cook(world: Arc<World>, shop: Shop, conn: Conn, mut stop: watch::Receiver<bool>) {
+async fn cook(
+    world: Arc<World>,
+    (shop, n): (Shop, usize),
+    conn: Conn,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conn = Some(conn);
     let seller = Arc::new(shop.seller);
     let begun = Begun::default();
@@ -685,8 +756,16 @@ async fn cook(world: Arc<World>, shop: Shop, conn: Conn, mut stop: watch::Receiv
                 },
                 Some(Ok(Incoming::Ack(..))) => {}
                 Some(Err(_)) | None => {
+                    if *stop.borrow() {
+                        break;
+                    }
                     world.fail("seller_socket_closed");
-                    break;
+                    // The dashboard dials the next node; its list catches up what it missed.
+                    conn = redial(&world, &seller.token, seller_transport(world.args.transport), n).await;
+                    if conn.is_none() {
+                        world.fail("seller_socket_not_redialled");
+                        break;
+                    }
                 }
             }
         }
@@ -715,10 +794,9 @@ fn begin(world: &Arc<World>, seller: &Arc<Session>, begun: &Begun, order: String
 
 /// Lists the restaurant's paid orders still in the kitchen and begins those not begun yet.
 async fn resume_open(world: Arc<World>, seller: Arc<Session>, begun: Begun) {
-    let api = world.api_for(&seller.token);
     for status in ["placed", "accepted", "preparing"] {
         let path = format!("/api/order/restaurant?status={status}");
-        let Ok(listed) = api.get(&path, Some(&seller.token)).await else {
+        let Ok(listed) = world.nodes.get(&seller.token, &path).await else {
             // The dashboard tries again at the next refresh.
             continue;
         };
@@ -740,8 +818,8 @@ async fn prepare(world: &World, seller: &Session, order: &str, status: &str) -> 
     };
     for step in steps {
         if let Err(err) = world
-            .api_for(&seller.token)
-            .put(&path, &seller.token, &json!({ "status": step }))
+            .nodes
+            .step(&seller.token, &path, &json!({ "status": step }))
             .await
         {
             world.fail(&err.kind);
@@ -751,10 +829,10 @@ async fn prepare(world: &World, seller: &Session, order: &str, status: &str) -> 
     tokio::time::sleep(Duration::from_secs_f64(world.args.prep_s)).await;
     world.orders.entry(order.to_owned()).or_default().ready_at = Some(Instant::now());
     match world
-        .api_for(&seller.token)
-        .put(
-            &path,
+        .nodes
+        .step(
             &seller.token,
+            &path,
             &json!({ "status": "ready_for_rider" }),
         )
         .await
@@ -855,20 +933,18 @@ async fn churn(world: Arc<World>, run_id: String) {
         let world = Arc::clone(&world);
         cycles.push(tokio::spawn(async move {
             let started = Instant::now();
-            let session = match world.api.dev_login(&email, "Churning App").await {
+            let session = match world.nodes.first().dev_login(&email, "Churning App").await {
                 Ok(session) => session,
                 Err(_) => return world.fail("churn_sign_in"),
             };
-            let api = world.api_for(&session.token);
-            match api
-                .call(
-                    reqwest::Method::POST,
-                    "/api/auth/logout",
-                    Some(&session.token),
-                    None,
-                )
-                .await
-            {
+            let logout = world.nodes.call(
+                &session.token,
+                reqwest::Method::POST,
+                "/api/auth/logout",
+                None,
+                (Retry::Never, None),
+            );
+            match logout.await {
                 Ok(_) => world.recorder.latency(Path::SignInOut, started.elapsed()),
                 Err(_) => world.fail("churn_logout"),
             }
@@ -882,29 +958,38 @@ async fn churn(world: Arc<World>, run_id: String) {
 
 async fn order_and_pay(world: &World, customer: &Customer, item: &str, quantity: u32) {
     let token = customer.session.token.as_str();
-    let api = world.api_for(token);
-    if let Err(err) = api
-        .call(reqwest::Method::DELETE, "/api/cart", Some(token), None)
-        .await
-    {
+    let nodes = &world.nodes;
+    let emptied = nodes.call(
+        token,
+        reqwest::Method::DELETE,
+        "/api/cart",
+        None,
+        (Retry::Same, None),
+    );
+    if let Err(err) = emptied.await {
         return world.fail(&err.kind);
     }
-    if let Err(err) = api
-        .post(
-            "/api/cart/new",
-            token,
-            &json!({ "itemId": item, "quantity": quantity }),
-        )
-        .await
-    {
+    let body = json!({ "itemId": item, "quantity": quantity });
+    let added = nodes.call(
+        token,
+        reqwest::Method::POST,
+        "/api/cart/new",
+        Some(&body),
+        (Retry::Never, None),
+    );
+    if let Err(err) = added.await {
         return world.fail(&err.kind);
     }
+    // One key for the order and its payment, so a call whose answer a dying node took with it
+    // is tried again on another node without ordering or paying twice.
+    let key = format!("{:032x}", rand::random::<u128>());
     let sent = Instant::now();
-    let placed = api
-        .post(
-            "/api/order/new",
+    let placed = nodes
+        .post_keyed(
             token,
+            "/api/order/new",
             &json!({ "addressId": customer.address_id, "paymentMethod": "test" }),
+            &key,
         )
         .await;
     let order = match placed {
@@ -924,7 +1009,7 @@ async fn order_and_pay(world: &World, customer: &Customer, item: &str, quantity:
     }
     let body = json!({ "orderId": order });
     for step in ["/api/payment/create-order", "/api/payment/verify"] {
-        if let Err(err) = api.post(step, token, &body).await {
+        if let Err(err) = nodes.post_keyed(token, step, &body, &key).await {
             // Unpaid, it will never be cooked: stop waiting for it.
             world.orders.remove(&order);
             return world.fail(&err.kind);
@@ -962,7 +1047,7 @@ async fn watch_progress(world: Arc<World>, bar: ProgressBar) {
             world.recorder.error_count(),
         ));
         if ticks.is_multiple_of(10)
-            && let Some(memory) = world.api.server_memory().await
+            && let Some(memory) = world.nodes.first().server_memory().await
         {
             world.memory_peak.fetch_max(memory, Ordering::Relaxed);
         }
