@@ -61,6 +61,9 @@ pub struct NodeSide {
     pub leases_won: u64,
     pub leases_lost: u64,
     pub handed_over: u64,
+    /// Rider profiles it read because a rider was new to its index or copy.
+    #[serde(default)]
+    pub entry_reads: u64,
 }
 
 impl NodeSide {
@@ -86,6 +89,7 @@ impl NodeSide {
             leases_won: d(self.leases_won, start.leases_won),
             leases_lost: d(self.leases_lost, start.leases_lost),
             handed_over: d(self.handed_over, start.handed_over),
+            entry_reads: d(self.entry_reads, start.entry_reads),
         }
     }
 }
@@ -272,7 +276,7 @@ impl Report {
                 "node {}: {} shards, CPU {:.1} s ({:.0} % of the nodes'); replicated {} positions \
                  ({:.0}/s, {:.0} B each), {} regions copied, forwarded {}, {} searches asked \
                  others; remote calls {} ok / {} refused / {} not owner / {} unanswered / {} failed, {} owner \
-                 waits; leases won {}, lost {}, handed over {}",
+                 waits; leases won {}, lost {}, handed over {}; rider profiles read on entry {}",
                 node.target,
                 node.shards_owned,
                 node.cpu_s,
@@ -291,7 +295,8 @@ impl Report {
                 node.owner_waits,
                 node.leases_won,
                 node.leases_lost,
-                node.handed_over
+                node.handed_over,
+                node.entry_reads
             );
         }
         out

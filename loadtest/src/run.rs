@@ -319,6 +319,7 @@ async fn cluster_counters(apis: &[Api]) -> Vec<NodeSide> {
             leases_won: read("tomato_cluster_leases_won_total").await,
             leases_lost: read("tomato_cluster_leases_lost_total").await,
             handed_over: read("tomato_cluster_handed_over_total").await,
+            entry_reads: read("tomato_rider_entry_reads_total").await,
         });
     }
     nodes
