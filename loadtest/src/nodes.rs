@@ -16,7 +16,7 @@ use crate::api::{Api, CallError};
 /// than a killed node's restart and the takeover of its zones.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 /// The pause between two rounds over the nodes.
-const ROUND_PAUSE: Duration = Duration::from_millis(500);
+pub const ROUND_PAUSE: Duration = Duration::from_millis(500);
 
 /// Every node of the run.
 #[derive(Debug, Clone)]
@@ -133,7 +133,7 @@ impl Nodes {
 
 /// The request went out but its answer did not come back whole, or the node answered it could
 /// not do it now (503: nothing was done, try again).
-fn is_lost(err: &CallError) -> bool {
+pub fn is_lost(err: &CallError) -> bool {
     err.kind == "transport"
         || err.kind == "timeout"
         || err.status == Some(reqwest::StatusCode::SERVICE_UNAVAILABLE)

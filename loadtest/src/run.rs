@@ -23,7 +23,7 @@ use crate::api::{Api, CallError, Session};
 use crate::city::{City, Point, Walker};
 use crate::cli::{RunArgs, Transport};
 use crate::conn::{Conn, Dialer, Incoming};
-use crate::nodes::{Nodes, PATIENCE, Retry, node_of};
+use crate::nodes::{Nodes, PATIENCE, ROUND_PAUSE, Retry, is_lost, node_of};
 use crate::record::{Counters, Path, Recorder, Ride};
 use crate::report::{NodeSide, Report, ServerSide};
 use crate::setup::{self, Customer, RiderAccount, Shop};
@@ -352,17 +352,10 @@ async fn redial(world: &World, token: &str, kind: Transport, n: usize) -> Option
             return Some(conn);
         }
         if (turn + 1) % count == 0 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(ROUND_PAUSE).await;
         }
     }
     None
-}
-
-/// The answer to a call that changes something never came back whole (its node died with it
-/// in hand, or could not do it then).
-fn answer_lost(err: &CallError) -> bool {
-    err.status
-        .is_none_or(|status| status == reqwest::StatusCode::SERVICE_UNAVAILABLE)
 }
 
 /// An accept whose answer was lost may still have won: the rider's current order says.
@@ -612,7 +605,7 @@ async fn try_orders(
             )
             .await;
         let accepted = match accepted {
-            Err(err) if answer_lost(&err) => won_anyway(world, session, order, err).await,
+            Err(err) if is_lost(&err) => won_anyway(world, session, order, err).await,
             answered => answered,
         };
         match accepted {
