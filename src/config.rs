@@ -26,6 +26,9 @@ pub const DEFAULTS: &str = include_str!("../config.toml");
 
 /// The prefix of environment overrides.
 const ENV_PREFIX: &str = "TOMATO_";
+/// The most threads `server.workers` or `shards.arbiters` may ask for: far past any host's
+/// cores, and short of what a typo (an extra zero or two) would make the node spawn.
+const MAX_THREADS: usize = 1024;
 
 /// Why the configuration could not be loaded. Each variant renders as one line.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,8 @@ pub struct ServerSettings {
     pub request_timeout_s: u64,
     pub cors_origins: Vec<String>,
     pub shutdown_grace_s: u64,
+    /// Threads of the async runtime; 0 means one per CPU core.
+    pub workers: usize,
 }
 
 /// What the node is run as: `production` refuses the development conveniences.
@@ -465,6 +470,11 @@ impl Settings {
         if server.request_timeout_s == 0 {
             return fail("server.request_timeout_s must be at least 1".into());
         }
+        if server.workers > MAX_THREADS {
+            return fail(format!(
+                "server.workers must be between 0 (one per core) and {MAX_THREADS}"
+            ));
+        }
         for origin in &server.cors_origins {
             let valid = origin == "*"
                 || (reqwest::Url::parse(origin).is_ok_and(|url| url.has_host())
@@ -703,6 +713,11 @@ impl Settings {
         ) {
             return fail(err.to_string());
         }
+        if self.shards.arbiters > MAX_THREADS {
+            return fail(format!(
+                "shards.arbiters must be between 0 (one per core) and {MAX_THREADS}"
+            ));
+        }
         Ok(())
     }
 }
@@ -908,6 +923,7 @@ mod tests {
         assert_eq!(settings.dispatch.batch_window_ms, 1000);
         assert_eq!(settings.dispatch.candidates, 8);
         assert_eq!(settings.dispatch.batch_hold_m, 0);
+        assert_eq!(settings.server.workers, 0);
         assert_eq!(settings.orders.payment_timeout_s, 900);
         assert_eq!(settings.pricing, Pricing::default());
         assert!(!settings.testing.fault_injection);
@@ -918,6 +934,7 @@ mod tests {
     fn env_overrides_are_typed_by_the_default() {
         let settings = load_env(&[
             ("TOMATO_SERVER__BIND", "0.0.0.0:9000"),
+            ("TOMATO_SERVER__WORKERS", "1"),
             ("TOMATO_INTERNAL__KEY", "12345"),
             ("TOMATO_DISPATCH__OFFER_BATCH", "5"),
             ("TOMATO_DISPATCH__MAX_DELIVERY_KM", "7"),
@@ -933,6 +950,7 @@ mod tests {
         ])
         .expect("overrides load");
         assert_eq!(settings.server.bind, "0.0.0.0:9000");
+        assert_eq!(settings.server.workers, 1);
         assert_eq!(settings.internal.key.expose_secret(), "12345");
         assert_eq!(settings.dispatch.offer_batch, 5);
         assert_eq!(settings.dispatch.max_delivery_km, 7.0);
@@ -1044,6 +1062,8 @@ mod tests {
             ("TOMATO_PRICING__CURRENCY", "rupees", "pricing.currency"),
             ("TOMATO_PRICING__PLATFORM_FEE", "-1", "pricing amounts"),
             ("TOMATO_SHARDS__COUNT", "0", "shards.count"),
+            ("TOMATO_SHARDS__ARBITERS", "100000", "shards.arbiters"),
+            ("TOMATO_SERVER__WORKERS", "5000", "server.workers"),
             (
                 "TOMATO_SHARDS__ZONE_RESOLUTION",
                 "4",

@@ -27,7 +27,13 @@ fn main() -> ExitCode {
     let rust_log = std::env::var("RUST_LOG").ok();
     tomato::telemetry::init(&settings.log, rust_log.as_deref());
 
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // 0 leaves tokio's own default: one worker per core, or TOKIO_WORKER_THREADS when set.
+    if settings.server.workers > 0 {
+        builder.worker_threads(settings.server.workers);
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("tomato: cannot start the async runtime: {err}");
