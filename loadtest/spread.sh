@@ -10,7 +10,8 @@
 #     [-- more tomato-load run arguments]
 #
 # TOMATO_SHARDS__ZONE_RESOLUTION and any other TOMATO_ setting pass through to the nodes. The
-# logs, the harness's JSON report and `cpu.txt` go to a new directory it names.
+# logs, the harness's JSON report, `cpu.txt`, each node's `/metrics` at the end and Redis's
+# `INFO` go to a new directory it names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +50,13 @@ done
 
 "$bin/tomato-load" run "${targets[@]}" --json "$@" > "$out/report.json" 2> "$out/harness.log" \
   || { echo "spread: the harness failed; see $out/harness.log" >&2; exit 1; }
+
+# Each node's counters and Redis's, kept beside the report: what the CPU below was spent on
+# (positions replicated, room events heard, remote calls; Redis's messages and commands).
+for i in $(seq 1 "$count"); do
+  curl -sf "http://127.0.0.1:$((18180 + i))/metrics" > "$out/metrics-$i.txt" || true
+done
+[ -z "$redis_pid" ] || redis-cli -p "$redis_port" info all > "$out/redis-info.txt" 2>&1 || true
 
 # Each node's CPU over the whole run (start-up, the harness's setup and the play), read once.
 cpus=()
