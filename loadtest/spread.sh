@@ -41,11 +41,13 @@ else
   nodes_env "$keyspace"
 fi
 targets=()
+urls=()
 node_pids=()
 for i in $(seq 1 "$count"); do
   nodes_start "$i" $((18180 + i))
   pids+=("$node_pid"); node_pids+=("$node_pid")
-  targets+=(--target "http://127.0.0.1:$((18180 + i))")
+  urls+=("http://127.0.0.1:$((18180 + i))")
+  targets+=(--target "${urls[-1]}")
 done
 
 "$bin/tomato-load" run "${targets[@]}" --json "$@" > "$out/report.json" 2> "$out/harness.log" \
@@ -53,8 +55,8 @@ done
 
 # Each node's counters and Redis's, kept beside the report: what the CPU below was spent on
 # (positions replicated, room events heard, remote calls; Redis's messages and commands).
-for i in $(seq 1 "$count"); do
-  curl -sf "http://127.0.0.1:$((18180 + i))/metrics" > "$out/metrics-$i.txt" || true
+for i in "${!urls[@]}"; do
+  curl -sf "${urls[$i]}/metrics" > "$out/metrics-$((i + 1)).txt" || true
 done
 [ -z "$redis_pid" ] || redis-cli -p "$redis_port" info all > "$out/redis-info.txt" 2>&1 || true
 

@@ -470,11 +470,7 @@ impl Settings {
         if server.request_timeout_s == 0 {
             return fail("server.request_timeout_s must be at least 1".into());
         }
-        if server.workers > MAX_THREADS {
-            return fail(format!(
-                "server.workers must be between 0 (one per core) and {MAX_THREADS}"
-            ));
-        }
+        threads("server.workers", server.workers)?;
         for origin in &server.cors_origins {
             let valid = origin == "*"
                 || (reqwest::Url::parse(origin).is_ok_and(|url| url.has_host())
@@ -713,12 +709,7 @@ impl Settings {
         ) {
             return fail(err.to_string());
         }
-        if self.shards.arbiters > MAX_THREADS {
-            return fail(format!(
-                "shards.arbiters must be between 0 (one per core) and {MAX_THREADS}"
-            ));
-        }
-        Ok(())
+        threads("shards.arbiters", self.shards.arbiters)
     }
 }
 
@@ -755,6 +746,16 @@ impl Settings {
 }
 
 /// A broken rule of the configuration, said in one line.
+/// The rule of a thread count (`key` names the setting): 0 (one per core) up to [`MAX_THREADS`].
+fn threads(key: &str, count: usize) -> Result<(), ConfigError> {
+    if count > MAX_THREADS {
+        return fail(format!(
+            "{key} must be between 0 (one per core) and {MAX_THREADS}"
+        ));
+    }
+    Ok(())
+}
+
 fn fail(msg: String) -> Result<(), ConfigError> {
     Err(ConfigError::Invalid(msg))
 }
