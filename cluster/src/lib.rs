@@ -341,7 +341,7 @@ impl Cluster {
                 let Some(cluster) = listening.upgrade() else {
                     break;
                 };
-                if let Some(envelope) = envelope_of(push) {
+                if let Some(envelope) = envelope_of(push, &cluster.config.node_id) {
                     cluster.received(envelope);
                 }
             }

@@ -438,19 +438,28 @@ impl Transport {
 
 /// The envelope a push carries, if it is a message on a channel this node listens to: a
 /// region's positions and a room's events in their binary form ([`wire`]), anything else as
-/// JSON.
-pub fn envelope_of(push: PushInfo) -> Option<Envelope> {
+/// JSON. A batch or room event that node `me` sent itself, heard back because it listens on
+/// the same channel, is left undecoded: a third of the positions a node of three hears are its
+/// own.
+pub fn envelope_of(push: PushInfo, me: &str) -> Option<Envelope> {
     if push.kind != PushKind::Message {
         return None;
     }
     let mut data = push.data.into_iter();
     let channel = bytes_of(data.next()?)?;
     let payload = bytes_of(data.next()?)?;
+    let from_here = || wire::sender(&payload) == Some(me);
     if channel.starts_with(POSITIONS.as_bytes()) {
+        if from_here() {
+            return None;
+        }
         let (from, positions) = wire::decode(&payload)?;
         return Some(Envelope::Positions { from, positions });
     }
     if channel.starts_with(ROOMS.as_bytes()) {
+        if from_here() {
+            return None;
+        }
         let (from, payload) = wire::decode_event(&payload)?;
         return Some(Envelope::RoomEvent { from, payload });
     }

@@ -73,6 +73,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(String, Vec<Position>)> {
     Some((batch.from.to_owned(), positions))
 }
 
+/// Who sent a batch or an event, read without decoding the rest: both begin with their
+/// sender.
+pub(crate) fn sender(bytes: &[u8]) -> Option<&str> {
+    postcard::take_from_bytes::<&str>(bytes)
+        .ok()
+        .map(|(from, _)| from)
+}
+
 /// A room's event as it travels: who sent it and its JSON, as is.
 #[derive(Serialize, Deserialize)]
 struct Event<'a> {
@@ -122,6 +130,7 @@ mod tests {
                 points.iter().map(|(lat, lon, ns)| position(*lat, *lon, *ns)).collect();
             let bytes = encode("node-a", &sent).expect("encoded");
             prop_assert!(bytes.len() <= 8 + 43 * sent.len());
+            prop_assert_eq!(sender(&bytes), Some("node-a"));
             prop_assert_eq!(decode(&bytes), Some(("node-a".to_owned(), sent)));
         }
     }
@@ -182,6 +191,7 @@ mod tests {
         #[test]
         fn an_event_comes_back_as_it_went(from in "[a-z0-9-]{0,20}", payload in ".{0,200}") {
             let bytes = encode_event(&from, &payload).expect("encoded");
+            prop_assert_eq!(sender(&bytes), Some(from.as_str()));
             prop_assert_eq!(decode_event(&bytes), Some((from, payload)));
         }
     }
@@ -189,6 +199,7 @@ mod tests {
     #[test]
     fn bytes_that_are_not_an_event_are_refused() {
         assert_eq!(decode_event(&[]), None);
+        assert_eq!(sender(&[]), None);
         let bytes = encode_event("node-1", "{\"room\":\"user:1\"}").expect("encoded");
         assert_eq!(decode_event(&bytes[..bytes.len() - 1]), None);
         // A length past the end.

@@ -181,21 +181,21 @@ impl ShardRouter {
         set_dispatchable(self.index(), rider, dispatchable);
     }
 
-    /// Reads the rider's profile and sets its flag from it, in the background.
-    pub(crate) fn refresh_rider(&self, rider: RiderId) {
+    /// Reads the rider's profile and sets its flag from it; the flag, if the profile was read.
+    pub(crate) async fn read_flag(&self, rider: RiderId) -> Option<bool> {
         self.entry_reads.inc();
-        let (store, index) = (Arc::clone(self.rider_store()), Arc::clone(self.index()));
-        tokio::spawn(async move {
-            match store.get(rider).await {
-                Ok(Some(profile)) => {
-                    set_dispatchable(&index, profile.id, profile.is_dispatchable());
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(rider_id = %rider, error = %err, "rider profile not read")
-                }
+        match self.rider_store().get(rider).await {
+            Ok(Some(profile)) => {
+                let flag = profile.is_dispatchable();
+                set_dispatchable(self.index(), rider, flag);
+                Some(flag)
             }
-        });
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(rider_id = %rider, error = %err, "rider profile not read");
+                None
+            }
+        }
     }
 
     /// The rider was assigned an order: no more offers until it is delivered. Set at once, not

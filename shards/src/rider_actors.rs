@@ -21,6 +21,29 @@ use crate::remote::Position;
 use crate::router::{OrderRef, ShardRouter, spawn_rider};
 use crate::shard::{RiderHandle, Shard};
 
+/// Where a position comes from, which decides how a rider whose dispatchable flag this node
+/// does not know (new to its index or copy) learns it. Whether a rider may be offered work is
+/// in its profile, and the node that ingests its positions reads it (once per entry) and sends
+/// the flag with every position it replicates. A node hearing them takes that flag instead of
+/// reading the profile too; a position that carries none (the ingesting node could not read
+/// it) leaves the rider unknown, and so out of dispatch, until one does. One profile read per
+/// rider in a cluster, where every node that copies the rider's region used to read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Ingested,
+    Replicated(Option<bool>),
+}
+
+impl Source {
+    /// The flag the position carried (none for a position ingested here).
+    fn flag(self) -> Option<bool> {
+        match self {
+            Source::Ingested => None,
+            Source::Replicated(flag) => flag,
+        }
+    }
+}
+
 impl ShardRouter {
     /// The rider's shard, if it runs here.
     pub(crate) fn running(&self, id: ShardId) -> Result<&Shard, OrderError> {
@@ -80,13 +103,18 @@ impl ShardRouter {
         // The cell is worked out once for the index, the copy and the region's channel: the
         // hot path's one H3 computation.
         let cell = at.cell(INDEX_RESOLUTION);
-        let here = self.moved_at(rider, cell, at, seen_at).await;
+        let here = self
+            .moved_at(rider, cell, at, seen_at, Source::Ingested)
+            .await;
         let Some(remote) = self.remote() else {
             return here.map(|_| ());
         };
         let dispatchable = match here {
             Ok(flag) => flag,
-            Err(OrderError::NotOwner) => self.copy_here(rider, cell, at, seen_at, None),
+            Err(OrderError::NotOwner) => {
+                self.copy_here(rider, cell, at, seen_at, Source::Ingested)
+                    .await
+            }
             Err(err) => return Err(err),
         };
         let position = Position {
@@ -105,8 +133,12 @@ impl ShardRouter {
     pub async fn replicated_heard(&self, positions: Vec<Position>) {
         for position in positions {
             let Position {
-                rider, at, seen_at, ..
+                rider,
+                at,
+                seen_at,
+                dispatchable,
             } = position;
+            let source = Source::Replicated(dispatchable);
             let cell = at.cell(INDEX_RESOLUTION);
             let owned = self.index().is_open(self.map().shard_of_cell(cell));
             // A shard that closed in between refuses the owner's path and the copy takes the
@@ -114,49 +146,59 @@ impl ShardRouter {
             // position (5 s later) reaches its new owner.
             if !owned
                 || matches!(
-                    self.moved_at(rider, cell, at, seen_at).await,
+                    self.moved_at(rider, cell, at, seen_at, source).await,
                     Err(OrderError::NotOwner)
                 )
             {
-                self.copy_here(rider, cell, at, seen_at, position.dispatchable);
+                self.copy_here(rider, cell, at, seen_at, source).await;
             }
         }
     }
 
-    /// Applies a position to this node's copy and returns the rider's flag there, if known. A
-    /// rider new to the copy takes the flag its position carried (`carried`), or, without
-    /// one, has it read from its profile (the flag's changes are heard from whichever node
-    /// makes them).
-    fn copy_here(
+    /// Applies a position to this node's copy and returns the rider's flag there, if known
+    /// (see [`Source`] for a rider whose flag is not).
+    async fn copy_here(
         &self,
         rider: RiderId,
         cell: CellIndex,
         at: LatLon,
         seen_at: OffsetDateTime,
-        carried: Option<bool>,
+        source: Source,
     ) -> Option<bool> {
-        let update = self.index().copy_at(rider, cell, at, seen_at, carried)?;
-        if update.entered && carried.is_none() {
-            self.refresh_rider(rider);
-            return None;
+        let update = self
+            .index()
+            .copy_at(rider, cell, at, seen_at, source.flag())?;
+        self.learn_flag(rider, update.dispatchable, source).await
+    }
+
+    /// The rider's flag after an update from `source`. A rider whose flag this node does not
+    /// know and whose positions it ingests has its profile read before its position goes on
+    /// (once per entry, not on the steady path), so the position carries the flag to every
+    /// node that hears it; a read that failed is tried again with the next position.
+    async fn learn_flag(&self, rider: RiderId, flag: Option<bool>, source: Source) -> Option<bool> {
+        match flag {
+            None if source == Source::Ingested => self.read_flag(rider).await,
+            flag => flag,
         }
-        Some(update.dispatchable)
     }
 
     /// [`ShardRouter::moved`] on this node only, `cell` being `at`'s at the index's resolution:
     /// refused when the position's shard does not run here. Returns the rider's dispatchable
-    /// flag, `None` for a rider new to the index (its profile is being read).
+    /// flag, `None` while this node does not know it (see [`Source`]).
     async fn moved_at(
         &self,
         rider: RiderId,
         cell: CellIndex,
         at: LatLon,
         seen_at: OffsetDateTime,
+        source: Source,
     ) -> Result<Option<bool>, OrderError> {
-        let update = self
-            .index()
-            .update_at(rider, cell, at, seen_at, None)
-            .map_err(|_| OrderError::NotOwner)?;
+        let index = self.index();
+        let update = match source {
+            Source::Ingested => index.update_at(rider, cell, at, seen_at, None),
+            Source::Replicated(flag) => index.update_heard(rider, cell, at, seen_at, flag),
+        }
+        .map_err(|_| OrderError::NotOwner)?;
         // The index just took the position, so the shard runs here: no second check on the
         // hot path.
         let Some(shard) = self.shard(update.shard) else {
@@ -181,13 +223,7 @@ impl ShardRouter {
             // actor up to date.
             let _ = addr.try_send(Moved { at, seen_at });
         }
-        if update.entered {
-            // New to the index (its shard was handed over, or it was never loaded): whether it
-            // may be offered work is in its profile. Off the hot path: once per entry.
-            self.refresh_rider(rider);
-            return Ok(None);
-        }
-        Ok(Some(update.dispatchable))
+        Ok(self.learn_flag(rider, update.dispatchable, source).await)
     }
 
     /// The rider takes an offered order, through its actor (one order at a time).

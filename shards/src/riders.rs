@@ -40,6 +40,10 @@ struct Slice {
     index: SpatialIndex,
     /// Riders whose position changed since the last snapshot, with that position.
     dirty: HashMap<RiderId, PositionSnapshot>,
+    /// Riders whose dispatchable flag this node has not learnt yet (it reads false, so
+    /// dispatch passes them by): they came with no flag, and either their profile is being
+    /// read here or the flag of the node that ingests their positions comes with the next one.
+    unknown: HashSet<RiderId>,
 }
 
 /// The position's shard does not run on this node (it is stopped, starting, or owned by
@@ -68,11 +72,12 @@ struct Copied {
     active: HashSet<CellIndex>,
 }
 
-/// Who places a position: the shard's owner, or this node's copy of another node's shard,
-/// with the flag the ingesting node gave a rider the copy meets for the first time.
+/// Who places a position: the shard's owner, or this node's copy of another node's shard.
+/// Either way `newcomer` is the flag the ingesting node knew, which a rider new here, or whose
+/// flag is still unknown here, takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hand {
-    Owner,
+    Owner { newcomer: Option<bool> },
     Copy { newcomer: Option<bool> },
 }
 
@@ -84,10 +89,11 @@ pub struct Update {
     /// The rider changed shards with this update.
     pub handed_off: bool,
     /// The rider was not in the index before this update (first report since it started, or
-    /// since its shard was handed over): its dispatchable flag starts false unless given.
+    /// since its shard was handed over): its dispatchable flag starts unknown unless given.
     pub entered: bool,
-    /// The rider's dispatchable flag after the update.
-    pub dispatchable: bool,
+    /// The rider's dispatchable flag after the update; `None` while this node has not learnt
+    /// it (dispatch passes the rider by meanwhile).
+    pub dispatchable: Option<bool>,
 }
 
 fn secs(at: OffsetDateTime) -> u32 {
@@ -176,14 +182,16 @@ impl RiderIndex {
             .collect();
         for rider in gone {
             slice.index.remove(rider);
+            slice.unknown.remove(&rider);
             self.homes.remove_if(&rider, |_, home| *home == id);
         }
     }
 
     /// Applies a position another node ingested (or this one, for a shard it does not run) to
     /// the copy. `newcomer` is the rider's dispatchable flag as the ingesting node knew it: a
-    /// rider new to the copy starts with it (false when `None`), a known rider keeps the flag
-    /// heard for it (a flag carried by an older position must not undo a newer change). `None`
+    /// rider new to the copy, or whose flag the copy has not learnt yet, takes it (and stays
+    /// unknown when `None`); a known rider keeps the flag heard for it (a flag carried by an
+    /// older position must not undo a newer change). `None`
     /// when the position's region is not copied here, or its shard runs here (then the owner's
     /// [`RiderIndex::update_at`] applies it). `cell` is `at`'s at [`INDEX_RESOLUTION`], which
     /// the caller has already worked out.
@@ -264,12 +272,34 @@ impl RiderIndex {
         seen_at: OffsetDateTime,
         dispatchable: Option<bool>,
     ) -> Result<Update, NotRunning> {
-        self.place(rider, cell, at, seen_at, dispatchable, Hand::Owner)
+        self.place(
+            rider,
+            cell,
+            at,
+            seen_at,
+            dispatchable,
+            Hand::Owner { newcomer: None },
+        )
+    }
+
+    /// The owner's [`RiderIndex::update_at`] for a position another node ingested: a rider
+    /// new here, or whose flag is not known here yet, takes `newcomer`, the flag the ingesting
+    /// node knew (as [`RiderIndex::copy_at`] does), instead of having its profile read again.
+    pub fn update_heard(
+        &self,
+        rider: RiderId,
+        cell: CellIndex,
+        at: LatLon,
+        seen_at: OffsetDateTime,
+        newcomer: Option<bool>,
+    ) -> Result<Update, NotRunning> {
+        self.place(rider, cell, at, seen_at, None, Hand::Owner { newcomer })
     }
 
     /// Puts a rider at `cell`, by the shard's owner (the slice must run here, and remembers
     /// the position for the next snapshot) or into the copy (the slice must not run here). A
-    /// rider whose cell lies in another shard than before is handed off, keeping its flag.
+    /// rider whose cell lies in another shard than before is handed off, keeping its flag, or
+    /// its not knowing it.
     fn place(
         &self,
         rider: RiderId,
@@ -280,12 +310,15 @@ impl RiderIndex {
         hand: Hand,
     ) -> Result<Update, NotRunning> {
         let (owner, newcomer) = match hand {
-            Hand::Owner => (true, None),
+            Hand::Owner { newcomer } => (true, newcomer),
             Hand::Copy { newcomer } => (false, newcomer),
         };
         let shard = self.map.shard_of_cell(cell);
+        // The flag this node knows for the rider (given now, or held before), and whether it
+        // has none to go on: new here, or still waiting for one.
         let mut flag = dispatchable;
         let home = self.homes.get(&rider).map(|home| *home);
+        let mut waiting = home.is_none();
         let handed_off = home.is_some_and(|old| old != shard);
         if let Some(old) = home
             && handed_off
@@ -297,18 +330,32 @@ impl RiderIndex {
                 && let Some((_, _, was)) = old_shard.index.remove(rider)
             {
                 old_shard.dirty.remove(&rider);
-                flag = flag.or(Some(was));
+                if old_shard.unknown.remove(&rider) {
+                    waiting = true;
+                } else {
+                    flag = flag.or(Some(was));
+                }
             }
         }
         let mut target = self.shard(shard).write().map_err(|_| NotRunning(shard))?;
         if target.running != owner {
             return Err(NotRunning(shard));
         }
-        let keep = flag
-            .or_else(|| target.index.get(rider).map(|(_, _, d)| d))
-            .or(if home.is_none() { newcomer } else { None })
-            .unwrap_or(false);
-        target.index.upsert_in(cell, rider, at, secs(seen_at), keep);
+        if !handed_off && target.unknown.contains(&rider) {
+            waiting = true;
+        }
+        if !waiting {
+            flag = flag.or_else(|| target.index.get(rider).map(|(_, _, d)| d));
+        }
+        let flag = flag.or(if waiting { newcomer } else { None });
+        if flag.is_some() {
+            target.unknown.remove(&rider);
+        } else if waiting {
+            target.unknown.insert(rider);
+        }
+        target
+            .index
+            .upsert_in(cell, rider, at, secs(seen_at), flag.unwrap_or(false));
         if owner {
             target.dirty.insert(
                 rider,
@@ -326,7 +373,7 @@ impl RiderIndex {
             cell,
             handed_off,
             entered: home.is_none(),
-            dispatchable: keep,
+            dispatchable: flag.or(if waiting { None } else { Some(false) }),
         })
     }
 
@@ -341,6 +388,7 @@ impl RiderIndex {
             target
                 .index
                 .upsert_in(cell, rider, at, secs(seen_at), dispatchable);
+            target.unknown.remove(&rider);
             self.homes.insert(rider, shard);
         }
     }
@@ -352,7 +400,13 @@ impl RiderIndex {
         };
         self.shard(home)
             .write()
-            .map(|mut shard| shard.index.set_dispatchable(rider, dispatchable))
+            .map(|mut shard| {
+                let set = shard.index.set_dispatchable(rider, dispatchable);
+                if set {
+                    shard.unknown.remove(&rider);
+                }
+                set
+            })
             .unwrap_or(false)
     }
 
@@ -627,10 +681,17 @@ mod tests {
                 .copy_at(rider, at.cell(INDEX_RESOLUTION), at, now, newcomer)
                 .map(|update| (update.entered, update.dispatchable))
         };
-        assert_eq!(copy(a, here, None), Some((true, false)), "new to the copy");
+        assert_eq!(copy(a, here, None), Some((true, None)), "new to the copy");
+        assert!(riders.nearest(here, 500.0, 5, |_, ok| ok).is_empty());
+        assert_eq!(copy(a, here, None), Some((false, None)), "still unknown");
+        assert_eq!(
+            copy(a, here, Some(false)),
+            Some((false, Some(false))),
+            "an unknown rider takes the flag a later position carries"
+        );
         assert_eq!(
             copy(a, here, Some(true)),
-            Some((false, false)),
+            Some((false, Some(false))),
             "a known rider keeps the flag heard for it"
         );
         assert_eq!(copy(b, far, Some(true)), None, "not a copied region");
@@ -680,7 +741,7 @@ mod tests {
         let update = riders
             .copy_at(rider, here.cell(INDEX_RESOLUTION), here, now, Some(true))
             .expect("copied");
-        assert!(update.entered && update.dispatchable);
+        assert!(update.entered && update.dispatchable == Some(true));
         let found = riders.nearest(here, 500.0, 5, |_, ok| ok);
         assert_eq!(
             found.iter().map(|f| f.rider).collect::<Vec<_>>(),
@@ -691,7 +752,7 @@ mod tests {
         let update = riders
             .copy_at(rider, here.cell(INDEX_RESOLUTION), here, now, Some(true))
             .expect("copied");
-        assert!(!update.entered && !update.dispatchable);
+        assert!(!update.entered && update.dispatchable == Some(false));
     }
 
     #[test]
@@ -727,6 +788,51 @@ mod tests {
         // Searches from across the border find it too.
         let found = riders.nearest(start, 25_000.0, 5, |_, ok| ok);
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn an_owner_hearing_a_rider_takes_the_flag_its_positions_carry_once_it_has_one() {
+        let map = ShardMap::new(7, 5, 64).expect("map");
+        let riders = open_index(map);
+        let rider = RiderId::new();
+        let now = OffsetDateTime::now_utc();
+        let heard = |at: LatLon, flag| {
+            riders
+                .update_heard(rider, at.cell(INDEX_RESOLUTION), at, now, flag)
+                .expect("open")
+        };
+        let start = point(12.9716, 77.5946);
+        let first = heard(start, None);
+        assert!(first.entered && first.dispatchable.is_none());
+        // Still unknown after crossing into another shard: the waiting travels with it.
+        let mut at = start;
+        for step in 1..200 {
+            at = point(12.9716 + f64::from(step) * 0.001, 77.5946);
+            let update = heard(at, None);
+            assert_eq!(update.dispatchable, None);
+            if update.handed_off {
+                break;
+            }
+        }
+        assert_ne!(map.shard_of(at), first.shard, "crossed within 20 km");
+        assert!(riders.nearest(at, 1000.0, 5, |_, ok| ok).is_empty());
+        assert_eq!(heard(at, Some(true)).dispatchable, Some(true));
+        assert_eq!(riders.nearest(at, 1000.0, 5, |_, ok| ok).len(), 1);
+        // Known now: a change heard here wins over what a later position carries.
+        assert!(riders.set_dispatchable(rider, false));
+        assert_eq!(heard(at, Some(true)).dispatchable, Some(false));
+        // The owner's own update of a rider new to it knows nothing until its profile is read.
+        let other = RiderId::new();
+        let update = riders.update(other, start, now, None).expect("open");
+        assert!(update.entered && update.dispatchable.is_none());
+        assert!(riders.set_dispatchable(other, true));
+        assert_eq!(
+            riders
+                .update(other, start, now, None)
+                .expect("open")
+                .dispatchable,
+            Some(true)
+        );
     }
 
     #[test]
