@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::api::{Api, CallError, Session};
 use crate::city::{City, Point, Walker};
+use crate::nodes::node_of;
 
 /// A restaurant of the run, with its seller.
 #[derive(Debug, Clone)]
@@ -103,6 +104,7 @@ pub async fn shops(
                 )
                 .await?;
             let seller = api.become_role(&login, "seller").await?;
+            let api = play_node(apis, &seller);
             let created = api
                 .post(
                     "/api/restaurant/new",
@@ -167,7 +169,7 @@ pub async fn customers(
                     &format!("Eater {i}"),
                 )
                 .await?;
-            let address = api
+            let address = play_node(apis, &session)
                 .post(
                     "/api/address/new",
                     &session.token,
@@ -211,6 +213,7 @@ pub async fn riders(
                 )
                 .await?;
             let session = api.become_role(&login, "rider").await?;
+            let api = play_node(apis, &session);
             let profile = api
                 .post(
                     "/api/rider/new",
@@ -244,11 +247,20 @@ pub async fn riders(
     .await
 }
 
-/// The node that creates party `i`: setup goes round the nodes, so that creating the city
-/// (thousands of sign-ins, profiles and verifications) weighs on each alike and a run's CPU
-/// per node compares their play, not who did the setup.
+/// The node that signs party `i` in: sign-ins go round the nodes, and the rest of a party's
+/// setup goes to its [`play_node`], so that creating the city (thousands of sign-ins, profiles and
+/// verifications) weighs on each node alike and a run's CPU per node compares their play, not
+/// who did the setup.
 fn spread(apis: &[Api], i: usize) -> &Api {
     &apis[i % apis.len()]
+}
+
+/// The node a party talks to in the play ([`node_of`] its token): the rest of its setup goes
+/// there once it has its token, as an app behind a load balancer with affinity would, so that
+/// what the node reads and caches of it (its user, its token, a rider's id and flag) is read
+/// once, as on a single node, not again by the play on a node that never saw it.
+fn play_node<'a>(apis: &'a [Api], session: &Session) -> &'a Api {
+    &apis[node_of(&session.token, apis.len())]
 }
 
 fn id_of(value: &Value) -> String {
