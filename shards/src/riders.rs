@@ -191,10 +191,10 @@ impl RiderIndex {
     /// the copy. `newcomer` is the rider's dispatchable flag as the ingesting node knew it: a
     /// rider new to the copy, or whose flag the copy has not learnt yet, takes it (and stays
     /// unknown when `None`); a known rider keeps the flag heard for it (a flag carried by an
-    /// older position must not undo a newer change). `None`
-    /// when the position's region is not copied here, or its shard runs here (then the owner's
-    /// [`RiderIndex::update_at`] applies it). `cell` is `at`'s at [`INDEX_RESOLUTION`], which
-    /// the caller has already worked out.
+    /// older position must not undo a newer change). `None` when the position's region is not
+    /// copied here, or its shard runs here (then the owner's [`RiderIndex::update_heard`]
+    /// applies it). `cell` is `at`'s at [`INDEX_RESOLUTION`], which the caller has already
+    /// worked out.
     pub fn copy_at(
         &self,
         rider: RiderId,
