@@ -22,8 +22,11 @@ use tomato_shards::{Position, ShardId};
 
 use crate::Cluster;
 
-/// How often positions go out, batched per region.
-pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// How often positions go out, batched per region. Each message costs every node that hears
+/// it more than the positions in it (measured: 100 ms against 20 ms cut the messages 3.5x and the
+/// three nodes' CPU 10 %, Redis's 20 %, with no rise in dispatch latency), and a copy 100 ms
+/// behind is a few metres behind.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How often a node says again that riders report in a region it ingests.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
 /// A region nobody announced for this long is no longer copied.
