@@ -348,10 +348,14 @@ impl RiderIndex {
             flag = flag.or_else(|| target.index.get(rider).map(|(_, _, d)| d));
         }
         let flag = flag.or(if waiting { newcomer } else { None });
-        if flag.is_some() {
-            target.unknown.remove(&rider);
-        } else if waiting {
-            target.unknown.insert(rider);
+        // Only a waiting rider can be in (or go into) the unknown set: a known one, the hot
+        // path's case, touches it no more.
+        if waiting {
+            if flag.is_some() {
+                target.unknown.remove(&rider);
+            } else {
+                target.unknown.insert(rider);
+            }
         }
         target
             .index
