@@ -22,21 +22,26 @@ pub struct ServerSide {
     /// `GET /api/admin/stats` before the city was created and after the run.
     pub stats_before: Value,
     pub stats_after: Value,
-    /// Each node's CPU and cluster counters over the run (a single node's cluster counters are
-    /// zeros).
+    /// Each node's CPU and cluster counters in the play, and its CPU in the setup (a single
+    /// node's cluster counters are zeros).
     #[serde(default)]
     pub nodes: Vec<NodeSide>,
 }
 
-/// What one node of a cluster did during the run (its `/metrics`, end minus start).
+/// What one node of a cluster did during the play (its `/metrics` at the end minus at the
+/// play's start), and the CPU it spent on the setup.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSide {
     pub target: String,
     pub shards_owned: u64,
-    /// CPU seconds the node process used.
+    /// CPU seconds the node process used in the play (the load and the drain after it).
     #[serde(default)]
     pub cpu_s: f64,
+    /// CPU seconds it used before the play, while the harness created the city and connected
+    /// its parties: work of the harness's making, kept apart from the city's.
+    #[serde(default)]
+    pub setup_cpu_s: f64,
     /// Positions it published on their regions' channels, and the bytes that carried them.
     #[serde(default)]
     pub replicated_positions: u64,
@@ -75,6 +80,7 @@ impl NodeSide {
             target: self.target.clone(),
             shards_owned: self.shards_owned,
             cpu_s: (self.cpu_s - start.cpu_s).max(0.0),
+            setup_cpu_s: self.setup_cpu_s,
             replicated_positions: d(self.replicated_positions, start.replicated_positions),
             replication_bytes: d(self.replication_bytes, start.replication_bytes),
             regions_copied: self.regions_copied,
@@ -273,7 +279,8 @@ impl Report {
             let per_s = |n: u64| n as f64 / self.total_s.max(0.001);
             let _ = writeln!(
                 out,
-                "node {}: {} shards, CPU {:.1} s ({:.0} % of the nodes'); replicated {} positions \
+                "node {}: {} shards, CPU {:.1} s in the play ({:.0} % of the nodes'; {:.1} s in the \
+                 setup); replicated {} positions \
                  ({:.0}/s, {:.0} B each), {} regions copied, forwarded {}, {} searches asked \
                  others; remote calls {} ok / {} refused / {} not owner / {} unanswered / {} failed, {} owner \
                  waits; leases won {}, lost {}, handed over {}; rider profiles read on entry {}",
@@ -281,6 +288,7 @@ impl Report {
                 node.shards_owned,
                 node.cpu_s,
                 100.0 * node.cpu_s / cpu_total.max(0.001),
+                node.setup_cpu_s,
                 node.replicated_positions,
                 per_s(node.replicated_positions),
                 node.replication_bytes as f64 / node.replicated_positions.max(1) as f64,

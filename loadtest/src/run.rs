@@ -200,6 +200,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         );
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
+    // The nodes' counters count from here: the play is the city's work, the setup the harness's.
+    let nodes_play = cluster_counters(apis).await;
 
     let world = Arc::new(World {
         interval: Duration::from_secs_f64(args.interval_s),
@@ -254,8 +256,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let nodes_end = cluster_counters(world.nodes.all()).await;
     let nodes = nodes_start
         .iter()
+        .zip(&nodes_play)
         .zip(&nodes_end)
-        .map(|(start, end)| end.since(start))
+        .map(|((start, play), end)| NodeSide {
+            setup_cpu_s: (play.cpu_s - start.cpu_s).max(0.0),
+            ..end.since(play)
+        })
         .collect();
     let peak = world
         .memory_peak
@@ -305,6 +311,7 @@ async fn cluster_counters(apis: &[Api]) -> Vec<NodeSide> {
                 .metric_f64("tomato_process_cpu_seconds")
                 .await
                 .unwrap_or(0.0),
+            setup_cpu_s: 0.0,
             replicated_positions: read("tomato_cluster_replicated_positions_total").await,
             replication_bytes: read("tomato_cluster_replication_bytes_total").await,
             regions_copied: read("tomato_cluster_regions_copied").await,

@@ -118,6 +118,13 @@ async fn a_ten_second_city_over_socketio_delivers_every_order() {
     .await
     .expect("the run completes");
     assert_all_delivered(&report, 300);
+    // The node's CPU, read when the city is built and at the end: the setup's and the play's.
+    let node = &report.server.nodes[0];
+    assert!(
+        node.setup_cpu_s > 0.0 && node.cpu_s > 0.0,
+        "{}",
+        report.text()
+    );
 
     // The JSON report parses back, and what the node says now matches it.
     let json = serde_json::to_string(&report).expect("serialise");
