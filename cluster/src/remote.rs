@@ -59,11 +59,10 @@ impl Cluster {
                 });
             }
             Envelope::Reply { id, result } => self.transport.answered(id, result),
-            Envelope::Positions { from, positions } => {
-                // Our own, heard back on a region's channel: already applied when ingested.
-                if from != self.config.node_id {
-                    tokio::spawn(async move { self.router.replicated_heard(positions).await });
-                }
+            // Our own batches and room events heard back never get here: `envelope_of` leaves
+            // them undecoded.
+            Envelope::Positions { positions, .. } => {
+                tokio::spawn(async move { self.router.replicated_heard(positions).await });
             }
             Envelope::Ask { id, from, question } => {
                 if let Some(answerer) = self.questions.get() {
@@ -105,12 +104,8 @@ impl Cluster {
                     handler(payload);
                 }
             }
-            Envelope::RoomEvent { from, payload } => {
-                // Our own, heard back because a client here is in the room too: already
-                // delivered here when published.
-                if from != self.config.node_id
-                    && let Some(handler) = self.events.get()
-                {
+            Envelope::RoomEvent { payload, .. } => {
+                if let Some(handler) = self.events.get() {
                     self.metrics.room_events_heard.inc();
                     handler(payload);
                 }
