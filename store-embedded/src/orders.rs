@@ -11,8 +11,8 @@ use tomato_domain::{Order, OrderId, RestaurantId, UserId};
 
 use crate::{EmbeddedStore, to_millis};
 use tomato_store::{
-    Conflict, IdempotencyStore, OrderStore, Page, Refund, RestaurantOrderFilter, RiderOrder,
-    SaveEffects, SavedResponse, StoreError,
+    Conflict, IDEMPOTENCY_CLAIM, IdempotencyStore, KeyClaim, OrderStore, Page, Refund,
+    RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse, StoreError,
 };
 
 fn decode(data: &str) -> Result<Order, StoreError> {
@@ -267,21 +267,76 @@ impl IdempotencyStore for EmbeddedStore {
             .await
     }
 
-    async fn put(
+    async fn claim(
         &self,
         user: UserId,
         route: &str,
         key: &str,
-        response: SavedResponse,
-    ) -> Result<SavedResponse, StoreError> {
+        request_hash: &str,
+        holder: &str,
+    ) -> Result<KeyClaim, StoreError> {
         let (route, key) = (route.to_owned(), key.to_owned());
+        let (request_hash, holder) = (request_hash.to_owned(), holder.to_owned());
         self.db
             .write(move |conn| {
+                let now = to_millis(OffsetDateTime::now_utc());
+                let lapsed = now - i64::try_from(IDEMPOTENCY_CLAIM.as_millis()).unwrap_or(i64::MAX);
+                // A fresh claim, or one whose caller has given up (a claim is a row whose
+                // status is 0 and whose body names its holder).
+                let claimed = conn.execute(
+                    "INSERT INTO idempotency (user_id, route, key, request_hash, status, body,
+                        created_at)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)
+                     ON CONFLICT (user_id, route, key) DO UPDATE
+                        SET request_hash = excluded.request_hash, body = excluded.body,
+                            created_at = excluded.created_at
+                        WHERE status = 0 AND created_at < ?7",
+                    params![
+                        user.to_string(),
+                        route,
+                        key,
+                        request_hash,
+                        holder,
+                        now,
+                        lapsed
+                    ],
+                )?;
+                if claimed > 0 {
+                    return Ok(KeyClaim::Ours);
+                }
+                match select_row(conn, user, &route, &key)? {
+                    Some(row) if row.status == 0 => Ok(KeyClaim::Running {
+                        request_hash: row.request_hash,
+                    }),
+                    Some(row) => Ok(KeyClaim::Answered(row)),
+                    None => Err(StoreError::NotFound),
+                }
+            })
+            .await
+    }
+
+    async fn settle(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+        holder: &str,
+        response: SavedResponse,
+    ) -> Result<SavedResponse, StoreError> {
+        let (route, key, holder) = (route.to_owned(), key.to_owned(), holder.to_owned());
+        self.db
+            .write(move |conn| {
+                let now = to_millis(OffsetDateTime::now_utc());
+                // Ours, or nobody's (a lapsed claim purged): the answer goes in. Another
+                // caller's claim or answer stays.
                 conn.execute(
                     "INSERT INTO idempotency (user_id, route, key, request_hash, status, body,
                         created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (user_id, route, key) DO NOTHING",
+                     ON CONFLICT (user_id, route, key) DO UPDATE
+                        SET request_hash = excluded.request_hash, status = excluded.status,
+                            body = excluded.body, created_at = excluded.created_at
+                        WHERE status = 0 AND body = ?8",
                     params![
                         user.to_string(),
                         route,
@@ -289,10 +344,37 @@ impl IdempotencyStore for EmbeddedStore {
                         response.request_hash,
                         response.status,
                         response.body,
-                        to_millis(OffsetDateTime::now_utc())
+                        now,
+                        holder
                     ],
                 )?;
-                select_saved(conn, user, &route, &key)?.ok_or(StoreError::NotFound)
+                match select_row(conn, user, &route, &key)? {
+                    Some(row) if row.status != 0 => Ok(row),
+                    // Another caller took the lapsed claim over and is running it.
+                    _ => Err(StoreError::Unavailable(
+                        "the request's key was taken over while it ran".into(),
+                    )),
+                }
+            })
+            .await
+    }
+
+    async fn release(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        let (route, key, holder) = (route.to_owned(), key.to_owned(), holder.to_owned());
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM idempotency
+                     WHERE user_id = ?1 AND route = ?2 AND key = ?3 AND status = 0 AND body = ?4",
+                    params![user.to_string(), route, key, holder],
+                )?;
+                Ok(())
             })
             .await
     }
@@ -310,7 +392,18 @@ impl IdempotencyStore for EmbeddedStore {
     }
 }
 
+/// The key's answer; none while it is only claimed.
 fn select_saved(
+    conn: &Connection,
+    user: UserId,
+    route: &str,
+    key: &str,
+) -> Result<Option<SavedResponse>, StoreError> {
+    Ok(select_row(conn, user, route, key)?.filter(|row| row.status != 0))
+}
+
+/// The key's row: an answer, or a claim (status 0, its holder in `body`).
+fn select_row(
     conn: &Connection,
     user: UserId,
     route: &str,

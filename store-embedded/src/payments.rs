@@ -92,7 +92,8 @@ impl PaymentStore for EmbeddedStore {
                 Ok(conn
                     .prepare_cached(
                         "SELECT provider_order FROM payment_orders
-                         WHERE provider = ?1 AND order_id = ?2 ORDER BY created_at DESC LIMIT 1",
+                         WHERE provider = ?1 AND order_id = ?2
+                         ORDER BY created_at, provider_order LIMIT 1",
                     )?
                     .query_row(params![provider, order.to_string()], |row| row.get(0))
                     .optional()?)
@@ -163,11 +164,12 @@ impl PaymentStore for EmbeddedStore {
                 Ok(conn
                     .prepare_cached(
                         "SELECT payment_id FROM payment_orders
-                         WHERE provider = ?1 AND order_id = ?2 AND payment_id IS NOT NULL
-                         ORDER BY created_at DESC LIMIT 1",
+                         WHERE provider = ?1 AND order_id = ?2
+                         ORDER BY created_at, provider_order LIMIT 1",
                     )?
                     .query_row(params![provider, order.to_string()], |row| row.get(0))
-                    .optional()?)
+                    .optional()?
+                    .flatten())
             })
             .await
     }

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
 use tomato_domain::{Order, OrderId, OrderStatus, PaymentStatus, RestaurantId, RiderId, UserId};
 use tomato_store::{
-    Conflict, IdempotencyStore, OrderStore, Page, PaymentStore, Refund, RestaurantOrderFilter,
-    RiderOrder, SaveEffects, SavedResponse, StoreError,
+    Conflict, IDEMPOTENCY_CLAIM, IdempotencyStore, KeyClaim, OrderStore, Page, PaymentStore,
+    Refund, RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse, StoreError,
 };
 
 use crate::ScyllaStore;
@@ -427,18 +427,16 @@ impl OrderStore for ScyllaStore {
         if order.status.as_str() != old_status {
             self.point_at_status(order).await?;
         }
-        // The rider before the order: a busy rider refuses the whole save before the order is
-        // written.
+        // A rider taken before the order: a busy rider refuses the whole save before the order
+        // is written. A rider let go is let go only after the order is written (below): freed
+        // first, a save that then failed would leave the rider free while its order still
+        // names it, and another order could take it.
         let took = match effects.rider_order {
             Some(RiderOrder::Take { rider, order }) => self
                 .take_rider(rider, order)
                 .await?
                 .map(|at| (rider, order, at)),
-            Some(RiderOrder::Release { rider, order }) => {
-                self.release_rider(rider, order).await?;
-                None
-            }
-            None => None,
+            Some(RiderOrder::Release { .. }) | None => None,
         };
         self.mark_open(order).await?;
         if effects.owe_refund {
@@ -458,7 +456,7 @@ impl OrderStore for ScyllaStore {
             self.release_rider(rider, taken).await?;
             return Err(late);
         }
-        let saved = self
+        let written = self
             .db
             .applied(
                 cql!(
@@ -474,29 +472,40 @@ impl OrderStore for ScyllaStore {
                     version_col(from)?,
                 ),
             )
-            .await?;
+            .await;
+        let saved = match written {
+            Ok(saved) => saved,
+            // A timeout says nothing of whether the write happened: a serial read settles it
+            // (it completes a proposal still in flight) before anything is undone.
+            Err(lost) => match self.order_settled(&id).await {
+                Ok(Some(now)) if now.version == order.version && now.status == order.status => true,
+                Ok(Some(now)) if now.version == from => false,
+                // Unsettled, or moved on by another writer: undo nothing (a rider taken for an
+                // order that does not show it is freed by a later take past the grace) and
+                // answer what it is, an outcome not known.
+                _ => return Err(lost),
+            },
+        };
         if !saved {
-            // Undo what was done for a save that did not happen.
-            match (took, effects.rider_order) {
-                (Some((rider, taken, _)), _) => self.release_rider(rider, taken).await?,
-                (None, Some(RiderOrder::Release { rider, order })) => {
-                    self.db
-                        .applied(
-                            cql!(
-                                "UPDATE riders SET current_order_id = ?, current_order_at = ?
-                             WHERE id = ? IF current_order_id = null"
-                            ),
-                            (
-                                order.to_string(),
-                                tomato_domain::millis::now_ms(),
-                                rider.to_string(),
-                            ),
-                        )
-                        .await?;
-                }
-                _ => {}
+            // Undo the take of a save that did not happen (only if the rider still carries
+            // this order: the release is conditional).
+            if let Some((rider, taken, _)) = took {
+                self.release_rider(rider, taken).await?;
             }
             return Err(StoreError::Stale);
+        }
+        if let Some(RiderOrder::Release { rider, order }) = effects.rider_order {
+            // The order is written: a release that fails now leaves the rider pointing at a
+            // finished order, which a take treats as free; tried again a few times so the
+            // rider's profile reads free at once.
+            let mut released = self.release_rider(rider, order).await;
+            for _ in 1..CLAIM_RETRIES {
+                if released.is_ok() {
+                    break;
+                }
+                released = self.release_rider(rider, order).await;
+            }
+            crate::tidy("the rider's release", released);
         }
         // The order is stored and the request has succeeded: what follows only tidies
         // lookups, which reads check and skip (a claim of an order no longer unpaid is taken
@@ -696,14 +705,64 @@ impl IdempotencyStore for ScyllaStore {
                 (user.to_string(), route, key),
             )
             .await?;
-        row.map(saved).transpose()
+        Ok(row.map(saved).transpose()?.filter(|row| row.status != 0))
     }
 
-    async fn put(
+    async fn claim(
         &self,
         user: UserId,
         route: &str,
         key: &str,
+        request_hash: &str,
+        holder: &str,
+    ) -> Result<KeyClaim, StoreError> {
+        let lease = i32::try_from(IDEMPOTENCY_CLAIM.as_secs()).unwrap_or(i32::MAX);
+        for _ in 0..CLAIM_RETRIES {
+            // A claim is the key's row with status 0 and its holder in `body`; it lapses by
+            // itself (its TTL) when its caller dies half-way.
+            if self
+                .db
+                .applied(
+                    cql!(
+                        "INSERT INTO idempotency (user_id, route, key, request_hash, status, body,
+                        created_at) VALUES (?, ?, ?, ?, 0, ?, ?) IF NOT EXISTS USING TTL ?"
+                    ),
+                    (
+                        user.to_string(),
+                        route,
+                        key,
+                        request_hash,
+                        holder,
+                        tomato_domain::millis::now_ms(),
+                        lease,
+                    ),
+                )
+                .await?
+            {
+                return Ok(KeyClaim::Ours);
+            }
+            match self.key_row(user, route, key).await? {
+                Some(row) if row.status == 0 => {
+                    return Ok(KeyClaim::Running {
+                        request_hash: row.request_hash,
+                    });
+                }
+                Some(row) => return Ok(KeyClaim::Answered(row)),
+                // The claim lapsed between the two: claim again.
+                None => {}
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the request's key keeps changing".into(),
+        ))
+    }
+
+    async fn settle(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+        holder: &str,
         response: SavedResponse,
     ) -> Result<SavedResponse, StoreError> {
         let now = tomato_domain::millis::now_ms();
@@ -717,6 +776,33 @@ impl IdempotencyStore for ScyllaStore {
                 (hour_of(now), user.to_string(), route, key, now, ttl),
             )
             .await?;
+        // Every column but the key is written again, so none keeps the claim's short TTL.
+        let settled = self
+            .db
+            .applied(
+                cql!(
+                    "UPDATE idempotency USING TTL ? SET request_hash = ?, status = ?, body = ?,
+                 created_at = ? WHERE user_id = ? AND route = ? AND key = ?
+                 IF status = 0 AND body = ?"
+                ),
+                (
+                    ttl,
+                    response.request_hash.as_str(),
+                    i32::from(response.status),
+                    response.body.as_str(),
+                    now,
+                    user.to_string(),
+                    route,
+                    key,
+                    holder,
+                ),
+            )
+            .await?;
+        if settled {
+            return Ok(response);
+        }
+        // The claim lapsed (this caller was slower than the claim's lease): the answer goes in
+        // only if nobody else claimed or answered the key meanwhile.
         let applied = self
             .db
             .applied(
@@ -737,22 +823,31 @@ impl IdempotencyStore for ScyllaStore {
         if applied {
             return Ok(response);
         }
-        let first: Vec<(String, i32, String)> = self
-            .db
-            .serial_rows(
+        match self.key_row(user, route, key).await? {
+            Some(row) if row.status != 0 => Ok(row),
+            _ => Err(StoreError::Unavailable(
+                "the request's key was taken over while it ran".into(),
+            )),
+        }
+    }
+
+    async fn release(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        self.db
+            .applied(
                 cql!(
-                    "SELECT request_hash, status, body FROM idempotency
-                 WHERE user_id = ? AND route = ? AND key = ?"
+                    "DELETE FROM idempotency WHERE user_id = ? AND route = ? AND key = ?
+                 IF status = 0 AND body = ?"
                 ),
-                (user.to_string(), route, key),
+                (user.to_string(), route, key, holder),
             )
-            .await?;
-        first
-            .into_iter()
-            .next()
-            .map(saved)
-            .transpose()?
-            .ok_or(StoreError::NotFound)
+            .await
+            .map(drop)
     }
 
     async fn purge(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
@@ -790,6 +885,28 @@ impl IdempotencyStore for ScyllaStore {
             hour += Duration::hours(1);
         }
         Ok(purged)
+    }
+}
+
+impl ScyllaStore {
+    /// The key's row read at serial (a claim or an answer), settling a write in flight.
+    async fn key_row(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+    ) -> Result<Option<SavedResponse>, StoreError> {
+        let rows: Vec<(String, i32, String)> = self
+            .db
+            .serial_rows(
+                cql!(
+                    "SELECT request_hash, status, body FROM idempotency
+                 WHERE user_id = ? AND route = ? AND key = ?"
+                ),
+                (user.to_string(), route, key),
+            )
+            .await?;
+        rows.into_iter().next().map(saved).transpose()
     }
 }
 

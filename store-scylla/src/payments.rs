@@ -28,20 +28,22 @@ const ORPHAN_AFTER: time::Duration = time::Duration::minutes(1);
 type RefundRow = (i64, OffsetDateTime, i32, OffsetDateTime, Option<String>);
 
 impl ScyllaStore {
-    /// Provider orders created for `order` at `provider`, newest first.
+    /// Provider orders created for `order` at `provider`, first linked first (two linked in
+    /// one millisecond by their ids, as every reader sorts them).
     async fn provider_orders(
         &self,
         provider: &str,
         order: OrderId,
     ) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> = self
+        let mut rows: Vec<(OffsetDateTime, String)> = self
             .db
             .rows(
-                cql!("SELECT provider_order FROM payment_orders_by_order WHERE provider = ? AND order_id = ?"),
+                cql!("SELECT created_at, provider_order FROM payment_orders_by_order WHERE provider = ? AND order_id = ?"),
                 (provider, order.to_string()),
             )
             .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        rows.sort();
+        Ok(rows.into_iter().map(|(_, id)| id).collect())
     }
 }
 
@@ -88,6 +90,8 @@ impl PaymentStore for ScyllaStore {
         provider: &str,
         order: OrderId,
     ) -> Result<Option<String>, StoreError> {
+        // The first linked: one linked after it, by a caller slower than the opening claim, is
+        // not the order's.
         for candidate in self.provider_orders(provider, order).await? {
             if self.order_of(provider, &candidate).await? == Some(order) {
                 return Ok(Some(candidate));
@@ -158,6 +162,8 @@ impl PaymentStore for ScyllaStore {
         provider: &str,
         order: OrderId,
     ) -> Result<Option<String>, StoreError> {
+        // Only the order's own provider order (the first linked) pays for it: a payment on
+        // another is owed back by itself.
         for candidate in self.provider_orders(provider, order).await? {
             let row: Option<(Option<String>, Option<String>)> = self
                 .db
@@ -169,10 +175,10 @@ impl PaymentStore for ScyllaStore {
                     (provider, candidate.as_str()),
                 )
                 .await?;
-            if let Some((Some(linked), Some(payment))) = row
+            if let Some((Some(linked), payment)) = row
                 && linked == order.to_string()
             {
-                return Ok(Some(payment));
+                return Ok(payment);
             }
         }
         Ok(None)

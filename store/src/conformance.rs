@@ -13,8 +13,8 @@ use uuid::Uuid;
 mod races;
 
 use crate::{
-    AuthChange, Conflict, FeedCursor, Page, PositionSnapshot, Refund, RestaurantOrderFilter,
-    RiderOrder, SaveEffects, SavedResponse, SignIn, StoreError, Stores,
+    AuthChange, Conflict, FeedCursor, KeyClaim, Page, PositionSnapshot, Refund,
+    RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse, SignIn, StoreError, Stores,
 };
 
 /// Runs every check against `stores`, panicking with a description at the first failure.
@@ -946,52 +946,77 @@ async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
 
 async fn idempotent_responses_keep_the_first(stores: &Stores) {
     let caller = user(stores, "retrier").await;
+    let keys = &stores.idempotency;
     let saved = |hash: &str, status: u16| SavedResponse {
         request_hash: hash.into(),
         status,
         body: format!("{{\"status\":{status}}}"),
     };
-    assert_eq!(
-        stores
-            .idempotency
-            .get(caller.id, "/r", "k")
+    assert_eq!(keys.get(caller.id, "/r", "k").await.expect("get"), None);
+    // The first caller claims the key; a second, while it runs, finds it running.
+    let claim = |holder: &'static str, hash: &'static str| async move {
+        keys.claim(caller.id, "/r", "k", hash, holder)
             .await
-            .expect("get"),
-        None
+            .expect("claim")
+    };
+    assert_eq!(claim("one", "h1").await, KeyClaim::Ours);
+    assert_eq!(
+        claim("two", "h1").await,
+        KeyClaim::Running {
+            request_hash: "h1".into()
+        }
     );
-    let first = stores
-        .idempotency
-        .put(caller.id, "/r", "k", saved("h1", 201))
+    assert_eq!(
+        keys.get(caller.id, "/r", "k").await.expect("get"),
+        None,
+        "a key being run has no answer yet"
+    );
+    // Only the holder settles it; the other caller's answer does not replace it.
+    let first = keys
+        .settle(caller.id, "/r", "k", "one", saved("h1", 201))
         .await
-        .expect("put");
+        .expect("settle");
     assert_eq!(first, saved("h1", 201));
-    let second = stores
-        .idempotency
-        .put(caller.id, "/r", "k", saved("h2", 409))
+    assert_eq!(claim("two", "h1").await, KeyClaim::Answered(first.clone()));
+    let second = keys
+        .settle(caller.id, "/r", "k", "two", saved("h2", 409))
         .await
-        .expect("put again");
+        .expect("settle again");
     assert_eq!(second, first, "the first response stays");
+    // A release by another caller, or of an answered key, changes nothing.
+    keys.release(caller.id, "/r", "k", "one")
+        .await
+        .expect("release");
     assert_eq!(
-        stores
-            .idempotency
-            .get(caller.id, "/other", "k")
-            .await
-            .expect("get"),
-        None
+        keys.get(caller.id, "/r", "k").await.expect("get"),
+        Some(first)
     );
-    stores
-        .idempotency
-        .purge(OffsetDateTime::now_utc() + Duration::minutes(1))
+    // A key let go (its request failed on the server) is free for the next try.
+    let claim_other = |holder: &'static str| async move {
+        keys.claim(caller.id, "/other", "k", "h3", holder)
+            .await
+            .expect("claim")
+    };
+    assert_eq!(claim_other("three").await, KeyClaim::Ours);
+    keys.release(caller.id, "/other", "k", "someone else")
+        .await
+        .expect("release");
+    assert!(matches!(
+        claim_other("four").await,
+        KeyClaim::Running { .. }
+    ));
+    keys.release(caller.id, "/other", "k", "three")
+        .await
+        .expect("release");
+    assert_eq!(claim_other("four").await, KeyClaim::Ours);
+    keys.release(caller.id, "/other", "k", "four")
+        .await
+        .expect("release");
+    assert_eq!(keys.get(caller.id, "/other", "k").await.expect("get"), None);
+    keys.purge(OffsetDateTime::now_utc() + Duration::minutes(1))
         .await
         .expect("purge");
-    assert_eq!(
-        stores
-            .idempotency
-            .get(caller.id, "/r", "k")
-            .await
-            .expect("get"),
-        None
-    );
+    assert_eq!(keys.get(caller.id, "/r", "k").await.expect("get"), None);
 }
 
 /// An unverified rider profile of `user` (also a fixture for a backend's own tests).
@@ -1347,6 +1372,22 @@ pub async fn run_payments(stores: &Stores) {
             .await
             .expect("find"),
         Some("order_A".to_owned())
+    );
+    // A caller slower than the opening claim links a second provider order to the same order:
+    // the order's stays the first.
+    stores
+        .payments
+        .link("razorpay", "order_Z", ours)
+        .await
+        .expect("link a second");
+    assert_eq!(
+        stores
+            .payments
+            .provider_order("razorpay", ours)
+            .await
+            .expect("find"),
+        Some("order_A".to_owned()),
+        "the first linked stays the order's"
     );
     assert_eq!(
         stores

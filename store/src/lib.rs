@@ -21,8 +21,8 @@ mod stats;
 pub use changes::{AuthChange, AuthChanges, ChangeFeed, FedChange, FeedCursor, START_BACK};
 pub use marketplace::{AddressStore, CartStore, MenuStore, RestaurantStore};
 pub use orders::{
-    IdempotencyStore, OrderStore, Page, RestaurantOrderFilter, RiderOrder, SaveEffects,
-    SavedResponse,
+    IDEMPOTENCY_CLAIM, IdempotencyStore, KeyClaim, OrderStore, Page, RestaurantOrderFilter,
+    RiderOrder, SaveEffects, SavedResponse,
 };
 pub use payments::{PaymentStore, Refund, parse_refund_cursor, refund_cursor};
 pub use riders::{PositionSnapshot, RiderStore};

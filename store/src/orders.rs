@@ -110,9 +110,29 @@ pub struct SavedResponse {
     pub body: String,
 }
 
-/// Responses of idempotent requests, scoped to a user, a route and the client's key.
+/// How long a claim on a key holds while its request runs: past it, a caller that died or froze
+/// half-way is taken to have given up and another may run the request (longer than a request
+/// may take: a provider call and a few store calls).
+pub const IDEMPOTENCY_CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a caller finds when it claims a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The key is this caller's: run the request, then settle or release the key.
+    Ours,
+    /// The key has its answer already.
+    Answered(SavedResponse),
+    /// Another caller holds the key and is running the request (made with the body hashed to
+    /// `request_hash`).
+    Running { request_hash: String },
+}
+
+/// Responses of idempotent requests, scoped to a user, a route and the client's key. A key is
+/// claimed before its request runs (on any node: the claim is in the store), so two callers
+/// with one key never both run it; the runner then settles the key with its answer.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
+    /// The answer saved for the key, if it has one (a key being run has none yet).
     async fn get(
         &self,
         user: UserId,
@@ -120,15 +140,38 @@ pub trait IdempotencyStore: Send + Sync {
         key: &str,
     ) -> Result<Option<SavedResponse>, StoreError>;
 
-    /// Remembers a response unless one is already saved for the key; returns whichever is
-    /// saved now, so of two racing requests both answer with the first.
-    async fn put(
+    /// Claims the key for `holder` (unique per call) unless it has an answer or another
+    /// caller's claim younger than [`IDEMPOTENCY_CLAIM`].
+    async fn claim(
         &self,
         user: UserId,
         route: &str,
         key: &str,
+        request_hash: &str,
+        holder: &str,
+    ) -> Result<KeyClaim, StoreError>;
+
+    /// Saves `response` as the key's answer if `holder` still holds it (or nobody does);
+    /// returns the answer saved now: another's, if `holder`'s claim lapsed and another
+    /// caller's answer came first.
+    async fn settle(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+        holder: &str,
         response: SavedResponse,
     ) -> Result<SavedResponse, StoreError>;
+
+    /// Gives the key up without an answer (the request failed on the server's side and may be
+    /// tried again), if `holder` still holds it.
+    async fn release(
+        &self,
+        user: UserId,
+        route: &str,
+        key: &str,
+        holder: &str,
+    ) -> Result<(), StoreError>;
 
     /// Forgets responses saved before `before`; returns how many went.
     async fn purge(&self, before: OffsetDateTime) -> Result<u64, StoreError>;

@@ -63,7 +63,8 @@ pub trait PaymentStore: Send + Sync {
         order: OrderId,
     ) -> Result<(), StoreError>;
 
-    /// The provider order created for `order`, if any.
+    /// The provider order created for `order`, if any: the first linked, whichever other was
+    /// linked after it (a payment on another is not the order's, and is owed back).
     async fn provider_order(
         &self,
         provider: &str,
