@@ -2,7 +2,8 @@
 //! message, to watch supervision rebuild it from the store, or an order's next save fail as a
 //! store outage would; and stops and starts a shard on this node as losing and winning its
 //! lease in a cluster would; and drops the replies to commands other nodes of a cluster send
-//! here, as a reply lost on the way would be. Off unless `testing.fault_injection = true`, and even then only for
+//! here, as a reply lost on the way would be, or reports the commands it sends as not
+//! published although Redis took them, as a stalled Redis would. Off unless `testing.fault_injection = true`, and even then only for
 //! callers holding the internal key.
 
 use axum::extract::State;
@@ -24,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(arm_rider))
         .routes(routes!(shard_drill))
         .routes(routes!(drop_replies))
+        .routes(routes!(fail_publishes))
 }
 
 fn enabled(state: &AppState) -> Result<(), ApiError> {
@@ -178,11 +180,11 @@ async fn shard_drill(
     Ok(Json(drill))
 }
 
-/// How many replies to drop.
+/// How many of the next commands a cluster drill touches.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct DropReplies {
-    /// The next `count` commands other nodes send here run, and their replies are dropped.
+pub struct DrillCount {
+    /// The next `count` commands between this node and the others.
     #[param(minimum = 0, maximum = 1000)]
     pub count: u32,
 }
@@ -195,7 +197,7 @@ pub struct DropReplies {
     path = "/api/v1/internal/fault/replies",
     tag = "internal",
     params(
-        DropReplies,
+        DrillCount,
         ("x-internal-key" = String, Header, description = "internal.key"),
     ),
     responses(
@@ -208,17 +210,60 @@ pub struct DropReplies {
 async fn drop_replies(
     State(state): State<AppState>,
     _caller: InternalCaller,
-    Query(drop): Query<DropReplies>,
+    Query(drill): Query<DrillCount>,
 ) -> Result<StatusCode, ApiError> {
-    enabled(&state)?;
-    if drop.count > 1000 {
+    let cluster = cluster_drill(&state, &drill)?;
+    cluster.drop_next_replies(drill.count);
+    tracing::warn!(
+        count = drill.count,
+        "replies to other nodes will be dropped"
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Publish the next commands this node sends to other nodes, but take the publish as failed,
+/// as when Redis stalls past the reply timeout after taking a message: the command may have
+/// run, so it must be sent again only as a repeat.
+#[utoipa::path(
+    post,
+    path = "/api/v1/internal/fault/publishes",
+    tag = "internal",
+    params(
+        DrillCount,
+        ("x-internal-key" = String, Header, description = "internal.key"),
+    ),
+    responses(
+        (status = 204, description = "Armed"),
+        (status = 400, description = "`count` missing or out of range", body = ErrorBody),
+        (status = 403, description = "Missing or wrong x-internal-key", body = ErrorBody),
+        (status = 404, description = "Fault injection is off, or the node is not in a cluster", body = ErrorBody),
+    )
+)]
+async fn fail_publishes(
+    State(state): State<AppState>,
+    _caller: InternalCaller,
+    Query(drill): Query<DrillCount>,
+) -> Result<StatusCode, ApiError> {
+    let cluster = cluster_drill(&state, &drill)?;
+    cluster.fail_next_publishes(drill.count);
+    tracing::warn!(
+        count = drill.count,
+        "commands to other nodes will look unpublished"
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The node's cluster, for a drill of `drill.count` commands (bounded) when drills are on.
+fn cluster_drill<'s>(
+    state: &'s AppState,
+    drill: &DrillCount,
+) -> Result<&'s std::sync::Arc<tomato_cluster::Cluster>, ApiError> {
+    enabled(state)?;
+    if drill.count > 1000 {
         return Err(ApiError::bad_request("count must be between 0 and 1000"));
     }
-    let cluster = state
+    state
         .cluster
         .get()
-        .ok_or_else(|| ApiError::not_found("this node is not in a cluster"))?;
-    cluster.drop_next_replies(drop.count);
-    tracing::warn!(count = drop.count, "replies to other nodes will be dropped");
-    Ok(StatusCode::NO_CONTENT)
+        .ok_or_else(|| ApiError::not_found("this node is not in a cluster"))
 }

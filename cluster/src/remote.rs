@@ -231,6 +231,7 @@ impl Cluster {
     ) -> Result<ShardReply, OrderError> {
         let id = self.transport.call_id();
         loop {
+            let sent_at = tokio::time::Instant::now();
             let sent = match self.owner_of(shard) {
                 Some(owner) if owner == self.config.node_id => {
                     // Ours by the last reading: it may be starting here right now.
@@ -264,8 +265,16 @@ impl Cluster {
                     self.metrics.owner_waits.inc();
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                // Maybe run, maybe not: the owner may have died with it, or the answer was lost.
-                Sent::NoReply if in_time => command = command.again(),
+                // Maybe run, maybe not: the owner may have died with it, the answer was lost,
+                // or the publish failed after Redis took it. A failed publish comes back at
+                // once, so wait before the repeat as a move is waited for.
+                Sent::NoReply if in_time => {
+                    command = command.again();
+                    let pause = Duration::from_millis(250);
+                    if sent_at.elapsed() < pause {
+                        tokio::time::sleep(pause - sent_at.elapsed()).await;
+                    }
+                }
                 Sent::Answered(Err(OrderError::NotOwner)) | Sent::NobodyThere => {
                     self.metrics.remote_failed.inc();
                     return Err(OrderError::NotOwner);
@@ -283,6 +292,13 @@ impl Cluster {
     /// are dropped, as a reply lost on the way would be.
     pub fn drop_next_replies(&self, count: u32) {
         self.drop_replies.store(count, Ordering::Release);
+    }
+
+    /// Fault drill: the next `count` commands this node sends to others go out, but their
+    /// publish is reported as failed, as a Redis that stalls past the reply timeout after
+    /// taking a message would.
+    pub fn fail_next_publishes(&self, count: u32) {
+        self.transport.fail_next_publishes(count);
     }
 }
 

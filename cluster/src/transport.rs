@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use h3o::CellIndex;
@@ -138,6 +138,9 @@ pub struct Transport {
     /// of one order (its offer made, then ended) reach the others in the order they were made
     /// here, which tasks spawned per message did not promise, and so do an order's events.
     to_all: mpsc::UnboundedSender<Outgoing>,
+    /// Fault drill: how many of the next calls are published but reported as failed, as a
+    /// Redis that took a message and then timed out would.
+    failing_publishes: AtomicU32,
 }
 
 impl std::fmt::Debug for Transport {
@@ -155,7 +158,8 @@ pub enum Sent {
     Answered(Result<ShardReply, OrderError>),
     /// Nobody listens on that node's channel: the call did not run.
     NobodyThere,
-    /// A node listened but no reply came in time: the call may or may not have run.
+    /// No reply came in time, or the publish itself failed (it may still have been
+    /// delivered): the call may or may not have run.
     NoReply,
 }
 
@@ -194,6 +198,7 @@ impl Transport {
                 asked: Mutex::new(HashMap::new()),
                 next: AtomicU64::new(1),
                 to_all,
+                failing_publishes: AtomicU32::new(0),
             },
             rx,
         ))
@@ -223,11 +228,34 @@ impl Transport {
             shard,
             command,
         };
-        let listeners = self.publish(owner, &envelope).await;
-        // Nobody listened, or it never left (Redis out of reach): the call did not run.
-        if matches!(listeners, Some(0) | None) {
-            self.forget(id);
-            return Sent::NobodyThere;
+        let mut published = self.publish(owner, &envelope).await;
+        if published.is_some()
+            && self
+                .failing_publishes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            tracing::warn!(
+                owner,
+                id,
+                "call published but reported failed (fault drill)"
+            );
+            published = None;
+        }
+        match published {
+            // Redis counted no listener: nobody heard it, so the call did not run.
+            Some(0) => {
+                self.forget(id);
+                return Sent::NobodyThere;
+            }
+            // The publish failed or timed out: Redis may have delivered it before the error
+            // (a reply lost, a stalled Redis), so the call may have run and only a re-send
+            // marked as a repeat is safe.
+            None => {
+                self.forget(id);
+                return Sent::NoReply;
+            }
+            Some(_) => {}
         }
         let answer = match tokio::time::timeout(within, rx).await {
             Ok(Ok(result)) => Sent::Answered(result),
@@ -235,6 +263,11 @@ impl Transport {
         };
         self.forget(id);
         answer
+    }
+
+    /// Fault drill: the next `count` calls are published, then reported as not published.
+    pub fn fail_next_publishes(&self, count: u32) {
+        self.failing_publishes.store(count, Ordering::Release);
     }
 
     fn forget(&self, id: u64) {

@@ -74,6 +74,14 @@ impl ApiError {
         }
     }
 
+    /// The same error, asking the client to try again after `seconds` (`Retry-After`).
+    pub fn with_retry_after(self, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..self
+        }
+    }
+
     /// 400: the input is malformed or out of range.
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)

@@ -1,10 +1,13 @@
 //! `Idempotency-Key` for the routes that create money-bearing things. The same key and body from
 //! the same user on the same route within 24 h replays the first response (status and body);
 //! the same key with another body is 409 `idempotency_key_reused`. Server errors are not
-//! remembered, so a retry after a 5xx really retries.
+//! remembered, so a retry after a 5xx really retries. The key is claimed in the store before
+//! the handler runs, so a retry sent to another node while the first try runs waits for its
+//! answer (409 `idempotency_key_in_use` past 10 s) instead of running the request twice.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tomato_domain::ErrorKind;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -13,7 +16,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tomato_domain::UserId;
-use tomato_store::{IdempotencyStore, SavedResponse};
+use tomato_store::{IdempotencyStore, KeyClaim, SavedResponse};
 
 use super::ApiError;
 
@@ -98,8 +101,11 @@ where
         let Idempotency { store, locks } = &idempotency;
         locks
             .serially(lock_key, async {
-                if let Some(saved) = store.get(user, route, &key).await? {
-                    return Ok((saved, true));
+                let holder = uuid::Uuid::new_v4().to_string();
+                if let Some(answered) =
+                    wait_for_key(store.as_ref(), user, route, &key, &request_hash, &holder).await?
+                {
+                    return Ok((answered, true));
                 }
                 let saved = match handler().await {
                     Ok((status, value)) => SavedResponse {
@@ -107,7 +113,13 @@ where
                         status: status.as_u16(),
                         body: serde_json::to_string(&value).map_err(ApiError::internal)?,
                     },
-                    Err(err) if err.status().is_server_error() => return Err(err),
+                    Err(err) if err.status().is_server_error() => {
+                        // Not an answer: the key is let go, so a retry really retries.
+                        if let Err(lost) = store.release(user, route, &key, &holder).await {
+                            tracing::warn!(error = %lost, "an idempotency key was not let go");
+                        }
+                        return Err(err);
+                    }
                     Err(err) => {
                         // A client error is the answer to this request too: remember it.
                         let response = err.into_response();
@@ -122,8 +134,10 @@ where
                         }
                     }
                 };
-                // First write wins: a racing node's answer, if it was first, is the one.
-                let kept = store.put(user, route, &key, saved.clone()).await?;
+                // The answer of the claim's holder; another's only if this claim lapsed.
+                let kept = store
+                    .settle(user, route, &key, &holder, saved.clone())
+                    .await?;
                 let replayed = kept != saved;
                 Ok((kept, replayed))
             })
@@ -135,13 +149,55 @@ where
     }
 }
 
+/// How long a request waits for another caller running the same key (a retry sent to another
+/// node while the first try still runs) before it is told to come back.
+const WAIT_FOR_RUNNING: Duration = Duration::from_secs(10);
+
+/// Claims `key` for `holder`: `None` when the claim is ours (run the request), the key's
+/// answer when it has one. A key another caller is running is waited for, up to
+/// [`WAIT_FOR_RUNNING`], then answered 409 `idempotency_key_in_use` (try again later).
+async fn wait_for_key(
+    store: &dyn IdempotencyStore,
+    user: UserId,
+    route: &'static str,
+    key: &str,
+    request_hash: &str,
+    holder: &str,
+) -> Result<Option<SavedResponse>, ApiError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        match store.claim(user, route, key, request_hash, holder).await? {
+            KeyClaim::Ours => return Ok(None),
+            KeyClaim::Answered(saved) => return Ok(Some(saved)),
+            KeyClaim::Running { request_hash: hash } if hash != request_hash => {
+                return Err(reused());
+            }
+            KeyClaim::Running { .. } if started.elapsed() < WAIT_FOR_RUNNING => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            KeyClaim::Running { .. } => {
+                return Err(ApiError::from_kind(
+                    ErrorKind::Conflict,
+                    "idempotency_key_in_use",
+                    "a request with this Idempotency-Key is still running; try again shortly",
+                )
+                .with_retry_after(1));
+            }
+        }
+    }
+}
+
+fn reused() -> ApiError {
+    ApiError::from_kind(
+        ErrorKind::Conflict,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with a different request body",
+    )
+}
+
 fn replay(saved: SavedResponse, request_hash: &str) -> Result<Response, ApiError> {
     if saved.request_hash != request_hash {
-        return Err(ApiError::from_kind(
-            ErrorKind::Conflict,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request body",
-        ));
+        return Err(reused());
     }
     Ok(json_response(saved.status, saved.body, true))
 }

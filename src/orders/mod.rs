@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use tomato_actors::OrderError;
 use tomato_domain::ErrorKind;
@@ -13,7 +14,8 @@ use tomato_domain::{
     AddressId, DeliveryAddress, HistoryEntry, Order, OrderCommand, OrderId, OrderLine, OrderStatus,
     PaymentMethod, PaymentStatus, Role,
 };
-use tomato_store::RestaurantOrderFilter;
+use tomato_shards::ShardRouter;
+use tomato_store::{OrderStore, RestaurantOrderFilter};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -83,7 +85,7 @@ pub struct NewOrder {
         Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such address of this customer", body = ErrorBody),
-        (status = 409, description = "`unpaid_order_exists`, `restaurant_closed`, `restaurant_unverified`, `item_unavailable`, `idempotency_key_reused`", body = ErrorBody),
+        (status = 409, description = "`unpaid_order_exists`, `restaurant_closed`, `restaurant_unverified`, `item_unavailable`, `idempotency_key_reused`, `idempotency_key_in_use` (a try with this key still runs: retry after `Retry-After`)", body = ErrorBody),
         (status = 422, description = "`empty_cart`, `address_out_of_range` (beyond dispatch.max_delivery_km), `payment_method_unavailable` (provider not enabled on this node)", body = ErrorBody),
         ShardMoving,
         RateLimited,
@@ -226,12 +228,56 @@ async fn create(
     };
     stores.orders.create(&order).await?;
     // The actor lives in the shard of the restaurant's cell and owns the payment deadline. If
-    // that shard is moving, the stored order waits for the shard's owner to start it.
+    // that shard is moving (or its owner out of reach), the order is acknowledged all the same
+    // and placed again in the background until an actor holds it: without one, an unpaid order
+    // would never expire and would lock its customer out of ordering.
     if let Err(err) = state.shards.place(order.clone()).await {
-        tracing::warn!(order_id = %order.id, error = %err, "order stored; its shard will start it");
+        tracing::warn!(order_id = %order.id, error = %err, "order stored; placing it again");
+        tokio::spawn(place_until_held(
+            Arc::clone(&state.shards),
+            Arc::clone(&stores.orders),
+            order.clone(),
+        ));
     }
     tracing::info!(order_id = %order.id, restaurant_id = %restaurant.id, total = %order.total_amount, "order placed");
     Ok(order)
+}
+
+/// Places `order` again, backing off from 1 s to 10 s, until an actor holds it or it is no
+/// longer waiting for its payment (paid, expired or cancelled through another path, each of
+/// which starts its actor), giving up a minute past its payment deadline.
+async fn place_until_held(shards: Arc<ShardRouter>, orders: Arc<dyn OrderStore>, order: Order) {
+    let id = order.id;
+    let give_up = order.expires_at.unwrap_or(order.created_at) + Duration::minutes(1);
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(10));
+        let stored = match orders.get(id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(order_id = %id, error = %err, "an unplaced order not read");
+                continue;
+            }
+        };
+        if stored.status != OrderStatus::Placed || stored.payment_status != PaymentStatus::Pending {
+            return;
+        }
+        match shards.place(stored).await {
+            Ok(()) => {
+                tracing::info!(order_id = %id, "order placed after a retry");
+                return;
+            }
+            Err(err) if OffsetDateTime::now_utc() < give_up => {
+                tracing::warn!(order_id = %id, error = %err, "order not placed yet");
+            }
+            Err(err) => {
+                tracing::error!(order_id = %id, error = %err, "order never placed; its shard's next start loads it");
+                return;
+            }
+        }
+    }
 }
 
 fn payment_window(state: &AppState) -> Duration {

@@ -150,7 +150,12 @@ where
     }
     let opened = open().await?;
     payments.link(provider, id_of(&opened), order).await?;
-    Ok(Opened::Now(opened))
+    // A caller slower than the claim's TTL may find another's provider order linked first:
+    // that one is the order's, and its client is shown it (nobody is shown this one).
+    match payments.provider_order(provider, order).await? {
+        Some(first) if first != id_of(&opened) => Ok(Opened::Before(first)),
+        _ => Ok(Opened::Now(opened)),
+    }
 }
 
 /// The provider order for `order`: the one opened before (retries and concurrent calls reuse
@@ -312,14 +317,16 @@ async fn razorpay_proof<'a>(
     Ok((provider_order, payment))
 }
 
-/// Records a Razorpay payment of `order` (refunds name it). The first payment of the Razorpay
-/// order pays for the order; another one is owed back.
+/// Records a Razorpay payment of `order` (refunds name it). The first payment of the order's
+/// Razorpay order pays for the order; another one is owed back, and so is any payment on a
+/// Razorpay order linked to it after its first (opened by a caller slower than the claim),
+/// which pays nothing. Answers whether the payment pays for the order.
 async fn record_payment(
     state: &AppState,
     order: &Order,
     provider_order: &str,
     payment: &str,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     // One at a time per provider order on this node: verify and webhooks race to report the
     // same payment, and on CQL each would otherwise contend for the same lightweight transaction.
     let paying = state
@@ -333,10 +340,16 @@ async fn record_payment(
                 .set_payment(razorpay::NAME, provider_order, payment),
         )
         .await?;
-    if paying != payment {
+    let its_own = state
+        .stores
+        .payments
+        .provider_order(razorpay::NAME, order.id)
+        .await?;
+    let pays = its_own.as_deref() == Some(provider_order);
+    if paying != payment || !pays {
         state.refunds.owe_second_payment(order, payment).await?;
     }
-    Ok(())
+    Ok(pays)
 }
 
 /// Checks a Stripe payment: the order's Checkout Session says `paid`, for this order.
@@ -386,7 +399,7 @@ async fn stripe_proof(state: &AppState, order: OrderId) -> Result<(), ApiError> 
         Unauthorized,
         (status = 403, description = "Not a customer", body = ErrorBody),
         (status = 404, description = "No such order of this customer", body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`: the key was used with another body", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `payment_refunded`: the Razorpay order paid is not the order's own (one opened by a retry slower than the first), so its payment is refunded; `idempotency_key_in_use`: a try with this key still runs (retry after `Retry-After`)", body = ErrorBody),
         (status = 422, description = "The order's payment method is not available on this node", body = ErrorBody),
         ShardMoving,
         RateLimited,
@@ -414,7 +427,14 @@ async fn verify(
                 match order.payment_method {
                     PaymentMethod::Razorpay => {
                         let (provider_order, payment) = razorpay_proof(&state, id, &body).await?;
-                        record_payment(&state, &order, provider_order, payment).await?;
+                        if !record_payment(&state, &order, provider_order, payment).await? {
+                            return Err(ApiError::from_kind(
+                                ErrorKind::Conflict,
+                                "payment_refunded",
+                                "that Razorpay order is not the one this order is paid \
+                                 through; the payment is refunded",
+                            ));
+                        }
                     }
                     PaymentMethod::Stripe => stripe_proof(&state, id).await?,
                     PaymentMethod::Test => {}
@@ -433,7 +453,8 @@ async fn verify(
 /// What a webhook was taken as.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookOutcome {
-    /// `applied`, `duplicate` or `ignored`.
+    /// `applied`, `duplicate`, `ignored`, or `refunded` (a payment on a Razorpay order that is not
+    /// the order's own, owed back).
     pub status: &'static str,
 }
 
@@ -498,8 +519,10 @@ async fn webhook(
         return outcome("ignored");
     };
     let stored = crate::orders::load(&state, order).await?;
-    if let Some(payment) = razorpay::payment_of(&event) {
-        record_payment(&state, &stored, provider_order, payment).await?;
+    if let Some(payment) = razorpay::payment_of(&event)
+        && !record_payment(&state, &stored, provider_order, payment).await?
+    {
+        return outcome("refunded");
     }
     confirm_from_webhook(&state, &stored, razorpay::NAME, event_id).await
 }

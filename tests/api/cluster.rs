@@ -589,6 +589,139 @@ async fn an_order_moves_through_every_node_and_a_paused_owner_writes_nothing() {
     );
 }
 
+/// The steps of `order`'s history, as stored.
+async fn steps_of(app: &TestApp, token: Option<&str>, order: &str) -> Vec<String> {
+    status_of(app, token, order).await["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| h["status"].as_str().expect("status").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_command_whose_publish_failed_after_redis_took_it_is_answered_as_done() {
+    let Three {
+        _redis,
+        nodes: _nodes,
+        apps,
+        owner,
+        ..
+    } = three_nodes().await;
+    let x = &apps[(owner + 1) % 3];
+    let shop = open_shop(x, "pub-seller@c.test", "Publish Kitchen", SHOP_AT).await;
+    let buyer = customer(x, "pub-buyer@c.test", HOME_AT).await;
+    buyer.add(x, &shop.items[0], 1).await;
+    let order = buyer.order(x).await["id"].as_str().expect("id").to_owned();
+    buyer.pay(x, &order).await;
+    // Redis takes the seller's command to the owner, which runs it, but the publish is reported
+    // failed to the node that sent it (a stalled Redis): that is no proof the command did not
+    // run, so it is sent again as a repeat and the seller is told it is done.
+    fail_publishes(x, 1).await;
+    let accepted = json_ok(shop.set_status(x, &order, "accepted").await).await;
+    assert_eq!(accepted["order"]["status"], "accepted");
+    assert_eq!(
+        steps_of(x, buyer.token(), &order).await,
+        ["placed", "accepted"],
+        "accepted once"
+    );
+}
+
+#[tokio::test]
+async fn one_idempotency_key_sent_to_two_nodes_at_once_makes_one_order_and_one_answer() {
+    let Three {
+        _redis,
+        nodes: _nodes,
+        apps,
+        token,
+        ..
+    } = three_nodes().await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let shop = open_shop(a, "key-seller@c.test", "Key Kitchen", SHOP_AT).await;
+    // A checkout retried on another node while the first try still runs, as an app behind a
+    // load balancer does after a timeout: the same key, the same body, at once.
+    for n in 0..10 {
+        let buyer = customer(a, &format!("key-buyer-{n}@c.test"), HOME_AT).await;
+        buyer.add(a, &shop.items[0], 1).await;
+        let body = serde_json::json!({ "addressId": buyer.address_id, "paymentMethod": "test" });
+        let send = |app: &TestApp| {
+            app.client
+                .post(app.url("/api/order/new"))
+                .bearer_auth(&buyer.session.token)
+                .header("idempotency-key", format!("checkout-{n}"))
+                .json(&body)
+                .send()
+        };
+        let (first, second) = tokio::join!(send(a), send(b));
+        let answer = |r: reqwest::Response| async move {
+            let status = r.status();
+            (status, r.text().await.expect("body"))
+        };
+        let (first, second) = (
+            answer(first.expect("send")).await,
+            answer(second.expect("send")).await,
+        );
+        assert_eq!(first.0, StatusCode::CREATED, "customer {n}: {}", first.1);
+        assert_eq!(first, second, "customer {n}: one answer for one key");
+        let listed = json_ok(a.get("/api/order/myorder", buyer.token()).await).await;
+        let orders = listed["orders"].as_array().expect("orders").len();
+        assert_eq!(orders, 1, "customer {n}: one order for one key: {listed}");
+    }
+    drop(token);
+}
+
+/// Arms node `app`'s drill: its next `count` commands to other nodes look unpublished.
+async fn fail_publishes(app: &TestApp, count: u32) {
+    let armed = app
+        .client
+        .post(app.url(&format!("/api/v1/internal/fault/publishes?count={count}")))
+        .header("x-internal-key", INTERNAL_KEY)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(armed.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn an_order_acknowledged_while_its_owner_was_out_of_reach_still_expires() {
+    let redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    let (nodes, apps, token) =
+        three_settled(&cluster, &[("TOMATO_ORDERS__PAYMENT_TIMEOUT_S", "5")]).await;
+    let owner = owners(&nodes[0], &token).await[&shard_at(SHOP_AT)]
+        .clone()
+        .expect("owned");
+    let x = &apps[nodes
+        .iter()
+        .position(|n| n.id != owner)
+        .expect("another node")];
+    let shop = open_shop(x, "late-seller@c.test", "Late Kitchen", SHOP_AT).await;
+    let buyer = customer(x, "late-buyer@c.test", HOME_AT).await;
+    buyer.add(x, &shop.items[0], 1).await;
+    // The node taking the order cannot reach the owner for as long as it tries: the order is
+    // stored and acknowledged, but no actor holds it yet.
+    fail_publishes(x, 1000).await;
+    let placed = buyer.order(x).await;
+    fail_publishes(x, 0).await;
+    let order = placed["id"].as_str().expect("id").to_owned();
+    // Its payment deadline passes all the same: it expires, and the customer may order again.
+    let started = Instant::now();
+    loop {
+        let status = status_of(x, buyer.token(), &order).await["status"].clone();
+        if status == "expired" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "an unplaced order never expired: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    buyer.add(x, &shop.items[0], 1).await;
+    let again = buyer.place(x).await;
+    assert_eq!(again.status(), StatusCode::CREATED, "not locked out");
+}
+
 #[tokio::test]
 async fn a_logout_on_one_node_holds_on_every_node_at_once_and_ends_its_sockets_there() {
     let redis = Redis::start();
