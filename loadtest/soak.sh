@@ -6,7 +6,8 @@
 # sellers' sockets dial another node, and its parties' calls go to the next node (a call whose
 # answer died with the node is tried again where that is safe), again and again, under load.
 # Then `tomato audit` checks every order a node acknowledged against the store: stored, paid,
-# delivered, each step once.
+# delivered, each step once; and `tomato-load check` holds what every client was told (the run's
+# history) against the orders as the nodes hold them.
 #
 #   cargo build --release -p tomato -p tomato-load
 #   loadtest/soak.sh --cql 127.0.0.1:9042 [--minutes 10] [--every-s 120] [--down-s 20] \
@@ -14,7 +15,7 @@
 #
 # It starts its own redis-server (on the PATH) on --redis-port and a fresh keyspace; the run's
 # logs, report and order ids go to a new directory it names. Exit status 0 only when every
-# order was delivered and the audit is clean.
+# order was delivered and both the audit and the check are clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +48,8 @@ done
 
 "$bin/tomato-load" run --target http://127.0.0.1:18081 --target http://127.0.0.1:18082 \
   --target http://127.0.0.1:18083 \
-  --duration-s $((minutes * 60)) --orders-out "$out/orders.txt" --json "$@" \
+  --duration-s $((minutes * 60)) --orders-out "$out/orders.txt" --history "$out/history.jsonl" \
+  --json "$@" \
   > "$out/report.json" 2> "$out/harness.log" &
 harness=$!
 
@@ -73,4 +75,6 @@ fi
 
 audit_rc=0
 "$bin/tomato" audit "$out/orders.txt" || audit_rc=$?
-[ "$harness_rc" = 0 ] && [ "$audit_rc" = 0 ]
+check_rc=0
+"$bin/tomato-load" check "$out/history.jsonl" --target http://127.0.0.1:18081 || check_rc=$?
+[ "$harness_rc" = 0 ] && [ "$audit_rc" = 0 ] && [ "$check_rc" = 0 ]

@@ -2,10 +2,13 @@
 //! every failure turned into a short kind (`http_409_already_taken`, `timeout`, `connect`) that
 //! the report counts errors by.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode, Url};
 use serde_json::{Value, json};
+
+use crate::history::{Call, Outcome, Recorder};
 
 /// A failed call, by kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,8 @@ impl std::error::Error for CallError {}
 pub struct Api {
     client: Client,
     base: Url,
+    /// Where the order operations it makes are recorded for the checker, if anywhere.
+    recorder: Option<Arc<Recorder>>,
 }
 
 /// A signed-in user.
@@ -48,7 +53,11 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { client, base })
+        Ok(Self {
+            client,
+            base,
+            recorder: None,
+        })
     }
 
     /// A client that speaks HTTP/2 without TLS (h2c) on one connection.
@@ -58,7 +67,11 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { client, base })
+        Ok(Self {
+            client,
+            base,
+            recorder: None,
+        })
     }
 
     /// One call; 2xx bodies parsed as JSON (`null` when empty).
@@ -98,6 +111,12 @@ impl Api {
         }
     }
 
+    /// The same client, recording its order operations in `recorder`.
+    pub fn recording(mut self, recorder: Arc<Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
     async fn call_once(
         &self,
         method: Method,
@@ -105,6 +124,46 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
         key: Option<&str>,
+    ) -> Result<Value, CallError> {
+        let Some(recorder) = &self.recorder else {
+            return self.send(method, path, token, body, key, None).await;
+        };
+        let node = self.base.authority().to_owned();
+        let call = Call {
+            method: &method,
+            path,
+            node: &node,
+            token,
+            body,
+            key,
+        };
+        let Some(op) = recorder.invoked(&call) else {
+            return self
+                .send(method.clone(), path, token, body, key, None)
+                .await;
+        };
+        let mut answered = None;
+        let result = self
+            .send(method.clone(), path, token, body, key, Some(&mut answered))
+            .await;
+        let outcome = match (&answered, &result) {
+            (Some((status, bytes)), _) => Outcome::Answered(*status, bytes),
+            (None, Err(err)) => Outcome::Cut(&err.kind),
+            (None, Ok(_)) => Outcome::Cut("unknown"),
+        };
+        recorder.completed(op, &call, outcome);
+        result
+    }
+
+    /// Sends one call; its status and body go to `answered` when there was an answer.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        key: Option<&str>,
+        answered: Option<&mut Option<(u16, Vec<u8>)>>,
     ) -> Result<Value, CallError> {
         let url = self.base.join(path).map_err(|err| CallError {
             kind: "bad_url".into(),
@@ -124,6 +183,9 @@ impl Api {
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport_error)?;
+        if let Some(answered) = answered {
+            *answered = Some((status.as_u16(), bytes.to_vec()));
+        }
         let value: Value = if bytes.is_empty() {
             Value::Null
         } else {

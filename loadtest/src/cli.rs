@@ -28,6 +28,9 @@ pub enum Command {
     /// The same nearest-rider workload against Redis GEO, tomato and the bare ceiling of the
     /// stack, side by side (`--mode stream`: positions the way rider apps send them).
     GeoCompare(GeoArgs),
+    /// After a run under faults, once the city is quiet: hold what clients were told (the
+    /// run's `--history`) against the orders as the nodes now hold them; exits 1 on a finding.
+    Check(CheckArgs),
     /// The bare ceiling server alone (geo-compare starts it in a process of its own): prints
     /// its address, then serves until killed.
     #[command(hide = true)]
@@ -142,6 +145,19 @@ pub struct Target {
     pub admin_email: String,
 }
 
+/// What `check` reads.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The history a run recorded (`run --history`).
+    pub history: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
+    /// Seconds past its payment deadline an unpaid order may still be waiting (the expiry
+    /// timer's own delay and a takeover).
+    #[arg(long, default_value_t = 60)]
+    pub slack_s: u64,
+}
+
 /// The simulated city: a disc around a centre.
 #[derive(Debug, Clone, Args)]
 pub struct Area {
@@ -234,6 +250,10 @@ pub struct RunArgs {
     /// for `tomato audit` to check against the store after a fault drill.
     #[arg(long, value_name = "FILE")]
     pub orders_out: Option<PathBuf>,
+    /// Record every order operation (place, pay, each status step, accept, cancel) into this
+    /// file as invoke / ok / fail / info lines, for `tomato-load check` after a fault drill.
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
     /// Random seed for the city (positions, speeds, choices).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -351,6 +371,7 @@ where
     let checked = match &cli.command {
         Command::Run(run) => run.check(),
         Command::GeoCompare(geo) => geo.check(),
+        Command::Check(check) => check.target.urls().map(drop),
         Command::BareServer => Ok(()),
     };
     checked.map_err(|err| Exit {

@@ -6,10 +6,12 @@
 
 pub mod api;
 pub mod bare;
+pub mod check;
 pub mod city;
 pub mod cli;
 pub mod conn;
 pub mod geo;
+pub mod history;
 pub mod nodes;
 pub mod record;
 pub mod report;

@@ -54,6 +54,23 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 print!("{}", report.text());
             }
         }
+        Command::Check(args) => {
+            let (findings, orders) = tomato_load::check::against_nodes(&args).await?;
+            let ops = tomato_load::history::read(&args.history)?
+                .iter()
+                .filter(|e| e.kind != tomato_load::history::Kind::Invoke)
+                .count();
+            for finding in &findings {
+                println!("{finding}");
+            }
+            println!(
+                "checked {ops} operations against {orders} orders: {} findings",
+                findings.len()
+            );
+            if !findings.is_empty() {
+                return Err(anyhow::anyhow!("the history breaks the rules above"));
+            }
+        }
         Command::BareServer => {
             let server = tomato_load::bare::start().await?;
             println!("{}", server.addr);

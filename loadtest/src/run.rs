@@ -119,9 +119,21 @@ impl World {
 /// Plays a run and returns its report.
 pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let bases = args.target.urls()?;
+    let history = match &args.history {
+        Some(file) => Some(Arc::new(crate::history::Recorder::create(file).map_err(
+            |err| anyhow::anyhow!("cannot write {}: {err}", file.display()),
+        )?)),
+        None => None,
+    };
     let apis = bases
         .iter()
-        .map(|base| Api::new(base.clone()))
+        .map(|base| {
+            let api = Api::new(base.clone())?;
+            Ok(match &history {
+                Some(history) => api.recording(Arc::clone(history)),
+                None => api,
+            })
+        })
         .collect::<anyhow::Result<Vec<Api>>>()?;
     let nodes = Nodes::new(apis);
     let api = nodes.first().clone();
@@ -268,6 +280,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         .load(Ordering::Relaxed)
         .max(memory_end.unwrap_or(0));
     let undelivered = world.orders.iter().filter(|t| !t.delivered).count() as u64;
+    if let Some(history) = &history {
+        history.flush();
+    }
     Ok(Report {
         run_id,
         transport: args.transport,
