@@ -132,43 +132,19 @@ impl Recorder {
 
     /// Records the invoke of a call the checker reads; its number for [`Recorder::completed`].
     pub fn invoked(&self, call: &Call<'_>) -> Option<u64> {
-        let (f, in_path) = Op::of(call.method, call.path)?;
         let op = self.next.fetch_add(1, Ordering::Relaxed);
-        let order = in_path.or_else(|| {
-            call.body
-                .and_then(|b| b["orderId"].as_str())
-                .map(str::to_owned)
-        });
-        let event = Event {
-            op,
-            kind: Kind::Invoke,
-            f,
-            node: call.node.to_owned(),
-            who: call.token.and_then(user_of).unwrap_or_default(),
-            at_ms: self.now_ms(),
-            order,
-            value: call
-                .body
-                .and_then(|b| b["status"].as_str())
-                .map(str::to_owned),
-            key: call.key.map(str::to_owned),
-            rider: None,
-            status: None,
-            code: None,
-            answer: None,
-        };
+        let event = self.event(op, Kind::Invoke, call)?;
         self.write(&event);
         Some(op)
     }
 
-    /// Records how call `op` (from [`Recorder::invoked`]) ended.
-    pub fn completed(&self, op: u64, call: &Call<'_>, outcome: Outcome<'_>) {
-        let Some((f, in_path)) = Op::of(call.method, call.path) else {
-            return;
-        };
-        let mut event = Event {
+    /// What every event of `call` says: the operation, the node, the caller, the order its
+    /// path or body names, the status asked for, the key; now.
+    fn event(&self, op: u64, kind: Kind, call: &Call<'_>) -> Option<Event> {
+        let (f, in_path) = Op::of(call.method, call.path)?;
+        Some(Event {
             op,
-            kind: Kind::Info,
+            kind,
             f,
             node: call.node.to_owned(),
             who: call.token.and_then(user_of).unwrap_or_default(),
@@ -187,6 +163,13 @@ impl Recorder {
             status: None,
             code: None,
             answer: None,
+        })
+    }
+
+    /// Records how call `op` (from [`Recorder::invoked`]) ended.
+    pub fn completed(&self, op: u64, call: &Call<'_>, outcome: Outcome<'_>) {
+        let Some(mut event) = self.event(op, Kind::Info, call) else {
+            return;
         };
         match outcome {
             Outcome::Cut(what) => event.code = Some(what.to_owned()),
