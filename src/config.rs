@@ -252,7 +252,7 @@ impl ClusterSettings {
     }
 }
 
-/// Dispatch tuning (API.md, Dispatch).
+/// Dispatch tuning (docs/api.md, "Riders and dispatch").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatchSettings {
@@ -355,7 +355,7 @@ pub struct RiderSettings {
     pub snapshot_every_s: u64,
 }
 
-/// Rate limits (API.md): what one client or user may do, per node.
+/// Rate limits (docs/api.md): what one client or user may do, per node.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {

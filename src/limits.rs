@@ -1,4 +1,4 @@
-//! Rate limits (`[limits]`, API.md "Rate limits"): what one client address or one user may do
+//! Rate limits (`[limits]`, docs/api.md, "Rate limits"): what one client address or one user may do
 //! on this node. Over a limit the answer is 429 `rate_limited` with `Retry-After` (seconds), and
 //! nothing changes. Rates are GCRA limiters keyed by address or user (`governor`), swept of
 //! idle keys by housekeeping; open sockets are a count per user, given back when the connection

@@ -126,7 +126,7 @@ impl OrderError {
         }
     }
 
-    /// The stable machine code clients see (API.md), one per variant.
+    /// The stable machine code clients see (docs/api.md), one per variant.
     pub fn code(&self) -> &str {
         match self {
             OrderError::Transition(_) => "invalid_transition",

@@ -1,4 +1,4 @@
-//! Orders: what was bought, at what price, and where it stands. The status machine of API.md
+//! Orders: what was bought, at what price, and where it stands. The status machine of docs/api.md
 //! lives here as a pure function, [`Order::apply`], so the order actor that serialises commands
 //! and the tests that check the table share one definition.
 
@@ -350,7 +350,7 @@ impl Order {
     }
 }
 
-/// Prices of the platform (config `[pricing]`; the defaults are API.md's).
+/// Prices of the platform (config `[pricing]`; the defaults of docs/api.md).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pricing {
@@ -452,7 +452,7 @@ mod tests {
         }
     }
 
-    /// The whole table of API.md: every (command, status, payment) that is allowed, with the
+    /// The whole table of docs/api.md: every (command, status, payment) that is allowed, with the
     /// result; everything else must be refused (or, for the idempotent ones, change nothing).
     #[test]
     fn the_status_machine_is_exactly_the_table() {

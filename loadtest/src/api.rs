@@ -96,7 +96,7 @@ impl Api {
         key: Option<&str>,
     ) -> Result<Value, CallError> {
         // A shard moving between nodes answers 503 `shard_moving` (nothing was done): a client
-        // tries again shortly, as API.md asks; a takeover lasts seconds.
+        // tries again shortly, as docs/api.md asks; a takeover lasts seconds.
         let mut attempts = 0;
         loop {
             match self.call_once(method.clone(), path, token, body, key).await {
@@ -125,19 +125,20 @@ impl Api {
         body: Option<&Value>,
         key: Option<&str>,
     ) -> Result<Value, CallError> {
-        let Some(recorder) = &self.recorder else {
-            return self.send(method, path, token, body, key, None).await;
-        };
-        let node = self.base.authority().to_owned();
         let call = Call {
             method: &method,
             path,
-            node: &node,
+            node: self.base.authority(),
             token,
             body,
             key,
         };
-        let Some(op) = recorder.invoked(&call) else {
+        // Only the order operations the checker reads are recorded.
+        let recorded = self
+            .recorder
+            .as_ref()
+            .and_then(|recorder| Some((recorder, recorder.invoked(&call)?)));
+        let Some((recorder, op)) = recorded else {
             return self
                 .send(method.clone(), path, token, body, key, None)
                 .await;

@@ -1,7 +1,7 @@
 //! Extractors that authenticate a request. A handler that takes [`AuthUser`] serves any signed-in
 //! user; one that takes [`CustomerUser`], [`SellerUser`], [`RiderUser`] or [`AdminUser`] serves
 //! only that role, so a handler cannot forget the check. Authentication (401) is decided before
-//! the role (403), and both before the body is read (400), the order API.md prescribes.
+//! the role (403), and both before the body is read (400), the order docs/api.md prescribes.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;

@@ -1,5 +1,5 @@
 //! The one error type of the HTTP edge. Every failure a handler or extractor reports becomes the
-//! body API.md prescribes, `{"error":{"code","message"}}`. Server-side failures keep their cause
+//! body docs/api.md prescribes, `{"error":{"code","message"}}`. Server-side failures keep their cause
 //! out of the body: the cause rides along in a response extension, and the error middleware logs
 //! it inside the request's span.
 

@@ -21,7 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create))
         // One path for three verbs: GET takes a restaurant id, PUT and DELETE an item id
-        // (API.md's layout; the router needs one parameter name per position).
+        // (docs/api.md's layout; the router needs one parameter name per position).
         .routes(routes!(list, update, delete))
 }
 

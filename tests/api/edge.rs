@@ -1,4 +1,4 @@
-//! What the edge does with bad requests: every error is the API.md body with the right status.
+//! What the edge does with bad requests: every error is the error body of docs/api.md with the right status.
 
 use reqwest::StatusCode;
 use serde_json::json;

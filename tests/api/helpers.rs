@@ -304,7 +304,7 @@ pub async fn json_ok(response: reqwest::Response) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
 }
 
-/// Asserts an error answer with the API.md body and returns its code.
+/// Asserts an error answer with the error body of docs/api.md and returns its code.
 pub async fn error_code(response: reqwest::Response, expected: StatusCode) -> String {
     let status = response.status();
     let content_type = response
