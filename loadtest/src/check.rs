@@ -149,19 +149,30 @@ fn next_of(status: &str) -> &'static [&'static str] {
     }
 }
 
-/// Every finding of `history` against `orders` (the end state, by id), checked at `now`;
-/// an unpaid order is overdue `slack` past its deadline.
+/// How the end state is judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// When the check runs.
+    pub now: time::OffsetDateTime,
+    /// How long past its payment deadline an unpaid order may still be waiting.
+    pub slack: time::Duration,
+    /// How far apart the nodes' clocks may be: an order's steps (and a rider's orders) are
+    /// stamped by whichever node ran them, so times closer than this say nothing of order.
+    pub skew: time::Duration,
+}
+
+/// Every finding of `history` against `orders` (the end state, by id), within `bounds`.
 pub fn check(
     history: &[Event],
     orders: &BTreeMap<String, EndOrder>,
-    now: time::OffsetDateTime,
-    slack: time::Duration,
+    bounds: Bounds,
 ) -> Vec<Finding> {
+    let (now, slack) = (bounds.now, bounds.slack);
     let mut findings = Vec::new();
-    findings.extend(paths(orders));
+    findings.extend(paths(orders, bounds.skew));
     findings.extend(told(history, orders));
     findings.extend(accepts(history, orders));
-    findings.extend(riders(orders));
+    findings.extend(riders(orders, bounds.skew));
     findings.extend(unpaid(orders));
     findings.extend(keys(history));
     findings.extend(money(orders, now, slack));
@@ -177,8 +188,9 @@ fn completions(history: &[Event]) -> impl Iterator<Item = &Event> {
     history.iter().filter(|e| e.kind != Kind::Invoke)
 }
 
-/// Each order's steps form a path of the status machine from `placed`, each once, in time.
-fn paths(orders: &BTreeMap<String, EndOrder>) -> Vec<Finding> {
+/// Each order's steps form a path of the status machine from `placed`, each once, in time
+/// (up to the clocks' `skew`).
+fn paths(orders: &BTreeMap<String, EndOrder>, skew: time::Duration) -> Vec<Finding> {
     let mut findings = Vec::new();
     for order in orders.values() {
         let steps: Vec<String> = order.history.iter().map(|s| s.status.clone()).collect();
@@ -187,7 +199,7 @@ fn paths(orders: &BTreeMap<String, EndOrder>) -> Vec<Finding> {
                 .windows(2)
                 .all(|w| next_of(&w[0]).contains(&w[1].as_str()))
             && steps.last() == Some(&order.status)
-            && order.history.is_sorted_by_key(|s| s.at);
+            && order.history.windows(2).all(|w| w[1].at + skew >= w[0].at);
         if !legal {
             findings.push(Finding::NotAPath {
                 order: order.id.clone(),
@@ -321,8 +333,9 @@ fn accepts(history: &[Event], orders: &BTreeMap<String, EndOrder>) -> Vec<Findin
     findings
 }
 
-/// Per rider, the spans [assigned, delivered or cancelled) of its orders never overlap.
-fn riders(orders: &BTreeMap<String, EndOrder>) -> Vec<Finding> {
+/// Per rider, the spans [assigned, delivered or cancelled) of its orders never overlap (by
+/// more than the clocks' `skew`).
+fn riders(orders: &BTreeMap<String, EndOrder>, skew: time::Duration) -> Vec<Finding> {
     let mut spans: BTreeMap<&str, Vec<(time::OffsetDateTime, time::OffsetDateTime, &str)>> =
         BTreeMap::new();
     for order in orders.values() {
@@ -351,7 +364,7 @@ fn riders(orders: &BTreeMap<String, EndOrder>) -> Vec<Finding> {
     for (rider, mut spans) in spans {
         spans.sort();
         for pair in spans.windows(2) {
-            if pair[1].0 < pair[0].1 {
+            if pair[1].0 + skew < pair[0].1 {
                 findings.push(Finding::RiderTwice {
                     rider: rider.to_owned(),
                     first: pair[0].2.to_owned(),
@@ -484,12 +497,14 @@ pub async fn against_nodes(args: &crate::cli::CheckArgs) -> anyhow::Result<(Vec<
             Err(err) => anyhow::bail!("reading order {id}: {err}"),
         }
     }
-    let slack = time::Duration::seconds(i64::try_from(args.slack_s).unwrap_or(i64::MAX));
+    let seconds = |s: u64| time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX));
+    let bounds = Bounds {
+        now: time::OffsetDateTime::now_utc(),
+        slack: seconds(args.slack_s),
+        skew: seconds(args.skew_s),
+    };
     let read = orders.len();
-    Ok((
-        check(&history, &orders, time::OffsetDateTime::now_utc(), slack),
-        read,
-    ))
+    Ok((check(&history, &orders, bounds), read))
 }
 
 #[cfg(test)]
@@ -575,7 +590,30 @@ mod tests {
     }
 
     fn run(history: &[Event], orders: &BTreeMap<String, EndOrder>) -> Vec<Finding> {
-        check(history, orders, at(3600), time::Duration::seconds(60))
+        let bounds = Bounds {
+            now: at(3600),
+            slack: time::Duration::seconds(60),
+            skew: time::Duration::ZERO,
+        };
+        check(history, orders, bounds)
+    }
+
+    #[test]
+    fn times_within_the_clocks_skew_say_nothing_of_order() {
+        let mut late = order("o2", "c2", None, &["placed", "accepted"], "paid");
+        late.history[1].at = at(-5);
+        let bounds = Bounds {
+            now: at(3600),
+            slack: time::Duration::seconds(60),
+            skew: time::Duration::seconds(10),
+        };
+        assert_eq!(check(&[], &end(vec![late.clone()]), bounds), []);
+        late.history[1].at = at(-15);
+        assert_eq!(
+            check(&[], &end(vec![late]), bounds).len(),
+            1,
+            "past the skew"
+        );
     }
 
     /// A clean delivery: rider r1 (user u-r1) accepted, picked up and delivered.

@@ -156,6 +156,10 @@ pub struct CheckArgs {
     /// timer's own delay and a takeover).
     #[arg(long, default_value_t = 60)]
     pub slack_s: u64,
+    /// Seconds the nodes' clocks may be apart (a drill that skews one): steps stamped closer
+    /// than this by different nodes say nothing of their order.
+    #[arg(long, default_value_t = 0)]
+    pub skew_s: u64,
 }
 
 /// The simulated city: a disc around a centre.

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod conn;
 pub mod geo;
 pub mod history;
+pub mod nemesis;
 pub mod nodes;
 pub mod record;
 pub mod report;

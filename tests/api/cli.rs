@@ -285,11 +285,12 @@ pub(crate) fn start_node_with(dir: &Path, env: &[(&str, &str)]) -> (std::process
     let started = Instant::now();
     let mut child = tomato(dir)
         .arg("serve")
-        .envs(env.iter().copied())
         .env("TOMATO_SERVER__BIND", "127.0.0.1:0")
         .env("TOMATO_LOG__FORMAT", "json")
         // Harness cities sign in hundreds of users from 127.0.0.1.
         .env("TOMATO_LIMITS__SIGN_IN_PER_MINUTE", "1000000")
+        // What the caller sets wins (a fixed port, for a node restarted where its clients are).
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

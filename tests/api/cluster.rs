@@ -21,16 +21,16 @@ use crate::world::{HOME_AT, SHOP_AT, customer, open_shop};
 use tomato_domain::OrderId;
 
 /// Few shards keep the ticks short; the layout rules are the same.
-const SHARDS: u32 = 16;
+pub(crate) const SHARDS: u32 = 16;
 
 /// A `redis-server` on a free port, stopped when dropped.
-struct Redis {
-    port: u16,
-    child: Child,
+pub(crate) struct Redis {
+    pub(crate) port: u16,
+    pub(crate) child: Child,
 }
 
 impl Redis {
-    fn start_on(port: u16) -> Redis {
+    pub(crate) fn start_on(port: u16) -> Redis {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -56,7 +56,7 @@ impl Redis {
         Redis { port, child }
     }
 
-    fn start() -> Redis {
+    pub(crate) fn start() -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -64,11 +64,11 @@ impl Redis {
         Redis::start_on(port)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -81,26 +81,26 @@ impl Drop for Redis {
 }
 
 /// One node process of the cluster.
-struct Node {
-    id: String,
-    addr: String,
-    child: Option<Child>,
+pub(crate) struct Node {
+    pub(crate) id: String,
+    pub(crate) addr: String,
+    pub(crate) child: Option<Child>,
     _dir: TempDir,
 }
 
 impl Node {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("kill -9");
             child.wait().expect("reap");
         }
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let child = self.child.as_ref().expect("running");
         let status = Command::new("kill")
             .args([signal, &child.id().to_string()])
@@ -125,14 +125,14 @@ impl Drop for Node {
 }
 
 /// A cluster's shared settings: one Redis, one keyspace.
-struct ClusterEnv {
+pub(crate) struct ClusterEnv {
     redis_url: String,
     cql: String,
     keyspace: String,
 }
 
 impl ClusterEnv {
-    fn new(redis: &Redis) -> ClusterEnv {
+    pub(crate) fn new(redis: &Redis) -> ClusterEnv {
         ClusterEnv {
             redis_url: redis.url(),
             cql: crate::cql::node(),
@@ -163,7 +163,7 @@ impl ClusterEnv {
     }
 
     /// A node with `extra` settings over the cluster's.
-    fn start_setting(&self, id: &str, shards: u32, extra: &[(&str, &str)]) -> Node {
+    pub(crate) fn start_setting(&self, id: &str, shards: u32, extra: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().expect("dir");
         let shards = shards.to_string();
         let mut env = self.env(id, &shards);
@@ -193,7 +193,7 @@ impl ClusterEnv {
     }
 }
 
-async fn admin_token(node: &Node) -> String {
+pub(crate) async fn admin_token(node: &Node) -> String {
     let body: Value = reqwest::Client::new()
         .post(node.url("/api/auth/dev-login"))
         .json(&serde_json::json!({ "email": ADMIN_EMAIL, "name": "Admin" }))
@@ -237,7 +237,12 @@ async fn owners(node: &Node, token: &str) -> BTreeMap<u64, Option<String>> {
 
 /// Waits until every shard is owned by one of `nodes`, and each of them owns some; how long
 /// it took.
-async fn settled(observer: &Node, token: &str, nodes: &[&str], within: Duration) -> Duration {
+pub(crate) async fn settled(
+    observer: &Node,
+    token: &str,
+    nodes: &[&str],
+    within: Duration,
+) -> Duration {
     let started = Instant::now();
     let wanted: BTreeSet<&str> = nodes.iter().copied().collect();
     loop {

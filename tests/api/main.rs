@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod batched;
+mod campaign;
 mod cli;
 mod cluster;
 mod contract;

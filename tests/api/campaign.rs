@@ -1,0 +1,215 @@
+//! The fault campaign's short form: three node processes on Cassandra and Redis, played by the
+//! harness with its history recorded, while every nemesis strikes once — a slowed and then
+//! stalled link between one node and Redis, Redis paused, every pub/sub connection cut, a node
+//! killed with kill -9 and started again, a node paused past its leases, Redis restarted
+//! empty, and one node running 35 s ahead the whole time. Once the faults heal and the city is
+//! quiet, the checker holds what every client was told against the orders as they ended.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tomato_load::nemesis::{self, Link, Proxy};
+use tomato_load::{Command, parse_from};
+
+use crate::cluster::{ClusterEnv, Node, Redis, SHARDS, admin_token, settled};
+use crate::helpers::ADMIN_EMAIL;
+
+/// The three nodes' ids.
+const IDS: [&str; 3] = ["node-a", "node-b", "node-c"];
+/// How far ahead node-c's wall clock runs.
+const SKEW_S: i64 = 35;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// How each node is started, the same way again after a kill: a fixed port (its clients keep
+/// their address), node-a's Redis through the proxy, node-c's clock ahead.
+struct Starts {
+    cluster: ClusterEnv,
+    ports: [u16; 3],
+    proxied: String,
+    skewed: Vec<(&'static str, String)>,
+}
+
+impl Starts {
+    fn start(&self, i: usize) -> Node {
+        let bind = format!("127.0.0.1:{}", self.ports[i]);
+        let mut extra: Vec<(&str, &str)> = vec![("TOMATO_SERVER__BIND", bind.as_str())];
+        if i == 0 {
+            extra.push(("TOMATO_CLUSTER__REDIS_URL", self.proxied.as_str()));
+        }
+        if i == 2 {
+            extra.extend(self.skewed.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        self.cluster.start_setting(IDS[i], SHARDS, &extra)
+    }
+}
+
+/// Orders the nodes hold, of any status (the city is playing once there are some).
+async fn orders_stored(node: &Node, token: &str) -> i64 {
+    let stats: Value = reqwest::Client::new()
+        .get(node.url("/api/admin/stats"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .unwrap_or_default();
+    stats["ordersByStatus"]
+        .as_object()
+        .map(|by| by.values().filter_map(Value::as_i64).sum())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_fault_campaign_ends_with_a_clean_check() {
+    let mut redis = Redis::start();
+    let redis_port = redis.port;
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], redis_port)))
+        .await
+        .expect("proxy");
+    let starts = Starts {
+        cluster: ClusterEnv::new(&redis),
+        ports: [free_port(), free_port(), free_port()],
+        proxied: format!("redis://{}", proxy.addr()),
+        skewed: nemesis::skewed_clock(SKEW_S).expect("libfaketime"),
+    };
+    let mut nodes: Vec<Node> = (0..3).map(|i| starts.start(i)).collect();
+    let token = admin_token(&nodes[1]).await;
+    settled(&nodes[1], &token, &IDS, Duration::from_secs(30)).await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let history = dir.path().join("history.jsonl");
+    let targets: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let mut args = vec![
+        "tomato-load".to_owned(),
+        "run".to_owned(),
+        "--history".to_owned(),
+        history.display().to_string(),
+    ];
+    for target in &targets {
+        args.extend(["--target".to_owned(), target.clone()]);
+    }
+    for (flag, value) in [
+        ("--admin-email", ADMIN_EMAIL),
+        ("--radius-km", "1.5"),
+        ("--riders", "12"),
+        ("--restaurants", "3"),
+        ("--customers", "10"),
+        ("--order-rate", "1.5"),
+        ("--interval-s", "1"),
+        ("--prep-s", "0.5"),
+        ("--think-s", "0.3"),
+        ("--speed-kmh", "3600"),
+        ("--handover-s", "0.2"),
+        ("--duration-s", "130"),
+        ("--drain-s", "60"),
+        ("--transport", "ws"),
+    ] {
+        args.extend([flag.to_owned(), value.to_owned()]);
+    }
+    let Command::Run(run) = parse_from(args).expect("arguments") else {
+        panic!("not a run");
+    };
+    // The harness plays the city while the schedule strikes (one task: the harness's future
+    // borrows what it plays).
+    let schedule = async {
+        // The city is built and playing before the first fault.
+        let started = Instant::now();
+        while orders_stored(&nodes[1], &token).await < 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the city never started"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let pause = |s: u64| tokio::time::sleep(Duration::from_secs(s));
+        eprintln!("campaign: node-a's link to Redis slowed to 2.5 s for 8 s");
+        proxy.set(Link::Delay(Duration::from_millis(2500)));
+        pause(8).await;
+        proxy.set(Link::Stalled);
+        eprintln!("campaign: node-a's link to Redis stalled for 3 s");
+        pause(3).await;
+        proxy.set(Link::Clear);
+        pause(8).await;
+        eprintln!("campaign: Redis paused (SIGSTOP) for 3 s");
+        nemesis::signal(redis.child.id(), "-STOP").expect("stop redis");
+        pause(3).await;
+        nemesis::signal(redis.child.id(), "-CONT").expect("cont redis");
+        pause(8).await;
+        let cut = nemesis::kill_pubsub(&redis.url())
+            .await
+            .expect("client kill");
+        eprintln!("campaign: CLIENT KILL TYPE pubsub cut {cut} connections");
+        pause(8).await;
+        eprintln!("campaign: node-b killed (kill -9), back in 10 s");
+        tokio::task::block_in_place(|| nodes[1].kill9());
+        pause(10).await;
+        // Starting a process blocks; the harness's tasks go on on the other workers.
+        nodes[1] = tokio::task::block_in_place(|| starts.start(1));
+        pause(12).await;
+        eprintln!("campaign: node-c paused (SIGSTOP) for 10 s, past its leases");
+        nodes[2].signal("-STOP");
+        pause(10).await;
+        nodes[2].signal("-CONT");
+        pause(12).await;
+        eprintln!("campaign: Redis restarted empty");
+        redis.kill();
+        redis = tokio::task::block_in_place(|| Redis::start_on(redis_port));
+    };
+    let (report, ()) = tokio::join!(tomato_load::run::run(run), schedule);
+    let report = report.expect("harness run");
+    eprintln!("{}", report.text());
+    // Healed: every shard has one owner among the three again, and the city is quiet.
+    let token = admin_token(&nodes[0]).await;
+    settled(&nodes[0], &token, &IDS, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let check = parse_from([
+        "tomato-load",
+        "check",
+        &history.display().to_string(),
+        "--target",
+        &targets[0],
+        "--admin-email",
+        ADMIN_EMAIL,
+        "--skew-s",
+        &(SKEW_S + 5).to_string(),
+    ])
+    .expect("arguments");
+    let Command::Check(check) = check else {
+        panic!("not a check");
+    };
+    let (findings, orders) = tomato_load::check::against_nodes(&check)
+        .await
+        .expect("check");
+    let events = tomato_load::history::read(&history).expect("history");
+    let ok = |f: tomato_load::history::Op| {
+        events
+            .iter()
+            .filter(|e| e.f == f && e.kind == tomato_load::history::Kind::Ok)
+            .count()
+    };
+    eprintln!(
+        "campaign: {} events, {orders} orders, {} placed ok, {} accepts ok, findings: {findings:#?}",
+        events.len(),
+        ok(tomato_load::history::Op::Place),
+        ok(tomato_load::history::Op::Accept),
+    );
+    assert!(
+        ok(tomato_load::history::Op::Place) >= 20,
+        "too little was played"
+    );
+    assert!(
+        ok(tomato_load::history::Op::Accept) >= 10,
+        "too little was played"
+    );
+    assert!(findings.is_empty(), "the checker found {findings:#?}");
+    drop(redis);
+}
