@@ -28,6 +28,9 @@ pub enum Link {
     Delay(Duration),
     /// Passes nothing until the link changes again (connections stay open).
     Stalled,
+    /// Cut: each connection is closed as its next bytes arrive (what they carried is lost),
+    /// and new ones are closed at once, as a network partition answers.
+    Down,
 }
 
 /// A TCP proxy on loopback in front of one address; stops when dropped.
@@ -46,6 +49,9 @@ impl Proxy {
         let (link, watching) = watch::channel(Link::Clear);
         let accepting = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if *watching.borrow() == Link::Down {
+                    continue;
+                }
                 let watching = watching.clone();
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(to).await {
@@ -108,6 +114,7 @@ async fn pipe(
             let now = *link.borrow_and_update();
             match now {
                 Link::Clear => break,
+                Link::Down => return,
                 Link::Delay(delay) => {
                     tokio::time::sleep(delay).await;
                     break;
@@ -217,6 +224,17 @@ mod tests {
         socket.read_exact(&mut back).await.expect("read");
         assert_eq!(&back, b"ping");
         assert!(round_trip(&mut socket).await < Duration::from_millis(200));
+        // Cut: what is sent is lost and the connection closed; new ones are refused.
+        proxy.set(Link::Down);
+        socket.write_all(b"lost").await.expect("write");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut rest));
+        assert!(closed.await.expect("closed in time").is_ok());
+        assert!(rest.is_empty(), "nothing came back: {rest:?}");
+        let mut late = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let mut nothing = Vec::new();
+        let refused = tokio::time::timeout(Duration::from_secs(2), late.read_to_end(&mut nothing));
+        assert!(refused.await.expect("closed in time").is_ok() && nothing.is_empty());
     }
 
     #[test]

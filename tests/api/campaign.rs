@@ -1,8 +1,8 @@
 //! The fault campaign's short form: three node processes on Cassandra and Redis, played by the
-//! harness with its history recorded, while every nemesis strikes once — a slowed and then
-//! stalled link between one node and Redis, Redis paused, every pub/sub connection cut, a node
-//! killed with kill -9 and started again, a node paused past its leases, Redis restarted
-//! empty, and one node running 35 s ahead the whole time. Once the faults heal and the city is
+//! harness with its history recorded, while every nemesis strikes once — a slowed, then
+//! stalled, then cut link between one node and Redis, Redis paused, every pub/sub connection
+//! cut, a node killed with kill -9 and started again, a node paused past its leases, Redis
+//! restarted empty, and one node running 35 s ahead the whole time. Once the faults heal and the city is
 //! quiet, the checker holds what every client was told against the orders as they ended.
 
 use std::net::SocketAddr;
@@ -136,6 +136,9 @@ async fn a_short_fault_campaign_ends_with_a_clean_check() {
         proxy.set(Link::Stalled);
         eprintln!("campaign: node-a's link to Redis stalled for 3 s");
         pause(3).await;
+        eprintln!("campaign: node-a cut off from Redis for 5 s");
+        proxy.set(Link::Down);
+        pause(5).await;
         proxy.set(Link::Clear);
         pause(8).await;
         eprintln!("campaign: Redis paused (SIGSTOP) for 3 s");
