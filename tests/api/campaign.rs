@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tomato_load::history::Kind;
 use tomato_load::nemesis::{self, Link, Proxy};
 use tomato_load::{Command, parse_from};
 
@@ -19,6 +20,29 @@ use crate::helpers::ADMIN_EMAIL;
 const IDS: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// How far ahead node-c's wall clock runs.
 const SKEW_S: i64 = 35;
+
+/// What a campaign plays: the suite's short form by default; the long campaigns of the
+/// performance notes set `TOMATO_CAMPAIGN_MINUTES` (the schedule strikes again and again for
+/// that long), `TOMATO_CAMPAIGN_ORDER_RATE`, and `TOMATO_CAMPAIGN_FAULTS=none` for the run
+/// beside it with no fault at all.
+struct Plan {
+    play_s: u64,
+    order_rate: String,
+    faults: bool,
+}
+
+impl Plan {
+    fn from_env() -> Plan {
+        let var = |name: &str| std::env::var(name).ok();
+        Plan {
+            play_s: var("TOMATO_CAMPAIGN_MINUTES")
+                .and_then(|m| m.parse::<u64>().ok())
+                .map_or(130, |m| m * 60),
+            order_rate: var("TOMATO_CAMPAIGN_ORDER_RATE").unwrap_or_else(|| "1.5".into()),
+            faults: var("TOMATO_CAMPAIGN_FAULTS").as_deref() != Some("none"),
+        }
+    }
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -69,6 +93,7 @@ async fn orders_stored(node: &Node, token: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_fault_campaign_ends_with_a_clean_check() {
+    let plan = Plan::from_env();
     let mut redis = Redis::start();
     let redis_port = redis.port;
     let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], redis_port)))
@@ -78,12 +103,17 @@ async fn a_short_fault_campaign_ends_with_a_clean_check() {
         cluster: ClusterEnv::new(&redis),
         ports: [free_port(), free_port(), free_port()],
         proxied: format!("redis://{}", proxy.addr()),
-        skewed: nemesis::skewed_clock(SKEW_S).expect("libfaketime"),
+        skewed: if plan.faults {
+            nemesis::skewed_clock(SKEW_S).expect("libfaketime")
+        } else {
+            Vec::new()
+        },
     };
     let mut nodes: Vec<Node> = (0..3).map(|i| starts.start(i)).collect();
     let token = admin_token(&nodes[1]).await;
     settled(&nodes[1], &token, &IDS, Duration::from_secs(30)).await;
 
+    let play_s = plan.play_s.to_string();
     let dir = tempfile::tempdir().expect("dir");
     let history = dir.path().join("history.jsonl");
     let targets: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
@@ -102,13 +132,13 @@ async fn a_short_fault_campaign_ends_with_a_clean_check() {
         ("--riders", "12"),
         ("--restaurants", "3"),
         ("--customers", "10"),
-        ("--order-rate", "1.5"),
+        ("--order-rate", plan.order_rate.as_str()),
         ("--interval-s", "1"),
         ("--prep-s", "0.5"),
         ("--think-s", "0.3"),
         ("--speed-kmh", "3600"),
         ("--handover-s", "0.2"),
-        ("--duration-s", "130"),
+        ("--duration-s", play_s.as_str()),
         ("--drain-s", "60"),
         ("--transport", "ws"),
     ] {
@@ -130,41 +160,52 @@ async fn a_short_fault_campaign_ends_with_a_clean_check() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let pause = |s: u64| tokio::time::sleep(Duration::from_secs(s));
-        eprintln!("campaign: node-a's link to Redis slowed to 2.5 s for 8 s");
-        proxy.set(Link::Delay(Duration::from_millis(2500)));
-        pause(8).await;
-        proxy.set(Link::Stalled);
-        eprintln!("campaign: node-a's link to Redis stalled for 3 s");
-        pause(3).await;
-        eprintln!("campaign: node-a cut off from Redis for 5 s");
-        proxy.set(Link::Down);
-        pause(5).await;
-        proxy.set(Link::Clear);
-        pause(8).await;
-        eprintln!("campaign: Redis paused (SIGSTOP) for 3 s");
-        nemesis::signal(redis.child.id(), "-STOP").expect("stop redis");
-        pause(3).await;
-        nemesis::signal(redis.child.id(), "-CONT").expect("cont redis");
-        pause(8).await;
-        let cut = nemesis::kill_pubsub(&redis.url())
-            .await
-            .expect("client kill");
-        eprintln!("campaign: CLIENT KILL TYPE pubsub cut {cut} connections");
-        pause(8).await;
-        eprintln!("campaign: node-b killed (kill -9), back in 10 s");
-        tokio::task::block_in_place(|| nodes[1].kill9());
-        pause(10).await;
-        // Starting a process blocks; the harness's tasks go on on the other workers.
-        nodes[1] = tokio::task::block_in_place(|| starts.start(1));
-        pause(12).await;
-        eprintln!("campaign: node-c paused (SIGSTOP) for 10 s, past its leases");
-        nodes[2].signal("-STOP");
-        pause(10).await;
-        nodes[2].signal("-CONT");
-        pause(12).await;
-        eprintln!("campaign: Redis restarted empty");
-        redis.kill();
-        redis = tokio::task::block_in_place(|| Redis::start_on(redis_port));
+        // One round strikes with every nemesis in about 110 s; rounds go on while the city
+        // plays (the short form plays one).
+        let rounds = if plan.faults {
+            (plan.play_s / 120).max(1)
+        } else {
+            0
+        };
+        for round in 1..=rounds {
+            eprintln!("campaign: round {round} of {rounds}");
+            eprintln!("campaign: node-a's link to Redis slowed to 2.5 s for 8 s");
+            proxy.set(Link::Delay(Duration::from_millis(2500)));
+            pause(8).await;
+            proxy.set(Link::Stalled);
+            eprintln!("campaign: node-a's link to Redis stalled for 3 s");
+            pause(3).await;
+            eprintln!("campaign: node-a cut off from Redis for 5 s");
+            proxy.set(Link::Down);
+            pause(5).await;
+            proxy.set(Link::Clear);
+            pause(8).await;
+            eprintln!("campaign: Redis paused (SIGSTOP) for 3 s");
+            nemesis::signal(redis.child.id(), "-STOP").expect("stop redis");
+            pause(3).await;
+            nemesis::signal(redis.child.id(), "-CONT").expect("cont redis");
+            pause(8).await;
+            let cut = nemesis::kill_pubsub(&redis.url())
+                .await
+                .expect("client kill");
+            eprintln!("campaign: CLIENT KILL TYPE pubsub cut {cut} connections");
+            pause(8).await;
+            eprintln!("campaign: node-b killed (kill -9), back in 10 s");
+            tokio::task::block_in_place(|| nodes[1].kill9());
+            pause(10).await;
+            // Starting a process blocks; the harness's tasks go on on the other workers.
+            nodes[1] = tokio::task::block_in_place(|| starts.start(1));
+            pause(12).await;
+            eprintln!("campaign: node-c paused (SIGSTOP) for 10 s, past its leases");
+            nodes[2].signal("-STOP");
+            pause(10).await;
+            nodes[2].signal("-CONT");
+            pause(12).await;
+            eprintln!("campaign: Redis restarted empty");
+            redis.kill();
+            redis = tokio::task::block_in_place(|| Redis::start_on(redis_port));
+            pause(10).await;
+        }
     };
     let (report, ()) = tokio::join!(tomato_load::run::run(run), schedule);
     let report = report.expect("harness run");
@@ -196,12 +237,17 @@ async fn a_short_fault_campaign_ends_with_a_clean_check() {
     let ok = |f: tomato_load::history::Op| {
         events
             .iter()
-            .filter(|e| e.f == f && e.kind == tomato_load::history::Kind::Ok)
+            .filter(|e| e.f == f && e.kind == Kind::Ok)
             .count()
     };
+    let kinds = [Kind::Ok, Kind::Fail, Kind::Info]
+        .map(|kind| events.iter().filter(|e| e.kind == kind).count());
     eprintln!(
-        "campaign: {} events, {orders} orders, {} placed ok, {} accepts ok, findings: {findings:#?}",
+        "campaign: {} events ({} ok, {} fail, {} info), {orders} orders, {} placed ok, {} accepts ok, findings: {findings:#?}",
         events.len(),
+        kinds[0],
+        kinds[1],
+        kinds[2],
         ok(tomato_load::history::Op::Place),
         ok(tomato_load::history::Op::Accept),
     );
