@@ -474,8 +474,10 @@ fn money(
 }
 
 /// `tomato-load check`: reads the history, fetches every order it names from the first target
-/// (as the admin), and answers the findings and how many orders were read.
-pub async fn against_nodes(args: &crate::cli::CheckArgs) -> anyhow::Result<(Vec<Finding>, usize)> {
+/// (as the admin), and answers the findings and the orders read (by id).
+pub async fn against_nodes(
+    args: &crate::cli::CheckArgs,
+) -> anyhow::Result<(Vec<Finding>, BTreeMap<String, EndOrder>)> {
     let history = crate::history::read(&args.history)?;
     let base = args.target.url()?;
     let api = crate::api::Api::new(base)?;
@@ -503,8 +505,7 @@ pub async fn against_nodes(args: &crate::cli::CheckArgs) -> anyhow::Result<(Vec<
         slack: seconds(args.slack_s),
         skew: seconds(args.skew_s),
     };
-    let read = orders.len();
-    Ok((check(&history, &orders, bounds), read))
+    Ok((check(&history, &orders, bounds), orders))
 }
 
 #[cfg(test)]

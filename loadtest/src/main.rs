@@ -64,7 +64,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 println!("{finding}");
             }
             println!(
-                "checked {ops} operations against {orders} orders: {} findings",
+                "checked {ops} operations against {} orders: {} findings",
+                orders.len(),
                 findings.len()
             );
             if !findings.is_empty() {

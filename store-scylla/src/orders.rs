@@ -177,7 +177,8 @@ impl ScyllaStore {
     /// Makes `rider` carry `order`: from nothing, from this order already, or from an order
     /// that lets go of the rider — finished (a release a crash cut short), or not holding the
     /// rider past [`CLAIM_GRACE`] (a take whose order's save never came). Otherwise
-    /// `RiderBusy`. Answers when this call took it (it must give it back if the save fails).
+    /// `RiderBusy`. Answers the stamp of this call's claim, which it gives back
+    /// ([`Self::give_back`]) if its save fails.
     async fn take_rider(
         &self,
         rider: RiderId,
@@ -210,7 +211,24 @@ impl ScyllaStore {
             };
             let Some(held) = held else { continue };
             if held == order.to_string() {
-                return Ok(None);
+                // Already this order's, by an earlier writer of it (a former owner paused
+                // mid-save, a save tried again): stamped anew, the claim is this writer's, and
+                // the earlier writer's give-back (conditioned on its own stamp) no longer
+                // frees it.
+                if self
+                    .db
+                    .applied(
+                        cql!(
+                            "UPDATE riders SET current_order_at = ? WHERE id = ?
+                         IF current_order_id = ? AND current_order_at = ?"
+                        ),
+                        (now, rider.to_string(), held.as_str(), taken_at),
+                    )
+                    .await?
+                {
+                    return Ok(Some(now));
+                }
+                continue;
             }
             let holds = |o: &Order| o.rider_id == Some(rider) && !o.status.is_terminal();
             let free = match self.order(&held).await? {
@@ -281,6 +299,36 @@ impl ScyllaStore {
             .run(
                 cql!("INSERT INTO open_orders (shard, order_id) VALUES (?, ?)"),
                 (shard_col(order.shard)?, order.id.to_string()),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Gives back a claim of `rider` for `order` stamped `at`, whose save did not happen:
+    /// unless the order shows the rider (another writer of the order saved it with this
+    /// claim), and only while the claim is still this one (not stamped anew by another
+    /// writer of the order, nor taken by another order).
+    async fn give_back(
+        &self,
+        rider: RiderId,
+        order: OrderId,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let shows = |o: &Order| o.rider_id == Some(rider) && !o.status.is_terminal();
+        if self
+            .order_settled(&order.to_string())
+            .await?
+            .is_some_and(|o| shows(&o))
+        {
+            return Ok(());
+        }
+        self.db
+            .applied(
+                cql!(
+                    "UPDATE riders SET current_order_id = null WHERE id = ?
+                 IF current_order_id = ? AND current_order_at = ?"
+                ),
+                (rider.to_string(), order.to_string(), at),
             )
             .await
             .map(drop)
@@ -453,7 +501,7 @@ impl OrderStore for ScyllaStore {
         if let Some((rider, taken, at)) = took
             && let Err(late) = Self::still_in_time(Some(at))
         {
-            self.release_rider(rider, taken).await?;
+            self.give_back(rider, taken, at).await?;
             return Err(late);
         }
         let written = self
@@ -487,10 +535,9 @@ impl OrderStore for ScyllaStore {
             },
         };
         if !saved {
-            // Undo the take of a save that did not happen (only if the rider still carries
-            // this order: the release is conditional).
-            if let Some((rider, taken, _)) = took {
-                self.release_rider(rider, taken).await?;
+            // Undo the take of a save that did not happen.
+            if let Some((rider, taken, at)) = took {
+                self.give_back(rider, taken, at).await?;
             }
             return Err(StoreError::Stale);
         }

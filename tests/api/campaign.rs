@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tomato_load::check::Finding;
 use tomato_load::history::Kind;
 use tomato_load::nemesis::{self, Link, Proxy};
 use tomato_load::{Command, parse_from};
@@ -243,11 +244,12 @@ async fn a_short_fault_campaign_ends_with_a_clean_check() {
     let kinds = [Kind::Ok, Kind::Fail, Kind::Info]
         .map(|kind| events.iter().filter(|e| e.kind == kind).count());
     eprintln!(
-        "campaign: {} events ({} ok, {} fail, {} info), {orders} orders, {} placed ok, {} accepts ok, findings: {findings:#?}",
+        "campaign: {} events ({} ok, {} fail, {} info), {} orders, {} placed ok, {} accepts ok, findings: {findings:#?}",
         events.len(),
         kinds[0],
         kinds[1],
         kinds[2],
+        orders.len(),
         ok(tomato_load::history::Op::Place),
         ok(tomato_load::history::Op::Accept),
     );
@@ -259,6 +261,29 @@ async fn a_short_fault_campaign_ends_with_a_clean_check() {
         ok(tomato_load::history::Op::Accept) >= 10,
         "too little was played"
     );
+    // What a finding is about, for whoever reads a failed run: the orders it names, step by
+    // step, and what the history says of them.
+    for finding in &findings {
+        let named = match finding {
+            Finding::RiderTwice { first, second, .. } => vec![first, second],
+            Finding::NotAPath { order, .. }
+            | Finding::OkLost { order, .. }
+            | Finding::FailDone { order, .. }
+            | Finding::Accepts { order, .. }
+            | Finding::Money { order, .. }
+            | Finding::Overdue { order } => vec![order],
+            _ => Vec::new(),
+        };
+        for id in named {
+            eprintln!(
+                "campaign: {finding}: order {id} ended as {:#?}",
+                orders.get(id)
+            );
+            for event in events.iter().filter(|e| e.order.as_ref() == Some(id)) {
+                eprintln!("  {}", serde_json::to_string(event).unwrap_or_default());
+            }
+        }
+    }
     assert!(findings.is_empty(), "the checker found {findings:#?}");
     drop(redis);
 }
