@@ -1,6 +1,6 @@
 //! Fault injection for resilience drills: makes one order's or rider's actor panic on its next
 //! message, to watch supervision rebuild it from the store, or an order's next save fail as a
-//! store outage would; and stops and starts a shard on this node as losing and winning its
+//! store outage would or wait as a slow store would; and stops and starts a shard on this node as losing and winning its
 //! lease in a cluster would; and drops the replies to commands other nodes of a cluster send
 //! here, as a reply lost on the way would be, or reports the commands it sends as not
 //! published although Redis took them, as a stalled Redis would. Off unless `testing.fault_injection = true`, and even then only for
@@ -43,8 +43,11 @@ pub struct OrderFault {
     /// `panic` (default): the next command panics inside the actor, is retried once on the
     /// actor restarted from the store, and the caller does not notice. `store`: the next
     /// command's save fails as an unreachable store would; nothing is written and the caller
-    /// gets 503.
+    /// gets 503. `slow`: the next command's save waits `ms` before it is sent, as a slow
+    /// store would (a write in flight while its node loses its lease, say).
     pub kind: Option<String>,
+    /// For `slow`: how long the save waits, in milliseconds (default 5000, at most 60000).
+    pub ms: Option<u64>,
 }
 
 /// Arm a fault in an order's actor for its next command.
@@ -74,9 +77,17 @@ async fn arm(
     let fault = match fault.kind.as_deref() {
         None | Some("panic") => ArmFault::Panic,
         Some("store") => ArmFault::StoreFailure,
+        Some("slow") => match fault.ms.unwrap_or(5_000) {
+            ms @ 0..=60_000 => ArmFault::SlowSave(ms),
+            ms => {
+                return Err(ApiError::bad_request(format!(
+                    "ms must be at most 60000, not {ms}"
+                )));
+            }
+        },
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "kind must be panic or store, not {other:?}"
+                "kind must be panic, store or slow, not {other:?}"
             )));
         }
     };

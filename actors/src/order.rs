@@ -102,6 +102,7 @@ impl From<StoreError> for OrderError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Stale => OrderError::Stale,
+            StoreError::Fenced => OrderError::NotOwner,
             StoreError::RiderBusy => OrderError::RiderBusy,
             StoreError::NotFound => OrderError::NotFound,
             other => OrderError::Store(other.into()),
@@ -188,6 +189,11 @@ pub struct OrderActor {
     /// Its shard stopped here: timers are off and every command is refused with
     /// [`OrderError::NotOwner`] until the last address is dropped and the actor ends.
     retired: bool,
+    /// The epoch under which this node took the order's shard: every save carries it, so once
+    /// another node has taken the shard the store refuses this actor's writes (a save in
+    /// flight when the lease was lost, a timer that fires late, an actor that missed its
+    /// retirement), and the actor retires itself.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for OrderActor {
@@ -200,8 +206,8 @@ impl std::fmt::Debug for OrderActor {
 }
 
 impl OrderActor {
-    /// An actor for `order` as stored.
-    pub fn new(order: Order, env: Arc<OrderEnv>) -> Self {
+    /// An actor for `order` as stored, on a shard taken under `epoch`.
+    pub fn new(order: Order, env: Arc<OrderEnv>, epoch: u64) -> Self {
         Self {
             order,
             env,
@@ -210,7 +216,18 @@ impl OrderActor {
             expiry: None,
             dispatching: None,
             retired: false,
+            epoch,
         }
+    }
+
+    /// Lets go of timers and dispatch, and refuses every command from now on: the shard is
+    /// no longer this node's.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        self.retired = true;
+        if let Some(handle) = self.expiry.take() {
+            ctx.cancel_future(handle);
+        }
+        self.stop_dispatch(ctx);
     }
 
     pub(crate) fn order(&self) -> &Order {
@@ -295,11 +312,15 @@ impl OrderActor {
             Ok(Ok(None)) => return answer(Ok(self.order.clone())),
             Ok(Ok(Some(next))) => next,
         };
-        let effects = effects_of(&self.order, &next);
+        let effects = effects_of(&self.order, &next, self.epoch);
         let store = Arc::clone(&self.env.store);
         let to_save = next.clone();
         let store_fails = self.fault_armed == Some(ArmFault::StoreFailure);
-        if store_fails {
+        let slow = match self.fault_armed {
+            Some(ArmFault::SlowSave(ms)) => Some(Duration::from_millis(ms)),
+            _ => None,
+        };
+        if store_fails || slow.is_some() {
             self.fault_armed = None;
         }
         // Atomic: no other command runs until this one is persisted and applied.
@@ -308,11 +329,19 @@ impl OrderActor {
                 if store_fails {
                     return Err(StoreError::Unavailable("injected store failure".into()));
                 }
+                if let Some(slow) = slow {
+                    actix::clock::sleep(slow).await;
+                }
                 store.save(&to_save, effects).await
             }
                 .into_actor(self)
                 .map(move |saved, act, ctx| {
                     if let Err(err) = saved {
+                        if matches!(err, StoreError::Fenced) {
+                            // Another node took the shard: the command goes to it instead.
+                            tracing::warn!(order_id = %act.order.id, epoch = act.epoch, "order fenced by a later epoch of its shard; retiring");
+                            act.retire(ctx);
+                        }
                         let err = OrderError::from(err);
                         if matches!(err, OrderError::Stale) {
                             // Someone else wrote the order: this copy is no longer the truth.
@@ -388,7 +417,7 @@ impl OrderActor {
 }
 
 /// What a transition changes besides the order, in the same write.
-fn effects_of(before: &Order, after: &Order) -> SaveEffects {
+fn effects_of(before: &Order, after: &Order, epoch: u64) -> SaveEffects {
     let paid = before.payment_status == PaymentStatus::Pending
         && after.payment_status == PaymentStatus::Paid;
     let order = after.id;
@@ -407,6 +436,7 @@ fn effects_of(before: &Order, after: &Order) -> SaveEffects {
         // A cancelled paid order, or money that came too late, is owed back.
         owe_refund: before.payment_status != PaymentStatus::RefundPending
             && after.payment_status == PaymentStatus::RefundPending,
+        epoch: Some(epoch),
     }
 }
 
@@ -538,6 +568,9 @@ pub enum ArmFault {
     Panic,
     /// Its save fails as an unreachable store would (nothing is written, the caller is told).
     StoreFailure,
+    /// Its save waits this many milliseconds before it is sent, as a slow store would: a
+    /// write in flight for that long (while its node loses its lease, say).
+    SlowSave(u64),
 }
 
 impl Handler<ArmFault> for OrderActor {
@@ -560,11 +593,7 @@ impl Handler<Retire> for OrderActor {
     type Result = ();
 
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
-        self.retired = true;
-        if let Some(handle) = self.expiry.take() {
-            ctx.cancel_future(handle);
-        }
-        self.stop_dispatch(ctx);
+        self.retire(ctx);
         tracing::debug!(order_id = %self.order.id, "order actor retired");
     }
 }

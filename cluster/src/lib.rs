@@ -13,7 +13,7 @@
 //! - a shard it holds but should not (a node joined): it stops the shard, then releases the
 //!   lease, so the new owner takes it at its next tick without waiting for a timeout;
 //! - a shard it holds and should: it renews the lease. The node counts the lease as good until
-//!   the instant *before* the renewal call plus the TTL minus a margin, on its own monotonic
+//!   the instant *before* the renewal call plus the TTL minus a margin, on its own boot
 //!   clock, and the shard's gate refuses commands past that instant: a node paused past its
 //!   lease (SIGSTOP, a long GC-like stall) refuses work the moment it wakes, and its tick then
 //!   stops the shard.
@@ -22,7 +22,8 @@
 //! that dies is dropped from the live set when its heartbeat expires (5 s); its leases lapse
 //! (6 s) and the next owners take them within a tick: every shard has a live owner within about
 //! 8 s. When Redis restarts without its data, heartbeats re-register, holders claim their leases
-//! back, and the epochs start over (they are for operators to read, not a fence).
+//! back, and these epochs start over (they are for operators to read, not a fence: the fence is
+//! the shard's epoch in the store, which `ShardRouter::start` raises).
 
 pub mod coordination;
 mod leases;

@@ -45,10 +45,11 @@ impl Source {
 }
 
 impl ShardRouter {
-    /// The rider's shard, if it runs here.
+    /// The rider's shard, if it runs here and this node's hold on it has not run out (a node
+    /// that woke past its lease takes nothing for its riders).
     pub(crate) fn running(&self, id: ShardId) -> Result<&Shard, OrderError> {
         self.shard(id)
-            .filter(|shard| shard.is_running())
+            .filter(|shard| shard.holds())
             .ok_or(OrderError::NotOwner)
     }
 

@@ -167,7 +167,7 @@ impl ShardRouter {
     /// Where `shard`'s messages go now.
     pub fn route(&self, shard: ShardId) -> Route {
         match self.shard(shard) {
-            Some(shard) if shard.is_running() => Route::Local,
+            Some(shard) if shard.holds() => Route::Local,
             _ => Route::Elsewhere,
         }
     }
@@ -192,14 +192,17 @@ impl ShardRouter {
         if *running {
             return Ok(shard.orders.len());
         }
-        let open = self.orders_env.store.open_in_shard(id.0).await?;
-        let resumed = open.len();
-        for order in open {
+        // A new epoch first: from here on the store refuses the writes of whoever ran the
+        // shard before (a node that lost its lease with a save in flight, say).
+        let taken = self.orders_env.store.take_shard(id.0).await?;
+        shard.set_epoch(taken.epoch);
+        let resumed = taken.open.len();
+        for order in taken.open {
             self.spawn_order(shard, order);
         }
         self.index.open(id);
         *running = true;
-        tracing::info!(%id, orders = resumed, "shard started");
+        tracing::info!(%id, epoch = taken.epoch, orders = resumed, "shard started");
         Ok(resumed)
     }
 
@@ -284,8 +287,9 @@ impl ShardRouter {
                 }
                 let arbiter = self.runtime.arbiter(shard.id());
                 let env = Arc::clone(&self.orders_env);
-                tracing::debug!(order_id = %id, shard = %shard.id(), "starting order actor");
-                Supervisor::start_in_arbiter(arbiter, move |_| OrderActor::new(order, env))
+                let epoch = shard.epoch();
+                tracing::debug!(order_id = %id, shard = %shard.id(), epoch, "starting order actor");
+                Supervisor::start_in_arbiter(arbiter, move |_| OrderActor::new(order, env, epoch))
             })
             .clone()
     }

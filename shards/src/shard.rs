@@ -41,6 +41,10 @@ pub struct Shard {
     /// Until when this node may serve the shard (milliseconds on [`clock`]): a cluster node's
     /// lease, counted on its own clock; `u64::MAX` on a single node.
     lease_until: AtomicU64,
+    /// The epoch under which this node last took the shard from the store
+    /// ([`OrderStore::take_shard`](tomato_store::OrderStore::take_shard)); its order actors
+    /// write under it.
+    epoch: AtomicU64,
 }
 
 /// A rider actor's address and its [`CarryingFlag`], read on every position.
@@ -50,10 +54,22 @@ pub(crate) struct RiderHandle {
     pub(crate) carrying: CarryingFlag,
 }
 
-/// Milliseconds since this process first asked: a monotonic clock for lease deadlines.
+/// Milliseconds on the machine's boot clock: a monotonic clock for lease deadlines that, unlike
+/// std's `Instant` (CLOCK_MONOTONIC), goes on counting while the machine is suspended, so a
+/// node frozen with its VM past its lease wakes up knowing the lease is gone.
 pub fn clock() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+    use nix::time::{ClockId, clock_gettime};
+    match clock_gettime(ClockId::CLOCK_BOOTTIME) {
+        Ok(now) => {
+            let millis = i128::from(now.tv_sec()) * 1000 + i128::from(now.tv_nsec()) / 1_000_000;
+            u64::try_from(millis).unwrap_or(u64::MAX)
+        }
+        // Not on this kernel: the monotonic clock, which stops while suspended.
+        Err(_) => {
+            static START: OnceLock<Instant> = OnceLock::new();
+            u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+        }
+    }
 }
 
 /// Proof that the shard runs here, held for the length of one command.
@@ -73,6 +89,7 @@ impl Shard {
             riders: DashMap::new(),
             offers: OfferBook::default(),
             lease_until: AtomicU64::new(u64::MAX),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -94,6 +111,21 @@ impl Shard {
     /// it wakes, before it has even noticed the loss.
     pub fn hold_until(&self, until: u64) {
         self.lease_until.store(until, Ordering::Release);
+    }
+
+    /// The epoch under which this node last took the shard.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Whether this node may serve the shard now: it runs here and its hold on it has not run
+    /// out (a hint, as [`Shard::is_running`]; what a command does is decided at its entry).
+    pub fn holds(&self) -> bool {
+        self.is_running() && clock() < self.lease_until.load(Ordering::Acquire)
     }
 
     /// Waits for any start or stop under way, then lets a command in if the shard runs here

@@ -241,6 +241,15 @@ const MIGRATIONS: &[M<'static>] = &[
     ) STRICT;
     CREATE INDEX auth_changes_by_time ON auth_changes (at);",
     ),
+    // The epoch fence: each shard's epoch, raised by every node that takes the shard, and the
+    // epoch under which each order was last written or fenced (0: none yet).
+    M::up(
+        "CREATE TABLE shard_epochs (
+        shard INTEGER PRIMARY KEY NOT NULL,
+        epoch INTEGER NOT NULL
+    ) STRICT;
+    ALTER TABLE orders ADD COLUMN owner_epoch INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// Opens (or creates) the embedded store under `data_dir` and migrates it.

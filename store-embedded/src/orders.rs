@@ -1,7 +1,7 @@
 //! Orders and idempotent responses in SQLite. An order is stored whole, as JSON, next to the
 //! columns its lists filter on: the actor always writes the complete order, so there are no
-//! partial updates to express in SQL. A save is a compare-and-set on the `version` column, and
-//! a rider's current order changes only from empty (take) or from this order (release), all in
+//! partial updates to express in SQL. A save is a compare-and-set on the `version` column
+//! (and on `owner_epoch`, which a node taking the order's shard raises), and a rider's current order changes only from empty (take) or from this order (release), all in
 //! the order's transaction.
 
 use async_trait::async_trait;
@@ -12,7 +12,7 @@ use tomato_domain::{Order, OrderId, RestaurantId, UserId};
 use crate::{EmbeddedStore, to_millis};
 use tomato_store::{
     Conflict, IDEMPOTENCY_CLAIM, IdempotencyStore, KeyClaim, OrderStore, Page, Refund,
-    RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse, StoreError,
+    RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse, ShardTaken, StoreError,
 };
 
 fn decode(data: &str) -> Result<Order, StoreError> {
@@ -21,6 +21,11 @@ fn decode(data: &str) -> Result<Order, StoreError> {
 
 fn encode(order: &Order) -> Result<String, StoreError> {
     serde_json::to_string(order).map_err(|err| StoreError::Backend(Box::new(err)))
+}
+
+/// An epoch as SQLite keeps it (signed; an epoch never comes near the limit).
+fn epoch_col(epoch: u64) -> Result<i64, StoreError> {
+    i64::try_from(epoch).map_err(|_| StoreError::Invalid(format!("epoch {epoch} is out of range")))
 }
 
 /// SQLite integers are signed; a version never comes near the limit.
@@ -127,26 +132,30 @@ impl OrderStore for EmbeddedStore {
                 let tx = conn.transaction()?;
                 let id = order.id.to_string();
                 let from = order.version.checked_sub(1).ok_or(StoreError::Stale)?;
+                let epoch = effects.epoch.map(epoch_col).transpose()?;
                 let changed = tx.execute(
-                    "UPDATE orders SET status = ?2, payment_status = ?3, data = ?4, version = ?5
-                     WHERE id = ?1 AND version = ?6",
+                    "UPDATE orders SET status = ?2, payment_status = ?3, data = ?4, version = ?5,
+                        owner_epoch = COALESCE(?7, owner_epoch)
+                     WHERE id = ?1 AND version = ?6 AND (?7 IS NULL OR owner_epoch <= ?7)",
                     params![
                         id,
                         order.status.as_str(),
                         order.payment_status.as_str(),
                         data,
                         version_col(order.version)?,
-                        version_col(from)?
+                        version_col(from)?,
+                        epoch
                     ],
                 )?;
                 if changed == 0 {
-                    let exists = tx
-                        .prepare_cached("SELECT 1 FROM orders WHERE id = ?1")?
-                        .exists([&id])?;
-                    return Err(if exists {
-                        StoreError::Stale
-                    } else {
-                        StoreError::NotFound
+                    let fenced: Option<i64> = tx
+                        .prepare_cached("SELECT owner_epoch FROM orders WHERE id = ?1")?
+                        .query_row([&id], |row| row.get(0))
+                        .optional()?;
+                    return Err(match (fenced, epoch) {
+                        (None, _) => StoreError::NotFound,
+                        (Some(theirs), Some(mine)) if theirs > mine => StoreError::Fenced,
+                        _ => StoreError::Stale,
                     });
                 }
                 if let Some(user) = effects.clear_cart_of {
@@ -238,16 +247,34 @@ impl OrderStore for EmbeddedStore {
             .await
     }
 
-    async fn open_in_shard(&self, shard: u32) -> Result<Vec<Order>, StoreError> {
+    async fn take_shard(&self, shard: u32) -> Result<ShardTaken, StoreError> {
         self.db
-            .read(move |conn| {
-                conn.prepare_cached(
-                    "SELECT data FROM orders
+            .write(move |conn| {
+                let tx = conn.transaction()?;
+                let epoch: i64 = tx.query_row(
+                    "INSERT INTO shard_epochs (shard, epoch) VALUES (?1, 1)
+                     ON CONFLICT (shard) DO UPDATE SET epoch = epoch + 1
+                     RETURNING epoch",
+                    [shard],
+                    |row| row.get(0),
+                )?;
+                tx.execute(
+                    "UPDATE orders SET owner_epoch = ?2
                      WHERE shard = ?1 AND status NOT IN ('delivered', 'cancelled', 'expired')",
-                )?
-                .query_map([shard], |row| row.get::<_, String>(0))?
-                .map(|data| decode(&data?))
-                .collect()
+                    params![shard, epoch],
+                )?;
+                let open = tx
+                    .prepare_cached(
+                        "SELECT data FROM orders
+                         WHERE shard = ?1 AND status NOT IN ('delivered', 'cancelled', 'expired')",
+                    )?
+                    .query_map([shard], |row| row.get::<_, String>(0))?
+                    .map(|data| decode(&data?))
+                    .collect::<Result<Vec<_>, _>>()?;
+                tx.commit()?;
+                let epoch = u64::try_from(epoch)
+                    .map_err(|_| StoreError::Corrupt(format!("shard epoch {epoch}")))?;
+                Ok(ShardTaken { epoch, open })
             })
             .await
     }

@@ -1,8 +1,11 @@
 //! Orders and idempotent responses over CQL.
 //!
 //! The order row holds the whole order (JSON, as the embedded store keeps it) with the columns
-//! its lookups check: status, payment status, version, shard. A save is a compare-and-set on the
-//! version. Lookups (a customer's orders, a restaurant's, a shard's open orders) point at order
+//! its lookups check: status, payment status, version, shard, and the epoch of its shard it was
+//! last written or fenced under. A save is a compare-and-set on the version and, for a shard's
+//! runner, on that epoch: a node taking a shard raises the shard's epoch (`shard_epochs`, by
+//! lightweight transaction) and stamps each open order with it before resuming it, so a node
+//! that ran the shard before writes none of them any more. Lookups (a customer's orders, a restaurant's, a shard's open orders) point at order
 //! ids and are written before the order; every read checks the pointer against the order row,
 //! so a pointer left by a crash is skipped (and, for open orders, removed).
 //!
@@ -13,15 +16,17 @@
 //! — the claim is older than [`CLAIM_GRACE`] and a serial read, which settles a write still in
 //! flight, finds no unpaid order. A writer gives up by itself: it writes the order only within
 //! [`WRITE_WITHIN`] of its claim. So two checkouts at once make one order, and a crash never
-//! locks a customer out for longer than the grace. A rider's current order is taken the same
-//! way (`current_order_at` stamps the take).
+//! locks a customer out for longer than the grace. A rider's current order is taken much the
+//! same way (`current_order_at` stamps the take), but what lets a take over happen is not the
+//! grace: the order holding the rider is fenced first (its version moved on, so a save of it
+//! still on its way is refused), and the grace only says how long that save is waited for.
 
 use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
 use tomato_domain::{Order, OrderId, OrderStatus, PaymentStatus, RestaurantId, RiderId, UserId};
 use tomato_store::{
     Conflict, IDEMPOTENCY_CLAIM, IdempotencyStore, KeyClaim, OrderStore, Page, PaymentStore,
-    Refund, RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse, StoreError,
+    Refund, RestaurantOrderFilter, RiderOrder, SaveEffects, SavedResponse, ShardTaken, StoreError,
 };
 
 use crate::ScyllaStore;
@@ -62,6 +67,10 @@ fn version_col(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version).map_err(|_| StoreError::Invalid("order version overflow".into()))
 }
 
+fn epoch_col(epoch: u64) -> Result<i64, StoreError> {
+    i64::try_from(epoch).map_err(|_| StoreError::Invalid(format!("epoch {epoch} is out of range")))
+}
+
 fn shard_col(shard: u32) -> Result<i32, StoreError> {
     i32::try_from(shard).map_err(|_| StoreError::Invalid("shard out of range".into()))
 }
@@ -75,6 +84,16 @@ fn cursor_bound(cursor: Option<String>) -> Result<Option<String>, StoreError> {
                 .map_err(|_| StoreError::Invalid("the cursor is not valid".into()))
         })
         .transpose()
+}
+
+/// Whether the order a rider is taken for lets go of it.
+enum Fence {
+    /// It does (finished, or fenced out): the rider may be taken over.
+    Free,
+    /// It does not: the rider is busy.
+    Held,
+    /// It was written meanwhile: look again.
+    Moved,
 }
 
 impl ScyllaStore {
@@ -230,34 +249,280 @@ impl ScyllaStore {
                 }
                 continue;
             }
-            let holds = |o: &Order| o.rider_id == Some(rider) && !o.status.is_terminal();
             let free = match self.order(&held).await? {
-                Some(o) if o.status.is_terminal() => true,
-                Some(o) if holds(&o) => false,
+                // Finished orders are never written again.
+                Some(o) if o.status.is_terminal() => Fence::Free,
+                Some(o) if o.rider_id == Some(rider) => Fence::Held,
                 // The order does not show the take (yet): its save may still be on its way.
-                _ => {
-                    Self::past_grace(taken_at)
-                        && !self.order_settled(&held).await?.is_some_and(|o| holds(&o))
+                // It is left to that save for the grace (a wall clock, so only how soon the
+                // rider is taken over rests on it), then fenced out.
+                _ if Self::past_grace(taken_at) => self.fence_out(&held, rider).await?,
+                _ => Fence::Held,
+            };
+            match free {
+                Fence::Free => {}
+                Fence::Held => return Err(StoreError::RiderBusy),
+                Fence::Moved => continue,
+            }
+            // Conditioned on the claim seen: a writer of the held order that stamped the
+            // claim anew since (its save, after the fence, is on its way) keeps the rider.
+            let took_over = match taken_at {
+                Some(at) => {
+                    self.db
+                        .applied(
+                            cql!(
+                                "UPDATE riders SET current_order_id = ?, current_order_at = ?
+                             WHERE id = ? IF current_order_id = ? AND current_order_at = ?"
+                            ),
+                            (order.to_string(), now, rider.to_string(), held.as_str(), at),
+                        )
+                        .await?
+                }
+                None => {
+                    self.db
+                        .applied(
+                            cql!(
+                                "UPDATE riders SET current_order_id = ?, current_order_at = ?
+                             WHERE id = ? IF current_order_id = ? AND current_order_at = null"
+                            ),
+                            (order.to_string(), now, rider.to_string(), held.as_str()),
+                        )
+                        .await?
                 }
             };
-            if !free {
-                return Err(StoreError::RiderBusy);
-            }
-            if self
-                .db
-                .applied(
-                    cql!(
-                        "UPDATE riders SET current_order_id = ?, current_order_at = ? WHERE id = ?
-                     IF current_order_id = ?"
-                    ),
-                    (order.to_string(), now, rider.to_string(), held.as_str()),
-                )
-                .await?
-            {
+            if took_over {
                 return Ok(Some(now));
             }
         }
         Err(StoreError::RiderBusy)
+    }
+
+    /// Makes sure that no save of the order `held` which took `rider` can land any more, so
+    /// the rider may be taken from it: read at SERIAL (which decides a write still in flight),
+    /// an order that shows the rider holds it; one that does not has its version moved on by
+    /// one, nothing else changed, so a save still on its way — a paused writer's, or one whose
+    /// clock is behind, conditioned on the version it read — is refused. This, not the
+    /// grace, is what keeps two orders from naming one rider.
+    async fn fence_out(&self, held: &str, rider: RiderId) -> Result<Fence, StoreError> {
+        let Some(order) = self.order_settled(held).await? else {
+            // Never written: a rider is taken only by a save of a written order.
+            return Ok(Fence::Free);
+        };
+        if order.status.is_terminal() {
+            return Ok(Fence::Free);
+        }
+        if order.rider_id == Some(rider) {
+            return Ok(Fence::Held);
+        }
+        let from = order.version;
+        let mut fenced = order;
+        fenced.version = from.checked_add(1).ok_or(StoreError::Stale)?;
+        let applied = self
+            .db
+            .applied(
+                cql!("UPDATE orders SET data = ?, version = ? WHERE id = ? IF version = ?"),
+                (
+                    encode(&fenced)?,
+                    version_col(fenced.version)?,
+                    held,
+                    version_col(from)?,
+                ),
+            )
+            .await?;
+        Ok(if applied { Fence::Free } else { Fence::Moved })
+    }
+
+    /// The compare-and-set of a save: over the version it started from and, for a writer
+    /// running the order's shard under `epoch`, only while no later epoch has fenced the order
+    /// (`stored`: the epoch it carried when read; none on a row from before epochs). Answers
+    /// whether it applied.
+    async fn write_fenced(
+        &self,
+        order: &Order,
+        from: u64,
+        epoch: Option<i64>,
+        stored: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let id = order.id.to_string();
+        let (status, payment, data) = (
+            order.status.as_str(),
+            order.payment_status.as_str(),
+            encode(order)?,
+        );
+        let (version, from) = (version_col(order.version)?, version_col(from)?);
+        match (epoch, stored) {
+            (None, _) => {
+                self.db
+                    .applied(
+                        cql!(
+                            "UPDATE orders SET status = ?, payment_status = ?, data = ?, version = ?
+                         WHERE id = ? IF version = ?"
+                        ),
+                        (status, payment, data, version, id.as_str(), from),
+                    )
+                    .await
+            }
+            (Some(mine), Some(_)) => {
+                self.db
+                    .applied(
+                        cql!(
+                        "UPDATE orders SET status = ?, payment_status = ?, data = ?, version = ?,
+                            owner_epoch = ?
+                         WHERE id = ? IF version = ? AND owner_epoch <= ?"
+                    ),
+                        (
+                            status,
+                            payment,
+                            data,
+                            version,
+                            mine,
+                            id.as_str(),
+                            from,
+                            mine,
+                        ),
+                    )
+                    .await
+            }
+            (Some(mine), None) => {
+                self.db
+                    .applied(
+                        cql!(
+                        "UPDATE orders SET status = ?, payment_status = ?, data = ?, version = ?,
+                            owner_epoch = ?
+                         WHERE id = ? IF version = ? AND owner_epoch = null"
+                    ),
+                        (status, payment, data, version, mine, id.as_str(), from),
+                    )
+                    .await
+            }
+        }
+    }
+
+    /// Why a save's compare-and-set did not apply: a later epoch fenced the order
+    /// ([`StoreError::Fenced`]) or another writer moved it on ([`StoreError::Stale`]).
+    async fn why_not_written(
+        &self,
+        id: &str,
+        epoch: Option<i64>,
+    ) -> Result<StoreError, StoreError> {
+        let Some(mine) = epoch else {
+            return Ok(StoreError::Stale);
+        };
+        let now: Vec<(Option<i64>,)> = self
+            .db
+            .serial_rows(cql!("SELECT owner_epoch FROM orders WHERE id = ?"), (id,))
+            .await?;
+        Ok(match now.into_iter().next() {
+            Some((Some(theirs),)) if theirs > mine => StoreError::Fenced,
+            _ => StoreError::Stale,
+        })
+    }
+
+    /// Raises `shard`'s epoch by one (from nothing, to 1) and answers it.
+    async fn raise_epoch(&self, shard: u32) -> Result<u64, StoreError> {
+        let shard = shard_col(shard)?;
+        for _ in 0..CLAIM_RETRIES {
+            let now: Vec<(i64,)> = self
+                .db
+                .serial_rows(
+                    cql!("SELECT epoch FROM shard_epochs WHERE shard = ?"),
+                    (shard,),
+                )
+                .await?;
+            let (raised, applied) = match now.into_iter().next() {
+                None => (
+                    1,
+                    self.db
+                        .applied(
+                            cql!(
+                                "INSERT INTO shard_epochs (shard, epoch) VALUES (?, 1) IF NOT EXISTS"
+                            ),
+                            (shard,),
+                        )
+                        .await?,
+                ),
+                Some((epoch,)) => {
+                    let raised = epoch.checked_add(1).ok_or_else(|| {
+                        StoreError::Corrupt(format!("shard epoch {epoch} at its limit"))
+                    })?;
+                    (
+                        raised,
+                        self.db
+                            .applied(
+                                cql!(
+                                    "UPDATE shard_epochs SET epoch = ? WHERE shard = ? IF epoch = ?"
+                                ),
+                                (raised, shard, epoch),
+                            )
+                            .await?,
+                    )
+                }
+            };
+            if applied {
+                return u64::try_from(raised)
+                    .map_err(|_| StoreError::Corrupt(format!("shard epoch {raised}")));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the shard's epoch keeps changing: another node is taking it".into(),
+        ))
+    }
+
+    /// Fences the order `id` with `epoch` (its owner epoch raised to it, nothing else
+    /// changed), so no save under an earlier epoch lands on it any more; answers the order as
+    /// it is once fenced (finished orders, never written again, are answered as they are).
+    /// [`StoreError::Fenced`] when a later epoch got there first.
+    async fn fence_order(&self, id: &str, epoch: u64) -> Result<Option<Order>, StoreError> {
+        let mine = epoch_col(epoch)?;
+        for _ in 0..CLAIM_RETRIES {
+            let row: Vec<(String, i64, Option<i64>)> = self
+                .db
+                .serial_rows(
+                    cql!("SELECT data, version, owner_epoch FROM orders WHERE id = ?"),
+                    (id,),
+                )
+                .await?;
+            let Some((data, version, theirs)) = row.into_iter().next() else {
+                return Ok(None);
+            };
+            let order = decode(&data)?;
+            if order.status.is_terminal() {
+                return Ok(Some(order));
+            }
+            let applied = match theirs {
+                Some(theirs) if theirs > mine => return Err(StoreError::Fenced),
+                // This take's own fence, whose answer was lost.
+                Some(theirs) if theirs == mine => return Ok(Some(order)),
+                Some(theirs) => {
+                    self.db
+                        .applied(
+                            cql!(
+                                "UPDATE orders SET owner_epoch = ? WHERE id = ?
+                             IF version = ? AND owner_epoch = ?"
+                            ),
+                            (mine, id, version, theirs),
+                        )
+                        .await?
+                }
+                None => {
+                    self.db
+                        .applied(
+                            cql!(
+                                "UPDATE orders SET owner_epoch = ? WHERE id = ?
+                             IF version = ? AND owner_epoch = null"
+                            ),
+                            (mine, id, version),
+                        )
+                        .await?
+                }
+            };
+            if applied {
+                return Ok(Some(order));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the order keeps changing while its shard is taken".into(),
+        ))
     }
 
     /// Refuses to write an order whose claim (made at `claimed`) is so old that it may have
@@ -426,8 +691,8 @@ impl OrderStore for ScyllaStore {
             .db
             .applied(
                 cql!("INSERT INTO orders (id, user_id, restaurant_id, status, payment_status, version,
-                    shard, created_at, data)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"),
+                    shard, created_at, data, owner_epoch)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0) IF NOT EXISTS"),
                 (
                     id.as_str(),
                     order.user_id.to_string(),
@@ -457,16 +722,24 @@ impl OrderStore for ScyllaStore {
     async fn save(&self, order: &Order, effects: SaveEffects) -> Result<(), StoreError> {
         let from = order.version.checked_sub(1).ok_or(StoreError::Stale)?;
         let id = order.id.to_string();
-        let stored: Option<(String, String, i64)> = self
+        let epoch = effects.epoch.map(epoch_col).transpose()?;
+        let stored: Option<(String, String, i64, Option<i64>)> = self
             .db
             .row(
-                cql!("SELECT status, payment_status, version FROM orders WHERE id = ?"),
+                cql!(
+                    "SELECT status, payment_status, version, owner_epoch FROM orders WHERE id = ?"
+                ),
                 (id.as_str(),),
             )
             .await?;
-        let Some((old_status, old_payment, version)) = stored else {
+        let Some((old_status, old_payment, version, stored_epoch)) = stored else {
             return Err(StoreError::NotFound);
         };
+        if let (Some(mine), Some(theirs)) = (epoch, stored_epoch)
+            && theirs > mine
+        {
+            return Err(StoreError::Fenced);
+        }
         if version != version_col(from)? {
             return Err(StoreError::Stale);
         }
@@ -504,23 +777,7 @@ impl OrderStore for ScyllaStore {
             self.give_back(rider, taken, at).await?;
             return Err(late);
         }
-        let written = self
-            .db
-            .applied(
-                cql!(
-                    "UPDATE orders SET status = ?, payment_status = ?, data = ?, version = ?
-                 WHERE id = ? IF version = ?"
-                ),
-                (
-                    order.status.as_str(),
-                    order.payment_status.as_str(),
-                    encode(order)?,
-                    version_col(order.version)?,
-                    id.as_str(),
-                    version_col(from)?,
-                ),
-            )
-            .await;
+        let written = self.write_fenced(order, from, epoch, stored_epoch).await;
         let saved = match written {
             Ok(saved) => saved,
             // A timeout says nothing of whether the write happened: a serial read settles it
@@ -539,7 +796,7 @@ impl OrderStore for ScyllaStore {
             if let Some((rider, taken, at)) = took {
                 self.give_back(rider, taken, at).await?;
             }
-            return Err(StoreError::Stale);
+            return Err(self.why_not_written(&id, epoch).await?);
         }
         if let Some(RiderOrder::Release { rider, order }) = effects.rider_order {
             // The order is written: a release that fails now leaves the rider pointing at a
@@ -700,7 +957,8 @@ impl OrderStore for ScyllaStore {
         }
     }
 
-    async fn open_in_shard(&self, shard: u32) -> Result<Vec<Order>, StoreError> {
+    async fn take_shard(&self, shard: u32) -> Result<ShardTaken, StoreError> {
+        let epoch = self.raise_epoch(shard).await?;
         // Page by page: a busy shard's partition holds a tombstone for each order finished
         // within `gc_grace_seconds` (an hour, see the schema).
         let ids: Vec<(String,)> = self
@@ -710,8 +968,10 @@ impl OrderStore for ScyllaStore {
                 (shard_col(shard)?,),
             )
             .await?;
-        let orders =
-            crate::bounded(ids.clone(), |(id,)| async move { self.order(&id).await }).await?;
+        let orders = crate::bounded(ids.clone(), |(id,)| async move {
+            self.fence_order(&id, epoch).await
+        })
+        .await?;
         let mut open = Vec::new();
         for ((id,), order) in ids.iter().zip(orders) {
             match order {
@@ -730,7 +990,7 @@ impl OrderStore for ScyllaStore {
                 None => {}
             }
         }
-        Ok(open)
+        Ok(ShardTaken { epoch, open })
     }
 }
 

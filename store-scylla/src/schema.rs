@@ -172,6 +172,12 @@ pub const MIGRATIONS: &[&[&str]] = &[
         quarter timestamp, bucket int, total counter, fees counter,
         PRIMARY KEY ((quarter, bucket)))",
     ],
+    &[
+        // The epoch fence (see `orders.rs`): each shard's epoch, raised by every node that
+        // takes the shard, and the epoch under which each order was last written or fenced.
+        "CREATE TABLE IF NOT EXISTS shard_epochs (shard int PRIMARY KEY, epoch bigint)",
+        "ALTER TABLE orders ADD owner_epoch bigint",
+    ],
 ];
 
 /// Whether `name` is a keyspace name CQL takes unquoted.

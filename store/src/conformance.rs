@@ -783,16 +783,18 @@ async fn orders_page_newest_first_and_allow_one_unpaid(stores: &Stores) {
     );
     let open = stores
         .orders
-        .open_in_shard(first.shard)
+        .take_shard(first.shard)
         .await
-        .expect("open");
+        .expect("open")
+        .open;
     assert!(open.contains(&first));
     assert!(
         !stores
             .orders
-            .open_in_shard(first.shard + 1)
+            .take_shard(first.shard + 1)
             .await
             .expect("open elsewhere")
+            .open
             .iter()
             .any(|o| o.id == first.id),
         "an order is open only in its own shard"
@@ -1289,6 +1291,63 @@ pub async fn run_fencing(stores: &Stores) {
             .version,
         first.version + 1
     );
+    epochs_fence_out_a_shards_former_runner(stores).await;
+}
+
+/// Checks of the epoch fence: once a node has taken a shard, a save under an earlier epoch —
+/// a node that lost the shard, whose copy may well be current — is refused and leaves no trace;
+/// epochs only grow.
+async fn epochs_fence_out_a_shards_former_runner(stores: &Stores) {
+    // A shard of its own, so no other check's orders are in it.
+    let shard = 7_000 + u32::from(Uuid::new_v4().as_bytes()[0]);
+    let mut order = order_for(UserId::new(), RestaurantId::new());
+    order.status = OrderStatus::ReadyForRider;
+    order.payment_status = PaymentStatus::Paid;
+    order.shard = shard;
+    stores.orders.create(&order).await.expect("order");
+    let former = stores.orders.take_shard(shard).await.expect("take");
+    assert_eq!(former.open, vec![order.clone()]);
+    let latter = stores.orders.take_shard(shard).await.expect("take again");
+    assert!(latter.epoch > former.epoch, "epochs only grow");
+    assert_eq!(latter.open, vec![order.clone()], "fencing changes nothing");
+    let under = |epoch: u64| SaveEffects {
+        epoch: Some(epoch),
+        ..SaveEffects::default()
+    };
+    let assigned = assign(&order, RiderId::new());
+    assert!(matches!(
+        stores.orders.save(&assigned, under(former.epoch)).await,
+        Err(StoreError::Fenced)
+    ));
+    assert_eq!(
+        stores.orders.get(order.id).await.expect("get"),
+        Some(order.clone()),
+        "nothing of the fenced write is visible"
+    );
+    stores
+        .orders
+        .save(&assigned, under(latter.epoch))
+        .await
+        .expect("the shard's runner writes");
+    // An order placed in the shard after it was taken is fenced by the next take.
+    let mut placed = order_for(UserId::new(), RestaurantId::new());
+    placed.status = OrderStatus::ReadyForRider;
+    placed.payment_status = PaymentStatus::Paid;
+    placed.shard = shard;
+    stores.orders.create(&placed).await.expect("order");
+    let next = stores
+        .orders
+        .take_shard(shard)
+        .await
+        .expect("take once more");
+    assert!(next.open.contains(&placed));
+    assert!(matches!(
+        stores
+            .orders
+            .save(&assign(&placed, RiderId::new()), under(latter.epoch))
+            .await,
+        Err(StoreError::Fenced)
+    ));
 }
 
 /// Checks of the statistics: counts follow writes, and only today's paid orders make revenue.

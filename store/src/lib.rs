@@ -22,7 +22,7 @@ pub use changes::{AuthChange, AuthChanges, ChangeFeed, FedChange, FeedCursor, ST
 pub use marketplace::{AddressStore, CartStore, MenuStore, RestaurantStore};
 pub use orders::{
     IDEMPOTENCY_CLAIM, IdempotencyStore, KeyClaim, OrderStore, Page, RestaurantOrderFilter,
-    RiderOrder, SaveEffects, SavedResponse,
+    RiderOrder, SaveEffects, SavedResponse, ShardTaken,
 };
 pub use payments::{PaymentStore, Refund, parse_refund_cursor, refund_cursor};
 pub use riders::{PositionSnapshot, RiderStore};
@@ -44,6 +44,10 @@ pub enum StoreError {
     /// saved over another version): the caller's copy is stale, and nothing was written.
     #[error("the record changed since it was read")]
     Stale,
+    /// A later epoch has taken the shard of the order (another node runs it now): this writer
+    /// may no longer write it, and nothing was written.
+    #[error("the order's shard was taken by a later epoch")]
+    Fenced,
     /// The rider already carries another order, so it cannot be assigned this one; nothing was
     /// written.
     #[error("the rider already carries another order")]
@@ -70,6 +74,7 @@ impl StoreError {
             StoreError::Invalid(_) => "invalid_input",
             StoreError::Conflict(rule) => rule.code(),
             StoreError::Stale => "conflict",
+            StoreError::Fenced => "shard_moving",
             StoreError::RiderBusy => "rider_busy",
             StoreError::Unavailable(_) | StoreError::Closed => "unavailable",
             StoreError::Corrupt(_) | StoreError::Backend(_) => "internal",
@@ -84,7 +89,9 @@ impl StoreError {
             StoreError::Conflict(_) | StoreError::Stale | StoreError::RiderBusy => {
                 ErrorKind::Conflict
             }
-            StoreError::Unavailable(_) | StoreError::Closed => ErrorKind::Unavailable,
+            StoreError::Unavailable(_) | StoreError::Closed | StoreError::Fenced => {
+                ErrorKind::Unavailable
+            }
             StoreError::Corrupt(_) | StoreError::Backend(_) => ErrorKind::Internal,
         }
     }

@@ -49,6 +49,18 @@ pub struct SaveEffects {
     /// The order's payment is owed back (it moved to `refund_pending`): record the refund
     /// ([`crate::Refund`]) with the order, so no crash can keep the money.
     pub owe_refund: bool,
+    /// The epoch under which the writer runs the order's shard ([`OrderStore::take_shard`]):
+    /// the save is refused with [`StoreError::Fenced`] once a later epoch has taken the shard.
+    /// `None` for a writer outside any shard (tools, tests), which only the version fences.
+    pub epoch: Option<u64>,
+}
+
+/// A shard as a node starting it takes it from the store: the epoch it now runs under, and its
+/// open orders, each already fenced against the shard's earlier epochs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardTaken {
+    pub epoch: u64,
+    pub open: Vec<Order>,
 }
 
 /// A change to a rider's current order, made with the order's transition. Both are conditional,
@@ -62,8 +74,10 @@ pub enum RiderOrder {
 }
 
 /// Orders. Every write is the whole order as its actor holds it: the actor is the only writer of
-/// an order, so there is nothing to merge, and the version fences out a writer that is no
-/// longer the only one (a stale actor of a shard that moved).
+/// an order, so there is nothing to merge. Two fences keep out a writer that is no longer the
+/// only one: the version (a copy that is stale), and the shard's epoch (a node that has lost
+/// the shard, with a save in flight or a timer that fires late, once another node has taken
+/// it: its copy may be current, but it may no longer write).
 #[async_trait]
 pub trait OrderStore: Send + Sync {
     /// Stores a new order. A customer holds at most one unpaid order: a second one while the
@@ -73,8 +87,10 @@ pub trait OrderStore: Send + Sync {
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError>;
 
     /// Persists a transition, and its effects in the same transaction, if the stored order is
-    /// still at `order.version - 1` (the version the transition started from). Otherwise
-    /// nothing is written: [`StoreError::Stale`] when the stored version differs,
+    /// still at `order.version - 1` (the version the transition started from) and no later
+    /// epoch than `effects.epoch` has taken its shard. Otherwise nothing is written:
+    /// [`StoreError::Fenced`] when a later epoch has, [`StoreError::Stale`] when the stored
+    /// version differs,
     /// [`StoreError::NotFound`] when there is no such order, [`StoreError::RiderBusy`] when
     /// the effects would give a busy rider a second order.
     async fn save(&self, order: &Order, effects: SaveEffects) -> Result<(), StoreError>;
@@ -96,9 +112,12 @@ pub trait OrderStore: Send + Sync {
         cursor: Option<String>,
     ) -> Result<Page<Order>, StoreError>;
 
-    /// The orders of `shard` not yet delivered, cancelled or expired: what a node starting the
-    /// shard must resume. Served by an index of open orders by shard, not a scan.
-    async fn open_in_shard(&self, shard: u32) -> Result<Vec<Order>, StoreError>;
+    /// Takes `shard` for a node starting it: raises the shard's epoch (every call answers a
+    /// higher one, whatever else was lost), fences every open order of the shard with it, so
+    /// no save under an earlier epoch lands any more, and answers the epoch with those orders
+    /// (not yet delivered, cancelled or expired: what the node must resume), as they are once
+    /// fenced. Served by an index of open orders by shard, not a scan.
+    async fn take_shard(&self, shard: u32) -> Result<ShardTaken, StoreError>;
 }
 
 /// A response remembered for an `Idempotency-Key`.

@@ -753,6 +753,104 @@ async fn an_order_acknowledged_while_its_owner_was_out_of_reach_still_expires() 
     assert_eq!(again.status(), StatusCode::CREATED, "not locked out");
 }
 
+/// A save in flight when its node loses the shard lands nowhere once another node has taken the
+/// shard: the new owner's take raised the shard's epoch in the store and fenced the open
+/// orders with it, so the late save is refused, and what the new owner serves is what the
+/// store holds. (Fenced by the version alone, the late save landed after the new owner had
+/// started the shard: a node that no longer ran it wrote the order.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_in_flight_when_its_node_lost_the_shard_is_fenced_out_by_the_next_owner() {
+    let redis = Redis::start();
+    let cluster = ClusterEnv::new(&redis);
+    // Each node reaches Redis through a link of its own, which the test can cut.
+    let mut links = Vec::new();
+    let mut nodes = Vec::new();
+    for id in THREE {
+        let link = Proxy::start(([127, 0, 0, 1], redis.port).into())
+            .await
+            .expect("proxy");
+        let url = format!("redis://{}", link.addr());
+        nodes.push(cluster.start_setting(id, SHARDS, &[("TOMATO_CLUSTER__REDIS_URL", &url)]));
+        links.push(link);
+    }
+    let token = admin_token(&nodes[0]).await;
+    settled(&nodes[0], &token, &THREE, Duration::from_secs(20)).await;
+    let shard = shard_at(SHOP_AT);
+    let owner_id = owners(&nodes[0], &token).await[&shard]
+        .clone()
+        .expect("owned");
+    let i = nodes.iter().position(|n| n.id == owner_id).expect("owner");
+    let j = (i + 1) % nodes.len();
+    let owner = &TestApp::attached(nodes[i].addr.parse().expect("addr"));
+    let x = &TestApp::attached(nodes[j].addr.parse().expect("addr"));
+    let shop = open_shop(x, "fenced-seller@c.test", "Fenced Kitchen", SHOP_AT).await;
+    let buyer = customer(x, "fenced-buyer@c.test", HOME_AT).await;
+    buyer.add(x, &shop.items[0], 1).await;
+    let order = buyer.order(x).await["id"].as_str().expect("id").to_owned();
+    assert_eq!(buyer.pay(x, &order).await["paymentStatus"], "paid");
+
+    // The owner's next save waits 12 s, and the owner is cut off from Redis as the seller's
+    // step reaches it: its lease runs out (5 s on its own clock) and another node takes the
+    // shard (once the lease lapses in Redis, 6 s) while the save is still on its way.
+    const SLOW_MS: u64 = 12_000;
+    let armed = owner
+        .client
+        .post(owner.url(&format!(
+            "/api/v1/internal/fault/order/{order}?kind=slow&ms={SLOW_MS}"
+        )))
+        .header("x-internal-key", INTERNAL_KEY)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(armed.status(), StatusCode::NO_CONTENT);
+    links[i].set(Link::Down);
+    let sent = Instant::now();
+    let taken_over = async {
+        loop {
+            let now = owners(&nodes[j], &token).await[&shard].clone();
+            if now.is_some_and(|o| o != owner_id) {
+                return sent.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let (answer, took) = tokio::join!(shop.set_status(owner, &order, "accepted"), taken_over);
+    assert!(
+        took < Duration::from_millis(SLOW_MS - 1_000),
+        "the takeover ({took:?}) came after the slow save, so this test shows nothing"
+    );
+    let answered = answer.status();
+    // The slow save has been sent by now, and answered.
+    tokio::time::sleep(Duration::from_millis(SLOW_MS + 2_000).saturating_sub(sent.elapsed())).await;
+
+    // What the store holds (the customer's list, which the store answers) and what the new
+    // owner serves (the order itself, from its actor) agree, and the late save is not in it.
+    let listed = json_ok(x.get("/api/order/myorder", buyer.token()).await).await["orders"]
+        .as_array()
+        .and_then(|orders| orders.iter().find(|o| o["id"] == order.as_str()))
+        .map(|o| o["status"].clone())
+        .expect("listed");
+    let served = status_of(x, buyer.token(), &order).await["status"].clone();
+    assert_eq!(
+        listed, served,
+        "the store and the new owner disagree (the old owner answered {answered})"
+    );
+    assert_eq!(listed, "placed", "the late save was refused");
+    assert!(
+        !answered.is_success(),
+        "the old owner answered {answered} for a save that did not land"
+    );
+
+    // Heal: the step goes through the new owner, once.
+    links[i].set(Link::Clear);
+    let accepted = json_ok(shop.set_status(x, &order, "accepted").await).await;
+    assert_eq!(accepted["order"]["status"], "accepted");
+    assert_eq!(
+        steps_of(x, buyer.token(), &order).await,
+        ["placed", "accepted"]
+    );
+}
+
 #[tokio::test]
 async fn a_logout_on_one_node_holds_on_every_node_at_once_and_ends_its_sockets_there() {
     let redis = Redis::start();

@@ -579,6 +579,115 @@ async fn leftovers_of_a_crash_between_claim_and_row_lock_nobody_out() {
     stores.backend.close().await.expect("close");
 }
 
+/// A rider taken for an order whose save has not landed is taken over only once that save can
+/// no longer land: a writer paused between the rider's take and its order's write (or one whose
+/// clock runs behind, so its take looks old to everyone else) has its write refused after the
+/// takeover, and one rider never ends up named by two open orders.
+#[tokio::test]
+async fn a_rider_taken_over_past_the_grace_fences_out_the_save_still_on_its_way() {
+    use time::{Duration, OffsetDateTime};
+    use tomato_store::conformance::{assign, ready_order, rider_for, sign_in};
+    use tomato_store::{RiderOrder, SaveEffects};
+
+    let keyspace = keyspace();
+    let stores = tomato_store_scylla::open(&config(&keyspace))
+        .await
+        .expect("open the store");
+    let cql = raw_session(&keyspace).await;
+    let user = stores
+        .users
+        .sign_in(sign_in("fenced-rider", "Rider"))
+        .await
+        .expect("rider user");
+    let rider = rider_for(user.id);
+    stores.riders.create(&rider).await.expect("rider");
+    let first = ready_order(&stores).await;
+    let second = ready_order(&stores).await;
+
+    // The first order's writer took the rider and stopped before writing the order (paused,
+    // or its stamp two minutes old to the others, as a clock that far behind would make it).
+    let long_ago = OffsetDateTime::now_utc() - Duration::minutes(2);
+    cql.query_unpaged(
+        "UPDATE riders SET current_order_id = ?, current_order_at = ? WHERE id = ?",
+        (
+            first.id.to_string(),
+            scylla::value::CqlTimestamp(
+                i64::try_from(long_ago.unix_timestamp_nanos() / 1_000_000).expect("millis"),
+            ),
+            rider.id.to_string(),
+        ),
+    )
+    .await
+    .expect("the first writer's take");
+
+    // The second order takes the rider over.
+    let take = |order: &tomato_domain::Order| SaveEffects {
+        rider_order: Some(RiderOrder::Take {
+            rider: rider.id,
+            order: order.id,
+        }),
+        ..SaveEffects::default()
+    };
+    stores
+        .orders
+        .save(&assign(&second, rider.id), take(&second))
+        .await
+        .expect("a take whose save has not come is taken over");
+
+    // The first writer wakes and sends the write it had ready: the order at the next version,
+    // conditioned on the version it read.
+    let late = assign(&first, rider.id);
+    let landed = cql
+        .query_unpaged(
+            "UPDATE orders SET status = ?, payment_status = ?, data = ?, version = ?
+             WHERE id = ? IF version = ?",
+            (
+                late.status.as_str(),
+                late.payment_status.as_str(),
+                serde_json::to_string(&late).expect("encode"),
+                i64::try_from(late.version).expect("version"),
+                first.id.to_string(),
+                i64::try_from(first.version).expect("version"),
+            ),
+        )
+        .await
+        .expect("the late write")
+        .into_rows_result()
+        .expect("an answer")
+        .rows::<scylla::value::Row>()
+        .expect("rows")
+        .next()
+        .and_then(Result::ok)
+        .and_then(|row| row.columns.into_iter().next().flatten())
+        == Some(scylla::value::CqlValue::Boolean(true));
+    let first_now = stores
+        .orders
+        .get(first.id)
+        .await
+        .expect("read")
+        .expect("the first order");
+    let second_now = stores
+        .orders
+        .get(second.id)
+        .await
+        .expect("read")
+        .expect("the second order");
+    assert_eq!(second_now.rider_id, Some(rider.id));
+    assert!(
+        !landed && first_now.rider_id.is_none(),
+        "the late write landed: two open orders name one rider ({} and {})",
+        first.id,
+        second.id
+    );
+    assert_eq!(
+        first_now.version,
+        first.version + 1,
+        "the first order was fenced: its version moved on, nothing else"
+    );
+    assert_eq!(first_now.status, first.status);
+    stores.backend.close().await.expect("close");
+}
+
 /// A store upgraded to the version with restaurants' lists by status finds, in them, the
 /// orders stored before: the upgrade fills the lists (and runs again harmlessly when a node
 /// died before recording it).
