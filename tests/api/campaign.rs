@@ -2,7 +2,8 @@
 //! harness with its history recorded, while every nemesis strikes once — a slowed, then
 //! stalled, then cut link between one node and Redis, Redis paused, every pub/sub connection
 //! cut, a node killed with kill -9 and started again, a node paused past its leases, Redis
-//! restarted empty, and one node running 35 s ahead the whole time. Once the faults heal and the city is
+//! restarted empty, and one node running 35 s ahead the whole time (the environment picks
+//! other nemeses, skews and lengths for the long campaigns: see [`Plan`]). Once the faults heal and the city is
 //! quiet, the checker holds what every client was told against the orders as they ended.
 
 use std::net::SocketAddr;
@@ -19,17 +20,29 @@ use crate::helpers::ADMIN_EMAIL;
 
 /// The three nodes' ids.
 const IDS: [&str; 3] = ["node-a", "node-b", "node-c"];
-/// How far ahead node-c's wall clock runs.
+/// How far ahead node-c's wall clock runs, unless `TOMATO_CAMPAIGN_SKEW_S` says otherwise.
 const SKEW_S: i64 = 35;
+/// The nemeses of a round, by the names `TOMATO_CAMPAIGN_NEMESES` takes (all by default).
+const NEMESES: [&str; 7] = [
+    "link",
+    "redis-pause",
+    "pubsub",
+    "kill",
+    "pause",
+    "redis-restart",
+    "skew",
+];
 
 /// What a campaign plays: the suite's short form by default; the long campaigns of the
 /// performance notes set `TOMATO_CAMPAIGN_MINUTES` (the schedule strikes again and again for
-/// that long), `TOMATO_CAMPAIGN_ORDER_RATE`, and `TOMATO_CAMPAIGN_FAULTS=none` for the run
-/// beside it with no fault at all.
+/// that long), `TOMATO_CAMPAIGN_ORDER_RATE`, `TOMATO_CAMPAIGN_FAULTS=none` for the run beside
+/// it with no fault at all, `TOMATO_CAMPAIGN_NEMESES` (a comma-separated few of [`NEMESES`])
+/// for a campaign of one nemesis, and `TOMATO_CAMPAIGN_SKEW_S` (negative: behind).
 struct Plan {
     play_s: u64,
     order_rate: String,
-    faults: bool,
+    nemeses: Vec<String>,
+    skew_s: i64,
 }
 
 impl Plan {
@@ -40,8 +53,32 @@ impl Plan {
                 .and_then(|m| m.parse::<u64>().ok())
                 .map_or(130, |m| m * 60),
             order_rate: var("TOMATO_CAMPAIGN_ORDER_RATE").unwrap_or_else(|| "1.5".into()),
-            faults: var("TOMATO_CAMPAIGN_FAULTS").as_deref() != Some("none"),
+            nemeses: match var("TOMATO_CAMPAIGN_FAULTS").as_deref() {
+                Some("none") => Vec::new(),
+                _ => var("TOMATO_CAMPAIGN_NEMESES").map_or_else(
+                    || NEMESES.map(str::to_owned).to_vec(),
+                    |names| {
+                        let names: Vec<String> =
+                            names.split(',').map(|n| n.trim().to_owned()).collect();
+                        for name in &names {
+                            assert!(
+                                NEMESES.contains(&name.as_str()),
+                                "TOMATO_CAMPAIGN_NEMESES: {name:?} is none of {NEMESES:?}"
+                            );
+                        }
+                        names
+                    },
+                ),
+            },
+            skew_s: var("TOMATO_CAMPAIGN_SKEW_S")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(SKEW_S),
         }
+    }
+
+    /// Whether the campaign strikes with `nemesis`.
+    fn strikes(&self, nemesis: &str) -> bool {
+        self.nemeses.iter().any(|n| n == nemesis)
     }
 }
 
@@ -104,8 +141,8 @@ async fn a_short_fault_campaign_ends_with_a_clean_check() {
         cluster: ClusterEnv::new(&redis),
         ports: [free_port(), free_port(), free_port()],
         proxied: format!("redis://{}", proxy.addr()),
-        skewed: if plan.faults {
-            nemesis::skewed_clock(SKEW_S).expect("libfaketime")
+        skewed: if plan.strikes("skew") {
+            nemesis::skewed_clock(plan.skew_s).expect("libfaketime")
         } else {
             Vec::new()
         },
@@ -161,51 +198,64 @@ async fn a_short_fault_campaign_ends_with_a_clean_check() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let pause = |s: u64| tokio::time::sleep(Duration::from_secs(s));
-        // One round strikes with every nemesis in about 110 s; rounds go on while the city
-        // plays (the short form plays one).
-        let rounds = if plan.faults {
-            (plan.play_s / 120).max(1)
-        } else {
-            0
-        };
-        for round in 1..=rounds {
-            eprintln!("campaign: round {round} of {rounds}");
-            eprintln!("campaign: node-a's link to Redis slowed to 2.5 s for 8 s");
-            proxy.set(Link::Delay(Duration::from_millis(2500)));
-            pause(8).await;
-            proxy.set(Link::Stalled);
-            eprintln!("campaign: node-a's link to Redis stalled for 3 s");
-            pause(3).await;
-            eprintln!("campaign: node-a cut off from Redis for 5 s");
-            proxy.set(Link::Down);
-            pause(5).await;
-            proxy.set(Link::Clear);
-            pause(8).await;
-            eprintln!("campaign: Redis paused (SIGSTOP) for 3 s");
-            nemesis::signal(redis.child.id(), "-STOP").expect("stop redis");
-            pause(3).await;
-            nemesis::signal(redis.child.id(), "-CONT").expect("cont redis");
-            pause(8).await;
-            let cut = nemesis::kill_pubsub(&redis.url())
-                .await
-                .expect("client kill");
-            eprintln!("campaign: CLIENT KILL TYPE pubsub cut {cut} connections");
-            pause(8).await;
-            eprintln!("campaign: node-b killed (kill -9), back in 10 s");
-            tokio::task::block_in_place(|| nodes[1].kill9());
-            pause(10).await;
-            // Starting a process blocks; the harness's tasks go on on the other workers.
-            nodes[1] = tokio::task::block_in_place(|| starts.start(1));
-            pause(12).await;
-            eprintln!("campaign: node-c paused (SIGSTOP) for 10 s, past its leases");
-            nodes[2].signal("-STOP");
-            pause(10).await;
-            nodes[2].signal("-CONT");
-            pause(12).await;
-            eprintln!("campaign: Redis restarted empty");
-            redis.kill();
-            redis = tokio::task::block_in_place(|| Redis::start_on(redis_port));
-            pause(10).await;
+        // A round strikes with each nemesis of the plan in turn (every one: about 110 s);
+        // rounds go on while the city plays, and the short form plays one.
+        let mut striking = plan.nemeses.iter().any(|n| n != "skew");
+        let mut round = 0;
+        while striking {
+            round += 1;
+            let began = Instant::now();
+            eprintln!("campaign: round {round}");
+            if plan.strikes("link") {
+                eprintln!("campaign: node-a's link to Redis slowed to 2.5 s for 8 s");
+                proxy.set(Link::Delay(Duration::from_millis(2500)));
+                pause(8).await;
+                proxy.set(Link::Stalled);
+                eprintln!("campaign: node-a's link to Redis stalled for 3 s");
+                pause(3).await;
+                eprintln!("campaign: node-a cut off from Redis for 5 s");
+                proxy.set(Link::Down);
+                pause(5).await;
+                proxy.set(Link::Clear);
+                pause(8).await;
+            }
+            if plan.strikes("redis-pause") {
+                eprintln!("campaign: Redis paused (SIGSTOP) for 3 s");
+                nemesis::signal(redis.child.id(), "-STOP").expect("stop redis");
+                pause(3).await;
+                nemesis::signal(redis.child.id(), "-CONT").expect("cont redis");
+                pause(8).await;
+            }
+            if plan.strikes("pubsub") {
+                let cut = nemesis::kill_pubsub(&redis.url())
+                    .await
+                    .expect("client kill");
+                eprintln!("campaign: CLIENT KILL TYPE pubsub cut {cut} connections");
+                pause(8).await;
+            }
+            if plan.strikes("kill") {
+                eprintln!("campaign: node-b killed (kill -9), back in 10 s");
+                tokio::task::block_in_place(|| nodes[1].kill9());
+                pause(10).await;
+                // Starting a process blocks; the harness's tasks go on on the other workers.
+                nodes[1] = tokio::task::block_in_place(|| starts.start(1));
+                pause(12).await;
+            }
+            if plan.strikes("pause") {
+                eprintln!("campaign: node-c paused (SIGSTOP) for 10 s, past its leases");
+                nodes[2].signal("-STOP");
+                pause(10).await;
+                nodes[2].signal("-CONT");
+                pause(12).await;
+            }
+            if plan.strikes("redis-restart") {
+                eprintln!("campaign: Redis restarted empty");
+                redis.kill();
+                redis = tokio::task::block_in_place(|| Redis::start_on(redis_port));
+                pause(10).await;
+            }
+            // Another round only if it ends while the city still plays.
+            striking = started.elapsed() + began.elapsed() <= Duration::from_secs(plan.play_s);
         }
     };
     let (report, ()) = tokio::join!(tomato_load::run::run(run), schedule);
@@ -225,7 +275,7 @@ async fn a_short_fault_campaign_ends_with_a_clean_check() {
         "--admin-email",
         ADMIN_EMAIL,
         "--skew-s",
-        &(SKEW_S + 5).to_string(),
+        &(plan.skew_s.abs() + 5).to_string(),
     ])
     .expect("arguments");
     let Command::Check(check) = check else {

@@ -688,12 +688,11 @@ async fn fail_publishes(app: &TestApp, count: u32) {
     assert_eq!(armed.status(), StatusCode::NO_CONTENT);
 }
 
-// Several workers: the proxies run while a node's start blocks this test's thread.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_acknowledged_while_its_owner_was_out_of_reach_still_expires() {
-    let redis = Redis::start();
-    let cluster = ClusterEnv::new(&redis);
-    // Each node reaches Redis through a link of its own, which the test can cut.
+/// Three nodes started with `settings`, each reaching Redis through a link of its own, which
+/// the test can cut (several workers: the proxies run while a node's start blocks the
+/// test's thread).
+async fn behind_links(redis: &Redis, settings: &[(&str, &str)]) -> (Vec<Node>, Vec<Proxy>) {
+    let cluster = ClusterEnv::new(redis);
     let mut links = Vec::new();
     let mut nodes = Vec::new();
     for id in THREE {
@@ -701,13 +700,19 @@ async fn an_order_acknowledged_while_its_owner_was_out_of_reach_still_expires() 
             .await
             .expect("proxy");
         let url = format!("redis://{}", link.addr());
-        let settings = [
-            ("TOMATO_CLUSTER__REDIS_URL", url.as_str()),
-            ("TOMATO_ORDERS__PAYMENT_TIMEOUT_S", "5"),
-        ];
-        nodes.push(cluster.start_setting(id, SHARDS, &settings));
+        let mut env = vec![("TOMATO_CLUSTER__REDIS_URL", url.as_str())];
+        env.extend_from_slice(settings);
+        nodes.push(cluster.start_setting(id, SHARDS, &env));
         links.push(link);
     }
+    (nodes, links)
+}
+
+// Several workers: the proxies run while a node's start blocks this test's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_acknowledged_while_its_owner_was_out_of_reach_still_expires() {
+    let redis = Redis::start();
+    let (nodes, links) = behind_links(&redis, &[("TOMATO_ORDERS__PAYMENT_TIMEOUT_S", "5")]).await;
     let token = admin_token(&nodes[0]).await;
     settled(&nodes[0], &token, &THREE, Duration::from_secs(20)).await;
     let owner = owners(&nodes[0], &token).await[&shard_at(SHOP_AT)]
@@ -761,18 +766,7 @@ async fn an_order_acknowledged_while_its_owner_was_out_of_reach_still_expires() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_in_flight_when_its_node_lost_the_shard_is_fenced_out_by_the_next_owner() {
     let redis = Redis::start();
-    let cluster = ClusterEnv::new(&redis);
-    // Each node reaches Redis through a link of its own, which the test can cut.
-    let mut links = Vec::new();
-    let mut nodes = Vec::new();
-    for id in THREE {
-        let link = Proxy::start(([127, 0, 0, 1], redis.port).into())
-            .await
-            .expect("proxy");
-        let url = format!("redis://{}", link.addr());
-        nodes.push(cluster.start_setting(id, SHARDS, &[("TOMATO_CLUSTER__REDIS_URL", &url)]));
-        links.push(link);
-    }
+    let (nodes, links) = behind_links(&redis, &[]).await;
     let token = admin_token(&nodes[0]).await;
     settled(&nodes[0], &token, &THREE, Duration::from_secs(20)).await;
     let shard = shard_at(SHOP_AT);
