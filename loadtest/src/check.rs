@@ -334,7 +334,10 @@ fn accepts(history: &[Event], orders: &BTreeMap<String, EndOrder>) -> Vec<Findin
 }
 
 /// Per rider, the spans [assigned, delivered or cancelled) of its orders never overlap (by
-/// more than the clocks' `skew`).
+/// more than the clocks' `skew`). Each end is stamped by whichever node wrote it, so a span's
+/// ends may be off by the skew against each other and against another span's: two spans
+/// overlap only if each starts, skew and all, before the other ends; sorting by start decides
+/// nothing on its own (a node ahead makes a later span look earlier).
 fn riders(orders: &BTreeMap<String, EndOrder>, skew: time::Duration) -> Vec<Finding> {
     let mut spans: BTreeMap<&str, Vec<(time::OffsetDateTime, time::OffsetDateTime, &str)>> =
         BTreeMap::new();
@@ -363,13 +366,20 @@ fn riders(orders: &BTreeMap<String, EndOrder>, skew: time::Duration) -> Vec<Find
     let mut findings = Vec::new();
     for (rider, mut spans) in spans {
         spans.sort();
-        for pair in spans.windows(2) {
-            if pair[1].0 + skew < pair[0].1 {
-                findings.push(Finding::RiderTwice {
-                    rider: rider.to_owned(),
-                    first: pair[0].2.to_owned(),
-                    second: pair[1].2.to_owned(),
-                });
+        for (i, first) in spans.iter().enumerate() {
+            // Later starts only grow: once one starts, skew and all, after `first` ends, so do
+            // the rest.
+            for second in spans[i + 1..]
+                .iter()
+                .take_while(|second| second.0 + skew < first.1)
+            {
+                if first.0 + skew < second.1 {
+                    findings.push(Finding::RiderTwice {
+                        rider: rider.to_owned(),
+                        first: first.2.to_owned(),
+                        second: second.2.to_owned(),
+                    });
+                }
             }
         }
     }
@@ -764,6 +774,28 @@ mod tests {
             s.at += time::Duration::seconds(10);
         }
         assert_eq!(run(&[], &end(vec![done_first, later])), []);
+    }
+
+    #[test]
+    fn spans_stamped_by_a_clock_ahead_say_nothing_of_overlap() {
+        // Seen with a node 90 s ahead: o2 was assigned and delivered (by that node and then a
+        // true one) well before o1 was assigned, but its assignment's stamp is later than
+        // o1's, and o1's delivery (by the node ahead) later than o2's assignment's stamp.
+        let ahead = |s: i64| at(s + 90);
+        let mut earlier = order("o2", "c2", Some("r1"), &DELIVERED, "paid");
+        earlier.history[4].at = ahead(53);
+        earlier.history[5].at = ahead(55);
+        earlier.history[6].at = at(58);
+        let mut later = order("o1", "c1", Some("r1"), &DELIVERED, "paid");
+        later.history[4].at = at(141);
+        later.history[5].at = ahead(148);
+        later.history[6].at = ahead(150);
+        let bounds = Bounds {
+            now: at(3600),
+            slack: time::Duration::seconds(60),
+            skew: time::Duration::seconds(95),
+        };
+        assert_eq!(check(&[], &end(vec![earlier, later]), bounds), []);
     }
 
     #[test]
